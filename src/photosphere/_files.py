@@ -1,0 +1,37 @@
+"""File-system helpers shared by writers: atomic writes and the user cache directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$PHOTOSPHERE_CACHE`` or ``~/.cache/photosphere``, joined with ``parts`` and created."""
+    root = Path(os.environ.get("PHOTOSPHERE_CACHE", Path.home() / ".cache" / "photosphere"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    If the body raises, the temporary file is removed and ``path`` is untouched, so a file that
+    exists is always complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
