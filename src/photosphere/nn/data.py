@@ -1,0 +1,360 @@
+"""On-the-fly training data: 2D échelle images simulated from a spectrum source.
+
+A *spectrum source* is any forward model (``photosphere.models.base.ForwardModel``): the
+:class:`~photosphere.grids.interpolate.GridInterpolator` over the ATLAS9 grid (linear
+interpolation between grid nodes gives continuous labels, as in the study), or a tiny analytic
+model in the tests. For each star (teff, logg, feh, vsini):
+
+    source.predict -> rotational broadening (vsini, ops.rotation) -> Gaussian LSF at R
+    (ops.lsf) -> flux-conserving rebinning onto the order layout (ops.resample; 8 × 4096 for
+    HARPS-N 5050–5350 Å) -> linear slant across each order -> Gaussian noise at a per-sample
+    S/N -> per-order continuum normalisation (:func:`normalise_orders`, also applied to real data).
+
+Splits cannot leak. Each split (train / val / test) owns a fixed set of noise-free stars whose
+labels come from its own seed stream (``SeedSequence([seed, split_id])``); :func:`make_splits`
+refuses label sets that come closer than ``min_separation`` in scaled units. Augmentation (noise,
+slant, radial velocity) is drawn per (split, star, epoch) and applied only to that split's own
+stars, so no augmented training sample is ever made from a validation or test star.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ModelError, OutOfGridError
+
+LABELS = ("teff", "logg", "feh", "vsini")
+STUDY_BOUNDS = {"teff": (3500.0, 9750.0), "logg": (0.0, 5.0), "feh": (-2.5, 0.5),
+                "vsini": (0.0, 30.0)}
+SPLITS = {"train": 0, "val": 1, "test": 2}
+C_KMS = 299_792.458
+
+
+class SpectrumSource(Protocol):
+    """What the simulator needs from a forward model (a subset of ``ForwardModel``)."""
+
+    label_names: tuple[str, ...]
+    bounds: Mapping[str, tuple[float, float]]
+    wavelength: np.ndarray  # (n_pix,) Å, log-uniform
+    medium: str
+
+    def predict(self, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+class Layout(Protocol):
+    """An echelle order layout (``ops.echelle.OrderLayout``): wavelength (n_orders, n_pixels) Å."""
+
+    wavelength: np.ndarray
+    medium: str
+
+
+def default_layout() -> Layout:
+    """The HARPS-N 5050–5350 Å layout of the study: 8 orders × 4096 pixels."""
+    from ..ops.echelle import HARPSN_5050_5350
+
+    return HARPSN_5050_5350()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training images are made. Plain values only, so it is stored in checkpoints.
+
+    bounds: label box (physical units) that stars are drawn from (uniformly);
+    snr: S/N per pixel at the continuum; a pair (lo, hi) draws it log-uniformly per sample;
+    slant: largest fractional change of the flux from one end of an order to the other;
+    rv_max: radial-velocity augmentation in km/s (0 = none; > 0 disables the clean-image cache);
+    resolution: R of the Gaussian LSF; epsilon: limb darkening of the rotation kernel;
+    fixed: values for source labels that are not estimated (e.g. alpha, vmic).
+    """
+
+    bounds: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(STUDY_BOUNDS))
+    n_train: int = 400
+    n_val: int = 100
+    n_test: int = 200
+    snr: float | tuple[float, float] = 20.0
+    slant: float = 0.1
+    rv_max: float = 0.0
+    resolution: float = 115_000.0
+    epsilon: float = 0.6
+    seed: int = 0
+    min_separation: float = 1e-4
+    fixed: dict[str, float] = field(default_factory=lambda: {"alpha": 0.0, "vmic": 1.0})
+
+    def __post_init__(self) -> None:
+        bounds = {k: (float(v[0]), float(v[1])) for k, v in dict(self.bounds).items()}
+        if tuple(bounds) != LABELS:
+            raise ModelError(f"bounds must give {LABELS} in that order, got {tuple(bounds)}")
+        for name, (lo, hi) in bounds.items():
+            if not hi > lo:
+                raise ModelError(f"bounds[{name!r}] = ({lo}, {hi}) is empty; give lo < hi")
+        object.__setattr__(self, "bounds", bounds)
+        snr = self.snr
+        if isinstance(snr, list | tuple):
+            snr = (float(snr[0]), float(snr[1]))
+            if not 0 < snr[0] <= snr[1]:
+                raise ModelError(f"snr range {snr} must satisfy 0 < lo <= hi")
+        elif not snr > 0:
+            raise ModelError(f"snr={snr} must be positive")
+        object.__setattr__(self, "snr", snr)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bounds"] = {k: list(v) for k, v in self.bounds.items()}
+        d["snr"] = list(self.snr) if isinstance(self.snr, tuple) else self.snr
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _split_generator(seed: int, *keys: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int,
+                split: str) -> torch.Tensor:
+    """(n, 4) physical labels uniform in ``bounds``, from the seed stream of ``split``."""
+    if split not in SPLITS:
+        raise ModelError(f"split={split!r} is not known; use one of {tuple(SPLITS)}")
+    g = _split_generator(seed, 1, SPLITS[split])
+    lo = torch.tensor([bounds[k][0] for k in LABELS], dtype=torch.float64)
+    hi = torch.tensor([bounds[k][1] for k in LABELS], dtype=torch.float64)
+    return lo + (hi - lo) * torch.rand(n, len(LABELS), generator=g, dtype=torch.float64)
+
+
+def min_scaled_distance(a: torch.Tensor, b: torch.Tensor,
+                        bounds: Mapping[str, tuple[float, float]]) -> float:
+    """Smallest distance between rows of ``a`` and ``b`` with each label scaled to [0, 1]."""
+    if len(a) == 0 or len(b) == 0:
+        return math.inf
+    width = torch.tensor([bounds[k][1] - bounds[k][0] for k in LABELS], dtype=torch.float64)
+    return float(torch.cdist(a.double() / width, b.double() / width).min())
+
+
+def make_splits(config: DataConfig) -> dict[str, torch.Tensor]:
+    """The noise-free star labels of every split, checked to be disjoint."""
+    sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
+    labels = {s: draw_labels(config.bounds, n, config.seed, s) for s, n in sizes.items()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        d = min_scaled_distance(labels[a], labels[b], config.bounds)
+        if d < config.min_separation:
+            raise ModelError(f"{a} and {b} stars come within {d:.2e} (scaled) of each other; "
+                             f"choose another seed or a smaller min_separation")
+    return labels
+
+
+class EchelleSimulator:
+    """Noise-free échelle images (B, n_orders, n_pixels) of stars with given labels."""
+
+    def __init__(self, source: SpectrumSource, layout: Layout, resolution: float = 115_000.0,
+                 epsilon: float = 0.6, fixed: Mapping[str, float] | None = None):
+        from ..ops.grid import velocity_step
+
+        self.source = source
+        self.layout = layout
+        self.resolution = float(resolution)
+        self.epsilon = float(epsilon)
+        self.layout_wavelength = torch.as_tensor(np.asarray(layout.wavelength, dtype=float))
+        wave = np.asarray(source.wavelength, dtype=float)
+        if getattr(source, "medium", layout.medium) != layout.medium:
+            from ..ops.airvac import air_to_vacuum, vacuum_to_air
+
+            wave = air_to_vacuum(wave) if layout.medium == "vacuum" else vacuum_to_air(wave)
+        self.velocity_step = velocity_step(wave)
+        self.source_wavelength = torch.as_tensor(np.asarray(wave, dtype=float))
+        lo, hi = float(self.layout_wavelength.min()), float(self.layout_wavelength.max())
+        margin = 1 + 50.0 / C_KMS  # room for 30 km/s rotation + LSF + RV augmentation
+        if wave[0] > lo / margin or wave[-1] < hi * margin:
+            raise ModelError(
+                f"the spectrum source covers {wave[0]:.1f}-{wave[-1]:.1f} Å but the layout needs "
+                f"{lo / margin:.1f}-{hi * margin:.1f} Å (with a 50 km/s margin); use a grid that "
+                "covers the orders")
+        self.fixed = dict(fixed or {})
+        self._columns = self._label_columns()
+
+    def _label_columns(self) -> list[tuple[str, int | float]]:
+        cols: list[tuple[str, int | float]] = []
+        for name in self.source.label_names:
+            if name in LABELS[:3]:
+                cols.append((name, LABELS.index(name)))
+            elif name in self.fixed:
+                lo, hi = self.source.bounds[name]
+                cols.append((name, float(min(max(self.fixed[name], lo), hi))))
+            else:
+                lo, hi = self.source.bounds[name]
+                cols.append((name, 0.5 * (lo + hi)))
+        missing = set(LABELS[:3]) - {n for n, _ in cols}
+        if missing:
+            raise ModelError(f"the spectrum source has labels {self.source.label_names}; it "
+                             f"lacks {sorted(missing)} needed by the estimator")
+        return cols
+
+    def source_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 4) estimator labels -> (B, n_source_labels) in the source's order."""
+        out = [labels[:, v] if isinstance(v, int) else torch.full_like(labels[:, 0], v)
+               for _, v in self._columns]
+        return torch.stack(out, dim=-1)
+
+    @torch.no_grad()
+    def images(self, labels: torch.Tensor, rv: torch.Tensor | None = None) -> torch.Tensor:
+        """labels: (B, 4) physical; rv: (B,) km/s or None -> (B, n_orders, n_pixels) float32."""
+        from ..ops.lsf import gaussian_broaden
+        from ..ops.resample import rebin
+        from ..ops.rotation import rotational_broaden
+
+        labels = labels.double()
+        for j, name in enumerate(LABELS[:3]):
+            lo, hi = self.source.bounds[name]
+            bad = (labels[:, j] < lo) | (labels[:, j] > hi)
+            if bool(bad.any()):
+                raise OutOfGridError(f"{name}={float(labels[bad, j][0]):g} is outside the "
+                                     f"source ({lo:g}-{hi:g}); shrink the data bounds")
+        flux = torch.as_tensor(self.source.predict(self.source_labels(labels))).double()
+        flux = rotational_broaden(flux, labels[:, 3], self.velocity_step, self.epsilon)
+        flux = gaussian_broaden(flux, self.resolution, self.velocity_step)  # (B, n_src)
+        wave_in = self.source_wavelength
+        if rv is not None:  # (B, n_src): shifted rest-frame wavelengths
+            beta = rv.double().unsqueeze(-1) / C_KMS
+            wave_in = wave_in * torch.sqrt((1 + beta) / (1 - beta))
+            wave_in = wave_in.unsqueeze(1)  # (B, 1, n_src)
+        out = rebin(wave_in, flux.unsqueeze(1), self.layout_wavelength)  # (B, n_orders, n_pix)
+        return out.float()
+
+
+def slant_factors(slopes: torch.Tensor, n_pixels: int) -> torch.Tensor:
+    """slopes: (B, n_orders) fractional change across an order -> (B, n_orders, n_pixels)."""
+    x = torch.linspace(-0.5, 0.5, n_pixels, dtype=slopes.dtype)
+    return 1 + slopes.unsqueeze(-1) * x
+
+
+def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -> torch.Tensor:
+    """Divide each order (..., n_pixels) by a straight-line fit to its upper envelope.
+
+    Iteratively refits a line to the pixels above ``fit - clip·σ_residual`` (absorption lines drop
+    out), so normalised flux, a slanted order and a deblazed real order all come out near 1 at the
+    continuum. The same step runs on training images and on real data.
+    """
+    n = images.shape[-1]
+    x = torch.linspace(-1, 1, n, dtype=images.dtype)
+    design = torch.stack([torch.ones_like(x), x], dim=-1)  # (n, 2)
+    weight = torch.ones_like(images)
+    for _ in range(n_iter):
+        a = torch.einsum("...p,pi,pj->...ij", weight, design, design)
+        rhs = torch.einsum("...p,pi,...p->...i", weight, design, images)
+        coef = torch.linalg.solve(a, rhs.unsqueeze(-1)).squeeze(-1)  # (..., 2)
+        fit = coef @ design.T  # (..., n)
+        resid = images - fit
+        scale = (resid.pow(2) * weight).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True)
+        weight = (resid > -clip * scale.sqrt()).to(images.dtype)
+    return images / fit.clamp_min(1e-3)
+
+
+def add_noise(images: torch.Tensor, snr: torch.Tensor,
+              generators: list[torch.Generator]) -> torch.Tensor:
+    """Gaussian noise of σ = flux / S/N (photon-noise-like) per sample; snr: (B,)."""
+    noise = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators])
+    return images + noise * images.clamp_min(0).sqrt() / snr.view(-1, 1, 1)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 1, n_orders, n_pixels) model input
+    labels: torch.Tensor  # (B, 4) physical labels
+    snr: torch.Tensor  # (B,) S/N of each sample
+    index: torch.Tensor  # (B,) star index within the split
+
+
+class EchelleDataset:
+    """The stars of one split, turned into noisy images batch by batch.
+
+    Training samples differ every epoch (noise, slant, RV drawn from (seed, split, star, epoch));
+    validation and test samples are the same every time (epoch fixed to 0). Noise-free images
+    are cached per star unless RV augmentation is on.
+    """
+
+    def __init__(self, simulator: EchelleSimulator, labels: torch.Tensor, config: DataConfig,
+                 split: str, snr: float | tuple[float, float] | None = None, cache: bool = True):
+        if split not in SPLITS:
+            raise ModelError(f"split={split!r} is not known; use one of {tuple(SPLITS)}")
+        self.simulator = simulator
+        self.labels = labels.double()
+        self.config = config
+        self.split = split
+        self.snr = config.snr if snr is None else snr
+        self.augment = split == "train"
+        self.cache_enabled = cache and not (self.augment and config.rv_max > 0)
+        self._cache: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _clean(self, index: torch.Tensor, epoch: int, batch_size: int) -> torch.Tensor:
+        if self.cache_enabled:
+            if self._cache is None:
+                parts = []
+                for s in tqdm(range(0, len(self), batch_size), desc=f"simulating {self.split}",
+                              leave=False, disable=len(self) <= batch_size):
+                    parts.append(self.simulator.images(self.labels[s:s + batch_size]))
+                self._cache = torch.cat(parts)
+            return self._cache[index]
+        rv = None
+        if self.augment and self.config.rv_max > 0:
+            rv = torch.stack([(2 * torch.rand(1, generator=self._gen(int(i), epoch, 3)) - 1)
+                              * self.config.rv_max for i in index]).squeeze(-1)
+        return self.simulator.images(self.labels[index], rv)
+
+    def _gen(self, star: int, epoch: int, purpose: int) -> torch.Generator:
+        return _split_generator(self.config.seed, 2, SPLITS[self.split], star,
+                                epoch if self.augment else 0, purpose)
+
+    def batch(self, index: torch.Tensor, epoch: int = 0, batch_size: int = 64) -> Batch:
+        """Noisy, slanted, normalised images of the stars ``index`` (within this split)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        clean = self._clean(index, epoch, batch_size)  # (B, n_orders, n_pix)
+        b, n_orders, n_pix = clean.shape
+        draws = [torch.rand(n_orders + 1, generator=self._gen(int(i), epoch, 1)) for i in index]
+        u = torch.stack(draws)  # (B, n_orders + 1) uniform
+        slopes = (2 * u[:, :n_orders] - 1) * self.config.slant
+        if isinstance(self.snr, tuple):
+            lo, hi = math.log(self.snr[0]), math.log(self.snr[1])
+            snr = torch.exp(lo + (hi - lo) * u[:, -1])
+        else:
+            snr = torch.full((b,), float(self.snr))
+        noisy = add_noise(clean * slant_factors(slopes, n_pix), snr,
+                          [self._gen(int(i), epoch, 2) for i in index])
+        return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index)
+
+    def batches(self, batch_size: int, epoch: int = 0, shuffle: bool = False) -> Iterator[Batch]:
+        """All stars once, in batches; shuffled by (seed, epoch) when ``shuffle``."""
+        if shuffle:
+            order = torch.randperm(len(self), generator=_split_generator(self.config.seed, 3,
+                                                                         epoch))
+        else:
+            order = torch.arange(len(self))
+        for s in range(0, len(self), batch_size):
+            yield self.batch(order[s:s + batch_size], epoch, batch_size)
+
+
+def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | None = None,
+                   cache: bool = True) -> dict[str, EchelleDataset]:
+    """Train, validation and test datasets over one source with leak-free splits."""
+    layout = default_layout() if layout is None else layout
+    for name in LABELS[:3]:
+        lo, hi = source.bounds[name]
+        blo, bhi = config.bounds[name]
+        if blo < lo or bhi > hi:
+            raise OutOfGridError(f"data bounds for {name} ({blo:g}-{bhi:g}) exceed the source "
+                                 f"({lo:g}-{hi:g}); pass bounds inside the grid")
+    simulator = EchelleSimulator(source, layout, config.resolution, config.epsilon, config.fixed)
+    labels = make_splits(config)
+    return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache) for s in SPLITS}
