@@ -272,6 +272,7 @@ class Batch:
     labels: torch.Tensor  # (B, 4) physical labels
     snr: torch.Tensor  # (B,) S/N of each sample
     index: torch.Tensor  # (B,) star index within the split
+    clean: torch.Tensor  # (B, 1, n_orders, n_pixels) the same image without noise (DAE target)
 
 
 class EchelleDataset:
@@ -330,9 +331,10 @@ class EchelleDataset:
             snr = torch.exp(lo + (hi - lo) * u[:, -1])
         else:
             snr = torch.full((b,), float(self.snr))
-        noisy = add_noise(clean * slant_factors(slopes, n_pix), snr,
-                          [self._gen(int(i), epoch, 2) for i in index])
-        return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index)
+        slanted = clean * slant_factors(slopes, n_pix)
+        noisy = add_noise(slanted, snr, [self._gen(int(i), epoch, 2) for i in index])
+        return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index,
+                     normalise_orders(slanted).unsqueeze(1))
 
     def batches(self, batch_size: int, epoch: int = 0, shuffle: bool = False) -> Iterator[Batch]:
         """All stars once, in batches; shuffled by (seed, epoch) when ``shuffle``."""
