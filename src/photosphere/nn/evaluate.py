@@ -85,6 +85,7 @@ def _dropout_modules(model: nn.Module) -> list[nn.Module]:
 def check_images(images: torch.Tensor, n_orders: int, n_pixels: int) -> torch.Tensor:
     """(B, 1, n_orders, n_pixels) or (B, n_orders, n_pixels) or one image -> (B, 1, H, W)."""
     images = torch.as_tensor(images, dtype=torch.float32)
+    given = tuple(images.shape)
     if images.ndim == 2:
         images = images[None]
     if images.ndim == 3:
@@ -92,7 +93,7 @@ def check_images(images: torch.Tensor, n_orders: int, n_pixels: int) -> torch.Te
     if images.ndim != 4 or images.shape[1:] != (1, n_orders, n_pixels):
         raise InvalidSpectrumError(
             f"the model reads images of {n_orders} orders × {n_pixels} pixels, got an array of "
-            f"shape {tuple(images.shape)}; format the spectrum with photosphere.nn.inputs."
+            f"shape {given}; format the spectrum with photosphere.nn.inputs."
             "prepare_image (it resamples any echelle or 1D spectrum onto the model's layout)")
     bad = ~torch.isfinite(images)
     if bool(bad.any()):

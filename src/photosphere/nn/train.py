@@ -197,6 +197,9 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     is_dae = config.model == "dae"
     kind = config.model
+    simulator = datasets["train"].simulator
+    stored_data = {**data_cfg.to_dict(), "layout_wavelength": simulator.layout_wavelength.clone(),
+                   "layout_medium": str(simulator.layout.medium)}
     for epoch in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(config, epoch)
@@ -223,7 +226,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
         training = {"config": config.to_dict(), "epoch": epoch, "history": history,
                     "optimizer": opt.state_dict()}
         save_checkpoint(out, kind, model, label_scaling=None if is_dae else scaling,
-                        data=data_cfg.to_dict(), training=training)
+                        data=stored_data, training=training)
     temperature = None
     if end == config.epochs and config.calibrate and not is_dae:
         model.cpu().eval()
@@ -231,7 +234,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
         temperature = fit_temperature(pred.residual_z)
         ck = load_checkpoint(out)
         save_checkpoint(out, kind, model, label_scaling=scaling, temperature=temperature,
-                        data=data_cfg.to_dict(), training=ck.training)
+                        data=stored_data, training=ck.training)
     return TrainResult(out, history, None if temperature is None else temperature.tolist(),
                        time.perf_counter() - t0)
 

@@ -1,0 +1,87 @@
+"""The easy call: labels with uncertainties for a spectrum from a trained network.
+
+``predict_spectrum(spectrum, model=None)`` formats the spectrum onto the model's layout
+(:func:`~photosphere.nn.inputs.prepare_image`), runs the network and returns an
+:class:`NNPrediction` in physical units, with σ temperature-scaled when the checkpoint holds a
+calibration and, optionally, MC-dropout epistemic variance. ``model=None`` uses the default model
+shipped in ``photosphere/data/nn/default.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..spectrum import EchelleSpectrum, Spectrum
+from .checkpoint import Checkpoint, load_checkpoint
+from .evaluate import predict_images
+from .inputs import prepare_image
+
+TRAIN_COMMAND = "photosphere nn train --preset cpu --grid GRID --out MODEL.pt"
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "nn" / "default.pt"
+
+
+def load_model(path: str | os.PathLike | None = None) -> Checkpoint:
+    """The checkpoint at ``path``, or the shipped default model when ``path`` is None."""
+    if path is None:
+        path = default_model_path()
+        if not path.exists():
+            raise ModelError(
+                f"no default neural model is shipped in this installation ({path} is absent); "
+                f"train one with `{TRAIN_COMMAND}` and pass it with --model MODEL.pt")
+    ck = load_checkpoint(path)
+    if ck.kind == "dae" or ck.label_scaling is None:
+        raise ModelError(f"{path} holds a {ck.kind} model without label scaling; pass a label "
+                         "estimator (resnet or attention) checkpoint")
+    return ck
+
+
+@dataclass
+class NNPrediction:
+    """Labels {name: (value, sigma)} in physical units, their covariance and provenance."""
+
+    labels: dict[str, tuple[float, float]]
+    covariance: np.ndarray  # (4, 4)
+    label_names: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": {k: {"value": v, "sigma": s} for k, (v, s) in self.labels.items()},
+                "covariance": self.covariance.tolist(), "label_names": list(self.label_names),
+                "provenance": self.provenance}
+
+
+def predict_spectrum(spectrum: Spectrum | EchelleSpectrum, model: Checkpoint | str | None = None,
+                     *, rv: float = 0.0, mc_samples: int = 0, calibrated: bool = True,
+                     max_filled: float = 0.2) -> NNPrediction:
+    """Labels with uncertainties for one spectrum (see module docstring)."""
+    ck = model if isinstance(model, Checkpoint) else load_model(model)
+    layout = ck.data.get("layout_wavelength")
+    if layout is None:
+        raise ModelError(f"{ck.path} does not record the order layout it was trained on; "
+                         "retrain it with this version of photosphere")
+    prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
+                             rv=rv, max_filled=max_filled)
+    temperature = ck.temperature if calibrated else None
+    mu, cov = predict_images(ck.model, ck.label_scaling, torch.as_tensor(prepared.image),
+                             temperature=temperature, mc_samples=mc_samples)
+    mu, cov = mu[0].double().numpy(), cov[0].double().numpy()
+    sigma = np.sqrt(np.diag(cov))
+    names = ck.label_scaling.names
+    return NNPrediction(
+        labels={n: (float(mu[i]), float(sigma[i])) for i, n in enumerate(names)},
+        covariance=cov, label_names=names,
+        provenance={"model": str(ck.path), "kind": ck.kind,
+                    "calibrated": temperature is not None, "mc_samples": mc_samples,
+                    "rv_removed_kms": rv, "filled_fraction": prepared.filled_fraction,
+                    "orders_used": list(prepared.orders_used),
+                    "trained_snr": ck.data.get("snr")})
