@@ -98,8 +98,23 @@ def _register_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_info)
 
 
+# --------------------------------------------------------------------------------------- nn
+def _cmd_nn(args: argparse.Namespace) -> int:
+    payload, text = args.nn_run(args)
+    emit(args, payload, text)
+    return 0
+
+
+def _register_nn(sub: argparse._SubParsersAction) -> None:
+    from .nn.commands import add_arguments
+
+    add_arguments(sub, _add_json)
+    sub.choices["nn"].set_defaults(func=_cmd_nn)
+
+
 # --------------------------------------------------------------------------------------- main
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info]
+REGISTRARS.append(_register_nn)
 
 
 def build_parser() -> argparse.ArgumentParser:

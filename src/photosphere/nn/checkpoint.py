@@ -145,9 +145,9 @@ def _read_payload(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged zips and pickles
         raise CheckpointError(
-            f"{path} is not a readable photosphere model checkpoint (truncated, corrupt or "
-            f"not a torch file: {type(exc).__name__}: {str(exc)[:200]}); retrain or re-download "
-            "it") from None
+            f"{path} is not a readable photosphere model checkpoint (truncated, corrupt, not a "
+            f"torch file, or holding objects other than tensors: {type(exc).__name__}); retrain "
+            "or re-download it") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a photosphere.nn checkpoint "
                               "(no 'format' marker); pass a file written by `photosphere nn train`")

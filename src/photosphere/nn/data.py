@@ -255,7 +255,7 @@ def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -
         fit = coef @ design.T  # (..., n)
         resid = images - fit
         scale = (resid.pow(2) * weight).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True)
-        weight = (resid > -clip * scale.sqrt()).to(images.dtype)
+        weight = (resid >= -clip * scale.sqrt()).to(images.dtype)  # >=: flat orders keep all
     return images / fit.clamp_min(1e-3)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,7 +223,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
                         "val_loss": val})
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train {total / n:.4f}  "
-                       f"val {val:.4f}  lr {lr_at(config, epoch):.1e}")
+                       f"val {val:.4f}  lr {lr_at(config, epoch):.1e}", file=sys.stderr)
         training = {"config": config.to_dict(), "epoch": epoch, "history": history,
                     "optimizer": opt.state_dict()}
         save_checkpoint(out, kind, model, label_scaling=None if is_dae else scaling,

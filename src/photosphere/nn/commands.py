@@ -1,0 +1,233 @@
+"""``photosphere nn train | eval | predict``: argument parsing and the work behind each command.
+
+Each ``run_*`` returns (payload, text): the JSON document and the human-readable report; the thin
+wrapper in ``photosphere.cli`` prints one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from .data import LABELS, STUDY_BOUNDS, DataConfig
+
+
+@dataclass(frozen=True)
+class StoredLayout:
+    """The order layout recorded in a checkpoint."""
+
+    wavelength: np.ndarray
+    medium: str = "air"
+
+
+def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
+    """Register ``nn`` and its three sub-commands on the top-level sub-parser ``sub``."""
+    nn = sub.add_parser("nn", help="neural label estimators (ResNet / attention, DAE)")
+    nsub = nn.add_subparsers(dest="nn_command", metavar="NN_COMMAND")
+    nsub.required = True
+
+    t = nsub.add_parser("train", help="train a network on échelle images simulated from a grid")
+    t.add_argument("--grid", required=True, help="HDF5 grid file (photosphere.grids store)")
+    t.add_argument("--preset", choices=("cpu", "full"), default="cpu",
+                   help="cpu: reduced protocol in minutes; full: the study's protocol (GPU)")
+    t.add_argument("--model", choices=("resnet", "attention", "dae"), default="resnet")
+    t.add_argument("--covariance", choices=("diagonal", "full"), default="diagonal")
+    t.add_argument("--dae", help="trained DAE checkpoint to put in front of the estimator")
+    t.add_argument("--out", help="checkpoint file (default nn-MODEL-PRESET.pt)")
+    t.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--lr-decay-epochs", type=int, help="lr × 0.1 for the last N epochs")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--n-train", type=int)
+    t.add_argument("--n-val", type=int)
+    t.add_argument("--n-test", type=int)
+    t.add_argument("--snr", type=float, nargs="+", metavar="S/N",
+                   help="one S/N, or two numbers LO HI drawn log-uniformly per sample")
+    t.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"))
+    t.add_argument("--rv-max", type=float, help="RV augmentation ± km/s")
+    t.add_argument("--slant", type=float, help="largest slant across an order (fraction)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
+                                    "default: the HARPS-N 5050-5350 Å layout")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_json(t)
+    t.set_defaults(nn_run=run_train)
+
+    e = nsub.add_parser("eval", help="the study's Tables 2-3 and figures for trained models")
+    e.add_argument("models", nargs="+", help="checkpoint files")
+    e.add_argument("--grid", required=True, help="HDF5 grid file the test spectra come from")
+    e.add_argument("--snr", type=float, nargs="+", default=[20.0, 100.0])
+    e.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="restrict the test stars (the study's S/N 100 rows use 4000 6000)")
+    e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
+    e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
+    e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
+    add_json(e)
+    e.set_defaults(nn_run=run_eval)
+
+    p = nsub.add_parser("predict", help="labels with uncertainties for a spectrum file")
+    p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
+    p.add_argument("--model", help="checkpoint (default: the model shipped with photosphere)")
+    p.add_argument("--wave", help="wavelength file for an e2ds frame")
+    p.add_argument("--blaze", help="blaze file for an e2ds frame (deblazes it)")
+    p.add_argument("--rv", type=float, default=0.0,
+                   help="km/s of the star in the file's wavelength frame (removed first)")
+    p.add_argument("--mc-samples", type=int, default=0)
+    p.add_argument("--no-calibration", action="store_true",
+                   help="report the network's raw σ (no temperature scaling)")
+    add_json(p)
+    p.set_defaults(nn_run=run_predict)
+
+
+def _layout(path: str | None):
+    if path is None:
+        from .data import default_layout
+
+        return default_layout()
+    from ..ops.echelle import OrderLayout
+
+    return OrderLayout.from_wavelength_file(path)
+
+
+def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from .train import preset, source_from_grid, train
+
+    data: dict[str, Any] = {}
+    for key in ("n_train", "n_val", "n_test", "rv_max", "slant"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.snr:
+        if len(args.snr) > 2:
+            raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
+        data["snr"] = args.snr[0] if len(args.snr) == 1 else tuple(args.snr)
+    source = source_from_grid(args.grid)
+    bounds = {**STUDY_BOUNDS, **({"teff": tuple(args.teff_range)} if args.teff_range else {})}
+    for name in LABELS[:3]:  # the study's box, clipped to what the grid covers
+        lo, hi = source.bounds[name]
+        bounds[name] = (max(bounds[name][0], lo), min(bounds[name][1], hi))
+    data["bounds"] = bounds
+    over: dict[str, Any] = {"covariance": args.covariance, "seed": args.seed, "dae": args.dae}
+    for key in ("epochs", "lr", "lr_decay_epochs", "batch_size"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
+    if "epochs" in over and "lr_decay_epochs" not in over:  # keep the preset's proportion
+        base = preset(args.preset, args.model)
+        over["lr_decay_epochs"] = round(over["epochs"] * base.lr_decay_epochs / base.epochs)
+    config = preset(args.preset, args.model, data=data, **over)
+    out = Path(args.out or f"nn-{args.model}-{args.preset}.pt")
+    result = train(config, source, out, layout=_layout(args.layout), resume=args.resume,
+                   device=args.device)
+    last = result.history[-1] if result.history else {}
+    payload = {"model": str(out), "kind": config.model, "preset": args.preset,
+               "epochs": config.epochs, "seconds": result.seconds, "final": last,
+               "temperature": result.temperature, "config": config.to_dict()}
+    text = (f"trained {config.model} ({args.preset} preset) for {config.epochs} epochs in "
+            f"{result.seconds:.0f} s -> {out}\n"
+            f"final train loss {last.get('train_loss', float('nan')):.4f}, "
+            f"val loss {last.get('val_loss', float('nan')):.4f}"
+            + (f"\nσ temperature per label {dict(zip(LABELS, result.temperature, strict=True))}"
+               if result.temperature else ""))
+    return payload, text
+
+
+def _model_name(ck) -> str:
+    from .dae import DenoisedEstimator
+
+    base = {"resnet": "Residual-network", "attention": "Attention-network"}[ck.kind]
+    return ("DAE " if isinstance(ck.model, DenoisedEstimator) else "") + base
+
+
+def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from .data import build_datasets
+    from .evaluate import format_table2, format_table3, predict_split
+    from .predict import load_model
+    from .train import source_from_grid
+
+    source = source_from_grid(args.grid)
+    table2, table3, runs = [], [], []
+    for path in args.models:
+        ck = load_model(path)
+        name = _model_name(ck)
+        layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
+                              ck.data.get("layout_medium", "air"))
+        for snr in args.snr:
+            data = DataConfig.from_dict(ck.data).to_dict()
+            data["snr"] = snr
+            if args.n_test:
+                data["n_test"] = args.n_test
+            suffix = ""
+            if args.teff_range:
+                data["bounds"]["teff"] = list(args.teff_range)
+                suffix = f" (Teff {args.teff_range[0]:g}-{args.teff_range[1]:g})"
+            test = build_datasets(source, DataConfig.from_dict(data), layout)["test"]
+            raw = predict_split(ck.model, ck.label_scaling, test, progress=True)
+            row = {"model": f"{name}{suffix} [{Path(path).name}]", "snr": snr,
+                   "covariance": ck.model.config.covariance, "mae": raw.mae()}
+            table2.append(row)
+            table3.append({"model": f"{row['model']} S/N {snr:g} raw σ",
+                           "coverage1": raw.coverage(1), "coverage2": raw.coverage(2)})
+            cal = None
+            if ck.temperature is not None:
+                cal = predict_split(ck.model, ck.label_scaling, test, temperature=ck.temperature)
+                table3.append({"model": f"{row['model']} S/N {snr:g} calibrated σ",
+                               "coverage1": cal.coverage(1), "coverage2": cal.coverage(2)})
+            mc = None
+            if args.mc_samples:
+                mc = predict_split(ck.model, ck.label_scaling, test, temperature=ck.temperature,
+                                   mc_samples=args.mc_samples)
+                table3.append({"model": f"{row['model']} S/N {snr:g} calibrated+MC σ",
+                               "coverage1": mc.coverage(1), "coverage2": mc.coverage(2)})
+            runs.append({"model": path, "snr": snr, "n_test": len(test), "mae": raw.mae(),
+                         "coverage_raw": [raw.coverage(1), raw.coverage(2)],
+                         "coverage_calibrated": None if cal is None else
+                         [cal.coverage(1), cal.coverage(2)],
+                         "coverage_mc": None if mc is None else [mc.coverage(1), mc.coverage(2)]})
+            if args.plots:
+                _plots(Path(args.plots), Path(path).stem, snr, ck, cal or raw, test)
+    text = format_table2(table2) + "\n\n" + format_table3(table3)
+    return {"runs": runs}, text
+
+
+def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
+    import torch
+
+    from .evaluate import plot_attention, plot_residuals, plot_sigma
+
+    plot_residuals(pred, folder / f"{stem}_snr{snr:g}_residuals.png")
+    plot_sigma(pred, folder / f"{stem}_snr{snr:g}_sigma.png")
+    if ck.kind == "attention":
+        sun = np.array([5750.0, 4.44, 0.0, 2.0])
+        width = np.array([STUDY_BOUNDS[n][1] - STUDY_BOUNDS[n][0] for n in LABELS])
+        i = int(np.argmin(np.abs((test.labels.numpy() - sun) / width).sum(1)))
+        batch = test.batch(torch.tensor([i]))
+        maps = ck.model.attention_maps(batch.images)[0].numpy()
+        t = batch.labels[0].tolist()
+        plot_attention(batch.images[0, 0].numpy(), maps, test.simulator.layout_wavelength.numpy(),
+                       folder / f"{stem}_snr{snr:g}_attention.png",
+                       title=f"Attention maps, test star Teff {t[0]:.0f} K, log g {t[1]:.2f}, "
+                             f"Z {t[2]:.2f}, vsini {t[3]:.1f} km/s, S/N {snr:g}")
+
+
+def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from .predict import load_model, predict_spectrum
+
+    ck = load_model(args.model)  # clear error first when no model is available
+    from ..io import read
+
+    kw = {k: getattr(args, k) for k in ("wave", "blaze") if getattr(args, k)}
+    spectrum = read(args.file, **kw)
+    result = predict_spectrum(spectrum, ck, rv=args.rv, mc_samples=args.mc_samples,
+                              calibrated=not args.no_calibration)
+    payload = {"file": args.file, **result.to_dict()}
+    units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
+    lines = [f"{args.file}  (model {ck.path})"]
+    for name, (value, sigma) in result.labels.items():
+        lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
+    lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
+    return payload, "\n".join(lines)

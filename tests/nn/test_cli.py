@@ -1,0 +1,86 @@
+"""`photosphere nn train | eval | predict` end to end on the toy source (grid reader patched)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _toy import DATA_BOUNDS, ToyLayout, ToySource
+
+from photosphere import cli
+from photosphere.nn import commands, predict
+from photosphere.nn.predict import load_model, predict_spectrum
+from photosphere.spectrum import EchelleSpectrum
+
+torch.set_num_threads(1)
+TINY = ["--epochs", "2", "--n-train", "24", "--n-val", "8", "--n-test", "8", "--batch-size", "8"]
+
+
+@pytest.fixture
+def toy_grid(monkeypatch):
+    monkeypatch.setattr("photosphere.nn.train.source_from_grid", lambda path: ToySource())
+    monkeypatch.setattr(commands, "_layout", lambda path: ToyLayout())
+
+
+def _run(capsys, argv):
+    rc = cli.main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.slow
+def test_train_eval_predict(tmp_path, capsys, toy_grid):
+    model = tmp_path / "m.pt"
+    rc, out, _ = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--model", "attention",
+                               "--out", str(model), *TINY, "--json"])
+    assert rc == 0
+    payload = json.loads(out)
+    assert payload["epochs"] == 2 and len(payload["temperature"]) == 4
+    # the study box clipped to the toy grid (teff 4000-7000, logg 1-5, feh -2..0.5)
+    assert payload["config"]["data"]["bounds"]["teff"] == [4000.0, 7000.0]
+    rc, out, _ = _run(capsys, ["nn", "eval", str(model), "--grid", "toy.h5", "--snr", "20",
+                               "100", "--plots", str(tmp_path / "figs"), "--mc-samples", "3"])
+    assert rc == 0
+    assert "Table 2" in out and "Table 3" in out and "[study] DAE Attention-network" in out
+    table2, table3 = out.split("Table 3")
+    assert table2.count("Attention-network [m.pt]") == 2  # S/N 20 and 100
+    assert table3.count("Attention-network [m.pt]") == 6  # raw, calibrated, +MC dropout
+    figs = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert figs == ["m_snr100_attention.png", "m_snr100_residuals.png", "m_snr100_sigma.png",
+                    "m_snr20_attention.png", "m_snr20_residuals.png", "m_snr20_sigma.png"]
+    rc, out, _ = _run(capsys, ["nn", "eval", str(model), "--grid", "toy.h5", "--snr", "20",
+                               "--json"])
+    runs = json.loads(out)["runs"]
+    assert runs[0]["n_test"] == 8 and set(runs[0]["mae"]) == set(DATA_BOUNDS)
+    # predict on an echelle spectrum in the layout (the library call behind `nn predict`)
+    ck = load_model(model)
+    img = np.ones((8, 256))
+    res = predict_spectrum(EchelleSpectrum(ToyLayout().wavelength, img), ck)
+    assert set(res.labels) == set(DATA_BOUNDS)
+    assert all(s > 0 for _, s in res.labels.values())
+    assert res.provenance["calibrated"] is True
+
+
+def test_resume_through_cli(tmp_path, capsys, toy_grid):
+    model = tmp_path / "m.pt"
+    args = ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY[:-2],
+            "--batch-size", "12", "--json"]
+    assert _run(capsys, args)[0] == 0
+    assert args[6:8] == ["--epochs", "2"]
+    rc, _, err = _run(capsys, [*args[:7], "3", *args[8:], "--resume"])
+    assert rc == 2 and "different configuration" in err  # another schedule cannot resume
+    rc, out, _ = _run(capsys, [*args, "--resume"])  # finished: resuming adds nothing
+    assert rc == 0 and json.loads(out)["final"]["epoch"] == 1
+
+
+def test_predict_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "default_model_path", lambda: tmp_path / "default.pt")
+    rc, _, err = _run(capsys, ["nn", "predict", "spec.fits"])
+    assert rc == 2 and "no default neural model is shipped" in err
+    assert "photosphere nn train --preset cpu --grid GRID" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    rc, _, err = _run(capsys, ["nn", "predict", "spec.fits", "--model", str(bad)])
+    assert rc == 2 and "not a readable photosphere model checkpoint" in err
