@@ -129,7 +129,7 @@ def angstrom_per_unit(unit: str | None) -> float | None:
 
 def to_angstrom(wavelength: np.ndarray, unit: str | None, *, what: str,
                 unit_argument: str = "wavelength_unit") -> np.ndarray:
-    """Convert ``wavelength`` in ``unit`` to Å; with no unit, accept only values that look like Å."""
+    """Convert ``wavelength`` in ``unit`` to Å; with no unit, accept only Å-looking values."""
     factor = angstrom_per_unit(unit)
     if factor is not None:
         return np.asarray(wavelength, float) * factor

@@ -129,8 +129,9 @@ def read_lblrtm_grid(path: str | os.PathLike) -> TelluricGrid:
     with open_fits(path) as hdul:
         header, data = hdul[0].header, hdul[0].data
         if data is None or np.ndim(data) != 3:
+            shape = None if data is None else data.shape
             raise FileFormatError(f"{path}: an LBLRTM grid is a 3D primary image (scale, "
-                                  f"airmass, wavelength); got {None if data is None else data.shape}")
+                                  f"airmass, wavelength); got {shape}")
         cube = np.asarray(data, float)
     n_scale, n_airmass, n_pix = cube.shape
     wave = to_angstrom(_axis(header, 1, n_pix), header_value(header, "CUNIT1"),

@@ -92,7 +92,7 @@ def read_text(path: str | os.PathLike, *, medium: str | None = None,
     except UnicodeDecodeError:
         raise FileFormatError(f"{p} is not a text file (it has non-UTF-8 bytes); for FITS/HDF5 "
                               "use photosphere.io.read") from None
-    file_medium, file_unit, names, n_header = _scan_header(head)
+    file_medium, file_unit, _names, n_header = _scan_header(head)
     known = known_text_product(p)
     med = medium or file_medium or (known[0] if known else None)
     med = require_medium(med, what)
