@@ -191,11 +191,14 @@ def write_harps_e2ds(folder: Path, *, colons_to_dashes: bool = True, with_wave: 
         return name.replace(":", "-") if colons_to_dashes else name
 
     fits.PrimaryHDU(flux.astype(np.float32), header=h).writeto(folder / disk(HARPS_E2DS))
+    calib = fits.Header()
+    calib["INSTRUME"] = "HARPS"
+    calib["HIERARCH ESO DRS VERSION"] = "HARPS_3.5"
     if with_wave:
-        fits.PrimaryHDU(wave, header=fits.Header({"OBJECT": "WAVE,WAVE,THAR2"})).writeto(
-            folder / disk(HARPS_WAVE))
+        fits.PrimaryHDU(wave, header=calib).writeto(folder / disk(HARPS_WAVE))
     if with_blaze:
-        fits.PrimaryHDU(blaze.astype(np.float32)).writeto(folder / disk(HARPS_BLAZE))
+        fits.PrimaryHDU(blaze.astype(np.float32), header=calib).writeto(
+            folder / disk(HARPS_BLAZE))
     return {"e2ds": folder / disk(HARPS_E2DS), "wave": wave, "blaze": blaze, "flux": flux}
 
 

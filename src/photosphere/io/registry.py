@@ -10,6 +10,7 @@ calibration files, emulator weights, pixel masks) are explained by :func:`descri
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in (
             "photosphere.io.telluric.read_lblrtm_grid", False),
 )}
 
+_HARPS_NAME = re.compile(r"^HARPS.*_(e2ds|s1d|wave|blaze)_[AB]\.fits$", re.I)
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
@@ -175,6 +177,9 @@ def _identify_fits(p: Path) -> str:
             if hdu.is_image and hdu.data is not None and np.ndim(hdu.data) == 1 and \
                     "CRVAL1" in hdu.header:
                 return "fits1d"
+        m = _HARPS_NAME.match(p.name)
+        if m and n0 in (1, 2):
+            return f"harps_{m.group(1).lower()}"
     raise _unknown(p, "a FITS file of a layout photosphere does not recognise")
 
 
