@@ -66,6 +66,7 @@ def open_fits(path: str | os.PathLike) -> Iterator[Any]:
     from astropy.io import fits
 
     p = check_path(path)
+    hdul = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -73,6 +74,8 @@ def open_fits(path: str | os.PathLike) -> Iterator[Any]:
             for hdu in hdul:  # force the data in now, while warnings are being recorded
                 _ = hdu.data
         except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+            if hdul is not None:
+                hdul.close()
             raise FileFormatError(f"{p} is not a readable FITS file ({exc}); it may be truncated "
                                   "or corrupt: download it again") from None
     bad = [str(w.message) for w in caught

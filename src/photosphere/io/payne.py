@@ -31,7 +31,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles), with typed errors for bad files."""
     p = check_path(path)
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             return {k: np.asarray(z[k]) for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
         raise FileFormatError(f"{p} is not a readable .npz archive ({exc}); it may be truncated: "
