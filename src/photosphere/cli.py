@@ -57,7 +57,7 @@ def _format_range(d: dict[str, Any]) -> str:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io import describe
 
-    d = describe(args.file)
+    d = describe(args.file, **({"medium": args.medium} if args.medium else {}))
     shape = " x ".join(map(str, d.get("shape") or [])) or "?"
     if d["kind"] == "auxiliary":
         text = "\n".join([
@@ -87,7 +87,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _register_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a spectrum file (any supported product)")
-    p.add_argument("file", help="FITS, HDF5 or text spectrum")
+    p.add_argument("file", help="FITS, HDF5, .npz or text spectrum (or an auxiliary product)")
+    p.add_argument("--medium", choices=("air", "vacuum"), default=None,
+                   help="air/vacuum frame of the wavelengths, for files that do not record it")
     _add_json(p)
     p.set_defaults(func=_cmd_info)
 

@@ -177,7 +177,8 @@ def instrument_medium(instrument: str | None) -> str | None:
 def require_medium(medium: str | None, what: str) -> str:
     if medium is None:
         raise UnitsError(f"{what}: the air/vacuum frame of the wavelengths is not recorded in the "
-                         "file; pass medium='air' or medium='vacuum'")
+                         "file; pass medium='air' or medium='vacuum' (on the command line: "
+                         "--medium air|vacuum)")
     if medium not in ("air", "vacuum"):
         raise UnitsError(f"{what}: medium={medium!r} is not known; pass medium='air' or "
                          "medium='vacuum'")

@@ -268,18 +268,19 @@ def is_spectrum_product(product: str) -> bool:
     return PRODUCTS[product].is_spectrum
 
 
-def describe(path: str | os.PathLike) -> dict[str, Any]:
+def describe(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """A JSON-ready summary of any supported file: product, kind, description, reader, shape,
     and for products with wavelengths ``wavelength_min``/``wavelength_max`` (Å) and ``medium``.
 
-    Spectra are read to compute it; auxiliary products are summarised without building spectra.
+    Spectra are read to compute it (``kwargs`` go to :func:`read`, e.g. ``medium=``);
+    auxiliary products are summarised without building spectra.
     """
     product = identify(path)
     info = PRODUCTS[product]
     base = {"product": product, "kind": "spectrum" if info.is_spectrum else "auxiliary",
             "description": info.description, "reader": info.reader}
     if info.is_spectrum:
-        base.update(describe_spectrum(read(path)))
+        base.update(describe_spectrum(read(path, **kwargs)))
         return base
     base.update(_describe_auxiliary(product, Path(path)))
     base.setdefault("wavelength_min", None)

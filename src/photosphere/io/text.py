@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,11 @@ def read_text(path: str | os.PathLike, *, medium: str | None = None,
                               "use photosphere.io.read") from None
     file_medium, file_unit, _names, n_header = _scan_header(head)
     known = known_text_product(p)
-    med = medium or file_medium or (known[0] if known else None)
-    med = require_medium(med, what)
     delimiter = "," if any("," in h for h in head[n_header:n_header + 5]) else None
     try:
-        data = np.loadtxt(p, comments="#", delimiter=delimiter, skiprows=n_header, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
+            data = np.loadtxt(p, comments="#", delimiter=delimiter, skiprows=n_header, ndmin=2)
     except ValueError as exc:
         raise FileFormatError(f"{what}: not a numeric column file ({exc}); expected 2 or 3 "
                               "columns: wavelength, flux[, sigma]") from None
@@ -107,6 +108,7 @@ def read_text(path: str | os.PathLike, *, medium: str | None = None,
     if data.shape[1] not in (2, 3):
         raise FileFormatError(f"{what}: {data.shape[1]} columns; expected 2 (wavelength, flux) "
                               "or 3 (wavelength, flux, sigma)")
+    med = require_medium(medium or file_medium or (known[0] if known else None), what)
     wave = to_angstrom(data[:, 0], wavelength_unit or file_unit, what=what)
     flux = data[:, 1]
     sigma = data[:, 2] if data.shape[1] == 3 else None
