@@ -57,37 +57,61 @@ def check_path(path: str | os.PathLike) -> Path:
     return p
 
 
-@contextlib.contextmanager
-def open_fits(path: str | os.PathLike) -> Iterator[Any]:
-    """Open a FITS file with every HDU loaded, converting astropy failures to FileFormatError.
-
-    Truncated files (astropy warns and pads) and unparsable files raise FileFormatError.
-    """
+def _open_checked(p: Path, *, lazy: bool) -> Any:
+    """fits.open with astropy failures and truncation warnings turned into FileFormatError."""
     from astropy.io import fits
 
-    p = check_path(path)
     hdul = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            hdul = fits.open(p, memmap=False, lazy_load_hdus=False)
-            for hdu in hdul:  # force the data in now, while warnings are being recorded
-                _ = hdu.data
+            hdul = fits.open(p, memmap=lazy, lazy_load_hdus=False)
+            if not lazy:
+                for hdu in hdul:  # force the data in now, while warnings are being recorded
+                    _ = hdu.data
         except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
             if hdul is not None:
                 hdul.close()
             raise FileFormatError(f"{p} is not a readable FITS file ({exc}); it may be truncated "
                                   "or corrupt: download it again") from None
     bad = [str(w.message) for w in caught
-           if "truncat" in str(w.message).lower() or "corrupt" in str(w.message).lower()
-           or "unexpected end" in str(w.message).lower()]
+           if any(s in str(w.message).lower() for s in ("truncat", "corrupt", "unexpected end"))]
     if bad:
         hdul.close()
         raise FileFormatError(f"{p} is truncated or corrupt ({bad[0]}); download it again")
+    return hdul
+
+
+@contextlib.contextmanager
+def open_fits(path: str | os.PathLike) -> Iterator[Any]:
+    """Open a FITS file with every HDU loaded, converting astropy failures to FileFormatError.
+
+    Truncated files (astropy warns and pads) and unparsable files raise FileFormatError.
+    """
+    hdul = _open_checked(check_path(path), lazy=False)
     try:
         yield hdul
     finally:
         hdul.close()
+
+
+@contextlib.contextmanager
+def open_fits_lazy(path: str | os.PathLike) -> Iterator[Any]:
+    """Open a FITS file memory-mapped, headers only (for identification and big tables).
+
+    Use inside the ``with`` block only; data read from it is backed by the open file.
+    """
+    hdul = _open_checked(check_path(path), lazy=True)
+    try:
+        yield hdul
+    finally:
+        hdul.close()
+
+
+def fits_shape(header: Any) -> tuple[int, ...]:
+    """Numpy-order shape of an HDU from its NAXISn cards (no data read)."""
+    n = int(header_value(header, "NAXIS", 0) or 0)
+    return tuple(int(header_value(header, f"NAXIS{i}", 0) or 0) for i in range(n, 0, -1))
 
 
 def header_value(header: Any, key: str, default: Any = None) -> Any:

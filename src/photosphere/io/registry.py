@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FileFormatError
 from ..spectrum import EchelleSpectrum, Spectrum
-from ._common import check_path, header_value, open_fits
+from ._common import check_path, fits_shape, header_value, open_fits_lazy
 
 
 @dataclass(frozen=True)
@@ -125,62 +125,68 @@ def _unknown(p: Path, what: str) -> FileFormatError:
                            "2/3-column text file (wavelength, flux[, sigma])")
 
 
+def _columns(header) -> set[str]:
+    n = int(header_value(header, "TFIELDS", 0) or 0)
+    return {str(header_value(header, f"TTYPE{i}", "")).strip().lower() for i in range(1, n + 1)}
+
+
 def _identify_fits(p: Path) -> str:
+    """Identify from headers and NAXISn only (files can be GB-sized catalogues)."""
     name = p.name.lower()
-    with open_fits(p) as hdul:
-        h0 = hdul[0].header
-        d0 = hdul[0].data
-        n0 = 0 if d0 is None else np.ndim(d0)
-        keys = set(h0.keys())
+    with open_fits_lazy(p) as hdul:
+        headers = [hdu.header for hdu in hdul]
+        is_table = [not hdu.is_image for hdu in hdul]
+        shapes = [fits_shape(h) for h in headers]
+        h0, keys = headers[0], set(headers[0].keys())
+        n0 = len(shapes[0])
         if "PHXTEFF" in keys:
             return "phoenix_flux"
         if name.startswith("wave_phoenix") and n0 == 1:
             return "phoenix_wave"
-        if any(k.startswith(("ESO DRS", "TNG DRS")) for k in keys):
-            if n0 == 1:
-                return "harps_s1d"
-            if n0 == 2:
-                for token, product in (("_wave", "harps_wave"), ("_blaze", "harps_blaze"),
-                                       ("_e2ds", "harps_e2ds")):
-                    if token in name:
-                        return product
-                if np.nanmin(d0) > 1000 and np.all(np.diff(d0, axis=1) > 0):
-                    return "harps_wave"
-                if np.nanmax(d0) <= 2.0 and np.nanmin(d0) >= 0:
-                    return "harps_blaze"
-                return "harps_e2ds"
+        if any(k.startswith(("ESO DRS", "TNG DRS")) for k in keys) and n0 in (1, 2):
+            return "harps_s1d" if n0 == 1 else _harps_2d_product(name, hdul[0].data)
         if "NVISITS" in keys or name.startswith("apstar"):
             return "apogee_apstar"
-        if len(hdul) >= 5 and ("FIBERID" in keys or name.startswith("apvisit")) and \
-                hdul[1].data is not None and np.ndim(hdul[1].data) == 2 and \
-                hdul[4].data is not None and np.shape(hdul[4].data) == np.shape(hdul[1].data):
+        if len(shapes) >= 5 and ("FIBERID" in keys or name.startswith("apvisit")) and \
+                len(shapes[1]) == 2 and shapes[4] == shapes[1]:
             return "apogee_apvisit"
-        if len(hdul) > 1 and not hdul[1].is_image and hdul[1].data is not None:
-            cols = {c.upper() for c in hdul[1].data.names}
-            if {"APOGEE_ID", "ASPCAPFLAG"} <= cols or ({"APOGEE_ID", "TEFF"} <= cols):
+        if len(headers) > 1 and is_table[1]:
+            cols = _columns(headers[1])
+            if {"apogee_id", "aspcapflag"} <= cols or {"apogee_id", "teff"} <= cols:
                 return "apogee_allstar"
-            lower = {c.lower() for c in cols}
-            if lower & {"wavelength", "wave", "lambda", "loglam", "wl"} and \
-                    lower & {"flux", "fl", "spectrum", "transmission", "transmittance"}:
+            if cols & {"wavelength", "wave", "lambda", "loglam", "wl"} and \
+                    cols & {"flux", "fl", "spectrum", "transmission", "transmittance"}:
                 return "fits_table"
         if n0 == 3 and "AIRMASS" in str(header_value(h0, "CTYPE2", "")).upper():
             return "lblrtm_grid"
-        if len(hdul) > 1 and hdul[1].is_image and hdul[1].data is not None and \
-                np.ndim(hdul[1].data) == 2:
-            h1 = hdul[1].header
-            ctypes = " ".join(str(header_value(h1, f"CTYPE{i}", "")) for i in (1, 2)).lower()
+        if len(headers) > 1 and not is_table[1] and len(shapes[1]) == 2:
+            ctypes = " ".join(str(header_value(headers[1], f"CTYPE{i}", ""))
+                              for i in (1, 2)).lower()
             if "spectrum" in ctypes and "wave" in ctypes:
                 return "apogee_rvsynthgrid"
         if n0 >= 1 and "CRVAL1" in keys:
             return "fits1d"
-        for hdu in hdul[1:]:
-            if hdu.is_image and hdu.data is not None and np.ndim(hdu.data) == 1 and \
-                    "CRVAL1" in hdu.header:
+        for h, shape, table in zip(headers[1:], shapes[1:], is_table[1:], strict=True):
+            if not table and len(shape) == 1 and "CRVAL1" in h:
                 return "fits1d"
         m = _HARPS_NAME.match(p.name)
         if m and n0 in (1, 2):
             return f"harps_{m.group(1).lower()}"
     raise _unknown(p, "a FITS file of a layout photosphere does not recognise")
+
+
+def _harps_2d_product(name: str, data: np.ndarray) -> str:
+    """e2ds, wave or blaze: by the archive file name, else by the values."""
+    for token, product in (("_wave", "harps_wave"), ("_blaze", "harps_blaze"),
+                           ("_e2ds", "harps_e2ds")):
+        if token in name:
+            return product
+    data = np.asarray(data, float)
+    if np.nanmin(data) > 1000 and np.all(np.diff(data, axis=1) > 0):
+        return "harps_wave"
+    if np.nanmax(data) <= 2.0 and np.nanmin(data) >= 0:
+        return "harps_blaze"
+    return "harps_e2ds"
 
 
 def _identify_hdf5(p: Path) -> str:
@@ -310,8 +316,13 @@ def _describe_auxiliary(product: str, p: Path) -> dict[str, Any]:
     from . import apogee, harps, payne, phoenix, telluric
 
     if product == "apogee_allstar":
-        table = apogee.read_allstar(p)
-        return {"shape": [len(table)], "n_rows": len(table), "columns": table.colnames[:40]}
+        with open_fits_lazy(p) as hdul:  # headers only: DR17 allStar is several GB
+            h1 = hdul[1].header
+            n_rows = int(header_value(h1, "NAXIS2", 0) or 0)
+            n_cols = int(header_value(h1, "TFIELDS", 0) or 0)
+            columns = [str(header_value(h1, f"TTYPE{i}")) for i in range(1, n_cols + 1)]
+        return {"shape": [n_rows], "n_rows": n_rows, "n_columns": n_cols,
+                "columns": columns[:60]}
     if product == "apogee_rvsynthgrid":
         grid = apogee.read_rv_synthgrid(p)
         return {"shape": list(grid.flux.shape), "n_spectra": len(grid),
