@@ -120,3 +120,11 @@ def test_read_refuses_allstar_and_names_the_reader(tmp_path):
     write_allstar(tmp_path / "allStar.fits")
     with pytest.raises(FileFormatError, match="read_allstar"):
         read(tmp_path / "allStar.fits")
+
+
+def test_read_allstar_columns_and_errors(tmp_path):
+    write_allstar(tmp_path / "allStar.fits")
+    t = read_allstar(tmp_path / "allStar.fits", columns=["APOGEE_ID", "TEFF"])
+    assert t.colnames == ["APOGEE_ID", "TEFF"] and t["APOGEE_ID"][0] == "2M21295618+1210353"
+    with pytest.raises(FileFormatError, match="NOPE"):
+        read_allstar(tmp_path / "allStar.fits", columns=["NOPE"])

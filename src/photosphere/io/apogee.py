@@ -19,7 +19,14 @@ import numpy as np
 
 from ..errors import FileFormatError, InvalidSpectrumError
 from ..spectrum import EchelleSpectrum, Spectrum, SpectrumMeta
-from ._common import finite_or_none, header_float, header_value, medium_from_text, open_fits
+from ._common import (
+    finite_or_none,
+    header_float,
+    header_value,
+    medium_from_text,
+    open_fits,
+    open_fits_lazy,
+)
 
 #: PIXMASK bits that make a pixel unusable: BADPIX, CRPIX, SATPIX, UNFIXABLE, BADDARK, BADFLAT,
 #: BADERR, NOSKY, SIG_SKYLINE (the same set as ``ops.bitmask.APOGEE_PIXMASK_BAD_BITS``).
@@ -202,20 +209,27 @@ def read_apvisit(path: str | os.PathLike, *,
 
 # ---------------------------------------------------------------------------------------- allStar
 def read_allstar(path: str | os.PathLike, columns: Sequence[str] | None = None):
-    """Read the allStar catalogue (HDU1) as an astropy ``Table`` (optionally only ``columns``)."""
+    """Read the allStar catalogue (HDU1) as an astropy ``Table``.
+
+    columns: only these columns (the DR17 file is several GB; the file is memory-mapped so only
+    the requested columns are read). String columns are stripped of padding.
+    """
     from astropy.table import Table
 
-    with open_fits(path) as hdul:
+    with open_fits_lazy(path) as hdul:
         if len(hdul) < 2 or hdul[1].is_image:
             raise FileFormatError(f"{path}: an allStar file has a binary table in HDU1")
-        table = Table(hdul[1].data)
-    if "APOGEE_ID" not in table.colnames:
-        raise FileFormatError(f"{path}: HDU1 has no APOGEE_ID column; this is not an allStar file")
-    if columns is not None:
-        missing = [c for c in columns if c not in table.colnames]
+        data = hdul[1].data
+        names = list(data.names)
+        if "APOGEE_ID" not in names:
+            raise FileFormatError(f"{path}: HDU1 has no APOGEE_ID column; this is not an "
+                                  "allStar file")
+        wanted = names if columns is None else list(columns)
+        missing = [c for c in wanted if c not in names]
         if missing:
-            raise FileFormatError(f"{path}: columns {missing} are not in the catalogue")
-        table = table[list(columns)]
+            raise FileFormatError(f"{path}: columns {missing} are not in the catalogue; "
+                                  f"available include {names[:20]}")
+        table = Table({c: np.array(data[c]) for c in wanted})
     for name in table.colnames:
         if table[name].dtype.kind == "S":
             table[name] = np.char.strip(np.char.decode(table[name], "ascii", errors="replace"))

@@ -99,7 +99,8 @@ def read_e2ds(path: str | os.PathLike, wave: str | os.PathLike | None = None,
     wave, blaze: paths of the wave and blaze files; by default the files named in the header
     are looked for beside ``path`` (a missing blaze is fine unless ``deblaze=True``; a missing
     wave file falls back to the header polynomial). deblaze: divide flux and σ by the blaze.
-    Flux unit ADU (or "normalized by blaze" when deblazed); air Å; observed frame.
+    Flux unit ADU (deblazed: ADU divided by the blaze, ``meta.extra['deblazed']``); air Å;
+    observed frame.
     """
     p = Path(path)
     flux, header = _read_image(p, "e2ds")
@@ -145,13 +146,11 @@ def read_e2ds(path: str | os.PathLike, wave: str | os.PathLike | None = None,
     window = header_float(header, f"{prefix} DRS SPE EXT WINDOW") or 1.0
     sigma = np.sqrt(np.clip(flux, 0.0, None) * gain + window * ron ** 2) / gain
     bad = ~np.isfinite(flux) | ~(sigma > 0)
-    flux_unit = "adu"
     if deblaze and blaze_arr is not None:
         good_blaze = np.isfinite(blaze_arr) & (blaze_arr > 1e-3)
         bad |= ~good_blaze
         safe = np.where(good_blaze, blaze_arr, 1.0)
-        flux, sigma = flux / safe, sigma / safe
-        flux_unit = "adu / blaze"
+        flux, sigma = flux / safe, sigma / safe  # blaze peaks near 1: values stay ADU-like
     snr = _snr_per_order(header, n_orders)
     berv = header_float(header, f"{prefix} DRS BERV")
     meta = SpectrumMeta(
@@ -165,7 +164,7 @@ def read_e2ds(path: str | os.PathLike, wave: str | os.PathLike | None = None,
             "blaze": blaze_arr, "blaze_source": None if blaze_path is None else str(blaze_path),
             "deblazed": bool(deblaze and blaze_arr is not None)})
     return EchelleSpectrum.from_arrays(wavelength, flux, np.where(bad, np.inf, sigma), mask=bad,
-                                       mask_nonfinite=True, medium="air", flux_unit=flux_unit,
+                                       mask_nonfinite=True, medium="air", flux_unit="adu",
                                        meta=meta, order_numbers=orders)
 
 
