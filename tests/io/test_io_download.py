@@ -160,7 +160,7 @@ def test_offline_fails_at_once_with_manual_instructions(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/apStar.fits"
     with pytest.raises(NetworkError) as info:
-        download(url, tmp_path / "apStar.fits", timeout=2.0)
+        download(url, tmp_path / "apStar.fits", connect_timeout=1.0)
     message = str(info.value)
     assert url in message and "unreachable" in message
     assert str(tmp_path / "apStar.fits") in message

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +34,10 @@ PHOENIX_HIRES = "https://phoenix.astro.physik.uni-goettingen.de/data/HiResFITS"
 PHOENIX_GRID = "PHOENIX-ACES-AGSS-COND-2011"
 PHOENIX_WAVE_NAME = f"WAVE_{PHOENIX_GRID}.fits"
 
-#: Seconds to wait for a connection or a read before declaring the server unreachable.
-DEFAULT_TIMEOUT = 10.0
+#: Seconds to wait for the TCP connection before declaring the server unreachable (offline).
+CONNECT_TIMEOUT = 3.0
+#: Seconds to wait for data on an open connection.
+DEFAULT_TIMEOUT = 30.0
 _CHUNK = 1 << 20
 
 # PHOENIX-ACES-AGSS-COND-2011 HiRes nodes (Husser et al. 2013, Table 2)
@@ -114,6 +118,24 @@ def _offline(url: str, dest: Path, reason: object) -> NetworkError:
         "it from there), or set PHOTOSPHERE_CACHE to a folder that already holds it")
 
 
+def _check_reachable(url: str, dest: Path, connect_timeout: float) -> None:
+    """Fail fast when the host cannot be reached (no network, DNS failure, refused port).
+
+    Skipped when a proxy is configured for the scheme (the proxy makes the connection).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise NetworkError(f"cannot download {url}: only http(s) URLs are supported")
+    if parts.scheme in urllib.request.getproxies():
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=connect_timeout):
+            pass
+    except OSError as exc:
+        raise _offline(url, dest, exc) from None
+
+
 def _open(url: str, offset: int, dest: Path, timeout: float):
     headers = {"User-Agent": "photosphere"}
     if offset:
@@ -132,14 +154,15 @@ def _open(url: str, offset: int, dest: Path, timeout: float):
 
 
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
-             timeout: float = DEFAULT_TIMEOUT, validate: Callable[[Path], None] | None = None,
-             progress: bool = True) -> Path:
+             timeout: float = DEFAULT_TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT,
+             validate: Callable[[Path], None] | None = None) -> Path:
     """Download ``url`` to ``dest`` (resumable, checked, atomic); return ``dest``.
 
     sha256: expected hex digest (verified; a mismatch deletes the download and raises
-    NetworkError). validate: called on the finished ``.part`` file before it is moved into
-    place (e.g. :func:`validate_fits`). An existing ``dest`` is returned without a request
-    (and checked against ``sha256`` when given).
+    NetworkError). timeout: seconds to wait for data; connect_timeout: seconds to wait for the
+    connection (offline machines fail after at most this). validate: called on the finished
+    ``.part`` file before it is moved into place (e.g. :func:`validate_fits`). An existing
+    ``dest`` is returned without a request (and checked against ``sha256`` when given).
     """
     dest = Path(dest)
     if dest.exists():
@@ -150,6 +173,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
+    _check_reachable(url, dest, connect_timeout)
     response = _open(url, offset, dest, timeout)
     if response is not None:
         with response:
