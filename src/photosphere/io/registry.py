@@ -275,8 +275,9 @@ def is_spectrum_product(product: str) -> bool:
 
 
 def describe(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
-    """A JSON-ready summary of any supported file: product, kind, description, reader, shape,
-    and for products with wavelengths ``wavelength_min``/``wavelength_max`` (Å) and ``medium``.
+    """A JSON-ready summary of any supported file: product, kind ('1d', 'echelle' or
+    'auxiliary'), description, reader, shape, and ``wavelength_min``/``wavelength_max`` (Å) and
+    ``medium`` (None for products without a wavelength axis).
 
     Spectra are read to compute it (``kwargs`` go to :func:`read`, e.g. ``medium=``);
     auxiliary products are summarised without building spectra.
