@@ -171,3 +171,16 @@ def test_text_with_wrong_column_count(tmp_path):
     np.savetxt(tmp_path / "a.txt", np.ones((5, 4)) * 5000)
     with pytest.raises(FileFormatError, match="4 columns"):
         read_text(tmp_path / "a.txt", medium="air")
+
+
+def test_spectrum_in_first_extension_with_error_extension(tmp_path):
+    h0 = fits.Header({"INSTRUME": "UVES", "OBJECT": "HD 1"})
+    h1 = fits.Header({"CRVAL1": 4800.0, "CDELT1": 0.02, "CUNIT1": "Angstrom"})
+    fits.HDUList([fits.PrimaryHDU(header=h0), fits.ImageHDU(np.full(30, 5.0), h1, name="FLUX"),
+                  fits.ImageHDU(np.full(30, 0.5), name="ERR")]).writeto(tmp_path / "e.fits")
+    assert identify(tmp_path / "e.fits") == "fits1d"
+    spec = read(tmp_path / "e.fits")
+    assert spec.medium == "air"  # from the instrument (UVES pipeline: air)
+    assert spec.meta.object_name == "HD 1"
+    assert spec.median_snr() == pytest.approx(10.0)
+    assert spec.wavelength[-1] == pytest.approx(4800.0 + 0.02 * 29)

@@ -130,7 +130,8 @@ def read_fits1d(path: str | os.PathLike, *, medium: str | None = None,
             if hdu.is_image and hdu.data is not None and np.ndim(hdu.data) >= 1:
                 merged = primary.header.copy()
                 merged.update(hdu.header)
-                return _read_image([hdu, *hdul[1:]], path, what, medium, wavelength_unit,
+                others = [h for h in hdul[1:] if h is not hdu]
+                return _read_image([hdu, *others], path, what, medium, wavelength_unit,
                                    flux_unit, header=merged)
             if not hdu.is_image and hdu.data is not None:
                 return _read_table(hdu, primary.header, path, what, medium, wavelength_unit,
