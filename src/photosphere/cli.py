@@ -77,7 +77,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"instrument:  {d['instrument'] or 'unknown'}",
         f"object:      {d['object'] or 'unknown'}",
         f"wavelength:  {_format_range(d)}",
-        f"shape:       {shape}" + (f" ({d['n_orders']} orders)" if d["kind"] == "echelle" else ""),
+        f"shape:       {shape}"
+        + (f" ({d['n_orders']} {d['row_kind']}s)" if d["kind"] == "echelle" else ""),
         f"median S/N:  {'unknown' if snr is None or not math.isfinite(snr) else f'{snr:.1f}'}",
         f"masked:      {d['masked_fraction']:.2%}",
     ])

@@ -200,7 +200,7 @@ def read_apvisit(path: str | os.PathLike, *,
                "jd_mid": finite_or_none(header_value(h0, "JD-MID")),
                "vrad": finite_or_none(header_value(h0, "VRAD")),
                "vhelio": finite_or_none(header_value(h0, "VHELIO")),
-               "chips": chips,
+               "chips": chips, "row_kind": "chip",
                "bitmask": bitmask, "product": "apVisit"})
     return EchelleSpectrum(wave, flux, sigma, mask=bad, medium="vacuum",
                            flux_unit=APOGEE_FLUX_UNIT, meta=meta,

@@ -307,6 +307,7 @@ def describe_spectrum(spec: Spectrum | EchelleSpectrum) -> dict[str, Any]:
         "instrument": meta.instrument, "object": meta.object_name,
         "wavelength_min": lo, "wavelength_max": hi, "medium": spec.medium,
         "shape": list(spec.flux.shape), "n_orders": spec.n_orders if echelle else 1,
+        "row_kind": str(meta.extra.get("row_kind", "order")) if echelle else None,
         "median_snr": snr, "masked_fraction": spec.masked_fraction,
         "barycentric_correction_kms": meta.barycentric_correction,
         "flux_unit": spec.flux_unit, "source": meta.source,
