@@ -7,8 +7,9 @@ model in the tests. For each star (teff, logg, feh, vsini):
 
     source.predict -> rotational broadening (vsini, ops.rotation) -> Gaussian LSF at R
     (ops.lsf) -> flux-conserving rebinning onto the order layout (ops.resample; 8 × 4096 for
-    HARPS-N 5050–5350 Å) -> linear slant across each order -> Gaussian noise at a per-sample
-    S/N -> per-order continuum normalisation (:func:`normalise_orders`, also applied to real data).
+    HARPS-N 5050–5350 Å) -> linear slant across each order -> white Gaussian noise at a
+    per-sample S/N (σ = continuum / S/N, ops.noise) -> per-order continuum normalisation
+    (:func:`normalise_orders`, also applied to real data).
 
 Splits cannot leak. Each split (train / val / test) owns a fixed set of noise-free stars whose
 labels come from its own seed stream (``SeedSequence([seed, split_id])``); :func:`make_splits`
@@ -259,11 +260,18 @@ def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -
     return images / fit.clamp_min(1e-3)
 
 
-def add_noise(images: torch.Tensor, snr: torch.Tensor,
-              generators: list[torch.Generator]) -> torch.Tensor:
-    """Gaussian noise of σ = flux / S/N (photon-noise-like) per sample; snr: (B,)."""
-    noise = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators])
-    return images + noise * images.clamp_min(0).sqrt() / snr.view(-1, 1, 1)
+def add_noise(images: torch.Tensor, continuum: torch.Tensor, snr: torch.Tensor,
+              seeds: list[int]) -> torch.Tensor:
+    """White Gaussian noise of σ = continuum / S/N (the study's noise model), via ops.noise.
+
+    images, continuum: (B, n_orders, n_pixels); snr: (B,); seeds: one per sample, so a sample's
+    noise does not depend on the batch it lands in.
+    """
+    from ..ops.noise import add_noise as ops_add_noise
+
+    out = [ops_add_noise(images[b], float(snr[b]), rng=seeds[b], continuum=continuum[b])[0]
+           for b in range(len(images))]
+    return torch.stack(out).to(images.dtype)
 
 
 @dataclass
@@ -314,6 +322,10 @@ class EchelleDataset:
                               * self.config.rv_max for i in index]).squeeze(-1)
         return self.simulator.images(self.labels[index], rv)
 
+    def _seed(self, star: int, epoch: int) -> int:
+        return int(np.random.SeedSequence([self.config.seed, 2, SPLITS[self.split], star,
+                                           epoch if self.augment else 0, 2]).generate_state(1)[0])
+
     def _gen(self, star: int, epoch: int, purpose: int) -> torch.Generator:
         return _split_generator(self.config.seed, 2, SPLITS[self.split], star,
                                 epoch if self.augment else 0, purpose)
@@ -331,8 +343,9 @@ class EchelleDataset:
             snr = torch.exp(lo + (hi - lo) * u[:, -1])
         else:
             snr = torch.full((b,), float(self.snr))
-        slanted = clean * slant_factors(slopes, n_pix)
-        noisy = add_noise(slanted, snr, [self._gen(int(i), epoch, 2) for i in index])
+        continuum = slant_factors(slopes, n_pix)  # (B, n_orders, n_pix)
+        slanted = clean * continuum
+        noisy = add_noise(slanted, continuum, snr, [self._seed(int(i), epoch) for i in index])
         return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index,
                      normalise_orders(slanted).unsqueeze(1))
 
