@@ -75,7 +75,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
     p.add_argument("--model", help="checkpoint (default: the model shipped with photosphere)")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
-    p.add_argument("--blaze", help="blaze file for an e2ds frame (deblazes it)")
+    p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
+                                   "its header, beside it); e2ds frames are deblazed")
+    p.add_argument("--medium", choices=("air", "vacuum"),
+                   help="wavelength frame of a text spectrum that does not say")
     p.add_argument("--rv", type=float, default=0.0,
                    help="km/s of the star in the file's wavelength frame (removed first)")
     p.add_argument("--mc-samples", type=int, default=0)
@@ -218,9 +221,11 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .predict import load_model, predict_spectrum
 
     ck = load_model(args.model)  # clear error first when no model is available
-    from ..io import read
+    from ..io import identify, read
 
-    kw = {k: getattr(args, k) for k in ("wave", "blaze") if getattr(args, k)}
+    kw = {k: getattr(args, k) for k in ("wave", "blaze", "medium") if getattr(args, k)}
+    if "e2ds" in identify(args.file):
+        kw["deblaze"] = True
     spectrum = read(args.file, **kw)
     result = predict_spectrum(spectrum, ck, rv=args.rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration)

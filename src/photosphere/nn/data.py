@@ -165,14 +165,14 @@ class EchelleSimulator:
         self.layout = layout
         self.resolution = float(resolution)
         self.epsilon = float(epsilon)
-        self.layout_wavelength = torch.as_tensor(np.asarray(layout.wavelength, dtype=float))
+        self.layout_wavelength = torch.tensor(np.array(layout.wavelength, dtype=float))
         wave = np.asarray(source.wavelength, dtype=float)
         if getattr(source, "medium", layout.medium) != layout.medium:
             from ..ops.airvac import air_to_vacuum, vacuum_to_air
 
             wave = air_to_vacuum(wave) if layout.medium == "vacuum" else vacuum_to_air(wave)
         self.velocity_step = velocity_step(wave)
-        self.source_wavelength = torch.as_tensor(np.asarray(wave, dtype=float))
+        self.source_wavelength = torch.tensor(np.array(wave, dtype=float))
         lo, hi = float(self.layout_wavelength.min()), float(self.layout_wavelength.max())
         margin = 1 + 50.0 / C_KMS  # room for 30 km/s rotation + LSF + RV augmentation
         if wave[0] > lo / margin or wave[-1] < hi * margin:

@@ -33,6 +33,11 @@ class PreparedImage:
     orders_used: tuple[int, ...]  # input orders that contributed (échelle input)
 
 
+def _t(values) -> torch.Tensor:
+    """A float64 tensor owning a copy (inputs may be read-only frozen arrays)."""
+    return torch.from_numpy(np.array(values, dtype=float))
+
+
 def _rest_wavelength(wavelength: np.ndarray, rv: float) -> np.ndarray:
     beta = rv / C_KMS
     return wavelength / np.sqrt((1 + beta) / (1 - beta))
@@ -61,8 +66,8 @@ def _fill_masked(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _rebin_row(wave: np.ndarray, flux: np.ndarray, wave_out: np.ndarray) -> np.ndarray:
     from ..ops.resample import rebin
 
-    return rebin(torch.as_tensor(wave), torch.as_tensor(flux),
-                 torch.as_tensor(wave_out)).numpy()
+    return rebin(_t(wave), _t(flux),
+                 _t(wave_out)).numpy()
 
 
 def _merge_orders(spectrum: EchelleSpectrum, lo: float, hi: float, rv: float,
@@ -78,7 +83,7 @@ def _merge_orders(spectrum: EchelleSpectrum, lo: float, hi: float, rv: float,
             continue
         mask = spectrum.mask[i] | ~np.isfinite(spectrum.flux[i]) | (spectrum.flux[i] <= 0)
         flux = _fill_masked(np.array(spectrum.flux[i], dtype=float), mask)
-        norm = normalise_orders(torch.as_tensor(flux)[None]).numpy()[0]
+        norm = normalise_orders(_t(flux)[None]).numpy()[0]
         rows.append((w, norm, mask))
         used.append(int(spectrum.order_numbers[i]))
     if not rows:
@@ -119,7 +124,7 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
                 and np.allclose(spectrum.wavelength, layout, atol=0.02)):
             flux = np.stack([_fill_masked(np.array(f, dtype=float), m)
                              for f, m in zip(spectrum.flux, spectrum.mask, strict=True)])
-            image = normalise_orders(torch.as_tensor(flux)).numpy()
+            image = normalise_orders(_t(flux)).numpy()
             return PreparedImage(image.astype(np.float32), float(spectrum.mask.mean()),
                                  tuple(int(o) for o in spectrum.order_numbers))
         wave, flux, used = _merge_orders(spectrum, lo, hi, rv, layout_medium)
@@ -148,5 +153,5 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
     for o in range(len(image)):  # placeholders at the order's median keep the fit unbiased
         keep = ~filled[o]
         image[o] = np.where(keep, image[o], np.median(image[o, keep]) if keep.any() else 1.0)
-    image = np.where(filled, 1.0, normalise_orders(torch.as_tensor(image)).numpy())
+    image = np.where(filled, 1.0, normalise_orders(_t(image)).numpy())
     return PreparedImage(image.astype(np.float32), fraction, used)
