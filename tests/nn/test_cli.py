@@ -61,6 +61,9 @@ def test_train_eval_predict(tmp_path, capsys, toy_grid):
     assert set(res.labels) == set(DATA_BOUNDS)
     assert all(s > 0 for _, s in res.labels.values())
     assert res.provenance["calibrated"] is True
+    # an "ensemble" of one model twice has no spread between members: same answer
+    twice = predict_spectrum(EchelleSpectrum(ToyLayout().wavelength, img), [ck, ck])
+    np.testing.assert_allclose(twice.covariance, res.covariance, rtol=1e-5)
 
 
 def test_resume_through_cli(tmp_path, capsys, toy_grid):

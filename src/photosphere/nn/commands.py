@@ -73,7 +73,9 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
 
     p = nsub.add_parser("predict", help="labels with uncertainties for a spectrum file")
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
-    p.add_argument("--model", help="checkpoint (default: the model shipped with photosphere)")
+    p.add_argument("--model", action="append",
+                   help="checkpoint (default: the model shipped with photosphere); give it "
+                        "several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
@@ -220,18 +222,18 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .predict import load_model, predict_spectrum
 
-    ck = load_model(args.model)  # clear error first when no model is available
+    cks = [load_model(m) for m in (args.model or [None])]  # clear error first if no model
     from ..io import identify, read
 
     kw = {k: getattr(args, k) for k in ("wave", "blaze", "medium") if getattr(args, k)}
     if "e2ds" in identify(args.file):
         kw["deblaze"] = True
     spectrum = read(args.file, **kw)
-    result = predict_spectrum(spectrum, ck, rv=args.rv, mc_samples=args.mc_samples,
+    result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration)
     payload = {"file": args.file, **result.to_dict()}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
-    lines = [f"{args.file}  (model {ck.path})"]
+    lines = [f"{args.file}  (model {', '.join(str(c.path) for c in cks)})"]
     for name, (value, sigma) in result.labels.items():
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")

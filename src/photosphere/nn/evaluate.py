@@ -148,6 +148,27 @@ def predict_images(model: nn.Module, scaling: LabelScaling, images: torch.Tensor
     return torch.cat(mus), torch.cat(covs)
 
 
+def predict_ensemble(members: list[tuple[nn.Module, LabelScaling, torch.Tensor | None]],
+                     images: torch.Tensor, *, mc_samples: int = 0,
+                     batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ and Σ of an equal-weight mixture of several trained models (deep ensemble,
+    Lakshminarayanan et al. 2017): μ = mean μ_m, Σ = mean Σ_m + covariance of the μ_m.
+
+    members: (model, label scaling, temperature or None) per model; physical units out.
+    """
+    if not members:
+        raise ModelError("predict_ensemble needs at least one model")
+    preds = [predict_images(m, s, images, temperature=t, mc_samples=mc_samples,
+                            batch_size=batch_size, seed=i)
+             for i, (m, s, t) in enumerate(members)]
+    mus = torch.stack([p[0] for p in preds])  # (M, B, k)
+    cov = torch.stack([p[1] for p in preds]).mean(0)
+    if len(preds) > 1:
+        dev = mus - mus.mean(0)
+        cov = cov + torch.einsum("mbi,mbj->bij", dev, dev) / (len(preds) - 1)
+    return mus.mean(0), cov
+
+
 def predict_split(model: nn.Module, scaling: LabelScaling, dataset, batch_size: int = 64, *,
                   temperature: torch.Tensor | None = None, mc_samples: int = 0,
                   progress: bool = False) -> Predictions:

@@ -20,7 +20,7 @@ import torch
 from ..errors import ModelError
 from ..spectrum import EchelleSpectrum, Spectrum
 from .checkpoint import Checkpoint, load_checkpoint
-from .evaluate import predict_images
+from .evaluate import predict_ensemble
 from .inputs import prepare_image
 
 TRAIN_COMMAND = "photosphere nn train --preset cpu --grid GRID --out MODEL.pt"
@@ -60,11 +60,25 @@ class NNPrediction:
                 "provenance": self.provenance}
 
 
-def predict_spectrum(spectrum: Spectrum | EchelleSpectrum, model: Checkpoint | str | None = None,
-                     *, rv: float = 0.0, mc_samples: int = 0, calibrated: bool = True,
+def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
+                     model: Checkpoint | str | list | None = None, *, rv: float = 0.0,
+                     mc_samples: int = 0, calibrated: bool = True,
                      max_filled: float = 0.2) -> NNPrediction:
-    """Labels with uncertainties for one spectrum (see module docstring)."""
-    ck = model if isinstance(model, Checkpoint) else load_model(model)
+    """Labels with uncertainties for one spectrum (see module docstring).
+
+    model: a checkpoint (path or loaded), None for the default model, or a list of them for a
+    deep ensemble (equal-weight mixture; the spread of the members' means adds to Σ).
+    """
+    members = model if isinstance(model, list) else [model]
+    cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
+    ck = cks[0]
+    for other in cks[1:]:
+        same = (other.label_scaling.names == ck.label_scaling.names and np.array_equal(
+            np.asarray(other.data.get("layout_wavelength")),
+            np.asarray(ck.data.get("layout_wavelength"))))
+        if not same:
+            raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels or "
+                             "order layout; combine only models trained on the same setup")
     layout = ck.data.get("layout_wavelength")
     if layout is None:
         raise ModelError(f"{ck.path} does not record the order layout it was trained on; "
@@ -72,15 +86,18 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum, model: Checkpoint | s
     prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
                              rv=rv, max_filled=max_filled)
     temperature = ck.temperature if calibrated else None
-    mu, cov = predict_images(ck.model, ck.label_scaling, torch.as_tensor(prepared.image),
-                             temperature=temperature, mc_samples=mc_samples)
+    members_in = [(c.model, c.label_scaling, c.temperature if calibrated else None) for c in cks]
+    mu, cov = predict_ensemble(members_in, torch.from_numpy(prepared.image),
+                               mc_samples=mc_samples)
+    temperature = ck.temperature if calibrated else None
     mu, cov = mu[0].double().numpy(), cov[0].double().numpy()
     sigma = np.sqrt(np.diag(cov))
     names = ck.label_scaling.names
     return NNPrediction(
         labels={n: (float(mu[i]), float(sigma[i])) for i, n in enumerate(names)},
         covariance=cov, label_names=names,
-        provenance={"model": str(ck.path), "kind": ck.kind,
+        provenance={"model": [str(c.path) for c in cks] if len(cks) > 1 else str(ck.path),
+                    "kind": ck.kind,
                     "calibrated": temperature is not None, "mc_samples": mc_samples,
                     "rv_removed_kms": rv, "filled_fraction": prepared.filled_fraction,
                     "orders_used": list(prepared.orders_used),
