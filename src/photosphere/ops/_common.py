@@ -26,7 +26,7 @@ def as_float_tensor(x: Any, name: str = "value", dtype: torch.dtype | None = Non
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidSpectrumError(f"{name} is not numeric: {exc}") from None
-    return torch.tensor(np.ascontiguousarray(arr), dtype=dtype or torch.float64)
+    return torch.tensor(np.array(arr, order="C"), dtype=dtype or torch.float64)
 
 
 def common_dtype(*tensors: torch.Tensor) -> torch.dtype:
