@@ -96,7 +96,7 @@ def broaden_any_grid(wavelength: np.ndarray, flux: torch.Tensor,
     """Apply a log-grid operator to ``flux`` (..., n) sampled on any increasing ``wavelength``.
 
     If ``wavelength`` is log-uniform the operator runs on it directly. Otherwise the flux is
-    rebinned (flux-conserving) onto a log-uniform grid whose step is the finest input step / 
+    rebinned (flux-conserving) onto a log-uniform grid whose step is the finest input step /
     ``oversample``, convolved there and rebinned back. ``convolve_log(flux, velocity_step,
     log_wavelength)`` does the work.
     """
