@@ -5,6 +5,8 @@ import torch
 from photosphere.errors import UnitsError
 from photosphere.ops.airvac import air_to_vacuum, vacuum_to_air
 
+torch.set_num_threads(1)  # small tensors on a shared machine: threads only add overhead
+
 
 def test_known_value():
     # 5000 Å in vacuum is 4998.605 Å in air (n ≈ 1.000279)

@@ -15,6 +15,8 @@ from photosphere.ops.echelle import (
 from photosphere.ops.resample import pixel_edges
 from photosphere.spectrum import EchelleSpectrum, Spectrum, SpectrumMeta
 
+torch.set_num_threads(1)  # small tensors on a shared machine: threads only add overhead
+
 HARPS_WAVE = "harps/HARPS.2003-12-12T21-47-59.366_wave_A.fits"
 
 

@@ -5,6 +5,8 @@ import torch
 from photosphere.errors import InvalidSpectrumError
 from photosphere.ops.noise import add_noise, estimate_snr
 
+torch.set_num_threads(1)  # small tensors on a shared machine: threads only add overhead
+
 
 @pytest.mark.parametrize("snr", [10.0, 50.0, 300.0])
 def test_injected_noise_has_requested_snr(snr):

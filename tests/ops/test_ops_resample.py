@@ -6,6 +6,8 @@ from photosphere.errors import InvalidSpectrumError
 from photosphere.ops.resample import rebin, rebin_with_uncertainty, resample
 from photosphere.spectrum import EchelleSpectrum, Spectrum
 
+torch.set_num_threads(1)  # small tensors on a shared machine: threads only add overhead
+
 
 def _edges(w):
     mid = 0.5 * (w[1:] + w[:-1])

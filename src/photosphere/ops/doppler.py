@@ -48,13 +48,14 @@ def shift_wavelength(wavelength, rv):
     shape broadcastable to ``wavelength.shape[:-1]`` (a trailing pixel axis is added for it).
     Torch in, torch out (differentiable in both); numpy otherwise.
     """
-    factor = doppler_factor(rv)
     if isinstance(rv, torch.Tensor) or isinstance(wavelength, torch.Tensor):
-        wave = wavelength if isinstance(wavelength, torch.Tensor) else torch.as_tensor(
+        wave = wavelength if isinstance(wavelength, torch.Tensor) else torch.tensor(
             np.asarray(wavelength, dtype=np.float64))
-        factor = torch.as_tensor(factor, dtype=wave.dtype) if not isinstance(
-            factor, torch.Tensor) else factor
+        # 1 + v/c needs float64: float32 would quantise velocities to ~0.02 km/s
+        rv_t = rv if isinstance(rv, torch.Tensor) else torch.tensor(np.asarray(rv, np.float64))
+        factor = doppler_factor(rv_t.to(torch.promote_types(rv_t.dtype, wave.dtype)))
         return wave * (factor.unsqueeze(-1) if factor.ndim > 0 else factor)
+    factor = doppler_factor(rv)
     factor = np.asarray(factor)
     wave = np.asarray(wavelength, dtype=np.float64)
     return wave * (factor[..., None] if factor.ndim > 0 else factor)
