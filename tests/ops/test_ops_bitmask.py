@@ -8,7 +8,7 @@ from photosphere.ops.bitmask import (
     bit_value,
     bitmask_to_mask,
 )
-from photosphere.spectrum import EchelleSpectrum, Spectrum
+from photosphere.spectrum import EchelleSpectrum, Spectrum, SpectrumMeta
 
 
 def test_default_bits():
@@ -43,11 +43,17 @@ def test_apply_bitmask_inflates_sigma_without_masking(rng):
     assert out.sigma[5] == pytest.approx(100.0) and out.sigma[4] == 0.01
 
 
-def test_apply_bitmask_echelle():
-    ech = EchelleSpectrum(np.tile(np.linspace(5000, 5010, 20), (2, 1)), np.ones((2, 20)))
+def test_apply_bitmask_echelle_and_from_meta():
     bm = np.zeros((2, 20), np.int32)
     bm[1, 7] = 1
+    bm[0, 3] = 1 << 13  # SIG_TELLURIC: only with bits including 13
+    ech = EchelleSpectrum(np.tile(np.linspace(5000, 5010, 20), (2, 1)), np.ones((2, 20)),
+                          meta=SpectrumMeta(extra={"bitmask": bm}))
     assert apply_bitmask(ech, bm).mask.sum() == 1
+    out = apply_bitmask(ech, bits=["SIG_TELLURIC"])
+    assert out.mask[0, 3] and out.mask.sum() == 1
+    with pytest.raises(InvalidSpectrumError, match="bitmask"):
+        apply_bitmask(EchelleSpectrum(ech.wavelength, ech.flux))
 
 
 def test_bad_inputs():

@@ -73,16 +73,23 @@ def bitmask_to_mask(bitmask, bits: Iterable[int | str] = APOGEE_PIXMASK_BAD_BITS
     return (as_int & bit_value(bits)) != 0
 
 
-def apply_bitmask(spectrum: Spectrum | EchelleSpectrum, bitmask,
+def apply_bitmask(spectrum: Spectrum | EchelleSpectrum, bitmask=None,
                   bits: Iterable[int | str] = APOGEE_PIXMASK_BAD_BITS, inflate: float = 1e6,
                   mask: bool = True) -> Spectrum | EchelleSpectrum:
     """A copy of ``spectrum`` in which pixels flagged by ``bits`` of ``bitmask`` are bad.
 
-    bitmask: integer array of the flux's shape. With ``mask=True`` (default) flagged pixels are
+    bitmask: integer array of the flux's shape, or None to use ``spectrum.meta.extra["bitmask"]``
+    (where the APOGEE readers keep the raw PIXMASK). With ``mask=True`` (default) flagged pixels are
     masked, which gives them σ = inf (ivar = 0) in a :class:`Spectrum`. With ``mask=False`` they
     stay unmasked and their σ is multiplied by ``inflate`` (the large-error convention of
     The Cannon's training sets), which needs a spectrum with uncertainties.
     """
+    if bitmask is None:
+        bitmask = spectrum.meta.extra.get("bitmask")
+        if bitmask is None:
+            raise InvalidSpectrumError(
+                "apply_bitmask: no bitmask given and spectrum.meta.extra has no 'bitmask'; "
+                "pass the PIXMASK array explicitly")
     flagged = bitmask_to_mask(bitmask, bits)
     if flagged.shape != spectrum.flux.shape:
         raise InvalidSpectrumError(
