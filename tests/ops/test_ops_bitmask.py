@@ -68,3 +68,16 @@ def test_bad_inputs():
         bit_value(["NOT_A_BIT"])
     with pytest.raises(InvalidSpectrumError, match=r"0\.\.62"):
         bit_value([70])
+
+
+@pytest.mark.realdata
+def test_real_apvisit_bitmask():
+    from conftest import shared_file
+    from photosphere.io.apogee import read_apvisit
+
+    spec = read_apvisit(shared_file("apogee/apVisit-r13-5095-55844-128.fits"))
+    default = apply_bitmask(spec)  # the reader already masked the default bits
+    np.testing.assert_array_equal(default.mask, spec.mask)
+    every = apply_bitmask(spec, bits=range(15))
+    assert every.mask.sum() > spec.mask.sum()
+    assert np.all(every.mask[spec.mask])

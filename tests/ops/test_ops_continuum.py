@@ -146,3 +146,16 @@ def test_bad_arguments(rng, kwargs):
     flux, ivar, _, cp = _apogee_like(rng)
     with pytest.raises(InvalidSpectrumError):
         fit_pseudo_continuum(WAVE, flux, ivar, cp, **kwargs)
+
+
+@pytest.mark.realdata
+def test_upper_envelope_on_real_apvisit():
+    from conftest import shared_file
+    from photosphere.io.apogee import read_apvisit
+
+    spec = read_apvisit(shared_file("apogee/apVisit-r13-5095-55844-128.fits"))
+    norm = normalize_upper_envelope(spec, degree=3)
+    good = norm.flux[~norm.mask]
+    assert norm.flux_unit == "normalized"
+    lo, median, hi = np.percentile(good, [5, 50, 95])
+    assert 0.93 < median < 1.0 and 1.0 < hi < 1.06 and lo > 0.7

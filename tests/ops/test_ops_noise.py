@@ -67,3 +67,14 @@ def test_bad_rng_and_too_few_pixels():
         add_noise(np.ones(10), 10.0, rng="seed")
     with pytest.raises(InvalidSpectrumError, match="5 good"):
         estimate_snr(np.ones(4))
+
+
+@pytest.mark.realdata
+def test_der_snr_close_to_pipeline_snr_on_real_apvisit():
+    from conftest import shared_file
+    from photosphere.io.apogee import read_apvisit
+
+    spec = read_apvisit(shared_file("apogee/apVisit-r13-5095-55844-128.fits"))
+    per_chip = estimate_snr(spec.flux, spec.mask)
+    assert per_chip.shape == (3,)
+    assert np.median(per_chip) == pytest.approx(spec.meta.snr, rel=0.25)
