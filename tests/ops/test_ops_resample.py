@@ -70,6 +70,18 @@ def test_rebin_batch_equals_loop(grids, rng):
             np.testing.assert_allclose(batched[i, j], rebin(wave_in, flux[i, j], wave_out).numpy())
 
 
+def test_rebin_model_batch_onto_echelle_orders(grids, rng):
+    wave_in, _ = grids
+    orders = np.stack([np.linspace(wave_in[2], wave_in[20], 9), np.linspace(wave_in[30],
+                                                                           wave_in[50], 9)])
+    flux = rng.normal(size=(3, wave_in.size))
+    out = rebin(wave_in, flux[:, None, :], orders).numpy()
+    assert out.shape == (3, 2, 9)
+    for b in range(3):
+        for k in range(2):
+            np.testing.assert_allclose(out[b, k], rebin(wave_in, flux[b], orders[k]).numpy())
+
+
 def test_rebin_gradcheck_wave_in_and_flux(rng):
     wave_in = torch.tensor(np.cumsum(rng.uniform(0.5, 1.5, 12)) + 100.0, requires_grad=True)
     flux = torch.tensor(rng.normal(size=12), requires_grad=True)

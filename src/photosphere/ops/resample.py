@@ -100,6 +100,9 @@ def rebin(wave_in, flux_in, wave_out, fill: float = float("nan")) -> torch.Tenso
     output pixel (torch, float64 for numpy input, else the dtype of ``flux_in``), differentiable in
     ``flux_in``, ``wave_in`` and ``wave_out``. Output pixels partly outside the input cover are
     averaged over the covered part; pixels entirely outside get ``fill``.
+
+    Echelle data: a batch of model spectra ``(B, n_model)`` onto orders ``(n_orders, n_pix)``
+    broadcasts as ``rebin(wave_model, flux[:, None, :], wave_orders)`` -> (B, n_orders, n_pix).
     """
     wi, fi, wo, batch, dtype = _prepare(wave_in, flux_in, wave_out)
     edges_in, edges_out = pixel_edges(wi), pixel_edges(wo)
