@@ -100,6 +100,24 @@ def test_gradient_nonzero_below_one_pixel():
     assert float(vsini.grad) > 0  # line gets shallower as vsini grows
 
 
+def test_narrow_kernel_branch_matches_general_formula():
+    # a = vsini/dv just above 1 uses the general formula; just below, the closed form
+    below = rotation_kernel(DV, 1.0 - 1e-9, 0.6).numpy()
+    above = rotation_kernel(DV, 1.0 + 1e-9, 0.6).numpy()
+    np.testing.assert_allclose(below, above[1:-1], atol=1e-8)
+    assert abs(above[0]) < 1e-12 and abs(above[-1]) < 1e-12
+
+
+def test_gradient_at_zero_vsini_is_finite_and_correct():
+    flux = torch.tensor(gaussian_line(WAVE, sigma_kms=1.0))
+    vsini = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    rotational_broaden(flux, vsini, DV).min().backward()
+    h = 1e-6
+    slope = (rotational_broaden(flux, h, DV).min() - flux.min()) / h
+    assert float(vsini.grad) == pytest.approx(float(slope), rel=1e-4)
+    assert float(vsini.grad) > 0
+
+
 def test_linear_grid_matches_log_grid():
     lin = np.arange(4990.0, 5010.0, 0.01)
     log = log_uniform_wavelength(4990.0, 5010.0, 0.6)

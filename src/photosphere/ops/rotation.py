@@ -7,7 +7,8 @@ rigidly rotating star with linear limb-darkening coefficient ε, the broadening 
 
 On a log-uniform grid (constant velocity step per pixel) this is a plain 1D convolution. The
 kernel is hat-integrated over pixels (see ``_kernels``): it sums to one for any vsini, is smooth
-in vsini below one pixel, and is exactly the identity at vsini = 0.
+in vsini below one pixel (linear in vsini up to one pixel, so the gradient at vsini = 0 is
+finite and non-zero) and is exactly the identity at vsini = 0.
 """
 
 from __future__ import annotations
@@ -50,24 +51,27 @@ def _gray_antiderivatives(x: torch.Tensor, epsilon: torch.Tensor):
 
 def _kernel_batch(a: torch.Tensor, epsilon: torch.Tensor, half: int) -> torch.Tensor:
     """Hat-integrated kernels (B, 2·half+1) for half-widths ``a = vsini/velocity_step`` (B,)."""
-    positive = a > 0
-    a_safe = torch.where(positive, a, torch.ones_like(a))[:, None]
     eps = epsilon[:, None]
+    p1_edge = _gray_antiderivatives(torch.ones_like(eps), eps)[1]  # ∫_0^1 x g(x) dx
+    wide = a > 1
+    a_safe = torch.where(wide, a, torch.ones_like(a))[:, None]
 
     def second_antiderivative(nodes: torch.Tensor) -> torch.Tensor:
         x = nodes.to(a.dtype)[None, :] / a_safe
         inside = x.abs() < 1
         x_in = torch.where(inside, x, torch.zeros_like(x))  # keeps asin/sqrt gradients finite
         p0_in, p1_in = _gray_antiderivatives(x_in, eps)
-        p1_edge = _gray_antiderivatives(torch.ones_like(eps), eps)[1]
         p0 = torch.where(inside, p0_in, 0.5 * torch.sign(x))
         p1 = torch.where(inside, p1_in, p1_edge.expand_as(p1_in))
         return a_safe * (x * p0 - p1)
 
     kernel = hat_kernel(second_antiderivative, half, a.dtype)
-    delta = torch.zeros_like(kernel)
-    delta[:, half] = 1
-    return torch.where(positive[:, None], kernel, delta)
+    # a <= 1: the profile lies within one pixel, so every node but 0 is outside it and the kernel
+    # is exactly (a·p1, 1 − 2a·p1, a·p1): linear in vsini, the identity at 0, with a finite slope.
+    side = a[:, None] * p1_edge
+    narrow = torch.zeros_like(kernel)
+    narrow[:, half - 1: half + 2] = torch.cat([side, 1 - 2 * side, side], dim=1)
+    return torch.where(wide[:, None], kernel, narrow)
 
 
 def rotation_kernel(velocity_step: float, vsini, epsilon=0.6) -> torch.Tensor:
