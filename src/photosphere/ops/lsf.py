@@ -165,7 +165,7 @@ def instrumental_broaden(wavelength, flux, resolution, oversample: int = 2):
 def _resolution_rows(resolution, shape: tuple[int, ...]) -> list:
     r = np.asarray(resolution, dtype=np.float64)
     if r.ndim == 0:
-        return [float(r)] * shape[0]
+        return [float(r)] * (shape[0] if len(shape) == 2 else 1)
     if len(shape) == 2 and r.shape == (shape[0],):
         return [float(x) for x in r]
     if r.shape == shape:
