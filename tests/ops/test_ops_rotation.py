@@ -141,7 +141,26 @@ def test_broaden_spectrum_echelle_and_zero():
     out = broaden_spectrum(spec, 15.0)
     assert out.shape == spec.shape and out.mask[0, 10] and out.has_uncertainty
     assert np.all(out.flux.min(axis=1) > flux.min(axis=1))
-    assert broaden_spectrum(spec, 0.0) is spec
+    np.testing.assert_allclose(broaden_spectrum(spec, 0.0).flux, spec.flux, rtol=0, atol=1e-15)
+
+
+def test_irregular_grid_path_equals_log_grid_convolution(rng):
+    # the per-pixel (any-grid) convolution is the same operator as the FFT/conv1d path
+    from photosphere.ops._kernels import irregular_convolve
+    from photosphere.ops.rotation import gray_second_antiderivative
+
+    flux = torch.tensor(gaussian_line(WAVE, sigma_kms=2.0) + rng.normal(0, 0.01, WAVE.size))
+    vs, eps = torch.tensor(17.0, dtype=torch.float64), torch.tensor(0.6, dtype=torch.float64)
+    slow = irregular_convolve(WAVE, flux[None], lambda u: gray_second_antiderivative(u, vs, eps),
+                              17.0)[0]
+    np.testing.assert_allclose(slow.numpy(), rotational_broaden(flux, 17.0, DV).numpy(),
+                               atol=1e-10)
+
+
+def test_zero_vsini_identity_on_linear_grid(rng):
+    wave = np.arange(5000.0, 5010.0, 0.013)
+    spec = Spectrum(wave, rng.normal(1, 0.1, wave.size))
+    np.testing.assert_allclose(broaden_spectrum(spec, 0.0).flux, spec.flux, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("kwargs", [dict(vsini=-1.0), dict(epsilon=1.5), dict(velocity_step=0.0),

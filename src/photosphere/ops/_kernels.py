@@ -90,29 +90,33 @@ def fill_masked(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def broaden_any_grid(wavelength: np.ndarray, flux: torch.Tensor,
-                     convolve_log: Callable[[torch.Tensor, float, np.ndarray], torch.Tensor],
-                     oversample: int = 2) -> torch.Tensor:
-    """Apply a log-grid operator to ``flux`` (..., n) sampled on any increasing ``wavelength``.
+def irregular_convolve(wavelength: np.ndarray, flux: torch.Tensor,
+                       second_antiderivative: Callable[[torch.Tensor], torch.Tensor],
+                       half_width_kms: float) -> torch.Tensor:
+    """Convolve ``flux`` (B, n) on ANY increasing ``wavelength`` (n,) Å with a velocity kernel.
 
-    If ``wavelength`` is log-uniform the operator runs on it directly. Otherwise the flux is
-    rebinned (flux-conserving) onto a log-uniform grid whose step is the finest input step /
-    ``oversample``, convolved there and rebinned back. ``convolve_log(flux, velocity_step,
-    log_wavelength)`` does the work.
+    Exact convolution of the piecewise-linear interpolant of the flux (in ln λ) with a kernel
+    of velocity half-width ``half_width_kms``, evaluated at the pixel centres. Hat j of output
+    pixel i has weight ``H[u_j, u_j+1] − H[u_j−1, u_j]`` (divided differences of the kernel's
+    second antiderivative ``H`` at the velocity offsets ``u = c·ln(λ/λ_i)``); the weights of a
+    pixel sum to one exactly. ``second_antiderivative(u)`` gets u of shape (n, K) km/s (row i =
+    offsets from pixel i) and returns (n, K). The grid and flux are extended beyond the ends by
+    the edge step and the edge flux.
     """
-    from .grid import log_uniform_wavelength, velocity_step
-    from .resample import pixel_edges, rebin
-
-    try:
-        step = velocity_step(wavelength, tolerance=1e-3)
-    except InvalidSpectrumError:
-        step = None
-    if step is not None:
-        return convolve_log(flux, step, wavelength)
-    wave_t = torch.tensor(wavelength, dtype=torch.float64)
-    edges = pixel_edges(wave_t).numpy()
-    dv = float(np.min(np.diff(np.log(wavelength)))) * C_KMS / oversample
-    log_wave = log_uniform_wavelength(edges[0], edges[-1], dv)
-    on_log = rebin(wave_t, flux, log_wave)
-    done = convolve_log(on_log, dv, log_wave)
-    return rebin(log_wave, done, wave_t).to(flux.dtype)
+    n = wavelength.size
+    lnw = np.log(wavelength)
+    steps = np.diff(lnw)
+    half = math.ceil(half_width_kms / (C_KMS * float(steps.min()))) + 1
+    pad = np.arange(1, half + 2)
+    lnw_pad = np.concatenate([lnw[0] - steps[0] * pad[::-1], lnw, lnw[-1] + steps[-1] * pad])
+    lnw_t = torch.tensor(lnw_pad, dtype=torch.float64)
+    taps = 2 * half + 3
+    u = C_KMS * (lnw_t.unfold(0, taps, 1) - torch.tensor(lnw, dtype=torch.float64)[:, None])
+    h = second_antiderivative(u)
+    slopes = torch.diff(h, dim=1) / torch.diff(u, dim=1)
+    weights = torch.diff(slopes, dim=1).to(flux.dtype)  # (n, 2·half + 1)
+    padded = pad_edges(flux, half + 1)
+    out = torch.zeros_like(flux)
+    for k in range(weights.shape[1]):
+        out = out + weights[:, k] * padded[:, 1 + k: 1 + k + n]
+    return out

@@ -3,8 +3,8 @@
 * :func:`gaussian_broaden`: constant resolving power R on a log-uniform grid (a 1D convolution);
   R may differ per spectrum / per echelle order (a batch of R values).
 * :func:`variable_gaussian_broaden`: R(λ) varying along the spectrum, one kernel per pixel.
-* :func:`instrumental_broaden` / :func:`broaden_spectrum`: any wavelength grid (internally via a
-  log-uniform grid when the input is not one).
+* :func:`instrumental_broaden` / :func:`broaden_spectrum`: any wavelength grid (convolved in
+  velocity on its own pixels when it is not log-uniform; nothing is resampled).
 
 Kernels are hat-integrated (see ``_kernels``): normalised for any width, exactly the identity
 for R = inf, and smooth in R even when the LSF is narrower than a pixel.
@@ -21,13 +21,14 @@ from ..errors import InvalidSpectrumError
 from ..spectrum import EchelleSpectrum, Spectrum
 from ._common import C_KMS, as_float_tensor, require_finite, to_numpy
 from ._kernels import (
-    broaden_any_grid,
     convolve,
     fill_masked,
     flatten_batch,
     hat_kernel,
+    irregular_convolve,
     pad_edges,
 )
+from .grid import velocity_step as grid_velocity_step
 
 #: FWHM / σ of a Gaussian
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
@@ -125,40 +126,52 @@ def variable_gaussian_broaden(flux, resolution, velocity_step: float) -> torch.T
     return (windows * kernel).sum(-1).reshape(shape)
 
 
-def instrumental_broaden(wavelength, flux, resolution, oversample: int = 2):
+def _gaussian_h_velocity(u: torch.Tensor, sigma_kms: torch.Tensor) -> torch.Tensor:
+    """H(u) with H'' = unit Gaussian of width ``sigma_kms`` (>= 0; 0 gives |u|/2), u in km/s."""
+    positive = sigma_kms > 0
+    safe = torch.where(positive, sigma_kms, torch.ones_like(sigma_kms))
+    return torch.where(positive, _gaussian_h(u, safe), 0.5 * u.abs())
+
+
+def instrumental_broaden(wavelength, flux, resolution):
     """Gaussian LSF at resolving power R on ANY increasing wavelength grid.
 
     wavelength: (n_pix,) Å; flux: (..., n_pix); resolution: scalar R or R(λ) of shape (n_pix,)
-    given at the input pixels. A log-uniform input is convolved directly; other grids go through
-    a log-uniform grid ``oversample`` × finer than the finest input pixel and back (flux-
-    conserving). Returns torch for torch flux, numpy otherwise.
+    given at the input pixels (the LSF centred on pixel i has FWHM c/R_i). A log-uniform input
+    uses :func:`gaussian_broaden` / :func:`variable_gaussian_broaden`; other grids are convolved
+    in velocity on their own pixels (``_kernels.irregular_convolve``), without resampling.
+    Returns torch for torch flux, numpy otherwise; differentiable in flux and R.
     """
     wave = np.asarray(wavelength, dtype=np.float64)
-    if wave.ndim != 1:
+    if wave.ndim != 1 or wave.size < 2 or np.any(np.diff(wave) <= 0):
         raise InvalidSpectrumError(
-            f"instrumental_broaden: wavelength must be (n_pix,), got shape {wave.shape}")
+            f"instrumental_broaden: wavelength must be increasing (n_pix,), got shape {wave.shape}")
     is_torch = isinstance(flux, torch.Tensor)
     f = as_float_tensor(flux, "flux")
-    if f.shape[-1] != wave.size:
+    if f.ndim == 0 or f.shape[-1] != wave.size:
         raise InvalidSpectrumError(
-            f"instrumental_broaden: flux has {f.shape[-1]} pixels, wavelength {wave.size}")
+            f"instrumental_broaden: flux has shape {tuple(f.shape)}, wavelength {wave.size} px")
+    require_finite(f, "instrumental_broaden: flux", "mask or interpolate bad pixels first")
     r = as_float_tensor(resolution, "resolution")
-    if r.ndim == 0:
-        def op(x, dv, _w):
-            return gaussian_broaden(x, r, dv)
+    if r.ndim != 0 and r.shape != (wave.size,):
+        raise InvalidSpectrumError(
+            f"instrumental_broaden: resolution must be a scalar or shape ({wave.size},), got "
+            f"{tuple(r.shape)}")
+    _check(1.0, r)
+    try:
+        step = grid_velocity_step(wave, tolerance=1e-3)
+    except InvalidSpectrumError:
+        step = None
+    if step is not None:
+        out = gaussian_broaden(f, r, step) if r.ndim == 0 else \
+            variable_gaussian_broaden(f, r, step)
     else:
-        if r.shape != (wave.size,):
-            raise InvalidSpectrumError(
-                f"instrumental_broaden: resolution must be a scalar or shape ({wave.size},), "
-                f"got {tuple(r.shape)}")
-        _check(1.0, r)
-
-        def op(x, dv, log_wave):
-            if log_wave is wave:
-                return variable_gaussian_broaden(x, r, dv)
-            r_log = np.interp(log_wave, wave, to_numpy(r))
-            return variable_gaussian_broaden(x, r_log, dv)
-    out = broaden_any_grid(wave, f, op, oversample)
+        sigma = (C_KMS / (r.to(torch.float64) * FWHM_PER_SIGMA))
+        sigma_rows = sigma.expand(wave.size)[:, None]
+        reach = _TRUNCATE * float(sigma.detach().max())
+        flat = f.reshape(-1, wave.size)
+        out = irregular_convolve(wave, flat, lambda u: _gaussian_h_velocity(u, sigma_rows), reach)
+        out = out.reshape(f.shape)
     return out if is_torch else to_numpy(out)
 
 
@@ -176,8 +189,8 @@ def _resolution_rows(resolution, shape: tuple[int, ...]) -> list:
            else f" or one per pixel {shape}"))
 
 
-def broaden_spectrum(spectrum: Spectrum | EchelleSpectrum, resolution,
-                     oversample: int = 2) -> Spectrum | EchelleSpectrum:
+def broaden_spectrum(spectrum: Spectrum | EchelleSpectrum,
+                     resolution) -> Spectrum | EchelleSpectrum:
     """Copy of ``spectrum`` convolved with the instrumental Gaussian LSF, on the same pixels.
 
     resolution: R (scalar), R per pixel, or for an echelle spectrum R per order (n_orders,) or per
@@ -190,6 +203,6 @@ def broaden_spectrum(spectrum: Spectrum | EchelleSpectrum, resolution,
     else:
         rows = _resolution_rows(resolution, spectrum.flux.shape)
         pieces = [(spectrum.wavelength, spectrum.flux, spectrum.mask, rows[0])]
-    out = [instrumental_broaden(w, fill_masked(f, m), r, oversample) for w, f, m, r in pieces]
+    out = [instrumental_broaden(w, fill_masked(f, m), r) for w, f, m, r in pieces]
     flux = np.stack(out) if isinstance(spectrum, EchelleSpectrum) else out[0]
     return spectrum.replace(flux=flux)
