@@ -1,4 +1,4 @@
-"""Rotational broadening accuracy and speed: photosphere.ops vs PyAstronomy (rotBroad, fastRotBroad).
+"""Rotational broadening accuracy and speed: photosphere.ops vs PyAstronomy rotBroad/fastRotBroad.
 
 Reference: the continuous convolution of an analytic spectrum (Gaussian absorption lines) with
 Gray's rotation profile, by Gauss-Legendre quadrature in θ (v = vsini·sin θ removes the edge
