@@ -1,0 +1,226 @@
+"""Batched, differentiable interpolation in a grid store (PyTorch): labels -> spectra.
+
+Inside a cell whose 2^d corner nodes all exist the interpolation is multilinear. In a cell with
+missing corners (ATLAS9 has no low-log g models at high Teff) the cell is split into the d!
+Kuhn simplices along its main diagonal (corner 0...0 to 1...1) and the point is interpolated
+linearly (barycentric weights) in the simplex that contains it; if that simplex needs a missing
+node, :class:`~photosphere.errors.OutOfGridError` names it. For the ATLAS9 hole (missing corner at
+high Teff and low log g, i.e. off the main diagonal in (teff, logg)) this uses exactly the
+triangle of the three present corners, so the usable region is the convex hull of the computed
+nodes in each cell. Within such a cell the interpolant is linear per simplex; it is continuous
+along the cell edges it shares with complete cells (and across faces in two dimensions).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelError, OutOfGridError
+from .presets import LABEL_UNITS
+from .store import GridStore
+
+_EPS = 1e-9
+
+
+def _fmt(name: str, value: float) -> str:
+    return f"{value:.0f}" if name == "teff" else f"{value:.4g}"
+
+
+def out_of_grid_message(name: str, value: float, lo: float, hi: float) -> str:
+    unit = LABEL_UNITS.get(name, "").split(" ")[0]
+    unit = f" {unit}" if unit else ""
+    return (f"{name}={_fmt(name, value)} is outside the grid ({_fmt(name, lo)}-{_fmt(name, hi)}"
+            f"{unit}); pass a grid that covers it or fix {name}")
+
+
+class CellLocator:
+    """Corner indices and interpolation weights on a rectilinear grid with missing nodes.
+
+    axes: per-label node values; present: axis-shaped bool (False = node missing).
+    """
+
+    def __init__(self, label_names: tuple[str, ...], axes: list[np.ndarray], present: np.ndarray,
+                 device: torch.device | None = None):
+        self.label_names = label_names
+        self.axes = [torch.as_tensor(np.asarray(a, float), dtype=torch.float64, device=device)
+                     for a in axes]
+        self.shape = tuple(a.size for a in axes)
+        d = len(axes)
+        if any(n < 2 for n in self.shape):
+            raise ModelError(f"every interpolation axis needs >= 2 nodes, got shape {self.shape}")
+        strides = np.array([int(np.prod(self.shape[k + 1:])) for k in range(d)])
+        bits = np.array(list(itertools.product([0, 1], repeat=d)))[:, ::-1].copy()  # bit k = axis k
+        self.bits = torch.as_tensor(bits, dtype=torch.bool, device=device)  # (2^d, d)
+        self.corner_offset = torch.as_tensor(bits @ strides, dtype=torch.long, device=device)
+        self.strides = torch.as_tensor(strides, dtype=torch.long, device=device)
+        self.present = torch.as_tensor(np.asarray(present, bool).ravel(), device=device)
+        self.complete = bool(self.present.all())
+        self.bounds = {n: (float(a[0]), float(a[-1])) for n, a in zip(label_names, axes,
+                                                                      strict=True)}
+
+    def check(self, x: torch.Tensor) -> None:
+        """OutOfGridError naming the first label outside the axes (or NaN)."""
+        xd = x.detach()
+        for k, name in enumerate(self.label_names):
+            lo, hi = self.bounds[name]
+            col = xd[:, k]
+            bad = ~((col >= lo - _EPS * max(1.0, abs(lo))) & (col <= hi + _EPS * max(1.0, abs(hi))))
+            if bool(bad.any()):
+                v = float(col[bad][0])
+                raise OutOfGridError(out_of_grid_message(name, v, lo, hi))
+
+    def locate(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels (B, d) -> corner flat indices (B, 2^d) and weights (B, 2^d) (differentiable)."""
+        x = labels.to(torch.float64)
+        self.check(x)
+        base = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        ts = []
+        for k, ax in enumerate(self.axes):
+            col = x[:, k]
+            i = torch.clamp(torch.searchsorted(ax, col.detach().contiguous(), right=True) - 1,
+                            0, ax.numel() - 2)
+            lo, hi = ax[i], ax[i + 1]
+            ts.append(((col - lo) / (hi - lo)).clamp(0.0, 1.0))
+            base = base + i * self.strides[k]
+        t = torch.stack(ts, dim=-1)  # (B, d)
+        idx = base[:, None] + self.corner_offset[None, :]  # (B, 2^d)
+        w = torch.where(self.bits[None], t[:, None, :], 1 - t[:, None, :]).prod(dim=-1)
+        if self.complete:
+            return idx, w
+        corner_present = self.present[idx]
+        cell_complete = corner_present.all(dim=-1)
+        if not bool(cell_complete.all()):
+            w = torch.where(cell_complete[:, None], w, self._kuhn_weights(t))
+            needs_missing = (w.detach() > _EPS) & ~corner_present
+            if bool(needs_missing.any()):
+                self._raise_missing(x, idx, needs_missing)
+        return idx, w
+
+    def _kuhn_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Barycentric weights (B, 2^d) in the Kuhn simplex containing t (B, d) in the unit cube."""
+        vals, perm = torch.sort(t, dim=-1, descending=True)
+        B, d = t.shape
+        step = torch.bitwise_left_shift(torch.ones_like(perm), perm)
+        codes = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=t.device),
+                           torch.cumsum(step, dim=-1)], dim=-1)  # (B, d+1) vertex corner codes
+        one = torch.ones(B, 1, dtype=t.dtype, device=t.device)
+        zero = torch.zeros(B, 1, dtype=t.dtype, device=t.device)
+        padded = torch.cat([one, vals, zero], dim=-1)
+        bary = padded[:, :-1] - padded[:, 1:]  # (B, d+1)
+        return torch.zeros(B, 2 ** d, dtype=t.dtype, device=t.device).scatter_add(1, codes, bary)
+
+    def _raise_missing(self, x: torch.Tensor, idx: torch.Tensor, needs: torch.Tensor) -> None:
+        row = int(torch.nonzero(needs.any(dim=-1))[0])
+        node = int(idx[row][needs[row]][0])
+        where = np.unravel_index(node, self.shape)
+        point = ", ".join(f"{n}={_fmt(n, float(v))}" for n, v in zip(self.label_names, x[row],
+                                                                     strict=True))
+        missing = ", ".join(f"{n}={_fmt(n, float(self.axes[k][where[k]]))}"
+                            for k, n in enumerate(self.label_names))
+        raise OutOfGridError(f"({point}) is outside the computed part of the grid: it needs the "
+                             f"node ({missing}), which has no model atmosphere; move the labels "
+                             "towards computed nodes or use a grid that has this node")
+
+
+class GridInterpolator:
+    """Multilinear interpolation of a grid file, batched and differentiable (a forward model).
+
+    label_names: the grid's axes; bounds: ``{name: (min, max)}``; wavelength: (n_pix,) Å
+    log-uniform in ``medium``. ``predict(labels (..., n_labels)) -> (..., n_pix)`` normalised flux;
+    ``predict_continuum`` and ``predict_absolute`` in erg/s/cm²/Å; ``predict_mean_flux`` per chunk.
+    The whole grid is held in memory as a float32 tensor.
+    """
+
+    def __init__(self, store: GridStore | str | Path, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32):
+        own = not isinstance(store, GridStore)
+        store = GridStore.open(store) if own else store
+        try:
+            self.path = store.path
+            self.label_names = store.label_names
+            self.fixed_labels = dict(store.fixed_labels)
+            self.wavelength = store.wavelength.copy()
+            self.medium = store.medium
+            self.velocity_step = store.velocity_step
+            self.chunk_edges = store.chunk_edges.copy()
+            self.device = torch.device(device) if device is not None else torch.device("cpu")
+            self.dtype = dtype
+            self.locator = CellLocator(store.label_names, list(store.axes.values()),
+                                       store.present, device=self.device)
+            as_t = lambda a: torch.as_tensor(np.nan_to_num(a), dtype=dtype, device=self.device)  # noqa: E731
+            self._flux = as_t(store.flux_all())
+            self._continuum = as_t(store.continuum_coarse())
+            self._mean_flux = as_t(store.mean_flux_all())
+            # ln-λ linear interpolation of the coarse continuum onto the full wavelengths
+            xc, x = np.log(store.continuum_wavelength), np.log(store.wavelength)
+            k = np.clip(np.searchsorted(xc, x, side="right") - 1, 0, xc.size - 2)
+            self._cont_k = torch.as_tensor(k, device=self.device)
+            self._cont_a = torch.as_tensor((x - xc[k]) / (xc[k + 1] - xc[k]), dtype=dtype,
+                                           device=self.device)
+        finally:
+            if own:
+                store.close()
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return dict(self.locator.bounds)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_names)
+
+    def __repr__(self) -> str:
+        b = ", ".join(f"{n} {lo:g}..{hi:g}" for n, (lo, hi) in self.bounds.items())
+        return f"GridInterpolator({b}; {self.wavelength.size} px)"
+
+    def _as_labels(self, labels) -> tuple[torch.Tensor, tuple[int, ...]]:
+        x = torch.as_tensor(labels, device=self.device)
+        if not torch.is_floating_point(x):
+            x = x.to(torch.float64)
+        if x.ndim == 0 or x.shape[-1] != self.n_labels:
+            raise ModelError(f"labels have shape {tuple(x.shape)}; the last dimension must hold "
+                             f"the {self.n_labels} labels {self.label_names}")
+        return x.reshape(-1, self.n_labels), tuple(x.shape[:-1])
+
+    def _interpolate(self, table: torch.Tensor, labels) -> torch.Tensor:
+        x, batch = self._as_labels(labels)
+        idx, w = self.locator.locate(x)
+        w = w.to(self.dtype)
+        out = torch.zeros(x.shape[0], table.shape[-1], dtype=self.dtype, device=self.device)
+        for c in range(idx.shape[1]):
+            out = out + w[:, c, None] * table[idx[:, c]]
+        return out.reshape(*batch, table.shape[-1])
+
+    def predict(self, labels) -> torch.Tensor:
+        """labels (..., n_labels) in physical units -> (..., n_pix) normalised flux."""
+        return self._interpolate(self._flux, labels)
+
+    __call__ = predict
+
+    def predict_continuum(self, labels) -> torch.Tensor:
+        """labels (..., n_labels) -> (..., n_pix) continuum surface flux, erg/s/cm²/Å."""
+        coarse = self._interpolate(self._continuum, labels)
+        left, right = coarse[..., self._cont_k], coarse[..., self._cont_k + 1]
+        return left + self._cont_a * (right - left)
+
+    def predict_absolute(self, labels) -> torch.Tensor:
+        """labels (..., n_labels) -> (..., n_pix) surface flux, erg/s/cm²/Å."""
+        return self.predict(labels) * self.predict_continuum(labels)
+
+    def predict_mean_flux(self, labels) -> torch.Tensor:
+        """labels (..., n_labels) -> (..., n_chunks) mean surface flux per chunk (``chunk_edges``)."""
+        return self._interpolate(self._mean_flux, labels)
+
+    def labels_tensor(self, **labels: float) -> torch.Tensor:
+        """A (n_labels,) tensor from keyword labels, in ``label_names`` order."""
+        unknown = set(labels) - set(self.label_names)
+        absent = [n for n in self.label_names if n not in labels]
+        if unknown or absent:
+            raise ModelError(f"labels_tensor needs exactly {self.label_names}; unknown "
+                             f"{sorted(unknown)}, absent {absent}")
+        return torch.tensor([float(labels[n]) for n in self.label_names], dtype=torch.float64)
+
