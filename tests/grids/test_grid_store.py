@@ -91,7 +91,7 @@ def test_truncated_and_corrupt_files_give_grid_error(tmp_path, grid_path):
     data = grid_path.read_bytes()
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(data[: len(data) // 2])
-    with pytest.raises(GridError, match="truncated or corrupt|corrupt"):
+    with pytest.raises(GridError, match="corrupt"):
         GridStore.open(trunc)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all" * 100)

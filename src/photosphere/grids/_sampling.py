@@ -48,13 +48,13 @@ def rebin(wave_in: np.ndarray, flux_in: np.ndarray, wave_out: np.ndarray) -> np.
                         f"covering it, got {wave_in[0]:.3f}-{wave_in[-1]:.3f} Å; synthesise a "
                         "wider range")
     flux_in = np.asarray(flux_in, float)
-    cum = np.concatenate([np.zeros(flux_in.shape[:-1] + (1,)),
+    cum = np.concatenate([np.zeros((*flux_in.shape[:-1], 1)),
                           np.cumsum(flux_in * np.diff(e_in), axis=-1)], axis=-1)
     if cum.ndim == 1:
         at = np.interp(e_out, e_in, cum)
     else:
         at = np.stack([np.interp(e_out, e_in, row) for row in cum.reshape(-1, cum.shape[-1])])
-        at = at.reshape(flux_in.shape[:-1] + (e_out.size,))
+        at = at.reshape((*flux_in.shape[:-1], e_out.size))
     return np.diff(at, axis=-1) / np.diff(e_out)
 
 
@@ -85,7 +85,7 @@ def chunk_edges(wavelength: np.ndarray, n_chunks: int) -> np.ndarray:
 def chunk_means(wavelength: np.ndarray, flux: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Mean of ``flux`` (..., n_pix) over the pixels of each chunk -> (..., n_chunks)."""
     which = np.clip(np.searchsorted(edges, wavelength, side="right") - 1, 0, len(edges) - 2)
-    out = np.empty(flux.shape[:-1] + (len(edges) - 1,))
+    out = np.empty((*flux.shape[:-1], len(edges) - 1))
     for k in range(len(edges) - 1):
         out[..., k] = flux[..., which == k].mean(axis=-1)
     return out
@@ -107,4 +107,4 @@ def expand_continuum(wave_coarse: np.ndarray, continuum: np.ndarray,
         return np.interp(x, xc, continuum)
     flat = continuum.reshape(-1, continuum.shape[-1])
     return np.stack([np.interp(x, xc, row) for row in flat]).reshape(
-        continuum.shape[:-1] + (x.size,))
+        (*continuum.shape[:-1], x.size))

@@ -1,4 +1,4 @@
-"""Build a grid file: synthesise every node in parallel with Dask, resumably, then write it atomically.
+"""Build a grid file: synthesise every node in parallel with Dask, resumably; write it atomically.
 
 Resumability. While a build runs, each finished node is saved as its own small file in the
 journal directory ``PATH.partial/nodes/`` (written to a temporary name, then renamed: a node file
@@ -131,7 +131,7 @@ class Journal:
 
 # ------------------------------------------------------------------------------------ workers
 def synthesize_node(synthesizer: Synthesizer, spec_json: str, index: int) -> NodeResult:
-    """Synthesise node ``index`` of the grid and reduce it to the stored sampling (runs on a worker)."""
+    """Synthesise node ``index`` and reduce it to the stored sampling (runs on a worker)."""
     spec = GridSpec.from_json(spec_json)
     labels = spec.node_labels(index)
     try:
@@ -149,7 +149,7 @@ def synthesize_node(synthesizer: Synthesizer, spec_json: str, index: int) -> Nod
 
 
 def default_synthesizer() -> Synthesizer:
-    """Turbospectrum's ``synthesize``, after checking its binaries are built (DependencyError if not)."""
+    """Turbospectrum's ``synthesize`` once its binaries are built (DependencyError if they cannot be)."""
     try:
         from .synth import turbospectrum
     except ImportError as exc:

@@ -1,14 +1,16 @@
 """Batched, differentiable interpolation in a grid store (PyTorch): labels -> spectra.
 
-Inside a cell whose 2^d corner nodes all exist the interpolation is multilinear. In a cell with
-missing corners (ATLAS9 has no low-log g models at high Teff) the cell is split into the d!
-Kuhn simplices along its main diagonal (corner 0...0 to 1...1) and the point is interpolated
-linearly (barycentric weights) in the simplex that contains it; if that simplex needs a missing
-node, :class:`~photosphere.errors.OutOfGridError` names it. For the ATLAS9 hole (missing corner at
-high Teff and low log g, i.e. off the main diagonal in (teff, logg)) this uses exactly the
-triangle of the three present corners, so the usable region is the convex hull of the computed
-nodes in each cell. Within such a cell the interpolant is linear per simplex; it is continuous
-along the cell edges it shares with complete cells (and across faces in two dimensions).
+Missing-node policy. Inside a cell whose 2^d corner nodes all exist the interpolation is
+multilinear. A cell with missing corners (ATLAS9 has no low-log g models at high Teff) is split
+into Kuhn simplices, but only along the axes on which its missing pattern depends (the "hole
+axes"; for the ATLAS9 hole: teff and logg, the same at every [Fe/H]): the weights are barycentric
+in the simplex of the hole axes that contains the point, times multilinear in the other axes.
+Per cell, the axes are reflected so that the simplex diagonal avoids the missing corners where
+possible. A point whose simplex needs a missing node raises
+:class:`~photosphere.errors.OutOfGridError` naming that node. With one missing corner in the
+(teff, logg) square the usable region is then exactly the triangle of the three present
+corners (their convex hull), and since a simplex restricted to any edge is linear, the
+interpolant stays continuous across cell faces whenever the hole depends on at most two axes.
 """
 
 from __future__ import annotations
@@ -55,12 +57,39 @@ class CellLocator:
         strides = np.array([int(np.prod(self.shape[k + 1:])) for k in range(d)])
         bits = np.array(list(itertools.product([0, 1], repeat=d)))[:, ::-1].copy()  # bit k = axis k
         self.bits = torch.as_tensor(bits, dtype=torch.bool, device=device)  # (2^d, d)
+        self.codes = torch.arange(2 ** d, device=device)
         self.corner_offset = torch.as_tensor(bits @ strides, dtype=torch.long, device=device)
         self.strides = torch.as_tensor(strides, dtype=torch.long, device=device)
-        self.present = torch.as_tensor(np.asarray(present, bool).ravel(), device=device)
-        self.complete = bool(self.present.all())
+        present = np.asarray(present, bool)
+        self.present = torch.as_tensor(present.ravel(), device=device)
+        self.complete = bool(present.all())
+        self._cell_tables(present, bits, strides, device)
         self.bounds = {n: (float(a[0]), float(a[-1])) for n, a in zip(label_names, axes,
                                                                       strict=True)}
+
+    def _cell_tables(self, present: np.ndarray, bits: np.ndarray, strides: np.ndarray,
+                     device) -> None:
+        """Per cell: complete?, the hole axes, and the reflection that best avoids missing nodes."""
+        d = len(self.shape)
+        cells = tuple(n - 1 for n in self.shape)
+        self.cell_strides = torch.as_tensor([int(np.prod(cells[k + 1:])) for k in range(d)],
+                                            dtype=torch.long, device=device)
+        lower = np.stack(np.meshgrid(*[np.arange(c) for c in cells], indexing="ij"),
+                         -1).reshape(-1, d)
+        corner_nodes = (lower @ strides)[:, None] + (bits @ strides)[None, :]
+        corners_present = present.ravel()[corner_nodes]  # (n_cells, 2^d)
+        complete = corners_present.all(axis=1)
+        hole_axes = np.zeros((lower.shape[0], d), bool)
+        flips = np.zeros((lower.shape[0], d), bool)
+        codes = np.arange(2 ** d)
+        for c in np.flatnonzero(~complete):
+            p = corners_present[c]
+            axes_c = [k for k in range(d) if np.any(p != p[codes ^ (1 << k)])]
+            hole_axes[c, axes_c] = True
+            flips[c] = _best_reflection(p, axes_c, d)
+        self.cell_complete = torch.as_tensor(complete, device=device)
+        self.cell_hole_axes = torch.as_tensor(hole_axes, device=device)
+        self.cell_flips = torch.as_tensor(flips, device=device)
 
     def check(self, x: torch.Tensor) -> None:
         """OutOfGridError naming the first label outside the axes (or NaN)."""
@@ -78,6 +107,7 @@ class CellLocator:
         x = labels.to(torch.float64)
         self.check(x)
         base = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        cell = torch.zeros_like(base)
         ts = []
         for k, ax in enumerate(self.axes):
             col = x[:, k]
@@ -86,32 +116,49 @@ class CellLocator:
             lo, hi = ax[i], ax[i + 1]
             ts.append(((col - lo) / (hi - lo)).clamp(0.0, 1.0))
             base = base + i * self.strides[k]
-        t = torch.stack(ts, dim=-1)  # (B, d)
+            cell = cell + i * self.cell_strides[k]
+        t = torch.stack(ts, dim=-1)  # (B, d) fractional position in the cell
         idx = base[:, None] + self.corner_offset[None, :]  # (B, 2^d)
-        w = torch.where(self.bits[None], t[:, None, :], 1 - t[:, None, :]).prod(dim=-1)
+        w = _multilinear(t, self.bits)
         if self.complete:
             return idx, w
-        corner_present = self.present[idx]
-        cell_complete = corner_present.all(dim=-1)
-        if not bool(cell_complete.all()):
-            w = torch.where(cell_complete[:, None], w, self._kuhn_weights(t))
-            needs_missing = (w.detach() > _EPS) & ~corner_present
+        partial = ~self.cell_complete[cell]
+        if bool(partial.any()):
+            ws = self._simplex_weights(t, self.cell_hole_axes[cell], self.cell_flips[cell])
+            w = torch.where(partial[:, None], ws, w)
+            needs_missing = (w.detach() > _EPS) & ~self.present[idx]
             if bool(needs_missing.any()):
                 self._raise_missing(x, idx, needs_missing)
         return idx, w
 
-    def _kuhn_weights(self, t: torch.Tensor) -> torch.Tensor:
-        """Barycentric weights (B, 2^d) in the Kuhn simplex containing t (B, d) in the unit cube."""
-        vals, perm = torch.sort(t, dim=-1, descending=True)
+    def _simplex_weights(self, t: torch.Tensor, hole: torch.Tensor,
+                         flip: torch.Tensor) -> torch.Tensor:
+        """Kuhn-simplex weights on the hole axes × multilinear on the others: (B, 2^d)."""
         B, d = t.shape
-        step = torch.bitwise_left_shift(torch.ones_like(perm), perm)
-        codes = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=t.device),
-                           torch.cumsum(step, dim=-1)], dim=-1)  # (B, d+1) vertex corner codes
+        tf = torch.where(flip, 1 - t, t)
+        key = torch.where(hole, tf, torch.full_like(tf, -1.0))
+        vals, perm = torch.sort(key, dim=-1, descending=True)
+        n_hole = hole.sum(dim=-1, keepdim=True)
+        position = torch.arange(d, device=t.device)[None, :]
+        vals = torch.where(position < n_hole, vals, torch.zeros_like(vals))
+        step = torch.where(position < n_hole, torch.bitwise_left_shift(torch.ones_like(perm), perm),
+                           torch.zeros_like(perm))
+        chain = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=t.device),
+                           torch.cumsum(step, dim=-1)], dim=-1)  # (B, d+1) vertex codes
         one = torch.ones(B, 1, dtype=t.dtype, device=t.device)
-        zero = torch.zeros(B, 1, dtype=t.dtype, device=t.device)
-        padded = torch.cat([one, vals, zero], dim=-1)
-        bary = padded[:, :-1] - padded[:, 1:]  # (B, d+1)
-        return torch.zeros(B, 2 ** d, dtype=t.dtype, device=t.device).scatter_add(1, codes, bary)
+        padded = torch.cat([one, vals, torch.zeros_like(one)], dim=-1)
+        bary = padded[:, :-1] - padded[:, 1:]  # (B, d+1); zero beyond the hole axes
+        simplex = torch.zeros(B, 2 ** d, dtype=t.dtype, device=t.device)
+        simplex = simplex.scatter_add(1, chain, bary)
+        code_of = lambda mask: (mask * torch.bitwise_left_shift(  # noqa: E731
+            torch.ones(d, dtype=torch.long, device=t.device), torch.arange(d, device=t.device))
+        ).sum(-1)
+        hole_code, flip_code = code_of(hole.long()), code_of(flip.long())
+        # corner c (original orientation) sits at c XOR flip in the reflected cell
+        reflected = self.codes[None, :] ^ flip_code[:, None]
+        w_hole = simplex.gather(1, reflected & hole_code[:, None])
+        other = _multilinear(t, self.bits, exclude=hole)
+        return w_hole * other
 
     def _raise_missing(self, x: torch.Tensor, idx: torch.Tensor, needs: torch.Tensor) -> None:
         row = int(torch.nonzero(needs.any(dim=-1))[0])
@@ -124,6 +171,33 @@ class CellLocator:
         raise OutOfGridError(f"({point}) is outside the computed part of the grid: it needs the "
                              f"node ({missing}), which has no model atmosphere; move the labels "
                              "towards computed nodes or use a grid that has this node")
+
+
+def _multilinear(t: torch.Tensor, bits: torch.Tensor,
+                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Multilinear corner weights (B, 2^d) from t (B, d); axes in ``exclude`` (B, d) count as 1."""
+    factors = torch.where(bits[None], t[:, None, :], 1 - t[:, None, :])
+    if exclude is not None:
+        factors = torch.where(exclude[:, None, :], torch.ones_like(factors), factors)
+    return factors.prod(dim=-1)
+
+
+def _best_reflection(corners_present: np.ndarray, hole_axes: list[int], d: int) -> np.ndarray:
+    """The reflection of the hole axes whose Kuhn simplices touch the fewest missing corners."""
+    best, best_bad = np.zeros(d, bool), None
+    for mask in itertools.product([False, True], repeat=len(hole_axes)):
+        flip_code = sum(1 << k for k, m in zip(hole_axes, mask, strict=True) if m)
+        bad = 0
+        for order in itertools.permutations(hole_axes):
+            code, chain = 0, [0]
+            for k in order:
+                code |= 1 << k
+                chain.append(code)
+            bad += any(not corners_present[c ^ flip_code] for c in chain)
+        if best_bad is None or bad < best_bad:
+            best_bad = bad
+            best = np.array([k in hole_axes and mask[hole_axes.index(k)] for k in range(d)])
+    return best
 
 
 class GridInterpolator:

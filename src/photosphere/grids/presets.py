@@ -1,4 +1,4 @@
-"""Grid definitions: the :class:`GridSpec` of a synthetic grid, the named presets, user TOML/YAML files.
+"""Grid definitions: the :class:`GridSpec` of a synthetic grid, named presets, user TOML/YAML files.
 
 A grid is the Cartesian product of its label axes (``teff`` K, ``logg`` dex cgs, ``feh`` dex,
 ``alpha`` dex, ``vmic`` km/s); labels held at one value are ``fixed`` labels. The wavelengths are a
@@ -33,7 +33,7 @@ FLUX_ENCODINGS = ("float32", "uint16")
 
 
 def _axis(lo: float, hi: float, step: float) -> tuple[float, ...]:
-    n = int(round((hi - lo) / step)) + 1
+    n = round((hi - lo) / step) + 1
     return tuple(float(round(lo + i * step, 6)) for i in range(n))
 
 
@@ -114,7 +114,7 @@ class GridSpec:
         return int(np.prod(self.shape))
 
     def node_labels(self, index: int) -> dict[str, float]:
-        """All labels of flat node ``index`` (C order over the axes), fixed ones and defaults too."""
+        """All labels of flat node ``index`` (C order over the axes), fixed ones and defaults."""
         idx = np.unravel_index(int(index), self.shape)
         labels = {**LABEL_DEFAULTS, **self.fixed}
         labels.update({name: vals[i] for (name, vals), i in zip(self.axes.items(), idx,
@@ -208,7 +208,7 @@ def get_preset(name: str) -> GridSpec:
 
 
 def load_grid_spec(path: str | Path) -> GridSpec:
-    """Read a user grid definition from a ``.toml`` or ``.yaml``/``.yml`` file (see docs/grids.md)."""
+    """Read a user grid definition from a ``.toml``/``.yaml``/``.yml`` file (docs/grids.md)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"grid definition file {path} does not exist")
@@ -247,7 +247,7 @@ def resolve_spec(preset_or_path: str | Path | GridSpec) -> GridSpec:
 
 
 def default_grid_path() -> Path:
-    """Path of the embedded default grid, ``photosphere/data/grids/default.h5`` (may not exist yet)."""
+    """The embedded default grid, ``photosphere/data/grids/default.h5`` (may not exist yet)."""
     return Path(__file__).resolve().parents[1] / "data" / "grids" / "default.h5"
 
 
