@@ -149,7 +149,7 @@ def synthesize_node(synthesizer: Synthesizer, spec_json: str, index: int) -> Nod
 
 
 def default_synthesizer() -> Synthesizer:
-    """Turbospectrum's ``synthesize`` once its binaries are built (DependencyError if they cannot be)."""
+    """Turbospectrum's ``synthesize`` once its binaries are built (else DependencyError)."""
     try:
         from .synth import turbospectrum
     except ImportError as exc:

@@ -286,7 +286,7 @@ class GridInterpolator:
         return self.predict(labels) * self.predict_continuum(labels)
 
     def predict_mean_flux(self, labels) -> torch.Tensor:
-        """labels (..., n_labels) -> (..., n_chunks) mean surface flux per chunk (``chunk_edges``)."""
+        """labels (..., n_labels) -> (..., n_chunks) mean surface flux per ``chunk_edges`` chunk."""
         return self._interpolate(self._mean_flux, labels)
 
     def labels_tensor(self, **labels: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The HDF5 grid store: one file per synthetic grid, written atomically, read via :class:`GridStore`.
+"""The HDF5 grid store: one file per grid, written atomically, read via :class:`GridStore`.
 
 Layout (format ``photosphere-grid`` version 1; see docs/grids.md)::
 
