@@ -1,4 +1,4 @@
-"""PCA+GP emulator: reproduces training nodes, honest leave-one-out error, variance, HDF5 round trip."""
+"""PCA+GP emulator: reproduces nodes, honest leave-one-out error, variance, HDF5 round trip."""
 
 from __future__ import annotations
 

@@ -236,7 +236,7 @@ class PCAGPEmulator:
         return mean, var
 
     def predict(self, labels) -> torch.Tensor:
-        """labels (..., d) physical units -> (..., n_pix) normalised flux (float64, differentiable)."""
+        """labels (..., d) physical -> (..., n_pix) normalised flux, float64, differentiable."""
         xs, batch = self._scaled(labels)
         ks = _kernel(xs, self._x, self._la, self._ll)
         w = (ks * self._alpha[:, None, :]).sum(-1).T  # (B, k)
