@@ -204,21 +204,29 @@ def _client(scheduler: str | None, n_workers: int | None, processes: bool):
 
 def _provenance(spec: GridSpec, synthesizer: Synthesizer, nodes: list[NodeResult],
                 command: str | None) -> dict[str, Any]:
+    """Grid-level provenance: ours, plus every synthesizer provenance key that all nodes share.
+
+    Keys whose value differs between nodes (atmosphere id, hashes of interpolated atmospheres)
+    belong to the nodes: the /atmosphere_id dataset keeps the atmosphere of each.
+    """
     merged: dict[str, set[str]] = {}
-    for node in nodes:
+    computed = [n for n in nodes if not n.missing]
+    for node in computed:
         for k, v in node.provenance.items():
             merged.setdefault(k, set()).add(v if isinstance(v, str) else json.dumps(v))
-    prov: dict[str, Any] = {k: (next(iter(v)) if len(v) == 1 else json.dumps(sorted(v)))
-                            for k, v in merged.items()}
-    prov.update({
+    prov: dict[str, Any] = {
         "code_version": f"photosphere {__version__}",
         "atmosphere_family": spec.atmosphere,
         "synthesizer": f"{getattr(synthesizer, '__module__', '?')}."
                        f"{getattr(synthesizer, '__qualname__', repr(synthesizer))}",
         "command": command if command is not None else " ".join(sys.argv),
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    })
-    prov.setdefault("linelist_sha256", "")
+        "linelist_sha256": "",
+    }
+    for k, values in merged.items():
+        if len(values) == 1 and all(k in n.provenance for n in computed):
+            key = k if k not in prov or k == "linelist_sha256" else f"synthesis_{k}"
+            prov[key] = next(iter(values))
     return prov
 
 
