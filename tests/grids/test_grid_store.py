@@ -117,3 +117,15 @@ def test_spec_round_trip_and_validation():
         small_spec(axes={"teff": (5000.0,)})
     with pytest.raises(GridError, match="strictly increase"):
         small_spec(axes={"teff": (6000.0, 5000.0)})
+
+
+def test_subset_keeps_the_chosen_nodes_exactly(tmp_path, grid_path):
+    with GridStore.open(grid_path) as store:
+        out = store.subset(tmp_path / "sub.h5", teff=[5500.0, 6500.0])
+        with GridStore.open(out) as sub:
+            assert sub.shape == (2, 3, 2)
+            np.testing.assert_array_equal(sub.flux((1, 2, 1)), store.flux((2, 2, 1)))
+            np.testing.assert_array_equal(sub.present, store.present[[0, 2]])
+            assert sub.provenance["subset_of"] == str(grid_path)
+        with pytest.raises(GridError, match=r"teff values \[5600.0\] are not nodes"):
+            store.subset(tmp_path / "bad.h5", teff=[5500.0, 5600.0])

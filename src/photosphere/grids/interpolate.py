@@ -266,7 +266,7 @@ class GridInterpolator:
         w = w.to(self.dtype)
         out = torch.zeros(x.shape[0], table.shape[-1], dtype=self.dtype, device=self.device)
         for c in range(idx.shape[1]):
-            out = out + w[:, c, None] * table[idx[:, c]]
+            out.addcmul_(w[:, c, None], torch.index_select(table, 0, idx[:, c]))
         return out.reshape(*batch, table.shape[-1])
 
     def predict(self, labels) -> torch.Tensor:

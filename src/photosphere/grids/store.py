@@ -377,6 +377,48 @@ class GridStore:
         obj = self._file[ds] if ds else self._file
         return _attr(obj.attrs[key])
 
+    def node_result(self, index: int | tuple[int, ...]) -> NodeResult:
+        """One node as stored (decoded), ready to be written into another grid file."""
+        i = self.node_index(index)
+        atm = _attr(self._read("atmosphere_id", i))
+        if not self.present.ravel()[i]:
+            return NodeResult(index=i, missing=True, atmosphere_id=atm)
+        return NodeResult(index=i, flux=self.flux(i), continuum=self._read("continuum", i),
+                          mean_flux=self._read("mean_flux", i),
+                          continuum_error=float(self._read("continuum_error", i)),
+                          atmosphere_id=atm)
+
+    def subset(self, output: str | Path, **keep: Any) -> Path:
+        """Write a grid holding only some node values of some axes, e.g. ``teff=[4000, 4500]``.
+
+        Values not on the axis raise GridError. The new file keeps this grid's sampling and
+        provenance (plus ``subset_of``); used to hold nodes out when testing interpolation.
+        """
+        axes = dict(self.spec.axes)
+        for name, values in keep.items():
+            if name not in axes:
+                raise GridError(f"subset: {name!r} is not an axis of {self.path} "
+                                f"({', '.join(self.label_names)})")
+            values = tuple(float(v) for v in values)
+            absent = [v for v in values if not np.any(np.isclose(self.axes[name], v))]
+            if absent:
+                raise GridError(f"subset: {name} values {absent} are not nodes of {self.path}")
+            axes[name] = values
+        spec = GridSpec.from_dict({**self.spec.to_dict(), "axes": axes,
+                                   "name": f"{self.spec.name}-subset"})
+        old = [np.array([int(np.argmin(np.abs(self.axes[n] - v))) for v in spec.axes[n]])
+               for n in self.label_names]
+
+        def nodes():
+            for i in range(spec.n_nodes):
+                idx = np.unravel_index(i, spec.shape)
+                node = self.node_result(tuple(int(o[j]) for o, j in zip(old, idx, strict=True)))
+                node.index = i
+                yield node
+
+        provenance = {**self.provenance, "subset_of": str(self.path)}
+        return write_grid(output, spec, nodes(), provenance)
+
     # ------------------------------------------------------------------ summary
     def info(self) -> dict[str, Any]:
         """JSON-ready summary: each label's min/max/step, wavelength range, sizes, provenance."""
