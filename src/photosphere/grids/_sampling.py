@@ -24,7 +24,9 @@ def log_uniform_wavelength(wavelength_min: float, wavelength_max: float,
     except ImportError:
         ops_grid = None
     if ops_grid is not None:
-        return np.asarray(ops_grid(wavelength_min, wavelength_max, velocity_step), dtype=float)
+        # ops stops at the last point <= the maximum; one step more makes the grid cover it
+        upper = wavelength_max * np.exp(velocity_step / C_KMS * (1 - 1e-6))
+        return np.asarray(ops_grid(wavelength_min, upper, velocity_step), dtype=float)
     n = int(np.ceil(np.log(wavelength_max / wavelength_min) * C_KMS / velocity_step - 1e-9)) + 1
     return wavelength_min * np.exp(np.arange(n) * velocity_step / C_KMS)
 
