@@ -40,9 +40,13 @@ FORMAT_VERSION = 1
 def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
             log_len: torch.Tensor) -> torch.Tensor:
     """Squared-exponential kernel per component: xa (A, d), xb (B, d) -> (k, A, B)."""
-    ell = torch.exp(log_len)[:, None, :]  # (k, 1, d)
-    diff = (xa[None, :, None, :] - xb[None, None, :, :]) / ell[:, :, None, :]
-    return torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * (diff ** 2).sum(-1))
+    inv_ell = torch.exp(-log_len)  # (k, d)
+    r2 = torch.zeros(log_amp.shape[0], xa.shape[0], xb.shape[0], dtype=xa.dtype,
+                     device=xa.device)
+    for j in range(xa.shape[1]):  # one label at a time: no (k, A, B, d) temporary
+        diff = xa[:, j][None, :, None] - xb[:, j][None, None, :]
+        r2 = r2 + (diff * inv_ell[:, j, None, None]) ** 2
+    return torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * r2)
 
 
 class PCAGPEmulator:
@@ -106,14 +110,19 @@ class PCAGPEmulator:
         x = (labels - lo) / self.label_scale_
         mean = flux.mean(axis=0)
         resid = flux - mean
-        _, s, vt = np.linalg.svd(resid, full_matrices=False)
-        var = s ** 2
+        # PCA through the (N, N) Gram matrix: cheaper than an SVD when N < n_pix
+        var, u = np.linalg.eigh(resid @ resid.T)
+        order = np.argsort(var)[::-1]
+        var, u = np.clip(var[order], 0, None), u[:, order]
+        good = var > var[0] * 1e-14
+        vt = (u[:, good].T @ resid) / np.sqrt(var[good])[:, None]
+        var = var[good]
         if self.n_components is None:
             frac = np.cumsum(var) / var.sum()
             k = int(np.searchsorted(frac, self.variance_fraction) + 1)
         else:
             k = int(self.n_components)
-        k = max(1, min(k, self.max_components, n - 1))
+        k = max(1, min(k, self.max_components, n - 1, var.size))
         comps = vt[:k]
         weights = resid @ comps.T  # (N, k)
         self.mean_spectrum_ = mean
@@ -184,8 +193,8 @@ class PCAGPEmulator:
         self._trunc = torch.as_tensor(self.truncation_variance_)
 
     def _leave_one_out(self, flux: np.ndarray) -> None:
-        kinv = torch.cholesky_inverse(self._L)  # (k, N, N)
-        diag = torch.diagonal(kinv, dim1=-2, dim2=-1)
+        # diag of K⁻¹ per component, one at a time (a (k, N, N) inverse is large for big grids)
+        diag = torch.stack([torch.diagonal(torch.cholesky_inverse(L)) for L in self._L])
         y = torch.as_tensor(self.train_weights_.T)
         w_loo = (y - self._alpha / diag).T.numpy()  # (N, k)
         rebuilt = self.mean_spectrum_ + w_loo @ self.components_
