@@ -198,7 +198,7 @@ def _client(scheduler: str | None, n_workers: int | None, processes: bool):
                                "the address or leave --scheduler out for a local cluster") from None
     n = n_workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                           dashboard_address=None)
+                           dashboard_address=":0")  # any free port: 8787 may be taken
     return Client(cluster), cluster
 
 
