@@ -127,5 +127,10 @@ def test_subset_keeps_the_chosen_nodes_exactly(tmp_path, grid_path):
             np.testing.assert_array_equal(sub.flux((1, 2, 1)), store.flux((2, 2, 1)))
             np.testing.assert_array_equal(sub.present, store.present[[0, 2]])
             assert sub.provenance["subset_of"] == str(grid_path)
+        q = store.subset(tmp_path / "q.h5", flux_encoding="uint16")
+        with GridStore.open(q) as sub:
+            assert sub.info()["flux_encoding"] == "uint16"
+            err = np.nanmax(np.abs(sub.flux_all() - store.flux_all()))
+            assert err <= sub.info()["quantisation_max_error"] + 1e-7
         with pytest.raises(GridError, match=r"teff values \[5600.0\] are not nodes"):
             store.subset(tmp_path / "bad.h5", teff=[5500.0, 5600.0])

@@ -388,11 +388,13 @@ class GridStore:
                           continuum_error=float(self._read("continuum_error", i)),
                           atmosphere_id=atm)
 
-    def subset(self, output: str | Path, **keep: Any) -> Path:
+    def subset(self, output: str | Path, *, flux_encoding: str | None = None,
+               **keep: Any) -> Path:
         """Write a grid holding only some node values of some axes, e.g. ``teff=[4000, 4500]``.
 
         Values not on the axis raise GridError. The new file keeps this grid's sampling and
-        provenance (plus ``subset_of``); used to hold nodes out when testing interpolation.
+        provenance (plus ``subset_of``); used to hold nodes out when testing interpolation, and
+        (with ``flux_encoding="uint16"``, no axes) to measure what quantisation adds.
         """
         axes = dict(self.spec.axes)
         for name, values in keep.items():
@@ -404,7 +406,8 @@ class GridStore:
             if absent:
                 raise GridError(f"subset: {name} values {absent} are not nodes of {self.path}")
             axes[name] = values
-        spec = GridSpec.from_dict({**self.spec.to_dict(), "axes": axes,
+        encoding = {"flux_encoding": flux_encoding} if flux_encoding else {}
+        spec = GridSpec.from_dict({**self.spec.to_dict(), "axes": axes, **encoding,
                                    "name": f"{self.spec.name}-subset"})
         old = [np.array([int(np.argmin(np.abs(self.axes[n] - v))) for v in spec.axes[n]])
                for n in self.label_names]
