@@ -64,11 +64,11 @@ def test_stored_spectra_match_the_synthesizer(grid_path):
 
 
 def test_uint16_encoding_error_is_bounded_and_recorded(tmp_path, grid_path):
-    path = build_small(tmp_path / "q.h5", flux_encoding="uint16")
+    path = build_small(tmp_path / "q.h5", flux_encoding="uint16", flux_bits=13)
     with GridStore.open(path) as q, GridStore.open(grid_path) as f:
         diff = np.nanmax(np.abs(q.flux_all() - f.flux_all()))
         recorded = q.info()["quantisation_max_error"]
-        assert 0 < recorded <= 1.3 / 65535 / 2 + 1e-12
+        assert 1.3 / 8191 / 2 * 0.5 < recorded <= 1.3 / 8191 / 2 + 1e-12
         assert diff <= recorded + 1e-6
         assert q.path.stat().st_size < f.path.stat().st_size
 

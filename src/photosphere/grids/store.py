@@ -151,7 +151,7 @@ class GridWriter:
                         "velocity_step": spec.velocity_step})
         comp = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
         if spec.flux_encoding == "uint16":
-            self.scale = spec.flux_max / 65535.0
+            self.scale = spec.flux_max / (2 ** spec.flux_bits - 1)
             fl = f.create_dataset("flux", (n, n_pix), dtype="u2", chunks=(1, n_pix), **comp)
             fl.attrs.update({"scale_factor": self.scale, "add_offset": 0.0})
         else:
