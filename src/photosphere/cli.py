@@ -219,11 +219,20 @@ def _cmd_grid_ingest_phoenix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_grid(sub: argparse._SubParsersAction) -> None:
-    grid = sub.add_parser("grid", help="synthetic grids: build, inspect, synthesise, emulate")
-    gsub = grid.add_subparsers(dest="grid_command", metavar="GRID_COMMAND")
-    gsub.required = True
+# `photosphere grid <cmd>`: each grid command appends a registrar taking the grid subparsers.
+GRID_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 
+
+def _register_grid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="synthetic grids: synthesis, validation, building")
+    gsub = p.add_subparsers(dest="grid_command", metavar="GRID_COMMAND")
+    gsub.required = True
+    for register in GRID_REGISTRARS:
+        register(gsub)
+
+
+def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
+    """grid build, info, synth, ingest-phoenix, emulator train (the grid-store stream)."""
     p = gsub.add_parser("info", help="describe a grid file (default: the embedded grid)")
     p.add_argument("grid", nargs="?", help="grid HDF5 file (default: the embedded default grid)")
     _add_json(p)
@@ -284,6 +293,8 @@ def _register_grid(sub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=_cmd_grid_emulator_train)
 
+
+GRID_REGISTRARS.append(_register_grid_store_commands)
 
 # --------------------------------------------------------------------------------------- main
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info,
