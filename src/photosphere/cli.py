@@ -145,6 +145,9 @@ def _cmd_grid_build(args: argparse.Namespace) -> int:
 def _write_spectrum_table(path, columns: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     from pathlib import Path
 
+    import warnings
+
+    from astropy.io.fits.verify import VerifyWarning
     from astropy.table import Table
 
     from ._files import atomic_path
@@ -153,7 +156,9 @@ def _write_spectrum_table(path, columns: dict[str, np.ndarray], meta: dict[str, 
     table = Table(columns, meta={k: (v if isinstance(v, str | int | float) else json.dumps(
         _jsonable(v))) for k, v in meta.items()})
     fmt = "fits" if path.suffix.lower() in (".fits", ".fit") else "ascii.ecsv"
-    with atomic_path(path, suffix=path.suffix) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp, warnings.catch_warnings():
+        # long metadata keys become standard HIERARCH cards in FITS; no need to warn
+        warnings.simplefilter("ignore", VerifyWarning)
         table.write(tmp, format=fmt, overwrite=True)
 
 
