@@ -143,9 +143,8 @@ def _cmd_grid_build(args: argparse.Namespace) -> int:
 
 
 def _write_spectrum_table(path, columns: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    from pathlib import Path
-
     import warnings
+    from pathlib import Path
 
     from astropy.io.fits.verify import VerifyWarning
     from astropy.table import Table
