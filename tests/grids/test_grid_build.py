@@ -152,3 +152,23 @@ def test_presets_cover_the_required_ranges():
     h = get_preset("harpsn-dl")
     assert h.shape == (26, 11, 7) and h.atmosphere == "atlas9"
     assert np.allclose(np.diff(h.axes["teff"]), 250) and h.axes["teff"][-1] == 9750
+
+
+@pytest.mark.slow
+def test_existing_cluster_by_address_and_unreachable_scheduler(tmp_path, reference, monkeypatch):
+    from dask.distributed import LocalCluster
+
+    from photosphere.errors import NetworkError
+    from photosphere.grids import build as build_module
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        out = tmp_path / "remote.h5"
+        report = build_grid(small_spec(), out, synthesizer=synthesize,
+                            scheduler=cluster.scheduler_address, progress=False)
+        assert report.n_computed == 24 and report.n_cores == 1
+        _same_grid(out, reference)
+    monkeypatch.setattr(build_module, "SCHEDULER_TIMEOUT", "1s")
+    with pytest.raises(NetworkError, match="cannot reach the Dask scheduler"):
+        build_grid(small_spec(), tmp_path / "never.h5", synthesizer=synthesize,
+                   scheduler="tcp://127.0.0.1:9", progress=False)

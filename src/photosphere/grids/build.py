@@ -43,6 +43,8 @@ from .store import GridSampling, NodeResult, reduce_node, write_grid
 Synthesizer = Callable[..., Any]
 #: Å synthesised beyond each end of the grid, so flux-conserving rebinning has input at the edges.
 SYNTHESIS_MARGIN = 1.0
+#: How long to wait for an existing Dask scheduler (``scheduler=ADDRESS``) to answer.
+SCHEDULER_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _client(scheduler: str | None, n_workers: int | None, processes: bool):
                               "'dask[distributed]'") from None
     if scheduler:
         try:
-            return Client(scheduler, timeout="10s"), None
+            return Client(scheduler, timeout=SCHEDULER_TIMEOUT), None
         except (OSError, TimeoutError) as exc:
             raise NetworkError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check "
                                "the address or leave --scheduler out for a local cluster") from None
