@@ -64,10 +64,10 @@ def test_killed_build_resumes_without_recomputing(tmp_path, reference, monkeypat
         f"build_grid(small_spec(), {str(out)!r}, synthesizer=synthesize, n_workers=2,"
         " processes=False, progress=False)\n")
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{HERE}",
-           "PHOTOSPHERE_TEST_CALL_LOG": str(log1), "PHOTOSPHERE_TEST_SLEEP": "0.2"}
+           "PHOTOSPHERE_TEST_CALL_LOG": str(log1), "PHOTOSPHERE_TEST_SLEEP": "0.3"}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     journal_nodes = Path(str(out) + ".partial") / "nodes"
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and len(list(journal_nodes.glob("*.npz"))) < 6:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
