@@ -49,7 +49,9 @@ SCHEDULER_TIMEOUT = "10s"
 
 @dataclass(frozen=True)
 class BuildReport:
-    """What a build did. ``seconds`` covers this run only; throughput is per hour of wall time."""
+    """What a build did in this run (``n_computed`` nodes, of which ``n_synthesised`` gave spectra;
+    nodes without an atmosphere cost nothing and do not count in the throughput).
+    """
 
     path: Path
     n_nodes: int
@@ -58,19 +60,21 @@ class BuildReport:
     n_missing: int
     seconds: float
     n_cores: int
+    n_synthesised: int = 0
 
     @property
     def models_per_hour(self) -> float:
-        return 3600.0 * self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+        return 3600.0 * self.n_synthesised / self.seconds if self.seconds > 0 else float("nan")
 
     def throughput_line(self) -> str:
         per_core = self.models_per_hour / max(self.n_cores, 1)
-        return (f"{self.n_computed} models in {self.seconds:.1f} s: "
+        return (f"{self.n_synthesised} models in {self.seconds:.1f} s: "
                 f"{self.models_per_hour:.1f} models/hour ({per_core:.1f} per core)")
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "n_nodes": self.n_nodes, "n_computed": self.n_computed,
                 "n_reused": self.n_reused, "n_missing": self.n_missing,
+                "n_synthesised": self.n_synthesised,
                 "seconds": self.seconds, "n_cores": self.n_cores,
                 "models_per_hour": self.models_per_hour}
 
@@ -257,6 +261,7 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     spec_json = spec.to_json()
     start = time.perf_counter()
     failures: dict[int, Exception] = {}
+    n_synthesised = 0
     own_client = cluster = None
     n_cores = 1
     if todo and client is None and scheduler != "synchronous":
@@ -276,6 +281,7 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
                     failures[i] = res
                 else:
                     journal.save(res)
+                    n_synthesised += not res.missing
                 bar.update(1)
     finally:
         if own_client is not None:
@@ -297,7 +303,7 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     journal.remove()
     report = BuildReport(path=output, n_nodes=spec.n_nodes, n_computed=len(todo),
                          n_reused=len(done), n_missing=sum(n.missing for n in nodes),
-                         seconds=seconds, n_cores=n_cores)
+                         seconds=seconds, n_cores=n_cores, n_synthesised=n_synthesised)
     if progress:
         print(report.throughput_line(), file=sys.stderr)
     return report
