@@ -62,8 +62,9 @@ def test_batched_equals_one_at_a_time_and_shapes(interp, rng):
 
 def test_gradient_matches_finite_differences(grid_path):
     model = GridInterpolator(grid_path, dtype=torch.float64)
-    x = torch.tensor([[5730.0, 2.3, -0.4], [6210.0, 1.2, -0.7]], dtype=torch.float64,
-                     requires_grad=True)
+    # a complete cell, and a cell without (7000, 1) where simplex weights are used
+    x = torch.tensor([[5730.0, 2.3, -0.4], [6210.0, 1.2, -0.7], [6600.0, 1.7, -0.3]],
+                     dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda lab: model.predict(lab)[..., ::97], (x,),
                                     eps=1e-4, atol=1e-6)
 

@@ -58,6 +58,8 @@ class CellLocator:
         bits = np.array(list(itertools.product([0, 1], repeat=d)))[:, ::-1].copy()  # bit k = axis k
         self.bits = torch.as_tensor(bits, dtype=torch.bool, device=device)  # (2^d, d)
         self.codes = torch.arange(2 ** d, device=device)
+        self.powers = torch.bitwise_left_shift(torch.ones(d, dtype=torch.long, device=device),
+                                               torch.arange(d, device=device))  # bit of axis k
         self.corner_offset = torch.as_tensor(bits @ strides, dtype=torch.long, device=device)
         self.strides = torch.as_tensor(strides, dtype=torch.long, device=device)
         present = np.asarray(present, bool)
@@ -150,10 +152,8 @@ class CellLocator:
         bary = padded[:, :-1] - padded[:, 1:]  # (B, d+1); zero beyond the hole axes
         simplex = torch.zeros(B, 2 ** d, dtype=t.dtype, device=t.device)
         simplex = simplex.scatter_add(1, chain, bary)
-        code_of = lambda mask: (mask * torch.bitwise_left_shift(  # noqa: E731
-            torch.ones(d, dtype=torch.long, device=t.device), torch.arange(d, device=t.device))
-        ).sum(-1)
-        hole_code, flip_code = code_of(hole.long()), code_of(flip.long())
+        hole_code = (hole.long() * self.powers).sum(-1)
+        flip_code = (flip.long() * self.powers).sum(-1)
         # corner c (original orientation) sits at c XOR flip in the reflected cell
         reflected = self.codes[None, :] ^ flip_code[:, None]
         w_hole = simplex.gather(1, reflected & hole_code[:, None])
@@ -169,8 +169,8 @@ class CellLocator:
         missing = ", ".join(f"{n}={_fmt(n, float(self.axes[k][where[k]]))}"
                             for k, n in enumerate(self.label_names))
         raise OutOfGridError(f"({point}) is outside the computed part of the grid: it needs the "
-                             f"node ({missing}), which has no model atmosphere; move the labels "
-                             "towards computed nodes or use a grid that has this node")
+                             f"node ({missing}), which the grid lacks (no model atmosphere); "
+                             "move the labels towards computed nodes or use a grid with this node")
 
 
 def _multilinear(t: torch.Tensor, bits: torch.Tensor,
