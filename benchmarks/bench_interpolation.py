@@ -100,7 +100,7 @@ def held_out(grid: Path, axis: str, n_iter: int) -> dict:
         model = GridInterpolator(sub)
         em = PCAGPEmulator(n_iter=n_iter).fit(sub)
         k = store.label_names.index(axis)
-        errors_i, errors_e, n_nodes, n_refused = [], [], 0, 0
+        errors_i, errors_e, z_e, n_nodes, n_refused = [], [], [], 0, 0
         for i in np.flatnonzero(store.present.ravel()):
             idx = np.unravel_index(i, store.shape)
             if idx[k] % 2 == 0 or idx[k] == values.size - 1:
@@ -115,16 +115,21 @@ def held_out(grid: Path, axis: str, n_iter: int) -> dict:
                 continue
             with torch.no_grad():
                 pred_e = em.predict(x).numpy()
+                sigma_e = em.predict_variance(x).sqrt().numpy()
             errors_i.append(np.abs(pred_i - truth))
             errors_e.append(np.abs(pred_e - truth))
+            z_e.append(np.abs(pred_e - truth) / sigma_e)
             n_nodes += 1
-    ei, ee = np.concatenate(errors_i), np.concatenate(errors_e)
+    ei, ee, ze = np.concatenate(errors_i), np.concatenate(errors_e), np.concatenate(z_e)
     return {"holdout_axis": axis, "held_out_nodes": n_nodes, "refused_nodes": n_refused,
             "training_step": float(np.diff(kept)[0]) if kept.size > 1 else None,
             "interpolation_abs_error_median": float(np.median(ei)),
             "interpolation_abs_error_p95": float(np.percentile(ei, 95)),
             "emulator_abs_error_median": float(np.median(ee)),
-            "emulator_abs_error_p95": float(np.percentile(ee, 95))}
+            "emulator_abs_error_p95": float(np.percentile(ee, 95)),
+            # calibration of the emulator's uncertainty: |error| / predicted sigma per pixel
+            "emulator_error_within_1sigma": float(np.mean(ze < 1)),
+            "emulator_error_within_2sigma": float(np.mean(ze < 2))}
 
 
 def starfish(python: str, grid: Path, components: int, train_maxiter: int) -> dict:
@@ -189,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  interpolation |error| median {out['interpolation_abs_error_median']:.2e}, "
           f"p95 {out['interpolation_abs_error_p95']:.2e}")
     print(f"  emulator      |error| median {out['emulator_abs_error_median']:.2e}, "
-          f"p95 {out['emulator_abs_error_p95']:.2e}")
+          f"p95 {out['emulator_abs_error_p95']:.2e}; within its 1σ / 2σ: "
+          f"{out['emulator_error_within_1sigma']:.0%} / {out['emulator_error_within_2sigma']:.0%} "
+          "of pixels (Gaussian: 68% / 95%)")
     if "starfish" in out:
         sf = out["starfish"]
         print(f"peer: Starfish {sf['starfish_version']} emulator, same grid ({sf['n_nodes']} "

@@ -87,3 +87,16 @@ def test_save_load_round_trip(tmp_path, grid_path, emulator):
         PCAGPEmulator.load(tmp_path / "bad.h5")
     trained = train_emulator(grid_path, tmp_path / "t.h5", n_components=3, n_iter=5)
     assert trained.n_components_ == 3 and (tmp_path / "t.h5").is_file()
+
+
+def test_basis_leave_one_out_matches_an_explicit_svd(rng):
+    resid = rng.normal(size=(12, 50))
+    resid -= resid.mean(axis=0)
+    em = PCAGPEmulator(n_basis_nodes=3, seed=1)
+    out, sampled = em._basis_leave_one_out(resid @ resid.T, resid, k=4)
+    assert out.shape == (3, 50)
+    for row, i in enumerate(sampled):
+        others = np.delete(resid, i, axis=0)
+        vt = np.linalg.svd(others, full_matrices=False)[2][:4]
+        expected = resid[i] - (vt @ resid[i]) @ vt
+        np.testing.assert_allclose(out[row], expected, atol=1e-10)

@@ -7,6 +7,9 @@ squared-exponential kernel (amplitude a_k, one length scale per label, small noi
 hyperparameters maximise the marginal likelihood. A prediction gives the mean spectrum
 ``mu + sum_k w_k(labels) e_k`` and a per-pixel predictive variance
 ``sum_k var_k(labels) e_k² + truncation variance`` (the variance the dropped components carry).
+Each component's GP variance is scaled by its leave-one-out calibration factor
+``max(1, mean_i z_i²)``, z_i the standardised leave-one-out residual of node i, so that the
+GP is not more confident than its own cross-validation allows.
 
 Leave-one-out error: the GP leave-one-out predictions have a closed form (Rasmussen & Williams
 2006, eq. 5.12): mu_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii. Each node's spectrum is rebuilt from its
@@ -49,6 +52,16 @@ def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
     return torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * r2)
 
 
+def _pca(gram: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components (m, n_pix) and variances (m,) of ``resid`` (N, n_pix) from its Gram
+    matrix ``resid @ resid.T`` (cheaper than an SVD when N < n_pix), strongest first."""
+    var, u = np.linalg.eigh(gram)
+    order = np.argsort(var)[::-1]
+    var, u = np.clip(var[order], 0, None), u[:, order]
+    good = var > var[0] * 1e-14
+    return (u[:, good].T @ resid) / np.sqrt(var[good])[:, None], var[good]
+
+
 class PCAGPEmulator:
     """PCA + per-component GP emulator of a grid's normalised spectra.
 
@@ -59,12 +72,13 @@ class PCAGPEmulator:
 
     def __init__(self, n_components: int | None = None, *, variance_fraction: float = 0.9999,
                  max_components: int = 40, n_hyper_nodes: int = 400, n_iter: int = 150,
-                 seed: int = 0):
+                 n_basis_nodes: int = 100, seed: int = 0):
         self.n_components = n_components
         self.variance_fraction = variance_fraction
         self.max_components = max_components
         self.n_hyper_nodes = n_hyper_nodes
         self.n_iter = n_iter
+        self.n_basis_nodes = n_basis_nodes
         self.seed = seed
 
     # ------------------------------------------------------------------ training
@@ -110,13 +124,8 @@ class PCAGPEmulator:
         x = (labels - lo) / self.label_scale_
         mean = flux.mean(axis=0)
         resid = flux - mean
-        # PCA through the (N, N) Gram matrix: cheaper than an SVD when N < n_pix
-        var, u = np.linalg.eigh(resid @ resid.T)
-        order = np.argsort(var)[::-1]
-        var, u = np.clip(var[order], 0, None), u[:, order]
-        good = var > var[0] * 1e-14
-        vt = (u[:, good].T @ resid) / np.sqrt(var[good])[:, None]
-        var = var[good]
+        gram = resid @ resid.T
+        vt, var = _pca(gram, resid)
         if self.n_components is None:
             frac = np.cumsum(var) / var.sum()
             k = int(np.searchsorted(frac, self.variance_fraction) + 1)
@@ -127,13 +136,33 @@ class PCAGPEmulator:
         weights = resid @ comps.T  # (N, k)
         self.mean_spectrum_ = mean
         self.components_ = comps
-        self.truncation_variance_ = ((resid - weights @ comps) ** 2).mean(axis=0)
         self.train_labels_ = x
         self.train_weights_ = weights
+        basis_residual, sampled = self._basis_leave_one_out(gram, resid, k)
+        self.truncation_variance_ = (basis_residual ** 2).mean(axis=0)
         self._fit_hyperparameters(x, weights, progress)
         self._condition()
-        self._leave_one_out(flux)
+        self._leave_one_out(flux, basis_residual, sampled)
         return self
+
+    def _basis_leave_one_out(self, gram: np.ndarray, resid: np.ndarray,
+                             k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Part of node i outside the top-k basis computed without node i: (m, n_pix), nodes.
+
+        A new spectrum is not in the span of the training components; this residual (on up to
+        ``n_basis_nodes`` nodes) is the basis error an emulator makes on spectra it has not seen.
+        """
+        n = gram.shape[0]
+        rng = np.random.default_rng(self.seed + 1)
+        sampled = np.sort(rng.choice(n, self.n_basis_nodes, replace=False)) \
+            if n > self.n_basis_nodes else np.arange(n)
+        out = np.empty((sampled.size, resid.shape[1]))
+        for row, i in enumerate(sampled):
+            keep = np.arange(n) != i
+            comps, _ = _pca(gram[np.ix_(keep, keep)], resid[keep])
+            comps = comps[:k]
+            out[row] = resid[i] - (comps @ resid[i]) @ comps
+        return out, sampled
 
     def _fit_hyperparameters(self, x: np.ndarray, w: np.ndarray, progress: bool) -> None:
         rng = np.random.default_rng(self.seed)
@@ -192,13 +221,21 @@ class PCAGPEmulator:
         self._comps = torch.as_tensor(self.components_)
         self._trunc = torch.as_tensor(self.truncation_variance_)
 
-    def _leave_one_out(self, flux: np.ndarray) -> None:
+    def _leave_one_out(self, flux: np.ndarray, basis_residual: np.ndarray,
+                       sampled: np.ndarray) -> None:
+        """Per-pixel leave-one-out error: GP weights of node i predicted without it (closed form,
+        all nodes), plus, on the sampled nodes, the part of node i outside a basis without it."""
         # diag of K⁻¹ per component, one at a time (a (k, N, N) inverse is large for big grids)
         diag = torch.stack([torch.diagonal(torch.cholesky_inverse(L)) for L in self._L])
         y = torch.as_tensor(self.train_weights_.T)
         w_loo = (y - self._alpha / diag).T.numpy()  # (N, k)
-        rebuilt = self.mean_spectrum_ + w_loo @ self.components_
-        err = rebuilt - flux
+        # LOO calibration: z = (y_i - mu_-i) / sigma_-i = alpha_i / sqrt([K⁻¹]_ii) should have
+        # unit variance; where it is larger the GP is overconfident, so its variance is inflated
+        z2 = (self._alpha ** 2 / diag).mean(dim=1).numpy()
+        self.variance_scale_ = np.maximum(z2, 1.0)
+        self._scale = torch.as_tensor(self.variance_scale_)
+        in_basis = (w_loo - self.train_weights_) @ self.components_  # (N, n_pix)
+        err = in_basis[sampled] + basis_residual
         self.loo_rms_error_ = np.sqrt((err ** 2).mean(axis=0))
         self.loo_abs_error_median_ = float(np.median(np.abs(err)))
         self.loo_abs_error_p95_ = float(np.percentile(np.abs(err), 95))
@@ -241,8 +278,8 @@ class PCAGPEmulator:
         ks = _kernel(xs, self._x, self._la, self._ll)  # (k, B, N)
         mean = (ks * self._alpha[:, None, :]).sum(-1).T
         v = torch.linalg.solve_triangular(self._L, ks.transpose(1, 2), upper=False)  # (k, N, B)
-        var = (torch.exp(2 * self._la)[:, None] - (v ** 2).sum(1)).clamp_min(0.0).T
-        return mean, var
+        var = (torch.exp(2 * self._la)[:, None] - (v ** 2).sum(1)).clamp_min(0.0)
+        return mean, (var * self._scale[:, None]).T
 
     def predict(self, labels) -> torch.Tensor:
         """labels (..., d) physical -> (..., n_pix) normalised flux, float64, differentiable."""
@@ -287,12 +324,15 @@ class PCAGPEmulator:
                                         "variance_fraction": self.variance_fraction,
                                         "max_components": self.max_components,
                                         "n_hyper_nodes": self.n_hyper_nodes,
-                                        "n_iter": self.n_iter, "seed": self.seed})})
+                                        "n_iter": self.n_iter,
+                                        "n_basis_nodes": self.n_basis_nodes,
+                                        "seed": self.seed})})
             for name in ("wavelength",):
                 f.create_dataset(name, data=getattr(self, name))
             for name in ("mean_spectrum_", "components_", "truncation_variance_",
                          "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
-                         "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_"):
+                         "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
+                         "variance_scale_"):
                 f.create_dataset(name.rstrip("_"), data=getattr(self, name),
                                  compression="gzip", shuffle=True)
         return path
@@ -320,7 +360,8 @@ class PCAGPEmulator:
                 em.wavelength = f["wavelength"][:]
                 for name in ("mean_spectrum_", "components_", "truncation_variance_",
                              "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
-                             "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_"):
+                             "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
+                             "variance_scale_"):
                     setattr(em, name, f[name.rstrip("_")][:])
         except CheckpointError:
             raise
@@ -328,6 +369,7 @@ class PCAGPEmulator:
             raise CheckpointError(f"emulator file {path} is corrupt or incomplete ({exc}); "
                                   "train it again") from None
         em._condition()
+        em._scale = torch.as_tensor(em.variance_scale_)
         return em
 
 
