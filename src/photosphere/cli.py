@@ -173,9 +173,18 @@ def _cmd_grid_synth(args: argparse.Namespace) -> int:
         given = {n: labels[n] for n in model.label_names}
         x = torch.tensor([given[n] for n in model.label_names], dtype=torch.float64)
         wave = model.wavelength
-        flux = model.predict(x).numpy()
-        cont = model.predict_continuum(x).numpy()
-        provenance = {"source": f"interpolated in {args.grid}"}
+        flux = model.observe(x, vsini=args.vsini, resolution=args.resolution,
+                             rv=args.rv).numpy()
+        cont = model.predict_continuum(x).double()
+        if args.rv:
+            from .ops.doppler import shift_wavelength
+            from .ops.resample import rebin
+
+            rest = torch.as_tensor(wave, dtype=torch.float64)
+            cont = rebin(shift_wavelength(rest, args.rv), cont, rest)
+        cont = cont.numpy()
+        provenance = {"source": f"interpolated in {args.grid}", "vsini": args.vsini,
+                      "resolution": args.resolution, "rv": args.rv}
     else:
         from .grids.build import default_synthesizer
 
@@ -268,6 +277,10 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=float, default=0.01, help="Å (default 0.01)")
     p.add_argument("--atmosphere", default="atlas9", choices=("atlas9", "marcs", "auto"))
     p.add_argument("--grid", help="interpolate in this grid file instead of synthesising")
+    p.add_argument("--vsini", type=float, default=0.0,
+                   help="with --grid: rotational broadening, km/s")
+    p.add_argument("--resolution", type=float, help="with --grid: Gaussian LSF of this R")
+    p.add_argument("--rv", type=float, default=0.0, help="with --grid: Doppler shift, km/s")
     p.add_argument("-o", "--output", required=True, help="output .fits or .ecsv file")
     _add_json(p)
     p.set_defaults(func=_cmd_grid_synth)

@@ -86,6 +86,14 @@ def test_emulator_train_and_synth_from_grid(built, tmp_path, capsys):
     table = Table.read(out)
     assert payload["n_pixels"] == len(table) and np.all(table["flux"] <= 1.0 + 1e-6)
     np.testing.assert_allclose(table["flux_absolute"], table["flux"] * table["continuum"])
+    broad = tmp_path / "b.ecsv"
+    assert cli.main(["grid", "synth", "--grid", str(built), "--teff", "5800", "--logg", "3.5",
+                     "--vsini", "15", "--resolution", "40000", "--rv", "20", "-o",
+                     str(broad)]) == 0
+    b = Table.read(broad)
+    ok = np.isfinite(b["flux"])
+    assert ok.sum() > 0.9 * len(b)
+    assert b["flux"][ok].min() > table["flux"].min()  # broadening fills in the deepest line
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys, monkeypatch):

@@ -124,3 +124,36 @@ def test_hole_on_the_cell_diagonal_is_reflected(tmp_path):
     np.testing.assert_allclose(pred, (1 - y) * f10 + (1 - x) * f01 + (x + y - 1) * f11, atol=2e-6)
     with pytest.raises(OutOfGridError, match="teff=5500, logg=1, feh=-1"):
         model.predict(torch.tensor([5500 + 500 * 0.2, 1.3, -1.0]))
+
+
+def test_observe_equals_the_ops_chain_by_hand(interp):
+    from photosphere.ops.doppler import shift_wavelength
+    from photosphere.ops.lsf import gaussian_broaden
+    from photosphere.ops.resample import rebin
+    from photosphere.ops.rotation import rotational_broaden
+
+    labels = torch.tensor([[5800.0, 2.5, -0.3], [6100.0, 1.5, -0.8]], dtype=torch.float64)
+    rv = torch.tensor([12.0, -30.0], dtype=torch.float64)
+    out_wave = np.linspace(5165.0, 5195.0, 900)
+    got = interp.observe(labels, vsini=torch.tensor([4.0, 20.0]), resolution=50_000.0, rv=rv,
+                         wavelength=out_wave)
+    flux = interp.predict(labels).double()
+    flux = rotational_broaden(flux, torch.tensor([4.0, 20.0], dtype=torch.float64),
+                              interp.velocity_step)
+    flux = gaussian_broaden(flux, 50_000.0, interp.velocity_step)
+    shifted = shift_wavelength(torch.tensor(interp.wavelength), rv)
+    expected = rebin(shifted, flux, torch.tensor(out_wave))
+    assert got.shape == (2, 900)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12)
+    # the deepest line moves by rv: 5172.7 Å shifted by +12 km/s
+    win = np.abs(out_wave - 5172.9) < 1.0
+    assert abs(out_wave[win][np.argmin(got[0].numpy()[win])] - 5172.7 * (1 + 12 / 299792.458)) \
+        < 0.05
+    # identity chain: no broadening, no shift, own wavelengths
+    np.testing.assert_allclose(interp.observe(labels[0]).numpy(),
+                               interp.predict(labels[0]).double().numpy(), rtol=1e-10)
+    x = labels.clone().requires_grad_(True)
+    v = torch.tensor([4.0, 20.0], dtype=torch.float64, requires_grad=True)
+    r = rv.clone().requires_grad_(True)
+    interp.observe(x, vsini=v, rv=r, resolution=50_000.0, wavelength=out_wave).nansum().backward()
+    assert all(torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in (x, v, r))

@@ -296,6 +296,15 @@ class PCAGPEmulator:
         _, var = self.predict_weights(labels)
         return (var @ self._comps ** 2 + self._trunc).reshape(*batch, -1)
 
+    def observe(self, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
+                epsilon: float = 0.6) -> torch.Tensor:
+        """Mean model flux through the observation chain; see
+        :func:`photosphere.grids.interpolate.observe`."""
+        from .interpolate import observe
+
+        return observe(self, labels, vsini=vsini, resolution=resolution, rv=rv,
+                       wavelength=wavelength, epsilon=epsilon)
+
     # ------------------------------------------------------------------ persistence
     def summary(self) -> dict[str, Any]:
         self._check_fitted()

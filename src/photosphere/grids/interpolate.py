@@ -289,6 +289,12 @@ class GridInterpolator:
         """labels (..., n_labels) -> (..., n_chunks) mean surface flux per ``chunk_edges`` chunk."""
         return self._interpolate(self._mean_flux, labels)
 
+    def observe(self, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
+                epsilon: float = 0.6) -> torch.Tensor:
+        """Model flux through the observation chain; see :func:`observe`."""
+        return observe(self, labels, vsini=vsini, resolution=resolution, rv=rv,
+                       wavelength=wavelength, epsilon=epsilon)
+
     def labels_tensor(self, **labels: float) -> torch.Tensor:
         """A (n_labels,) tensor from keyword labels, in ``label_names`` order."""
         unknown = set(labels) - set(self.label_names)
@@ -298,3 +304,32 @@ class GridInterpolator:
                              f"{sorted(unknown)}, absent {absent}")
         return torch.tensor([float(labels[n]) for n in self.label_names], dtype=torch.float64)
 
+
+
+def observe(model, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
+            epsilon: float = 0.6) -> torch.Tensor:
+    """A grid model's spectrum as observed: the easy call over the photosphere.ops primitives.
+
+    model.predict(labels) on the model's log-uniform grid -> rotational broadening (``vsini``
+    km/s, linear limb darkening ``epsilon``; ops.rotation) -> Gaussian LSF of resolving power
+    ``resolution`` (ops.lsf; None: none) -> Doppler shift by ``rv`` km/s (ops.doppler) ->
+    flux-conserving rebinning onto ``wavelength`` (Å, observed frame; default the model's own;
+    ops.resample). labels (..., n_labels); vsini, resolution, rv scalars or broadcastable to the
+    batch. Returns (..., n_out) float64, differentiable in labels, vsini, resolution and rv;
+    output pixels outside the shifted model range are NaN.
+    """
+    from ..ops.doppler import shift_wavelength
+    from ..ops.lsf import gaussian_broaden
+    from ..ops.resample import rebin
+    from ..ops.rotation import rotational_broaden
+
+    flux = model.predict(labels).to(torch.float64)
+    vsini_t = torch.as_tensor(vsini, dtype=torch.float64)
+    if bool((vsini_t != 0).any()) or vsini_t.requires_grad:
+        flux = rotational_broaden(flux, vsini_t, model.velocity_step, epsilon)
+    if resolution is not None:
+        flux = gaussian_broaden(flux, resolution, model.velocity_step)
+    rest = torch.as_tensor(model.wavelength, dtype=torch.float64)
+    shifted = shift_wavelength(rest, torch.as_tensor(rv, dtype=torch.float64))
+    out = rest if wavelength is None else torch.as_tensor(wavelength, dtype=torch.float64)
+    return rebin(shifted, flux, out)
