@@ -56,7 +56,7 @@ def test_dask_local_cluster_build_matches_serial(tmp_path, reference, capfd):
 
 
 @pytest.mark.slow
-def test_killed_build_resumes_without_recomputing(tmp_path, reference, monkeypatch):
+def test_killed_build_resumes_without_recomputing(tmp_path, reference, monkeypatch, capfd):
     out = tmp_path / "killed.h5"
     log1, log2 = tmp_path / "calls1.txt", tmp_path / "calls2.txt"
     script = (
@@ -81,7 +81,9 @@ def test_killed_build_resumes_without_recomputing(tmp_path, reference, monkeypat
 
     monkeypatch.setenv("PHOTOSPHERE_TEST_CALL_LOG", str(log2))
     report = build_grid(small_spec(), out, synthesizer=synthesize, scheduler="synchronous",
-                        progress=False)
+                        progress=True)
+    assert f"resuming {out}.partial: {len(done)} of 24 nodes already done" in \
+        capfd.readouterr().err
     spec = small_spec()
     second = set(_read_calls(log2))
     journalled = {tuple(spec.node_labels(i)[k] for k in ("teff", "logg", "feh")) for i in done}

@@ -258,6 +258,9 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     journal = Journal(output, spec)
     done = journal.done()
     todo = [i for i in range(spec.n_nodes) if i not in done]
+    if progress and done:
+        print(f"resuming {journal.root}: {len(done)} of {spec.n_nodes} nodes already done",
+              file=sys.stderr)
     spec_json = spec.to_json()
     start = time.perf_counter()
     failures: dict[int, Exception] = {}
