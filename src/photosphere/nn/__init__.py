@@ -15,11 +15,11 @@ from .data import DataConfig, EchelleDataset, EchelleSimulator, build_datasets
 from .inputs import prepare_image
 from .predict import NNPrediction, load_model, predict_spectrum
 from .resnet import ResNet, ResNetConfig
-from .train import TrainConfig, preset, train
+from .train import TrainConfig, preset
 
 __all__ = [
     "AttentionConfig", "AttentionNet", "DAEConfig", "DataConfig", "DenoisedEstimator",
     "DenoisingAutoencoder", "EchelleDataset", "EchelleSimulator", "LabelScaling", "NNPrediction",
     "ResNet", "ResNetConfig", "TrainConfig", "build_datasets", "load_checkpoint", "load_model",
-    "predict_spectrum", "prepare_image", "preset", "save_checkpoint", "train",
+    "predict_spectrum", "prepare_image", "preset", "save_checkpoint",
 ]

@@ -1,0 +1,47 @@
+"""`photosphere nn train --preset cpu --grid GRID`, `eval` and `predict` through the real grid
+store and interpolator (photosphere.grids), on a small grid built with the grids stream's analytic
+test synthesizer (not Turbospectrum) over 5020-5380 Å, and the HARPS-N layout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from photosphere import cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grids"))
+from _analytic import build_small  # the grids tests' analytic synthesizer
+
+torch.set_num_threads(1)
+SMALL = ["--epochs", "1", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return build_small(tmp_path_factory.mktemp("grid") / "harpsn.h5", wavelength_min=5020.0,
+                       wavelength_max=5380.0, velocity_step=1.0, n_chunks=8)
+
+
+@pytest.mark.slow
+def test_train_eval_predict_on_a_grid_file(grid, tmp_path, capsys):
+    model = tmp_path / "resnet.pt"
+    assert cli.main(["nn", "train", "--preset", "cpu", "--grid", str(grid), "--out", str(model),
+                     *SMALL, "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    bounds = trained["config"]["data"]["bounds"]
+    assert bounds["teff"] == [5500.0, 7000.0] and bounds["logg"] == [1.0, 3.0]
+    assert bounds["vsini"] == [0.0, 30.0]
+    assert model.stat().st_size < 20e6  # the size limit of a shipped default model
+    assert cli.main(["nn", "eval", str(model), "--grid", str(grid), "--snr", "20", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert runs[0]["n_test"] == 4 and np.isfinite(runs[0]["mae"]["teff"])
+    sun = shared_file("optical/uves_sun_norm.txt")
+    assert cli.main(["nn", "predict", str(sun), "--model", str(model), "--json"]) == 0
+    labels = json.loads(capsys.readouterr().out)["labels"]
+    assert all(np.isfinite(v["value"]) and v["sigma"] > 0 for v in labels.values())
