@@ -14,6 +14,7 @@ import torch
 
 from conftest import shared_file
 from photosphere import cli
+from photosphere.errors import OutOfGridError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grids"))
 from _analytic import build_small  # the grids tests' analytic synthesizer
@@ -45,3 +46,22 @@ def test_train_eval_predict_on_a_grid_file(grid, tmp_path, capsys):
     assert cli.main(["nn", "predict", str(sun), "--model", str(model), "--json"]) == 0
     labels = json.loads(capsys.readouterr().out)["labels"]
     assert all(np.isfinite(v["value"]) and v["sigma"] > 0 for v in labels.values())
+
+
+def test_splits_avoid_the_holes_of_the_grid(grid):
+    """The small grid lacks (teff 7000, logg 1): no star may need that node."""
+    from photosphere.grids.interpolate import GridInterpolator
+    from photosphere.nn.data import DataConfig, make_splits, source_coverage
+
+    source = GridInterpolator(grid)
+    bounds = {"teff": (5500.0, 7000.0), "logg": (1.0, 3.0), "feh": (-1.0, 0.0),
+              "vsini": (0.0, 30.0)}
+    cfg = DataConfig(bounds=bounds, n_train=400, n_val=50, n_test=50)
+    valid = source_coverage(source, cfg.fixed)
+    splits = make_splits(cfg, valid)
+    every = torch.cat(list(splits.values()))
+    assert len(every) == 500
+    source.predict_mean_flux(every[:, :3])  # raises OutOfGridError for a label in the hole
+    # without the coverage test, labels in the hole are drawn and the simulation would fail
+    with pytest.raises(OutOfGridError, match="computed part of the grid"):
+        source.predict_mean_flux(make_splits(cfg)["train"][:, :3])

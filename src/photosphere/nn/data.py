@@ -21,7 +21,7 @@ stars, so no augmented training sample is ever made from a validation or test st
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,8 @@ LABELS = ("teff", "logg", "feh", "vsini")
 STUDY_BOUNDS = {"teff": (3500.0, 9750.0), "logg": (0.0, 5.0), "feh": (-2.5, 0.5),
                 "vsini": (0.0, 30.0)}
 SPLITS = {"train": 0, "val": 1, "test": 2}
+_CHUNK = 1024  # labels drawn at a time
+Validity = Callable[[torch.Tensor], torch.Tensor]  # labels (m, 4) -> bool (m,)
 C_KMS = 299_792.458
 
 
@@ -122,15 +124,58 @@ def _split_generator(seed: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int,
-                split: str) -> torch.Tensor:
-    """(n, 4) physical labels uniform in ``bounds``, from the seed stream of ``split``."""
+def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int, split: str,
+                valid: Validity | None = None) -> torch.Tensor:
+    """(n, 4) physical labels uniform in ``bounds``, from the seed stream of ``split``.
+
+    valid: labels (m, 4) -> bool (m,); rejected draws (e.g. in the holes of a model-atmosphere
+    grid) are skipped. Draws come in fixed chunks, so the first n stars of a split never depend
+    on how many are asked for.
+    """
     if split not in SPLITS:
         raise ModelError(f"split={split!r} is not known; use one of {tuple(SPLITS)}")
     g = _split_generator(seed, 1, SPLITS[split])
     lo = torch.tensor([bounds[k][0] for k in LABELS], dtype=torch.float64)
     hi = torch.tensor([bounds[k][1] for k in LABELS], dtype=torch.float64)
-    return lo + (hi - lo) * torch.rand(n, len(LABELS), generator=g, dtype=torch.float64)
+    kept, total, drawn = [], 0, 0
+    while total < n:
+        cand = lo + (hi - lo) * torch.rand(_CHUNK, len(LABELS), generator=g, dtype=torch.float64)
+        if valid is not None:
+            cand = cand[valid(cand)]
+        kept.append(cand)
+        total += len(cand)
+        drawn += _CHUNK
+        if drawn >= 20 * _CHUNK and total < 0.01 * drawn:
+            raise ModelError(f"fewer than 1 % of the labels drawn in {dict(bounds)} can be "
+                             "simulated by the spectrum source; choose bounds inside the grid")
+    return torch.cat(kept)[:n]
+
+
+def source_coverage(source: SpectrumSource,
+                    fixed: Mapping[str, float] | None = None) -> Validity | None:
+    """A ``valid`` function for :func:`draw_labels`: True where the source can make a spectrum
+    (not in a hole of the grid), probed with the source's cheap ``predict_mean_flux``
+    (GridInterpolator); rows are tried one by one only when a whole chunk fails. None (accept
+    everything) for sources without that method.
+    """
+    probe = getattr(source, "predict_mean_flux", None)
+    if probe is None:
+        return None
+    columns = _source_columns(source, fixed or {})
+
+    def ok(labels: torch.Tensor) -> bool:
+        try:
+            probe(_to_source(labels, columns))
+        except OutOfGridError:
+            return False
+        return True
+
+    def valid(labels: torch.Tensor) -> torch.Tensor:
+        if ok(labels):
+            return torch.ones(len(labels), dtype=torch.bool)
+        return torch.tensor([ok(row[None]) for row in labels], dtype=torch.bool)
+
+    return valid
 
 
 def min_scaled_distance(a: torch.Tensor, b: torch.Tensor,
@@ -142,16 +187,40 @@ def min_scaled_distance(a: torch.Tensor, b: torch.Tensor,
     return float(torch.cdist(a.double() / width, b.double() / width).min())
 
 
-def make_splits(config: DataConfig) -> dict[str, torch.Tensor]:
+def make_splits(config: DataConfig, valid: Validity | None = None) -> dict[str, torch.Tensor]:
     """The noise-free star labels of every split, checked to be disjoint."""
     sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-    labels = {s: draw_labels(config.bounds, n, config.seed, s) for s, n in sizes.items()}
+    labels = {s: draw_labels(config.bounds, n, config.seed, s, valid) for s, n in sizes.items()}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         d = min_scaled_distance(labels[a], labels[b], config.bounds)
         if d < config.min_separation:
             raise ModelError(f"{a} and {b} stars come within {d:.2e} (scaled) of each other; "
                              f"choose another seed or a smaller min_separation")
     return labels
+
+
+def _source_columns(source: SpectrumSource,
+                    fixed: Mapping[str, float]) -> list[tuple[str, int | float]]:
+    """Per source label: the index of the estimator label that feeds it, or a fixed value."""
+    cols: list[tuple[str, int | float]] = []
+    for name in source.label_names:
+        if name in LABELS[:3]:
+            cols.append((name, LABELS.index(name)))
+        else:
+            lo, hi = source.bounds[name]
+            value = fixed.get(name, 0.5 * (lo + hi))
+            cols.append((name, float(min(max(value, lo), hi))))
+    missing = set(LABELS[:3]) - {n for n, _ in cols}
+    if missing:
+        raise ModelError(f"the spectrum source has labels {source.label_names}; it lacks "
+                         f"{sorted(missing)} needed by the estimator")
+    return cols
+
+
+def _to_source(labels: torch.Tensor, columns: list[tuple[str, int | float]]) -> torch.Tensor:
+    out = [labels[:, v] if isinstance(v, int) else torch.full_like(labels[:, 0], v)
+           for _, v in columns]
+    return torch.stack(out, dim=-1)
 
 
 class EchelleSimulator:
@@ -181,30 +250,11 @@ class EchelleSimulator:
                 f"{lo / margin:.1f}-{hi * margin:.1f} Å (with a 50 km/s margin); use a grid that "
                 "covers the orders")
         self.fixed = dict(fixed or {})
-        self._columns = self._label_columns()
-
-    def _label_columns(self) -> list[tuple[str, int | float]]:
-        cols: list[tuple[str, int | float]] = []
-        for name in self.source.label_names:
-            if name in LABELS[:3]:
-                cols.append((name, LABELS.index(name)))
-            elif name in self.fixed:
-                lo, hi = self.source.bounds[name]
-                cols.append((name, float(min(max(self.fixed[name], lo), hi))))
-            else:
-                lo, hi = self.source.bounds[name]
-                cols.append((name, 0.5 * (lo + hi)))
-        missing = set(LABELS[:3]) - {n for n, _ in cols}
-        if missing:
-            raise ModelError(f"the spectrum source has labels {self.source.label_names}; it "
-                             f"lacks {sorted(missing)} needed by the estimator")
-        return cols
+        self._columns = _source_columns(source, self.fixed)
 
     def source_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, 4) estimator labels -> (B, n_source_labels) in the source's order."""
-        out = [labels[:, v] if isinstance(v, int) else torch.full_like(labels[:, 0], v)
-               for _, v in self._columns]
-        return torch.stack(out, dim=-1)
+        return _to_source(labels, self._columns)
 
     @torch.no_grad()
     def images(self, labels: torch.Tensor, rv: torch.Tensor | None = None) -> torch.Tensor:
@@ -371,5 +421,5 @@ def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | 
             raise OutOfGridError(f"data bounds for {name} ({blo:g}-{bhi:g}) exceed the source "
                                  f"({lo:g}-{hi:g}); pass bounds inside the grid")
     simulator = EchelleSimulator(source, layout, config.resolution, config.epsilon, config.fixed)
-    labels = make_splits(config)
+    labels = make_splits(config, source_coverage(source, config.fixed))
     return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache) for s in SPLITS}

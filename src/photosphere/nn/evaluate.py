@@ -103,7 +103,7 @@ def check_images(images: torch.Tensor, n_orders: int, n_pixels: int) -> torch.Te
     return images
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_images(model: nn.Module, scaling: LabelScaling, images: torch.Tensor, *,
                    temperature: torch.Tensor | None = None, mc_samples: int = 0,
                    batch_size: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
