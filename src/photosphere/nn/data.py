@@ -297,15 +297,18 @@ def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -
     """
     n = images.shape[-1]
     x = torch.linspace(-1, 1, n, dtype=images.dtype)
-    design = torch.stack([torch.ones_like(x), x], dim=-1)  # (n, 2)
     weight = torch.ones_like(images)
-    for _ in range(n_iter):
-        a = torch.einsum("...p,pi,pj->...ij", weight, design, design)
-        rhs = torch.einsum("...p,pi,...p->...i", weight, design, images)
-        coef = torch.linalg.solve(a, rhs.unsqueeze(-1)).squeeze(-1)  # (..., 2)
-        fit = coef @ design.T  # (..., n)
+    for _ in range(n_iter):  # weighted straight-line fit in closed form
+        s0 = weight.sum(-1, keepdim=True)
+        s1 = (weight * x).sum(-1, keepdim=True)
+        s2 = (weight * x * x).sum(-1, keepdim=True)
+        t0 = (weight * images).sum(-1, keepdim=True)
+        t1 = (weight * images * x).sum(-1, keepdim=True)
+        det = (s0 * s2 - s1 * s1).clamp_min(1e-12)
+        slope = (s0 * t1 - s1 * t0) / det
+        fit = (t0 - slope * s1) / s0.clamp_min(1e-12) + slope * x  # (..., n)
         resid = images - fit
-        scale = (resid.pow(2) * weight).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True)
+        scale = (resid.pow(2) * weight).sum(-1, keepdim=True) / s0.clamp_min(1e-12)
         weight = (resid >= -clip * scale.sqrt()).to(images.dtype)  # >=: flat orders keep all
     return images / fit.clamp_min(1e-3)
 
