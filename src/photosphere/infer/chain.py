@@ -216,11 +216,12 @@ class ObservationChain:
                     continue
                 # crop to the predictable span: pixels the model cannot reach are not carried
                 k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
-                wave, flux, sigma, good, ivar = (a[k0:k1] for a in (wave, flux, sigma, good, ivar))
+                wave, flux, sigma, good, ivar, need_lo, need_hi = (
+                    np.array(a[k0:k1]) for a in (wave, flux, sigma, good, ivar, need_lo, need_hi))
                 if r is not None and np.ndim(r) == 1:
                     r = np.asarray(r)[k0:k1]
-                tel_row = tel if isinstance(tel, Spectrum) or tel[o] is None else \
-                    np.asarray(tel[o], float)[k0:k1]
+                tel_row = tel if isinstance(tel, Spectrum) else (
+                    None if tel[o] is None else np.asarray(tel[o], float)[k0:k1])
                 i0 = max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
                 i1 = min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2,
                          len(log_model))
@@ -274,11 +275,11 @@ class ObservationChain:
                     f"the telluric transmission covers {t_wave[0]:.1f}-{t_wave[-1]:.1f} Å but a "
                     f"segment spans {wave[0]:.1f}-{wave[-1]:.1f} Å; pass a transmission covering "
                     "the observation")
-            row = resample.rebin(torch.as_tensor(t_wave, dtype=DTYPE),
-                                 torch.as_tensor(tel.flux, dtype=DTYPE),
+            row = resample.rebin(torch.as_tensor(np.array(t_wave, float), dtype=DTYPE),
+                                 torch.as_tensor(np.array(tel.flux, float), dtype=DTYPE),
                                  torch.as_tensor(wave, dtype=DTYPE))
         else:
-            row = torch.as_tensor(np.asarray(tel, float), dtype=DTYPE)
+            row = torch.as_tensor(np.array(tel, float), dtype=DTYPE)
         if not torch.all(torch.isfinite(row)) or torch.any(row < 0):
             raise InvalidSpectrumError("telluric transmission must be finite and >= 0")
         return row

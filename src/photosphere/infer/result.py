@@ -67,7 +67,8 @@ class Result:
 
     values: ``{name: value}`` for every parameter, free and fixed, physical units.
     sigma: ``{name: 1σ}`` (NaN for fixed parameters).
-    free: names of the fitted parameters, in the order of ``covariance`` rows and ``samples`` columns.
+    free: names of the fitted parameters, in the order of ``covariance`` rows and ``samples``
+    columns.
     covariance: ``(n_free, n_free)`` physical units.
     chi2, n_pixels: χ² over the ``n_pixels`` unmasked pixels; ``chi2_reduced = chi2 / (n_pixels -
     n_free - n_continuum)``.
