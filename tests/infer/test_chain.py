@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analytic_model import AnalyticModel, simulate
 
+from analytic_model import AnalyticModel, simulate
 from photosphere import EchelleSpectrum, Spectrum
 from photosphere.errors import FitError, InvalidSpectrumError, OutOfGridError
 from photosphere.infer.chain import ObservationChain, chebyshev_basis
@@ -44,7 +44,8 @@ def test_no_broadening_no_shift_is_the_rebinned_model(model):
     with torch.no_grad():
         pred, cont = chain.predict(theta)
         ref = resample.rebin(torch.as_tensor(model.wavelength),
-                             model.predict(torch.tensor([5800.0, 4.3, -0.2])), torch.as_tensor(wave))
+                             model.predict(torch.tensor([5800.0, 4.3, -0.2])),
+                             torch.as_tensor(wave))
     np.testing.assert_allclose(pred[0].numpy(), ref.numpy(), atol=1e-12)
     np.testing.assert_allclose(cont[0].numpy(), 1.0)
 

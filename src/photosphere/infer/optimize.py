@@ -56,27 +56,32 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Value ``(B, N)`` and Jacobian ``(B, N, P)`` of a row-wise function ``fn: (B, P) -> (B, N)``.
 
-    Forward-mode autodiff: one Jacobian-vector product per parameter, each tangent the unit vector
-    of that parameter in every row (rows are independent), so the cost is P forward passes.
-    Falls back to the double-backward trick when an operator lacks a forward-mode rule.
+    Forward-mode autodiff in one pass: the rows are repeated P times, copy p carrying the unit
+    tangent of parameter p (rows are independent), so the cost is one forward pass of a P-times
+    larger batch. Falls back to the double-backward trick (P passes) when an operator lacks a
+    forward-mode rule.
     """
     _load_forward_ad()
     x = torch.as_tensor(x, dtype=DTYPE)
-    cols = []
-    value = None
-    for p in range(x.shape[-1]):
-        tangent = torch.zeros_like(x)
-        tangent[..., p] = 1.0
-        try:
-            with fwAD.dual_level():
-                out = fwAD.unpack_dual(fn(fwAD.make_dual(x, tangent)))
-                value, col = out.primal, out.tangent
-            if col is None:  # output does not depend on this parameter
-                col = torch.zeros_like(value)
-        except (NotImplementedError, RuntimeError):
-            value, col = torch.autograd.functional.jvp(fn, x, tangent)
-        cols.append(col.detach())
-    return value.detach(), torch.stack(cols, -1)
+    n_b, n_p = x.shape
+    eye = torch.eye(n_p, dtype=DTYPE)
+    x_rep = x.repeat(n_p, 1)                                   # (P*B, P), block p = copy p
+    tangent = eye.repeat_interleave(n_b, dim=0)                # (P*B, P)
+    try:
+        with fwAD.dual_level():
+            out = fwAD.unpack_dual(fn(fwAD.make_dual(x_rep, tangent)))
+            value, jvp = out.primal.detach(), out.tangent
+        if jvp is None:
+            jvp = torch.zeros_like(value)
+        value = value[:n_b]
+        jac = jvp.detach().reshape(n_p, n_b, -1).permute(1, 2, 0)
+    except (NotImplementedError, RuntimeError):
+        cols = []
+        for p in range(n_p):
+            value, col = torch.autograd.functional.jvp(fn, x, eye[p].expand_as(x))
+            cols.append(col.detach())
+        value, jac = value.detach(), torch.stack(cols, -1)
+    return value, jac.contiguous()
 
 
 @dataclass(frozen=True)
@@ -138,13 +143,21 @@ def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.n
     active = np.isfinite(chi2)
     for b in np.flatnonzero(~active):
         reason[b] = "non-finite residuals at the start"
+    n_p = u.shape[1]
+    jtj_all = np.zeros((n_b, n_p, n_p))
+    grad_all = np.zeros((n_b, n_p))
+    stale = np.ones(n_b, bool)          # the Jacobian must be recomputed (after a moved point)
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        r, jac = residual_and_jacobian(u[idx])
-        grad = np.einsum("bnp,bn->bp", jac, r)
-        jtj = np.einsum("bnp,bnq->bpq", jac, jac)
+        need = idx[stale[idx]]
+        if need.size:
+            r, jac = residual_and_jacobian(u[need])
+            grad_all[need] = np.einsum("bnp,bn->bp", jac, r)
+            jtj_all[need] = np.einsum("bnp,bnq->bpq", jac, jac)
+            stale[need] = False
+        grad, jtj = grad_all[idx], jtj_all[idx]
         steps = np.stack([_solve_step(jtj[k], grad[k], lam[b], u[b]) for k, b in enumerate(idx)])
         trial = np.clip(u[idx] + steps, 0.0, 1.0)
         chi2_trial = np.sum(residual(trial) ** 2, -1)
@@ -154,6 +167,7 @@ def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.n
             if np.isfinite(chi2_trial[k]) and chi2_trial[k] <= chi2[b]:
                 decrease = (chi2[b] - chi2_trial[k]) / max(chi2[b], 1e-300)
                 u[b], chi2[b] = trial[k], chi2_trial[k]
+                stale[b] = True
                 lam[b] = max(lam[b] / 3.0, 1e-12)
                 if decrease < ftol or moved < xtol:
                     converged[b], active[b], reason[b] = True, False, (
@@ -353,6 +367,9 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     grid points (by χ²) are refined, plus ``initial`` when given.
     """
     t0 = time.perf_counter()
+    if isinstance(noise, str) and noise != "auto":
+        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
+                       "CorrelatedNoise")
     if chain is None:
         chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
                             continuum_degree=continuum_degree, rotation=rotation,
@@ -389,9 +406,6 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         u_best, likelihood, flags = _refit_correlated(chain, params, u_best, model_variance,
                                                       max_iter)
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
-    elif isinstance(noise, str):
-        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
-                       "CorrelatedNoise")
     else:
         chi2_best = float(outcome.chi2[best])
     return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
