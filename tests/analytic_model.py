@@ -30,7 +30,7 @@ class AnalyticModel:
                                        + 0.9 * span * rng.random(n_lines))
         self.depth = torch.as_tensor(0.2 + 0.6 * rng.random(n_lines))
         self.coef = torch.as_tensor(rng.normal(0, 1.5, (n_lines, len(self.label_names))))
-        self._wave = torch.as_tensor(self.wavelength)
+        self._offset2 = (torch.as_tensor(self.wavelength)[:, None] - self.centers) ** 2
 
     def _scaled(self, labels):
         lo = torch.as_tensor([self.bounds[n][0] for n in self.label_names], dtype=labels.dtype)
@@ -42,8 +42,7 @@ class AnalyticModel:
         x = self._scaled(labels)                                   # (..., L)
         depth = self.depth * torch.sigmoid(x @ self.coef.T.to(x.dtype))  # (..., n_lines)
         width = 0.05 * (1.0 + 0.3 * x[..., 1:2])                   # (..., 1) Å, log g dependent
-        offset = self._wave[:, None] - self.centers                # (n_pix, n_lines)
-        profile = torch.exp(-0.5 * (offset / width.unsqueeze(-2)) ** 2)
+        profile = torch.exp(-0.5 * self._offset2 / width.unsqueeze(-2) ** 2)  # (..., n_pix, n_lines)
         return 1.0 - (profile * depth.unsqueeze(-2)).sum(-1).clamp(max=0.95)
 
 

@@ -337,10 +337,11 @@ class ObservationChain:
             out.append(m)
         return out
 
-    def continuum(self, stellar: list[torch.Tensor], weights: list[torch.Tensor] | None = None
-                  ) -> list[torch.Tensor]:
+    def continuum(self, stellar: list[torch.Tensor], weights: list[torch.Tensor] | None = None,
+                  log_det: list | None = None) -> list[torch.Tensor]:
         """Profiled continuum per segment ``(..., n_pix)``: the Chebyshev polynomial that best
-        scales ``stellar`` to the data (weighted linear least squares, weights default ivar)."""
+        scales ``stellar`` to the data (weighted linear least squares, weights default ivar).
+        When a list is passed as ``log_det``, ``log det(AᵀWA)`` per segment is appended to it."""
         if self.continuum_degree is None:
             return [torch.ones_like(s) for s in stellar]
         out = []
@@ -353,17 +354,19 @@ class ObservationChain:
             eye = torch.eye(normal.shape[-1], dtype=DTYPE)
             scale = normal.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
             coef = torch.linalg.solve(normal + 1e-12 * scale[..., None, None] * eye, rhs)
+            if log_det is not None:
+                log_det.append(torch.linalg.slogdet(normal)[1])
             out.append((seg.chebyshev * coef.unsqueeze(-2)).sum(-1))
         return out
 
-    def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None,
+                log_det: list | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Full model per segment ``(..., n_pix)`` and its continuum, for ``theta (...,
-        n_params)`` in physical units."""
+        n_params)`` in physical units (``log_det``: see :meth:`continuum`)."""
         theta = torch.as_tensor(theta, dtype=DTYPE)
         labels, vsini, rv = self.split(theta)
         stellar = self.resampled(self.broadened(labels, vsini), rv)
-        cont = self.continuum(stellar, weights)
+        cont = self.continuum(stellar, weights, log_det)
         return [s * c for s, c in zip(stellar, cont, strict=True)], cont
 
     def model_variance(self, theta: torch.Tensor, continuum: list[torch.Tensor]

@@ -211,26 +211,19 @@ class Likelihood:
 
     def continuum_log_det(self, theta: torch.Tensor) -> torch.Tensor:
         """``Σ_segments log det(AᵀWA)``, ``(...,)``; zero without a continuum."""
-        chain = self.chain
-        if chain.continuum_degree is None:
-            return torch.zeros(theta.shape[:-1], dtype=DTYPE)
-        labels, vsini, rv = chain.split(theta)
-        stellar = chain.resampled(chain.broadened(labels, vsini), rv)
-        total = torch.zeros(theta.shape[:-1], dtype=DTYPE)
-        for seg, s in zip(chain.segments, stellar, strict=True):
-            design = s.unsqueeze(-1) * seg.chebyshev
-            normal = (design * seg.ivar.unsqueeze(-1)).transpose(-1, -2) @ design
-            total = total + torch.linalg.slogdet(normal)[1]
-        return total
+        log_det: list[torch.Tensor] = []
+        self.chain.predict(torch.as_tensor(theta, dtype=DTYPE), log_det=log_det)
+        return sum(log_det, torch.zeros(theta.shape[:-1], dtype=DTYPE))
 
     # ---------------------------------------------------------------- the number
     def log_likelihood(self, theta) -> np.ndarray:
         """``(...,)`` log-likelihood at ``theta (..., P)`` physical units (float64 numpy)."""
         theta = torch.as_tensor(np.asarray(theta, float), dtype=DTYPE)
         with torch.no_grad():
-            logdet_cont = self.continuum_log_det(theta).numpy()
             if self.noise is None:
-                model, cont = self.chain.predict(theta)
+                log_det: list[torch.Tensor] = []
+                model, cont = self.chain.predict(theta, log_det=log_det)
+                logdet_cont = sum(log_det, torch.zeros(theta.shape[:-1], dtype=DTYPE)).numpy()
                 var = self._variances(theta, cont)
                 chi2 = np.zeros(theta.shape[:-1])
                 logdet = np.zeros(theta.shape[:-1])
@@ -240,6 +233,7 @@ class Likelihood:
                     chi2 = chi2 + (((seg.flux - m)[..., g]) ** 2 / v).sum(-1).numpy()
                     logdet = logdet + torch.log(v).sum(-1).numpy()
             else:
+                logdet_cont = self.continuum_log_det(theta).numpy()
                 r = self.residuals(theta).numpy()
                 flat_r = r.reshape(-1, r.shape[-1])
                 flat_t = theta.reshape(-1, theta.shape[-1]).numpy()
