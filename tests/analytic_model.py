@@ -42,7 +42,8 @@ class AnalyticModel:
         x = self._scaled(labels)                                   # (..., L)
         depth = self.depth * torch.sigmoid(x @ self.coef.T.to(x.dtype))  # (..., n_lines)
         width = 0.05 * (1.0 + 0.3 * x[..., 1:2])                   # (..., 1) Å, log g dependent
-        profile = torch.exp(-0.5 * self._offset2 / width.unsqueeze(-2) ** 2)  # (..., n_pix, n_lines)
+        # (..., n_pix, n_lines)
+        profile = torch.exp(-0.5 * self._offset2 / width.unsqueeze(-2) ** 2)
         return 1.0 - (profile * depth.unsqueeze(-2)).sum(-1).clamp(max=0.95)
 
 

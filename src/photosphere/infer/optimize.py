@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -38,8 +39,11 @@ from .likelihood import CorrelatedNoise, Likelihood
 from .parameters import Parameters
 from .result import Result, Segment
 
-
 # ------------------------------------------------------------------------- autodiff Jacobian
+# torch's forward-mode dual level is process-wide: fits in threads of one process take turns
+_FORWARD_AD_LOCK = threading.Lock()
+
+
 @functools.cache
 def _load_forward_ad() -> None:
     """Torch loads its forward-mode decompositions on first use through ``torch.jit.script``,
@@ -68,7 +72,7 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     x_rep = x.repeat(n_p, 1)                                   # (P*B, P), block p = copy p
     tangent = eye.repeat_interleave(n_b, dim=0)                # (P*B, P)
     try:
-        with fwAD.dual_level():
+        with _FORWARD_AD_LOCK, fwAD.dual_level():
             out = fwAD.unpack_dual(fn(fwAD.make_dual(x_rep, tangent)))
             value, jvp = out.primal.detach(), out.tangent
         if jvp is None:
