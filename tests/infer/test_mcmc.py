@@ -52,6 +52,7 @@ def test_gaussian_prior_shifts_the_log_probability(setup):
     assert diff == pytest.approx(-0.5 * 9.0 - np.log(0.1 * np.sqrt(2 * np.pi)))
 
 
+@pytest.mark.slow
 def test_sample_recovers_truth_and_reports_diagnostics(setup):
     model, obs, chain = setup
     ls = fit(model, obs, chain=chain, initial=TRUTH, n_grid=1, n_starts=1)

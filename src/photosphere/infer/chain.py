@@ -328,7 +328,7 @@ class ObservationChain:
         for seg, f in zip(self.segments, broadened, strict=True):
             i0, i1 = seg.model_slice
             wave_in = doppler.shift_wavelength(self._model_wave_t[i0:i1],
-                                               rv[..., seg.exposure:seg.exposure + 1])
+                                               rv[..., seg.exposure])
             shape = torch.broadcast_shapes(wave_in.shape[:-1], f.shape[:-1])
             m = resample.rebin(wave_in.expand(*shape, i1 - i0),
                                f.expand(*shape, i1 - i0), seg.wavelength)
@@ -382,7 +382,7 @@ class ObservationChain:
         for seg, c in zip(self.segments, continuum, strict=True):
             i0, i1 = seg.model_slice
             wave_in = doppler.shift_wavelength(self._model_wave_t[i0:i1],
-                                               rv[..., seg.exposure:seg.exposure + 1])
+                                               rv[..., seg.exposure])
             v = var[..., i0:i1]
             shape = torch.broadcast_shapes(wave_in.shape[:-1], v.shape[:-1])
             v = resample.rebin(wave_in.expand(*shape, i1 - i0), v.expand(*shape, i1 - i0),
