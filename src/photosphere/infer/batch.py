@@ -50,10 +50,72 @@ def _model(factory: Callable[[], Any]):
     return _MODEL_CACHE[key]
 
 
+def load_grid_model(path: str | None = None):
+    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid."""
+    if path is None:
+        try:
+            from ..grids.presets import default_grid_path
+        except ImportError:
+            raise MissingFileError("no --grid given and this installation has no default grid; "
+                                   "pass --grid PATH (an HDF5 grid file)") from None
+        path = default_grid_path()
+    if not Path(path).is_file():
+        raise MissingFileError(f"grid file {path} does not exist; pass --grid PATH of an HDF5 "
+                               "grid (photosphere grid build makes one)")
+    from ..grids.interpolate import GridInterpolator
+
+    return GridInterpolator(path)
+
+
 def _default_reader(path: str):
     from ..io import read
 
     return read(path)
+
+
+def with_uncertainty(spectrum):
+    """``spectrum`` unchanged if it has σ, else σ = median flux / S/N per order, the S/N
+    estimated from the flux alone (DER_SNR, :func:`photosphere.ops.noise.estimate_snr`).
+    The S/N used is recorded in ``meta.extra["sigma_estimated_snr"]``."""
+    from ..ops.noise import estimate_snr
+    from ..spectrum import EchelleSpectrum
+
+    if spectrum.has_uncertainty:
+        return spectrum
+    flux = np.atleast_2d(spectrum.flux)
+    mask = np.atleast_2d(spectrum.mask)
+    snr = np.atleast_1d(estimate_snr(flux, mask))
+    if not np.all(np.isfinite(snr) & (snr > 0)):
+        raise FitError("the spectrum has no uncertainties and its S/N cannot be estimated from "
+                       "the flux; pass sigma (or --snr)")
+    level = np.array([np.median(f[~m]) if np.any(~m) else 1.0 for f, m in zip(flux, mask,
+                                                                               strict=True)])
+    sigma = np.abs(level / snr)[:, None] * np.ones_like(flux)
+    sigma = sigma if isinstance(spectrum, EchelleSpectrum) else sigma[0]
+    meta = spectrum.meta.replace(extra={**spectrum.meta.extra,
+                                        "sigma_estimated_snr": snr.tolist()})
+    return spectrum.replace(sigma=sigma, meta=meta)
+
+
+def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None):
+    """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
+    outside ``wavelength_range`` (Å, Å), and give it σ (from ``snr`` when given, else
+    :func:`with_uncertainty`)."""
+    from ..spectrum import EchelleSpectrum
+
+    spectrum = _default_reader(path)
+    if orders is not None:
+        if not isinstance(spectrum, EchelleSpectrum):
+            raise FitError(f"--orders needs an echelle spectrum; {path} is one-dimensional")
+        spectrum = spectrum.select_orders(list(orders))
+    if wavelength_range is not None:
+        spectrum = spectrum.slice(float(wavelength_range[0]), float(wavelength_range[1]))
+    if snr is not None:
+        if not snr > 0:
+            raise FitError(f"snr={snr} must be > 0")
+        level = np.median(np.abs(spectrum.flux[~spectrum.mask]))
+        spectrum = spectrum.replace(sigma=np.full(spectrum.flux.shape, level / snr))
+    return with_uncertainty(spectrum)
 
 
 def fit_file(path: str, model_factory: Callable[[], Any],
@@ -118,7 +180,7 @@ def _write_table(rows: list[dict[str, Any]], path: Path) -> None:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
 
 
-def _rows_of(table) -> list[dict[str, Any]]:
+def rows_of(table) -> list[dict[str, Any]]:
     if table is None:
         return []
     rows = []
@@ -150,7 +212,7 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
 
     files = expand_paths(paths)
     output = Path(output)
-    rows = _rows_of(read_table(output))
+    rows = rows_of(read_table(output))
     done = {r["source"] for r in rows if r.get("status") == "ok"}
     todo = [p for p in files if str(p) not in done]
     if not todo:
