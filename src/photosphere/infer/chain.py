@@ -145,6 +145,7 @@ class ObservationChain:
         for n in self.rv_names:
             self.bounds[n] = self.rv_bounds
         self.n_labels = len(self.label_names)
+        self.rv_initial: float | None = None  # set by optimize.build_chain after its RV search
         self.segments = self._prepare(resolution, telluric)
         self.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in self.segments))
         self.n_continuum = (0 if continuum_degree is None

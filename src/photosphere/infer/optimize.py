@@ -185,9 +185,19 @@ def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.n
 
 # ------------------------------------------------------------------------- the easy call
 def _coarse_grid(params: Parameters, label_names: tuple[str, ...], start: np.ndarray,
-                 n_grid: int) -> np.ndarray:
+                 n_grid: int, max_points: int = 64, seed: int = 0) -> np.ndarray:
     """Starting points ``(n, n_free)`` physical: ``n_grid`` values per free *model label*
-    (centres of equal slices of the bounds), other parameters at ``start``."""
+    (centres of equal slices of the bounds), other parameters at ``start``. When the full grid
+    would exceed ``max_points`` (e.g. 3⁵ = 243 for five labels), a Latin hypercube of
+    ``max_points`` points of the same box is used instead (seeded, so fits are repeatable)."""
+    free_labels = [j for j, n in enumerate(params.free) if n in label_names]
+    if n_grid > 1 and n_grid ** len(free_labels) > max_points:
+        rng = np.random.default_rng(seed)
+        unit = np.stack([(rng.permutation(max_points) + 0.5) / max_points
+                         for _ in free_labels], -1)
+        points = np.tile(start, (max_points, 1))
+        points[:, free_labels] = params.lower[free_labels] + unit * params.span[free_labels]
+        return points
     axes = []
     for j, name in enumerate(params.free):
         if name in label_names and n_grid > 1:
@@ -197,6 +207,28 @@ def _coarse_grid(params: Parameters, label_names: tuple[str, ...], start: np.nda
             axes.append(np.array([start[j]]))
     mesh = np.meshgrid(*axes, indexing="ij")
     return np.stack([m.ravel() for m in mesh], -1)
+
+
+def _multistart(residual_and_jacobian, residual, starts: np.ndarray, max_iter: int,
+                race_iterations: int = 5) -> LMOutcome:
+    """All starts race for ``race_iterations`` LM iterations (batched); only the leader is then
+    iterated to convergence. The others keep their state, flagged as not pursued."""
+    first = levenberg_marquardt(residual_and_jacobian, residual, starts,
+                                max_iter=min(race_iterations, max_iter))
+    if len(starts) == 1 or max_iter <= race_iterations:
+        return first
+    lead = int(np.argmin(np.where(np.isfinite(first.chi2), first.chi2, np.inf)))
+    reason = [r if c else f"not pursued after {race_iterations} iterations (not the best start)"
+              for r, c in zip(first.reason, first.converged, strict=True)]
+    u, chi2 = first.u.copy(), first.chi2.copy()
+    iterations, converged = first.iterations.copy(), first.converged.copy()
+    if not first.converged[lead]:
+        final = levenberg_marquardt(residual_and_jacobian, residual, first.u[lead:lead + 1],
+                                    max_iter=max_iter - race_iterations)
+        u[lead], chi2[lead] = final.u[0], final.chi2[0]
+        iterations[lead] += final.iterations[0]
+        converged[lead], reason[lead] = final.converged[0], final.reason[0]
+    return LMOutcome(u=u, chi2=chi2, iterations=iterations, converged=converged, reason=reason)
 
 
 def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 64) -> np.ndarray:
@@ -226,12 +258,18 @@ def rv_scan(chain: ObservationChain, theta: np.ndarray, rv_grid: np.ndarray,
 
 
 def initial_rv(chain: ObservationChain, theta: np.ndarray, center: float | None = None,
-               half_width: float | None = None, step: float = 2.0) -> float:
-    """RV (km/s) minimising :func:`rv_scan` on a ``step`` grid over ``chain.rv_bounds`` (or
-    ``center ± half_width``), refined by a parabola through the three best points."""
+               half_width: float | None = None, step: float | None = None) -> float:
+    """RV (km/s) minimising :func:`rv_scan` over ``chain.rv_bounds`` (or ``center ±
+    half_width``): a coarse scan (``step``, default 5 km/s over wide ranges), then a 1 km/s scan
+    ±8 km/s around its minimum, refined by a parabola through the three best points."""
     lo, hi = chain.rv_bounds
     if center is not None and half_width is not None:
         lo, hi = max(lo, center - half_width), min(hi, center + half_width)
+    if step is None and hi - lo > 40.0:
+        coarse = np.arange(lo, hi + 2.5, 5.0)
+        best = float(coarse[int(np.nanargmin(rv_scan(chain, theta, coarse)))])
+        lo, hi = max(lo, best - 8.0), min(hi, best + 8.0)
+    step = 1.0 if step is None else step
     grid = np.arange(lo, hi + 0.5 * step, step)
     chi2 = rv_scan(chain, theta, grid)
     k = int(np.nanargmin(chi2))
@@ -320,8 +358,11 @@ def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=N
         start = _start_values(wide, initial, fixed)
         center = initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
     spread = max([abs(v - center) for v in rv_values], default=0.0)
-    return ObservationChain(model, observation,
-                            rv_bounds=(center - 50.0 - spread, center + 50.0 + spread), **kw)
+    chain = ObservationChain(model, observation,
+                             rv_bounds=(center - 50.0 - spread, center + 50.0 + spread), **kw)
+    if not rv_values:
+        chain.rv_initial = center  # the cross-correlation RV, so fit() need not scan again
+    return chain
 
 
 def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
@@ -383,7 +424,9 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     start = _start_values(chain, initial, fixed)
     explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
     if not explicit_rv and any(n.startswith("rv") for n in params.free):
-        rv0 = initial_rv(chain, chain.theta_from(start))
+        rv0 = chain.rv_initial
+        if rv0 is None:
+            rv0 = initial_rv(chain, chain.theta_from(start))
         start.update({n: rv0 for n in chain.rv_names if n in params.free})
     start_free = params.free_from_mapping(start)
     noise_model = None if isinstance(noise, str) else noise
@@ -398,7 +441,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     starts = grid_u[order]
     if initial is not None:
         starts = np.vstack([params.scale(start_free)[None], starts])
-    outcome = levenberg_marquardt(residual_and_jacobian, residual, starts, max_iter=max_iter)
+    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
     ok = np.isfinite(outcome.chi2)
     if not np.any(ok):
         raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
