@@ -90,3 +90,16 @@ def simulate(model, truth, wavelength, *, resolution=None, snr=100.0, seed=0, co
     sigma = np.abs(clean).mean() / snr * np.ones_like(clean)
     noisy = clean + rng.normal(0.0, 1.0, clean.shape) * sigma
     return cls(wavelength, noisy, sigma, medium=medium), clean
+
+
+class AnalyticModelWithHole(AnalyticModel):
+    """The analytic model refusing 6400 < teff < 6800 (like a grid with missing nodes)."""
+
+    def predict(self, labels):
+        from photosphere.errors import OutOfGridError
+
+        labels = torch.as_tensor(labels, dtype=torch.float64)
+        teff = labels[..., 0]
+        if bool(((teff > 6400) & (teff < 6800)).any()):
+            raise OutOfGridError("teff in 6400-6800 K is a hole in this grid")
+        return super().predict(labels)

@@ -127,3 +127,15 @@ def test_covariance_matches_scatter_over_noise_draws(model):
     np.testing.assert_allclose(scatter / predicted, 1.0, atol=0.3)
     pulls = (np.array(estimates) - [TRUTH[n] for n in res.free]) / np.array(sigmas)
     assert np.all(np.abs(pulls.mean(0)) < 0.6)
+
+
+def test_starts_and_steps_into_a_grid_hole_are_survived():
+    """A coarse-grid start inside a hole (teff 6625 K) is rejected, not fatal."""
+    from analytic_model import AnalyticModelWithHole
+
+    model = AnalyticModelWithHole(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    truth = {**TRUTH, "teff": 5900.0}
+    obs = simulate(model, truth, WAVE, resolution=40000, snr=80, seed=8)[0]
+    res = fit(model, obs, resolution=40000, n_grid=4, n_starts=4)
+    assert res.values["teff"] == pytest.approx(5900.0, abs=5 * res.sigma["teff"])
+    assert all(np.isfinite(v) for v in res.values.values())

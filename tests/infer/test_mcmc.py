@@ -79,3 +79,14 @@ def test_fixed_parameters_and_bad_settings(setup):
                initial=TRUTH)
     with pytest.raises(FitError, match="burn"):
         sample(model, obs, chain=chain, n_walkers=12, n_steps=10, burn=10, progress=False)
+
+
+def test_walkers_in_a_grid_hole_get_minus_inf_not_a_crash():
+    from analytic_model import AnalyticModelWithHole
+
+    model = AnalyticModelWithHole(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    obs = simulate(model, TRUTH, WAVE, resolution=40000, snr=60, seed=6)[0]
+    chain = ObservationChain(model, obs, resolution=40000, rv_bounds=(-30, 50))
+    logp = LogProbability(Likelihood(chain), Parameters(chain.parameter_names, chain.bounds))
+    out = logp(np.array([[5800.0, 4.3, -0.2, 6.0, 12.3], [6600.0, 4.3, -0.2, 6.0, 12.3]]))
+    assert np.isfinite(out[0]) and out[1] == -np.inf

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import FitError
+from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
@@ -58,10 +58,22 @@ class LogProbability:
             full = self.params.theta_from_free(free[inside])
             values = dict(zip(self.params.names, full.T, strict=True))
             lp = log_prior_sum(self.priors, values)
-            ll = self.likelihood.log_likelihood(full)
+            ll = self._log_likelihood(full)
             total = lp + ll
             out[inside] = np.where(np.isfinite(total), total, -np.inf)
         return float(out[0]) if single else out
+
+
+    def _log_likelihood(self, full: np.ndarray) -> np.ndarray:
+        """Batched log-likelihood; rows the model refuses (OutOfGridError inside the bounds, a
+        hole in a grid) get -inf, one by one, without failing the batch."""
+        try:
+            return self.likelihood.log_likelihood(full)
+        except OutOfGridError:
+            if len(full) == 1:
+                return np.array([-np.inf])
+            return np.concatenate([self._log_likelihood(full[i:i + 1])
+                                   for i in range(len(full))])
 
 
 def _autocorrelation(sampler, discard: int) -> tuple[np.ndarray, bool]:

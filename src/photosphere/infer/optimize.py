@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from ..errors import FitError
+from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel, check_labels_in_bounds
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
@@ -317,6 +317,16 @@ def _lm_functions(likelihood: Likelihood, params: Parameters):
     fn = _residual_fn(likelihood, params)
 
     def residual(u: np.ndarray) -> np.ndarray:
+        """Whitened residuals ``(B, N)``; rows the model cannot predict (a hole in a grid
+        raising OutOfGridError inside the bounds) are +inf, so LM rejects that step."""
+        try:
+            return _residual(u)
+        except OutOfGridError:
+            if len(u) == 1:
+                return np.full((1, likelihood.n_pixels), np.inf)
+            return np.concatenate([residual(u[i:i + 1]) for i in range(len(u))])
+
+    def _residual(u: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             r = fn(torch.as_tensor(u, dtype=DTYPE)).numpy()
         if likelihood.noise is None:
