@@ -45,7 +45,8 @@ DTYPE = torch.float64
 class SegmentData:
     """One order of one exposure, prepared for fitting (tensors are float64).
 
-    wavelength, flux, ivar: ``(n_pix,)`` observed frame Å, data, inverse variance (0 = masked).
+    wavelength, flux, ivar: ``(n_pix,)`` observed frame Å, data, inverse variance (0 = masked);
+    edges: ``(n_pix+1,)`` pixel edges Å (midpoints, as ops.resample.pixel_edges).
     model_slice: the model pixels (start, stop) needed to predict this segment.
     exposure: index of the exposure (selects its rv); order: index within the exposure.
     chebyshev: ``(n_pix, degree+1)`` continuum basis; telluric: ``(n_pix,)`` or None.
@@ -53,6 +54,7 @@ class SegmentData:
     """
 
     wavelength: torch.Tensor
+    edges: torch.Tensor
     flux: torch.Tensor
     ivar: torch.Tensor
     sigma: np.ndarray
@@ -133,6 +135,9 @@ class ObservationChain:
         self.model_wavelength = np.asarray(model.wavelength, float)
         self.velocity_step = float(grid.velocity_step(self.model_wavelength))
         self._model_wave_t = torch.as_tensor(self.model_wavelength, dtype=DTYPE)
+        # log-uniform grid: ln λ_i = ln λ_0 + i Δ (used by _shifted_rebin)
+        self._dlog = float(np.log(self.model_wavelength[-1] / self.model_wavelength[0])
+                           / (len(self.model_wavelength) - 1))
         n_rv = len(self.exposures)
         self.label_names = tuple(model.label_names)
         self.rv_names = ("rv",) if n_rv == 1 else tuple(f"rv_{i}" for i in range(n_rv))
@@ -232,6 +237,8 @@ class ObservationChain:
                                               dtype=DTYPE)
                 segments.append(SegmentData(
                     wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
+                    edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float),
+                                                               dtype=DTYPE)),
                     flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
                     ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
                     sigma=np.where(good, sigma, np.inf), mask=~good,
@@ -319,6 +326,33 @@ class ObservationChain:
             out.append(cache[key])
         return out
 
+    def _shifted_rebin(self, seg: SegmentData, flux: torch.Tensor, rv: torch.Tensor
+                       ) -> torch.Tensor:
+        """``ops.resample.rebin(shift_wavelength(model_wave, rv), flux, seg.wavelength)`` for a
+        log-uniform model slice, without a search: a Doppler shift is a translation in ln λ, so
+        the observed pixel edges divided by D(rv) fall at model edge index
+        ``ln(e / (D λ_0)) / Δ + ½`` computed arithmetically. Model pixel edges are the
+        log-midpoints (ops uses linear midpoints: a relative difference of order Δ² ≈ 1e-11).
+        flux ``(..., n_slice)``; rv ``(...)``; returns ``(..., n_pix)``, differentiable in both.
+        """
+        i0, i1 = seg.model_slice
+        n = i1 - i0
+        lam0 = float(self.model_wavelength[i0])
+        d = doppler.doppler_factor(rv).unsqueeze(-1)                 # (..., 1)
+        edges = seg.edges / d                                        # (..., n_pix+1) rest frame
+        shape = torch.broadcast_shapes(edges.shape[:-1], flux.shape[:-1])
+        edges = edges.expand(*shape, edges.shape[-1])
+        flux = flux.expand(*shape, n)
+        lo = lam0 * math.exp(-0.5 * self._dlog)
+        hi = lam0 * math.exp((n - 0.5) * self._dlog)
+        edges = edges.clamp(lo, hi)
+        k = torch.floor(torch.log(edges.detach() / lam0) / self._dlog + 0.5).long().clamp(0, n - 1)
+        model_edges = lam0 * torch.exp((torch.arange(n + 1, dtype=DTYPE) - 0.5) * self._dlog)
+        cum = torch.cat([torch.zeros_like(flux[..., :1]),
+                         torch.cumsum(flux * torch.diff(model_edges), -1)], -1)
+        at = torch.gather(cum, -1, k) + (edges - model_edges[k]) * torch.gather(flux, -1, k)
+        return torch.diff(at, dim=-1) / torch.diff(edges, dim=-1)
+
     def resampled(self, broadened: list[torch.Tensor], rv: torch.Tensor) -> list[torch.Tensor]:
         """Shift each segment's model by the RV of its exposure and rebin onto the observed
         pixels, times the telluric transmission: ``(..., n_pix)`` per segment (no continuum).
@@ -327,12 +361,7 @@ class ObservationChain:
         """
         out = []
         for seg, f in zip(self.segments, broadened, strict=True):
-            i0, i1 = seg.model_slice
-            wave_in = doppler.shift_wavelength(self._model_wave_t[i0:i1],
-                                               rv[..., seg.exposure])
-            shape = torch.broadcast_shapes(wave_in.shape[:-1], f.shape[:-1])
-            m = resample.rebin(wave_in.expand(*shape, i1 - i0),
-                               f.expand(*shape, i1 - i0), seg.wavelength)
+            m = self._shifted_rebin(seg, f, rv[..., seg.exposure])
             if seg.telluric is not None:
                 m = m * seg.telluric
             out.append(m)
@@ -382,12 +411,7 @@ class ObservationChain:
         out = []
         for seg, c in zip(self.segments, continuum, strict=True):
             i0, i1 = seg.model_slice
-            wave_in = doppler.shift_wavelength(self._model_wave_t[i0:i1],
-                                               rv[..., seg.exposure])
-            v = var[..., i0:i1]
-            shape = torch.broadcast_shapes(wave_in.shape[:-1], v.shape[:-1])
-            v = resample.rebin(wave_in.expand(*shape, i1 - i0), v.expand(*shape, i1 - i0),
-                               seg.wavelength)
+            v = self._shifted_rebin(seg, var[..., i0:i1], rv[..., seg.exposure])
             out.append(v.clamp_min(0) * c ** 2)
         return out
 
