@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -44,7 +43,9 @@ def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _model(factory: Callable[[], Any]):
     """One model per worker process and factory (grids are loaded once, not per spectrum)."""
-    key = pickle.dumps(factory)  # stable across the copies a worker receives
+    import cloudpickle  # a dask dependency; also handles functions defined in __main__
+
+    key = cloudpickle.dumps(factory)  # stable across the copies a worker receives
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = factory()
     return _MODEL_CACHE[key]
