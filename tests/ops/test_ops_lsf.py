@@ -26,7 +26,11 @@ def test_kernel_normalised_and_symmetric(resolution):
     assert k.sum() == pytest.approx(1.0, abs=1e-13)
     np.testing.assert_allclose(k, k[::-1], atol=1e-15)
     if np.isinf(resolution):
-        np.testing.assert_array_equal(k, [0.0, 1.0, 0.0])
+        np.testing.assert_array_equal(k, [0.0, 0.0, 1.0, 0.0, 0.0])
+    else:  # second moment of the Gaussian, unchanged by the interpolation
+        offsets = np.arange(k.size) - k.size // 2
+        sigma_px = 299792.458 / resolution / 2.3548200450309493 / DV
+        assert np.sum(k * offsets**2) == pytest.approx(sigma_px**2, rel=1e-6, abs=1e-14)
 
 
 def test_infinite_resolution_is_identity(rng):

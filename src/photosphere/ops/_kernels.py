@@ -1,11 +1,18 @@
 """Convolution machinery shared by rotational and instrumental broadening.
 
-Kernels are built as *hat-integrated* samples: ``K_j = ∫ k(s) Λ(s − j) ds`` with ``s`` the
-offset in pixels and ``Λ`` the unit triangle. This is exactly the convolution of the linearly
-interpolated spectrum with the continuous kernel ``k``, sampled at the pixel centres. It needs
-only a second antiderivative ``H`` of ``k`` (``H'' = k``): ``K_j = H(j+1) − 2H(j) + H(j−1)``.
-Such kernels sum to one for any width (Σ_j Λ(s − j) = 1), stay smooth in the width parameter
-(usable gradients below one pixel) and become the exact identity (a unit delta) at zero width.
+On a uniform (log-λ) grid, kernels are sampled as ``K_j = ∫ k(s) φ(s − j) ds`` with ``s`` the
+offset in pixels and φ the Keys (1981) cubic-convolution interpolation kernel: the exact
+convolution of the cubic-convolution interpolant of the spectrum with the continuous kernel
+``k``, sampled at the pixel centres. Because φ is a partition of unity that reproduces
+quadratics, such kernels sum to one for any width, keep the kernel's second moment (no
+interpolation smoothing: the error is O(h³), where a linear interpolant would add a bias
+∝ width × h × f''), vary smoothly with the width even below one pixel, and are exactly the
+identity (a unit delta) at zero width. The integrals are done per pixel piece by Gauss-Legendre
+quadrature after a substitution that removes the kernel's edge singularity (rotation) or
+infinite support (Gaussian), so they are accurate to ~1e-13 and differentiable.
+
+On irregular grids (:func:`irregular_convolve`) the linear interpolant is used instead (hat
+functions of per-pixel width), which needs only a second antiderivative ``H`` of ``k``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,45 @@ from ..errors import InvalidSpectrumError
 from ._common import C_KMS
 
 _FFT_MIN_TAPS = 65
+
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(12)
+
+
+def keys_cubic(tau: torch.Tensor) -> torch.Tensor:
+    """Keys (1981) cubic-convolution kernel (a = −1/2): support [−2, 2], φ(0) = 1, φ(±1) = 0."""
+    x = tau.abs()
+    inner = (1.5 * x - 2.5) * x * x + 1
+    outer = ((-0.5 * x + 2.5) * x - 4) * x + 2
+    return torch.where(x <= 1, inner, torch.where(x < 2, outer, torch.zeros_like(x)))
+
+
+def keys_integrated_kernel(n_pieces: int, piece_quadrature) -> torch.Tensor:
+    """``K_j = ∫ k(s) φ(s − j) ds`` on taps j = −(n_pieces+2) .. n_pieces+2, normalised.
+
+    ``piece_quadrature(k)`` gets the left ends k = −n_pieces−1 .. n_pieces of the unit pieces
+    [k, k+1] (float64, (P,)) and returns ``(s, w)`` of shape (..., P, n): quadrature positions
+    (pixels, inside the piece) and weights (including the kernel density) for ∫_k^{k+1} k(s) ds.
+    Returns (..., 2·n_pieces + 5).
+    """
+    left = torch.arange(-n_pieces - 1, n_pieces + 1, dtype=torch.float64)
+    s, w = piece_quadrature(left)
+    local = s - left[:, None]
+    n_p = left.numel()
+    kernel = torch.zeros((*s.shape[:-2], n_p + 3), dtype=s.dtype)
+    for m in (-2, -1, 0, 1):  # piece k feeds tap j = k − m through φ(m + t)
+        contrib = (w * keys_cubic(m + local)).sum(-1)
+        kernel = kernel + torch.nn.functional.pad(contrib, (1 - m, 2 + m))
+    return kernel / kernel.sum(-1, keepdim=True)
+
+
+def gauss_legendre(lower: torch.Tensor, upper: torch.Tensor):
+    """12-point Gauss-Legendre nodes (..., 12) and weights on [lower, upper] (elementwise)."""
+    nodes = torch.tensor(_GL_NODES, dtype=lower.dtype)
+    weights = torch.tensor(_GL_WEIGHTS, dtype=lower.dtype)
+    mid = 0.5 * (upper + lower)[..., None]
+    half = 0.5 * (upper - lower)[..., None]
+    return mid + half * nodes, half * weights
 
 
 def hat_kernel(second_antiderivative: Callable[[torch.Tensor], torch.Tensor],
