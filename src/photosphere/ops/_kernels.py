@@ -68,18 +68,6 @@ def gauss_legendre(lower: torch.Tensor, upper: torch.Tensor):
     return mid + half * nodes, half * weights
 
 
-def hat_kernel(second_antiderivative: Callable[[torch.Tensor], torch.Tensor],
-               half_width: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Kernel samples ``(..., 2·half_width + 1)`` from ``H`` evaluated on pixel nodes.
-
-    ``second_antiderivative(s)`` gets nodes ``s`` of shape (2h+3,) (pixels) and returns
-    ``(..., 2h+3)``.
-    """
-    nodes = torch.arange(-half_width - 1, half_width + 2, dtype=dtype)
-    h = second_antiderivative(nodes)
-    return h[..., 2:] - 2 * h[..., 1:-1] + h[..., :-2]
-
-
 def pad_edges(flux: torch.Tensor, half_width: int) -> torch.Tensor:
     """Extend (B, n) by ``half_width`` copies of the first/last value on each side."""
     if half_width == 0:
@@ -136,33 +124,48 @@ def fill_masked(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def irregular_convolve(wavelength: np.ndarray, flux: torch.Tensor,
-                       second_antiderivative: Callable[[torch.Tensor], torch.Tensor],
-                       half_width_kms: float) -> torch.Tensor:
-    """Convolve ``flux`` (B, n) on ANY increasing ``wavelength`` (n,) Å with a velocity kernel.
+def hermite_interpolate(x_in: np.ndarray, values: torch.Tensor, x_out: np.ndarray) -> torch.Tensor:
+    """Local cubic Hermite interpolation of ``values`` (B, n) from ``x_in`` (n,) to ``x_out``.
 
-    Exact convolution of the piecewise-linear interpolant of the flux (in ln λ) with a kernel
-    of velocity half-width ``half_width_kms``, evaluated at the pixel centres. Hat j of output
-    pixel i has weight ``H[u_j, u_j+1] − H[u_j−1, u_j]`` (divided differences of the kernel's
-    second antiderivative ``H`` at the velocity offsets ``u = c·ln(λ/λ_i)``); the weights of a
-    pixel sum to one exactly. ``second_antiderivative(u)`` gets u of shape (n, K) km/s (row i =
-    offsets from pixel i) and returns (n, K). The grid and flux are extended beyond the ends by
-    the edge step and the edge flux.
+    Slopes are the 3-point finite-difference derivatives of the (non-uniform) grid, exact for
+    quadratics, so the C¹ interpolant has O(h³) error. Linear in ``values`` and differentiable;
+    points outside ``x_in`` take the end values.
     """
-    n = wavelength.size
+    x = torch.tensor(x_in, dtype=torch.float64)
+    h = torch.diff(x)
+    h0, h1 = h[:-1], h[1:]
+    f = values
+    inner = (-h1 / (h0 * (h0 + h1)) * f[:, :-2] + (h1 - h0) / (h0 * h1) * f[:, 1:-1]
+             + h0 / (h1 * (h0 + h1)) * f[:, 2:])
+    a0, a1 = h[0], h[1]
+    first = (-(2 * a0 + a1) / (a0 * (a0 + a1)) * f[:, 0] + (a0 + a1) / (a0 * a1) * f[:, 1]
+             - a0 / (a1 * (a0 + a1)) * f[:, 2])
+    b0, b1 = h[-2], h[-1]
+    last = (b1 / (b0 * (b0 + b1)) * f[:, -3] - (b0 + b1) / (b0 * b1) * f[:, -2]
+            + (2 * b1 + b0) / (b1 * (b0 + b1)) * f[:, -1])
+    slopes = torch.cat([first[:, None], inner, last[:, None]], dim=1)
+    xo = torch.tensor(x_out, dtype=torch.float64)
+    idx = (torch.searchsorted(x, xo) - 1).clamp(0, x.numel() - 2)
+    width = h[idx]
+    t = ((xo - x[idx]) / width).clamp(0, 1)
+    t2, t3 = t * t, t * t * t
+    return ((2 * t3 - 3 * t2 + 1) * f[:, idx] + (t3 - 2 * t2 + t) * width * slopes[:, idx]
+            + (-2 * t3 + 3 * t2) * f[:, idx + 1] + (t3 - t2) * width * slopes[:, idx + 1])
+
+
+def via_log_grid(wavelength: np.ndarray, flux: torch.Tensor,
+                 convolve_log: Callable[[torch.Tensor, float, np.ndarray], torch.Tensor],
+                 oversample: int = 2) -> torch.Tensor:
+    """Apply a log-grid operator to ``flux`` (B, n) sampled on any increasing ``wavelength``.
+
+    The flux is interpolated (cubic Hermite in ln λ) onto a log-uniform grid ``oversample``
+    times finer than the finest input pixel, ``convolve_log(flux_log, velocity_step,
+    log_wavelength)`` is applied there and the result is interpolated back to the input pixels.
+    """
     lnw = np.log(wavelength)
-    steps = np.diff(lnw)
-    half = math.ceil(half_width_kms / (C_KMS * float(steps.min()))) + 1
-    pad = np.arange(1, half + 2)
-    lnw_pad = np.concatenate([lnw[0] - steps[0] * pad[::-1], lnw, lnw[-1] + steps[-1] * pad])
-    lnw_t = torch.tensor(lnw_pad, dtype=torch.float64)
-    taps = 2 * half + 3
-    u = C_KMS * (lnw_t.unfold(0, taps, 1) - torch.tensor(lnw, dtype=torch.float64)[:, None])
-    h = second_antiderivative(u)
-    slopes = torch.diff(h, dim=1) / torch.diff(u, dim=1)
-    weights = torch.diff(slopes, dim=1).to(flux.dtype)  # (n, 2·half + 1)
-    padded = pad_edges(flux, half + 1)
-    out = torch.zeros_like(flux)
-    for k in range(weights.shape[1]):
-        out = out + weights[:, k] * padded[:, 1 + k: 1 + k + n]
-    return out
+    dln = float(np.min(np.diff(lnw))) / oversample
+    n_log = math.ceil((lnw[-1] - lnw[0]) / dln - 1e-9) + 1
+    ln_log = lnw[0] + dln * np.arange(n_log)
+    on_log = hermite_interpolate(lnw, flux, ln_log)
+    done = convolve_log(on_log, dln * C_KMS, np.exp(ln_log))
+    return hermite_interpolate(ln_log, done, lnw)

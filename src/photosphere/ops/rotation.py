@@ -27,8 +27,8 @@ from ._kernels import (
     fill_masked,
     flatten_batch,
     gauss_legendre,
-    irregular_convolve,
     keys_integrated_kernel,
+    via_log_grid,
 )
 from .grid import velocity_step as grid_velocity_step
 
@@ -128,22 +128,6 @@ def rotational_broaden(flux, vsini, velocity_step: float, epsilon=0.6,
     return out.reshape(*batch, f.shape[-1])
 
 
-def gray_second_antiderivative(u: torch.Tensor, vsini: torch.Tensor,
-                               epsilon: torch.Tensor) -> torch.Tensor:
-    """H(u) with H'' = Gray profile of ``vsini`` (km/s), H(0) = 0; u in km/s. vsini >= 0.
-
-    Outside the profile H is the straight line |u|/2 − vsini·∫_0^1 x g dx, so at vsini = 0 it
-    is |u|/2 (a delta) and its derivative in vsini stays finite.
-    """
-    p1_edge = _gray_antiderivatives(torch.ones_like(epsilon), epsilon)[1]
-    positive = vsini > 0
-    v_safe = torch.where(positive, vsini, torch.ones_like(vsini))
-    inside = (u.abs() < vsini) & positive
-    x = torch.where(inside, u / v_safe, torch.zeros_like(u))
-    p0, p1 = _gray_antiderivatives(x, epsilon)
-    return torch.where(inside, vsini * (x * p0 - p1), 0.5 * u.abs() - vsini * p1_edge)
-
-
 def _broaden_row(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray, vsini: float,
                  epsilon: float) -> np.ndarray:
     filled = torch.tensor(fill_masked(flux, mask))
@@ -153,10 +137,8 @@ def _broaden_row(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray, vsini: fl
         step = None
     if step is not None:
         return to_numpy(rotational_broaden(filled, vsini, step, epsilon))
-    vs = torch.tensor(vsini, dtype=torch.float64)
-    eps = torch.tensor(epsilon, dtype=torch.float64)
-    out = irregular_convolve(wave, filled[None, :],
-                             lambda u: gray_second_antiderivative(u, vs, eps), vsini)
+    out = via_log_grid(wave, filled[None, :],
+                       lambda f, dv, _w: rotational_broaden(f, vsini, dv, epsilon))
     return to_numpy(out[0])
 
 
@@ -164,15 +146,18 @@ def broaden_spectrum(spectrum: Spectrum | EchelleSpectrum, vsini: float,
                      epsilon: float = 0.6) -> Spectrum | EchelleSpectrum:
     """Rotationally broadened copy of ``spectrum`` on the same pixels (any wavelength grid).
 
-    Log-uniform grids use :func:`rotational_broaden`; any other grid is convolved in velocity
-    directly on its own pixels (the same hat-integrated kernel with per-pixel velocity offsets,
-    see ``_kernels.irregular_convolve``), so nothing is resampled and vsini = 0 returns the
-    flux exactly. Masked pixels are bridged by linear interpolation before convolving and stay
-    masked; σ is kept as is (broadening is meant for model or noise-free spectra: the correlated
-    noise of a broadened noisy spectrum is not re-estimated). Echelle spectra go order by order.
+    Log-uniform grids use :func:`rotational_broaden` directly; any other grid goes through a
+    log-uniform grid twice as fine as its finest pixel (cubic Hermite interpolation in ln λ
+    there and back, ``_kernels.via_log_grid``), which costs an O(h³) interpolation error;
+    vsini = 0 returns the spectrum unchanged. Masked pixels are bridged by linear interpolation
+    before convolving and stay masked; σ is kept as is (broadening is meant for model or
+    noise-free spectra: the correlated noise of a broadened noisy spectrum is not re-estimated).
+    Echelle spectra go order by order.
     """
     vsini = float(vsini)
     _check(1.0, torch.tensor(vsini), torch.tensor(float(epsilon)))
+    if vsini == 0:
+        return spectrum
     if isinstance(spectrum, EchelleSpectrum):
         flux = np.stack([_broaden_row(w, f, m, vsini, epsilon) for w, f, m in
                          zip(spectrum.wavelength, spectrum.flux, spectrum.mask, strict=True)])
