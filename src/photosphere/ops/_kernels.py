@@ -11,8 +11,8 @@ identity (a unit delta) at zero width. The integrals are done per pixel piece by
 quadrature after a substitution that removes the kernel's edge singularity (rotation) or
 infinite support (Gaussian), so they are accurate to ~1e-13 and differentiable.
 
-On irregular grids (:func:`irregular_convolve`) the linear interpolant is used instead (hat
-functions of per-pixel width), which needs only a second antiderivative ``H`` of ``k``.
+Spectra on other grids go through a log-uniform grid (:func:`via_log_grid`) by local cubic
+Hermite interpolation in ln λ (O(h³), linear in the flux, differentiable).
 """
 
 from __future__ import annotations

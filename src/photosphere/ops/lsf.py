@@ -73,7 +73,7 @@ def _gaussian_kernels(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kernel(velocity_step: float, resolution) -> torch.Tensor:
-    """Normalised hat-integrated Gaussian LSF samples for resolving power R.
+    """Normalised Keys-integrated Gaussian LSF samples for resolving power R.
 
     resolution: scalar or (B,); returns (2h+1,) or (B, 2h+1), h = ceil(6σ_max) + 2 pixels,
     sample j at offset ``j − h`` pixels; a unit delta for R = inf.
@@ -106,7 +106,7 @@ def variable_gaussian_broaden(flux, resolution, velocity_step: float) -> torch.T
     """Gaussian LSF whose resolving power varies along a LOG-UNIFORM grid.
 
     flux: (..., n_pix); resolution: R at each pixel, (n_pix,) or broadcastable to flux. Pixel i
-    of the output is the flux weighted by the (hat-integrated) Gaussian of width c/R_i centred on
+    of the output is the flux weighted by the (Keys-integrated) Gaussian of width c/R_i centred on
     it. Differentiable in flux and R. Kernels are built in chunks of pixels to bound memory.
     """
     f = as_float_tensor(flux, "flux")
