@@ -22,7 +22,7 @@ import torch
 from scipy.optimize import minimize
 
 from ..._files import atomic_path
-from ...errors import FileFormatError, MissingFileError
+from ...errors import FileFormatError, MissingFileError, OutOfGridError
 from ...ops.doppler import shift_wavelength
 from ...ops.grid import log_uniform_wavelength
 from ...ops.lsf import gaussian_broaden
@@ -99,7 +99,10 @@ def read_uves_sun(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     keep = (data[:, 0] >= WINDOW[0]) & (data[:, 0] <= WINDOW[1]) & np.isfinite(data[:, 1])
     if keep.sum() < 100:
         raise FileFormatError(f"{path}: fewer than 100 pixels within {WINDOW} Å")
-    return data[keep, 0], data[keep, 1]
+    # the atlas repeats a few wavelengths (joins of its pieces): average the repeats
+    wave, inverse = np.unique(data[keep, 0], return_inverse=True)
+    flux = np.bincount(inverse, weights=data[keep, 1]) / np.bincount(inverse)
+    return wave, flux
 
 
 class _Broadener:
@@ -110,10 +113,13 @@ class _Broadener:
         self.dv = velocity_step
         self.wave = log_uniform_wavelength(float(synthetic.wavelength[0]) + 0.05,
                                            float(synthetic.wavelength[-1]) - 0.05, velocity_step)
-        flux = rebin(torch.as_tensor(synthetic.wavelength), torch.as_tensor(synthetic.flux),
+        flux = rebin(torch.tensor(synthetic.wavelength), torch.tensor(synthetic.flux),
                      torch.as_tensor(self.wave))
         self.rotated = rotational_broaden(flux, torch.tensor(vsini), velocity_step)
-        self.wave_obs = torch.as_tensor(wave_obs)
+        # rebin per contiguous run of observed pixels, so a gap never becomes one wide pixel
+        step = np.median(np.diff(wave_obs))
+        breaks = np.flatnonzero(np.diff(wave_obs) > 1.5 * step) + 1
+        self.segments = [torch.as_tensor(seg) for seg in np.split(wave_obs, breaks)]
 
     def __call__(self, resolution: float, zeta: float, rv: float) -> np.ndarray:
         kernel = torch.as_tensor(radial_tangential_kernel(self.dv, zeta))
@@ -124,7 +130,7 @@ class _Broadener:
             flux = torch.nn.functional.conv1d(padded, kernel.flip(0)[None, None])[0, 0]
         flux = gaussian_broaden(flux, torch.tensor(resolution), self.dv)
         shifted = shift_wavelength(torch.as_tensor(self.wave), torch.tensor(rv))
-        return rebin(shifted, flux, self.wave_obs).detach().numpy()
+        return torch.cat([rebin(shifted, flux, seg) for seg in self.segments]).detach().numpy()
 
 
 def _legendre_basis(wavelength: np.ndarray, degree: int) -> np.ndarray:
@@ -154,16 +160,14 @@ def fit_to_observation(synthetic: SyntheticSpectrum, wave_obs: np.ndarray, flux_
             return 1e30
         return float(np.sum((model_for(p) - flux_obs) ** 2))
 
-    best = None
-    for start in ([5.0, 3.0, 0.0], [5.5, 2.0, 0.3]):
-        trial = minimize(loss, np.array(start), method="Nelder-Mead",
-                         options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 600})
-        if best is None or trial.fun < best.fun:
-            best = trial
-    p = best.x
+    with torch.no_grad():
+        best = minimize(loss, np.array([5.0, 3.0, 0.0]), method="Nelder-Mead",
+                        options={"xatol": 2e-3, "fatol": 1e-6, "maxiter": 400})
+        p = best.x
+        model = model_for(p)
     params = {"resolution": float(10.0 ** p[0]), "macroturbulence": float(abs(p[1])),
-              "rv": float(p[2]), "vsini": float(vsini)}
-    return model_for(p), params
+              "rv": float(p[2]), "vsini": float(vsini), "evaluations": int(best.nfev)}
+    return model, params
 
 
 def validate_sun(observed: str | os.PathLike, *, atmosphere: str = "atlas9",
@@ -178,6 +182,11 @@ def validate_sun(observed: str | os.PathLike, *, atmosphere: str = "atlas9",
     if synthetic is None:
         synthetic = synthesize(**SUN_LABELS, wavelength_min=WINDOW[0] - 5.0,
                                wavelength_max=WINDOW[1] + 5.0, step=0.01, atmosphere=atmosphere)
+    if synthetic.wavelength[0] > WINDOW[0] - 2.0 or synthetic.wavelength[-1] < WINDOW[1] + 2.0:
+        raise OutOfGridError(
+            f"validate_sun: the synthetic spectrum covers {synthetic.wavelength[0]:.2f}-"
+            f"{synthetic.wavelength[-1]:.2f} Å; it must cover {WINDOW[0] - 2:g}-{WINDOW[1] + 2:g} Å"
+            " (shift and kernel margins)")
     model, params = fit_to_observation(synthetic, wave_obs, flux_obs)
     residual = np.abs(model - flux_obs)
     result = SunValidation(
