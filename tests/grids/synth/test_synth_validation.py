@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from _synth_fixtures import atmospheres_or_skip, turbospectrum_or_skip
-from conftest import shared_file
 
+from conftest import shared_file
 from photosphere.errors import MissingFileError
 from photosphere.grids.synth import validation
 
