@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from photosphere.errors import DependencyError
@@ -30,3 +32,22 @@ def test_installation_layout(tmp_path):
     assert inst.bsyn == tmp_path / "bin" / "bsyn_lu"
     assert inst.linelist.name == build.GES_LINELIST
     assert len(inst.missing()) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.turbospectrum
+def test_setup_command_reports_a_complete_build(capsys):
+    import json
+
+    from _synth_fixtures import atmospheres_or_skip, turbospectrum_or_skip
+
+    from photosphere.cli import main
+
+    turbospectrum_or_skip()
+    atmospheres_or_skip()
+    assert main(["setup", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["turbospectrum_version"] == "1.0.2"
+    for key in ("babsma", "bsyn", "linelist"):
+        assert Path(out[key]).is_file()
+    assert (Path(out["atmospheres"]) / "kurucz_index.fits").is_file()

