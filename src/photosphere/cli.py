@@ -145,7 +145,9 @@ def _cmd_validate_sun(args: argparse.Namespace) -> int:
         f"median |residual|:    {result.median_abs_residual:.4f}   (bar <= 0.015)",
         f"95th pct |residual|:  {result.p95_abs_residual:.4f}   (bar <= 0.09)",
         f"fitted broadening:    R={result.resolution:,.0f}, zeta={result.macroturbulence:.2f} "
-        f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s",
+        f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s"
+        + (" (R at its upper bound: the data prefer zeta alone)"
+           if result.resolution_at_bound else ""),
         f"atmosphere:           {result.provenance.get('atmosphere_id', '')}",
         f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {args.plot}",
     ])

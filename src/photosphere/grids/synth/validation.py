@@ -35,7 +35,7 @@ SUN_VSINI = 1.9  # km/s
 WINDOW = (5050.0, 5350.0)  # Å, air
 BAR = {"pearson_r": 0.96, "median_abs_residual": 0.015, "p95_abs_residual": 0.09}
 UVES_SUN = "optical/uves_sun_norm.txt"
-C_KMS = 299792.458
+LOG_R_MIN, LOG_R_MAX = 4.0, 6.5  # fitted log10 R range; at the top the LSF is negligible
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class SunValidation:
     macroturbulence: float  # km/s, radial-tangential ζ
     vsini: float  # km/s (fixed)
     rv: float  # km/s, fitted shift of the model
+    resolution_at_bound: bool  # R hit LOG_R_MAX: ζ absorbed all Gaussian-like broadening
     wavelength: np.ndarray = field(repr=False)
     observed: np.ndarray = field(repr=False)
     model: np.ndarray = field(repr=False)
@@ -63,7 +64,8 @@ class SunValidation:
     def summary(self) -> dict[str, Any]:
         return {"pearson_r": self.pearson_r, "median_abs_residual": self.median_abs_residual,
                 "p95_abs_residual": self.p95_abs_residual, "passes": self.passes, "bar": BAR,
-                "resolution": self.resolution, "macroturbulence_kms": self.macroturbulence,
+                "resolution": self.resolution, "resolution_at_bound": self.resolution_at_bound,
+                "macroturbulence_kms": self.macroturbulence,
                 "vsini_kms": self.vsini, "rv_kms": self.rv, "n_pixels": int(self.wavelength.size),
                 "window": list(WINDOW), "labels": SUN_LABELS, "provenance": self.provenance}
 
@@ -156,7 +158,7 @@ def fit_to_observation(synthetic: SyntheticSpectrum, wave_obs: np.ndarray, flux_
         return design @ coef
 
     def loss(p: np.ndarray) -> float:
-        if not 4.0 <= p[0] <= 6.5 or abs(p[2]) > 10.0:
+        if not LOG_R_MIN <= p[0] <= LOG_R_MAX or abs(p[2]) > 10.0:
             return 1e30
         return float(np.sum((model_for(p) - flux_obs) ** 2))
 
@@ -166,6 +168,7 @@ def fit_to_observation(synthetic: SyntheticSpectrum, wave_obs: np.ndarray, flux_
         p = best.x
         model = model_for(p)
     params = {"resolution": float(10.0 ** p[0]), "macroturbulence": float(abs(p[1])),
+              "resolution_at_bound": bool(p[0] > LOG_R_MAX - 0.05),
               "rv": float(p[2]), "vsini": float(vsini), "evaluations": int(best.nfev)}
     return model, params
 
@@ -194,7 +197,8 @@ def validate_sun(observed: str | os.PathLike, *, atmosphere: str = "atlas9",
         median_abs_residual=float(np.median(residual)),
         p95_abs_residual=float(np.percentile(residual, 95)),
         resolution=params["resolution"], macroturbulence=params["macroturbulence"],
-        vsini=params["vsini"], rv=params["rv"], wavelength=wave_obs, observed=flux_obs,
+        vsini=params["vsini"], rv=params["rv"],
+        resolution_at_bound=params["resolution_at_bound"], wavelength=wave_obs, observed=flux_obs,
         model=model, provenance={**synthetic.provenance, "observed": str(observed)})
     if plot is not None:
         plot_overlay(result, plot)
