@@ -376,9 +376,28 @@ def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
 GRID_REGISTRARS.append(_register_grid_validate_sun)
 
 
+# --------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_summary, run_demo
+
+    result = run_demo(args.output_dir, seed=args.seed, progress=not args.json)
+    emit(args, result.summary(), format_summary(result))
+    return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on data the package makes itself: "
+                       "synthesis, observation, files, fit")
+    p.add_argument("-o", "--output-dir", default="photosphere-demo",
+                   help="folder for the grid, files and plots (default: ./photosphere-demo)")
+    p.add_argument("--seed", type=int, default=42, help="noise seed")
+    _add_json(p)
+    p.set_defaults(func=_cmd_demo)
+
+
 # --------------------------------------------------------------------------------------- main
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_info, _register_setup, _register_grid]
+    _register_info, _register_setup, _register_grid, _register_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
