@@ -229,15 +229,17 @@ def format_table2(rows: list[dict], include_study: bool = True) -> str:
 
 def format_table3(rows: list[dict], include_study: bool = True) -> str:
     """Table 3 layout: model | % within 1σ | % within 2σ (all labels pooled), then per label."""
+    names = [r["model"] for r in rows] + [f"[study] {n}" for n, _, _ in STUDY_TABLE3]
+    w = max(len(n) for n in ["Model", *names])
     lines = ["Table 3: residuals within 1σ / 2σ (%), all labels pooled; per label in brackets",
-             f"{'Model':<46} {'< 1σ':>7} {'< 2σ':>7}   per label 1σ (Teff, log g, Z, vsini)"]
+             f"{'Model':<{w}} {'< 1σ':>7} {'< 2σ':>7}   per label 1σ (Teff, log g, Z, vsini)"]
     for r in rows:
         c1, c2 = r["coverage1"], r["coverage2"]
         per = ", ".join(f"{100 * c1[n]:.1f}" for n in LABELS)
-        lines.append(f"{r['model']:<46} {100 * c1['all']:7.1f} {100 * c2['all']:7.1f}   [{per}]")
+        lines.append(f"{r['model']:<{w}} {100 * c1['all']:7.1f} {100 * c2['all']:7.1f}   [{per}]")
     if include_study:
         for name, a, b in STUDY_TABLE3:
-            lines.append(f"{'[study] ' + name:<46} {a:7.1f} {b:7.1f}")
+            lines.append(f"{'[study] ' + name:<{w}} {a:7.1f} {b:7.1f}")
     return "\n".join(lines)
 
 
