@@ -5,7 +5,7 @@ builds and the default model uses) with 1 and 2 threads, beside the target of th
 (≥ 500 spectra/s for the ResNet on a CPU); the study itself reports no inference speed. The
 attention network and the full-size (GPU preset) ResNet are timed for reference.
 
-    PYTHONPATH=src python benchmarks/bench_nn.py [--n 2048] [--batch 256]
+    PYTHONPATH=src python benchmarks/bench_nn.py [--n 2048] [--batch 128]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def spectra_per_second(model: torch.nn.Module, n: int, batch: int, threads: int)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2048, help="spectra per measurement")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
     torch.manual_seed(0)
     nets = {
