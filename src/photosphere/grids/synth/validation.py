@@ -142,11 +142,23 @@ def _legendre_basis(wavelength: np.ndarray, degree: int) -> np.ndarray:
 
 def fit_to_observation(synthetic: SyntheticSpectrum, wave_obs: np.ndarray, flux_obs: np.ndarray,
                        vsini: float = SUN_VSINI, continuum_degree: int = 2,
-                       velocity_step: float = 0.5) -> tuple[np.ndarray, dict[str, float]]:
+                       velocity_step: float = 0.5, threads: int = 1
+                       ) -> tuple[np.ndarray, dict[str, float]]:
     """Best broadened/shifted/continuum-scaled model on ``wave_obs`` and its parameters.
 
     Free: R (LSF), ζ (km/s), rv (km/s) by Nelder-Mead; continuum coefficients linearly.
+    ``threads``: torch threads during the fit (one is fastest: each of the hundreds of model
+    evaluations is a few small convolutions, and thread hand-off costs more than it gains).
     """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit(synthetic, wave_obs, flux_obs, vsini, continuum_degree, velocity_step)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(synthetic, wave_obs, flux_obs, vsini, continuum_degree, velocity_step):
     broaden = _Broadener(synthetic, wave_obs, velocity_step, vsini)
     basis = _legendre_basis(wave_obs, continuum_degree)
 
