@@ -84,6 +84,8 @@ def test_fit_recovers_shift_broadening_and_continuum(rng):
     observed = truth * (1.02 + 0.01 * x - 0.005 * x**2) + rng.normal(0.0, 1e-3, wave_obs.size)
     model, params = validation.fit_to_observation(synthetic, wave_obs, observed)
     assert params["rv"] == pytest.approx(0.8, abs=0.05)
+    assert params["resolution"] == pytest.approx(60000.0, rel=0.15)
+    assert params["macroturbulence"] == pytest.approx(3.5, rel=0.15)
     assert np.std(model - observed) < 1.5e-3
     assert np.corrcoef(model, observed)[0, 1] > 0.999
     # unbroadened model would be far worse: the fit really broadened it
