@@ -72,6 +72,22 @@ def test_bad_line_parameters_are_clear_errors():
         LineModel([5000.0], [0.01], [0.05], [0.01], half_window=0.0)
 
 
+def test_per_line_windows_equal_dense_with_the_same_truncation(rng):
+    wave = torch.linspace(5000, 5020, 4001, dtype=torch.float64)
+    params = [torch.as_tensor(p) for p in _random_lines(rng, 40, 4999.0, 5021.0)]
+    half = torch.as_tensor(rng.uniform(0.2, 3.0, 40))
+    sparse = sparse_opacity(wave, *params, half_window=half)
+    dense = dense_opacity(wave, *params, half_window=half)
+    torch.testing.assert_close(sparse, dense, rtol=1e-12, atol=1e-14)
+
+
+def test_auto_window_grows_with_line_strength():
+    model = LineModel([5000.0, 5010.0], [0.001, 2.0], [0.03, 0.05], [0.01, 0.3])
+    half = model.half_window.numpy()
+    assert half[1] > 5 * half[0]
+    assert 0.3 <= half[0] and half[1] <= 10.0
+
+
 def test_window_longer_than_spectrum_uses_the_whole_spectrum():
     model = LineModel([5000.0], [0.01], [0.05], [0.01], half_window=5.0)
     wave = torch.linspace(4999, 5001, 50, dtype=torch.float64)

@@ -6,15 +6,15 @@ optical depths rather than multiplying ``(1 − depth_i)`` factors as blasé doe
 the two agree, ``exp(−τ)`` stays positive in saturated blends, and a telluric or continuum factor
 composes by adding to τ (or multiplying the flux).
 
-Sparse evaluation: line ``i`` covers the contiguous pixel block ``start_i … start_i + W − 1``
-where ``start_i = searchsorted(λ, λ_i − half_window)`` and ``W`` pixels span ``2·half_window``.
-The (n_lines, W) block of offsets is gathered by index arithmetic, evaluated once, and summed
-into the spectrum with ``index_add_``, so the cost grows with lines × window, not lines × pixels.
+Sparse evaluation: line ``i`` covers the contiguous pixels within ±half_window_i of its
+(reference) centre, found by ``searchsorted``; all windows are flattened into one list of
+(line, pixel) pairs by index arithmetic (``repeat_interleave``), evaluated once, and summed into
+the spectrum with ``index_add``, so the cost grows with Σ window pixels, not lines × pixels.
+Windows are per line (strong lines with wide Lorentz wings get wider ones).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,73 +35,83 @@ def _as_tensor(value, name: str) -> torch.Tensor:
     return t
 
 
-def window_pixels(wavelength: torch.Tensor, half_window: float) -> int:
-    """Pixels W that cover ``2·half_window`` Å at the finest step of ``wavelength`` (Å).
+def line_windows(wavelength: torch.Tensor, anchor: torch.Tensor, half_window: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened (line, pixel) pairs of every line's window.
 
-    Never more than the spectrum itself: a window longer than the data is the whole spectrum.
+    wavelength: (n_pix,) increasing Å; anchor: (n_lines,) Å; half_window: (n_lines,) Å.
+    Returns ``line_id`` and ``pixel`` (both (n_pairs,) int64): line ``i`` covers the contiguous
+    pixels with |λ − anchor_i| ≤ half_window_i (truncated at the spectrum's ends).
     """
-    step = float(torch.min(torch.diff(wavelength)))
-    return min(math.ceil(2.0 * half_window / step) + 1, int(wavelength.shape[-1]))
-
-
-def window_starts(wavelength: torch.Tensor, centre: torch.Tensor, half_window: float,
-                  n_window: int) -> torch.Tensor:
-    """First pixel index of each line's window, clamped so the block stays on the grid."""
-    n_pix = wavelength.shape[-1]
-    start = torch.searchsorted(wavelength, centre.detach() - half_window)
-    return torch.clamp(start, 0, n_pix - n_window)
+    anchor = anchor.detach()
+    start = torch.searchsorted(wavelength, anchor - half_window)
+    stop = torch.searchsorted(wavelength, anchor + half_window, right=True)
+    counts = torch.clamp(stop - start, min=0)
+    line_id = torch.repeat_interleave(torch.arange(anchor.shape[0], device=anchor.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    pixel = start[line_id] + torch.arange(line_id.shape[0], device=anchor.device) - first[line_id]
+    return line_id, pixel
 
 
 def sparse_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: torch.Tensor,
-                   sigma: torch.Tensor, gamma: torch.Tensor, *, half_window: float,
+                   sigma: torch.Tensor, gamma: torch.Tensor, *, half_window,
                    profile: str = "pseudo_voigt",
                    window_centre: torch.Tensor | None = None) -> torch.Tensor:
     """τ(λ) summed over lines, each evaluated on its own window.
 
     wavelength: (n_pix,) increasing Å; centre, amplitude (Å), sigma (Å), gamma (Å): (n_lines,).
-    window_centre: (n_lines,) Å where the windows are anchored (default: ``centre``).
-    Returns (n_pix,) optical depth; differentiable in all line parameters.
+    half_window: Å, scalar or (n_lines,); window_centre: (n_lines,) Å where the windows are
+    anchored (default: ``centre``). Returns (n_pix,) optical depth, differentiable in all line
+    parameters. Cost ∝ Σ window pixels.
     """
     if centre.numel() == 0:
         return torch.zeros_like(wavelength)
-    n_window = window_pixels(wavelength, half_window)
     anchor = centre if window_centre is None else window_centre
-    start = window_starts(wavelength, anchor, half_window, n_window)
-    index = start[:, None] + torch.arange(n_window, device=wavelength.device)  # (n_lines, W)
-    offset = wavelength[index] - centre[:, None]
-    phi = get_profile(profile)(offset, sigma[:, None], gamma[:, None])
+    half = torch.as_tensor(half_window, dtype=wavelength.dtype,
+                           device=wavelength.device).expand_as(anchor)
+    line_id, pixel = line_windows(wavelength, anchor, half)
+    offset = wavelength[pixel] - centre[line_id]
+    phi = get_profile(profile)(offset, sigma[line_id], gamma[line_id])
     tau = torch.zeros_like(wavelength)
-    # lines beyond their window contribute nothing: zero the part outside ±half_window
-    inside = offset.abs() <= half_window
-    contribution = torch.where(inside, amplitude[:, None] * phi, torch.zeros_like(phi))
-    return tau.index_add(0, index.reshape(-1), contribution.reshape(-1))
+    return tau.index_add(0, pixel, amplitude[line_id] * phi)
 
 
 def dense_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: torch.Tensor,
-                  sigma: torch.Tensor, gamma: torch.Tensor, *, half_window: float | None = None,
+                  sigma: torch.Tensor, gamma: torch.Tensor, *, half_window=None,
                   profile: str = "pseudo_voigt") -> torch.Tensor:
     """Reference τ(λ): every line on every pixel (n_lines × n_pix; for tests and small cases)."""
     offset = wavelength[None, :] - centre[:, None]
     phi = get_profile(profile)(offset, sigma[:, None], gamma[:, None])
     contribution = amplitude[:, None] * phi
     if half_window is not None:
-        contribution = torch.where(offset.abs() <= half_window, contribution,
+        half = torch.as_tensor(half_window, dtype=wavelength.dtype).expand_as(centre)
+        contribution = torch.where(offset.abs() <= half[:, None], contribution,
                                    torch.zeros_like(contribution))
     return contribution.sum(0)
+
+
+def auto_half_window(amplitude: np.ndarray, sigma: np.ndarray, gamma: np.ndarray, *,
+                     tau_edge: float = 1e-3, minimum: float = 0.3, maximum: float = 10.0
+                     ) -> np.ndarray:
+    """Half window (Å) per line: where its Lorentz wing A γ / (π x²) falls to ``tau_edge``,
+    and at least 5 FWHM; clipped to [minimum, maximum] Å. Inputs (n_lines,) Å."""
+    wing = np.sqrt(amplitude * gamma / (np.pi * tau_edge))
+    core = 5.0 * (2.3548 * sigma + 2.0 * gamma)
+    return np.clip(np.maximum(wing, core), minimum, maximum)
 
 
 class LineModel(torch.nn.Module):
     """A spectrum as a set of lines with learnable centre, opacity area, σ and γ.
 
     centre: (n_lines,) Å; amplitude: (n_lines,) opacity area A (Å, > 0); sigma: Gaussian σ (Å);
-    gamma: Lorentzian HWHM (Å). Stored as ``centre`` and logarithms (``log_amplitude``,
-    ``log_sigma``, ``log_gamma``) so positivity holds during fitting, and the centre as
-    ``reference_centre + centre_shift``. ``half_window`` (Å) is the
-    half width over which each line is evaluated; ``profile`` is ``"pseudo_voigt"`` (fast) or
-    ``"voigt"`` (exact).
+    gamma: Lorentzian HWHM (Å). Stored as logarithms (``log_amplitude``, ``log_sigma``,
+    ``log_gamma``) so positivity holds during fitting, and the centre as
+    ``reference_centre + centre_shift``. ``half_window`` (Å; scalar, (n_lines,), or ``None`` for
+    :func:`auto_half_window` from the initial parameters) is where each line is evaluated,
+    anchored on ``reference_centre``; ``profile`` is ``"pseudo_voigt"`` (fast) or ``"voigt"``.
     """
 
-    def __init__(self, centre, amplitude, sigma, gamma, *, half_window: float = 1.5,
+    def __init__(self, centre, amplitude, sigma, gamma, *, half_window=None,
                  profile: str = "pseudo_voigt", wavelength_range: Sequence[float] | None = None):
         super().__init__()
         get_profile(profile)
@@ -114,16 +124,20 @@ class LineModel(torch.nn.Module):
             if torch.any(t <= 0):
                 raise ModelError(f"{n} must be > 0 for every line (min {float(t.min()):.3g}); "
                                  "drop those lines or floor them")
-        if half_window <= 0:
-            raise ModelError(f"half_window={half_window} Å must be > 0")
-        self.half_window = float(half_window)
+        if half_window is None:
+            half = auto_half_window(a.numpy(), s.numpy(), g.numpy())
+        else:
+            half = np.broadcast_to(np.asarray(half_window, dtype=float), c.shape).copy()
+        if np.any(~(half > 0)):
+            raise ModelError(f"half_window must be > 0 Å for every line (got min {half.min()})")
         self.profile = profile
         self.wavelength_range = (tuple(float(v) for v in wavelength_range)
                                  if wavelength_range is not None
-                                 else (float(c.min()) - half_window, float(c.max()) + half_window))
+                                 else (float(c.min() - half.max()), float(c.max() + half.max())))
         # centres are learned as shifts from where the line was found: well scaled for the
         # optimiser, and the pixel windows stay anchored on the reference centre
         self.register_buffer("reference_centre", c)
+        self.register_buffer("half_window", torch.as_tensor(half, dtype=_DTYPE))
         self.centre_shift = torch.nn.Parameter(torch.zeros_like(c))
         self.log_amplitude = torch.nn.Parameter(torch.log(a))
         self.log_sigma = torch.nn.Parameter(torch.log(s))
@@ -169,23 +183,23 @@ class LineModel(torch.nn.Module):
         return (1.0 - torch.exp(-self.amplitude * phi0)).cpu().numpy()
 
     @torch.no_grad()
-    def equivalent_width(self, n_samples: int = 1001, chunk: int = 2000) -> np.ndarray:
-        """Equivalent width ∫(1 − exp(−A φ)) dλ of each line alone over its window (Å)."""
-        x = torch.linspace(-self.half_window, self.half_window, n_samples, dtype=_DTYPE,
-                           device=self.reference_centre.device)
+    def equivalent_width(self, n_samples: int = 1001, chunk: int = 4000) -> np.ndarray:
+        """Equivalent width ∫(1 − exp(−A φ)) dλ (Å) of each line alone over its window."""
+        u = torch.linspace(-1.0, 1.0, n_samples, dtype=_DTYPE, device=self.reference_centre.device)
         out = []
         fn = get_profile(self.profile)
         for lo in range(0, self.n_lines, chunk):
             sl = slice(lo, lo + chunk)
-            tau = self.amplitude[sl, None] * fn(x[None, :], self.sigma[sl, None],
-                                                self.gamma[sl, None])
+            x = u[None, :] * self.half_window[sl, None]
+            tau = self.amplitude[sl, None] * fn(x, self.sigma[sl, None], self.gamma[sl, None])
             out.append(torch.trapezoid(1.0 - torch.exp(-tau), x, dim=-1))
         return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
     def parameters_numpy(self) -> dict[str, np.ndarray]:
-        """Physical parameters as numpy arrays: centre, amplitude, sigma, gamma (Å)."""
+        """Physical parameters as numpy arrays: centre, amplitude, sigma, gamma, half_window (Å)."""
         with torch.no_grad():
             return {"centre": self.centre.cpu().numpy(),
                     "amplitude": self.amplitude.cpu().numpy(),
                     "sigma": self.sigma.cpu().numpy(),
-                    "gamma": self.gamma.cpu().numpy()}
+                    "gamma": self.gamma.cpu().numpy(),
+                    "half_window": self.half_window.cpu().numpy().copy()}
