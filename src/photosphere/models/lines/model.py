@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...errors import ModelError
-from .profiles import get_profile
+from .profiles import get_profile, pseudo_voigt_coefficients, pseudo_voigt_shape
 
 _DTYPE = torch.float64
 
@@ -71,9 +71,15 @@ def sparse_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: to
                            device=wavelength.device).expand_as(anchor)
     line_id, pixel = line_windows(wavelength, anchor, half)
     offset = wavelength[pixel] - centre[line_id]
-    phi = get_profile(profile)(offset, sigma[line_id], gamma[line_id])
-    tau = torch.zeros_like(wavelength)
-    return tau.index_add(0, pixel, amplitude[line_id] * phi)
+    if profile == "pseudo_voigt":
+        # per-line constants first (n_lines), then only the cheap shape per (line, pixel) pair
+        inv_h, c_l, c_g = pseudo_voigt_coefficients(sigma, gamma)
+        tau_pairs = pseudo_voigt_shape(offset, inv_h[line_id], (amplitude * c_l)[line_id],
+                                       (amplitude * c_g)[line_id])
+    else:
+        tau_pairs = amplitude[line_id] * get_profile(profile)(offset, sigma[line_id],
+                                                              gamma[line_id])
+    return torch.zeros_like(wavelength).index_add(0, pixel, tau_pairs)
 
 
 def dense_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: torch.Tensor,

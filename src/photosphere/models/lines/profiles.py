@@ -26,6 +26,8 @@ SQRT_PI = math.sqrt(math.pi)
 SQRT_2 = math.sqrt(2.0)
 SQRT_2PI = math.sqrt(2.0 * math.pi)
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_LN2 = math.log(2.0)
+_SQRT_LN2_OVER_PI = math.sqrt(math.log(2.0) / math.pi)
 
 _N_TERMS = 32
 _TINY_WIDTH = 1e-12  # Å: floor that keeps z finite when sigma -> 0
@@ -82,6 +84,29 @@ def voigt_fwhm(sigma: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     return f5 ** 0.2
 
 
+def pseudo_voigt_coefficients(sigma: torch.Tensor, gamma: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-line constants of the shared-FWHM pseudo-Voigt: (1/h, c_L, c_G) with h = f/2 the
+    half width (Å) and V(x) = c_L / (1 + u²) + c_G exp(−ln2 u²), u = x / h (c in Å⁻¹).
+
+    Computing these once per line and only the cheap shape per pixel is what makes the sparse
+    evaluation fast.
+    """
+    sigma = torch.clamp(sigma, min=_TINY_WIDTH)
+    fwhm = voigt_fwhm(sigma, gamma)
+    ratio = 2.0 * gamma / fwhm
+    eta = ratio * (1.36603 + ratio * (-0.47719 + ratio * 0.11116))
+    inv_h = 2.0 / fwhm
+    return inv_h, eta * inv_h / math.pi, (1.0 - eta) * inv_h * _SQRT_LN2_OVER_PI
+
+
+def pseudo_voigt_shape(x: torch.Tensor, inv_h: torch.Tensor, c_lorentz: torch.Tensor,
+                       c_gauss: torch.Tensor) -> torch.Tensor:
+    """Pseudo-Voigt from the per-line constants of :func:`pseudo_voigt_coefficients`."""
+    u2 = (x * inv_h) ** 2
+    return c_lorentz / (1.0 + u2) + c_gauss * torch.exp(-_LN2 * u2)
+
+
 def pseudo_voigt(x: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """Area-normalised pseudo-Voigt (Å⁻¹) with the shared-FWHM mixing of Thompson et al. (1987).
 
@@ -89,15 +114,7 @@ def pseudo_voigt(x: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor) -> t
     V ≈ η L(x; f/2) + (1 − η) G(x; f / 2√(2 ln 2)), η = 1.36603 r − 0.47719 r² + 0.11116 r³,
     r = 2γ / f. Same argument conventions as :func:`voigt`.
     """
-    sigma = torch.clamp(sigma, min=_TINY_WIDTH)
-    fwhm = voigt_fwhm(sigma, gamma)
-    ratio = 2.0 * gamma / fwhm
-    eta = ratio * (1.36603 + ratio * (-0.47719 + ratio * 0.11116))
-    hwhm = 0.5 * fwhm
-    lorentz = hwhm / (math.pi * (x * x + hwhm * hwhm))
-    sigma_eff = fwhm / FWHM_PER_SIGMA
-    gauss = torch.exp(-0.5 * (x / sigma_eff) ** 2) / (sigma_eff * SQRT_2PI)
-    return eta * lorentz + (1.0 - eta) * gauss
+    return pseudo_voigt_shape(x, *pseudo_voigt_coefficients(sigma, gamma))
 
 
 PROFILES = {"voigt": voigt, "pseudo_voigt": pseudo_voigt}
