@@ -65,7 +65,8 @@ class CloneResult:
                 "residual_initial": self.initial.as_dict(),
                 "residual_final": self.final.as_dict(),
                 "wavelength_range": list(self.model.wavelength_range),
-                "profile": self.model.profile, "half_window": self.model.half_window}
+                "profile": self.model.profile,
+                "half_window_median": float(self.model.half_window.median())}
 
 
 def optimise(loss_fn, model: torch.nn.Module, *, optimizer: str, n_steps: int,

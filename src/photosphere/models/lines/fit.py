@@ -82,9 +82,10 @@ class FitSettings:
 
     resolution: instrumental R (FWHM = c/R); epsilon: limb darkening; continuum_degree:
     Chebyshev degree; oversample: the fine grid's velocity step is (c/R)/oversample, and at
-    most half the data's step; amplitude_l1/amplitude_l2: weights of Σ|Δ ln A| and Σ(Δ ln A)²; width_prior and
-    centre_prior: 1σ of Δ ln σ, Δ ln γ (dimensionless) and of the centre shift (km/s);
-    fit_lines/fit_telluric: which parts learn; rv_search: half range (km/s) of the initial RV scan.
+    most half the data's step; amplitude_l1/amplitude_l2: weights of Σ|Δ ln A| and Σ(Δ ln A)²;
+    width_prior and centre_prior: 1σ of Δ ln σ, Δ ln γ (dimensionless) and of the centre shift
+    (km/s); fit_line_parameters/fit_telluric: which parts learn; rv_search: half range (km/s) of
+    the initial RV scan; n_global_steps/n_steps: Adam epochs of the two stages.
     """
 
     resolution: float = 55000.0
@@ -118,7 +119,7 @@ class ObservedLineModel(torch.nn.Module):
         self.telluric = telluric
         self.settings = settings
         with torch.no_grad():
-            for name in ("log_amplitude", "log_sigma", "log_gamma"):
+            for name in ("log_amplitude", "log_sigma", "log_gamma", "centre_shift"):
                 self.register_buffer(f"initial_{name}", getattr(stellar, name).detach().clone())
         wave = np.asarray(data_wavelength, float)
         data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave))))
@@ -191,7 +192,8 @@ class ObservedLineModel(torch.nn.Module):
         d_amp = self.stellar.log_amplitude - self.initial_log_amplitude
         d_sig = self.stellar.log_sigma - self.initial_log_sigma
         d_gam = self.stellar.log_gamma - self.initial_log_gamma
-        shift_kms = self.stellar.centre_shift / self.stellar.reference_centre * SPEED_OF_LIGHT
+        shift_kms = ((self.stellar.centre_shift - self.initial_centre_shift)
+                     / self.stellar.reference_centre * SPEED_OF_LIGHT)
         return (s.amplitude_l1 * d_amp.abs().sum() + s.amplitude_l2 * (d_amp**2).sum()
                 + 0.5 * ((d_sig**2).sum() + (d_gam**2).sum()) / s.width_prior**2
                 + 0.5 * (shift_kms**2).sum() / s.centre_prior**2)
@@ -312,9 +314,108 @@ def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | N
         resid = (flux - model()).numpy()[~obs.mask]
         sig = obs.sigma[~obs.mask]
     return FitResult(
-        model=model, observation=obs, rv=float(model.rv), vsini=float(model.vsini),
+        model=model, observation=obs, rv=float(model.rv.detach()),
+        vsini=float(model.vsini.detach()),
         telluric_scale=telluric.scale if telluric is not None else {},
         telluric_rv=float(telluric.rv) if telluric is not None else None,
         residual=ResidualStats.of(resid), chi2_per_pixel=float(np.sum((resid / sig) ** 2) / n_good),
         rms_over_noise=float(np.sqrt(np.mean(resid**2)) / np.median(sig)),
         history=history, seconds=seconds)
+
+
+def initial_line_model(model: ObservedLineModel) -> LineModel:
+    """The stellar lines as they were before the fit (the prior means)."""
+    stellar = model.stellar
+    with torch.no_grad():
+        return LineModel((stellar.reference_centre + model.initial_centre_shift).numpy(),
+                         torch.exp(model.initial_log_amplitude).numpy(),
+                         torch.exp(model.initial_log_sigma).numpy(),
+                         torch.exp(model.initial_log_gamma).numpy(),
+                         half_window=stellar.half_window.numpy(), profile=stellar.profile,
+                         wavelength_range=stellar.wavelength_range)
+
+
+def fitted_line_table(result: FitResult, *, vanish_fraction: float = 0.1,
+                      telluric_depth: float = 0.01):
+    """Astropy Table of every line: ``*_initial`` and ``*_fit`` centre, amplitude, sigma, gamma,
+    depth and equivalent_width (Å), and flags ``vanished`` (fitted depth below
+    ``vanish_fraction`` of the initial one) and ``telluric_blended`` (the fitted telluric
+    model absorbs more than ``telluric_depth`` within ±1 FWHM of the observed line centre).
+    Lines outside the observed range have ``observed = False``."""
+    from astropy.table import Table
+
+    model = result.model
+    before, after = initial_line_model(model), model.stellar
+    table = Table()
+    for label, lines in (("initial", before), ("fit", after)):
+        p = lines.parameters_numpy()
+        for name in ("centre", "amplitude", "sigma", "gamma"):
+            table[f"{name}_{label}"] = p[name]
+            table[f"{name}_{label}"].unit = "Angstrom"
+        table[f"depth_{label}"] = lines.depth()
+        table[f"equivalent_width_{label}"] = lines.equivalent_width()
+        table[f"equivalent_width_{label}"].unit = "Angstrom"
+    table["half_window"] = after.half_window.numpy()
+    with torch.no_grad():
+        observed_centre = after.centre * doppler_factor(model.rv)
+    wave = result.observation.wavelength
+    table["observed"] = ((observed_centre.numpy() > wave[0])
+                         & (observed_centre.numpy() < wave[-1]))
+    table["vanished"] = table["depth_fit"] < vanish_fraction * table["depth_initial"]
+    blended = np.zeros(len(table), bool)
+    if model.telluric is not None:
+        with torch.no_grad():
+            fwhm = 2.3548 * after.sigma + 2.0 * after.gamma
+            probe = observed_centre[:, None] + fwhm[:, None] * torch.linspace(
+                -1, 1, 9, dtype=torch.float64)
+            order = torch.argsort(probe.reshape(-1))
+            tau = torch.empty(probe.numel(), dtype=torch.float64)
+            tau[order] = model.telluric.opacity(probe.reshape(-1)[order])
+            blended = (1.0 - torch.exp(-tau.reshape(probe.shape).max(1).values)
+                       > telluric_depth).numpy()
+    table["telluric_blended"] = blended
+    table.meta.update({"rv_kms": result.rv, "vsini_kms": result.vsini,
+                       "telluric_scale": dict(result.telluric_scale),
+                       "telluric_rv_kms": result.telluric_rv, "profile": after.profile,
+                       "wavelength_range": list(after.wavelength_range)})
+    return table
+
+
+def plot_fit(result: FitResult, path, *, n_regions: int = 4) -> None:
+    """Save a figure of data, stellar model, telluric model and residual in ``n_regions``
+    equal wavelength regions (one column each), written atomically to ``path`` (png/pdf)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..._files import atomic_path
+
+    obs = result.observation
+    with torch.no_grad():
+        parts = {k: v.numpy() for k, v in result.model.components().items()}
+    wave, good = obs.wavelength, ~obs.mask
+    edges = np.linspace(wave[0], wave[-1], n_regions + 1)
+    fig, axes = plt.subplots(2, n_regions, figsize=(4 * n_regions, 5), sharex="col",
+                             gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    cont = parts["continuum"]
+    for j in range(n_regions):
+        sel = good & (wave >= edges[j]) & (wave <= edges[j + 1])
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(wave[sel], obs.flux[sel] / cont[sel], "k.", ms=2, label="data / continuum")
+        top.plot(wave[sel], parts["stellar"][sel], "C0", lw=1, label="stellar")
+        top.plot(wave[sel], parts["telluric"][sel], "C2", lw=1, label="telluric")
+        top.plot(wave[sel], parts["model"][sel] / cont[sel], "C3", lw=1, label="model")
+        bottom.plot(wave[sel], (obs.flux[sel] - parts["model"][sel]) / cont[sel], "k.", ms=2)
+        bottom.axhline(0, color="C3", lw=0.8)
+        bottom.set_xlabel("wavelength (Å)")
+    axes[0, 0].set_ylabel("normalised flux")
+    axes[1, 0].set_ylabel("residual")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"rv = {result.rv:.2f} km/s, vsini = {result.vsini:.2f} km/s, "
+                 f"rms/noise = {result.rms_over_noise:.2f}")
+    fig.tight_layout()
+    suffix = "." + str(path).rsplit(".", 1)[-1]
+    with atomic_path(path, suffix=suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -209,3 +209,82 @@ class LineModel(torch.nn.Module):
                     "sigma": self.sigma.cpu().numpy(),
                     "gamma": self.gamma.cpu().numpy(),
                     "half_window": self.half_window.cpu().numpy().copy()}
+
+    # ----------------------------------------------------------------------------- line tables
+    def to_table(self):
+        """Astropy Table: centre, amplitude, sigma, gamma, half_window, depth,
+        equivalent_width (all Å except depth); ``meta`` holds profile and wavelength_range."""
+        from astropy.table import Table
+
+        p = self.parameters_numpy()
+        table = Table({k: p[k] for k in ("centre", "amplitude", "sigma", "gamma", "half_window")})
+        table["depth"] = self.depth()
+        table["equivalent_width"] = self.equivalent_width()
+        for name in ("centre", "amplitude", "sigma", "gamma", "half_window", "equivalent_width"):
+            table[name].unit = "Angstrom"
+        table.meta.update({"profile": self.profile,
+                           "wavelength_range": list(self.wavelength_range),
+                           "model": "photosphere.models.lines.LineModel",
+                           "flux": "exp(-sum_i amplitude_i * profile_i(lambda - centre_i))"})
+        return table
+
+    @classmethod
+    def from_table(cls, table) -> LineModel:
+        """Rebuild a model from :meth:`to_table`'s columns (extra columns are ignored)."""
+        missing = [c for c in ("centre", "amplitude", "sigma", "gamma")
+                   if c not in table.colnames]
+        if missing:
+            raise ModelError(f"line table lacks column(s) {missing}; expected a table written "
+                             "by `photosphere lines clone`")
+        if len(table) == 0:
+            raise ModelError("the line table is empty; clone a spectrum with lines first")
+        half = (np.asarray(table["half_window"], float) if "half_window" in table.colnames
+                else None)
+        meta = table.meta
+        return cls(np.asarray(table["centre"], float), np.asarray(table["amplitude"], float),
+                   np.asarray(table["sigma"], float), np.asarray(table["gamma"], float),
+                   half_window=half, profile=meta.get("profile", "pseudo_voigt"),
+                   wavelength_range=meta.get("wavelength_range"))
+
+
+def write_table(table, path) -> None:
+    """Write an astropy Table atomically as ECSV (``.ecsv``) or FITS (``.fits``/``.fit``)."""
+    from pathlib import Path
+
+    from ..._files import atomic_path
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    fmt = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}.get(suffix)
+    if fmt is None:
+        raise ModelError(f"cannot write a line table to {path.name!r}; use .ecsv or .fits")
+    if fmt == "fits":
+        table = table.copy()
+        table.meta = {k.upper()[:8]: (str(v) if isinstance(v, list | tuple) else v)
+                      for k, v in table.meta.items()}
+    with atomic_path(path, suffix=suffix) as tmp:
+        table.write(tmp, format=fmt, overwrite=True)
+
+
+def read_line_model(path) -> LineModel:
+    """A :class:`LineModel` from a line table file written by :func:`write_table`."""
+    import ast
+    from pathlib import Path
+
+    from astropy.table import Table
+
+    from ...errors import FileFormatError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"line table {path} does not exist; make one with "
+                               "`photosphere lines clone SPECTRUM -o lines.ecsv`")
+    try:
+        table = Table.read(path)
+    except Exception as exc:  # astropy raises many types for unreadable files
+        raise FileFormatError(f"{path} is not a readable ECSV/FITS line table: {exc}") from None
+    meta = {k.lower(): v for k, v in table.meta.items()}
+    if isinstance(meta.get("wavelength_range"), str):
+        meta["wavelength_range"] = ast.literal_eval(meta["wavelength_range"])
+    table.meta = meta
+    return LineModel.from_table(table)

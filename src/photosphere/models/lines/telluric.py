@@ -22,16 +22,9 @@ import torch
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from ...errors import FileFormatError, MissingFileError, ModelError
+from ...ops.doppler import doppler_factor
 from .clone import CloneResult, clone_spectrum
 from .model import LineModel
-
-SPEED_OF_LIGHT = 299792.458  # km/s
-
-
-def doppler_factor(rv: torch.Tensor) -> torch.Tensor:
-    """Relativistic Doppler factor sqrt((1 + β)/(1 − β)), β = rv/c; rv in km/s."""
-    beta = rv / SPEED_OF_LIGHT
-    return torch.sqrt((1.0 + beta) / (1.0 - beta))
 
 
 def read_telluric(path, *, wavelength_min: float | None = None,
@@ -104,7 +97,9 @@ class TelluricModel(torch.nn.Module):
 
     @property
     def scale(self) -> dict[str, float]:
-        return {n: float(torch.exp(s)) for n, s in zip(self.names, self.log_scale, strict=True)}
+        with torch.no_grad():
+            return {n: float(torch.exp(s)) for n, s in zip(self.names, self.log_scale,
+                                                            strict=True)}
 
     def opacity(self, wavelength: torch.Tensor) -> torch.Tensor:
         """Σ_g s_g τ_g on observed wavelengths ``wavelength`` (n_pix,) Å."""
