@@ -68,7 +68,9 @@ def test_fit_with_tellurics_flags_blended_lines_and_writes_outputs(rng, tmp_path
     settings = FitSettings(resolution=60000, n_global_steps=40, n_steps=20)
     centre, amp, sigma, gamma = _lines(rng, 15, 6002, 6018)
     truth = LineModel(centre, amp, sigma, gamma)
-    tell_centre = np.array([centre[3] + 0.02, 6015.5])
+    # one telluric line on top of line 3 as observed (shifted by the stellar RV), one alone
+    doppler = np.sqrt((1 + RV / 299792.458) / (1 - RV / 299792.458))
+    tell_centre = np.array([centre[3] * doppler + 0.02, 6015.5])
     tell = TelluricModel({"H2O": LineModel(tell_centre, [0.02, 0.02], [0.02, 0.02],
                                            [0.005, 0.005])})
     wave = np.linspace(6004, 6016, 1200)

@@ -317,7 +317,7 @@ def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | N
         model=model, observation=obs, rv=float(model.rv.detach()),
         vsini=float(model.vsini.detach()),
         telluric_scale=telluric.scale if telluric is not None else {},
-        telluric_rv=float(telluric.rv) if telluric is not None else None,
+        telluric_rv=float(telluric.rv.detach()) if telluric is not None else None,
         residual=ResidualStats.of(resid), chi2_per_pixel=float(np.sum((resid / sig) ** 2) / n_good),
         rms_over_noise=float(np.sqrt(np.mean(resid**2)) / np.median(sig)),
         history=history, seconds=seconds)
