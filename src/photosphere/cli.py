@@ -97,49 +97,17 @@ def _register_info(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------- lines
 def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
-    """(wavelength Å, flux, sigma or None) of a 1-D spectrum: any product ``io.read`` knows, else
-    a FITS table with wavelength/flux[/uncertainty] columns or a 2-3 column text file."""
-    from pathlib import Path
+    """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å."""
+    from .errors import FileFormatError
+    from .io import read
 
-    from .errors import FileFormatError, MissingFileError
-
-    if not Path(path).is_file():
-        raise MissingFileError(f"spectrum file {path} does not exist")
-    try:
-        from .io import read as io_read
-    except ImportError:
-        io_read = None
-    spec = None
-    if io_read is not None:
-        try:
-            spec = io_read(path)
-        except PhotosphereError:
-            spec = None
-    if spec is not None and np.ndim(spec.flux) == 1:
-        wave, flux = np.asarray(spec.wavelength), np.asarray(spec.flux)
-        sigma = np.asarray(spec.sigma) if np.any(spec.sigma > 0) else None
-    elif path.lower().endswith((".fits", ".fit", ".fits.gz")):
-        from astropy.table import Table
-
-        table = Table.read(path)
-        names = {c.lower(): c for c in table.colnames}
-        if "wavelength" not in names or "flux" not in names:
-            raise FileFormatError(f"{path}: FITS table needs wavelength and flux columns, "
-                                  f"found {table.colnames}")
-        wave = np.asarray(table[names["wavelength"]], float)
-        flux = np.asarray(table[names["flux"]], float)
-        err = next((names[k] for k in ("uncertainty", "sigma", "error", "err") if k in names),
-                   None)
-        sigma = np.asarray(table[err], float) if err else None
-    else:
-        try:
-            data = np.loadtxt(path, ndmin=2)
-        except ValueError as exc:
-            raise FileFormatError(f"{path}: not a 2-3 column text spectrum: {exc}") from None
-        if data.shape[1] < 2:
-            raise FileFormatError(f"{path}: need columns wavelength, flux[, sigma]")
-        wave, flux = data[:, 0], data[:, 1]
-        sigma = data[:, 2] if data.shape[1] > 2 else None
+    spec = read(path)
+    if np.ndim(spec.flux) != 1:
+        raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
+                              "one 1-D spectrum: pass one order (or a 1-D product)")
+    wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
+    sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
     keep = np.ones(wave.size, bool)
     if wavelength_min is not None:
         keep &= wave >= wavelength_min
@@ -148,7 +116,8 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     if keep.sum() < 5:
         raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
                               f"Å (file covers {wave.min():.2f}–{wave.max():.2f} Å)")
-    return wave[keep], flux[keep], (sigma[keep] if sigma is not None else None)
+    return (wave[keep], flux[keep], sigma[keep] if sigma is not None else None, mask[keep],
+            spec.medium)
 
 
 def _lines_settings_args(p: argparse.ArgumentParser) -> None:
@@ -182,8 +151,17 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
         synth = synthesize(teff, logg, feh, wavelength_min=args.wavelength_min,
                            wavelength_max=args.wavelength_max)
         wave, flux, source = synth.wavelength, synth.flux, f"turbospectrum {teff} {logg} {feh}"
+        medium = "air"
     elif args.spectrum:
-        wave, flux, _ = _lines_read(args.spectrum, args.wavelength_min, args.wavelength_max)
+        wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
+                                                  args.wavelength_max)
+        if mask.any():
+            from .errors import InvalidSpectrumError
+
+            raise InvalidSpectrumError(
+                f"{args.spectrum}: {int(mask.sum())} masked/NaN pixel(s) in the range to clone "
+                f"(first at {wave[np.argmax(mask)]:.3f} Å); cloning needs a complete spectrum: "
+                "choose a range without them (--wavelength-min/--wavelength-max)")
         source = args.spectrum
     else:
         from .errors import MissingFileError
@@ -193,7 +171,8 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
                             n_rounds=args.rounds, optimizer=args.optimizer,
                             profile=args.profile, progress=not args.no_progress)
     table = result.model.to_table()
-    table.meta.update({"source": str(source), "residual_rms": result.final.rms})
+    table.meta.update({"source": str(source), "residual_rms": result.final.rms,
+                       "medium": medium})
     write_table(table, args.output)
     summary = result.summary()
     summary["output"] = args.output
@@ -220,10 +199,10 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    wave, flux, sigma = _lines_read(args.observed, args.wavelength_min, args.wavelength_max)
-    mask = ~np.isfinite(flux) if args.mask_nonfinite else None
+    wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
+                                                  args.wavelength_max)
     obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
-    stellar = read_line_model(args.lines)
+    stellar = read_line_model(args.lines, medium=medium)
     telluric = None
     if args.telluric:
         tw, tt = read_telluric(args.telluric, wavelength_min=wave[0] - 5,
@@ -283,7 +262,6 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--continuum-degree", type=int, default=3)
     f.add_argument("--fix-lines", action="store_true",
                    help="fit only RV, vsini, continuum and tellurics")
-    f.add_argument("--mask-nonfinite", action="store_true", help="mask NaN/inf pixels")
     f.add_argument("-o", "--output", help="fitted line table (.ecsv/.fits)")
     f.add_argument("--save-model", help="write the fitted lines as a reusable line table")
     f.add_argument("--plot", help="figure of data / stellar / telluric / residual (.png/.pdf)")

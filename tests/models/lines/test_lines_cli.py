@@ -18,7 +18,7 @@ def _write_spectrum(path, rng, noise=0.0):
     flux = truth(torch.as_tensor(wave)).detach().numpy()
     flux = flux + rng.normal(0, noise, flux.size) if noise else flux
     cols = [wave, flux] + ([np.full_like(wave, noise)] if noise else [])
-    np.savetxt(path, np.column_stack(cols))
+    np.savetxt(path, np.column_stack(cols), header="medium: air")
 
 
 def test_clone_then_fit_with_json(tmp_path, rng, capsys):
@@ -41,7 +41,8 @@ def test_clone_then_fit_with_json(tmp_path, rng, capsys):
 
 def test_clone_of_a_flat_spectrum_is_a_clear_error(tmp_path, capsys):
     wave = np.arange(6000.0, 6010.0, 0.02)
-    np.savetxt(tmp_path / "flat.txt", np.column_stack([wave, np.ones_like(wave)]))
+    np.savetxt(tmp_path / "flat.txt", np.column_stack([wave, np.ones_like(wave)]),
+               header="medium: air")
     rc = main(["lines", "clone", str(tmp_path / "flat.txt"), "-o", str(tmp_path / "l.ecsv"),
                "--no-progress"])
     assert rc == 2

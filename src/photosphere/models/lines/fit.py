@@ -65,7 +65,7 @@ class Observation:
             first = float(wave[np.argmax(nonfinite & ~bad)])
             raise InvalidSpectrumError(
                 f"{n} pixel(s) have NaN/inf flux or a non-positive uncertainty (first at "
-                f"{first:.3f} Å); mask them (mask=..., or --mask-nonfinite on the command line)")
+                f"{first:.3f} Å); mask them (mask=...)")
         bad |= nonfinite
         if bad.all():
             raise InvalidSpectrumError("every pixel is masked; nothing to fit")

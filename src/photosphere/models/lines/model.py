@@ -266,8 +266,11 @@ def write_table(table, path) -> None:
         table.write(tmp, format=fmt, overwrite=True)
 
 
-def read_line_model(path) -> LineModel:
-    """A :class:`LineModel` from a line table file written by :func:`write_table`."""
+def read_line_model(path, medium: str | None = None) -> LineModel:
+    """A :class:`LineModel` from a line table file written by :func:`write_table`.
+
+    medium: ``"air"`` or ``"vacuum"``; when given and the table's ``medium`` differs, the line
+    centres (and windows' anchors) are converted (``ops.airvac``)."""
     import ast
     from pathlib import Path
 
@@ -287,4 +290,13 @@ def read_line_model(path) -> LineModel:
     if isinstance(meta.get("wavelength_range"), str):
         meta["wavelength_range"] = ast.literal_eval(meta["wavelength_range"])
     table.meta = meta
+    stored = meta.get("medium")
+    if medium is not None and stored is not None and stored != medium:
+        from ...ops.airvac import air_to_vacuum, vacuum_to_air
+
+        convert = air_to_vacuum if medium == "vacuum" else vacuum_to_air
+        table["centre"] = convert(np.asarray(table["centre"], float))
+        table.meta["wavelength_range"] = [float(v) for v in
+                                          convert(np.asarray(meta["wavelength_range"], float))]
+        table.meta["medium"] = medium
     return LineModel.from_table(table)

@@ -15,13 +15,12 @@ observatory frame, −BERV after a barycentric correction).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
-from ...errors import FileFormatError, MissingFileError, ModelError
+from ...errors import FileFormatError, ModelError
 from ...ops.doppler import doppler_factor
 from .clone import CloneResult, clone_spectrum
 from .model import LineModel
@@ -30,42 +29,24 @@ from .model import LineModel
 def read_telluric(path, *, wavelength_min: float | None = None,
                   wavelength_max: float | None = None, normalise: bool = True
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Read a telluric transmission spectrum: TelFit csv (``wavelength_A,transmission``) or
-    TAPAS ``.ipac`` (nm, converted to Å). Returns increasing wavelength (Å, vacuum) and
+    """A telluric transmission spectrum (any product :func:`photosphere.io.read` knows: TelFit
+    csv, TAPAS ipac) as increasing wavelength (Å, the file's medium, vacuum for both) and
     transmission (n_pix,), cut to [wavelength_min, wavelength_max] Å. With ``normalise`` the
     transmission is divided by its smooth upper envelope (removes Rayleigh/aerosol continua)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"telluric file {path} does not exist")
-    try:
-        if path.suffix.lower() == ".ipac":
-            from astropy.io import ascii as astro_ascii
+    from ...io import read
 
-            table = astro_ascii.read(path, format="ipac")
-            wave = np.asarray(table["wavelength"], float) * 10.0  # nm -> Å
-            trans = np.asarray(table["transmittance"], float)
-        else:
-            data = np.genfromtxt(path, delimiter=",", names=True)
-            names = data.dtype.names or ()
-            if len(names) < 2:
-                raise ValueError(f"expected two columns, found {names}")
-            wave = np.asarray(data[names[0]], float)
-            trans = np.asarray(data[names[1]], float)
-            if "nm" in names[0].lower():
-                wave = wave * 10.0
-    except (ValueError, KeyError, OSError) as exc:
-        raise FileFormatError(f"{path} is not a TelFit csv or TAPAS ipac transmission file: "
-                              f"{exc}") from None
-    order = np.argsort(wave)
-    wave, trans = wave[order], trans[order]
-    keep = np.isfinite(wave) & np.isfinite(trans)
+    spectrum = read(path)
+    if np.ndim(spectrum.flux) != 1:
+        raise FileFormatError(f"{path} is not a 1-D transmission spectrum")
+    wave, trans = np.asarray(spectrum.wavelength), np.asarray(spectrum.flux)
+    keep = ~np.asarray(spectrum.mask)
     if wavelength_min is not None:
         keep &= wave >= wavelength_min
     if wavelength_max is not None:
         keep &= wave <= wavelength_max
     if keep.sum() < 5:
         raise ModelError(
-            f"{path} has fewer than 5 finite samples in {wavelength_min}–{wavelength_max} Å "
+            f"{path} has fewer than 5 good samples in {wavelength_min}–{wavelength_max} Å "
             f"(file covers {wave[0]:.1f}–{wave[-1]:.1f} Å); pass a range the file covers")
     wave, trans = wave[keep], trans[keep]
     if normalise:
