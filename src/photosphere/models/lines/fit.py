@@ -132,6 +132,7 @@ class ObservedLineModel(torch.nn.Module):
         x = 2.0 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1.0
         cheb = np.polynomial.chebyshev.chebvander(x, settings.continuum_degree)
         self.register_buffer("chebyshev", torch.as_tensor(cheb))  # (n_pix, degree + 1)
+        self.register_buffer("flux_scale", torch.tensor(1.0, dtype=torch.float64))
         self.continuum_coeffs = torch.nn.Parameter(
             torch.tensor([1.0] + [0.0] * settings.continuum_degree, dtype=torch.float64))
         self.rv = torch.nn.Parameter(torch.tensor(float(rv), dtype=torch.float64))
@@ -155,7 +156,8 @@ class ObservedLineModel(torch.nn.Module):
                 for name, p in named.items() if p.requires_grad]
 
     def continuum(self) -> torch.Tensor:
-        return self.chebyshev @ self.continuum_coeffs
+        """Continuum (n_pix,) in data flux units: flux_scale × Σ_k a_k T_k(x)."""
+        return self.flux_scale * (self.chebyshev @ self.continuum_coeffs)
 
     def _star(self) -> torch.Tensor:
         """Rotationally broadened stellar flux on the fine grid (observed frame)."""
@@ -280,6 +282,8 @@ def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | N
     if rv is None:
         rv = scan_rv(stellar, obs, settings)
     model = ObservedLineModel(stellar, obs.wavelength, settings, telluric, rv=rv)
+    with torch.no_grad():  # continuum in units of the data's upper envelope level
+        model.flux_scale.fill_(float(np.percentile(obs.flux[~obs.mask], 95)))
     flux = torch.as_tensor(obs.flux)
     ivar = torch.as_tensor(np.where(obs.mask, 0.0, 1.0 / obs.sigma**2))
     n_good = int((~obs.mask).sum())
