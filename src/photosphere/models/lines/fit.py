@@ -49,8 +49,8 @@ class Observation:
 
     @classmethod
     def from_arrays(cls, wavelength, flux, sigma=None, mask=None) -> Observation:
-        wave = np.asarray(wavelength, float)
-        flux = np.asarray(flux, float)
+        wave = np.array(wavelength, float)  # copies: torch needs writable arrays
+        flux = np.array(flux, float)
         if wave.ndim != 1 or wave.shape != flux.shape:
             raise InvalidSpectrumError(f"wavelength {wave.shape} and flux {flux.shape} must be "
                                        "1-D and the same shape")
