@@ -42,6 +42,15 @@ def test_sparse_gradients_equal_dense_gradients(rng):
         torch.testing.assert_close(g_sparse, g_dense, rtol=1e-10, atol=1e-12)
 
 
+def test_float32_pairs_agree_with_float64(rng):
+    wave = torch.linspace(5000, 5020, 4001, dtype=torch.float64)
+    params = [torch.as_tensor(p) for p in _random_lines(rng, 60, 5000.5, 5019.5)]
+    exact = sparse_opacity(wave, *params, half_window=1.0)
+    fast = sparse_opacity(wave, *params, half_window=1.0, pair_dtype=torch.float32)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, exact, rtol=0, atol=1e-6 * float(exact.max()))
+
+
 def test_wide_window_reaches_the_untruncated_sum(rng):
     wave = torch.linspace(5000, 5010, 2001, dtype=torch.float64)
     params = [torch.as_tensor(p) for p in _random_lines(rng, 10, 5004, 5006)]

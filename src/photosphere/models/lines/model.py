@@ -56,13 +56,16 @@ def line_windows(wavelength: torch.Tensor, anchor: torch.Tensor, half_window: to
 def sparse_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: torch.Tensor,
                    sigma: torch.Tensor, gamma: torch.Tensor, *, half_window,
                    profile: str = "pseudo_voigt",
-                   window_centre: torch.Tensor | None = None) -> torch.Tensor:
+                   window_centre: torch.Tensor | None = None,
+                   pair_dtype: torch.dtype | None = None) -> torch.Tensor:
     """τ(λ) summed over lines, each evaluated on its own window.
 
     wavelength: (n_pix,) increasing Å; centre, amplitude (Å), sigma (Å), gamma (Å): (n_lines,).
     half_window: Å, scalar or (n_lines,); window_centre: (n_lines,) Å where the windows are
-    anchored (default: ``centre``). Returns (n_pix,) optical depth, differentiable in all line
-    parameters. Cost ∝ Σ window pixels.
+    anchored (default: ``centre``). pair_dtype: dtype of the per-(line, pixel) arithmetic of the
+    pseudo-Voigt (offsets are always formed in the input dtype first); ``torch.float32`` is
+    ~1.5× faster with |Δτ| ≲ 1e-7. Returns (n_pix,) optical depth in the input dtype,
+    differentiable in all line parameters. Cost ∝ Σ window pixels.
     """
     if centre.numel() == 0:
         return torch.zeros_like(wavelength)
@@ -74,8 +77,10 @@ def sparse_opacity(wavelength: torch.Tensor, centre: torch.Tensor, amplitude: to
     if profile == "pseudo_voigt":
         # per-line constants first (n_lines), then only the cheap shape per (line, pixel) pair
         inv_h, c_l, c_g = pseudo_voigt_coefficients(sigma, gamma)
-        tau_pairs = pseudo_voigt_shape(offset, inv_h[line_id], (amplitude * c_l)[line_id],
-                                       (amplitude * c_g)[line_id])
+        dt = pair_dtype or offset.dtype
+        tau_pairs = pseudo_voigt_shape(offset.to(dt), inv_h.to(dt)[line_id],
+                                       (amplitude * c_l).to(dt)[line_id],
+                                       (amplitude * c_g).to(dt)[line_id]).to(wavelength.dtype)
     else:
         tau_pairs = amplitude[line_id] * get_profile(profile)(offset, sigma[line_id],
                                                               gamma[line_id])
@@ -114,12 +119,16 @@ class LineModel(torch.nn.Module):
     ``log_gamma``) so positivity holds during fitting, and the centre as
     ``reference_centre + centre_shift``. ``half_window`` (Å; scalar, (n_lines,), or ``None`` for
     :func:`auto_half_window` from the initial parameters) is where each line is evaluated,
-    anchored on ``reference_centre``; ``profile`` is ``"pseudo_voigt"`` (fast) or ``"voigt"``.
+    anchored on ``reference_centre``; ``profile`` is ``"pseudo_voigt"`` (fast) or ``"voigt"``;
+    ``pair_dtype`` is the dtype of the per-pixel pseudo-Voigt arithmetic (float32 by default:
+    |Δτ| ≲ 1e-7, far below any data's noise, and ~1.5× faster; float64 for exact comparisons).
     """
 
     def __init__(self, centre, amplitude, sigma, gamma, *, half_window=None,
-                 profile: str = "pseudo_voigt", wavelength_range: Sequence[float] | None = None):
+                 profile: str = "pseudo_voigt", wavelength_range: Sequence[float] | None = None,
+                 pair_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.pair_dtype = pair_dtype
         get_profile(profile)
         c, a, s, g = (_as_tensor(v, n) for v, n in ((centre, "centre"), (amplitude, "amplitude"),
                                                      (sigma, "sigma"), (gamma, "gamma")))
@@ -175,7 +184,7 @@ class LineModel(torch.nn.Module):
         amplitude = self.amplitude if amplitude_scale is None else self.amplitude * amplitude_scale
         return sparse_opacity(wavelength, self.centre, amplitude, self.sigma, self.gamma,
                               half_window=self.half_window, profile=self.profile,
-                              window_centre=self.reference_centre)
+                              window_centre=self.reference_centre, pair_dtype=self.pair_dtype)
 
     def forward(self, wavelength: torch.Tensor) -> torch.Tensor:
         """Normalised flux exp(−τ) on ``wavelength`` (n_pix,) Å."""
