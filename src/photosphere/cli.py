@@ -209,6 +209,7 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
                                wavelength_max=wave[-1] + 5)
         telluric, _ = clone_telluric({"all": (tw, tt)}, progress=not args.no_progress)
     settings = FitSettings(resolution=args.resolution, n_steps=args.steps,
+                           n_global_steps=args.global_steps,
                            continuum_degree=args.continuum_degree,
                            fit_line_parameters=not args.fix_lines)
     result = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=args.rv,
@@ -260,6 +261,8 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--resolution", type=float, default=55000.0, help="instrumental R")
     f.add_argument("--rv", type=float, help="initial RV (km/s); default: scan ±200 km/s")
     f.add_argument("--continuum-degree", type=int, default=3)
+    f.add_argument("--global-steps", type=int, default=100,
+                   help="Adam epochs of the first stage (rv, vsini, continuum, tellurics)")
     f.add_argument("--fix-lines", action="store_true",
                    help="fit only RV, vsini, continuum and tellurics")
     f.add_argument("-o", "--output", help="fitted line table (.ecsv/.fits)")

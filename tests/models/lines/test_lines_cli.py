@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from photosphere.cli import main
@@ -21,6 +22,7 @@ def _write_spectrum(path, rng, noise=0.0):
     np.savetxt(path, np.column_stack(cols), header="medium: air")
 
 
+@pytest.mark.slow
 def test_clone_then_fit_with_json(tmp_path, rng, capsys):
     _write_spectrum(tmp_path / "synth.txt", rng)
     _write_spectrum(tmp_path / "obs.txt", rng, noise=0.002)
@@ -31,11 +33,13 @@ def test_clone_then_fit_with_json(tmp_path, rng, capsys):
     assert out["n_lines"] == 4
     assert out["residual_final"]["rms"] < out["residual_initial"]["rms"]
     rc = main(["lines", "fit", str(tmp_path / "obs.txt"), "--lines", str(tmp_path / "l.ecsv"),
-               "--rv", "0", "--resolution", "1e6", "--steps", "10", "--no-progress",
+               "--rv", "0", "--resolution", "1e5", "--steps", "10", "--global-steps", "20",
+               "--no-progress",
                "-o", str(tmp_path / "fit.ecsv"), "--json"])
     assert rc == 0
     fit = json.loads(capsys.readouterr().out)
     assert abs(fit["rv_kms"]) < 1.0
+    assert fit["rms_over_noise"] < 2.0
     assert (tmp_path / "fit.ecsv").exists()
 
 

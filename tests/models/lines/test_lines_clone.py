@@ -33,6 +33,7 @@ def test_find_lines_locates_every_known_line(rng):
     np.testing.assert_allclose(guess.depth, truth.depth()[np.argsort(true_centre)], atol=0.02)
 
 
+@pytest.mark.slow
 def test_clone_reproduces_the_spectrum_and_the_lines(rng):
     torch.manual_seed(0)
     wave, flux, truth = _known_spectrum(rng)
@@ -47,6 +48,7 @@ def test_clone_reproduces_the_spectrum_and_the_lines(rng):
     np.testing.assert_allclose(result.model.equivalent_width(), ew_truth, rtol=0.1)
 
 
+@pytest.mark.slow
 def test_second_round_finds_lines_hidden_in_blends():
     wave = np.arange(5000.0, 5006.0, 0.01)
     # a weak line on the wing of a strong one is not a separate minimum

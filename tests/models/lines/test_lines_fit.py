@@ -64,6 +64,7 @@ def test_injected_rv_vsini_and_amplitudes_are_recovered(rng):
     assert not table["telluric_blended"].any()
 
 
+@pytest.mark.slow
 def test_fit_with_tellurics_flags_blended_lines_and_writes_outputs(rng, tmp_path):
     settings = FitSettings(resolution=60000, n_global_steps=40, n_steps=20)
     centre, amp, sigma, gamma = _lines(rng, 15, 6002, 6018)

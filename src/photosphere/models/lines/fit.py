@@ -125,7 +125,8 @@ class ObservedLineModel(torch.nn.Module):
         data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave))))
         self.velocity_step = min(SPEED_OF_LIGHT / settings.resolution / settings.oversample,
                                  data_step / 2.0)
-        margin = 1.0 + (abs(rv) + settings.rv_search / 4 + 150.0) / SPEED_OF_LIGHT
+        # room for the RV to move during the fit and for the broadening kernels at the ends
+        margin = 1.0 + (abs(rv) + 50.0 + 5.0 * settings.vsini_initial) / SPEED_OF_LIGHT
         fine = log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, self.velocity_step)
         self.register_buffer("fine_wavelength", torch.as_tensor(fine))
         self.register_buffer("data_wavelength", torch.as_tensor(wave))
