@@ -38,8 +38,8 @@ class LineGuess:
 
 def check_normalised_spectrum(wavelength, flux) -> tuple[np.ndarray, np.ndarray]:
     """Validate a 1-D normalised spectrum: finite, increasing wavelengths, same shapes."""
-    wavelength = np.asarray(wavelength, dtype=float)
-    flux = np.asarray(flux, dtype=float)
+    wavelength = np.array(wavelength, dtype=float)  # copies: torch needs writable arrays
+    flux = np.array(flux, dtype=float)
     if wavelength.ndim != 1 or wavelength.shape != flux.shape:
         raise InvalidSpectrumError(
             f"wavelength {wavelength.shape} and flux {flux.shape} must be 1-D and the same shape")
