@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from photosphere.io import read
 from photosphere.models.lines.clone import clone_spectrum
 from photosphere.models.lines.telluric import clone_telluric, read_telluric
