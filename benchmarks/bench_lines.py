@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from photosphere.io import read
 from photosphere.models.lines.clone import clone_spectrum
 from photosphere.models.lines.model import LineModel, dense_opacity
 
@@ -78,9 +79,8 @@ def bench_epoch(n_lines: int, n_pixels: int, seed: int = 0) -> None:
 
 def bench_clone(path: str, wmin: float, wmax: float, steps: int, rounds: int,
                 prominence: float) -> None:
-    data = np.loadtxt(path)
-    sel = (data[:, 0] >= wmin) & (data[:, 0] <= wmax)
-    wave, flux = data[sel, 0], data[sel, 1]
+    spectrum = read(path).slice(wmin, wmax)
+    wave, flux = spectrum.wavelength, spectrum.flux
     print(f"\n2. clone of {os.path.basename(path)} {wmin}-{wmax} Å ({wave.size} px), "
           f"{rounds} rounds × {steps} Adam epochs, prominence {prominence}")
     cpu0 = time.process_time()
@@ -107,10 +107,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prominence", type=float, default=0.002)
+    p.add_argument("--skip-epoch", action="store_true", help="only the clone benchmark")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    bench_epoch(args.lines, args.pixels)
+    if not args.skip_epoch:
+        bench_epoch(args.lines, args.pixels)
     if args.sun:
         bench_clone(args.sun, args.sun_min, args.sun_max, args.steps, args.rounds,
                     args.prominence)

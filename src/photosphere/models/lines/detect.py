@@ -51,8 +51,14 @@ def check_normalised_spectrum(wavelength, flux) -> tuple[np.ndarray, np.ndarray]
         raise InvalidSpectrumError(
             f"{int(bad.sum())} flux value(s) are NaN or inf (first at {wavelength[first]:.3f} Å); "
             "interpolate over them or cut them out before finding lines")
-    if not np.all(np.isfinite(wavelength)) or np.any(np.diff(wavelength) <= 0):
-        raise InvalidSpectrumError("wavelengths must be finite and strictly increasing")
+    if not np.all(np.isfinite(wavelength)):
+        raise InvalidSpectrumError("wavelengths must be finite")
+    steps = np.diff(wavelength)
+    if np.any(steps <= 0):
+        first = int(np.argmax(steps <= 0))
+        raise InvalidSpectrumError(
+            f"wavelengths must be strictly increasing; {int(np.sum(steps <= 0))} step(s) are not "
+            f"(first at {wavelength[first]:.3f} Å); sort and de-duplicate the spectrum")
     return wavelength, flux
 
 
