@@ -29,6 +29,7 @@ from ...errors import FitError, InvalidSpectrumError
 from ...ops.doppler import doppler_factor
 from ...ops.grid import log_uniform_wavelength
 from ...ops.lsf import gaussian_broaden
+from ...ops.noise import estimate_snr
 from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
 from .clone import ResidualStats, optimise
@@ -41,7 +42,8 @@ SPEED_OF_LIGHT = 299792.458  # km/s
 @dataclass(frozen=True)
 class Observation:
     """An observed 1-D spectrum to fit: wavelength (n_pix,) Å, flux (n_pix,), sigma (n_pix,)
-    1σ (inf where masked). Built with :meth:`from_arrays`, which validates."""
+    1σ (inf where masked). Built with :meth:`from_arrays`, which validates; without sigma, one
+    σ = median flux / S/N (DER_SNR, ``ops.noise.estimate_snr``) is used for every pixel."""
 
     wavelength: np.ndarray
     flux: np.ndarray
@@ -56,9 +58,18 @@ class Observation:
                                        "1-D and the same shape")
         if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
             raise InvalidSpectrumError("wavelengths must be finite and strictly increasing")
-        sig = (np.full_like(flux, np.nanstd(np.diff(flux)) / math.sqrt(2)) if sigma is None
-               else np.asarray(sigma, float).copy())
         bad = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
+        if sigma is None:  # no uncertainties: one σ for all pixels from DER_SNR
+            good = ~bad & np.isfinite(flux)
+            snr = estimate_snr(flux[good]) if good.sum() > 4 else float("nan")
+            level = float(np.median(flux[good])) if good.any() else float("nan")
+            if not (math.isfinite(snr) and snr > 0 and level / snr > 0):
+                raise InvalidSpectrumError(
+                    f"no uncertainties given and the noise cannot be estimated from the flux "
+                    f"(DER_SNR S/N = {snr}); pass sigma (or an error column in the file)")
+            sig = np.full_like(flux, level / snr)
+        else:
+            sig = np.array(sigma, float)
         nonfinite = ~np.isfinite(flux) | ~np.isfinite(sig) | (sig <= 0)
         if np.any(nonfinite & ~bad):
             n = int(np.sum(nonfinite & ~bad))
