@@ -75,12 +75,14 @@ def main() -> None:
     print(f"2. corrections: {int(table['observed'].sum())} lines observed, "
           f"{int(table['vanished'].sum())} vanished; |Δ log A| median "
           f"{np.median(np.abs(strong['delta_log_amplitude'])):.3f} dex (lines deeper than 0.1)")
-    for wl in (5051.28, 5245.63, 5273.63):
+    for wl in (5051.28, 5245.63, 5273.63, 5343.4):
         i = int(np.argmin(np.abs(table["centre_initial"] - wl)))
         row = table[i]
-        print(f"   {wl:.2f} Å: line at {row['centre_initial']:.3f}, depth "
-              f"{row['depth_initial']:.3f} -> {row['depth_fit']:.3f}, Δ log A "
-              f"{row['delta_log_amplitude']:+.3f}")
+        print(f"   {wl:.2f} Å: line at {row['centre_initial']:.3f}, EW "
+              f"{1e3 * row['equivalent_width_initial']:.1f} -> "
+              f"{1e3 * row['equivalent_width_fit']:.1f} mÅ, Δ log A "
+              f"{row['delta_log_amplitude']:+.3f}, σ {row['sigma_initial']:.4f} -> "
+              f"{row['sigma_fit']:.4f} Å")
 
     print("3. held out: TRES WASP-14 (F5 V) orders in 5050–5350 Å, lines fixed")
     tres = read(data / "tres" / "WASP14-2009-06-14.hdf5")
