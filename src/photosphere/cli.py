@@ -168,7 +168,7 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
 
         raise MissingFileError("give a SPECTRUM file or --synthesize TEFF LOGG FEH")
     result = clone_spectrum(wave, flux, prominence=args.prominence, n_steps=args.steps,
-                            n_rounds=args.rounds, optimizer=args.optimizer,
+                            n_rounds=args.rounds,
                             profile=args.profile, progress=not args.no_progress)
     table = result.model.to_table()
     table.meta.update({"source": str(source), "residual_rms": result.final.rms,
@@ -248,7 +248,6 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--prominence", type=float, default=0.005,
                    help="minimum line depth below neighbouring maxima (default 0.005)")
     c.add_argument("--rounds", type=int, default=2, help="detection + optimisation rounds")
-    c.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     c.add_argument("--profile", choices=["pseudo_voigt", "voigt"], default="pseudo_voigt")
     c.add_argument("--threads", type=int, help="torch CPU threads")
     _lines_settings_args(c)

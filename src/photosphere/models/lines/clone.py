@@ -5,8 +5,8 @@ and optimises every line's centre, opacity area, σ and γ against the spectrum 
 until the residual is small. Works on a noise-free synthetic spectrum (the intended use) and on an
 observed one (then the clone is a deconvolution into lines).
 
-Optimisers (measured in docs/lines.md): ``"lbfgs"`` (default; L-BFGS with a strong-Wolfe line
-search on all 4·n_lines parameters) and ``"adam"`` (per-group learning rates, cosine decay).
+Optimiser: Adam with per-group learning rates and cosine decay. L-BFGS (strong-Wolfe line
+search) was measured on the same problems and stalls or diverges (docs/lines.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ...errors import ModelError
 from .detect import LineGuess, check_normalised_spectrum, find_lines
 from .model import LineModel
 
-OPTIMIZERS = ("lbfgs", "adam")
+OPTIMIZERS = ("adam",)
 _NOMINAL_ERROR = 1e-3
 
 
@@ -57,7 +57,7 @@ class CloneResult:
     final: ResidualStats
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    optimizer: str = "lbfgs"
+    optimizer: str = "adam"
 
     def summary(self) -> dict:
         return {"n_lines": self.model.n_lines, "optimizer": self.optimizer,
@@ -74,46 +74,27 @@ def optimise(loss_fn, model: torch.nn.Module, *, optimizer: str, n_steps: int,
              progress: bool = True, description: str = "fit") -> list[float]:
     """Minimise ``loss_fn()`` over ``model``'s trainable parameters; returns the loss history.
 
-    ``n_steps`` counts L-BFGS iterations or Adam epochs. ``groups`` (Adam only) overrides the
-    default parameter groups (line centre shifts at 2 % of ``learning_rate``, the rest at it).
+    Adam with cosine learning-rate decay; ``n_steps`` epochs. ``groups`` overrides the default
+    parameter groups (line centre shifts at 2 % of ``learning_rate``, the rest at it).
+    ``optimizer`` must be ``"adam"``: L-BFGS was measured and dropped (docs/lines.md).
     """
     if optimizer not in OPTIMIZERS:
         raise ModelError(f"optimizer={optimizer!r} is not known; use one of {OPTIMIZERS}")
-    params = [p for p in model.parameters() if p.requires_grad]
     history: list[float] = []
     bar = tqdm(total=n_steps, desc=description, disable=not progress, leave=False)
-    if optimizer == "lbfgs":
-        # one iteration per .step call: the curvature history lives in opt.state and carries over
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=30,
-                                tolerance_grad=1e-14, tolerance_change=1e-16,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            return loss
-
-        for _ in range(n_steps):
-            loss = opt.step(closure)
-            history.append(float(loss.detach()))
-            bar.update(1)
-            if len(history) > 1 and abs(history[-2] - history[-1]) <= 1e-12 * abs(history[-1]):
-                break
-    else:
-        if groups is None:
-            groups = [{"params": [p], "lr": learning_rate * (0.02 if "shift" in name else 1.0)}
-                      for name, p in model.named_parameters() if p.requires_grad]
-        opt = torch.optim.Adam(groups)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
-        for _ in range(n_steps):
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append(float(loss.detach()))
-            bar.update(1)
+    if groups is None:
+        groups = [{"params": [p], "lr": learning_rate * (0.02 if "shift" in name else 1.0)}
+                  for name, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
+    for _ in range(n_steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(float(loss.detach()))
+        bar.update(1)
     bar.close()
     return history
 
