@@ -13,6 +13,7 @@ from photosphere.models.lines.telluric import clone_telluric, read_telluric
 pytestmark = pytest.mark.realdata
 
 
+@pytest.mark.slow
 def test_clone_a_piece_of_the_uves_sun():
     sun = read(shared_file("optical/uves_sun_norm.txt")).slice(5170.0, 5176.0)
     result = clone_spectrum(sun.wavelength, sun.flux, prominence=0.003, n_steps=150,
