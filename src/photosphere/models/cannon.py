@@ -68,7 +68,7 @@ class CannonModel:
     censors: ``{label: (n_pix,) bool}``, True where that label may influence the pixel; terms
         involving a label are dropped at pixels where it is censored.
     s2_grid: candidate scatter values for the global search (normalised-flux units squared).
-    s2_tolerance_dex: precision of the golden-section refinement of log10 s².
+    s2_tolerance_dex: precision of the refinement of log10 s² (bracketed parabolic search).
     progress: show progress bars on stderr.
 
     Learned attributes: ``theta_`` (n_pix, n_terms), ``s2_`` (n_pix,), ``fiducials_``,
@@ -250,7 +250,7 @@ class CannonModel:
             "n_training_stars": int(n_stars),
             "n_pixels": int(n_pix),
             "method": "Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
-                      "golden-section search",
+                      "bracketed parabolic/golden refinement",
         }
         return self
 

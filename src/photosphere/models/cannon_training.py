@@ -11,8 +11,9 @@ of The Cannon 2: a lasso, solved by coordinate descent). The weights differ per 
 normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ differ too; they are all built at once by one matrix
 product of the (n_pix, n_stars) weights with the (n_stars, n_terms(n_terms+1)/2) products of
 label-vector entries, and solved batched. s²_λ maximises the *profile* likelihood
-ln L_λ(θ̂_λ(s²), s²): first on a log-spaced grid (global), then by golden-section search in
-log s² between the grid neighbours of the best node, every pixel at once.
+ln L_λ(θ̂_λ(s²), s²): first on a log-spaced grid (global), then by a bracketed 1D search in
+log s² between the grid neighbours of the best node (successive parabolic interpolation with a
+golden-section fallback), every pixel at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ModelError
-
-GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 class PixelSolver:
@@ -53,26 +52,31 @@ class PixelSolver:
     def n_pix(self) -> int:
         return self.flux_t.shape[0]
 
-    def normal_equations(self, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(M (n_pix, P, P), b (n_pix, P), Σ_n w f² (n_pix,)) at scatter s2 (n_pix,).
+    def normal_equations(self, s2: np.ndarray, pixels: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M (n, P, P), b (n, P), Σ_n w f² (n,)) at scatter s2 (n,), for all pixels or the
+        given pixel indices.
 
         Works in two preallocated (n_pix, n_stars) buffers: at full APOGEE size these passes,
         not the small solves, are the cost of training.
         """
-        w, wf = self._buffers()
-        np.multiply(s2[:, None], self.ivar_t, out=w)
+        ivar_t = self.ivar_t if pixels is None else self.ivar_t[pixels]
+        flux_t = self.flux_t if pixels is None else self.flux_t[pixels]
+        n = ivar_t.shape[0]
+        w, wf = (buf[:n] for buf in self._buffers())
+        np.multiply(s2[:, None], ivar_t, out=w)
         w += 1.0
-        np.divide(self.ivar_t, w, out=w)
+        np.divide(ivar_t, w, out=w)
         n_terms = self.design.shape[1]
         flat = w @ self.products
-        np.multiply(w, self.flux_t, out=wf)
+        np.multiply(w, flux_t, out=wf)
         b = wf @ self.design
-        wff = np.einsum("ln,ln->l", wf, self.flux_t)
-        m = np.empty((self.n_pix, n_terms, n_terms))
+        wff = np.einsum("ln,ln->l", wf, flux_t)
+        m = np.empty((n, n_terms, n_terms))
         m[:, self.rows, self.cols] = flat
         m[:, self.cols, self.rows] = flat
         if self.term_mask is not None:
-            keep = self.term_mask
+            keep = self.term_mask if pixels is None else self.term_mask[pixels]
             m *= keep[:, :, None] & keep[:, None, :]
             m[:, np.arange(n_terms), np.arange(n_terms)] += ~keep
             b *= keep
@@ -83,16 +87,19 @@ class PixelSolver:
             self._work = (np.empty_like(self.ivar_t), np.empty_like(self.ivar_t))
         return self._work
 
-    def log_variance_term(self, s2: np.ndarray) -> np.ndarray:
+    def log_variance_term(self, s2: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
         """Σ_n ln(1 + s² ivar_n) per pixel = Σ_n ln(s² + σ²_n) up to a constant in s²."""
-        buf = self._buffers()[0]
-        np.multiply(s2[:, None], self.ivar_t, out=buf)
+        ivar_t = self.ivar_t if pixels is None else self.ivar_t[pixels]
+        buf = self._buffers()[0][:ivar_t.shape[0]]
+        np.multiply(s2[:, None], ivar_t, out=buf)
         np.log1p(buf, out=buf)
         return buf.sum(axis=1)
 
-    def solve(self, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """θ (n_pix, P) and the per-pixel objective ln L - Λ|θ|₁ (n_pix,) at scatter s2."""
-        m, b, wff = self.normal_equations(s2)
+    def solve(self, s2: np.ndarray, pixels: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """θ (n, P) and the objective ln L - Λ|θ|₁ (n,) at scatter s2 (n,), for all pixels or the
+        given pixel indices."""
+        m, b, wff = self.normal_equations(s2, pixels)
         try:
             theta = np.linalg.solve(m, b[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError as exc:
@@ -102,15 +109,19 @@ class PixelSolver:
                 "(lower order / no cross terms) or more training stars") from exc
         penalty = 0.0
         if self.regularization is not None and np.any(self.regularization > 0):
-            start = theta if self._theta_start is None else self._theta_start
-            theta = lasso_coordinate_descent(m, b, self.regularization, start,
-                                             self.l1_max_sweeps, self.l1_tolerance)
-            self._theta_start = theta
-            penalty = self.regularization * np.abs(theta[:, 1:]).sum(axis=1)
+            lam = self.regularization if pixels is None else self.regularization[pixels]
+            start = theta
+            if self._theta_start is not None:
+                start = self._theta_start if pixels is None else self._theta_start[pixels]
+            theta = lasso_coordinate_descent(m, b, lam, start, self.l1_max_sweeps,
+                                             self.l1_tolerance)
+            if pixels is None:
+                self._theta_start = theta
+            penalty = lam * np.abs(theta[:, 1:]).sum(axis=1)
         # Σ w (f - θ·ℓ)² expanded, so that no (n_pix, n_stars) residual array is needed.
         chi2 = wff - 2 * np.einsum("lp,lp->l", theta, b) + np.einsum(
             "lp,lpq,lq->l", theta, m, theta)
-        loglike = -0.5 * (chi2 + self.log_variance_term(s2))
+        loglike = -0.5 * (chi2 + self.log_variance_term(s2, pixels))
         return theta, loglike - penalty
 
 
@@ -140,56 +151,102 @@ def lasso_coordinate_descent(m: np.ndarray, b: np.ndarray, lam: np.ndarray, star
     return theta
 
 
-def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: float = 0.01,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Maximise the profile likelihood over s² for every pixel: grid, then golden section.
+def _parabola_vertex(a, b, c, fa, fb, fc):
+    """Abscissa of the extremum of the parabola through three points (NaN if degenerate)."""
+    p = (b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)
+    q = (b - a) * (fb - fc) - (b - c) * (fb - fa)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return b - 0.5 * p / q
 
-    s2_grid: increasing candidate values, the first may be 0 and the rest log-spaced.
+
+def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: float = 0.01,
+                     progress: bool = False, max_refine: int = 40,
+                     loglike_tolerance: float = 1e-4
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximise the profile likelihood over s² for every pixel: grid, then Brent-style search.
+
+    s2_grid: increasing candidate values, the first may be 0 and the rest log-spaced. The best
+    grid node and its neighbours bracket the maximum in t = log10 s²; successive parabolic
+    interpolation with golden-section fallback (one likelihood evaluation per iteration, all
+    pixels at once) shrinks the bracket below ``tolerance_dex`` (or until the bracket's ln L
+    values agree within ``loglike_tolerance``). The best point ever evaluated
+    is returned, so the result is never worse than the grid.
     Returns (theta (n_pix, P), s2 (n_pix,), loglike (n_pix,)).
     """
     grid = np.asarray(s2_grid, dtype=float)
+    if grid.ndim != 1 or np.any(np.diff(grid) <= 0) or grid[0] < 0:
+        raise ModelError(f"s2_grid must be increasing and >= 0, got {grid.tolist()}")
     positive = grid[grid > 0]
-    if positive.size < 2:
-        raise ModelError(f"s2_grid needs at least two positive values, got {grid.tolist()}")
-    log_grid = np.log10(positive)
-    step = float(np.max(np.diff(log_grid)))
-    n_golden = int(np.ceil(np.log(2 * step / tolerance_dex) / np.log(1 / GOLDEN)))
+    if positive.size < 3:
+        raise ModelError(f"s2_grid needs at least three positive values, got {grid.tolist()}")
     n_pix = solver.n_pix
-    bar = tqdm(total=len(grid) + n_golden + 2, desc="Cannon training (s² search)",
-               disable=not progress, leave=False)
+    bar = tqdm(desc="Cannon training (s² search)", disable=not progress, leave=False)
 
     loglikes = np.empty((len(grid), n_pix))
+    best_theta = best_ll = None
     for g, value in enumerate(grid):
-        loglikes[g] = solver.solve(np.full(n_pix, value))[1]
+        theta, loglikes[g] = solver.solve(np.full(n_pix, value))
+        if best_ll is None:
+            best_theta, best_ll = theta, loglikes[g].copy()
+        else:
+            better = loglikes[g] > best_ll
+            best_theta[better] = theta[better]
+            best_ll[better] = loglikes[g][better]
         bar.update()
     best = np.argmax(loglikes, axis=0)
     best_s2 = grid[best]
-    best_ll = loglikes[best, np.arange(n_pix)]
 
-    refine = best_s2 > 0
-    t_best = np.log10(np.where(refine, best_s2, positive[0]))
-    lo = t_best - step
-    hi = np.minimum(t_best + step, log_grid[-1])
-    c = hi - GOLDEN * (hi - lo)
-    d = lo + GOLDEN * (hi - lo)
-    fc = solver.solve(10.0**c)[1]
-    fd = solver.solve(10.0**d)[1]
-    bar.update(2)
-    for _ in range(n_golden):
-        left = fc > fd
-        new_hi = np.where(left, d, hi)
-        new_lo = np.where(left, lo, c)
-        probe = np.where(left, new_hi - GOLDEN * (new_hi - new_lo),
-                         new_lo + GOLDEN * (new_hi - new_lo))
-        f_probe = solver.solve(10.0**probe)[1]
-        c, fc, d, fd = (np.where(left, probe, d), np.where(left, f_probe, fd),
-                        np.where(left, c, probe), np.where(left, fc, f_probe))
-        lo, hi = new_lo, new_hi
+    # bracket (a, b, c) in t = log10 s²; s² = 0 stands in as one grid step below the first node
+    t_nodes = np.log10(np.where(grid > 0, grid, 1.0))
+    if grid[0] == 0:
+        t_nodes[0] = 2 * t_nodes[1] - t_nodes[2]
+    pix = np.arange(n_pix)
+    interior = (best > 0) & (best < len(grid) - 1) & (grid[np.maximum(best - 1, 0)] >= 0)
+    if grid[0] == 0:
+        interior &= best >= 1
+    k = np.clip(best, 1, len(grid) - 2)
+    a, b, c = t_nodes[k - 1], t_nodes[k], t_nodes[k + 1]
+    fa, fb, fc = loglikes[k - 1, pix], loglikes[k, pix], loglikes[k + 1, pix]
+    t_best = np.log10(np.where(best_s2 > 0, best_s2, 1.0))
+    active = interior.copy()
+    # Brent's rule: a parabolic step is taken only if it is shorter than half the step taken two
+    # iterations before; otherwise a golden-section step into the larger segment.
+    step_before_last = c - a
+    last_step = c - a
+    for _ in range(max_refine):
+        # done when the bracket is narrow, or when the whole bracket is within loglike_tolerance
+        # of the best value (a flat profile: s² is not better determined than that)
+        active &= ((c - a) > 2 * tolerance_dex) & (fb - np.minimum(fa, fc) > loglike_tolerance)
+        if not active.any():
+            break
+        u = _parabola_vertex(a, b, c, fa, fb, fc)
+        larger_right = (c - b) > (b - a)
+        golden = np.where(larger_right, b + 0.381966 * (c - b), b - 0.381966 * (b - a))
+        bad = (~np.isfinite(u) | (u <= a) | (u >= c)
+               | (np.abs(u - b) >= 0.5 * np.abs(step_before_last)))
+        u = np.where(bad, golden, u)
+        small = np.abs(u - b) < tolerance_dex / 2
+        u = np.where(small, b + np.where(larger_right, 1, -1) * tolerance_dex / 2, u)
+        step_before_last = np.where(bad, np.where(larger_right, c - b, b - a), last_step)
+        last_step = u - b
+        idx = np.flatnonzero(active)
+        theta, f_act = solver.solve(10.0 ** u[idx], idx)
+        fu = np.full(n_pix, -np.inf)
+        fu[idx] = f_act
         bar.update()
+        up = active & (fu > fb)
+        right = u > b
+        # fu better than fb: u becomes the centre, b the new edge on its side
+        a, fa = np.where(up & right, b, a), np.where(up & right, fb, fa)
+        c, fc = np.where(up & ~right, b, c), np.where(up & ~right, fb, fc)
+        # fu worse: u becomes the edge on its side
+        c, fc = np.where(active & ~up & right, u, c), np.where(active & ~up & right, fu, fc)
+        a, fa = np.where(active & ~up & ~right, u, a), np.where(active & ~up & ~right, fu, fa)
+        b, fb = np.where(up, u, b), np.where(up, fu, fb)
+        take = up & (fu > best_ll)
+        best_theta[take] = theta[take[idx]]
+        best_ll[take] = fu[take]
+        t_best[take] = u[take]
     bar.close()
-    t_golden = np.where(fc > fd, c, d)
-    f_golden = np.maximum(fc, fd)
-    take = refine & (f_golden > best_ll)
-    s2 = np.where(take, 10.0**t_golden, best_s2)
-    theta, loglike = solver.solve(s2)
-    return theta, s2, loglike
+    s2 = np.where(interior, 10.0**t_best, best_s2)
+    return best_theta, s2, best_ll
