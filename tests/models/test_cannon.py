@@ -71,7 +71,7 @@ def test_training_recovers_known_theta_and_scatter(rng):
     np.testing.assert_allclose(model.fiducials_, scaling[0])
     # standard errors of θ from the weighted normal matrix at the true s²
     a = model.design_matrix(model.training_labels_)
-    m, _, _ = PixelSolver(a, np.ones((800, 40)), ivar).normal_equations(s2)
+    m, *_ = PixelSolver(a, np.ones((800, 40)), ivar).normal_equations(s2)
     se = np.sqrt(np.diagonal(np.linalg.inv(m), axis1=1, axis2=2))
     z = (model.theta_ - theta) / se
     assert np.abs(z).max() < 5
@@ -140,7 +140,7 @@ def test_l1_regularisation_gives_sparse_theta_satisfying_kkt(rng):
     assert np.all(sparse.theta_[:, 1] != 0)
     # KKT conditions of the lasso at the fitted s²
     solver = PixelSolver(a, flux, ivar)
-    m, b, _ = solver.normal_equations(sparse.s2_)
+    m, b, *_ = solver.normal_equations(sparse.s2_)
     grad = np.einsum("lpq,lq->lp", m, sparse.theta_) - b
     nz = sparse.theta_ != 0
     nz[:, 0] = False
@@ -297,3 +297,12 @@ def test_bad_input_is_refused_with_clear_errors(rng):
         same = labels.copy()
         same[:, 2] = -0.3
         CannonModel(NAMES).fit(same, flux, ivar)
+
+
+def test_sum_of_logs_by_products_is_exact_and_never_overflows(rng):
+    from photosphere.models.cannon_training import _sum_log
+
+    for largest in (1e-3, 1e2, 1e12, 1e100):
+        x = 1 + rng.uniform(0, largest, (7, 301))
+        ref = np.log(x).sum(axis=1)
+        np.testing.assert_allclose(_sum_log(x.copy(), largest), ref, rtol=1e-12)

@@ -53,9 +53,10 @@ class PixelSolver:
         return self.flux_t.shape[0]
 
     def normal_equations(self, s2: np.ndarray, pixels: np.ndarray | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(M (n, P, P), b (n, P), Σ_n w f² (n,)) at scatter s2 (n,), for all pixels or the
-        given pixel indices.
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For all pixels or the given pixel indices, at scatter s2 (n,): the normal matrices
+        M (n, P, P), right-hand sides b (n, P), Σ_n w f² (n,) and Σ_n ln(1 + s² ivar_n) (n,)
+        (= Σ_n ln(s² + σ²_n) up to a constant in s²).
 
         Works in two preallocated (n_pix, n_stars) buffers: at full APOGEE size these passes,
         not the small solves, are the cost of training.
@@ -63,15 +64,16 @@ class PixelSolver:
         ivar_t = self.ivar_t if pixels is None else self.ivar_t[pixels]
         flux_t = self.flux_t if pixels is None else self.flux_t[pixels]
         n = ivar_t.shape[0]
-        w, wf = (buf[:n] for buf in self._buffers())
-        np.multiply(s2[:, None], ivar_t, out=w)
-        w += 1.0
-        np.divide(ivar_t, w, out=w)
+        w, work = (buf[:n] for buf in self._buffers())
+        np.multiply(s2[:, None], ivar_t, out=work)
+        work += 1.0
+        np.divide(ivar_t, work, out=w)
+        log_term = _sum_log(work, float(np.max(s2, initial=0.0) * ivar_t.max(initial=0.0)))
         n_terms = self.design.shape[1]
         flat = w @ self.products
-        np.multiply(w, flux_t, out=wf)
-        b = wf @ self.design
-        wff = np.einsum("ln,ln->l", wf, flux_t)
+        np.multiply(w, flux_t, out=work)
+        b = work @ self.design
+        wff = np.einsum("ln,ln->l", work, flux_t)
         m = np.empty((n, n_terms, n_terms))
         m[:, self.rows, self.cols] = flat
         m[:, self.cols, self.rows] = flat
@@ -80,26 +82,18 @@ class PixelSolver:
             m *= keep[:, :, None] & keep[:, None, :]
             m[:, np.arange(n_terms), np.arange(n_terms)] += ~keep
             b *= keep
-        return m, b, wff
+        return m, b, wff, log_term
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self._work is None:
             self._work = (np.empty_like(self.ivar_t), np.empty_like(self.ivar_t))
         return self._work
 
-    def log_variance_term(self, s2: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
-        """Σ_n ln(1 + s² ivar_n) per pixel = Σ_n ln(s² + σ²_n) up to a constant in s²."""
-        ivar_t = self.ivar_t if pixels is None else self.ivar_t[pixels]
-        buf = self._buffers()[0][:ivar_t.shape[0]]
-        np.multiply(s2[:, None], ivar_t, out=buf)
-        np.log1p(buf, out=buf)
-        return buf.sum(axis=1)
-
     def solve(self, s2: np.ndarray, pixels: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
         """θ (n, P) and the objective ln L - Λ|θ|₁ (n,) at scatter s2 (n,), for all pixels or the
         given pixel indices."""
-        m, b, wff = self.normal_equations(s2, pixels)
+        m, b, wff, log_term = self.normal_equations(s2, pixels)
         try:
             theta = np.linalg.solve(m, b[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError as exc:
@@ -121,8 +115,26 @@ class PixelSolver:
         # Σ w (f - θ·ℓ)² expanded, so that no (n_pix, n_stars) residual array is needed.
         chi2 = wff - 2 * np.einsum("lp,lp->l", theta, b) + np.einsum(
             "lp,lpq,lq->l", theta, m, theta)
-        loglike = -0.5 * (chi2 + self.log_variance_term(s2, pixels))
+        loglike = -0.5 * (chi2 + log_term)
         return theta, loglike - penalty
+
+
+def _sum_log(x: np.ndarray, largest: float) -> np.ndarray:
+    """Σ_n ln x_n along axis 1 of x (n, n_stars), x ≥ 1, as logs of products of k factors.
+
+    One logarithm per k elements instead of one per element (the logarithm costs as much as the
+    big matrix product otherwise); k is chosen so that no product can overflow (x ≤ 1 + largest).
+    x is overwritten.
+    """
+    n, n_stars = x.shape
+    k = int(np.clip(280 / max(np.log10(1.0 + largest), 1e-3), 1, 64))
+    k = min(k, n_stars)
+    m = n_stars // k
+    head = x[:, :m * k].reshape(n, k, m)
+    total = np.log(np.multiply.reduce(head, axis=1)).sum(axis=1)
+    if m * k < n_stars:
+        total += np.log(x[:, m * k:]).sum(axis=1)
+    return total
 
 
 def lasso_coordinate_descent(m: np.ndarray, b: np.ndarray, lam: np.ndarray, start: np.ndarray,
