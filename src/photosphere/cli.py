@@ -47,43 +47,38 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------- info
-def _describe(spec) -> dict[str, Any]:
-    from .spectrum import EchelleSpectrum
-
-    lo, hi = spec.wavelength_range
-    meta = spec.meta
-    snr = meta.snr if meta.snr is not None else spec.median_snr()
-    out = {
-        "kind": "echelle" if isinstance(spec, EchelleSpectrum) else "1d",
-        "instrument": meta.instrument,
-        "object": meta.object_name,
-        "wavelength_min": lo,
-        "wavelength_max": hi,
-        "medium": spec.medium,
-        "shape": list(spec.flux.shape),
-        "n_orders": spec.n_orders if isinstance(spec, EchelleSpectrum) else 1,
-        "median_snr": snr,
-        "masked_fraction": spec.masked_fraction,
-        "barycentric_correction_kms": meta.barycentric_correction,
-        "flux_unit": spec.flux_unit,
-        "source": meta.source,
-    }
-    return out
+def _format_range(d: dict[str, Any]) -> str:
+    if d.get("wavelength_min") is None:
+        return "none (no wavelength axis)"
+    return (f"{d['wavelength_min']:.3f} - {d['wavelength_max']:.3f} Å "
+            f"({d.get('medium') or 'frame unknown'})")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import read
+    from .io import describe
 
-    spec = read(args.file)
-    d = _describe(spec)
+    d = describe(args.file, **({"medium": args.medium} if args.medium else {}))
+    shape = " x ".join(map(str, d.get("shape") or [])) or "?"
+    if d["kind"] == "auxiliary":
+        text = "\n".join([
+            f"file:        {args.file}",
+            f"product:     {d['product']} (not a spectrum)",
+            f"what:        {d['description']}",
+            f"wavelength:  {_format_range(d)}",
+            f"shape:       {shape}",
+            f"read with:   {d['reader']}",
+        ])
+        emit(args, d, text)
+        return 0
     snr = d["median_snr"]
     text = "\n".join([
         f"file:        {args.file}",
+        f"product:     {d['product']}",
         f"instrument:  {d['instrument'] or 'unknown'}",
         f"object:      {d['object'] or 'unknown'}",
-        f"wavelength:  {d['wavelength_min']:.3f} - {d['wavelength_max']:.3f} Å ({d['medium']})",
-        f"shape:       {' x '.join(map(str, d['shape']))}"
-        + (f" ({d['n_orders']} orders)" if d["kind"] == "echelle" else ""),
+        f"wavelength:  {_format_range(d)}",
+        f"shape:       {shape}"
+        + (f" ({d['n_orders']} {d['row_kind']}s)" if d["kind"] == "echelle" else ""),
         f"median S/N:  {'unknown' if snr is None or not math.isfinite(snr) else f'{snr:.1f}'}",
         f"masked:      {d['masked_fraction']:.2%}",
     ])
@@ -93,7 +88,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _register_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a spectrum file (any supported product)")
-    p.add_argument("file", help="FITS, HDF5 or text spectrum")
+    p.add_argument("file", help="FITS, HDF5, .npz or text spectrum (or an auxiliary product)")
+    p.add_argument("--medium", choices=("air", "vacuum"), default=None,
+                   help="air/vacuum frame of the wavelengths, for files that do not record it")
     _add_json(p)
     p.set_defaults(func=_cmd_info)
 

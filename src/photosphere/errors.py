@@ -44,7 +44,7 @@ class DependencyError(PhotosphereError, RuntimeError):
 
 
 class ModelError(PhotosphereError, ValueError):
-    """A forward model or estimator used wrongly (untrained, wrong shapes, too few training data)."""
+    """A forward model or estimator used wrongly (untrained, wrong shapes, too little data)."""
 
 
 class FitError(PhotosphereError, RuntimeError):

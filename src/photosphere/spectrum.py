@@ -107,7 +107,8 @@ def _validate_arrays(wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarray
     if ivar is not None:
         ivar = np.asarray(ivar, dtype=float)
         if ivar.shape != flux.shape:
-            raise InvalidSpectrumError(f"{what}: ivar shape {ivar.shape} != flux shape {flux.shape}")
+            raise InvalidSpectrumError(
+                f"{what}: ivar shape {ivar.shape} != flux shape {flux.shape}")
         if np.any(ivar < 0):
             raise InvalidSpectrumError(f"{what}: inverse variance must be >= 0")
         with np.errstate(divide="ignore"):
@@ -127,7 +128,8 @@ def _validate_arrays(wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarray
             raise InvalidSpectrumError(f"{what}: uncertainty must be non-negative")
     mask_arr = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask_arr.shape != flux.shape:
-        raise InvalidSpectrumError(f"{what}: mask shape {mask_arr.shape} != flux shape {flux.shape}")
+        raise InvalidSpectrumError(
+            f"{what}: mask shape {mask_arr.shape} != flux shape {flux.shape}")
     nonfinite = ~np.isfinite(flux)
     if np.any(nonfinite & ~mask_arr):
         n = int(np.sum(nonfinite & ~mask_arr))
