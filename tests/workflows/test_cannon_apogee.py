@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from photosphere.cli import main
 from photosphere.datasets import apogee_emulated as ae
 from photosphere.errors import OutOfGridError
