@@ -147,7 +147,7 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
                   for n, v in stats.items()]
     real = []
     if args.real:
-        real += wf.fit_payne_files(model, args.data_dir)
+        real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
         from .io import read
 

@@ -64,7 +64,7 @@ def test_cli_train_and_test_with_json(data_dir, tmp_path, capsys):
     assert out["validation"]["n"] == 40
     assert out["validation"]["labels"]["teff"]["scatter"] < 150
     names = [s["name"] for s in out["spectra"]]
-    assert names[0].startswith("2M13012770") and len(names) == 4
+    assert names[0].startswith("2M13012770") and len(names) == 8
     assert all(abs(s["rv_kms"]) < 400 for s in out["spectra"])
 
 
@@ -91,7 +91,10 @@ def test_cli_report_writes_every_plot(data_dir, tmp_path, small_model, capsys):
     for f in summary["files"].values():
         assert (outdir / f.split("/")[-1]).stat().st_size > 1000
     assert summary["mcmc"]["prior"]["teff"]["kind"] == "uniform"
-    assert len(summary["real_spectra"]) == 4
+    names = [r["name"] for r in summary["real_spectra"]]
+    assert len(names) == 8 and "arcturus (atlas)" in names
+    arcturus = summary["real_spectra"][names.index("arcturus (atlas)")]
+    assert "outside the training labels" in arcturus["note"]
 
 
 def test_mist_isochrone():

@@ -73,11 +73,10 @@ def plot_continuum_fit(wavelength: np.ndarray, flux: np.ndarray, continuum: np.n
                        continuum_pixels: np.ndarray, title: str, path: Path) -> Path:
     """A spectrum with its pseudo-continuum and the continuum pixels used for it."""
     fig, ax = plt.subplots(figsize=(12, 4))
-    good = np.isfinite(flux) & (flux > 0)
-    ax.plot(wavelength[good], flux[good], lw=0.5, color="k", label="spectrum (unmasked pixels)")
+    ax.plot(*_gaps(wavelength, flux), lw=0.5, color="k", label="spectrum (unmasked pixels)")
     ax.plot(wavelength[continuum_pixels], flux[continuum_pixels], ".", ms=2, color="C1",
             label="continuum pixels")
-    ax.plot(wavelength, continuum, color="C0", lw=1.5, label="pseudo-continuum fit")
+    ax.plot(*_gaps(wavelength, continuum), color="C0", lw=1.5, label="pseudo-continuum fit")
     ax.set(xlabel="wavelength [Å, vacuum]", ylabel="flux", title=title)
     ax.legend(loc="lower right")
     return _save(fig, path)
@@ -298,12 +297,12 @@ def write_json(payload: dict[str, Any], path: Path) -> Path:
 Step = Callable[[], Any]
 
 
-def continuum_example(data_dir=None) -> dict[str, Any] | None:
-    """A real APOGEE visit spectrum (chip b of the first apVisit file) with a pseudo-continuum
-    fitted to the Cannon continuum pixels (quadratic Chebyshev per chip, ivar-weighted,
-    Ness et al. 2015 §2.3). Returns None when the file is absent."""
+def continuum_example(model: CannonModel, data_dir=None) -> dict[str, Any] | None:
+    """The lab's preprocessing on a real visit: apVisit rebinned onto the model pixels, shifted
+    to the rest frame (RV from a first Cannon fit) and its pseudo-continuum fitted per chip to
+    the Cannon continuum pixels. Returns None when the file is absent."""
     from ..errors import MissingFileError
-    from ..io.apogee import read_apvisit
+    from ..workflows import cannon_apogee as wf
 
     try:
         root = Path(data_dir) if data_dir is not None else ae.shared_data_dir()
@@ -312,31 +311,17 @@ def continuum_example(data_dir=None) -> dict[str, Any] | None:
     path = root / "apogee" / "apVisit-r13-5095-55844-128.fits"
     if not path.is_file():
         return None
-    spec = read_apvisit(path)
-    grid = ae.load_wavelength(data_dir)
-    cont_wave = grid[ae.load_continuum_pixels(data_dir)]
-    row = 1 if spec.flux.shape[0] > 1 else 0
-    wave, flux = spec.wavelength[row], spec.flux[row]
-    ivar = np.where(spec.mask[row], 0.0, spec.ivar[row])
-    order = np.argsort(wave)
-    wave, flux, ivar = wave[order], flux[order], ivar[order]
-    # continuum pixels of the 7214 grid mapped onto the visit pixels (nearest, < half a pixel)
-    idx = np.clip(np.searchsorted(wave, cont_wave), 1, len(wave) - 1)
-    nearest = np.where(np.abs(wave[idx] - cont_wave) < np.abs(wave[idx - 1] - cont_wave),
-                       idx, idx - 1)
-    step = np.median(np.diff(wave))
-    ok = np.abs(wave[nearest] - cont_wave) < 0.5 * step
-    is_cont = np.zeros(len(wave), dtype=bool)
-    is_cont[nearest[ok]] = True
-    is_cont &= ivar > 0
-    x = (wave - wave.mean()) / np.ptp(wave) * 2
-    coef = np.polynomial.chebyshev.chebfit(x[is_cont], flux[is_cont], 2,
-                                           w=np.sqrt(ivar[is_cont]))
-    continuum = np.polynomial.chebyshev.chebval(x, coef)
-    return {"wavelength": wave, "flux": np.where(ivar > 0, flux, np.nan), "continuum": continuum,
-            "pixels": is_cont,
-            "title": f"{path.name} (chip {row}): pseudo-continuum from "
-                     f"{int(is_cont.sum())} continuum pixels"}
+    pixels = ae.load_continuum_pixels(root)
+    prepared = wf.apvisit_on_model_grid(path, model.wavelength, pixels)
+    obs = prepared["observed"]
+    _, rv = wf.fit_labels_and_rv(model, obs.wavelength, obs.flux,
+                                 np.where(obs.mask, 0.0, obs.ivar))
+    rest = prepared["fit_continuum"](rv)
+    good = rest["ivar_raw"] > 0
+    return {"wavelength": model.wavelength, "flux": np.where(good, rest["raw"], np.nan),
+            "continuum": rest["continuum"], "pixels": pixels & good,
+            "title": f"{path.name}, rest frame (RV {rv:.1f} km/s): pseudo-continuum per chip "
+                     f"from {int((pixels & good).sum())} continuum pixels"}
 
 
 def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 300,
@@ -364,7 +349,7 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
 
     keep("training_labels_corner", plot_training_corner(train.labels, names,
                                                         out / "training_labels_corner.png"))
-    example = continuum_example(data_dir)
+    example = continuum_example(model, data_dir)
     if example is not None:
         keep("continuum_fit", plot_continuum_fit(example["wavelength"], example["flux"],
                                                  example["continuum"], example["pixels"],
@@ -420,7 +405,7 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
                                                                   strict=True))},
                "validation_flags": int(np.count_nonzero(fit.flags))}
     if fit_real:
-        summary["real_spectra"] = wf.fit_payne_files(model, data_dir)
+        summary["real_spectra"] = wf.fit_all_real(model, data_dir)
     keep("summary", out / "cannon_report.json")
     summary["files"] = files
     write_json(summary, out / "cannon_report.json")

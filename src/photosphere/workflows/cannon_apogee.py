@@ -179,3 +179,133 @@ def fit_payne_files(model: CannonModel, data_dir: str | Path | None = None) -> l
         results.append(fit_real_spectrum(model, read_payne_visits(visits, visit=k),
                                          f"2M06133561+2433362 (visit {k})", mismatch))
     return results
+
+
+def apvisit_on_model_grid(path: str | Path, wavelength: np.ndarray,
+                          continuum_pixels: np.ndarray) -> dict[str, Any]:
+    """An apVisit file made ready for the Cannon (the lab's preprocessing on a real visit).
+
+    Chips joined and rebinned (flux-conserving) onto the model pixels in the observed frame,
+    bad pixels (bitmask bits 0–7, 12) masked; a first normalisation by the upper envelope gives
+    the RV; then the spectrum is shifted to the rest frame and divided by a pseudo-continuum fitted
+    per chip to the Cannon continuum pixels (quadratic Chebyshev, Ness et al. 2015 §2.3).
+    Returns ``wavelength``, ``raw`` and ``ivar_raw`` (rest frame), ``continuum``, ``flux`` and
+    ``ivar`` (normalised) on the model pixels, and ``observed`` (upper-envelope normalised,
+    observed frame) for the RV step.
+    """
+    from ..io.apogee import read_apvisit
+    from ..ops.continuum import APOGEE_CHIPS, fit_pseudo_continuum, normalize_upper_envelope
+    from ..ops.resample import resample
+    from ..spectrum import Spectrum
+
+    visit = read_apvisit(path)
+    order = np.argsort(visit.wavelength.ravel())
+    joined = Spectrum(visit.wavelength.ravel()[order], visit.flux.ravel()[order],
+                      visit.sigma.ravel()[order], mask=visit.mask.ravel()[order],
+                      medium="vacuum", meta=visit.meta)
+    on_grid = resample(joined, wavelength)
+    ivar = np.where(on_grid.mask, 0.0, on_grid.ivar)
+    observed = normalize_upper_envelope(on_grid, chips=APOGEE_CHIPS)
+    return {"name": Path(path).name, "wavelength": wavelength, "on_grid": on_grid,
+            "observed": observed, "ivar_raw_observed": ivar,
+            "fit_continuum": lambda rv: _rest_frame_pseudo_continuum(
+                wavelength, on_grid.flux, ivar, rv, continuum_pixels, APOGEE_CHIPS,
+                fit_pseudo_continuum)}
+
+
+def _rest_frame_pseudo_continuum(wavelength, flux, ivar, rv, continuum_pixels, chips, fit):
+    raw, ivar_raw = shift_to_rest(wavelength, flux, ivar, rv)
+    continuum = fit(wavelength, raw, ivar_raw, continuum_pixels, chips=chips, on_failure="nan")
+    good = np.isfinite(continuum) & (continuum > 0)
+    flux_n = np.where(good, raw / np.where(good, continuum, 1.0), 1.0)
+    ivar_n = np.where(good, ivar_raw * continuum**2, 0.0)
+    return {"raw": raw, "ivar_raw": ivar_raw, "continuum": continuum, "flux": flux_n,
+            "ivar": ivar_n}
+
+
+def fit_apvisit(model: CannonModel, path: str | Path, continuum_pixels: np.ndarray,
+                mismatch_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """Labels and RV of one apVisit file (see :func:`apvisit_on_model_grid`)."""
+    prepared = apvisit_on_model_grid(path, model.wavelength, continuum_pixels)
+    obs = prepared["observed"]
+    ivar = np.where(obs.mask, 0.0, obs.ivar)
+    if mismatch_mask is not None:
+        ivar = np.where(mismatch_mask, 0.0, ivar)
+    _, rv = fit_labels_and_rv(model, obs.wavelength, obs.flux, ivar)
+    rest = prepared["fit_continuum"](rv)
+    ivar_rest = rest["ivar"] if mismatch_mask is None else np.where(mismatch_mask, 0.0,
+                                                                     rest["ivar"])
+    fit = model.infer_labels(rest["flux"], ivar_rest, wavelength=model.wavelength)
+    out = {"name": f"{prepared['name']} (apVisit)", "source": str(path), "rv_kms": rv,
+           "barycentric_correction_kms": obs.meta.barycentric_correction, **fit.as_dict(0)}
+    if fit.flags[0] & FLAG_OUTSIDE_TRAINING:
+        out["note"] = ("best-fit labels lie outside the training labels: the model extrapolates "
+                       "and these labels are not trustworthy")
+    return out
+
+
+def atlas_on_model_grid(path: str | Path, wavelength: np.ndarray, resolution: float = 22500.0,
+                        snr: float = 200.0, medium: str = "air"):
+    """A high-resolution normalised atlas degraded to APOGEE: Gaussian LSF of ``resolution``,
+    rebinned onto the model pixels; σ = 1/``snr`` assumed (the atlases carry no errors).
+
+    medium: the APOGEE solar/Arcturus atlases (Hinkle et al.) are in *air* wavelengths: read as
+    vacuum, the Sun comes out with an apparent RV of -81 km/s, exactly the air-vacuum offset at
+    1.6 µm; read as air and converted, its RV is ~0.
+    """
+    from ..io.text import read_text
+    from ..ops.lsf import broaden_spectrum
+    from ..ops.resample import resample
+
+    atlas = read_text(path, medium=medium)
+    lo, hi = wavelength[0] - 20, wavelength[-1] + 20
+    atlas = atlas.slice(max(lo, atlas.wavelength[0]), min(hi, atlas.wavelength[-1]))
+    if atlas.medium != "vacuum":
+        from ..ops.airvac import air_to_vacuum
+
+        atlas = atlas.replace(wavelength=air_to_vacuum(atlas.wavelength), medium="vacuum")
+    broad = broaden_spectrum(atlas, resolution)
+    on_grid = resample(broad, wavelength)
+    ivar = np.where(on_grid.mask | ~np.isfinite(on_grid.flux), 0.0, snr**2)
+    return on_grid, ivar
+
+
+def fit_atlas(model: CannonModel, path: str | Path, star: str,
+              mismatch_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """Labels of the solar or Arcturus atlas; says so when the star lies outside the training
+    labels (Arcturus, a giant, is outside the dwarf emulator box)."""
+    spec, ivar = atlas_on_model_grid(path, model.wavelength)
+    if mismatch_mask is not None:
+        ivar = np.where(mismatch_mask, 0.0, ivar)
+    flux = np.where(ivar > 0, spec.flux, 1.0)
+    fit, rv = fit_labels_and_rv(model, model.wavelength, flux, ivar)
+    out = {"name": f"{star} (atlas)", "source": str(path), "rv_kms": rv, **fit.as_dict(0),
+           "assumed_snr": 200.0}
+    known = KNOWN_STARS.get(star)
+    if known:
+        out["literature"] = known
+        bounds = model.bounds
+        outside = [n for n, v in known.items()
+                   if n in bounds and not bounds[n][0] <= v <= bounds[n][1]]
+        if outside:
+            out["note"] = (f"{star} lies outside the training labels in {outside} (literature "
+                           f"{ {n: known[n] for n in outside} }, training ranges "
+                           f"{ {n: bounds[n] for n in outside} }): the fitted labels are an "
+                           "extrapolation of the model and are not trustworthy")
+    return out
+
+
+def fit_all_real(model: CannonModel, data_dir: str | Path | None = None) -> list[dict]:
+    """Every real APOGEE spectrum in the shared data: Payne-format combined and visit spectra,
+    the two apVisit files, and the solar and Arcturus atlases."""
+    root = Path(data_dir) if data_dir is not None else ae.shared_data_dir()
+    mismatch = ae.load_model_mismatch_mask(root)
+    continuum_pixels = ae.load_continuum_pixels(root)
+    results = fit_payne_files(model, root)
+    for path in sorted((root / "apogee").glob("apVisit-*.fits")):
+        results.append(fit_apvisit(model, path, continuum_pixels, mismatch))
+    for star, name in (("sun", "atlas_sun_hband.txt"), ("arcturus", "atlas_arcturus_hband.txt")):
+        path = root / "apogee" / name
+        if path.is_file():
+            results.append(fit_atlas(model, path, star, mismatch))
+    return results
