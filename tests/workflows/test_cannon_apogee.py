@@ -52,6 +52,7 @@ def test_labels_and_rv_recovered_from_an_observed_frame_spectrum(data_dir, small
     assert abs(fit.labels[0, 2] - test.labels[0, 2]) < 0.05
 
 
+@pytest.mark.slow
 def test_cli_train_and_test_with_json(data_dir, tmp_path, capsys):
     path = tmp_path / "cannon.h5"
     assert main(["cannon", "train", "-o", str(path), "--n-train", "120", "--data-dir",
