@@ -1,0 +1,390 @@
+"""A spectral emulator with an uncertainty: PCA of the grid + one Gaussian process per component.
+
+The approach of Starfish (Czekala et al. 2015, ApJ 812, 128, §2.3): the normalised grid spectra
+are centred on their mean spectrum and decomposed by PCA; the weight of each principal
+component is a smooth function of the labels, modelled by an independent Gaussian process with a
+squared-exponential kernel (amplitude a_k, one length scale per label, small noise) whose
+hyperparameters maximise the marginal likelihood. A prediction gives the mean spectrum
+``mu + sum_k w_k(labels) e_k`` and a per-pixel predictive variance
+``sum_k var_k(labels) e_k² + truncation variance`` (the variance the dropped components carry).
+Each component's GP variance is scaled by its leave-one-out calibration factor
+``max(1, mean_i z_i²)``, z_i the standardised leave-one-out residual of node i, so that the
+GP is not more confident than its own cross-validation allows.
+
+Leave-one-out error: the GP leave-one-out predictions have a closed form (Rasmussen & Williams
+2006, eq. 5.12): mu_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii. Each node's spectrum is rebuilt from its
+leave-one-out weights and compared with the true one; ``loo_rms_error_`` is the per-pixel RMS
+over nodes. (The PCA basis and hyperparameters are those fitted with every node, the usual
+approximation; held-out-node benchmarks in benchmarks/bench_interpolation.py refit without them.)
+
+Nodes missing from the grid are simply absent from the training set; labels inside the grid
+bounds but in a hole are predicted with the larger variance the GP gives there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from .._files import atomic_path
+from ..errors import CheckpointError, ModelError, OutOfGridError
+from .interpolate import out_of_grid_message
+from .store import GridStore
+
+FORMAT = "photosphere-emulator"
+FORMAT_VERSION = 1
+
+
+def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
+            log_len: torch.Tensor) -> torch.Tensor:
+    """Squared-exponential kernel per component: xa (A, d), xb (B, d) -> (k, A, B)."""
+    inv_ell = torch.exp(-log_len)  # (k, d)
+    r2 = torch.zeros(log_amp.shape[0], xa.shape[0], xb.shape[0], dtype=xa.dtype,
+                     device=xa.device)
+    for j in range(xa.shape[1]):  # one label at a time: no (k, A, B, d) temporary
+        diff = xa[:, j][None, :, None] - xb[:, j][None, None, :]
+        r2 = r2 + (diff * inv_ell[:, j, None, None]) ** 2
+    return torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * r2)
+
+
+def _pca(gram: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components (m, n_pix) and variances (m,) of ``resid`` (N, n_pix) from its Gram
+    matrix ``resid @ resid.T`` (cheaper than an SVD when N < n_pix), strongest first."""
+    var, u = np.linalg.eigh(gram)
+    order = np.argsort(var)[::-1]
+    var, u = np.clip(var[order], 0, None), u[:, order]
+    good = var > var[0] * 1e-14
+    return (u[:, good].T @ resid) / np.sqrt(var[good])[:, None], var[good]
+
+
+class PCAGPEmulator:
+    """PCA + per-component GP emulator of a grid's normalised spectra.
+
+    Settings: ``n_components`` (None: the fewest reaching ``variance_fraction`` of the variance),
+    ``max_components``, ``n_hyper_nodes`` (nodes used to fit the hyperparameters), ``n_iter``,
+    ``seed``. ``fit(grid)`` learns (attributes ending in ``_``) and returns ``self``.
+    """
+
+    def __init__(self, n_components: int | None = None, *, variance_fraction: float = 0.9999,
+                 max_components: int = 40, n_hyper_nodes: int = 400, n_iter: int = 150,
+                 n_basis_nodes: int = 100, seed: int = 0):
+        self.n_components = n_components
+        self.variance_fraction = variance_fraction
+        self.max_components = max_components
+        self.n_hyper_nodes = n_hyper_nodes
+        self.n_iter = n_iter
+        self.n_basis_nodes = n_basis_nodes
+        self.seed = seed
+
+    # ------------------------------------------------------------------ training
+    def fit(self, grid: GridStore | str | Path, progress: bool = False) -> PCAGPEmulator:
+        """Fit to every present node of a grid file. Returns ``self``."""
+        own = not isinstance(grid, GridStore)
+        store = GridStore.open(grid) if own else grid
+        try:
+            flux = store.flux_all().astype(np.float64)
+            keep = store.present.ravel()
+            nodes = np.flatnonzero(keep)
+            labels = np.array([[store.node_labels(int(i))[n] for n in store.label_names]
+                               for i in nodes])
+            self.label_names = tuple(store.label_names)
+            self.bounds_ = {n: (float(a[0]), float(a[-1])) for n, a in store.axes.items()}
+            self.wavelength = store.wavelength.copy()
+            self.medium = store.medium
+            self.velocity_step = store.velocity_step
+            self.grid_path_ = str(store.path)
+        finally:
+            if own:
+                store.close()
+        return self.fit_arrays(labels, flux[keep], progress=progress)
+
+    def fit_arrays(self, labels: np.ndarray, flux: np.ndarray, *, label_names=None,
+                   wavelength=None, bounds=None, progress: bool = False) -> PCAGPEmulator:
+        """Fit to ``labels`` (N, d) and normalised ``flux`` (N, n_pix) directly."""
+        labels, flux = np.asarray(labels, float), np.asarray(flux, float)
+        if label_names is not None:
+            self.label_names = tuple(label_names)
+        if wavelength is not None:
+            self.wavelength = np.asarray(wavelength, float)
+            self.medium = getattr(self, "medium", "air")
+            self.velocity_step = getattr(self, "velocity_step", float("nan"))
+        if bounds is not None:
+            self.bounds_ = dict(bounds)
+        n, d = labels.shape
+        if n < d + 2:
+            raise ModelError(f"an emulator needs at least {d + 2} grid nodes, got {n}")
+        lo = np.array([self.bounds_[k][0] for k in self.label_names])
+        hi = np.array([self.bounds_[k][1] for k in self.label_names])
+        self.label_offset_, self.label_scale_ = lo, np.where(hi > lo, hi - lo, 1.0)
+        x = (labels - lo) / self.label_scale_
+        mean = flux.mean(axis=0)
+        resid = flux - mean
+        gram = resid @ resid.T
+        vt, var = _pca(gram, resid)
+        if self.n_components is None:
+            frac = np.cumsum(var) / var.sum()
+            k = int(np.searchsorted(frac, self.variance_fraction) + 1)
+        else:
+            k = int(self.n_components)
+        k = max(1, min(k, self.max_components, n - 1, var.size))
+        comps = vt[:k]
+        weights = resid @ comps.T  # (N, k)
+        self.mean_spectrum_ = mean
+        self.components_ = comps
+        self.train_labels_ = x
+        self.train_weights_ = weights
+        basis_residual, sampled = self._basis_leave_one_out(gram, resid, k)
+        self.truncation_variance_ = (basis_residual ** 2).mean(axis=0)
+        self._fit_hyperparameters(x, weights, progress)
+        self._condition()
+        self._leave_one_out(flux, basis_residual, sampled)
+        return self
+
+    def _basis_leave_one_out(self, gram: np.ndarray, resid: np.ndarray,
+                             k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Part of node i outside the top-k basis computed without node i: (m, n_pix), nodes.
+
+        A new spectrum is not in the span of the training components; this residual (on up to
+        ``n_basis_nodes`` nodes) is the basis error an emulator makes on spectra it has not seen.
+        """
+        n = gram.shape[0]
+        rng = np.random.default_rng(self.seed + 1)
+        sampled = np.sort(rng.choice(n, self.n_basis_nodes, replace=False)) \
+            if n > self.n_basis_nodes else np.arange(n)
+        out = np.empty((sampled.size, resid.shape[1]))
+        for row, i in enumerate(sampled):
+            keep = np.arange(n) != i
+            comps, _ = _pca(gram[np.ix_(keep, keep)], resid[keep])
+            comps = comps[:k]
+            out[row] = resid[i] - (comps @ resid[i]) @ comps
+        return out, sampled
+
+    def _fit_hyperparameters(self, x: np.ndarray, w: np.ndarray, progress: bool) -> None:
+        rng = np.random.default_rng(self.seed)
+        n, d = x.shape
+        k = w.shape[1]
+        sub = np.sort(rng.choice(n, self.n_hyper_nodes, replace=False)) \
+            if n > self.n_hyper_nodes else np.arange(n)
+        xs = torch.as_tensor(x[sub])
+        ys = torch.as_tensor(w[sub].T)  # (k, m)
+        spacing = np.array([np.median(np.diff(np.unique(x[:, j]))) if np.unique(x[:, j]).size > 1
+                            else 1.0 for j in range(d)])
+        std = ys.std(dim=1).clamp_min(1e-12)
+        log_amp = torch.log(std).clone().requires_grad_(True)
+        log_len = torch.log(torch.as_tensor(np.tile(2 * spacing, (k, 1)))).requires_grad_(True)
+        log_noise = torch.log(1e-3 * std).clone().requires_grad_(True)
+        params = [log_amp, log_len, log_noise]
+        # plain Adam (torch.optim pulls in torch._dynamo on first use: seconds of import time)
+        m1 = [torch.zeros_like(p) for p in params]
+        m2 = [torch.zeros_like(p) for p in params]
+        lr, b1, b2 = 0.05, 0.9, 0.999
+        eye = torch.eye(xs.shape[0], dtype=torch.float64)
+        for it in range(1, self.n_iter + 1):
+            K = _kernel(xs, xs, log_amp, log_len) + \
+                (torch.exp(2 * log_noise)[:, None, None] + 1e-10 * std[:, None, None] ** 2) * eye
+            L = torch.linalg.cholesky(K)
+            alpha = torch.cholesky_solve(ys[..., None], L)[..., 0]
+            nll = 0.5 * (ys * alpha).sum() + torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum()
+            grads = torch.autograd.grad(nll, params)
+            with torch.no_grad():
+                for p, g, u, v in zip(params, grads, m1, m2, strict=True):
+                    u.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    p -= lr * (u / (1 - b1 ** it)) / ((v / (1 - b2 ** it)).sqrt() + 1e-8)
+        self.log_amplitude_ = log_amp.detach().numpy()
+        self.log_length_ = log_len.detach().numpy()
+        self.log_noise_ = log_noise.detach().numpy()
+
+    def _condition(self) -> None:
+        """Cholesky factors and weights of the GPs given all training nodes (also after load)."""
+        x = torch.as_tensor(self.train_labels_)
+        y = torch.as_tensor(self.train_weights_.T)
+        la, ll = torch.as_tensor(self.log_amplitude_), torch.as_tensor(self.log_length_)
+        noise = torch.exp(2 * torch.as_tensor(self.log_noise_))
+        K = _kernel(x, x, la, ll) + noise[:, None, None] * torch.eye(x.shape[0],
+                                                                      dtype=torch.float64)
+        try:
+            L = torch.linalg.cholesky(K)
+        except RuntimeError as exc:
+            raise ModelError(f"the emulator's GP covariance is singular ({exc}); use fewer "
+                             "components or a grid without duplicate nodes") from None
+        self._x = x
+        self._L = L
+        self._alpha = torch.cholesky_solve(y[..., None], L)[..., 0]  # (k, N)
+        self._la, self._ll = la, ll
+        self._mean = torch.as_tensor(self.mean_spectrum_)
+        self._comps = torch.as_tensor(self.components_)
+        self._trunc = torch.as_tensor(self.truncation_variance_)
+
+    def _leave_one_out(self, flux: np.ndarray, basis_residual: np.ndarray,
+                       sampled: np.ndarray) -> None:
+        """Per-pixel leave-one-out error: GP weights of node i predicted without it (closed form,
+        all nodes), plus, on the sampled nodes, the part of node i outside a basis without it."""
+        # diag of K⁻¹ per component, one at a time (a (k, N, N) inverse is large for big grids)
+        diag = torch.stack([torch.diagonal(torch.cholesky_inverse(L)) for L in self._L])
+        y = torch.as_tensor(self.train_weights_.T)
+        w_loo = (y - self._alpha / diag).T.numpy()  # (N, k)
+        # LOO calibration: z = (y_i - mu_-i) / sigma_-i = alpha_i / sqrt([K⁻¹]_ii) should have
+        # unit variance; where it is larger the GP is overconfident, so its variance is inflated
+        z2 = (self._alpha ** 2 / diag).mean(dim=1).numpy()
+        self.variance_scale_ = np.maximum(z2, 1.0)
+        self._scale = torch.as_tensor(self.variance_scale_)
+        in_basis = (w_loo - self.train_weights_) @ self.components_  # (N, n_pix)
+        err = in_basis[sampled] + basis_residual
+        self.loo_rms_error_ = np.sqrt((err ** 2).mean(axis=0))
+        self.loo_abs_error_median_ = float(np.median(np.abs(err)))
+        self.loo_abs_error_p95_ = float(np.percentile(np.abs(err), 95))
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return dict(self.bounds_)
+
+    @property
+    def n_components_(self) -> int:
+        return int(self.components_.shape[0])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_alpha"):
+            raise ModelError("this emulator is not trained; call fit(grid) or "
+                             "PCAGPEmulator.load(path) first")
+
+    def _scaled(self, labels) -> tuple[torch.Tensor, tuple[int, ...]]:
+        self._check_fitted()
+        x = torch.as_tensor(labels, dtype=torch.float64)
+        d = len(self.label_names)
+        if x.ndim == 0 or x.shape[-1] != d:
+            raise ModelError(f"labels have shape {tuple(x.shape)}; the last dimension must hold "
+                             f"the {d} labels {self.label_names}")
+        flat = x.reshape(-1, d)
+        for j, name in enumerate(self.label_names):
+            lo, hi = self.bounds_[name]
+            col = flat[:, j].detach()
+            bad = ~((col >= lo - 1e-9) & (col <= hi + 1e-9))
+            if bool(bad.any()):
+                raise OutOfGridError(out_of_grid_message(name, float(col[bad][0]), lo, hi))
+        off = torch.as_tensor(self.label_offset_)
+        scale = torch.as_tensor(self.label_scale_)
+        return (flat - off) / scale, tuple(x.shape[:-1])
+
+    def predict_weights(self, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels (..., d) -> PCA weights mean (B, k) and variance (B, k) (flattened batch)."""
+        xs, _ = self._scaled(labels)
+        ks = _kernel(xs, self._x, self._la, self._ll)  # (k, B, N)
+        mean = (ks * self._alpha[:, None, :]).sum(-1).T
+        v = torch.linalg.solve_triangular(self._L, ks.transpose(1, 2), upper=False)  # (k, N, B)
+        var = (torch.exp(2 * self._la)[:, None] - (v ** 2).sum(1)).clamp_min(0.0)
+        return mean, (var * self._scale[:, None]).T
+
+    def predict(self, labels) -> torch.Tensor:
+        """labels (..., d) physical -> (..., n_pix) normalised flux, float64, differentiable."""
+        xs, batch = self._scaled(labels)
+        ks = _kernel(xs, self._x, self._la, self._ll)
+        w = (ks * self._alpha[:, None, :]).sum(-1).T  # (B, k)
+        return (self._mean + w @ self._comps).reshape(*batch, -1)
+
+    __call__ = predict
+
+    def predict_variance(self, labels) -> torch.Tensor:
+        """labels (..., d) -> (..., n_pix) predictive variance of the normalised flux."""
+        batch = tuple(torch.as_tensor(labels).shape[:-1])
+        _, var = self.predict_weights(labels)
+        return (var @ self._comps ** 2 + self._trunc).reshape(*batch, -1)
+
+    def observe(self, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
+                epsilon: float = 0.6) -> torch.Tensor:
+        """Mean model flux through the observation chain; see
+        :func:`photosphere.grids.interpolate.observe`."""
+        from .interpolate import observe
+
+        return observe(self, labels, vsini=vsini, resolution=resolution, rv=rv,
+                       wavelength=wavelength, epsilon=epsilon)
+
+    # ------------------------------------------------------------------ persistence
+    def summary(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"kind": "pca-gp", "label_names": list(self.label_names),
+                "bounds": {k: list(v) for k, v in self.bounds_.items()},
+                "n_components": self.n_components_, "n_training_nodes": len(self.train_labels_),
+                "n_pixels": int(self.wavelength.size),
+                "loo_abs_error_median": self.loo_abs_error_median_,
+                "loo_abs_error_p95": self.loo_abs_error_p95_,
+                "loo_rms_error_max": float(np.max(self.loo_rms_error_)),
+                "truncation_rms_max": float(np.sqrt(np.max(self.truncation_variance_)))}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the emulator to HDF5 (atomically; no pickles)."""
+        self._check_fitted()
+        path = Path(path)
+        with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update({
+                "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "pca-gp",
+                "label_names": json.dumps(list(self.label_names)),
+                "bounds": json.dumps(self.bounds_), "medium": self.medium,
+                "velocity_step": self.velocity_step, "grid": getattr(self, "grid_path_", ""),
+                "loo_abs_error_median": self.loo_abs_error_median_,
+                "loo_abs_error_p95": self.loo_abs_error_p95_,
+                "settings": json.dumps({"n_components": self.n_components,
+                                        "variance_fraction": self.variance_fraction,
+                                        "max_components": self.max_components,
+                                        "n_hyper_nodes": self.n_hyper_nodes,
+                                        "n_iter": self.n_iter,
+                                        "n_basis_nodes": self.n_basis_nodes,
+                                        "seed": self.seed})})
+            for name in ("wavelength",):
+                f.create_dataset(name, data=getattr(self, name))
+            for name in ("mean_spectrum_", "components_", "truncation_variance_",
+                         "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
+                         "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
+                         "variance_scale_"):
+                f.create_dataset(name.rstrip("_"), data=getattr(self, name),
+                                 compression="gzip", shuffle=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PCAGPEmulator:
+        """Read an emulator written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"emulator file {path} does not exist; train one with "
+                                  "`photosphere grid emulator train GRID -o OUT.h5`")
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise CheckpointError(f"{path} is not a photosphere emulator file")
+                settings = json.loads(f.attrs["settings"])
+                em = cls(**settings)
+                em.label_names = tuple(json.loads(f.attrs["label_names"]))
+                em.bounds_ = {k: tuple(v) for k, v in json.loads(f.attrs["bounds"]).items()}
+                em.medium = str(f.attrs["medium"])
+                em.velocity_step = float(f.attrs["velocity_step"])
+                em.grid_path_ = str(f.attrs["grid"])
+                em.loo_abs_error_median_ = float(f.attrs["loo_abs_error_median"])
+                em.loo_abs_error_p95_ = float(f.attrs["loo_abs_error_p95"])
+                em.wavelength = f["wavelength"][:]
+                for name in ("mean_spectrum_", "components_", "truncation_variance_",
+                             "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
+                             "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
+                             "variance_scale_"):
+                    setattr(em, name, f[name.rstrip("_")][:])
+        except CheckpointError:
+            raise
+        except (OSError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"emulator file {path} is corrupt or incomplete ({exc}); "
+                                  "train it again") from None
+        em._condition()
+        em._scale = torch.as_tensor(em.variance_scale_)
+        return em
+
+
+def train_emulator(grid: str | Path, output: str | Path, **settings) -> PCAGPEmulator:
+    """Fit a :class:`PCAGPEmulator` to a grid file and save it to ``output`` (HDF5)."""
+    em = PCAGPEmulator(**settings).fit(grid)
+    em.save(output)
+    return em
+

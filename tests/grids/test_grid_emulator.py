@@ -1,0 +1,102 @@
+"""PCA+GP emulator: reproduces nodes, honest leave-one-out error, variance, HDF5 round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _analytic import build_small
+
+from photosphere.errors import CheckpointError, ModelError, OutOfGridError
+from photosphere.grids.emulator import PCAGPEmulator, train_emulator
+from photosphere.grids.store import GridStore
+
+
+@pytest.fixture(scope="module")
+def grid_path(tmp_path_factory):
+    return build_small(tmp_path_factory.mktemp("emu") / "small.h5")
+
+
+@pytest.fixture(scope="module")
+def emulator(grid_path):
+    torch.manual_seed(0)
+    return PCAGPEmulator(n_iter=60).fit(grid_path)
+
+
+def test_reproduces_training_nodes_with_small_variance(grid_path, emulator):
+    with GridStore.open(grid_path) as store:
+        node = (1, 1, 0)
+        lab = store.node_labels(node)
+        x = torch.tensor([lab["teff"], lab["logg"], lab["feh"]])
+        pred = emulator.predict(x).numpy()
+        truth = store.flux(node)
+    assert pred.shape == truth.shape
+    assert np.max(np.abs(pred - truth)) < 5e-3
+    var_node = emulator.predict_variance(x)
+    var_mid = emulator.predict_variance(torch.tensor([5750.0, 2.5, -0.5]))
+    assert torch.all(var_node >= 0) and var_mid.sum() > var_node.sum()
+
+
+def test_leave_one_out_error_is_reported_and_consistent(grid_path, emulator):
+    s = emulator.summary()
+    assert emulator.loo_rms_error_.shape == emulator.wavelength.shape
+    assert 0 <= s["loo_abs_error_median"] <= s["loo_abs_error_p95"] and s["loo_rms_error_max"] > 0
+    # recompute one node's leave-one-out prediction by refitting the GPs without it
+    with GridStore.open(grid_path) as store:
+        present = np.flatnonzero(store.present.ravel())
+        i = 5
+        x_all = emulator.train_labels_
+        w_all = emulator.train_weights_
+        keep = np.arange(len(present)) != i
+        from photosphere.grids.emulator import _kernel
+        la, ll = torch.tensor(emulator.log_amplitude_), torch.tensor(emulator.log_length_)
+        noise = torch.exp(2 * torch.tensor(emulator.log_noise_))
+        xt = torch.tensor(x_all[keep])
+        K = _kernel(xt, xt, la, ll) + noise[:, None, None] * torch.eye(int(keep.sum()),
+                                                                        dtype=torch.float64)
+        ks = _kernel(torch.tensor(x_all[i:i + 1]), xt, la, ll)
+        w_loo = (ks @ torch.linalg.solve(K, torch.tensor(w_all[keep].T)[..., None]))[:, 0, 0]
+        closed = emulator._alpha / torch.diagonal(torch.cholesky_inverse(emulator._L), dim1=-2,
+                                                  dim2=-1)
+        np.testing.assert_allclose(w_loo.numpy(), w_all[i] - closed[:, i].numpy(), rtol=1e-5,
+                                   atol=1e-8)
+
+
+def test_batched_differentiable_and_bounded(emulator):
+    x = torch.tensor([[5750.0, 2.5, -0.5], [6250.0, 1.5, -0.2]], requires_grad=True)
+    out = emulator.predict(x.reshape(1, 2, 3))
+    assert out.shape == (1, 2, emulator.wavelength.size)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(OutOfGridError, match=r"teff=2500 is outside the grid \(5500-7000 K\)"):
+        emulator.predict(torch.tensor([2500.0, 2.0, 0.0]))
+    with pytest.raises(ModelError, match="not trained"):
+        PCAGPEmulator().predict(torch.zeros(3))
+
+
+def test_save_load_round_trip(tmp_path, grid_path, emulator):
+    path = emulator.save(tmp_path / "emu.h5")
+    back = PCAGPEmulator.load(path)
+    x = torch.tensor([[5750.0, 2.5, -0.5]])
+    np.testing.assert_allclose(back.predict(x).numpy(), emulator.predict(x).numpy(), atol=1e-10)
+    np.testing.assert_allclose(back.predict_variance(x).numpy(),
+                               emulator.predict_variance(x).numpy(), rtol=1e-6, atol=1e-14)
+    assert back.summary() == emulator.summary()
+    (tmp_path / "bad.h5").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        PCAGPEmulator.load(tmp_path / "bad.h5")
+    trained = train_emulator(grid_path, tmp_path / "t.h5", n_components=3, n_iter=5)
+    assert trained.n_components_ == 3 and (tmp_path / "t.h5").is_file()
+
+
+def test_basis_leave_one_out_matches_an_explicit_svd(rng):
+    resid = rng.normal(size=(12, 50))
+    resid -= resid.mean(axis=0)
+    em = PCAGPEmulator(n_basis_nodes=3, seed=1)
+    out, sampled = em._basis_leave_one_out(resid @ resid.T, resid, k=4)
+    assert out.shape == (3, 50)
+    for row, i in enumerate(sampled):
+        others = np.delete(resid, i, axis=0)
+        vt = np.linalg.svd(others, full_matrices=False)[2][:4]
+        expected = resid[i] - (vt @ resid[i]) @ vt
+        np.testing.assert_allclose(out[row], expected, atol=1e-10)
