@@ -327,15 +327,24 @@ def _cmd_cannon_train(args: argparse.Namespace) -> int:
 
     from .workflows import cannon_apogee as wf
 
-    spec = _cannon_spec(args)
     start = time.perf_counter()
-    model = wf.train(spec, order=args.order, regularization=args.regularization,
-                     data_dir=args.data_dir, progress=True)
+    if args.grid:
+        from .workflows.cannon_grid import GridDatasetSpec, train_on_grid
+
+        spec = GridDatasetSpec(args.grid, seed=args.seed, snr=(args.snr_min, args.snr_max))
+        model = train_on_grid(spec, order=args.order, regularization=args.regularization,
+                              progress=True)
+        n_train = int(model.training_labels_.shape[0])
+    else:
+        spec = _cannon_spec(args)
+        model = wf.train(spec, order=args.order, regularization=args.regularization,
+                         data_dir=args.data_dir, progress=True)
+        n_train = spec.n
     seconds = time.perf_counter() - start
     model.save(args.output)
     s = np.sqrt(model.s2_)
     payload = {"model": str(args.output), "label_names": list(model.label_names),
-               "n_training_stars": spec.n, "n_pixels": int(model.theta_.shape[0]),
+               "n_training_stars": n_train, "n_pixels": int(model.theta_.shape[0]),
                "n_terms": model.n_terms, "n_parameters": model.n_parameters,
                "training_seconds": seconds, "median_scatter": float(np.median(s)),
                "training_set": spec.to_dict()}
@@ -354,12 +363,18 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     model = CannonModel.load(args.model)
     payload: dict[str, Any] = {"model": str(args.model)}
     lines = []
-    if args.n_test > 0:
+    kind = model.provenance_.get("training_set", {}).get("kind")
+    if args.n_test > 0 and kind == "grid":
+        from .workflows.cannon_grid import GridDatasetSpec
+
+        _, data = GridDatasetSpec.from_dict(model.provenance_["training_set"]).build()
+    elif args.n_test > 0:
         data = wf.validation_spec(model, args.n_test, args.seed).build(args.data_dir)
+    if args.n_test > 0:
         fit, stats = wf.validate(model, data)
         payload["validation"] = {"n": len(data), "labels": stats,
                                  "n_flagged": int(np.count_nonzero(fit.flags))}
-        lines.append(f"held-out emulated spectra: {len(data)} (S/N "
+        lines.append(f"held-out {kind or 'emulated'} spectra: {len(data)} (S/N "
                      f"{data.snr.min():.0f}-{data.snr.max():.0f})")
         lines += [f"  {n:7s} bias {v['bias']:+.4g}  scatter {v['scatter']:.4g}"
                   for n, v in stats.items()]
@@ -407,7 +422,11 @@ def _register_cannon(sub: argparse._SubParsersAction) -> None:
                             "$PHOTOSPHERE_SHARED_DATA or ../shared/data)")
         _add_json(q)
 
-    t = csub.add_parser("train", help="train on emulated APOGEE spectra (The Payne emulator)")
+    t = csub.add_parser("train", help="train on emulated APOGEE spectra (The Payne emulator) "
+                                      "or on a synthetic grid file (--grid)")
+    t.add_argument("--grid", default=None,
+                   help="train on this grid file (photosphere grid HDF5) instead: grid spectra "
+                        "with their labels, a random fifth of the nodes held out for `test`")
     t.add_argument("--output", "-o", required=True, help="model file to write (HDF5)")
     t.add_argument("--n-train", type=int, default=1855)
     t.add_argument("--seed", type=int, default=0)
