@@ -316,7 +316,7 @@ class CannonModel:
                 f"got flux {flux.shape}, ivar {ivar.shape}; resample them onto the model "
                 "wavelength grid (model.wavelength) first")
         if wavelength is not None:
-            self._check_wavelength(wavelength)
+            self.check_wavelength(wavelength)
         lo, hi = self._bounds_scaled(bounds)
         return fit_labels(self, flux, ivar, lo, hi, n_starts=n_starts, max_iter=max_iter,
                           chunk_size=chunk_size, poor_fit_chi2_reduced=poor_fit_chi2_reduced,
@@ -324,11 +324,12 @@ class CannonModel:
 
     def infer_spectrum(self, spectrum, **kwargs) -> CannonLabelFit:
         """Labels of one :class:`~photosphere.spectrum.Spectrum` on the model wavelength grid."""
-        self._check_wavelength(spectrum.wavelength)
+        self.check_wavelength(spectrum.wavelength)
         ivar = np.where(spectrum.mask, 0.0, spectrum.ivar)
         return self.infer_labels(spectrum.flux, ivar, **kwargs)
 
-    def _check_wavelength(self, wavelength) -> None:
+    def check_wavelength(self, wavelength) -> None:
+        """Raise ModelError unless ``wavelength`` (Å) is the model grid (to 1e-4 Å)."""
         wavelength = np.asarray(wavelength, dtype=float)
         if self.wavelength_ is None:
             raise ModelError("this model was trained without wavelengths, so it cannot check "

@@ -153,7 +153,7 @@ def fit_real_spectrum(model: CannonModel, spectrum, name: str,
     ivar = np.where(spectrum.mask, 0.0, spectrum.ivar)
     if mismatch_mask is not None:
         ivar = np.where(mismatch_mask, 0.0, ivar)
-    model._check_wavelength(spectrum.wavelength)
+    model.check_wavelength(spectrum.wavelength)
     if fit_rv:
         fit, rv = fit_labels_and_rv(model, spectrum.wavelength, spectrum.flux, ivar)
     else:
