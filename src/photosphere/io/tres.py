@@ -15,9 +15,10 @@ from ._common import check_path, finite_or_none
 
 
 def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
-                   instrument: str = "TRES") -> EchelleSpectrum:
+                   instrument: str | None = None) -> EchelleSpectrum:
     """Read ``wls``/``fls``/``sigmas`` into an (n_orders, n_pixels) :class:`EchelleSpectrum`.
 
+    instrument: defaults to the file's ``INSTRUME`` attribute, else "TRES".
     Orders are sorted blue to red and each is made to increase in wavelength. Pixels with
     non-finite flux, σ <= 0 or a ``masks`` value of 0 are masked.
     """
@@ -60,6 +61,7 @@ def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
         bad |= ~np.isfinite(sigma) | (sigma <= 0)
         sigma = np.where(bad, np.inf, sigma)
     bcv = finite_or_none(attrs.get("BCV"))
+    instrument = instrument or _text(attrs.get("INSTRUME")) or "TRES"
     meta = SpectrumMeta(object_name=_text(attrs.get("OBJECT")), instrument=instrument,
                         barycentric_correction=bcv, source=str(p),
                         extra={"product": "TRES HDF5 (Starfish layout)"})

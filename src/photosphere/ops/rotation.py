@@ -6,9 +6,10 @@ rigidly rotating star with linear limb-darkening coefficient ε, the broadening 
     G(v) = [2(1−ε)·sqrt(1−x²) + (πε/2)·(1−x²)] / [π·vsini·(1−ε/3)],   x = v / vsini, |x| ≤ 1.
 
 On a log-uniform grid (constant velocity step per pixel) this is a plain 1D convolution. The
-kernel is hat-integrated over pixels (see ``_kernels``): it sums to one for any vsini, is smooth
-in vsini below one pixel (linear in vsini up to one pixel, so the gradient at vsini = 0 is
-finite and non-zero) and is exactly the identity at vsini = 0.
+kernel is integrated against the Keys cubic-convolution interpolant (see ``_kernels``): it sums
+to one for any vsini, keeps the profile's second moment, is smooth in vsini below one pixel
+(quadratic in vsini there, as the true broadening is, so the gradient at vsini = 0 is 0) and is
+exactly the identity at vsini = 0.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import torch
 from ..errors import InvalidSpectrumError
 from ..spectrum import EchelleSpectrum, Spectrum
 from ._common import as_float_tensor, require_finite, to_numpy
-from ._kernels import convolve, fill_masked, flatten_batch, hat_kernel, irregular_convolve
+from ._kernels import (
+    convolve,
+    fill_masked,
+    flatten_batch,
+    gauss_legendre,
+    keys_integrated_kernel,
+    via_log_grid,
+)
 from .grid import velocity_step as grid_velocity_step
 
 
@@ -50,36 +58,41 @@ def _gray_antiderivatives(x: torch.Tensor, epsilon: torch.Tensor):
     return p0, p1
 
 
-def _kernel_batch(a: torch.Tensor, epsilon: torch.Tensor, half: int) -> torch.Tensor:
-    """Hat-integrated kernels (B, 2·half+1) for half-widths ``a = vsini/velocity_step`` (B,)."""
-    eps = epsilon[:, None]
-    p1_edge = _gray_antiderivatives(torch.ones_like(eps), eps)[1]  # ∫_0^1 x g(x) dx
-    wide = a > 1
-    a_safe = torch.where(wide, a, torch.ones_like(a))[:, None]
+def _safe_asin_limit(x: torch.Tensor) -> torch.Tensor:
+    """asin(clip(x, −1, 1)) with finite gradients (zero where clipped)."""
+    inside = x.abs() < 1
+    return torch.where(inside, torch.asin(torch.where(inside, x, torch.zeros_like(x))),
+                       0.5 * math.pi * torch.sign(x))
 
-    def second_antiderivative(nodes: torch.Tensor) -> torch.Tensor:
-        x = nodes.to(a.dtype)[None, :] / a_safe
-        inside = x.abs() < 1
-        x_in = torch.where(inside, x, torch.zeros_like(x))  # keeps asin/sqrt gradients finite
-        p0_in, p1_in = _gray_antiderivatives(x_in, eps)
-        p0 = torch.where(inside, p0_in, 0.5 * torch.sign(x))
-        p1 = torch.where(inside, p1_in, p1_edge.expand_as(p1_in))
-        return a_safe * (x * p0 - p1)
 
-    kernel = hat_kernel(second_antiderivative, half, a.dtype)
-    # a <= 1: the profile lies within one pixel, so every node but 0 is outside it and the kernel
-    # is exactly (a·p1, 1 − 2a·p1, a·p1): linear in vsini, the identity at 0, with a finite slope.
-    side = a[:, None] * p1_edge
-    narrow = torch.zeros_like(kernel)
-    narrow[:, half - 1: half + 2] = torch.cat([side, 1 - 2 * side, side], dim=1)
-    return torch.where(wide[:, None], kernel, narrow)
+def _kernel_batch(a: torch.Tensor, epsilon: torch.Tensor) -> torch.Tensor:
+    """Keys-integrated Gray kernels (B, 2h+1) for half-widths ``a = vsini/velocity_step`` (B,).
+
+    Each unit piece [k, k+1] of ∫ G(s) φ(s − j) ds is integrated in θ with s = a·sin θ, where
+    G(s) ds = g(sin θ) cos θ dθ is a smooth trigonometric polynomial (no edge singularity).
+    """
+    n_pieces = math.ceil(float(a.detach().max())) if a.numel() else 0
+    a_col = a[:, None]
+    a_div = torch.where(a_col > 0, a_col, torch.full_like(a_col, 1e-30))
+    eps = epsilon[:, None, None]
+    norm = math.pi * (1 - eps / 3)
+
+    def piece_quadrature(left: torch.Tensor):
+        lo = _safe_asin_limit(left[None, :] / a_div)
+        hi = _safe_asin_limit((left[None, :] + 1) / a_div)
+        theta, weights = gauss_legendre(lo, hi)
+        cos = torch.cos(theta)
+        density = (2 * (1 - eps) * cos**2 + (math.pi * eps / 2) * cos**3) / norm
+        return a_col[..., None] * torch.sin(theta), weights * density
+
+    return keys_integrated_kernel(n_pieces, piece_quadrature)
 
 
 def rotation_kernel(velocity_step: float, vsini, epsilon=0.6) -> torch.Tensor:
     """Normalised, hat-integrated Gray kernel on a grid of step ``velocity_step`` (km/s).
 
     vsini: km/s, scalar or (B,); epsilon: linear limb-darkening coefficient in [0, 1].
-    Returns (2h+1,) or (B, 2h+1) samples summing to 1, h = ceil(max vsini / velocity_step) + 1;
+    Returns (2h+1,) or (B, 2h+1) samples summing to 1, h = ceil(max vsini / velocity_step) + 2;
     sample j is the response at offset ``j − h`` pixels. Differentiable in vsini and epsilon.
     """
     vs = as_float_tensor(vsini, "vsini")
@@ -87,8 +100,7 @@ def rotation_kernel(velocity_step: float, vsini, epsilon=0.6) -> torch.Tensor:
     _check(float(velocity_step), vs, eps)
     shape = torch.broadcast_shapes(vs.shape, eps.shape)
     a = (vs.expand(shape) / velocity_step).reshape(-1).to(torch.float64)
-    half = math.ceil(float(a.detach().max())) + 1 if a.numel() else 1
-    kernel = _kernel_batch(a, eps.expand(shape).reshape(-1).to(torch.float64), half)
+    kernel = _kernel_batch(a, eps.expand(shape).reshape(-1).to(torch.float64))
     return kernel.reshape(*shape, -1).to(vs.dtype)
 
 
@@ -111,26 +123,9 @@ def rotational_broaden(flux, vsini, velocity_step: float, epsilon=0.6,
     _check(float(velocity_step), vs, eps)
     flat, (vs_flat, eps_flat), batch = flatten_batch(f, vs, eps)
     a = vs_flat / velocity_step
-    half = math.ceil(float(a.detach().max())) + 1
-    kernel = _kernel_batch(a.to(torch.float64), eps_flat.to(torch.float64), half).to(f.dtype)
+    kernel = _kernel_batch(a.to(torch.float64), eps_flat.to(torch.float64)).to(f.dtype)
     out = convolve(flat, kernel, method)
     return out.reshape(*batch, f.shape[-1])
-
-
-def gray_second_antiderivative(u: torch.Tensor, vsini: torch.Tensor,
-                               epsilon: torch.Tensor) -> torch.Tensor:
-    """H(u) with H'' = Gray profile of ``vsini`` (km/s), H(0) = 0; u in km/s. vsini >= 0.
-
-    Outside the profile H is the straight line |u|/2 − vsini·∫_0^1 x g dx, so at vsini = 0 it
-    is |u|/2 (a delta) and its derivative in vsini stays finite.
-    """
-    p1_edge = _gray_antiderivatives(torch.ones_like(epsilon), epsilon)[1]
-    positive = vsini > 0
-    v_safe = torch.where(positive, vsini, torch.ones_like(vsini))
-    inside = (u.abs() < vsini) & positive
-    x = torch.where(inside, u / v_safe, torch.zeros_like(u))
-    p0, p1 = _gray_antiderivatives(x, epsilon)
-    return torch.where(inside, vsini * (x * p0 - p1), 0.5 * u.abs() - vsini * p1_edge)
 
 
 def _broaden_row(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray, vsini: float,
@@ -142,10 +137,8 @@ def _broaden_row(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray, vsini: fl
         step = None
     if step is not None:
         return to_numpy(rotational_broaden(filled, vsini, step, epsilon))
-    vs = torch.tensor(vsini, dtype=torch.float64)
-    eps = torch.tensor(epsilon, dtype=torch.float64)
-    out = irregular_convolve(wave, filled[None, :],
-                             lambda u: gray_second_antiderivative(u, vs, eps), vsini)
+    out = via_log_grid(wave, filled[None, :],
+                       lambda f, dv, _w: rotational_broaden(f, vsini, dv, epsilon))
     return to_numpy(out[0])
 
 
@@ -153,15 +146,18 @@ def broaden_spectrum(spectrum: Spectrum | EchelleSpectrum, vsini: float,
                      epsilon: float = 0.6) -> Spectrum | EchelleSpectrum:
     """Rotationally broadened copy of ``spectrum`` on the same pixels (any wavelength grid).
 
-    Log-uniform grids use :func:`rotational_broaden`; any other grid is convolved in velocity
-    directly on its own pixels (the same hat-integrated kernel with per-pixel velocity offsets,
-    see ``_kernels.irregular_convolve``), so nothing is resampled and vsini = 0 returns the
-    flux exactly. Masked pixels are bridged by linear interpolation before convolving and stay
-    masked; σ is kept as is (broadening is meant for model or noise-free spectra: the correlated
-    noise of a broadened noisy spectrum is not re-estimated). Echelle spectra go order by order.
+    Log-uniform grids use :func:`rotational_broaden` directly; any other grid goes through a
+    log-uniform grid twice as fine as its finest pixel (cubic Hermite interpolation in ln λ
+    there and back, ``_kernels.via_log_grid``), which costs an O(h³) interpolation error;
+    vsini = 0 returns the spectrum unchanged. Masked pixels are bridged by linear interpolation
+    before convolving and stay masked; σ is kept as is (broadening is meant for model or
+    noise-free spectra: the correlated noise of a broadened noisy spectrum is not re-estimated).
+    Echelle spectra go order by order.
     """
     vsini = float(vsini)
     _check(1.0, torch.tensor(vsini), torch.tensor(float(epsilon)))
+    if vsini == 0:
+        return spectrum
     if isinstance(spectrum, EchelleSpectrum):
         flux = np.stack([_broaden_row(w, f, m, vsini, epsilon) for w, f, m in
                          zip(spectrum.wavelength, spectrum.flux, spectrum.mask, strict=True)])

@@ -1,0 +1,204 @@
+"""Fitting speed: one least-squares fit, one emcee posterior, batch throughput with Dask.
+
+The forward model is a real one: the photosphere grid given with ``--grid`` (or the embedded
+default grid when it exists), else The Payne's trained APOGEE emulator from the shared data
+(``apogee/payne/NN_normalized_spectra.npz``: 5 labels Teff, log g, [Fe/H], [α/Fe], vmacro), the
+peer code's own network, evaluated by our batched torch forward model.
+
+The synthetic observation has 15 000 pixels (3 orders × 5 000 for the Payne model, 1 order for a
+grid) with a quadratic continuum per order and S/N 100; we fit all model labels + RV (+ vsini for a
+grid) + the per-order continuum.
+
+Run:  PYTHONPATH=src python benchmarks/bench_fit.py [--grid PATH] [--steps 2000] [--batch 8]
+Peer figures (Starfish, Czekala et al. 2015) are *quoted* from the issue, measured there on this
+kind of machine: its likelihood alone takes 0.2 s at 1 000 px, 4.3 s at 4 000 px, 27 s at 8 000 px
+per call (dense N² covariance), so a fit of 15 000 px needs many minutes per likelihood-call batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from photosphere import EchelleSpectrum, Spectrum
+from photosphere.infer.chain import ObservationChain
+from photosphere.infer.mcmc import sample
+from photosphere.infer.optimize import fit
+
+SHARED = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA",
+                           Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+STARFISH_QUOTED = {"1000 px": 0.2, "4000 px": 4.3, "8000 px": 27.0}
+
+
+class PayneEmulator:
+    """The Payne's per-pixel network (Ting et al. 2019) as a ForwardModel on the 8575-pixel
+    log-uniform apStar grid (vacuum); pixels between the chips are continuum (flux 1)."""
+
+    medium = "vacuum"
+    label_names = ("teff", "logg", "feh", "alpha", "vmac")
+
+    def __init__(self, folder: Path = SHARED / "apogee" / "payne") -> None:
+        nn = np.load(folder / "NN_normalized_spectra.npz")
+        def as_t(a):
+            return torch.as_tensor(np.asarray(a, np.float64))
+
+        self.w0 = as_t(nn["w_array_0"])   # (n_pix, 5 hidden, 5 labels)
+        self.w1 = as_t(nn["w_array_1"])   # (n_pix, 5)
+        self.b0 = as_t(nn["b_array_0"])   # (n_pix, 5)
+        self.b1 = as_t(nn["b_array_1"])   # (n_pix,)
+        self.x_min = as_t(nn["x_min"])
+        self.x_max = as_t(nn["x_max"])
+        self.wavelength = 10 ** (4.179 + 6e-6 * np.arange(8575))
+        self.pixels = torch.as_tensor(np.r_[322:3242, 3648:6048, 6412:8306])
+        self.bounds = {n: (float(lo), float(hi)) for n, lo, hi in
+                       zip(self.label_names, nn["x_min"], nn["x_max"], strict=True)}
+        self.bounds["vmac"] = (max(self.bounds["vmac"][0], 0.0), self.bounds["vmac"][1])
+
+    def predict(self, labels: torch.Tensor) -> torch.Tensor:
+        x = (torch.as_tensor(labels, dtype=torch.float64) - self.x_min) / (
+            self.x_max - self.x_min) - 0.5                          # (..., 5)
+        hidden = torch.einsum("pjk,...k->...pj", self.w0, x) + self.b0
+        flux = (torch.sigmoid(hidden) * self.w1).sum(-1) + self.b1  # (..., 7214)
+        out = torch.ones(*flux.shape[:-1], len(self.wavelength), dtype=flux.dtype)
+        return out.index_copy(-1, self.pixels, flux)
+
+
+def load_model(grid: str | None):
+    if grid is None:
+        try:
+            from photosphere.grids.presets import default_grid_path
+
+            path = default_grid_path()
+            grid = str(path) if Path(path).is_file() else None
+        except Exception:  # no grids package or no embedded grid yet: use the emulator
+            grid = None
+    if grid is not None:
+        from photosphere.grids.interpolate import GridInterpolator
+
+        return GridInterpolator(grid), f"grid {grid}"
+    return PayneEmulator(), "The Payne APOGEE emulator (shared data)"
+
+
+def observation(model, seed: int = 0, snr: float = 100.0):
+    """15 000-pixel synthetic observation and its truth."""
+    rng = np.random.default_rng(seed)
+    lo = {n: b[0] for n, b in model.bounds.items()}
+    hi = {n: b[1] for n, b in model.bounds.items()}
+    truth = {n: lo[n] + (0.35 + 0.3 * rng.random()) * (hi[n] - lo[n]) for n in model.label_names}
+    truth["rv"] = -25.0
+    rotation = not isinstance(model, PayneEmulator)
+    if isinstance(model, PayneEmulator):
+        w = model.wavelength
+        wave = np.stack([np.linspace(w[a + 20], w[b - 20], 5000)
+                         for a, b in ((322, 3242), (3648, 6048), (6412, 8306))])
+        resolution = None
+    else:
+        w = model.wavelength
+        wave = np.linspace(w[0] * 1.002, w[-1] * 0.998, 15000)[None]
+        resolution = 50000.0
+        truth["vsini"] = 4.0
+    dummy = EchelleSpectrum(wave, np.ones_like(wave), np.ones_like(wave), medium=model.medium)
+    chain = ObservationChain(model, dummy, resolution=resolution, continuum_degree=None,
+                             rotation=rotation, rv_bounds=(-30, -20))
+    with torch.no_grad():
+        flux = np.stack([f.numpy() for f in chain.predict(
+            torch.as_tensor(chain.theta_from(truth)))[0]])
+    x = (wave - wave.mean(1, keepdims=True)) / np.ptp(wave, axis=1, keepdims=True)
+    flux = flux * (1.0 + 0.1 * x - 0.05 * x ** 2)
+    sigma = np.full_like(flux, 1.0 / snr)
+    noisy = flux + rng.normal(size=flux.shape) * sigma
+    if wave.shape[0] == 1:
+        spec = Spectrum(wave[0], noisy[0], sigma[0], medium=model.medium)
+    else:
+        spec = EchelleSpectrum(wave, noisy, sigma, medium=model.medium)
+    return spec, truth, dict(resolution=resolution, rotation=rotation)
+
+
+def _read_npz(path: str):
+    with np.load(path) as f:
+        cls = Spectrum if f["wavelength"].ndim == 1 else EchelleSpectrum
+        return cls(f["wavelength"], f["flux"], f["sigma"], medium=str(f["medium"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", help="HDF5 grid (default: embedded grid, else The Payne emulator)")
+    p.add_argument("--walkers", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8, help="spectra for the Dask throughput run")
+    p.add_argument("--skip-mcmc", action="store_true")
+    p.add_argument("--skip-batch", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model, what = load_model(args.grid)
+    spec, truth, kw = observation(model)
+    print(f"model: {what}; observation {spec.flux.size} px in {np.atleast_2d(spec.flux).shape[0]}"
+          f" order(s); free: {', '.join(truth)} + continuum (degree 2 per order)")
+    report: dict = {"model": what, "n_pixels": int(spec.flux.size), "truth": truth}
+
+    fit(model, spec, **kw, initial=truth, n_grid=1, n_starts=1)  # warm-up (imports, caches)
+    t = time.perf_counter()
+    res = fit(model, spec, **kw)
+    report["fit_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fit(model, spec, **kw, initial=truth, n_grid=1, n_starts=1)
+    report["fit_from_start_s"] = time.perf_counter() - t
+    report["fit"] = {n: res.labels[n] for n in truth}
+    print(f"one fit (RV by cross-correlation + {res.flags['n_starts']} starts + LM): "
+          f"{report['fit_s']:.2f} s on one core; LM alone from a given start: "
+          f"{report['fit_from_start_s']:.2f} s (goal <= 1 s)")
+    for n, tv in truth.items():
+        v, s = res.labels[n]
+        print(f"   {n:6s} true {tv:10.4g}  fit {v:10.4g} ± {s:.3g}")
+    print("Starfish (quoted from the issue, not re-measured): likelihood alone per call "
+          + ", ".join(f"{k}: {v} s" for k, v in STARFISH_QUOTED.items()))
+
+    if not args.skip_mcmc:
+        t = time.perf_counter()
+        post = sample(model, spec, **kw, initial=res, n_walkers=args.walkers,
+                      n_steps=args.steps, progress=True)
+        report["mcmc_s"] = time.perf_counter() - t
+        report["mcmc_flags"] = {k: post.flags[k] for k in (
+            "acceptance_fraction", "autocorr_time", "effective_sample_size", "chain_too_short")}
+        print(f"emcee {args.walkers} walkers × {args.steps} steps: {report['mcmc_s']:.1f} s "
+              f"(goal <= 60 s); acceptance {post.flags['acceptance_fraction']:.2f}; "
+              f"τ max {max(post.flags['autocorr_time'].values()):.0f} steps")
+
+    if not args.skip_batch:
+        from photosphere.infer.batch import fit_many
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.batch):
+                s, _, _ = observation(model, seed=100 + i)
+                np.savez(Path(tmp) / f"star{i:03d}.npz", wavelength=s.wavelength, flux=s.flux,
+                         sigma=s.sigma, medium=s.medium)
+            factory = functools.partial(load_model_only, args.grid)
+            t = time.perf_counter()
+            table = fit_many([f"{tmp}/star*.npz"], factory, Path(tmp) / "results.ecsv",
+                             reader=_read_npz, fit_kwargs=kw, n_workers=2)
+            elapsed = time.perf_counter() - t
+        n_ok = int(np.sum(table["status"] == "ok"))
+        report["batch"] = {"n": args.batch, "ok": n_ok, "elapsed_s": elapsed,
+                           "spectra_per_minute": 60 * args.batch / elapsed}
+        print(f"batch: {args.batch} spectra on 2 Dask workers in {elapsed:.1f} s = "
+              f"{report['batch']['spectra_per_minute']:.1f} spectra/minute "
+              f"(includes cluster start-up and model loading per worker)")
+    print(json.dumps(report, default=float), file=sys.stderr)
+    return 0
+
+
+def load_model_only(grid: str | None):
+    return load_model(grid)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

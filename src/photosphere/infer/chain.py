@@ -1,0 +1,438 @@
+"""The observation chain: a forward model's flux -> what the spectrograph recorded.
+
+For parameters ``theta = (model labels..., vsini, rv per exposure...)`` the chain computes, for
+each *segment* (one order of one exposure)::
+
+    model.predict(labels)                         rest frame, model's log-uniform grid
+      -> rotational_broaden(vsini, epsilon)         (limb-darkened, ops.rotation)
+      -> instrumental LSF (R, per order or R(λ))    (ops.lsf)
+      -> Doppler shift of the model wavelengths by rv of that exposure (ops.doppler)
+      -> flux-conserving rebin onto the observed pixels (ops.resample.rebin)
+      -> × telluric transmission (on the observed pixels; optional)
+      -> × continuum: Chebyshev polynomial in wavelength mapped to [-1, 1], per segment
+      -> masks (masked pixels carry zero weight)
+
+The continuum coefficients are *profiled out*: at every evaluation they are the weighted linear
+least-squares solution given the model (a small ``(degree+1)²`` solve per segment, differentiable),
+so the nonlinear fit only sees labels, vsini and RVs. This is faster and more robust than fitting
+the coefficients as free parameters, and gives the same best fit.
+
+The telluric transmission is multiplied on the observed pixels after the LSF and resampling: exact
+when the tellurics are resolved (or already at the instrument's resolution, as TAPAS/TelFit
+spectra convolved to R are), an approximation otherwise. It is fixed in the observed frame, so it
+does not move with the star's RV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import FitError, InvalidSpectrumError, OutOfGridError
+from ..models.base import ForwardModel, check_model
+from ..ops import doppler, grid, lsf, resample, rotation
+from ..spectrum import EchelleSpectrum, Spectrum
+
+C_KMS = 299792.458
+DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class SegmentData:
+    """One order of one exposure, prepared for fitting (tensors are float64).
+
+    wavelength, flux, ivar: ``(n_pix,)`` observed frame Å, data, inverse variance (0 = masked);
+    edges: ``(n_pix+1,)`` pixel edges Å (midpoints, as ops.resample.pixel_edges).
+    model_slice: the model pixels (start, stop) needed to predict this segment.
+    exposure: index of the exposure (selects its rv); order: index within the exposure.
+    chebyshev: ``(n_pix, degree+1)`` continuum basis; telluric: ``(n_pix,)`` or None.
+    resolution: float R, ``(n_model_slice,)`` R(λ) on the model pixels, or None (no LSF).
+    """
+
+    wavelength: torch.Tensor
+    edges: torch.Tensor
+    flux: torch.Tensor
+    ivar: torch.Tensor
+    sigma: np.ndarray
+    mask: np.ndarray
+    model_slice: tuple[int, int]
+    exposure: int
+    order: int
+    name: str
+    chebyshev: torch.Tensor | None
+    telluric: torch.Tensor | None
+    resolution: float | torch.Tensor | None
+
+
+def _exposures(observation) -> list[Spectrum | EchelleSpectrum]:
+    if isinstance(observation, Spectrum | EchelleSpectrum):
+        return [observation]
+    if isinstance(observation, Sequence) and observation and all(
+            isinstance(o, Spectrum | EchelleSpectrum) for o in observation):
+        return list(observation)
+    raise InvalidSpectrumError(
+        f"observation must be a Spectrum, an EchelleSpectrum or a list of them (exposures), got "
+        f"{type(observation).__name__}")
+
+
+def _rows(spec: Spectrum | EchelleSpectrum) -> list[tuple[np.ndarray, ...]]:
+    """(wavelength, flux, sigma, mask) per order as 1D arrays."""
+    if isinstance(spec, Spectrum):
+        return [(spec.wavelength, spec.flux, spec.sigma, spec.mask)]
+    return [(spec.wavelength[i], spec.flux[i], spec.sigma[i], spec.mask[i])
+            for i in range(spec.n_orders)]
+
+
+def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np.ndarray:
+    """``(n_pix, degree+1)`` Chebyshev polynomials T_0..T_degree of the wavelength mapped so the
+    good pixels span [-1, 1]."""
+    lo, hi = float(wavelength[good].min()), float(wavelength[good].max())
+    x = 2.0 * (wavelength - lo) / (hi - lo) - 1.0
+    return np.polynomial.chebyshev.chebvander(x, degree)
+
+
+class ObservationChain:
+    """Forward model + instrument = predicted observation.
+
+    model: a :class:`~photosphere.models.base.ForwardModel` (log-uniform wavelength grid).
+    observation: a :class:`Spectrum`, an :class:`EchelleSpectrum` (orders fitted jointly) or a
+    list of them (exposures sharing labels, one RV each).
+    resolution: None (model already at the instrument's resolution), R (float), one R per order
+    (sequence of length n_orders), or R(λ) arrays shaped like the observation's flux.
+    telluric: None, a transmission shaped like the observation's flux (one exposure) or a list of
+    them (one per exposure), or a :class:`Spectrum` of transmission resampled onto every segment.
+    continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
+    data are compared with the model as they are).
+    rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
+    rv_bounds, vsini_bounds: km/s, the range the fit may explore; data pixels the model cannot
+    predict over the whole RV range are masked.
+
+    Parameters (``parameter_names``): the model labels, then ``vsini``, then ``rv`` (one
+    exposure) or ``rv_0, rv_1, ...``.
+    """
+
+    def __init__(self, model: ForwardModel, observation, resolution=None, telluric=None,
+                 continuum_degree: int | None = 2, *, rotation: bool = True,
+                 epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
+                 vsini_bounds: tuple[float, float] = (0.0, 100.0)) -> None:
+        self.model = check_model(model)
+        self.exposures = _exposures(observation)
+        self.continuum_degree = continuum_degree
+        self.rotation = bool(rotation)
+        self.epsilon = float(epsilon)
+        self.rv_bounds = (float(rv_bounds[0]), float(rv_bounds[1]))
+        self.vsini_bounds = (float(vsini_bounds[0]), float(vsini_bounds[1]))
+        if not self.rv_bounds[0] < self.rv_bounds[1]:
+            raise FitError(f"rv_bounds={rv_bounds} must be (low, high) with low < high")
+        if not 0 <= self.vsini_bounds[0] < self.vsini_bounds[1]:
+            raise FitError(f"vsini_bounds={vsini_bounds} must satisfy 0 <= low < high")
+        if continuum_degree is not None and not 0 <= continuum_degree <= 20:
+            raise FitError(f"continuum_degree={continuum_degree} must be None or 0..20")
+        self.model_wavelength = np.asarray(model.wavelength, float)
+        self.velocity_step = float(grid.velocity_step(self.model_wavelength))
+        self._model_wave_t = torch.as_tensor(self.model_wavelength, dtype=DTYPE)
+        # log-uniform grid: ln λ_i = ln λ_0 + i Δ (used by _shifted_rebin)
+        self._dlog = float(np.log(self.model_wavelength[-1] / self.model_wavelength[0])
+                           / (len(self.model_wavelength) - 1))
+        n_rv = len(self.exposures)
+        self.label_names = tuple(model.label_names)
+        self.rv_names = ("rv",) if n_rv == 1 else tuple(f"rv_{i}" for i in range(n_rv))
+        self.parameter_names = (self.label_names + (("vsini",) if self.rotation else ())
+                                + self.rv_names)
+        self.bounds: dict[str, tuple[float, float]] = {
+            n: (float(model.bounds[n][0]), float(model.bounds[n][1])) for n in self.label_names}
+        if self.rotation:
+            self.bounds["vsini"] = self.vsini_bounds
+        for n in self.rv_names:
+            self.bounds[n] = self.rv_bounds
+        self.n_labels = len(self.label_names)
+        self.rv_initial: float | None = None  # set by optimize.build_chain after its RV search
+        self.segments = self._prepare(resolution, telluric)
+        self.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in self.segments))
+        self.n_continuum = (0 if continuum_degree is None
+                            else len(self.segments) * (continuum_degree + 1))
+        if self.n_pixels <= self.n_continuum + len(self.parameter_names):
+            raise FitError(f"only {self.n_pixels} usable pixels for {len(self.parameter_names)} "
+                           f"parameters and {self.n_continuum} continuum coefficients; unmask "
+                           "more pixels or lower continuum_degree")
+
+    # ----------------------------------------------------------------- set-up
+    def _margin_kms(self, resolution_min: float | None) -> float:
+        """Velocity half-width of the broadening kernels (rotation + 5σ of the LSF) + 3 pixels."""
+        lsf_kms = 0.0 if resolution_min is None else 5.0 * C_KMS / resolution_min / 2.3548
+        return (self.vsini_bounds[1] if self.rotation else 0.0) + lsf_kms \
+            + 3 * self.velocity_step
+
+    def _per_order(self, value, n_orders: int, n_pix: int, exposure: int, what: str):
+        """Expand a scalar / per-order / per-pixel setting to one entry per order."""
+        if value is None or np.ndim(value) == 0:
+            return [value] * n_orders
+        if isinstance(value, list | tuple) and len(value) == len(self.exposures) \
+                and len(self.exposures) > 1:
+            return self._per_order(value[exposure], n_orders, n_pix, 0, what)
+        arr = np.asarray(value, float)
+        if arr.shape == (n_orders,):
+            return [float(v) for v in arr]
+        if arr.shape == (n_pix,) and n_orders == 1:
+            return [arr]
+        if arr.shape == (n_orders, n_pix):
+            return list(arr)
+        raise InvalidSpectrumError(
+            f"{what} has shape {arr.shape}; pass a scalar, one value per order ({n_orders},) or "
+            f"one per pixel ({n_orders}, {n_pix})")
+
+    def _prepare(self, resolution, telluric) -> list[SegmentData]:
+        wmin, wmax = float(self.model_wavelength[0]), float(self.model_wavelength[-1])
+        log_model = np.log(self.model_wavelength)
+        segments: list[SegmentData] = []
+        coverage = []
+        for e, spec in enumerate(self.exposures):
+            rows = _rows(spec)
+            n_orders, n_pix = len(rows), len(rows[0][0])
+            res = self._per_order(resolution, n_orders, n_pix, e, "resolution")
+            tel = telluric if isinstance(telluric, Spectrum) else \
+                self._per_order(telluric, n_orders, n_pix, e, "telluric")
+            for o, (wave, flux, sigma, mask) in enumerate(rows):
+                wave = self._to_model_medium(wave, spec.medium)
+                coverage.append((float(wave[0]), float(wave[-1])))
+                r = res[o]
+                r_min = None if r is None else float(np.min(r))
+                if r_min is not None and r_min <= 0:
+                    raise FitError(f"resolution must be positive, got {r_min}")
+                margin = self._margin_kms(r_min)
+                d_lo = math.sqrt((1 + self.rv_bounds[0] / C_KMS) / (1 - self.rv_bounds[0] / C_KMS))
+                d_hi = math.sqrt((1 + self.rv_bounds[1] / C_KMS) / (1 - self.rv_bounds[1] / C_KMS))
+                need_lo = wave / d_hi * (1 - margin / C_KMS)
+                need_hi = wave / d_lo * (1 + margin / C_KMS)
+                predictable = (need_lo >= wmin) & (need_hi <= wmax)
+                ivar = np.where(mask, 0.0, spec.ivar[o] if isinstance(spec, EchelleSpectrum)
+                                else spec.ivar)
+                if not spec.has_uncertainty:
+                    raise InvalidSpectrumError(
+                        f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
+                        "sigma/ivar when building the spectrum, or estimate them "
+                        "(photosphere.ops.noise.estimate_snr)")
+                good = predictable & (ivar > 0)
+                n_keep = int(good.sum())
+                if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
+                    continue
+                # crop to the predictable span: pixels the model cannot reach are not carried
+                k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
+                wave, flux, sigma, good, ivar, need_lo, need_hi = (
+                    np.array(a[k0:k1]) for a in (wave, flux, sigma, good, ivar, need_lo, need_hi))
+                if r is not None and np.ndim(r) == 1:
+                    r = np.asarray(r)[k0:k1]
+                tel_row = tel if isinstance(tel, Spectrum) else (
+                    None if tel[o] is None else np.asarray(tel[o], float)[k0:k1])
+                i0 = max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
+                i1 = min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2,
+                         len(log_model))
+                res_seg = r
+                if r is not None and np.ndim(r) == 1:
+                    res_seg = torch.as_tensor(np.interp(self.model_wavelength[i0:i1], wave, r),
+                                              dtype=DTYPE)
+                segments.append(SegmentData(
+                    wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
+                    edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float),
+                                                               dtype=DTYPE)),
+                    flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
+                    ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
+                    sigma=np.where(good, sigma, np.inf), mask=~good,
+                    model_slice=(i0, i1), exposure=e, order=o,
+                    name=self._segment_name(spec, e, o),
+                    chebyshev=None if self.continuum_degree is None else torch.as_tensor(
+                        chebyshev_basis(wave, good, self.continuum_degree), dtype=DTYPE),
+                    telluric=self._telluric_row(tel_row, wave, spec.medium),
+                    resolution=res_seg))
+        if not segments:
+            lo = min(c[0] for c in coverage)
+            hi = max(c[1] for c in coverage)
+            raise OutOfGridError(
+                f"no observed pixel can be predicted by the model: the spectrum covers "
+                f"{lo:.1f}-{hi:.1f} Å, the model {wmin:.1f}-{wmax:.1f} Å (less the margin for rv "
+                f"in {self.rv_bounds} km/s and broadening); use a model covering the spectrum, "
+                "narrow rv_bounds, or check that some pixels are unmasked")
+        return segments
+
+    def _to_model_medium(self, wave: np.ndarray, medium: str) -> np.ndarray:
+        if medium == self.model.medium:
+            return np.asarray(wave, float)
+        from ..ops import airvac
+
+        convert = airvac.air_to_vacuum if medium == "air" else airvac.vacuum_to_air
+        return np.asarray(convert(np.asarray(wave, float)), float)
+
+    @staticmethod
+    def _segment_name(spec, exposure: int, order: int) -> str:
+        name = f"exposure {exposure}" if exposure else ""
+        if isinstance(spec, EchelleSpectrum):
+            name += f"{', ' if name else ''}order {int(spec.order_numbers[order])}"
+        return name
+
+    def _telluric_row(self, tel, wave: np.ndarray, medium: str) -> torch.Tensor | None:
+        if tel is None:
+            return None
+        if isinstance(tel, Spectrum):
+            t_wave = self._to_model_medium(tel.wavelength, tel.medium)
+            if t_wave[0] > wave[0] or t_wave[-1] < wave[-1]:
+                raise InvalidSpectrumError(
+                    f"the telluric transmission covers {t_wave[0]:.1f}-{t_wave[-1]:.1f} Å but a "
+                    f"segment spans {wave[0]:.1f}-{wave[-1]:.1f} Å; pass a transmission covering "
+                    "the observation")
+            row = resample.rebin(torch.as_tensor(np.array(t_wave, float), dtype=DTYPE),
+                                 torch.as_tensor(np.array(tel.flux, float), dtype=DTYPE),
+                                 torch.as_tensor(wave, dtype=DTYPE))
+        else:
+            row = torch.as_tensor(np.array(tel, float), dtype=DTYPE)
+        if not torch.all(torch.isfinite(row)) or torch.any(row < 0):
+            raise InvalidSpectrumError("telluric transmission must be finite and >= 0")
+        return row
+
+    # ----------------------------------------------------------------- evaluation
+    def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``theta (..., n_params)`` -> labels ``(..., n_labels)``, vsini ``(...)`` or None,
+        rv ``(..., n_exposures)``."""
+        labels = theta[..., :self.n_labels]
+        k = self.n_labels
+        vsini = None
+        if self.rotation:
+            vsini = theta[..., k]
+            k += 1
+        return labels, vsini, theta[..., k:]
+
+    def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
+        """Rest-frame model flux after rotation and LSF, per segment ``(..., n_model_slice)``."""
+        flux = self.model.predict(labels).to(DTYPE)
+        out = []
+        cache: dict[tuple, torch.Tensor] = {}
+        for seg in self.segments:
+            i0, i1 = seg.model_slice
+            key = (i0, i1, id(seg.resolution) if torch.is_tensor(seg.resolution)
+                   else seg.resolution)
+            if key not in cache:
+                f = flux[..., i0:i1]
+                if vsini is not None:
+                    f = rotation.rotational_broaden(f, vsini, self.velocity_step, self.epsilon)
+                if seg.resolution is not None:
+                    if torch.is_tensor(seg.resolution):
+                        f = lsf.instrumental_broaden(self._model_wave_t[i0:i1], f, seg.resolution)
+                    else:
+                        f = lsf.gaussian_broaden(f, float(seg.resolution), self.velocity_step)
+                cache[key] = f
+            out.append(cache[key])
+        return out
+
+    def _shifted_rebin(self, seg: SegmentData, flux: torch.Tensor, rv: torch.Tensor
+                       ) -> torch.Tensor:
+        """``ops.resample.rebin(shift_wavelength(model_wave, rv), flux, seg.wavelength)`` for a
+        log-uniform model slice, without a search: a Doppler shift is a translation in ln λ, so
+        the observed pixel edges divided by D(rv) fall at model edge index
+        ``ln(e / (D λ_0)) / Δ + ½`` computed arithmetically. Model pixel edges are the
+        log-midpoints (ops uses linear midpoints: a relative difference of order Δ² ≈ 1e-11).
+        flux ``(..., n_slice)``; rv ``(...)``; returns ``(..., n_pix)``, differentiable in both.
+        """
+        i0, i1 = seg.model_slice
+        n = i1 - i0
+        lam0 = float(self.model_wavelength[i0])
+        d = doppler.doppler_factor(rv).unsqueeze(-1)                 # (..., 1)
+        edges = seg.edges / d                                        # (..., n_pix+1) rest frame
+        shape = torch.broadcast_shapes(edges.shape[:-1], flux.shape[:-1])
+        edges = edges.expand(*shape, edges.shape[-1])
+        flux = flux.expand(*shape, n)
+        lo = lam0 * math.exp(-0.5 * self._dlog)
+        hi = lam0 * math.exp((n - 0.5) * self._dlog)
+        edges = edges.clamp(lo, hi)
+        k = torch.floor(torch.log(edges.detach() / lam0) / self._dlog + 0.5).long().clamp(0, n - 1)
+        model_edges = lam0 * torch.exp((torch.arange(n + 1, dtype=DTYPE) - 0.5) * self._dlog)
+        cum = torch.cat([torch.zeros_like(flux[..., :1]),
+                         torch.cumsum(flux * torch.diff(model_edges), -1)], -1)
+        at = torch.gather(cum, -1, k) + (edges - model_edges[k]) * torch.gather(flux, -1, k)
+        return torch.diff(at, dim=-1) / torch.diff(edges, dim=-1)
+
+    def resampled(self, broadened: list[torch.Tensor], rv: torch.Tensor) -> list[torch.Tensor]:
+        """Shift each segment's model by the RV of its exposure and rebin onto the observed
+        pixels, times the telluric transmission: ``(..., n_pix)`` per segment (no continuum).
+
+        ``rv`` ``(..., n_exposures)`` broadcasts against the batch dims of ``broadened``.
+        """
+        out = []
+        for seg, f in zip(self.segments, broadened, strict=True):
+            m = self._shifted_rebin(seg, f, rv[..., seg.exposure])
+            if seg.telluric is not None:
+                m = m * seg.telluric
+            out.append(m)
+        return out
+
+    def continuum(self, stellar: list[torch.Tensor], weights: list[torch.Tensor] | None = None,
+                  log_det: list | None = None) -> list[torch.Tensor]:
+        """Profiled continuum per segment ``(..., n_pix)``: the Chebyshev polynomial that best
+        scales ``stellar`` to the data (weighted linear least squares, weights default ivar).
+        When a list is passed as ``log_det``, ``log det(AᵀWA)`` per segment is appended to it."""
+        if self.continuum_degree is None:
+            return [torch.ones_like(s) for s in stellar]
+        out = []
+        for i, (seg, s) in enumerate(zip(self.segments, stellar, strict=True)):
+            w = seg.ivar if weights is None else weights[i]
+            design = s.unsqueeze(-1) * seg.chebyshev                      # (..., n_pix, K)
+            wd = design * w.unsqueeze(-1)
+            normal = wd.transpose(-1, -2) @ design                        # (..., K, K)
+            rhs = (wd * seg.flux.unsqueeze(-1)).sum(-2)                   # (..., K)
+            eye = torch.eye(normal.shape[-1], dtype=DTYPE)
+            scale = normal.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+            coef = torch.linalg.solve(normal + 1e-12 * scale[..., None, None] * eye, rhs)
+            if log_det is not None:
+                log_det.append(torch.linalg.slogdet(normal)[1])
+            out.append((seg.chebyshev * coef.unsqueeze(-2)).sum(-1))
+        return out
+
+    def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None,
+                log_det: list | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Full model per segment ``(..., n_pix)`` and its continuum, for ``theta (...,
+        n_params)`` in physical units (``log_det``: see :meth:`continuum`)."""
+        theta = torch.as_tensor(theta, dtype=DTYPE)
+        labels, vsini, rv = self.split(theta)
+        stellar = self.resampled(self.broadened(labels, vsini), rv)
+        cont = self.continuum(stellar, weights, log_det)
+        return [s * c for s, c in zip(stellar, cont, strict=True)], cont
+
+    def model_variance(self, theta: torch.Tensor, continuum: list[torch.Tensor]
+                       ) -> list[torch.Tensor] | None:
+        """The model's own variance (``predict_variance``, e.g. emulator error) carried to the
+        observed pixels (rebinned as if fully correlated within a pixel) times continuum², or
+        None when the model has none."""
+        if not hasattr(self.model, "predict_variance"):
+            return None
+        labels, _, rv = self.split(torch.as_tensor(theta, dtype=DTYPE))
+        var = self.model.predict_variance(labels).to(DTYPE)
+        out = []
+        for seg, c in zip(self.segments, continuum, strict=True):
+            i0, i1 = seg.model_slice
+            v = self._shifted_rebin(seg, var[..., i0:i1], rv[..., seg.exposure])
+            out.append(v.clamp_min(0) * c ** 2)
+        return out
+
+    # ----------------------------------------------------------------- helpers
+    def theta_from(self, values: Mapping[str, float]) -> np.ndarray:
+        """Parameter vector from a ``{name: value}`` mapping (``rv`` fills every exposure)."""
+        out = []
+        for n in self.parameter_names:
+            if n in values:
+                out.append(float(values[n]))
+            elif n.startswith("rv_") and "rv" in values:
+                out.append(float(values["rv"]))
+            else:
+                raise FitError(f"no value for parameter {n!r}; give one of "
+                               f"{list(self.parameter_names)}")
+        return np.array(out)
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.array([self.bounds[n][0] for n in self.parameter_names])
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.array([self.bounds[n][1] for n in self.parameter_names])

@@ -1,0 +1,541 @@
+"""Least-squares fitting: batched Levenberg–Marquardt with autodiff Jacobians.
+
+:func:`fit` is the easy call: forward model + observation ->
+:class:`~photosphere.infer.result.Result`. It
+
+1. builds the :class:`~photosphere.infer.chain.ObservationChain` (continuum profiled out);
+2. initialises each RV by cross-correlation: χ² of the data against the model at the starting
+   labels over an RV grid (the continuum re-fitted at every trial velocity);
+3. screens a coarse grid of starting labels (``n_grid`` values per free label) by χ² and runs
+   Levenberg–Marquardt from the best ``n_starts`` of them *at once* (batched over starts), so a
+   local minimum of one start does not decide the answer;
+4. reports the best solution with the covariance ``(JᵀWJ)⁻¹`` in physical units, where J is the
+   Jacobian of the whitened residuals (the continuum coefficients are profiled, so this is the
+   covariance marginalised over them). It is *not* scaled by χ²_red unless
+   ``scale_covariance=True`` (use it when the noise is known to be mis-estimated by a constant).
+
+:func:`levenberg_marquardt` is the reusable primitive: any residual function, batched over starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from ..errors import FitError, OutOfGridError
+from ..models.base import ForwardModel, check_labels_in_bounds
+from .chain import DTYPE, ObservationChain
+from .likelihood import CorrelatedNoise, Likelihood
+from .parameters import Parameters
+from .result import Result, Segment
+
+# ------------------------------------------------------------------------- autodiff Jacobian
+# torch's forward-mode dual level is process-wide: fits in threads of one process take turns
+_FORWARD_AD_LOCK = threading.Lock()
+
+
+@functools.cache
+def _load_forward_ad() -> None:
+    """Torch loads its forward-mode decompositions on first use through ``torch.jit.script``,
+    which warns DeprecationWarning inside torch; load them once with that warning silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            importlib.import_module("torch._decomp.decompositions_for_jvp")
+        except ImportError:  # pragma: no cover - older/newer torch without the module
+            pass
+
+
+def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value ``(B, N)`` and Jacobian ``(B, N, P)`` of a row-wise function ``fn: (B, P) -> (B, N)``.
+
+    Forward-mode autodiff in one pass: the rows are repeated P times, copy p carrying the unit
+    tangent of parameter p (rows are independent), so the cost is one forward pass of a P-times
+    larger batch. Falls back to the double-backward trick (P passes) when an operator lacks a
+    forward-mode rule.
+    """
+    _load_forward_ad()
+    x = torch.as_tensor(x, dtype=DTYPE)
+    n_b, n_p = x.shape
+    eye = torch.eye(n_p, dtype=DTYPE)
+    x_rep = x.repeat(n_p, 1)                                   # (P*B, P), block p = copy p
+    tangent = eye.repeat_interleave(n_b, dim=0)                # (P*B, P)
+    try:
+        with _FORWARD_AD_LOCK, fwAD.dual_level():
+            out = fwAD.unpack_dual(fn(fwAD.make_dual(x_rep, tangent)))
+            value, jvp = out.primal.detach(), out.tangent
+        if jvp is None:
+            jvp = torch.zeros_like(value)
+        value = value[:n_b]
+        jac = jvp.detach().reshape(n_p, n_b, -1).permute(1, 2, 0)
+    except (NotImplementedError, RuntimeError):
+        cols = []
+        for p in range(n_p):
+            value, col = torch.autograd.functional.jvp(fn, x, eye[p].expand_as(x))
+            cols.append(col.detach())
+        value, jac = value.detach(), torch.stack(cols, -1)
+    return value, jac.contiguous()
+
+
+@dataclass(frozen=True)
+class LMOutcome:
+    """Per start: ``u (B, P)`` solution (unit box), ``chi2 (B,)``, ``iterations (B,)``,
+    ``converged (B,)`` bool and ``reason`` (B,) strings."""
+
+    u: np.ndarray
+    chi2: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    reason: list[str]
+
+
+def _solve_step(jtj: np.ndarray, grad: np.ndarray, lam: float, u: np.ndarray) -> np.ndarray:
+    """Marquardt step with bound-aware active set: parameters at a bound whose step points
+    outward are held there and the step re-solved for the others."""
+    p = len(grad)
+    diag = np.maximum(np.diag(jtj), 1e-12 * max(np.max(np.diag(jtj)), 1e-300))
+    held = np.zeros(p, bool)
+    step = np.zeros(p)
+    for _ in range(2):
+        a = jtj + lam * np.diag(diag)
+        b = -grad.copy()
+        a[held, :] = 0.0
+        a[:, held] = 0.0
+        a[held, held] = 1.0
+        b[held] = 0.0
+        try:
+            step = np.linalg.solve(a, b)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(a, b, rcond=None)[0]
+        outward = ((u <= 0.0) & (step < 0)) | ((u >= 1.0) & (step > 0))
+        if not np.any(outward & ~held):
+            break
+        held |= outward
+    return step
+
+
+def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.ndarray,
+                                                                             np.ndarray]],
+                        residual: Callable[[np.ndarray], np.ndarray], u0: np.ndarray, *,
+                        max_iter: int = 100, ftol: float = 1e-7, xtol: float = 1e-7,
+                        lam0: float = 1e-3) -> LMOutcome:
+    """Box-constrained Levenberg–Marquardt on ``u ∈ [0, 1]^P``, batched over starts.
+
+    residual_and_jacobian(u (B, P)) -> r (B, N), J (B, N, P); residual(u) -> r (B, N).
+    Converged when an accepted step lowers χ² by less than ``ftol`` relatively, or moves every
+    parameter by less than ``xtol``, or when no step can lower χ² (λ beyond 1e12).
+    """
+    u = np.clip(np.atleast_2d(np.asarray(u0, float)), 0.0, 1.0)
+    n_b = u.shape[0]
+    lam = np.full(n_b, lam0)
+    r0 = residual(u)
+    chi2 = np.sum(r0 ** 2, -1)
+    iterations = np.zeros(n_b, int)
+    converged = np.zeros(n_b, bool)
+    reason = ["max_iter"] * n_b
+    active = np.isfinite(chi2)
+    for b in np.flatnonzero(~active):
+        reason[b] = "non-finite residuals at the start"
+    n_p = u.shape[1]
+    jtj_all = np.zeros((n_b, n_p, n_p))
+    grad_all = np.zeros((n_b, n_p))
+    stale = np.ones(n_b, bool)          # the Jacobian must be recomputed (after a moved point)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        need = idx[stale[idx]]
+        if need.size:
+            r, jac = residual_and_jacobian(u[need])
+            grad_all[need] = np.einsum("bnp,bn->bp", jac, r)
+            jtj_all[need] = np.einsum("bnp,bnq->bpq", jac, jac)
+            stale[need] = False
+        grad, jtj = grad_all[idx], jtj_all[idx]
+        steps = np.stack([_solve_step(jtj[k], grad[k], lam[b], u[b]) for k, b in enumerate(idx)])
+        trial = np.clip(u[idx] + steps, 0.0, 1.0)
+        chi2_trial = np.sum(residual(trial) ** 2, -1)
+        for k, b in enumerate(idx):
+            iterations[b] += 1
+            moved = np.max(np.abs(trial[k] - u[b]))
+            if np.isfinite(chi2_trial[k]) and chi2_trial[k] <= chi2[b]:
+                decrease = (chi2[b] - chi2_trial[k]) / max(chi2[b], 1e-300)
+                u[b], chi2[b] = trial[k], chi2_trial[k]
+                stale[b] = True
+                lam[b] = max(lam[b] / 3.0, 1e-12)
+                if decrease < ftol or moved < xtol:
+                    converged[b], active[b], reason[b] = True, False, (
+                        "ftol" if decrease < ftol else "xtol")
+            else:
+                lam[b] *= 4.0
+                if lam[b] > 1e12 or moved < xtol:
+                    converged[b], active[b], reason[b] = True, False, "no further decrease"
+    return LMOutcome(u=u, chi2=chi2, iterations=iterations, converged=converged, reason=reason)
+
+
+# ------------------------------------------------------------------------- the easy call
+def _coarse_grid(params: Parameters, label_names: tuple[str, ...], start: np.ndarray,
+                 n_grid: int, max_points: int = 64, seed: int = 0) -> np.ndarray:
+    """Starting points ``(n, n_free)`` physical: ``n_grid`` values per free *model label*
+    (centres of equal slices of the bounds), other parameters at ``start``. When the full grid
+    would exceed ``max_points`` (e.g. 3⁵ = 243 for five labels), a Latin hypercube of
+    ``max_points`` points of the same box is used instead (seeded, so fits are repeatable)."""
+    free_labels = [j for j, n in enumerate(params.free) if n in label_names]
+    if n_grid > 1 and n_grid ** len(free_labels) > max_points:
+        rng = np.random.default_rng(seed)
+        unit = np.stack([(rng.permutation(max_points) + 0.5) / max_points
+                         for _ in free_labels], -1)
+        points = np.tile(start, (max_points, 1))
+        points[:, free_labels] = params.lower[free_labels] + unit * params.span[free_labels]
+        return points
+    axes = []
+    for j, name in enumerate(params.free):
+        if name in label_names and n_grid > 1:
+            q = (np.arange(n_grid) + 0.5) / n_grid
+            axes.append(params.lower[j] + q * params.span[j])
+        else:
+            axes.append(np.array([start[j]]))
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.ravel() for m in mesh], -1)
+
+
+def _multistart(residual_and_jacobian, residual, starts: np.ndarray, max_iter: int,
+                race_iterations: int = 5) -> LMOutcome:
+    """All starts race for ``race_iterations`` LM iterations (batched); only the leader is then
+    iterated to convergence. The others keep their state, flagged as not pursued."""
+    first = levenberg_marquardt(residual_and_jacobian, residual, starts,
+                                max_iter=min(race_iterations, max_iter))
+    if len(starts) == 1 or max_iter <= race_iterations:
+        return first
+    lead = int(np.argmin(np.where(np.isfinite(first.chi2), first.chi2, np.inf)))
+    reason = [r if c else f"not pursued after {race_iterations} iterations (not the best start)"
+              for r, c in zip(first.reason, first.converged, strict=True)]
+    u, chi2 = first.u.copy(), first.chi2.copy()
+    iterations, converged = first.iterations.copy(), first.converged.copy()
+    if not first.converged[lead]:
+        final = levenberg_marquardt(residual_and_jacobian, residual, first.u[lead:lead + 1],
+                                    max_iter=max_iter - race_iterations)
+        u[lead], chi2[lead] = final.u[0], final.chi2[0]
+        iterations[lead] += final.iterations[0]
+        converged[lead], reason[lead] = final.converged[0], final.reason[0]
+    return LMOutcome(u=u, chi2=chi2, iterations=iterations, converged=converged, reason=reason)
+
+
+def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 64) -> np.ndarray:
+    return np.concatenate([fn(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+def rv_scan(chain: ObservationChain, theta: np.ndarray, rv_grid: np.ndarray,
+            chunk: int = 64) -> np.ndarray:
+    """χ² of the data against the model at ``theta`` (labels, vsini) for every RV in
+    ``rv_grid`` (km/s), the same RV for all exposures, continuum re-fitted each time:
+    ``(n_rv,)``. Its minimum is the cross-correlation RV."""
+    theta_t = torch.as_tensor(theta, dtype=DTYPE)
+    labels, vsini, _ = chain.split(theta_t[None])
+    out = []
+    with torch.no_grad():
+        broadened = chain.broadened(labels, vsini)
+        for i in range(0, len(rv_grid), chunk):
+            rv = torch.as_tensor(rv_grid[i:i + chunk], dtype=DTYPE)[:, None].expand(
+                -1, len(chain.rv_names))
+            stellar = chain.resampled(broadened, rv)
+            cont = chain.continuum(stellar)
+            chi2 = torch.zeros(len(rv), dtype=DTYPE)
+            for seg, s, c in zip(chain.segments, stellar, cont, strict=True):
+                chi2 = chi2 + ((seg.flux - s * c) ** 2 * seg.ivar).sum(-1)
+            out.append(chi2.numpy())
+    return np.concatenate(out)
+
+
+def initial_rv(chain: ObservationChain, theta: np.ndarray, center: float | None = None,
+               half_width: float | None = None, step: float | None = None) -> float:
+    """RV (km/s) minimising :func:`rv_scan` over ``chain.rv_bounds`` (or ``center ±
+    half_width``): a coarse scan (``step``, default 5 km/s over wide ranges), then a 1 km/s scan
+    ±8 km/s around its minimum, refined by a parabola through the three best points."""
+    lo, hi = chain.rv_bounds
+    if center is not None and half_width is not None:
+        lo, hi = max(lo, center - half_width), min(hi, center + half_width)
+    if step is None and hi - lo > 40.0:
+        coarse = np.arange(lo, hi + 2.5, 5.0)
+        best = float(coarse[int(np.nanargmin(rv_scan(chain, theta, coarse)))])
+        lo, hi = max(lo, best - 8.0), min(hi, best + 8.0)
+    step = 1.0 if step is None else step
+    grid = np.arange(lo, hi + 0.5 * step, step)
+    chi2 = rv_scan(chain, theta, grid)
+    k = int(np.nanargmin(chi2))
+    if 0 < k < len(grid) - 1:
+        y0, y1, y2 = chi2[k - 1:k + 2]
+        denom = y0 - 2 * y1 + y2
+        if denom > 0:
+            return float(grid[k] + 0.5 * step * (y0 - y2) / denom)
+    return float(grid[k])
+
+
+def _segments(chain: ObservationChain, theta: np.ndarray) -> tuple[Segment, ...]:
+    with torch.no_grad():
+        model, cont = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
+    return tuple(Segment(wavelength=s.wavelength.numpy(), flux=s.flux.numpy(),
+                         sigma=s.sigma, mask=s.mask, model=m.numpy(), continuum=c.numpy(),
+                         name=s.name)
+                 for s, m, c in zip(chain.segments, model, cont, strict=True))
+
+
+def covariance(likelihood: Likelihood, params: Parameters, u: np.ndarray
+               ) -> tuple[np.ndarray, bool]:
+    """``(JᵀJ)⁻¹`` of the whitened residuals at ``u`` (unit box), in physical units, and
+    whether JᵀJ was invertible."""
+    fn = _residual_fn(likelihood, params)
+    r, jac = batched_jacobian(fn, torch.as_tensor(u[None], dtype=DTYPE))
+    r, jac = r[0].numpy(), jac[0].numpy()
+    if likelihood.noise is not None:
+        r, jac = likelihood.whiten(r, jac, theta=params.theta(torch.as_tensor(u)).numpy())
+    jac_phys = jac / params.span
+    fisher = jac_phys.T @ jac_phys
+    try:
+        cov = np.linalg.inv(fisher)
+        ok = bool(np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0))
+    except np.linalg.LinAlgError:
+        cov, ok = np.linalg.pinv(fisher), False
+    return 0.5 * (cov + cov.T), ok
+
+
+def _residual_fn(likelihood: Likelihood, params: Parameters):
+    return lambda u: likelihood.residuals(params.theta(u))
+
+
+def _lm_functions(likelihood: Likelihood, params: Parameters):
+    fn = _residual_fn(likelihood, params)
+
+    def residual(u: np.ndarray) -> np.ndarray:
+        """Whitened residuals ``(B, N)``; rows the model cannot predict (a hole in a grid
+        raising OutOfGridError inside the bounds) are +inf, so LM rejects that step."""
+        try:
+            return _residual(u)
+        except OutOfGridError:
+            if len(u) == 1:
+                return np.full((1, likelihood.n_pixels), np.inf)
+            return np.concatenate([residual(u[i:i + 1]) for i in range(len(u))])
+
+    def _residual(u: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            r = fn(torch.as_tensor(u, dtype=DTYPE)).numpy()
+        if likelihood.noise is None:
+            return r
+        th = params.theta(torch.as_tensor(u)).numpy()
+        return np.stack([likelihood.whiten(r[b], theta=th[b])[0] for b in range(len(r))])
+
+    def residual_and_jacobian(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r, jac = batched_jacobian(fn, torch.as_tensor(u, dtype=DTYPE))
+        r, jac = r.numpy(), jac.numpy()
+        if likelihood.noise is None:
+            return r, jac
+        th = params.theta(torch.as_tensor(u)).numpy()
+        pairs = [likelihood.whiten(r[b], jac[b], theta=th[b]) for b in range(len(r))]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    return residual, residual_and_jacobian
+
+
+def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=None,
+                continuum_degree: int | None = 2, rotation: bool = True,
+                rv_bounds: tuple[float, float] | None = None,
+                vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
+                initial: Mapping[str, float] | None = None,
+                fixed: Mapping[str, float] | None = None) -> ObservationChain:
+    """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
+    cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
+    lost to the model's edges)."""
+    kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
+              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon)
+    if rv_bounds is not None:
+        return ObservationChain(model, observation, rv_bounds=rv_bounds, **kw)
+    known = {**(initial or {}), **(fixed or {})}
+    rv_values = [v for k, v in known.items() if k == "rv" or k.startswith("rv_")]
+    if rv_values:
+        center = float(np.mean(rv_values))
+    else:
+        wide = ObservationChain(model, observation, rv_bounds=(-300.0, 300.0), **kw)
+        start = _start_values(wide, initial, fixed)
+        center = initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
+    spread = max([abs(v - center) for v in rv_values], default=0.0)
+    chain = ObservationChain(model, observation,
+                             rv_bounds=(center - 50.0 - spread, center + 50.0 + spread), **kw)
+    if not rv_values:
+        chain.rv_initial = center  # the cross-correlation RV, so fit() need not scan again
+    return chain
+
+
+def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
+                  fixed: Mapping[str, float] | None) -> dict[str, float]:
+    """Start: ``fixed`` > ``initial`` > centre of the bounds (vsini: 5 km/s, rv: 0)."""
+    start: dict[str, float] = {}
+    for n in chain.parameter_names:
+        lo, hi = chain.bounds[n]
+        start[n] = 0.5 * (lo + hi)
+        if n == "vsini":
+            start[n] = float(np.clip(5.0, lo, hi))
+        if n.startswith("rv"):
+            start[n] = float(np.clip(0.0, lo, hi))
+    for source in (initial or {}, fixed or {}):
+        for n, v in source.items():
+            if n == "rv":
+                start.update({k: float(v) for k in chain.rv_names})
+            elif n in start:
+                start[n] = float(v)
+            else:
+                raise FitError(f"{n!r} is not a parameter of this fit; choose from "
+                               f"{list(chain.parameter_names)}")
+    check_labels_in_bounds({n: start[n] for n in chain.label_names}, chain.bounds)
+    return start
+
+
+def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None = None,
+        fixed: Mapping[str, float] | None = None, resolution=None, telluric=None,
+        continuum_degree: int | None = 2, rotation: bool = True,
+        rv_bounds: tuple[float, float] | None = None,
+        vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
+        noise: CorrelatedNoise | str | None = None, model_variance: bool = True,
+        n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
+        scale_covariance: bool = False, chain: ObservationChain | None = None,
+        source: str | None = None) -> Result:
+    """Least-squares labels of ``observation`` with ``model`` through the observation chain.
+
+    observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
+    vsini shared, one RV each: ``rv_0, rv_1, ...``).
+    initial / fixed: ``{name: value}`` starting values / values held constant (physical units).
+    resolution, telluric, continuum_degree, rotation, rv_bounds, vsini_bounds, epsilon: see
+    :class:`~photosphere.infer.chain.ObservationChain`.
+    noise: None (independent pixels), a :class:`CorrelatedNoise`, or ``"auto"`` (estimate the
+    kernel from the residuals of a first fit, then refit with it).
+    model_variance: add the model's ``predict_variance`` to the data variance when it has one.
+    n_grid: starting values per free label in the coarse grid; n_starts: how many of the best
+    grid points (by χ²) are refined, plus ``initial`` when given.
+    """
+    t0 = time.perf_counter()
+    if isinstance(noise, str) and noise != "auto":
+        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
+                       "CorrelatedNoise")
+    if chain is None:
+        chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
+                            continuum_degree=continuum_degree, rotation=rotation,
+                            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
+                            initial=initial, fixed=fixed)
+    params = Parameters(chain.parameter_names, chain.bounds, fixed)
+    start = _start_values(chain, initial, fixed)
+    explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
+    if not explicit_rv and any(n.startswith("rv") for n in params.free):
+        rv0 = chain.rv_initial
+        if rv0 is None:
+            rv0 = initial_rv(chain, chain.theta_from(start))
+        start.update({n: rv0 for n in chain.rv_names if n in params.free})
+    start_free = params.free_from_mapping(start)
+    noise_model = None if isinstance(noise, str) else noise
+    likelihood = Likelihood(chain, noise_model, model_variance=model_variance)
+    residual, residual_and_jacobian = _lm_functions(likelihood, params)
+
+    grid = _coarse_grid(params, chain.label_names, start_free, n_grid)
+    grid_u = params.scale(grid)
+    chi2_grid = _chunked(lambda u: np.sum(residual(u) ** 2, -1), grid_u)
+    chi2_grid = np.where(np.isfinite(chi2_grid), chi2_grid, np.inf)
+    order = np.argsort(chi2_grid)[:max(n_starts, 1)]
+    starts = grid_u[order]
+    if initial is not None:
+        starts = np.vstack([params.scale(start_free)[None], starts])
+    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
+    ok = np.isfinite(outcome.chi2)
+    if not np.any(ok):
+        raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
+                       "and that the model covers the spectrum")
+    best = int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
+    u_best = outcome.u[best]
+    flags: dict = {}
+    if noise == "auto":
+        u_best, likelihood, flags = _refit_correlated(chain, params, u_best, model_variance,
+                                                      max_iter)
+        chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
+    else:
+        chi2_best = float(outcome.chi2[best])
+    return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
+                   scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def _refit_correlated(chain, params, u_best, model_variance, max_iter):
+    theta = params.theta(torch.as_tensor(u_best)).numpy()
+    with torch.no_grad():
+        model, _ = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
+    good = [s.ivar.numpy() > 0 for s in chain.segments]
+    kernel = CorrelatedNoise.from_residuals(
+        [s.wavelength.numpy()[g] for s, g in zip(chain.segments, good, strict=True)],
+        [(s.flux - m).numpy()[g] for s, m, g in zip(chain.segments, model, good, strict=True)],
+        [s.sigma[g] for s, g in zip(chain.segments, good, strict=True)])
+    if kernel is None:
+        return u_best, Likelihood(chain, None, model_variance), {
+            "noise": "independent (no residual correlation found)"}
+    likelihood = Likelihood(chain, kernel, model_variance)
+    residual, residual_and_jacobian = _lm_functions(likelihood, params)
+    out = levenberg_marquardt(residual_and_jacobian, residual, u_best[None], max_iter=max_iter)
+    return out.u[0], likelihood, {"noise": {"kernel": "matern32*wendland",
+                                            "amplitude": kernel.amplitude,
+                                            "length_scale_kms": kernel.length_scale,
+                                            "taper": kernel.taper},
+                                  "correlated_refit_converged": bool(out.converged[0])}
+
+
+def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
+            scale_covariance, flags, source, elapsed) -> Result:
+    theta_best = params.theta(torch.as_tensor(u_best)).numpy()
+    cov, invertible = covariance(likelihood, params, u_best)
+    n_parameters = params.n_free + chain.n_continuum
+    dof = chain.n_pixels - n_parameters
+    if scale_covariance and dof > 0:
+        cov = cov * chi2_best / dof
+    sig = np.sqrt(np.clip(np.diag(cov), 0, None))
+    values = {n: float(v) for n, v in zip(chain.parameter_names, theta_best, strict=True)}
+    sigma = {n: float("nan") for n in chain.parameter_names}
+    sigma.update({n: float(s) for n, s in zip(params.free, sig, strict=True)})
+    at_bound = [n for j, n in enumerate(params.free)
+                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n != "vsini"]
+    if "vsini" in params.free and u_best[params.free.index("vsini")] > 1 - 1e-3:
+        at_bound.append("vsini")
+    final_free = params.unscale(outcome.u)
+    flags = {"converged": bool(outcome.converged[best]) and invertible,
+             "reason": outcome.reason[best], "iterations": int(outcome.iterations[best]),
+             "covariance_invertible": invertible, "at_bound": at_bound,
+             "n_starts": len(starts),
+             "starts": [{"chi2": float(c), **{n: float(v) for n, v in zip(params.free, f,
+                                                                          strict=True)}}
+                        for c, f in zip(outcome.chi2, final_free, strict=True)],
+             "covariance_scaled_by_chi2_reduced": bool(scale_covariance), **flags}
+    provenance = {"model": type(chain.model).__name__, "source": source or "",
+                  "resolution": None if chain.segments[0].resolution is None
+                  else [float(np.median(np.atleast_1d(np.asarray(s.resolution))))
+                        for s in chain.segments],
+                  "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
+                  "epsilon": chain.epsilon, "rv_bounds": list(chain.rv_bounds),
+                  "n_segments": len(chain.segments), "elapsed_s": elapsed,
+                  "model_variance": likelihood.use_model_variance}
+    return Result(values=values, sigma=sigma, free=params.free, covariance=cov,
+                  chi2=float(chi2_best), n_pixels=chain.n_pixels, n_parameters=n_parameters,
+                  segments=_segments(chain, theta_best), flags=flags, provenance=provenance,
+                  method="least_squares")
+
+
+def sigma_floor(result: Result, floor: Mapping[str, float]) -> Result:
+    """A copy of ``result`` whose σ are at least the systematic ``floor`` ``{name: σ}``
+    (added in quadrature), recorded in the flags."""
+    sigma = dict(result.sigma)
+    for n, f in floor.items():
+        if n in sigma and math.isfinite(sigma[n]):
+            sigma[n] = math.hypot(sigma[n], float(f))
+    return Result(**{**result.__dict__, "sigma": sigma,
+                     "flags": {**result.flags, "systematic_floor": dict(floor)}})

@@ -1,0 +1,66 @@
+"""Sun validation: macroturbulence kernel, UVES reader, and the full bar against the real Sun."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _synth_fixtures import atmospheres_or_skip, turbospectrum_or_skip
+
+from conftest import shared_file
+from photosphere.errors import MissingFileError
+from photosphere.grids.synth import validation
+
+
+def test_radial_tangential_kernel_is_normalised_symmetric_and_scales():
+    k = validation.radial_tangential_kernel(0.5, 4.0)
+    assert k.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(k, k[::-1])
+    assert np.argmax(k) == k.size // 2
+    v = (np.arange(k.size) - k.size // 2) * 0.5
+    k2 = validation.radial_tangential_kernel(0.5, 2.0)
+    v2 = (np.arange(k2.size) - k2.size // 2) * 0.5
+    rms = np.sqrt(np.sum(k * v**2))
+    rms2 = np.sqrt(np.sum(k2 * v2**2))
+    assert rms / rms2 == pytest.approx(2.0, rel=0.02)
+    # RT profile is cuspy: more central and more wing weight than a Gaussian of the same rms
+    gauss = np.exp(-0.5 * (v / rms) ** 2)
+    gauss /= gauss.sum()
+    assert k[k.size // 2] > gauss[k.size // 2]
+    np.testing.assert_array_equal(validation.radial_tangential_kernel(0.5, 0.0), [1.0])
+
+
+def test_read_uves_sun_averages_repeated_pixels(tmp_path):
+    wave = np.round(np.arange(5040.0, 5360.0, 0.01), 2)
+    wave = np.sort(np.concatenate([wave, [5100.0]]))
+    flux = np.ones_like(wave)
+    flux[np.flatnonzero(wave == 5100.0)] = [0.8, 0.6]
+    path = tmp_path / "sun.txt"
+    np.savetxt(path, np.column_stack([wave, flux]))
+    w, f = validation.read_uves_sun(path)
+    assert w[0] >= 5050.0 and w[-1] <= 5350.0 and np.all(np.diff(w) > 0)
+    assert f[np.flatnonzero(np.abs(w - 5100.0) < 1e-6)[0]] == pytest.approx(0.7)
+    with pytest.raises(MissingFileError, match="--observed"):
+        validation.read_uves_sun(tmp_path / "absent.txt")
+
+
+@pytest.mark.slow
+@pytest.mark.turbospectrum
+@pytest.mark.realdata
+def test_synthetic_sun_meets_the_bar(tmp_path, capsys):
+    from photosphere.cli import main
+
+    observed = shared_file(validation.UVES_SUN)
+    turbospectrum_or_skip()
+    atmospheres_or_skip()
+    plot = tmp_path / "sun.png"
+    status = main(["grid", "validate-sun", "--json", "--observed", str(observed),
+                   "--plot", str(plot)])
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0 and out["passes"]
+    assert out["pearson_r"] >= 0.96
+    assert out["median_abs_residual"] <= 0.015
+    assert out["p95_abs_residual"] <= 0.09
+    assert abs(out["rv_kms"]) < 2.0 and 0.5 < out["macroturbulence_kms"] < 8.0
+    assert plot.stat().st_size > 10_000

@@ -1,0 +1,76 @@
+"""`photosphere fit` on text spectra, with the analytic model standing in for the grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analytic_model import AnalyticModel, simulate
+from photosphere import cli
+from photosphere.infer import batch
+
+TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 5.0, "rv": 8.0}
+
+
+@pytest.fixture
+def analytic_grid(monkeypatch):
+    model = AnalyticModel(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    monkeypatch.setattr(batch, "load_grid_model", lambda path=None: model)
+    return model
+
+
+def _write_text(path, spectrum, with_sigma=True):
+    cols = [spectrum.wavelength, spectrum.flux] + ([spectrum.sigma] if with_sigma else [])
+    np.savetxt(path, np.column_stack(cols), header="medium: air\nwavelength flux"
+               + (" sigma" if with_sigma else ""))
+    return path
+
+
+@pytest.mark.slow
+def test_fit_json_prints_labels_and_sigmas(analytic_grid, tmp_path, capsys):
+    spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 1200), resolution=40000,
+                    snr=80, seed=4)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    code = cli.main(["fit", str(path), "--resolution", "40000", "--json",
+                     "--plot", str(tmp_path / "fit.png")])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    teff = doc["labels"]["teff"]
+    assert abs(teff["value"] - 5800.0) < 5 * teff["sigma"]
+    assert doc["chi2_reduced"] == pytest.approx(1.0, abs=0.15)
+    assert (tmp_path / "fit.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_fit_without_sigma_estimates_it_and_accepts_fixed(analytic_grid, tmp_path, capsys):
+    spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 1200), resolution=40000,
+                    snr=80, seed=5)[0]
+    path = _write_text(tmp_path / "nosigma.txt", spec, with_sigma=False)
+    code = cli.main(["fit", str(path), "--resolution", "40000", "--fix", "logg=4.3",
+                     "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["labels"]["logg"] == {"value": 4.3, "sigma": None}
+    assert doc["chi2_reduced"] == pytest.approx(1.0, abs=0.3)
+
+
+def test_user_mistakes_exit_2_with_a_message(analytic_grid, tmp_path, capsys):
+    spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 300), snr=50)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    assert cli.main(["fit", str(path), "--fix", "logg"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path / "missing*.txt")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    far = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 300), snr=50)[0]
+    far = far.replace(wavelength=far.wavelength + 2000)
+    assert cli.main(["fit", str(_write_text(tmp_path / "far.txt", far))]) == 2
+    assert "no observed pixel can be predicted" in capsys.readouterr().err
+
+
+def test_missing_grid_file_is_a_clear_error(tmp_path):
+    from photosphere.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="--grid PATH"):
+        batch.load_grid_model(str(tmp_path / "nogrid.h5"))

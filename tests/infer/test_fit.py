@@ -1,0 +1,141 @@
+"""End-to-end least squares on synthetic observations of the analytic model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analytic_model import AnalyticModel, simulate
+from photosphere import EchelleSpectrum
+from photosphere.errors import FitError, OutOfGridError
+from photosphere.infer.optimize import fit, initial_rv, rv_scan
+
+TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 6.0, "rv": 12.3}
+WAVE = np.linspace(5005, 5035, 1500)
+
+
+def poly(w):
+    return 1.5 + 0.1 * (w - 5020) / 15
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return AnalyticModel(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+
+
+@pytest.fixture(scope="module")
+def observed(model):
+    return simulate(model, TRUTH, WAVE, resolution=40000, snr=80, seed=3, continuum=poly)[0]
+
+
+def test_recovers_labels_with_sensible_uncertainties(model, observed):
+    res = fit(model, observed, resolution=40000)
+    assert res.converged
+    assert res.free == ("teff", "logg", "feh", "vsini", "rv")
+    for name, true in TRUTH.items():
+        value, sigma = res.labels[name]
+        assert abs(value - true) < 4 * sigma, (name, value, sigma)
+    assert res.chi2_reduced == pytest.approx(1.0, abs=0.1)
+    assert res.n_pixels == 1500
+    assert res.n_parameters == 5 + 3
+    assert res.segments[0].model.shape == (1500,)
+    np.testing.assert_allclose(res.segments[0].continuum, poly(WAVE), rtol=0.01)
+    assert np.all(np.linalg.eigvalsh(res.covariance) > 0)
+
+
+def test_rv_scan_finds_the_velocity(model, observed):
+    from photosphere.infer.chain import ObservationChain
+
+    chain = ObservationChain(model, observed, resolution=40000, rv_bounds=(-100, 100))
+    theta = chain.theta_from({**TRUTH, "teff": 5500.0, "rv": 0.0})
+    chi2 = rv_scan(chain, theta, np.array([-50.0, 0.0, 12.0, 50.0]))
+    assert int(np.argmin(chi2)) == 2
+    assert initial_rv(chain, theta) == pytest.approx(12.3, abs=1.0)
+
+
+def test_fixed_parameters_are_held(model, observed):
+    res = fit(model, observed, resolution=40000, fixed={"logg": 4.3, "vsini": 6.0}, n_grid=2)
+    assert res.free == ("teff", "feh", "rv")
+    assert res.values["logg"] == 4.3 and np.isnan(res.sigma["logg"])
+    assert res.covariance.shape == (3, 3)
+    assert res.to_dict()["labels"]["logg"]["sigma"] is None
+
+
+def test_multistart_reports_every_start_and_keeps_the_best(model, observed):
+    res = fit(model, observed, resolution=40000, n_grid=2, n_starts=3,
+              initial={"teff": 4200.0, "logg": 3.2, "feh": 0.4})
+    starts = res.flags["starts"]
+    assert len(starts) == res.flags["n_starts"] == 4
+    assert res.chi2 == pytest.approx(min(s["chi2"] for s in starts))
+
+
+def test_echelle_orders_and_two_exposures_jointly(model):
+    wave = np.stack([np.linspace(5005, 5020, 700), np.linspace(5019, 5035, 700)])
+    truth = {**TRUTH, "rv": -20.0}
+    a = simulate(model, truth, wave, resolution=40000, snr=80, seed=1, continuum=poly)[0]
+    b = simulate(model, {**truth, "rv": 15.0}, wave, resolution=40000, snr=80, seed=2,
+                 continuum=poly)[0]
+    assert isinstance(a, EchelleSpectrum)
+    res = fit(model, [a, b], resolution=40000, initial={"rv_0": -18.0, "rv_1": 14.0},
+              n_grid=2, n_starts=2)
+    assert len(res.segments) == 4
+    assert res.values["rv_0"] == pytest.approx(-20.0, abs=5 * res.sigma["rv_0"])
+    assert res.values["rv_1"] == pytest.approx(15.0, abs=5 * res.sigma["rv_1"])
+    assert res.values["teff"] == pytest.approx(5800.0, abs=5 * res.sigma["teff"])
+
+
+def test_correlated_noise_auto_estimates_a_kernel(model, rng):
+    """Noise correlated over ~5 km/s: noise='auto' finds the kernel and widens the errors."""
+    from photosphere.infer.likelihood import CorrelatedNoise
+
+    obs, clean = simulate(model, TRUTH, WAVE, resolution=40000, snr=1e9, continuum=poly)
+    kernel = CorrelatedNoise(amplitude=0.015, length_scale=5.0)
+    cov = kernel.dense(WAVE, np.full(WAVE.size, 0.005 ** 2))
+    noisy = obs.replace(flux=clean + np.linalg.cholesky(cov) @ rng.normal(size=WAVE.size),
+                        sigma=np.full(WAVE.size, 0.005))
+    plain = fit(model, noisy, resolution=40000, n_grid=1, n_starts=1, initial=TRUTH)
+    auto = fit(model, noisy, resolution=40000, n_grid=1, n_starts=1, initial=TRUTH,
+               noise="auto")
+    assert auto.flags["noise"]["length_scale_kms"] == pytest.approx(5.0, rel=0.6)
+    assert auto.sigma["teff"] > 1.5 * plain.sigma["teff"]
+    assert abs(auto.values["teff"] - 5800.0) < 3 * auto.sigma["teff"]
+
+
+def test_starting_outside_the_grid_is_a_clear_error(model, observed):
+    with pytest.raises(OutOfGridError, match="teff=2500 is outside the grid"):
+        fit(model, observed, resolution=40000, initial={"teff": 2500.0})
+    with pytest.raises(FitError, match="'mass' is not a parameter"):
+        fit(model, observed, resolution=40000, initial={"mass": 1.0})
+    with pytest.raises(FitError, match="noise='bogus'"):
+        fit(model, observed, resolution=40000, noise="bogus", n_grid=1, n_starts=1)
+
+
+@pytest.mark.slow
+def test_covariance_matches_scatter_over_noise_draws(model):
+    """Predicted σ agrees with the scatter of the estimates over 30 seeded noise draws (±30 %)."""
+    estimates, sigmas = [], []
+    for seed in range(30):
+        obs = simulate(model, TRUTH, WAVE, resolution=40000, snr=60, seed=100 + seed,
+                       continuum=poly)[0]
+        res = fit(model, obs, resolution=40000, initial=TRUTH, n_grid=1, n_starts=1)
+        estimates.append([res.values[n] for n in res.free])
+        sigmas.append([res.sigma[n] for n in res.free])
+    scatter = np.std(estimates, axis=0, ddof=1)
+    predicted = np.mean(sigmas, axis=0)
+    np.testing.assert_allclose(scatter / predicted, 1.0, atol=0.3)
+    pulls = (np.array(estimates) - [TRUTH[n] for n in res.free]) / np.array(sigmas)
+    assert np.all(np.abs(pulls.mean(0)) < 0.6)
+
+
+def test_starts_and_steps_into_a_grid_hole_are_survived():
+    """A coarse-grid start inside a hole (teff 6625 K) is rejected, not fatal."""
+    from analytic_model import AnalyticModelWithHole
+
+    model = AnalyticModelWithHole(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    truth = {**TRUTH, "teff": 5900.0}
+    obs = simulate(model, truth, WAVE, resolution=40000, snr=80, seed=8)[0]
+    res = fit(model, obs, resolution=40000, n_grid=4, n_starts=4)
+    assert res.values["teff"] == pytest.approx(5900.0, abs=5 * res.sigma["teff"])
+    assert all(np.isfinite(v) for v in res.values.values())
