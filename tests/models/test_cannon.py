@@ -233,7 +233,11 @@ def test_batched_inference_equals_one_at_a_time_and_multistart_never_worse(rng):
     batch = model.infer_labels(flux, ivar, n_starts=4, chunk_size=4)
     for i in range(6):
         one = model.infer_labels(flux[i], ivar[i], n_starts=4)
-        np.testing.assert_allclose(one.labels[0], batch.labels[i], rtol=1e-6, atol=1e-6)
+        # same optimum: chi2 equal to round-off, labels equal to far below their 1-sigma
+        # (flat chi2 directions at S/N 10-20 let round-off move a label by ~1e-6 of its value)
+        assert one.chi2[0] == pytest.approx(batch.chi2[i], rel=1e-9)
+        sigma = np.sqrt(np.diag(batch.covariance[i]))
+        assert np.all(np.abs(one.labels[0] - batch.labels[i]) < 1e-3 * sigma)
     single = model.infer_labels(flux, ivar, n_starts=1)
     assert np.all(batch.chi2 <= single.chi2 * (1 + 1e-9))
 
