@@ -203,6 +203,182 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
     _add_json(p)
     p.set_defaults(func=_cmd_fit)
+# --------------------------------------------------------------------------------------- lines
+def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
+    """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å."""
+    from .errors import FileFormatError
+    from .io import read
+
+    spec = read(path)
+    if np.ndim(spec.flux) != 1:
+        raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
+                              "one 1-D spectrum: pass one order (or a 1-D product)")
+    wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
+    sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
+    keep = np.ones(wave.size, bool)
+    if wavelength_min is not None:
+        keep &= wave >= wavelength_min
+    if wavelength_max is not None:
+        keep &= wave <= wavelength_max
+    if keep.sum() < 5:
+        raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
+                              f"Å (file covers {wave.min():.2f}–{wave.max():.2f} Å)")
+    return (wave[keep], flux[keep], sigma[keep] if sigma is not None else None, mask[keep],
+            spec.medium)
+
+
+def _lines_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wavelength-min", type=float, help="first wavelength to use (Å)")
+    p.add_argument("--wavelength-max", type=float, help="last wavelength to use (Å)")
+    p.add_argument("--steps", type=int, default=300, help="Adam epochs per round / stage")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _cmd_lines_clone(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models.lines.clone import clone_spectrum
+    from .models.lines.model import write_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.synthesize:
+        try:
+            from .grids.synth.turbospectrum import synthesize
+        except ImportError as exc:
+            from .errors import DependencyError
+
+            raise DependencyError(f"--synthesize needs photosphere.grids.synth.turbospectrum "
+                                  f"({exc}); clone a spectrum file instead") from None
+        if args.wavelength_min is None or args.wavelength_max is None:
+            from .errors import UnitsError
+
+            raise UnitsError("--synthesize needs --wavelength-min and --wavelength-max (Å)")
+        teff, logg, feh = args.synthesize
+        synth = synthesize(teff, logg, feh, wavelength_min=args.wavelength_min,
+                           wavelength_max=args.wavelength_max)
+        wave, flux, source = synth.wavelength, synth.flux, f"turbospectrum {teff} {logg} {feh}"
+        medium = "air"
+    elif args.spectrum:
+        wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
+                                                  args.wavelength_max)
+        if mask.any():
+            from .errors import InvalidSpectrumError
+
+            raise InvalidSpectrumError(
+                f"{args.spectrum}: {int(mask.sum())} masked/NaN pixel(s) in the range to clone "
+                f"(first at {wave[np.argmax(mask)]:.3f} Å); cloning needs a complete spectrum: "
+                "choose a range without them (--wavelength-min/--wavelength-max)")
+        source = args.spectrum
+    else:
+        from .errors import MissingFileError
+
+        raise MissingFileError("give a SPECTRUM file or --synthesize TEFF LOGG FEH")
+    result = clone_spectrum(wave, flux, prominence=args.prominence, n_steps=args.steps,
+                            n_rounds=args.rounds,
+                            profile=args.profile, progress=not args.no_progress)
+    table = result.model.to_table()
+    table.meta.update({"source": str(source), "residual_rms": result.final.rms,
+                       "medium": medium})
+    write_table(table, args.output)
+    summary = result.summary()
+    summary["output"] = args.output
+    fin = result.final
+    text = (f"cloned {result.model.n_lines} lines from {source} in {result.seconds:.1f} s -> "
+            f"{args.output}\nresidual per pixel: median |r| {fin.median_abs:.4f}, rms "
+            f"{fin.rms:.4f}, p95 {fin.p95_abs:.4f}, max {fin.max_abs:.4f}")
+    emit(args, summary, text)
+    return 0
+
+
+def _cmd_lines_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models.lines.fit import (
+        FitSettings,
+        Observation,
+        fit_lines,
+        fitted_line_table,
+        plot_fit,
+    )
+    from .models.lines.model import read_line_model, write_table
+    from .models.lines.telluric import clone_telluric, read_telluric
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
+                                                  args.wavelength_max)
+    obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
+    stellar = read_line_model(args.lines, medium=medium)
+    telluric = None
+    if args.telluric:
+        tw, tt = read_telluric(args.telluric, wavelength_min=wave[0] - 5,
+                               wavelength_max=wave[-1] + 5)
+        telluric, _ = clone_telluric({"all": (tw, tt)}, progress=not args.no_progress)
+    settings = FitSettings(resolution=args.resolution, n_steps=args.steps,
+                           n_global_steps=args.global_steps,
+                           continuum_degree=args.continuum_degree,
+                           fit_line_parameters=not args.fix_lines)
+    result = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=args.rv,
+                       progress=not args.no_progress)
+    table = fitted_line_table(result)
+    summary = result.summary()
+    summary["n_vanished"] = int(table["vanished"].sum())
+    summary["n_telluric_blended"] = int(table["telluric_blended"].sum())
+    if args.output:
+        write_table(table, args.output)
+        summary["output"] = args.output
+    if args.save_model:
+        write_table(stellar.to_table(), args.save_model)
+        summary["model"] = args.save_model
+    if args.plot:
+        plot_fit(result, args.plot)
+        summary["plot"] = args.plot
+    text = (f"fitted {stellar.n_lines} lines to {obs.flux.size} px in {result.seconds:.1f} s\n"
+            f"rv = {result.rv:.3f} km/s, vsini = {result.vsini:.2f} km/s, "
+            f"rms/noise = {result.rms_over_noise:.2f}, chi2/px = {result.chi2_per_pixel:.2f}\n"
+            f"telluric scale {result.telluric_scale or '-'}; vanished lines "
+            f"{summary['n_vanished']}, telluric-blended {summary['n_telluric_blended']}")
+    emit(args, summary, text)
+    return 0
+
+
+def _register_lines(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lines", help="interpretable line-by-line model (clone, fit)")
+    lines_sub = p.add_subparsers(dest="lines_command", metavar="ACTION")
+    lines_sub.required = True
+    c = lines_sub.add_parser("clone", help="clone a normalised spectrum into individual lines")
+    c.add_argument("spectrum", nargs="?", help="normalised spectrum (text or FITS table)")
+    c.add_argument("-o", "--output", required=True, help="line table to write (.ecsv/.fits)")
+    c.add_argument("--synthesize", nargs=3, type=float, metavar=("TEFF", "LOGG", "FEH"),
+                   help="clone a Turbospectrum synthesis instead of a file")
+    c.add_argument("--prominence", type=float, default=0.005,
+                   help="minimum line depth below neighbouring maxima (default 0.005)")
+    c.add_argument("--rounds", type=int, default=2, help="detection + optimisation rounds")
+    c.add_argument("--profile", choices=["pseudo_voigt", "voigt"], default="pseudo_voigt")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    _lines_settings_args(c)
+    _add_json(c)
+    c.set_defaults(func=_cmd_lines_clone)
+    f = lines_sub.add_parser("fit", help="fit cloned lines + RV, vsini, continuum, tellurics")
+    f.add_argument("observed", help="observed spectrum (text or FITS table, any io product)")
+    f.add_argument("--lines", required=True, help="line table from `photosphere lines clone`")
+    f.add_argument("--telluric", help="telluric transmission (TelFit csv or TAPAS ipac)")
+    f.add_argument("--resolution", type=float, default=55000.0, help="instrumental R")
+    f.add_argument("--rv", type=float, help="initial RV (km/s); default: scan ±200 km/s")
+    f.add_argument("--continuum-degree", type=int, default=3)
+    f.add_argument("--global-steps", type=int, default=100,
+                   help="Adam epochs of the first stage (rv, vsini, continuum, tellurics)")
+    f.add_argument("--fix-lines", action="store_true",
+                   help="fit only RV, vsini, continuum and tellurics")
+    f.add_argument("-o", "--output", help="fitted line table (.ecsv/.fits)")
+    f.add_argument("--save-model", help="write the fitted lines as a reusable line table")
+    f.add_argument("--plot", help="figure of data / stellar / telluric / residual (.png/.pdf)")
+    f.add_argument("--threads", type=int, help="torch CPU threads")
+    _lines_settings_args(f)
+    _add_json(f)
+    f.set_defaults(func=_cmd_lines_fit)
 
 
 # --------------------------------------------------------------------------------------- grid
@@ -519,9 +695,158 @@ def _register_nn(sub: argparse._SubParsersAction) -> None:
     sub.choices["nn"].set_defaults(func=_cmd_nn)
 
 
+# --------------------------------------------------------------------------------------- cannon
+def _cannon_spec(args: argparse.Namespace):
+    from .datasets import apogee_emulated as ae
+    from .workflows.cannon_apogee import DatasetSpec
+
+    box = ae.VALID_BOX if args.box == "valid" else ae.CANNON_BOX
+    return DatasetSpec(args.n_train, args.seed, (args.snr_min, args.snr_max), dict(box))
+
+
+def _cmd_cannon_train(args: argparse.Namespace) -> int:
+    import time
+
+    from .workflows import cannon_apogee as wf
+
+    start = time.perf_counter()
+    if args.grid:
+        from .workflows.cannon_grid import GridDatasetSpec, train_on_grid
+
+        spec = GridDatasetSpec(args.grid, seed=args.seed, snr=(args.snr_min, args.snr_max))
+        model = train_on_grid(spec, order=args.order, regularization=args.regularization,
+                              progress=True)
+        n_train = int(model.training_labels_.shape[0])
+    else:
+        spec = _cannon_spec(args)
+        model = wf.train(spec, order=args.order, regularization=args.regularization,
+                         data_dir=args.data_dir, progress=True)
+        n_train = spec.n
+    seconds = time.perf_counter() - start
+    model.save(args.output)
+    s = np.sqrt(model.s2_)
+    payload = {"model": str(args.output), "label_names": list(model.label_names),
+               "n_training_stars": n_train, "n_pixels": int(model.theta_.shape[0]),
+               "n_terms": model.n_terms, "n_parameters": model.n_parameters,
+               "training_seconds": seconds, "median_scatter": float(np.median(s)),
+               "training_set": spec.to_dict()}
+    emit(args, payload, "\n".join([
+        f"trained {model!r}",
+        f"  {model.n_terms} terms per pixel, {model.n_parameters} parameters, "
+        f"{seconds:.1f} s; median intrinsic scatter s = {np.median(s):.4f}",
+        f"  saved to {args.output}"]))
+    return 0
+
+
+def _cmd_cannon_test(args: argparse.Namespace) -> int:
+    from .models.cannon import CannonModel
+    from .workflows import cannon_apogee as wf
+
+    model = CannonModel.load(args.model)
+    payload: dict[str, Any] = {"model": str(args.model)}
+    lines = []
+    kind = model.provenance_.get("training_set", {}).get("kind")
+    if args.n_test > 0 and kind == "grid":
+        from .workflows.cannon_grid import GridDatasetSpec
+
+        _, data = GridDatasetSpec.from_dict(model.provenance_["training_set"]).build()
+    elif args.n_test > 0:
+        data = wf.validation_spec(model, args.n_test, args.seed).build(args.data_dir)
+    if args.n_test > 0:
+        fit, stats = wf.validate(model, data)
+        payload["validation"] = {"n": len(data), "labels": stats,
+                                 "n_flagged": int(np.count_nonzero(fit.flags))}
+        lines.append(f"held-out {kind or 'emulated'} spectra: {len(data)} (S/N "
+                     f"{data.snr.min():.0f}-{data.snr.max():.0f})")
+        lines += [f"  {n:7s} bias {v['bias']:+.4g}  scatter {v['scatter']:.4g}"
+                  for n, v in stats.items()]
+    real = []
+    if args.real:
+        real += wf.fit_all_real(model, args.data_dir)
+    for path in args.spectrum or []:
+        from .io import read
+
+        real.append(wf.fit_real_spectrum(model, read(path), str(path)))
+    if real:
+        payload["spectra"] = real
+        for r in real:
+            labels = ", ".join(f"{n} {v['value']:.4g} ± {v['sigma']:.2g}"
+                               for n, v in r["labels"].items())
+            flags = f" [{', '.join(r['flags'])}]" if r["flags"] else ""
+            lines.append(f"{r['name']}: {labels}; RV {r['rv_kms']:.1f} km/s; "
+                         f"χ²_red {r['chi2_reduced']:.2f}{flags}")
+    emit(args, payload, "\n".join(lines) if lines else "nothing to test")
+    return 0
+
+
+def _cmd_cannon_report(args: argparse.Namespace) -> int:
+    from .models.cannon import CannonModel
+    from .reports.cannon_report import write_report
+
+    model = CannonModel.load(args.model)
+    summary = write_report(model, args.outdir, n_validation=args.n_validation,
+                           data_dir=args.data_dir, nn_epochs=args.nn_epochs,
+                           mcmc_steps=args.mcmc_steps, fit_real=not args.no_real, progress=True)
+    text = [f"wrote {len(summary['files'])} files to {args.outdir}"]
+    text += [f"  {k}: {v}" for k, v in summary["files"].items()]
+    emit(args, summary, "\n".join(text))
+    return 0
+
+
+def _register_cannon(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cannon", help="The Cannon: train, test and report (APOGEE workflow)")
+    csub = p.add_subparsers(dest="cannon_command", metavar="STEP")
+    csub.required = True
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data-dir", default=None,
+                       help="shared data folder holding apogee/payne/ (default: "
+                            "$PHOTOSPHERE_SHARED_DATA or ../shared/data)")
+        _add_json(q)
+
+    t = csub.add_parser("train", help="train on emulated APOGEE spectra (The Payne emulator) "
+                                      "or on a synthetic grid file (--grid)")
+    t.add_argument("--grid", default=None,
+                   help="train on this grid file (photosphere grid HDF5) instead: grid spectra "
+                        "with their labels, a random fifth of the nodes held out for `test`")
+    t.add_argument("--output", "-o", required=True, help="model file to write (HDF5)")
+    t.add_argument("--n-train", type=int, default=1855)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--snr-min", type=float, default=50.0)
+    t.add_argument("--snr-max", type=float, default=200.0)
+    t.add_argument("--box", choices=["cannon", "valid"], default="cannon",
+                   help="label box: 'cannon' (Teff ≤ 5700 K, the lab's cut) or the emulator's "
+                        "full valid box")
+    t.add_argument("--order", type=int, default=2)
+    t.add_argument("--regularization", type=float, default=0.0, help="L1 strength (Cannon 2)")
+    common(t)
+    t.set_defaults(func=_cmd_cannon_train)
+
+    e = csub.add_parser("test", help="label inference: held-out spectra and/or real spectra")
+    e.add_argument("model", help="model file from `photosphere cannon train`")
+    e.add_argument("--n-test", type=int, default=1000, help="held-out emulated spectra (0: none)")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--real", action="store_true",
+                   help="also fit the real APOGEE spectra in the shared data folder")
+    e.add_argument("--spectrum", nargs="*", help="spectrum files on the model wavelength grid")
+    common(e)
+    e.set_defaults(func=_cmd_cannon_test)
+
+    r = csub.add_parser("report", help="write every plot of the lab and a summary table")
+    r.add_argument("model", help="model file from `photosphere cannon train`")
+    r.add_argument("--outdir", "-o", required=True)
+    r.add_argument("--n-validation", type=int, default=300)
+    r.add_argument("--nn-epochs", type=int, default=80)
+    r.add_argument("--mcmc-steps", type=int, default=1500)
+    r.add_argument("--no-real", action="store_true", help="skip the real APOGEE spectra")
+    common(r)
+    r.set_defaults(func=_cmd_cannon_report)
+
+
 # --------------------------------------------------------------------------------------- main
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_info, _register_setup, _register_grid, _register_fit, _register_demo]
+    _register_info, _register_setup, _register_grid, _register_fit, _register_cannon,
+    _register_lines, _register_demo]
 REGISTRARS.append(_register_nn)
 
 

@@ -78,7 +78,7 @@ def simulate_observation(interp, layout, seed: int):
     rows = []
     for wave in layout.wavelength:
         flux = interp.observe(labels, vsini=TRUTH["vsini"], resolution=RESOLUTION,
-                              rv=TRUTH["rv"], wavelength=torch.as_tensor(wave))
+                              rv=TRUTH["rv"], wavelength=torch.tensor(np.array(wave)))
         rows.append(flux.detach().numpy())
     clean = np.stack(rows)
     # a blaze-like linear slant per order, as in the HARPS-N 2D pipeline signal

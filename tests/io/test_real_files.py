@@ -29,8 +29,8 @@ EXPECTED = {
         ("harps_s1d", 3781.19, 3781.19 + 0.01 * 313113, "air", [313114]),
     "tres/WASP14-2009-06-14.hdf5": ("tres_hdf5", 3849.90, 9096.13, "air", [51, 2298]),
     "hpf/WASP_69_hpf_stack.fits": ("fits_table", 8656.17, 8768.05, "vacuum", [2048]),
-    "apogee/atlas_sun_hband.txt": ("text", 15000.02, 16999.99, "vacuum", [82736]),
-    "apogee/atlas_arcturus_hband.txt": ("text", 15000.0, 16999.98, "vacuum", [44445]),
+    "apogee/atlas_sun_hband.txt": ("text", 15000.02, 16999.99, "air", [82736]),
+    "apogee/atlas_arcturus_hband.txt": ("text", 15000.0, 16999.98, "air", [44445]),
     "apogee/apg_rvsynthgrid.fits": ("apogee_rvsynthgrid", 15090.99, 16995.09, "air", [96, 10796]),
     "apogee/apVisit-r13-5095-55844-128.fits":
         ("apogee_apvisit", 15142.69, 16954.79, "vacuum", [3, 4096]),
@@ -176,3 +176,9 @@ def test_tres_header_bcv():
     spec = read(shared_file("tres/WASP14-2009-06-14.hdf5"))
     assert spec.meta.barycentric_correction == pytest.approx(-19.99458)
     assert spec.meta.instrument == "TRES"
+
+
+def test_apogee_solar_atlas_is_air_al_i_position():
+    spec = read(shared_file("apogee/atlas_sun_hband.txt")).slice(16714.0, 16728.0)
+    core = spec.wavelength[np.argmin(spec.flux)]
+    assert core == pytest.approx(16718.96, abs=0.1)  # Al I in air; vacuum would be 16723.52

@@ -24,9 +24,11 @@ from ._common import check_path, medium_from_text, require_medium, to_angstrom
 KNOWN_TEXT_PRODUCTS = (
     (re.compile(r"uves.*sun|UVES_Sun", re.I), "air", "UVES",
      "UVES solar spectrum (reflected sunlight), continuum-normalised"),
-    (re.compile(r"atlas_sun_hband|^solar\.\d+\.txt$", re.I), "vacuum", "APOGEE",
+    # The APOGEE H-band atlases are in AIR: Al I 16718.96 Å (air) sits at 16719.00 Å in the solar
+    # atlas (its vacuum position is 16723.5 Å).
+    (re.compile(r"atlas_sun_hband|^solar\.\d+\.txt$", re.I), "air", "APOGEE",
      "observed solar H-band atlas used by the APOGEE pipeline, normalised"),
-    (re.compile(r"atlas_arcturus_hband|^arct\.\d+\.txt$", re.I), "vacuum", "APOGEE",
+    (re.compile(r"atlas_arcturus_hband|^arct\.\d+\.txt$", re.I), "air", "APOGEE",
      "observed Arcturus H-band atlas used by the APOGEE pipeline, normalised"),
 )
 

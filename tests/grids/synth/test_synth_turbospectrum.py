@@ -57,3 +57,15 @@ def test_provenance(spectra):
     assert len(p["linelist_sha256"]) == 64 and p["linelist_lines_used"] > 100
     assert p["code_version"] == "1.0.2" and p["medium"] == "air"
     assert solar.labels == {"teff": 5750.0, "logg": 4.5, "feh": 0.0, "alpha": 0.0, "vmic": 1.0}
+
+
+def test_spherical_marcs_giant_agrees_with_atlas9():
+    turbospectrum_or_skip()
+    atmospheres_or_skip()
+    window = {"wavelength_min": 5170.0, "wavelength_max": 5176.0, "step": 0.01}
+    marcs = synthesize(4500.0, 2.0, -0.5, 0.0, 1.5, atmosphere="marcs", **window)
+    atlas9 = synthesize(4500.0, 2.0, -0.5, 0.0, 1.5, atmosphere="atlas9", **window)
+    assert marcs.provenance["atmosphere_id"].startswith("marcs:s4500_g+2.0_")  # spherical node
+    ratio = np.median(marcs.continuum) / np.median(atlas9.continuum)
+    assert ratio == pytest.approx(1.0, abs=0.05)
+    assert np.corrcoef(marcs.flux, atlas9.flux)[0, 1] > 0.95

@@ -11,6 +11,7 @@ from _synth_fixtures import atmospheres_or_skip, turbospectrum_or_skip
 from conftest import shared_file
 from photosphere.errors import MissingFileError
 from photosphere.grids.synth import validation
+from photosphere.grids.synth.turbospectrum import SyntheticSpectrum
 
 
 def test_radial_tangential_kernel_is_normalised_symmetric_and_scales():
@@ -64,3 +65,28 @@ def test_synthetic_sun_meets_the_bar(tmp_path, capsys):
     assert out["p95_abs_residual"] <= 0.09
     assert abs(out["rv_kms"]) < 2.0 and 0.5 < out["macroturbulence_kms"] < 8.0
     assert plot.stat().st_size > 10_000
+
+
+def _analytic_synthetic(wave: np.ndarray) -> SyntheticSpectrum:
+    centres = np.array([5101.2, 5102.9, 5104.4, 5105.1, 5107.3, 5108.8])
+    depths = np.array([0.6, 0.3, 0.8, 0.2, 0.5, 0.4])
+    flux = 1.0 - np.sum(depths[:, None] * np.exp(-0.5 * ((wave - centres[:, None]) / 0.03) ** 2),
+                        axis=0)
+    cont = np.full_like(wave, 1e7)
+    return SyntheticSpectrum(wave, flux, flux * cont, cont, {"teff": 5772.0})
+
+
+def test_fit_recovers_shift_broadening_and_continuum(rng):
+    synthetic = _analytic_synthetic(np.round(np.arange(5098.0, 5112.0, 0.01), 2))
+    wave_obs = np.round(np.arange(5100.0, 5110.0, 0.01), 2)
+    truth = validation._Broadener(synthetic, wave_obs, 0.5, 1.9)(60000.0, 3.5, 0.8)
+    x = (wave_obs - 5105.0) / 5.0
+    observed = truth * (1.02 + 0.01 * x - 0.005 * x**2) + rng.normal(0.0, 1e-3, wave_obs.size)
+    model, params = validation.fit_to_observation(synthetic, wave_obs, observed)
+    assert params["rv"] == pytest.approx(0.8, abs=0.05)
+    assert params["resolution"] == pytest.approx(60000.0, rel=0.15)
+    assert params["macroturbulence"] == pytest.approx(3.5, rel=0.15)
+    assert np.std(model - observed) < 1.5e-3
+    assert np.corrcoef(model, observed)[0, 1] > 0.999
+    # unbroadened model would be far worse: the fit really broadened it
+    assert np.std(np.interp(wave_obs, synthetic.wavelength, synthetic.flux) - observed) > 0.02

@@ -1,0 +1,1 @@
+"""Ready-made spectra with known labels for training, testing and benchmarks."""

@@ -1,0 +1,220 @@
+"""The Cannon's test step: labels of many spectra at once by batched Levenberg–Marquardt.
+
+χ²(x) = Σ_λ w_λ (f_λ - θ_λ·ℓ(x))², w_λ = 1/(σ²_λ + s²_λ), minimised in scaled labels x with the
+analytic Jacobian J = θ ∂ℓ/∂x. Several starts per spectrum (the training labels whose model
+spectra match best, plus the fiducial) avoid local minima; steps are projected onto the bounds.
+The covariance is (Jᵀ W J)⁻¹ at the optimum, converted to physical units with the label scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import polynomial
+
+if TYPE_CHECKING:
+    from .cannon import CannonModel
+
+FLAG_NOT_CONVERGED = 1
+FLAG_AT_BOUND = 2
+FLAG_POOR_FIT = 4
+FLAG_OUTSIDE_TRAINING = 8
+FLAG_FEW_PIXELS = 16
+FLAG_NAMES = {
+    FLAG_NOT_CONVERGED: "not_converged",
+    FLAG_AT_BOUND: "at_bound",
+    FLAG_POOR_FIT: "poor_fit",
+    FLAG_OUTSIDE_TRAINING: "outside_training_labels",
+    FLAG_FEW_PIXELS: "few_pixels",
+}
+
+
+@dataclass(frozen=True)
+class CannonLabelFit:
+    """Result of :meth:`CannonModel.infer_labels` for n spectra and k labels.
+
+    labels: (n, k) physical units; covariance: (n, k, k) physical units; chi2, chi2_reduced:
+    (n,) with w = 1/(σ² + s²); n_pixels: (n,) pixels used; flags: (n,) bit mask (FLAG_* constants:
+    1 not converged, 2 a label at a bound, 4 reduced χ² above the threshold, 8 labels outside the
+    training range, 16 fewer unmasked pixels than 10 × labels); n_iter: (n,);
+    model_flux: (n, n_pix) model at the best labels.
+    """
+
+    label_names: tuple[str, ...]
+    labels: np.ndarray
+    covariance: np.ndarray
+    chi2: np.ndarray
+    chi2_reduced: np.ndarray
+    n_pixels: np.ndarray
+    flags: np.ndarray
+    n_iter: np.ndarray
+    model_flux: np.ndarray
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """(n, k) 1σ uncertainties, physical units."""
+        return np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0, None))
+
+    def flag_names(self, i: int) -> list[str]:
+        return [name for bit, name in FLAG_NAMES.items() if self.flags[i] & bit]
+
+    def as_dict(self, i: int) -> dict[str, Any]:
+        """One spectrum in the project's JSON shape (labels with value and sigma)."""
+        return {
+            "labels": {n: {"value": float(self.labels[i, k]), "sigma": float(self.sigma[i, k])}
+                       for k, n in enumerate(self.label_names)},
+            "covariance": self.covariance[i].tolist(),
+            "chi2": float(self.chi2[i]),
+            "chi2_reduced": float(self.chi2_reduced[i]),
+            "n_pixels": int(self.n_pixels[i]),
+            "flags": self.flag_names(i),
+            "n_iter": int(self.n_iter[i]),
+        }
+
+
+class _SpectrumForms:
+    """χ² of each spectrum as a quadratic form in its label vector ℓ (weights fixed per star):
+
+    χ²_b(ℓ) = c_b - 2 ℓ·u_b + ℓᵀ T_b ℓ,
+    T_b = θᵀ W_b θ (P, P), u_b = θᵀ W_b f_b, c_b = f_bᵀ W_b f_b.
+
+    Building T for all spectra is one GEMM, (n, n_pix) @ (n_pix, P(P+1)/2); after that every LM
+    iteration costs O(P²) per spectrum instead of O(n_pix · P).
+    """
+
+    def __init__(self, theta: np.ndarray, terms, flux: np.ndarray, weight: np.ndarray):
+        self.terms = terms
+        n_terms = theta.shape[1]
+        rows, cols = np.triu_indices(n_terms)
+        flat = weight @ (theta[:, rows] * theta[:, cols])          # (n, P(P+1)/2)
+        self.t = np.empty((flux.shape[0], n_terms, n_terms))
+        self.t[:, rows, cols] = flat
+        self.t[:, cols, rows] = flat
+        wf = weight * flux
+        self.u = wf @ theta                                          # (n, P)
+        self.c = np.einsum("bl,bl->b", wf, flux)                     # (n,)
+
+    def chi2(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        lv = polynomial.design_matrix(x, self.terms)
+        return (self.c[rows] - 2 * np.einsum("bp,bp->b", lv, self.u[rows])
+                + np.einsum("bp,bpq,bq->b", lv, self.t[rows], lv))
+
+    def chi2_candidates(self, candidates: np.ndarray) -> np.ndarray:
+        """(n, c) χ² of every spectrum at every candidate (scaled) label vector."""
+        lv = polynomial.design_matrix(candidates, self.terms)         # (c, P)
+        quad = np.einsum("cp,bpq,cq->bc", lv, self.t, lv, optimize=True)
+        return self.c[:, None] - 2 * self.u @ lv.T + quad
+
+    def normal(self, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gauss–Newton Hessian JᵀWJ (b, k, k) and gradient JᵀW r (b, k) at scaled labels x."""
+        lv = polynomial.design_matrix(x, self.terms)                  # (b, P)
+        dl = polynomial.design_jacobian(x, self.terms)                # (b, P, k)
+        t = self.t[rows]
+        resid = self.u[rows] - np.einsum("bpq,bq->bp", t, lv)         # θᵀW(f - θℓ)
+        h = np.einsum("bpk,bpq,bqj->bkj", dl, t, dl, optimize=True)
+        g = np.einsum("bpk,bp->bk", dl, resid)
+        return h, g
+
+
+def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
+                         lo: np.ndarray, hi: np.ndarray, max_iter: int,
+                         rtol: float = 1e-12, xtol: float = 1e-10):
+    """Minimise χ² for every row (spectrum ``rows[i]`` from start ``x[i]``).
+
+    Returns (x, chi2, converged, n_iter); steps are projected onto [lo, hi] (scaled units).
+    """
+    n = x.shape[0]
+    x = np.clip(x, lo, hi)
+    chi2 = forms.chi2(x, rows)
+    damping = np.full(n, 1e-3)
+    converged = np.zeros(n, dtype=bool)
+    n_iter = np.zeros(n, dtype=int)
+    eye = np.eye(x.shape[1])
+    for _ in range(max_iter):
+        act = np.flatnonzero(~converged)
+        if act.size == 0:
+            break
+        n_iter[act] += 1
+        h, g = forms.normal(x[act], rows[act])
+        diag = np.diagonal(h, axis1=1, axis2=2)
+        a = h + (damping[act, None] * diag + 1e-12)[:, :, None] * eye
+        step = np.linalg.solve(a, g[:, :, None])[:, :, 0]
+        trial = np.clip(x[act] + step, lo, hi)
+        trial_chi2 = forms.chi2(trial, rows[act])
+        better = trial_chi2 <= chi2[act]
+        moved = np.abs(trial - x[act]).max(axis=1)
+        gain = chi2[act] - trial_chi2
+        done = (better & ((gain <= rtol * np.maximum(trial_chi2, 1.0)) | (moved < xtol))) | (
+            damping[act] > 1e12)
+        take = act[better]
+        x[take] = trial[better]
+        chi2[take] = trial_chi2[better]
+        damping[act] = np.where(better, np.maximum(damping[act] * 0.3, 1e-9), damping[act] * 10)
+        converged[act[done]] = True
+    return x, chi2, converged, n_iter
+
+
+def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.ndarray,
+               hi: np.ndarray, *, n_starts: int = 3, max_iter: int = 100, chunk_size: int = 256,
+               poor_fit_chi2_reduced: float = 3.0, progress: bool = False) -> CannonLabelFit:
+    """Batched multi-start LM fit; see :meth:`CannonModel.infer_labels` for the arguments."""
+    terms = model.term_indices
+    good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    flux = np.where(good, flux, 1.0)
+    weight = np.where(good, ivar / (1.0 + model.s2_ * np.where(good, ivar, 0.0)), 0.0)
+    n_spec, k = flux.shape[0], len(model.label_names)
+
+    train_x = model.scale_labels(model.training_labels_)
+    pick = np.linspace(0, train_x.shape[0] - 1, min(256, train_x.shape[0])).astype(int)
+    candidates = np.vstack([np.zeros((1, k)), train_x[pick]])
+    n_starts = max(1, min(n_starts, candidates.shape[0]))
+
+    best_x = np.empty((n_spec, k))
+    best_chi2 = np.empty(n_spec)
+    conv = np.empty(n_spec, dtype=bool)
+    iters = np.empty(n_spec, dtype=int)
+    covariance = np.empty((n_spec, k, k))
+    for start in tqdm(range(0, n_spec, chunk_size), desc="Cannon test step",
+                      disable=not progress, leave=False):
+        sl = slice(start, min(start + chunk_size, n_spec))
+        forms = _SpectrumForms(model.theta_, terms, flux[sl], weight[sl])
+        m = forms.c.shape[0]
+        order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
+        x0 = candidates[order].reshape(m * n_starts, k)
+        rows = np.repeat(np.arange(m), n_starts)
+        x, chi2, c, it = _levenberg_marquardt(forms, x0, rows, lo, hi, max_iter)
+        chi2 = chi2.reshape(m, n_starts)
+        best = np.argmin(chi2, axis=1)
+        pick_rows = np.arange(m) * n_starts + best
+        best_x[sl] = x[pick_rows]
+        best_chi2[sl] = chi2[np.arange(m), best]
+        conv[sl] = c[pick_rows]
+        iters[sl] = it.reshape(m, n_starts).sum(axis=1)
+        h, _ = forms.normal(best_x[sl], np.arange(m))
+        try:
+            cov = np.linalg.inv(h)
+        except np.linalg.LinAlgError:
+            cov = np.linalg.pinv(h)
+        covariance[sl] = cov * np.outer(model.scales_, model.scales_)
+    model_flux = polynomial.design_matrix(best_x, terms) @ model.theta_.T
+    # χ² recomputed directly (the quadratic form loses a few digits to cancellation)
+    best_chi2 = np.einsum("bl,bl->b", weight * (flux - model_flux), flux - model_flux)
+
+    n_pixels = good.sum(axis=1)
+    dof = np.maximum(n_pixels - k, 1)
+    chi2_reduced = best_chi2 / dof
+    labels = model.unscale_labels(best_x)
+    tol = 1e-6 * (hi - lo)
+    at_bound = np.any((best_x <= lo + tol) | (best_x >= hi - tol), axis=1)
+    train = model.training_labels_
+    outside = np.any((labels < train.min(axis=0)) | (labels > train.max(axis=0)), axis=1)
+    flags = (np.where(conv, 0, FLAG_NOT_CONVERGED) | np.where(at_bound, FLAG_AT_BOUND, 0)
+             | np.where(chi2_reduced > poor_fit_chi2_reduced, FLAG_POOR_FIT, 0)
+             | np.where(outside, FLAG_OUTSIDE_TRAINING, 0)
+             | np.where(n_pixels < 10 * k, FLAG_FEW_PIXELS, 0))
+    return CannonLabelFit(model.label_names, labels, covariance, best_chi2, chi2_reduced,
+                          n_pixels, flags.astype(int), iters, model_flux)

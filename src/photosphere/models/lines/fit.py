@@ -1,0 +1,437 @@
+"""Fit a cloned line model to an observed spectrum (blasé's transfer learning).
+
+The forward model of the observation, evaluated on a fine log-uniform grid (constant velocity
+step, so the velocity-space kernels are right whatever the data's pixels are):
+
+    stellar lines exp(−τ(λ / D(rv)))  → rotation (vsini, limb darkening ε)  → × telluric T(λ)
+    → instrumental Gaussian LSF (R)  → flux-conserving rebin onto the data pixels
+    → × continuum (Chebyshev polynomial in pixel position)
+
+The telluric transmission multiplies *before* the LSF because the instrument blurs the
+atmosphere's lines as well as the star's. Learned: per-line corrections (Δ ln A, Δ ln σ,
+Δ ln γ, centre shift), rv, vsini, the continuum coefficients, and the telluric scalings and RV.
+Priors keep the line changes physical: an L1 + L2 penalty on Δ ln A (as blasé), Gaussian priors
+on the width and centre changes. Fitting runs in two stages: the few global parameters first
+(L-BFGS), then everything jointly (Adam; measured faster than L-BFGS on ~10⁴ lines, see
+docs/lines.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...errors import FitError, InvalidSpectrumError
+from ...ops.doppler import doppler_factor
+from ...ops.grid import log_uniform_wavelength
+from ...ops.lsf import gaussian_broaden
+from ...ops.noise import estimate_snr
+from ...ops.resample import rebin
+from ...ops.rotation import rotational_broaden
+from .clone import ResidualStats, optimise
+from .model import LineModel
+from .telluric import TelluricModel
+
+SPEED_OF_LIGHT = 299792.458  # km/s
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An observed 1-D spectrum to fit: wavelength (n_pix,) Å, flux (n_pix,), sigma (n_pix,)
+    1σ (inf where masked). Built with :meth:`from_arrays`, which validates; without sigma, one
+    σ = median flux / S/N (DER_SNR, ``ops.noise.estimate_snr``) is used for every pixel."""
+
+    wavelength: np.ndarray
+    flux: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, wavelength, flux, sigma=None, mask=None) -> Observation:
+        wave = np.array(wavelength, float)  # copies: torch needs writable arrays
+        flux = np.array(flux, float)
+        if wave.ndim != 1 or wave.shape != flux.shape:
+            raise InvalidSpectrumError(f"wavelength {wave.shape} and flux {flux.shape} must be "
+                                       "1-D and the same shape")
+        if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+            raise InvalidSpectrumError("wavelengths must be finite and strictly increasing")
+        bad = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
+        if sigma is None:  # no uncertainties: one σ for all pixels from DER_SNR
+            good = ~bad & np.isfinite(flux)
+            snr = estimate_snr(flux[good]) if good.sum() > 4 else float("nan")
+            level = float(np.median(flux[good])) if good.any() else float("nan")
+            if not (math.isfinite(snr) and snr > 0 and level / snr > 0):
+                raise InvalidSpectrumError(
+                    f"no uncertainties given and the noise cannot be estimated from the flux "
+                    f"(DER_SNR S/N = {snr}); pass sigma (or an error column in the file)")
+            sig = np.full_like(flux, level / snr)
+        else:
+            sig = np.array(sigma, float)
+        nonfinite = ~np.isfinite(flux) | ~np.isfinite(sig) | (sig <= 0)
+        if np.any(nonfinite & ~bad):
+            n = int(np.sum(nonfinite & ~bad))
+            first = float(wave[np.argmax(nonfinite & ~bad)])
+            raise InvalidSpectrumError(
+                f"{n} pixel(s) have NaN/inf flux or a non-positive uncertainty (first at "
+                f"{first:.3f} Å); mask them (mask=...)")
+        bad |= nonfinite
+        if bad.all():
+            raise InvalidSpectrumError("every pixel is masked; nothing to fit")
+        return cls(wave, np.where(bad, 0.0, flux), np.where(bad, np.inf, sig))
+
+    @property
+    def mask(self) -> np.ndarray:
+        return ~np.isfinite(self.sigma)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Settings of :func:`fit_lines`.
+
+    resolution: instrumental R (FWHM = c/R); epsilon: limb darkening; continuum_degree:
+    Chebyshev degree; oversample: the fine grid's velocity step is (c/R)/oversample, and at
+    most half the data's step; amplitude_l1/amplitude_l2: weights of Σ|Δ ln A| and Σ(Δ ln A)²;
+    width_prior and centre_prior: 1σ of Δ ln σ, Δ ln γ (dimensionless) and of the centre shift
+    (km/s); fit_line_parameters/fit_telluric: which parts learn; rv_search: half range (km/s) of
+    the initial RV scan; n_global_steps/n_steps: Adam epochs of the two stages.
+    """
+
+    resolution: float = 55000.0
+    epsilon: float = 0.6
+    continuum_degree: int = 3
+    oversample: float = 5.0
+    amplitude_l1: float = 1.0
+    amplitude_l2: float = 10.0
+    width_prior: float = 0.3
+    centre_prior: float = 1.0
+    fit_line_parameters: bool = True
+    fit_telluric: bool = True
+    rv_search: float = 200.0
+    vsini_initial: float = 3.0
+    n_global_steps: int = 100
+    n_steps: int = 300
+    learning_rate: float = 0.02
+
+
+class ObservedLineModel(torch.nn.Module):
+    """Stellar lines (+ tellurics) seen through RV, rotation, LSF, rebinning and a continuum.
+
+    stellar: the cloned :class:`LineModel` (its parameters become the learned corrections, its
+    values at construction the prior means); data_wavelength: (n_pix,) Å of the observation.
+    """
+
+    def __init__(self, stellar: LineModel, data_wavelength: np.ndarray, settings: FitSettings,
+                 telluric: TelluricModel | None = None, rv: float = 0.0):
+        super().__init__()
+        self.stellar = stellar
+        self.telluric = telluric
+        self.settings = settings
+        with torch.no_grad():
+            for name in ("log_amplitude", "log_sigma", "log_gamma", "centre_shift"):
+                self.register_buffer(f"initial_{name}", getattr(stellar, name).detach().clone())
+        wave = np.asarray(data_wavelength, float)
+        data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave))))
+        self.velocity_step = min(SPEED_OF_LIGHT / settings.resolution / settings.oversample,
+                                 data_step / 2.0)
+        # room for the RV to move during the fit and for the broadening kernels at the ends
+        margin = 1.0 + (abs(rv) + 50.0 + 5.0 * settings.vsini_initial) / SPEED_OF_LIGHT
+        fine = log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, self.velocity_step)
+        self.register_buffer("fine_wavelength", torch.as_tensor(fine))
+        self.register_buffer("data_wavelength", torch.as_tensor(wave))
+        x = 2.0 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1.0
+        cheb = np.polynomial.chebyshev.chebvander(x, settings.continuum_degree)
+        self.register_buffer("chebyshev", torch.as_tensor(cheb))  # (n_pix, degree + 1)
+        self.register_buffer("flux_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.continuum_coeffs = torch.nn.Parameter(
+            torch.tensor([1.0] + [0.0] * settings.continuum_degree, dtype=torch.float64))
+        self.rv = torch.nn.Parameter(torch.tensor(float(rv), dtype=torch.float64))
+        self.log_vsini = torch.nn.Parameter(
+            torch.tensor(math.log(max(settings.vsini_initial, 0.1)), dtype=torch.float64))
+
+    @property
+    def vsini(self) -> torch.Tensor:
+        return torch.exp(torch.clamp(self.log_vsini, max=math.log(500.0)))
+
+    def parameter_groups(self, learning_rate: float) -> list[dict]:
+        """Adam groups with learning rates in each parameter's natural step (per epoch):
+        rv 0.5 km/s × lr/0.02, ln vsini, ln scale and ln line parameters lr, continuum lr/10,
+        line centre shifts lr/50 Å."""
+        unit = learning_rate / 0.02
+        named = dict(self.named_parameters())
+        rates = {"rv": 0.5 * unit, "log_vsini": learning_rate, "continuum_coeffs":
+                 learning_rate / 10, "telluric.log_scale": learning_rate,
+                 "telluric.rv": 0.5 * unit, "stellar.centre_shift": learning_rate / 50}
+        return [{"params": [p], "lr": rates.get(name, learning_rate)}
+                for name, p in named.items() if p.requires_grad]
+
+    def continuum(self) -> torch.Tensor:
+        """Continuum (n_pix,) in data flux units: flux_scale × Σ_k a_k T_k(x)."""
+        return self.flux_scale * (self.chebyshev @ self.continuum_coeffs)
+
+    def _star(self) -> torch.Tensor:
+        """Rotationally broadened stellar flux on the fine grid (observed frame)."""
+        rest = self.fine_wavelength / doppler_factor(self.rv)
+        star = torch.exp(-self.stellar.opacity(rest))
+        return rotational_broaden(star, self.vsini, self.velocity_step, self.settings.epsilon)
+
+    def _observe(self, fine_flux: torch.Tensor) -> torch.Tensor:
+        """LSF then flux-conserving rebin onto the data pixels."""
+        broadened = gaussian_broaden(fine_flux, self.settings.resolution, self.velocity_step)
+        return rebin(self.fine_wavelength, broadened, self.data_wavelength)
+
+    def components(self) -> dict[str, torch.Tensor]:
+        """Data-pixel model parts, each (n_pix,): ``stellar`` (normalised), ``telluric``
+        (transmission), ``continuum``, and ``model`` (the full forward model)."""
+        star = self._star()
+        trans = (self.telluric(self.fine_wavelength) if self.telluric is not None
+                 else torch.ones_like(star))
+        continuum = self.continuum()
+        return {"model": self._observe(star * trans) * continuum,
+                "stellar": self._observe(star), "telluric": self._observe(trans),
+                "continuum": continuum}
+
+    def forward(self) -> torch.Tensor:
+        """Model flux on the data pixels, (n_pix,)."""
+        star = self._star()
+        if self.telluric is not None:
+            star = star * self.telluric(self.fine_wavelength)
+        return self._observe(star) * self.continuum()
+
+    def prior(self) -> torch.Tensor:
+        """−ln prior of the line corrections (L1 + L2 on Δ ln A, Gaussian on widths, centres)."""
+        s = self.settings
+        d_amp = self.stellar.log_amplitude - self.initial_log_amplitude
+        d_sig = self.stellar.log_sigma - self.initial_log_sigma
+        d_gam = self.stellar.log_gamma - self.initial_log_gamma
+        shift_kms = ((self.stellar.centre_shift - self.initial_centre_shift)
+                     / self.stellar.reference_centre * SPEED_OF_LIGHT)
+        return (s.amplitude_l1 * d_amp.abs().sum() + s.amplitude_l2 * (d_amp**2).sum()
+                + 0.5 * ((d_sig**2).sum() + (d_gam**2).sum()) / s.width_prior**2
+                + 0.5 * (shift_kms**2).sum() / s.centre_prior**2)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_lines` learned: the fitted ``model``, rv and vsini (km/s), the telluric
+    scalings, residual statistics (flux and in units of σ), the loss history and the time."""
+
+    model: ObservedLineModel
+    observation: Observation
+    rv: float
+    vsini: float
+    telluric_scale: dict[str, float]
+    telluric_rv: float | None
+    residual: ResidualStats
+    chi2_per_pixel: float
+    rms_over_noise: float
+    history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"rv_kms": self.rv, "vsini_kms": self.vsini, "telluric_scale": self.telluric_scale,
+                "telluric_rv_kms": self.telluric_rv, "residual": self.residual.as_dict(),
+                "chi2_per_pixel": self.chi2_per_pixel, "rms_over_noise": self.rms_over_noise,
+                "n_lines": self.model.stellar.n_lines, "n_pixels": int(self.observation.flux.size),
+                "steps": len(self.history), "seconds": self.seconds}
+
+
+def scan_rv(stellar: LineModel, obs: Observation, settings: FitSettings, *,
+            step: float | None = None) -> float:
+    """RV (km/s) minimising χ² of the unbroadened-by-rotation template over ±rv_search, with a
+    best-fit linear continuum at each trial; the template is built once and only rebinned."""
+    wave = obs.wavelength
+    margin = 1.0 + (settings.rv_search + 50.0) / SPEED_OF_LIGHT
+    vstep = min(SPEED_OF_LIGHT / settings.resolution / 3.0,
+                SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave)))))
+    fine = torch.as_tensor(log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, vstep))
+    with torch.no_grad():
+        template = gaussian_broaden(stellar(fine), settings.resolution, vstep)
+        template = rotational_broaden(template, settings.vsini_initial, vstep, settings.epsilon)
+        step = step or max(vstep, 0.25)
+        trials = np.arange(-settings.rv_search, settings.rv_search + step, step)
+        w = torch.as_tensor(np.where(obs.mask, 0.0, 1.0 / obs.sigma**2))
+        d = torch.as_tensor(obs.flux)
+        x = torch.as_tensor(np.linspace(-1, 1, wave.size))
+        chi2 = []
+        for rv in trials:
+            m = rebin(fine * float(doppler_factor(rv)), template, torch.as_tensor(wave))
+            basis = torch.stack([m, m * x], 1)
+            wb = basis * w[:, None]
+            coef = torch.linalg.lstsq(basis.T @ wb, wb.T @ d).solution
+            chi2.append(float((w * (d - basis @ coef) ** 2).sum()))
+    best = int(np.argmin(chi2))
+    if best in (0, len(trials) - 1):
+        raise FitError(f"the RV scan's best χ² sits at the edge of ±{settings.rv_search} km/s; "
+                       "the line list may not match this star or range; widen rv_search or "
+                       "pass rv=")
+    # parabola through the minimum refines the RV below the scan step
+    y0, y1, y2 = chi2[best - 1], chi2[best], chi2[best + 1]
+    denom = y0 - 2 * y1 + y2
+    return float(trials[best] + (0.5 * step * (y0 - y2) / denom if denom > 0 else 0.0))
+
+
+def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | None = None,
+              telluric: TelluricModel | None = None, rv: float | None = None,
+              progress: bool = True) -> FitResult:
+    """Fit line corrections, RV, vsini, continuum and tellurics of ``stellar`` to ``obs``.
+
+    stellar: cloned lines (rest frame, same air/vacuum medium as ``obs``); modified in place.
+    rv: initial RV (km/s); ``None`` scans ±settings.rv_search. Raises :class:`FitError` when the
+    line list does not overlap the observation.
+    """
+    settings = settings or FitSettings()
+    lo, hi = stellar.wavelength_range
+    centre = stellar.reference_centre.numpy()
+    overlap = np.sum((centre > obs.wavelength[0]) & (centre < obs.wavelength[-1]))
+    if overlap == 0:
+        raise FitError(
+            f"none of the {stellar.n_lines} lines ({lo:.1f}–{hi:.1f} Å) falls in the observed "
+            f"range {obs.wavelength[0]:.1f}–{obs.wavelength[-1]:.1f} Å; clone a spectrum that "
+            "covers the observation (check air vs vacuum too)")
+    if rv is None:
+        rv = scan_rv(stellar, obs, settings)
+    model = ObservedLineModel(stellar, obs.wavelength, settings, telluric, rv=rv)
+    with torch.no_grad():  # continuum in units of the data's upper envelope level
+        model.flux_scale.fill_(float(np.percentile(obs.flux[~obs.mask], 95)))
+    flux = torch.as_tensor(obs.flux)
+    ivar = torch.as_tensor(np.where(obs.mask, 0.0, 1.0 / obs.sigma**2))
+    n_good = int((~obs.mask).sum())
+
+    def chi2():
+        return 0.5 * torch.sum(ivar * (model() - flux) ** 2)
+
+    # stage 1: globals only (rv, vsini, continuum, telluric scale/RV)
+    stellar.requires_grad_(False)
+    if telluric is not None:
+        telluric.log_scale.requires_grad_(settings.fit_telluric)
+        telluric.rv.requires_grad_(settings.fit_telluric)
+    t0 = time.perf_counter()
+    history = optimise(chi2, model, optimizer="adam", n_steps=settings.n_global_steps,
+                       groups=model.parameter_groups(4 * settings.learning_rate),
+                       progress=progress, description="fit globals")
+    # stage 2: everything jointly with the priors
+    if settings.fit_line_parameters:
+        stellar.requires_grad_(True)
+
+        def loss():
+            return chi2() + model.prior()
+
+        history += optimise(loss, model, optimizer="adam", n_steps=settings.n_steps,
+                            groups=model.parameter_groups(settings.learning_rate),
+                            progress=progress, description="fit lines")
+    seconds = time.perf_counter() - t0
+    if not all(math.isfinite(h) for h in history[-5:]):
+        raise FitError("the fit diverged (non-finite loss); lower learning_rate or check the "
+                       "uncertainties")
+    with torch.no_grad():
+        resid = (flux - model()).numpy()[~obs.mask]
+        sig = obs.sigma[~obs.mask]
+    return FitResult(
+        model=model, observation=obs, rv=float(model.rv.detach()),
+        vsini=float(model.vsini.detach()),
+        telluric_scale=telluric.scale if telluric is not None else {},
+        telluric_rv=float(telluric.rv.detach()) if telluric is not None else None,
+        residual=ResidualStats.of(resid), chi2_per_pixel=float(np.sum((resid / sig) ** 2) / n_good),
+        rms_over_noise=float(np.sqrt(np.mean(resid**2)) / np.median(sig)),
+        history=history, seconds=seconds)
+
+
+def initial_line_model(model: ObservedLineModel) -> LineModel:
+    """The stellar lines as they were before the fit (the prior means)."""
+    stellar = model.stellar
+    with torch.no_grad():
+        return LineModel((stellar.reference_centre + model.initial_centre_shift).numpy(),
+                         torch.exp(model.initial_log_amplitude).numpy(),
+                         torch.exp(model.initial_log_sigma).numpy(),
+                         torch.exp(model.initial_log_gamma).numpy(),
+                         half_window=stellar.half_window.numpy(), profile=stellar.profile,
+                         wavelength_range=stellar.wavelength_range)
+
+
+def fitted_line_table(result: FitResult, *, vanish_fraction: float = 0.1,
+                      telluric_depth: float = 0.01):
+    """Astropy Table of every line: ``*_initial`` and ``*_fit`` centre, amplitude, sigma, gamma,
+    depth and equivalent_width (Å), and flags ``vanished`` (fitted depth below
+    ``vanish_fraction`` of the initial one) and ``telluric_blended`` (the fitted telluric
+    model absorbs more than ``telluric_depth`` within ±1 FWHM of the observed line centre).
+    Lines outside the observed range have ``observed = False``."""
+    from astropy.table import Table
+
+    model = result.model
+    before, after = initial_line_model(model), model.stellar
+    table = Table()
+    for label, lines in (("initial", before), ("fit", after)):
+        p = lines.parameters_numpy()
+        for name in ("centre", "amplitude", "sigma", "gamma"):
+            table[f"{name}_{label}"] = p[name]
+            table[f"{name}_{label}"].unit = "Angstrom"
+        table[f"depth_{label}"] = lines.depth()
+        table[f"equivalent_width_{label}"] = lines.equivalent_width()
+        table[f"equivalent_width_{label}"].unit = "Angstrom"
+    table["half_window"] = after.half_window.numpy()
+    with torch.no_grad():
+        observed_centre = after.centre * doppler_factor(model.rv)
+    wave = result.observation.wavelength
+    table["observed"] = ((observed_centre.numpy() > wave[0])
+                         & (observed_centre.numpy() < wave[-1]))
+    table["vanished"] = table["depth_fit"] < vanish_fraction * table["depth_initial"]
+    blended = np.zeros(len(table), bool)
+    if model.telluric is not None:
+        with torch.no_grad():
+            fwhm = 2.3548 * after.sigma + 2.0 * after.gamma
+            probe = observed_centre[:, None] + fwhm[:, None] * torch.linspace(
+                -1, 1, 9, dtype=torch.float64)
+            order = torch.argsort(probe.reshape(-1))
+            tau = torch.empty(probe.numel(), dtype=torch.float64)
+            tau[order] = model.telluric.opacity(probe.reshape(-1)[order])
+            blended = (1.0 - torch.exp(-tau.reshape(probe.shape).max(1).values)
+                       > telluric_depth).numpy()
+    table["telluric_blended"] = blended
+    table.meta.update({"rv_kms": result.rv, "vsini_kms": result.vsini,
+                       "telluric_scale": dict(result.telluric_scale),
+                       "telluric_rv_kms": result.telluric_rv, "profile": after.profile,
+                       "wavelength_range": list(after.wavelength_range)})
+    return table
+
+
+def plot_fit(result: FitResult, path, *, n_regions: int = 4) -> None:
+    """Save a figure of data, stellar model, telluric model and residual in ``n_regions``
+    equal wavelength regions (one column each), written atomically to ``path`` (png/pdf)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..._files import atomic_path
+
+    obs = result.observation
+    with torch.no_grad():
+        parts = {k: v.numpy() for k, v in result.model.components().items()}
+    wave, good = obs.wavelength, ~obs.mask
+    edges = np.linspace(wave[0], wave[-1], n_regions + 1)
+    fig, axes = plt.subplots(2, n_regions, figsize=(4 * n_regions, 5), sharex="col",
+                             gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    cont = parts["continuum"]
+    for j in range(n_regions):
+        sel = good & (wave >= edges[j]) & (wave <= edges[j + 1])
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(wave[sel], obs.flux[sel] / cont[sel], "k.", ms=2, label="data / continuum")
+        top.plot(wave[sel], parts["stellar"][sel], "C0", lw=1, label="stellar")
+        top.plot(wave[sel], parts["telluric"][sel], "C2", lw=1, label="telluric")
+        top.plot(wave[sel], parts["model"][sel] / cont[sel], "C3", lw=1, label="model")
+        bottom.plot(wave[sel], (obs.flux[sel] - parts["model"][sel]) / cont[sel], "k.", ms=2)
+        bottom.axhline(0, color="C3", lw=0.8)
+        bottom.set_xlabel("wavelength (Å)")
+    axes[0, 0].set_ylabel("normalised flux")
+    axes[1, 0].set_ylabel("residual")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"rv = {result.rv:.2f} km/s, vsini = {result.vsini:.2f} km/s, "
+                 f"rms/noise = {result.rms_over_noise:.2f}")
+    fig.tight_layout()
+    suffix = "." + str(path).rsplit(".", 1)[-1]
+    with atomic_path(path, suffix=suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
