@@ -1,0 +1,119 @@
+"""``photosphere fit``: labels with uncertainties for one or many spectra."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from ..errors import FitError
+from ._common import _add_json, emit
+
+
+def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise FitError(f"{what} {item!r} is not NAME=VALUE (e.g. {what} logg=4.44)")
+    return out
+
+
+def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"resolution": args.resolution,
+                          "continuum_degree": None if args.continuum_degree < 0
+                          else args.continuum_degree,
+                          "fixed": _name_values(args.fix, "--fix") or None,
+                          "initial": _name_values(args.initial, "--initial") or None,
+                          "noise": None if args.noise == "none" else "auto"}
+    if args.mcmc:
+        kw.update(n_walkers=args.walkers, n_steps=args.steps)
+        if kw["noise"] == "auto":
+            raise FitError("--noise auto is for least squares; with --mcmc use --noise none")
+        kw.pop("noise")
+    else:
+        kw["scale_covariance"] = args.scale_covariance
+    return kw
+
+
+def _result_text(result) -> str:
+    lines = [f"{'label':<8} {'value':>12} {'sigma':>10}"]
+    for name, (value, sigma) in result.labels.items():
+        s = "fixed" if not math.isfinite(sigma) else f"{sigma:10.4g}"
+        lines.append(f"{name:<8} {value:12.5g} {s:>10}")
+    lines.append(f"chi2_reduced {result.chi2_reduced:.3f} over {result.n_pixels} pixels; "
+                 f"converged: {result.converged}")
+    return "\n".join(lines)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import functools
+
+    from ..infer.batch import expand_paths, fit_many, load_grid_model, prepare_spectrum, rows_of
+
+    files = expand_paths(args.files)
+    kw = _fit_kwargs(args)
+    wrange = tuple(args.wavelength_range) if args.wavelength_range else None
+    if len(files) == 1 and args.output is None:
+        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
+        model = load_grid_model(args.grid)
+        if args.mcmc:
+            from ..infer.mcmc import sample
+
+            result = sample(model, spectrum, source=str(files[0]), **kw)
+        else:
+            from ..infer.optimize import fit
+
+            result = fit(model, spectrum, source=str(files[0]), **kw)
+        if args.plot:
+            result.plot(args.plot)
+        if args.corner:
+            result.corner(args.corner)
+        emit(args, result.to_dict(), _result_text(result))
+        return 0
+    output = args.output or "results.ecsv"
+    table = fit_many(files, functools.partial(load_grid_model, args.grid), output,
+                     reader=functools.partial(prepare_spectrum, orders=args.orders,
+                                              wavelength_range=wrange, snr=args.snr),
+                     fit_kwargs=kw, mcmc=args.mcmc, scheduler=args.scheduler,
+                     n_workers=args.workers)
+    rows = rows_of(table)
+    n_ok = sum(r.get("status") == "ok" for r in rows)
+    emit(args, {"output": str(output), "n_spectra": len(rows), "n_ok": n_ok, "rows": rows},
+         f"{n_ok}/{len(rows)} spectra fitted; results in {output}")
+    return 0
+
+
+def _register_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit stellar labels to one or many spectra (least squares "
+                                   "or MCMC)")
+    p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
+    p.add_argument("--grid", help="HDF5 model grid (default: the embedded grid)")
+    p.add_argument("--mcmc", action="store_true", help="sample the posterior with emcee")
+    p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
+    p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
+    p.add_argument("--resolution", type=float, help="instrumental resolving power R")
+    p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
+    p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="fit only this range (Å)")
+    p.add_argument("--snr", type=float, help="S/N per pixel when the file has no uncertainties "
+                                             "(default: estimated with DER_SNR)")
+    p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", help="hold labels fixed")
+    p.add_argument("--initial", nargs="+", metavar="NAME=VALUE", help="starting values")
+    p.add_argument("--continuum-degree", type=int, default=2,
+                   help="Chebyshev continuum degree per order (-1: none; default 2)")
+    p.add_argument("--noise", choices=("none", "auto"), default="none",
+                   help="'auto': estimate a correlated-noise kernel from the residuals and refit")
+    p.add_argument("--scale-covariance", action="store_true",
+                   help="scale the covariance by the reduced chi2")
+    p.add_argument("--plot", help="write data/model/residuals per order to this image")
+    p.add_argument("--corner", help="write a corner plot to this image")
+    p.add_argument("-o", "--output", help="results table (ECSV); a rerun completes it")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_fit)

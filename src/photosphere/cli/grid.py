@@ -1,0 +1,272 @@
+"""``photosphere grid``: synthesis, builds, inspection, emulation, PHOENIX ingest, Sun check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._common import _add_json, _jsonable, emit
+
+
+def _grid_text(info: dict[str, Any]) -> str:
+    lines = [f"grid:        {info['path']} ({info['name']})"]
+    for name, lab in info["labels"].items():
+        step = f"step {lab['step']:g}" if lab["step"] is not None else "irregular"
+        lines.append(f"  {name:<10} {lab['min']:g} .. {lab['max']:g} ({step}, {lab['n']} nodes)"
+                     f" {lab['unit']}")
+    if info["fixed_labels"]:
+        lines.append("fixed:       " + ", ".join(f"{k}={v:g}"
+                                                 for k, v in info["fixed_labels"].items()))
+    lo, hi = info["wavelength_range"]
+    lines += [f"wavelength:  {lo:.3f} - {hi:.3f} Å ({info['medium']}), {info['n_pixels']} px "
+              f"at {info['velocity_step']:g} km/s",
+              f"nodes:       {info['n_present']} computed, {info['n_missing']} without a model "
+              f"atmosphere (of {info['n_nodes']})",
+              f"size:        {info['file_size_bytes'] / 1e6:.2f} MB ({info['flux_encoding']} flux)"]
+    return "\n".join(lines)
+
+
+def _cmd_grid_info(args: argparse.Namespace) -> int:
+    from ..grids.presets import require_default_grid
+    from ..grids.store import GridStore
+
+    path = args.grid or require_default_grid()
+    with GridStore.open(path) as store:
+        info = store.info()
+    emit(args, info, _grid_text(info))
+    return 0
+
+
+def _cmd_grid_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..grids.build import build_grid
+    from ..grids.presets import default_grid_path, resolve_spec
+
+    spec = resolve_spec(args.spec or args.preset)
+    output = Path(args.output) if args.output else (
+        default_grid_path() if spec.name == "default" and not args.spec
+        else Path(f"{spec.name}.h5"))
+    report = build_grid(spec, output, scheduler=args.scheduler, n_workers=args.workers,
+                        overwrite=args.overwrite, progress=not args.no_progress,
+                        command=" ".join(["photosphere", *sys.argv[1:]]))
+    emit(args, report.as_dict(), f"wrote {report.path}\n{report.throughput_line()}")
+    return 0
+
+
+def _write_spectrum_table(path, columns: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    import warnings
+    from pathlib import Path
+
+    from astropy.io.fits.verify import VerifyWarning
+    from astropy.table import Table
+
+    from .._files import atomic_path
+
+    path = Path(path)
+    table = Table(columns, meta={k: (v if isinstance(v, str | int | float) else json.dumps(
+        _jsonable(v))) for k, v in meta.items()})
+    fmt = "fits" if path.suffix.lower() in (".fits", ".fit") else "ascii.ecsv"
+    with atomic_path(path, suffix=path.suffix) as tmp, warnings.catch_warnings():
+        # long metadata keys become standard HIERARCH cards in FITS; no need to warn
+        warnings.simplefilter("ignore", VerifyWarning)
+        table.write(tmp, format=fmt, overwrite=True)
+
+
+def _cmd_grid_synth(args: argparse.Namespace) -> int:
+    labels = {"teff": args.teff, "logg": args.logg, "feh": args.feh, "alpha": args.alpha,
+              "vmic": args.vmic}
+    if args.grid:
+        import torch
+
+        from ..grids.interpolate import GridInterpolator
+
+        model = GridInterpolator(args.grid)
+        given = {n: labels[n] for n in model.label_names}
+        x = torch.tensor([given[n] for n in model.label_names], dtype=torch.float64)
+        wave = model.wavelength
+        flux = model.observe(x, vsini=args.vsini, resolution=args.resolution,
+                             rv=args.rv).numpy()
+        cont = model.predict_continuum(x).double()
+        if args.rv:
+            from ..ops.doppler import shift_wavelength
+            from ..ops.resample import rebin
+
+            rest = torch.as_tensor(wave, dtype=torch.float64)
+            cont = rebin(shift_wavelength(rest, args.rv), cont, rest)
+        cont = cont.numpy()
+        provenance = {"source": f"interpolated in {args.grid}", "vsini": args.vsini,
+                      "resolution": args.resolution, "rv": args.rv}
+    else:
+        from ..grids.build import default_synthesizer
+
+        lo, hi = args.wavelength_range
+        syn = default_synthesizer()(args.teff, args.logg, args.feh, args.alpha, args.vmic,
+                                    wavelength_min=lo, wavelength_max=hi, step=args.step,
+                                    atmosphere=args.atmosphere)
+        wave, flux, cont = syn.wavelength, syn.flux, syn.continuum
+        provenance = dict(syn.provenance)
+    _write_spectrum_table(args.output, {"wavelength": wave, "flux": flux,
+                                        "flux_absolute": flux * cont, "continuum": cont},
+                          {"medium": "air", "flux_unit": "normalized",
+                           "absolute_unit": "erg/s/cm2/Angstrom", **labels, **provenance})
+    payload = {"path": str(args.output), "labels": labels, "n_pixels": len(wave),
+               "wavelength_min": float(wave[0]), "wavelength_max": float(wave[-1]),
+               "provenance": provenance}
+    emit(args, payload, f"wrote {args.output}: {len(wave)} px, {wave[0]:.2f}-{wave[-1]:.2f} Å")
+    return 0
+
+
+def _cmd_grid_emulator_train(args: argparse.Namespace) -> int:
+    from ..grids.emulator import train_emulator
+
+    em = train_emulator(args.grid, args.output, n_components=args.components,
+                        n_iter=args.iterations)
+    s = {**em.summary(), "path": str(args.output)}
+    emit(args, s, f"wrote {args.output}: {s['n_components']} components, "
+                  f"{s['n_training_nodes']} nodes; leave-one-out |error| median "
+                  f"{s['loo_abs_error_median']:.2e}, 95th percentile {s['loo_abs_error_p95']:.2e}")
+    return 0
+
+
+def _cmd_grid_ingest_phoenix(args: argparse.Namespace) -> int:
+    from ..grids.phoenix import ingest_phoenix
+    from ..grids.store import GridStore
+
+    lo, hi = args.wavelength_range
+    out = ingest_phoenix(args.source, args.output, wave_file=args.wave_file,
+                         wavelength_min=lo, wavelength_max=hi, velocity_step=args.velocity_step,
+                         medium=args.medium, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+    with GridStore.open(out) as store:
+        info = store.info()
+    emit(args, info, _grid_text(info))
+    return 0
+
+
+# `photosphere grid <cmd>`: each grid command appends a registrar taking the grid subparsers.
+GRID_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _register_grid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="synthetic grids: synthesis, validation, building")
+    gsub = p.add_subparsers(dest="grid_command", metavar="GRID_COMMAND")
+    gsub.required = True
+    for register in GRID_REGISTRARS:
+        register(gsub)
+
+
+def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
+    """grid build, info, synth, ingest-phoenix, emulator train (the grid-store stream)."""
+    p = gsub.add_parser("info", help="describe a grid file (default: the embedded grid)")
+    p.add_argument("grid", nargs="?", help="grid HDF5 file (default: the embedded default grid)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_info)
+
+    p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", help="a named grid: default, harpsn-dl")
+    which.add_argument("--spec", help="a TOML/YAML grid definition file (see docs/grids.md)")
+    p.add_argument("-o", "--output", help="output grid file (default: the package's embedded "
+                   "grid for --preset default, else NAME.h5)")
+    p.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask cluster (tcp://host:8786); 'synchronous' runs "
+                   "in this process without Dask")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_build)
+
+    p = gsub.add_parser("synth", help="one synthetic spectrum to a file (.fits or .ecsv)")
+    p.add_argument("--teff", type=float, required=True, help="K")
+    p.add_argument("--logg", type=float, required=True, help="dex (cgs)")
+    p.add_argument("--feh", type=float, default=0.0, help="[Fe/H] dex")
+    p.add_argument("--alpha", type=float, default=0.0, help="[α/Fe] dex")
+    p.add_argument("--vmic", type=float, default=1.0, help="km/s")
+    p.add_argument("--wavelength-range", type=float, nargs=2, default=(5050.0, 5350.0),
+                   metavar=("MIN", "MAX"), help="Å, air (default 5050 5350)")
+    p.add_argument("--step", type=float, default=0.01, help="Å (default 0.01)")
+    p.add_argument("--atmosphere", default="atlas9", choices=("atlas9", "marcs", "auto"))
+    p.add_argument("--grid", help="interpolate in this grid file instead of synthesising")
+    p.add_argument("--vsini", type=float, default=0.0,
+                   help="with --grid: rotational broadening, km/s")
+    p.add_argument("--resolution", type=float, help="with --grid: Gaussian LSF of this R")
+    p.add_argument("--rv", type=float, default=0.0, help="with --grid: Doppler shift, km/s")
+    p.add_argument("-o", "--output", required=True, help="output .fits or .ecsv file")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_synth)
+
+    p = gsub.add_parser("ingest-phoenix", help="convert PHOENIX-ACES HiRes files to a grid")
+    p.add_argument("source", help="PHOENIX directory (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="output grid file")
+    p.add_argument("--wave-file", help="WAVE_PHOENIX-ACES-AGSS-COND-2011.fits (default: found)")
+    p.add_argument("--wavelength-range", type=float, nargs=2, required=True,
+                   metavar=("MIN", "MAX"), help="Å in --medium")
+    p.add_argument("--velocity-step", type=float, default=1.0, help="km/s (default 1.0)")
+    p.add_argument("--medium", default="air", choices=("air", "vacuum"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_ingest_phoenix)
+
+    emu = gsub.add_parser("emulator", help="PCA + Gaussian-process emulators of a grid")
+    esub = emu.add_subparsers(dest="emulator_command", metavar="EMULATOR_COMMAND")
+    esub.required = True
+    p = esub.add_parser("train", help="train an emulator from a grid file; report its "
+                        "leave-one-out error")
+    p.add_argument("grid", help="grid HDF5 file")
+    p.add_argument("-o", "--output", required=True, help="output emulator HDF5 file")
+    p.add_argument("--components", type=int, help="PCA components (default: 99.99%% variance)")
+    p.add_argument("--iterations", type=int, default=150, help="hyperparameter optimiser steps")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_emulator_train)
+
+
+GRID_REGISTRARS.append(_register_grid_store_commands)
+
+def _default_uves_sun() -> str:
+    import os
+
+    root = os.environ.get("PHOTOSPHERE_SHARED_DATA", os.path.join("..", "shared", "data"))
+    return os.path.join(root, "optical", "uves_sun_norm.txt")
+
+
+def _cmd_validate_sun(args: argparse.Namespace) -> int:
+    from ..grids.synth.validation import validate_sun
+
+    result = validate_sun(args.observed, atmosphere=args.atmosphere, plot=args.plot)
+    d = {**result.summary(), "plot": args.plot}
+    text = "\n".join([
+        f"Pearson r:            {result.pearson_r:.4f}   (bar >= 0.96)",
+        f"median |residual|:    {result.median_abs_residual:.4f}   (bar <= 0.015)",
+        f"95th pct |residual|:  {result.p95_abs_residual:.4f}   (bar <= 0.09)",
+        f"fitted broadening:    R={result.resolution:,.0f}, zeta={result.macroturbulence:.2f} "
+        f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s"
+        + (" (R at its upper bound: the data prefer zeta alone)"
+           if result.resolution_at_bound else ""),
+        f"atmosphere:           {result.provenance.get('atmosphere_id', '')}",
+        f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {args.plot}",
+    ])
+    emit(args, d, text)
+    return 0 if result.passes else 1
+
+
+def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("validate-sun", help="synthesise the Sun and compare with UVES "
+                        "(5050-5350 Å): Pearson r, median and p95 |residual|")
+    p.add_argument("--observed", default=_default_uves_sun(),
+                   help="UVES solar spectrum (default: $PHOTOSPHERE_SHARED_DATA or "
+                        "../shared/data, optical/uves_sun_norm.txt)")
+    p.add_argument("--atmosphere", choices=("atlas9", "marcs", "auto"), default="atlas9")
+    p.add_argument("--plot", default="validate-sun.png", help="overlay plot (PNG)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_validate_sun)
+
+
+GRID_REGISTRARS.append(_register_grid_validate_sun)

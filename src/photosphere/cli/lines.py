@@ -1,0 +1,186 @@
+"""``photosphere lines``: the interpretable line-by-line model (clone, fit)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ._common import _add_json, emit
+
+
+def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
+    """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å."""
+    from ..errors import FileFormatError
+    from ..io import read
+
+    spec = read(path)
+    if np.ndim(spec.flux) != 1:
+        raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
+                              "one 1-D spectrum: pass one order (or a 1-D product)")
+    wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
+    sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
+    keep = np.ones(wave.size, bool)
+    if wavelength_min is not None:
+        keep &= wave >= wavelength_min
+    if wavelength_max is not None:
+        keep &= wave <= wavelength_max
+    if keep.sum() < 5:
+        raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
+                              f"Å (file covers {wave.min():.2f}–{wave.max():.2f} Å)")
+    return (wave[keep], flux[keep], sigma[keep] if sigma is not None else None, mask[keep],
+            spec.medium)
+
+
+def _lines_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wavelength-min", type=float, help="first wavelength to use (Å)")
+    p.add_argument("--wavelength-max", type=float, help="last wavelength to use (Å)")
+    p.add_argument("--steps", type=int, default=300, help="Adam epochs per round / stage")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _cmd_lines_clone(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models.lines.clone import clone_spectrum
+    from ..models.lines.model import write_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.synthesize:
+        try:
+            from ..grids.synth.turbospectrum import synthesize
+        except ImportError as exc:
+            from ..errors import DependencyError
+
+            raise DependencyError(f"--synthesize needs photosphere.grids.synth.turbospectrum "
+                                  f"({exc}); clone a spectrum file instead") from None
+        if args.wavelength_min is None or args.wavelength_max is None:
+            from ..errors import UnitsError
+
+            raise UnitsError("--synthesize needs --wavelength-min and --wavelength-max (Å)")
+        teff, logg, feh = args.synthesize
+        synth = synthesize(teff, logg, feh, wavelength_min=args.wavelength_min,
+                           wavelength_max=args.wavelength_max)
+        wave, flux, source = synth.wavelength, synth.flux, f"turbospectrum {teff} {logg} {feh}"
+        medium = "air"
+    elif args.spectrum:
+        wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
+                                                  args.wavelength_max)
+        if mask.any():
+            from ..errors import InvalidSpectrumError
+
+            raise InvalidSpectrumError(
+                f"{args.spectrum}: {int(mask.sum())} masked/NaN pixel(s) in the range to clone "
+                f"(first at {wave[np.argmax(mask)]:.3f} Å); cloning needs a complete spectrum: "
+                "choose a range without them (--wavelength-min/--wavelength-max)")
+        source = args.spectrum
+    else:
+        from ..errors import MissingFileError
+
+        raise MissingFileError("give a SPECTRUM file or --synthesize TEFF LOGG FEH")
+    result = clone_spectrum(wave, flux, prominence=args.prominence, n_steps=args.steps,
+                            n_rounds=args.rounds,
+                            profile=args.profile, progress=not args.no_progress)
+    table = result.model.to_table()
+    table.meta.update({"source": str(source), "residual_rms": result.final.rms,
+                       "medium": medium})
+    write_table(table, args.output)
+    summary = result.summary()
+    summary["output"] = args.output
+    fin = result.final
+    text = (f"cloned {result.model.n_lines} lines from {source} in {result.seconds:.1f} s -> "
+            f"{args.output}\nresidual per pixel: median |r| {fin.median_abs:.4f}, rms "
+            f"{fin.rms:.4f}, p95 {fin.p95_abs:.4f}, max {fin.max_abs:.4f}")
+    emit(args, summary, text)
+    return 0
+
+
+def _cmd_lines_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models.lines.fit import (
+        FitSettings,
+        Observation,
+        fit_lines,
+        fitted_line_table,
+        plot_fit,
+    )
+    from ..models.lines.model import read_line_model, write_table
+    from ..models.lines.telluric import clone_telluric, read_telluric
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
+                                                  args.wavelength_max)
+    obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
+    stellar = read_line_model(args.lines, medium=medium)
+    telluric = None
+    if args.telluric:
+        tw, tt = read_telluric(args.telluric, wavelength_min=wave[0] - 5,
+                               wavelength_max=wave[-1] + 5)
+        telluric, _ = clone_telluric({"all": (tw, tt)}, progress=not args.no_progress)
+    settings = FitSettings(resolution=args.resolution, n_steps=args.steps,
+                           n_global_steps=args.global_steps,
+                           continuum_degree=args.continuum_degree,
+                           fit_line_parameters=not args.fix_lines)
+    result = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=args.rv,
+                       progress=not args.no_progress)
+    table = fitted_line_table(result)
+    summary = result.summary()
+    summary["n_vanished"] = int(table["vanished"].sum())
+    summary["n_telluric_blended"] = int(table["telluric_blended"].sum())
+    if args.output:
+        write_table(table, args.output)
+        summary["output"] = args.output
+    if args.save_model:
+        write_table(stellar.to_table(), args.save_model)
+        summary["model"] = args.save_model
+    if args.plot:
+        plot_fit(result, args.plot)
+        summary["plot"] = args.plot
+    text = (f"fitted {stellar.n_lines} lines to {obs.flux.size} px in {result.seconds:.1f} s\n"
+            f"rv = {result.rv:.3f} km/s, vsini = {result.vsini:.2f} km/s, "
+            f"rms/noise = {result.rms_over_noise:.2f}, chi2/px = {result.chi2_per_pixel:.2f}\n"
+            f"telluric scale {result.telluric_scale or '-'}; vanished lines "
+            f"{summary['n_vanished']}, telluric-blended {summary['n_telluric_blended']}")
+    emit(args, summary, text)
+    return 0
+
+
+def _register_lines(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lines", help="interpretable line-by-line model (clone, fit)")
+    lines_sub = p.add_subparsers(dest="lines_command", metavar="ACTION")
+    lines_sub.required = True
+    c = lines_sub.add_parser("clone", help="clone a normalised spectrum into individual lines")
+    c.add_argument("spectrum", nargs="?", help="normalised spectrum (text or FITS table)")
+    c.add_argument("-o", "--output", required=True, help="line table to write (.ecsv/.fits)")
+    c.add_argument("--synthesize", nargs=3, type=float, metavar=("TEFF", "LOGG", "FEH"),
+                   help="clone a Turbospectrum synthesis instead of a file")
+    c.add_argument("--prominence", type=float, default=0.005,
+                   help="minimum line depth below neighbouring maxima (default 0.005)")
+    c.add_argument("--rounds", type=int, default=2, help="detection + optimisation rounds")
+    c.add_argument("--profile", choices=["pseudo_voigt", "voigt"], default="pseudo_voigt")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    _lines_settings_args(c)
+    _add_json(c)
+    c.set_defaults(func=_cmd_lines_clone)
+    f = lines_sub.add_parser("fit", help="fit cloned lines + RV, vsini, continuum, tellurics")
+    f.add_argument("observed", help="observed spectrum (text or FITS table, any io product)")
+    f.add_argument("--lines", required=True, help="line table from `photosphere lines clone`")
+    f.add_argument("--telluric", help="telluric transmission (TelFit csv or TAPAS ipac)")
+    f.add_argument("--resolution", type=float, default=55000.0, help="instrumental R")
+    f.add_argument("--rv", type=float, help="initial RV (km/s); default: scan ±200 km/s")
+    f.add_argument("--continuum-degree", type=int, default=3)
+    f.add_argument("--global-steps", type=int, default=100,
+                   help="Adam epochs of the first stage (rv, vsini, continuum, tellurics)")
+    f.add_argument("--fix-lines", action="store_true",
+                   help="fit only RV, vsini, continuum and tellurics")
+    f.add_argument("-o", "--output", help="fitted line table (.ecsv/.fits)")
+    f.add_argument("--save-model", help="write the fitted lines as a reusable line table")
+    f.add_argument("--plot", help="figure of data / stellar / telluric / residual (.png/.pdf)")
+    f.add_argument("--threads", type=int, help="torch CPU threads")
+    _lines_settings_args(f)
+    _add_json(f)
+    f.set_defaults(func=_cmd_lines_fit)
