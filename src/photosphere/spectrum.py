@@ -166,6 +166,23 @@ class _SpectrumBase:
                            1.0 / np.where(self.sigma > 0, self.sigma, 1.0) ** 2, 0.0)
         return np.where(self.mask, 0.0, out)
 
+    @classmethod
+    def from_arrays(cls, wavelength, flux, sigma=None, *, mask=None, mask_nonfinite: bool = False,
+                    **kwargs):
+        """Build a spectrum, optionally masking non-finite flux/σ instead of refusing them.
+
+        Keyword arguments are those of the class (medium, meta, flux_unit, ...).
+        """
+        flux = np.asarray(flux, dtype=float)
+        mask = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
+        if mask_nonfinite:
+            mask |= ~np.isfinite(flux)
+            if sigma is not None:
+                sigma = np.asarray(sigma, dtype=float)
+                mask |= ~np.isfinite(sigma)
+                sigma = np.where(np.isfinite(sigma), sigma, np.inf)
+        return cls(wavelength, flux, sigma, mask=mask, **kwargs)
+
     @property
     def masked_fraction(self) -> float:
         return float(np.mean(self.mask))
@@ -233,20 +250,6 @@ class Spectrum(_SpectrumBase):
 
     # Spectrum.ivar is both an InitVar and a property; dataclass stores the InitVar default on the
     # class, so re-attach the property after class creation (below).
-
-    @classmethod
-    def from_arrays(cls, wavelength, flux, sigma=None, *, mask=None, mask_nonfinite: bool = False,
-                    **kwargs) -> Spectrum:
-        """Build a spectrum, optionally masking non-finite flux/σ instead of refusing them."""
-        flux = np.asarray(flux, dtype=float)
-        mask = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
-        if mask_nonfinite:
-            mask |= ~np.isfinite(flux)
-            if sigma is not None:
-                sigma = np.asarray(sigma, dtype=float)
-                mask |= ~np.isfinite(sigma)
-                sigma = np.where(np.isfinite(sigma), sigma, np.inf)
-        return cls(wavelength, flux, sigma, mask=mask, **kwargs)
 
     def __len__(self) -> int:
         return self.flux.shape[0]
@@ -371,19 +374,6 @@ class EchelleSpectrum(_SpectrumBase):
         object.__setattr__(self, "order_numbers", _frozen(orders))
         object.__setattr__(self, "medium", _check_medium(self.medium))
         object.__setattr__(self, "has_uncertainty", known)
-
-    @classmethod
-    def from_arrays(cls, wavelength, flux, sigma=None, *, mask=None, mask_nonfinite: bool = False,
-                    **kwargs) -> EchelleSpectrum:
-        flux = np.asarray(flux, dtype=float)
-        mask = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
-        if mask_nonfinite:
-            mask |= ~np.isfinite(flux)
-            if sigma is not None:
-                sigma = np.asarray(sigma, dtype=float)
-                mask |= ~np.isfinite(sigma)
-                sigma = np.where(np.isfinite(sigma), sigma, np.inf)
-        return cls(wavelength, flux, sigma, mask=mask, **kwargs)
 
     @property
     def n_orders(self) -> int:

@@ -20,24 +20,8 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_path
+from .._json import plain as _plain
 from ..errors import FitError
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe copy: arrays to lists, non-finite floats to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 @dataclass(frozen=True)
