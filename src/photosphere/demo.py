@@ -202,8 +202,9 @@ def format_summary(result: DemoResult) -> str:
         pull = (value - true) / sigma if sigma and np.isfinite(sigma) and sigma > 0 else np.nan
         lines.append(f"{name:8s}{true:10.2f}{value:12.2f}{sigma:10.2f}{pull:14.2f}  "
                      f"{units[name]}")
-    lines.append(f"reduced chi2: {result.chi2_reduced:.3f}; S/N injected {result.snr_injected:.0f},"
-                 f" estimated from the data (DER_SNR) {result.snr_estimated:.0f}")
+    lines.append(f"reduced chi2: {result.chi2_reduced:.3f}; S/N injected {result.snr_injected:.0f} "
+                 f"(continuum), DER_SNR from the data {result.snr_estimated:.0f} (resolved lines "
+                 "add to its noise term, so it reads low)")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     lines.append("files: " + ", ".join(result.files.values()))
     return "\n".join(lines)
