@@ -1,4 +1,4 @@
-"""The demo end to end (real Turbospectrum synthesis of 12 small nodes, then a full fit)."""
+"""The demo end to end: a Turbospectrum star at off-node labels, fitted with the embedded grid."""
 
 import json
 
@@ -7,24 +7,40 @@ import pytest
 from photosphere.cli import main
 from photosphere.demo import TRUTH
 
+# What the embedded grid (steps 250 K, 0.5 dex, 0.5 dex; multilinear) can recover from the
+# off-node star at S/N 150 (docs/grids.md, "The demo"): the measured differences are 4 K, 0.02,
+# 0.01 dex, 0.16 km/s and < 0.01 km/s; the formal sigmas (photon noise only) are smaller.
+TOLERANCE = {"teff": 60.0, "logg": 0.1, "feh": 0.05, "vsini": 0.5, "rv": 0.05}
+
 
 @pytest.mark.slow
 @pytest.mark.turbospectrum
 def test_demo_recovers_the_true_labels(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert "default.h5" in out["model"]
     for name, true in TRUTH.items():
         fitted = out["labels"][name]
-        # within 4 sigma, and sigma is a meaningful (finite, positive) number
-        assert fitted["sigma"] > 0
-        assert abs(fitted["value"] - true) < 4 * fitted["sigma"], name
-    assert 0.8 < out["chi2_reduced"] < 1.25
+        assert fitted["sigma"] > 0, name
+        assert abs(fitted["value"] - true) < TOLERANCE[name], name
+    # the model is not the generator: some misfit, but no gross one
+    assert 0.9 < out["chi2_reduced"] < 1.6
     for path in out["files"].values():
         assert (tmp_path / "demo").joinpath(path.split("/")[-1]).exists()
-    # a rerun reuses the grid it built (the file is not rewritten) and gives the same answer
-    grid = tmp_path / "demo" / "demo-grid.h5"
-    stamp = grid.stat().st_mtime_ns
+    # a rerun reuses the synthesised star (the file is not rewritten) and gives the same answer
+    truth = tmp_path / "demo" / "demo-truth.fits"
+    stamp = truth.stat().st_mtime_ns
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert grid.stat().st_mtime_ns == stamp
+    assert truth.stat().st_mtime_ns == stamp
     assert again["labels"]["teff"]["value"] == pytest.approx(out["labels"]["teff"]["value"])
+
+
+def test_demo_without_turbospectrum_names_the_setup_command(tmp_path, monkeypatch, capsys):
+    import photosphere.grids.synth.build as build
+
+    monkeypatch.setattr(build, "find_installation", lambda: None)
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "`photosphere setup`" in err
+    assert not (tmp_path / "demo").exists()

