@@ -6,10 +6,12 @@ component is a smooth function of the labels, modelled by an independent Gaussia
 squared-exponential kernel (amplitude a_k, one length scale per label, small noise) whose
 hyperparameters maximise the marginal likelihood. A prediction gives the mean spectrum
 ``mu + sum_k w_k(labels) e_k`` and a per-pixel predictive variance
-``sum_k var_k(labels) e_k² + truncation variance`` (the variance the dropped components carry).
-Each component's GP variance is scaled by its leave-one-out calibration factor
-``max(1, mean_i z_i²)``, z_i the standardised leave-one-out residual of node i, so that the
-GP is not more confident than its own cross-validation allows.
+``s² (sum_k var_k(labels) e_k² + basis variance)``, the basis variance being that of the part of
+an unseen spectrum outside the components. The GP variances alone are not calibrated (the
+kernel's smoothness is an assumption and the components' errors are not independent), so one
+factor ``s`` (``sigma_scale_``, stored in the file) is calibrated on the leave-one-out errors of
+the interior nodes: the RMS of error / σ there (docs/grids.md gives the coverage on held-out
+nodes).
 
 Leave-one-out error: the GP leave-one-out predictions have a closed form (Rasmussen & Williams
 2006, eq. 5.12): mu_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii. Each node's spectrum is rebuilt from its
@@ -37,7 +39,7 @@ from .interpolate import out_of_grid_message
 from .store import GridStore
 
 FORMAT = "photosphere-emulator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one calibrated sigma_scale instead of per-component variance scales
 
 
 def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
@@ -52,14 +54,17 @@ def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
     return torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * r2)
 
 
-def _pca(gram: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pca(gram: np.ndarray, resid: np.ndarray,
+         n_keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Principal components (m, n_pix) and variances (m,) of ``resid`` (N, n_pix) from its Gram
-    matrix ``resid @ resid.T`` (cheaper than an SVD when N < n_pix), strongest first."""
+    matrix ``resid @ resid.T`` (cheaper than an SVD when N < n_pix), strongest first; only the
+    first ``n_keep`` components are formed (all variances are returned)."""
     var, u = np.linalg.eigh(gram)
     order = np.argsort(var)[::-1]
     var, u = np.clip(var[order], 0, None), u[:, order]
-    good = var > var[0] * 1e-14
-    return (u[:, good].T @ resid) / np.sqrt(var[good])[:, None], var[good]
+    var = var[var > var[0] * 1e-14]
+    m = var.size if n_keep is None else min(n_keep, var.size)
+    return (u[:, :m].T @ resid) / np.sqrt(var[:m])[:, None], var
 
 
 class PCAGPEmulator:
@@ -125,7 +130,7 @@ class PCAGPEmulator:
         mean = flux.mean(axis=0)
         resid = flux - mean
         gram = resid @ resid.T
-        vt, var = _pca(gram, resid)
+        vt, var = _pca(gram, resid, self.max_components)
         if self.n_components is None:
             frac = np.cumsum(var) / var.sum()
             k = int(np.searchsorted(frac, self.variance_fraction) + 1)
@@ -159,8 +164,7 @@ class PCAGPEmulator:
         out = np.empty((sampled.size, resid.shape[1]))
         for row, i in enumerate(sampled):
             keep = np.arange(n) != i
-            comps, _ = _pca(gram[np.ix_(keep, keep)], resid[keep])
-            comps = comps[:k]
+            comps, _ = _pca(gram[np.ix_(keep, keep)], resid[keep], k)
             out[row] = resid[i] - (comps @ resid[i]) @ comps
         return out, sampled
 
@@ -223,22 +227,39 @@ class PCAGPEmulator:
 
     def _leave_one_out(self, flux: np.ndarray, basis_residual: np.ndarray,
                        sampled: np.ndarray) -> None:
-        """Per-pixel leave-one-out error: GP weights of node i predicted without it (closed form,
-        all nodes), plus, on the sampled nodes, the part of node i outside a basis without it."""
+        """Per-pixel leave-one-out error and the calibration of the predictive σ.
+
+        The error of node i: its GP weights predicted without it (closed form, all nodes), plus,
+        on the sampled nodes, the part of its spectrum outside a basis built without it. Its
+        predictive variance is the leave-one-out GP variance (1/[K⁻¹]_ii less the noise term)
+        through the squared components plus the basis-error variance. ``sigma_scale_`` is the
+        RMS of error / σ over the pixels of the sampled nodes that lie inside the grid on every
+        axis: the factor that gives their standardised leave-one-out errors unit variance.
+        (Nodes on the grid's faces are left out: without them the emulator extrapolates, which is
+        not how it is used. Held-out interior nodes then fall within 1σ / 2σ near 68 % / 95 %:
+        tests/grids/test_grid_emulator.py, docs/grids.md.)
+        """
         # diag of K⁻¹ per component, one at a time (a (k, N, N) inverse is large for big grids)
         diag = torch.stack([torch.diagonal(torch.cholesky_inverse(L)) for L in self._L])
         y = torch.as_tensor(self.train_weights_.T)
         w_loo = (y - self._alpha / diag).T.numpy()  # (N, k)
-        # LOO calibration: z = (y_i - mu_-i) / sigma_-i = alpha_i / sqrt([K⁻¹]_ii) should have
-        # unit variance; where it is larger the GP is overconfident, so its variance is inflated
-        z2 = (self._alpha ** 2 / diag).mean(dim=1).numpy()
-        self.variance_scale_ = np.maximum(z2, 1.0)
-        self._scale = torch.as_tensor(self.variance_scale_)
         in_basis = (w_loo - self.train_weights_) @ self.components_  # (N, n_pix)
         err = in_basis[sampled] + basis_residual
+        noise = np.exp(2 * self.log_noise_)[:, None]
+        var_w = np.clip(1.0 / diag.numpy() - noise, 0.0, None).T[sampled]  # (m, k)
+        sigma = np.sqrt(var_w @ self.components_ ** 2 + self.truncation_variance_)
+        z = err / np.maximum(sigma, 1e-300)
+        inner = self._interior(sampled)
+        scale = float(np.sqrt(np.mean(z[inner] ** 2 if inner.any() else z ** 2)))
+        self.sigma_scale_ = scale if np.isfinite(scale) and scale > 0 else 1.0
         self.loo_rms_error_ = np.sqrt((err ** 2).mean(axis=0))
         self.loo_abs_error_median_ = float(np.median(np.abs(err)))
         self.loo_abs_error_p95_ = float(np.percentile(np.abs(err), 95))
+
+    def _interior(self, rows: np.ndarray) -> np.ndarray:
+        """Which training nodes ``rows`` lie strictly inside the label bounds on every axis."""
+        x = self.train_labels_[rows]
+        return np.all((x > 1e-9) & (x < 1 - 1e-9), axis=1)
 
     # ------------------------------------------------------------------ prediction
     @property
@@ -279,7 +300,7 @@ class PCAGPEmulator:
         mean = (ks * self._alpha[:, None, :]).sum(-1).T
         v = torch.linalg.solve_triangular(self._L, ks.transpose(1, 2), upper=False)  # (k, N, B)
         var = (torch.exp(2 * self._la)[:, None] - (v ** 2).sum(1)).clamp_min(0.0)
-        return mean, (var * self._scale[:, None]).T
+        return mean, var.T
 
     def predict(self, labels) -> torch.Tensor:
         """labels (..., d) physical -> (..., n_pix) normalised flux, float64, differentiable."""
@@ -291,10 +312,13 @@ class PCAGPEmulator:
     __call__ = predict
 
     def predict_variance(self, labels) -> torch.Tensor:
-        """labels (..., d) -> (..., n_pix) predictive variance of the normalised flux."""
+        """labels (..., d) -> (..., n_pix) predictive variance of the normalised flux: the GP
+        weight variances through the squared components plus the basis-error variance, times
+        ``sigma_scale_²`` (calibrated on leave-one-out errors, see :meth:`_leave_one_out`)."""
         batch = tuple(torch.as_tensor(labels).shape[:-1])
         _, var = self.predict_weights(labels)
-        return (var @ self._comps ** 2 + self._trunc).reshape(*batch, -1)
+        var = (var @ self._comps ** 2 + self._trunc) * self.sigma_scale_ ** 2
+        return var.reshape(*batch, -1)
 
     def observe(self, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
                 epsilon: float = 0.6) -> torch.Tensor:
@@ -315,6 +339,7 @@ class PCAGPEmulator:
                 "loo_abs_error_median": self.loo_abs_error_median_,
                 "loo_abs_error_p95": self.loo_abs_error_p95_,
                 "loo_rms_error_max": float(np.max(self.loo_rms_error_)),
+                "sigma_scale": self.sigma_scale_,
                 "truncation_rms_max": float(np.sqrt(np.max(self.truncation_variance_)))}
 
     def save(self, path: str | Path) -> Path:
@@ -329,6 +354,7 @@ class PCAGPEmulator:
                 "velocity_step": self.velocity_step, "grid": getattr(self, "grid_path_", ""),
                 "loo_abs_error_median": self.loo_abs_error_median_,
                 "loo_abs_error_p95": self.loo_abs_error_p95_,
+                "sigma_scale": self.sigma_scale_,
                 "settings": json.dumps({"n_components": self.n_components,
                                         "variance_fraction": self.variance_fraction,
                                         "max_components": self.max_components,
@@ -340,8 +366,7 @@ class PCAGPEmulator:
                 f.create_dataset(name, data=getattr(self, name))
             for name in ("mean_spectrum_", "components_", "truncation_variance_",
                          "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
-                         "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
-                         "variance_scale_"):
+                         "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_"):
                 f.create_dataset(name.rstrip("_"), data=getattr(self, name),
                                  compression="gzip", shuffle=True)
         return path
@@ -357,6 +382,12 @@ class PCAGPEmulator:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise CheckpointError(f"{path} is not a photosphere emulator file")
+                version = int(f.attrs.get("format_version", -1))
+                if version != FORMAT_VERSION:
+                    raise CheckpointError(
+                        f"emulator file {path} has format version {version}, this photosphere "
+                        f"reads version {FORMAT_VERSION}; train it again with `photosphere grid "
+                        "emulator train GRID -o OUT.h5`")
                 settings = json.loads(f.attrs["settings"])
                 em = cls(**settings)
                 em.label_names = tuple(json.loads(f.attrs["label_names"]))
@@ -366,11 +397,11 @@ class PCAGPEmulator:
                 em.grid_path_ = str(f.attrs["grid"])
                 em.loo_abs_error_median_ = float(f.attrs["loo_abs_error_median"])
                 em.loo_abs_error_p95_ = float(f.attrs["loo_abs_error_p95"])
+                em.sigma_scale_ = float(f.attrs["sigma_scale"])
                 em.wavelength = f["wavelength"][:]
                 for name in ("mean_spectrum_", "components_", "truncation_variance_",
                              "train_labels_", "train_weights_", "log_amplitude_", "log_length_",
-                             "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_",
-                             "variance_scale_"):
+                             "log_noise_", "label_offset_", "label_scale_", "loo_rms_error_"):
                     setattr(em, name, f[name.rstrip("_")][:])
         except CheckpointError:
             raise
@@ -378,7 +409,6 @@ class PCAGPEmulator:
             raise CheckpointError(f"emulator file {path} is corrupt or incomplete ({exc}); "
                                   "train it again") from None
         em._condition()
-        em._scale = torch.as_tensor(em.variance_scale_)
         return em
 
 
