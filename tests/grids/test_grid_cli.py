@@ -111,3 +111,33 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys, monkeypatch):
                      str(tmp_path / "s.fits")]) == 2
     assert "gfortran" in capsys.readouterr().err
     assert not (tmp_path / "s.fits").exists()
+
+
+def test_info_of_the_embedded_grid_json(capsys):
+    assert cli.main(["grid", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "default" and info["n_present"] == info["n_nodes"] == 702
+    assert info["labels"]["teff"] == {"min": 4000.0, "max": 7000.0, "step": 250.0, "n": 13,
+                                      "unit": "K"}
+    assert (info["labels"]["logg"]["min"], info["labels"]["logg"]["max"],
+            info["labels"]["logg"]["step"]) == (1.0, 5.0, 0.5)
+    assert (info["labels"]["feh"]["min"], info["labels"]["feh"]["max"],
+            info["labels"]["feh"]["step"]) == (-2.0, 0.5, 0.5)
+    lo, hi = info["wavelength_range"]
+    assert lo == pytest.approx(5050.0) and 5350.0 <= hi < 5350.1
+
+
+def test_bad_grid_input_exits_2_and_names_the_problem(built, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "s.fits"
+    assert cli.main(["grid", "synth", "--grid", str(built), "--teff", "2500", "--logg", "3.5",
+                     "-o", str(out)]) == 2
+    assert "teff=2500 is outside the grid (5500-6500 K)" in capsys.readouterr().err
+    assert not out.exists()
+    half = tmp_path / "half.h5"
+    half.write_bytes(built.read_bytes()[: built.stat().st_size // 2])
+    assert cli.main(["grid", "info", str(half)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert cli.main(["grid", "synth", "--grid", str(half), "--teff", "6000", "--logg", "3.5",
+                     "-o", str(out)]) == 2
+    assert "corrupt" in capsys.readouterr().err and not out.exists()
