@@ -79,6 +79,7 @@ def test_emulator_train_and_synth_from_grid(built, tmp_path, capsys):
                      "--iterations", "5", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_training_nodes"] == 6 and summary["loo_abs_error_p95"] >= 0
+    assert summary["sigma_scale"] > 0
     out = tmp_path / "s.ecsv"
     assert cli.main(["grid", "synth", "--grid", str(built), "--teff", "5800", "--logg", "3.5",
                      "-o", str(out), "--json"]) == 0

@@ -130,7 +130,8 @@ def _cmd_grid_emulator_train(args: argparse.Namespace) -> int:
     s = {**em.summary(), "path": str(args.output)}
     emit(args, s, f"wrote {args.output}: {s['n_components']} components, "
                   f"{s['n_training_nodes']} nodes; leave-one-out |error| median "
-                  f"{s['loo_abs_error_median']:.2e}, 95th percentile {s['loo_abs_error_p95']:.2e}")
+                  f"{s['loo_abs_error_median']:.2e}, 95th percentile {s['loo_abs_error_p95']:.2e}"
+                  f"; σ calibration factor {s['sigma_scale']:.3f}")
     return 0
 
 
