@@ -102,6 +102,7 @@ def test_basis_leave_one_out_matches_an_explicit_svd(rng):
         np.testing.assert_allclose(out[row], expected, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_sigma_is_calibrated_on_held_out_nodes_of_the_embedded_grid():
     """Nodes of the real embedded grid held out of training (interior, odd index along every
     axis, neighbours kept): the calibrated σ covers about 68 % / 95 % of their pixel errors."""
