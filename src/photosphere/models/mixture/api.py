@@ -105,11 +105,41 @@ def simulate(model, truth: Mapping[str, float], wavelength, *, resolution=None,
 @dataclass(frozen=True)
 class MixtureFit:
     """Outcome of :func:`fit_mixture`: the two-component ``result`` (least squares, or MCMC when
-    asked), the ``single`` star fit, and the ``model``."""
+    asked), the ``single`` star fit, the ``model``, and the parameter boxes of both fits
+    (``bounds``, ``single_bounds``: ``{name: (low, high)}``, physical units)."""
 
     result: Result
     single: Result
     model: SpotModel | BinaryModel
+    bounds: dict[str, tuple[float, float]]
+    single_bounds: dict[str, tuple[float, float]]
+
+    def compare(self):
+        """:class:`~.selection.ModelComparison` of the single-star and two-component fits."""
+        from .selection import compare_models
+
+        return compare_models(self.single, self.result, self.single_bounds, self.bounds)
+
+    def derived(self, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+        """Draws of the light fraction (and rv_b for a binary); see :func:`.selection.derived`."""
+        from .selection import derived
+
+        return derived(self.model, self.result, self.bounds, n, seed)
+
+    def corner(self, path=None, truths: Mapping[str, float] | None = None, names=None):
+        """Corner plot with the derived light fraction; see :func:`.selection.corner_plot`."""
+        from .selection import corner_plot
+
+        return corner_plot(self.model, self.result, self.bounds, path, truths, names)
+
+    def to_dict(self) -> dict:
+        """The ``--json`` document: both fits, the comparison and the light fraction."""
+        light = {k: {"median": float(np.median(v)),
+                     "sigma": float(0.5 * np.diff(np.percentile(v, [15.865, 84.135]))[0])}
+                 for k, v in self.derived().items()}
+        return {"model": repr(self.model), "mixture": self.result.to_dict(),
+                "single": self.single.to_dict(), "derived": light,
+                "comparison": self.compare().to_dict()}
 
 
 def _chain(model, observation, *, resolution, continuum_degree, rv_bounds, vsini_bounds,
@@ -225,7 +255,11 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
         result = sample(model, observation, initial=result, fixed=fixed, chain=chain,
                         n_walkers=n_walkers, n_steps=n_steps, seed=seed, progress=progress,
                         source=source)
-    return MixtureFit(result=result, single=single, model=model)
+    single_bounds = {**model.grid.bounds, "vsini": tuple(vsini_bounds),
+                     **{n: tuple(single.provenance["rv_bounds"]) for n in single.free
+                        if n.startswith("rv")}}
+    return MixtureFit(result=result, single=single, model=model, bounds=dict(chain.bounds),
+                      single_bounds=single_bounds)
 
 
 __all__ = ["MODES", "MixtureFit", "check_distinct", "fit_mixture", "make_model", "simulate"]
