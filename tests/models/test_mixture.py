@@ -17,6 +17,7 @@ from photosphere.models.mixture.api import check_distinct, fit_mixture, make_mod
 from photosphere.models.mixture.epochs import EpochChain
 from photosphere.models.mixture.flux_ratio import (
     ChunkAverager,
+    ContinuumTable,
     MeanFluxTable,
     log_planck,
     mix_normalised,
@@ -60,7 +61,7 @@ def test_absolute_mixture_equals_mixed_absolute_fluxes(grid):
     cont = ((1 - c) * grid.predict_continuum(x1).double()
             + c * grid.predict_continuum(x2).double())
     np.testing.assert_allclose(model.predict(_spot_labels(model, c)).numpy(),
-                               (f / cont).numpy(), rtol=1e-6)
+                               (f / cont).numpy(), rtol=2e-5)
 
 
 @pytest.mark.parametrize("ratio", ["absolute", "blackbody", "mean_flux"])
@@ -107,6 +108,17 @@ def test_mean_flux_table_is_exact_at_nodes_and_smooth(grid):
     smooth = torch.exp(table.log_mean_flux(teff)).numpy()
     assert np.all(smooth[1] < 0.5 * (smooth[0] + smooth[2]))
     np.testing.assert_allclose(smooth[1], grid.predict_mean_flux(teff[1]).numpy(), rtol=0.03)
+
+
+def test_continuum_table_is_exact_at_nodes_and_below_the_chord(grid):
+    table = ContinuumTable(grid)
+    node = torch.tensor([[4500.0, 4.5, 0.0], [5500.0, 4.0, -0.5]], dtype=torch.float64)
+    np.testing.assert_allclose(table.continuum(node).numpy(),
+                               grid.predict_continuum(node).double().numpy(), rtol=2e-5)
+    np.testing.assert_allclose(table.log_ratio(node, node).numpy(), 0.0, atol=1e-12)
+    mid = torch.tensor([[4125.0, 4.5, 0.0]], dtype=torch.float64)
+    smooth, chord = table.continuum(mid).numpy(), grid.predict_continuum(mid).double().numpy()
+    assert np.all(smooth < chord) and np.all(smooth > 0.95 * chord)
 
 
 def test_chunk_averager_round_trips_constants(grid):

@@ -8,9 +8,12 @@ mixture ``F = (1 − c) F₁ + c F₂`` normalised by its own continuum is exact
 so a method for the flux ratio is a way to get ``r`` at every model pixel. Three are provided
 (issue 8; Starfish's "mixture model mode" defines ``q_m = f̄₂ / f̄₁`` per order m):
 
-``"absolute"`` (method 1)
-    Mix absolute fluxes: ``r = C₂ / C₁`` from the grid's interpolated continua. Nothing is
-    approximated beyond the grid interpolation itself; the reference for the others.
+``"absolute"`` (method 1, the default)
+    Mix absolute fluxes: ``r = C₂ / C₁`` from the grid's continua, per pixel. Nothing is
+    approximated beyond the grid interpolation itself; the reference for the others. The
+    continua are interpolated smoothly between nodes (:class:`ContinuumTable`: ``ln C − ln B``
+    multilinear), which tracks Turbospectrum at mid-cell temperatures several times better than
+    the chord of the grid's linear interpolation (docs/mixtures.md); at nodes both are exact.
 ``"blackbody"`` (method 2)
     ``r = B_λ(Teff₂) / B_λ(Teff₁)`` per pixel. Ignores line blanketing and the H⁻ opacity's
     departure from a black body; fails worst where molecular bands dominate (not in this grid).
@@ -28,6 +31,8 @@ so a method for the flux ratio is a way to get ``r`` at every model pixel. Three
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -106,54 +111,102 @@ class ChunkAverager:
         return y @ self._expand.to(y.dtype)
 
 
-class MeanFluxTable:
-    """``ln F̄_m(θ)`` per chunk, smooth between grid nodes (method 3's table).
+class _PlanckResidualTable:
+    """A per-node table of ``ln X`` (``(n_nodes, K)``, X > 0: a continuum, a chunk-mean flux)
+    interpolated smoothly: ``ln X − ln P(Teff)`` multilinearly with the grid's own cell locator
+    (holes included), ``ln P`` analytically at the requested Teff. ``log_planck(T (B,)) ->
+    (B, K)``: the log of the Planck function sampled like X (at its wavelengths, or averaged over
+    its chunks) over its value at 5000 K (any constant cancels). Exact at the nodes."""
 
-    interpolator: the component grid (a :class:`~photosphere.grids.interpolate.GridInterpolator`
-    whose store has ``mean_flux``). The per-node table is ``ln F̄_m − ln B̄_m(Teff)`` (B̄_m: the
-    Planck function averaged over chunk m's pixels); ``log_mean_flux(θ (..., n_labels))``
-    returns ``(..., n_chunks)`` = that residual interpolated multilinearly (the grid's own cell
-    locator, holes included) + ``ln B̄_m(Teff)`` evaluated analytically at θ.
-    """
-
-    def __init__(self, interpolator, averager: ChunkAverager):
+    def __init__(self, interpolator, values: np.ndarray, present: np.ndarray,
+                 log_planck: Callable[[torch.Tensor], torch.Tensor]):
         if "teff" not in interpolator.label_names:
-            raise ModelError("the mean-flux ratio needs a grid with a teff axis")
-        with GridStore.open(interpolator.path) as store:
-            mean_flux = store.mean_flux_all()                            # (n_nodes, n_chunks)
-            axes = [np.asarray(a, float) for a in store.axes.values()]
-            present = store.present.ravel()
+            raise ModelError("a smooth flux table needs a grid with a teff axis")
         self._teff_index = interpolator.label_names.index("teff")
         self.locator = interpolator.locator
-        self.wavelength = np.asarray(interpolator.wavelength, float)
-        self.averager = averager
+        self.log_planck = log_planck
+        axes = [a.numpy() for a in interpolator.locator.axes]
         nodes_teff = np.meshgrid(*axes, indexing="ij")[self._teff_index].ravel()
-        residual = np.zeros_like(mean_flux)
-        ok = present & np.all(mean_flux > 0, axis=-1)
-        residual[ok] = np.log(mean_flux[ok]) - self._log_planck_mean(nodes_teff[ok])
+        residual = np.zeros(values.shape, float)
+        ok = present & np.all(values > 0, axis=-1)
+        with torch.no_grad():
+            planck = self.log_planck(torch.as_tensor(nodes_teff[ok], dtype=torch.float64))
+        residual[ok] = np.log(values[ok]) - planck.numpy()
         self._residual = torch.as_tensor(residual, dtype=torch.float64)
 
-    def _log_planck_mean(self, teff: np.ndarray) -> np.ndarray:
-        """``ln B̄_m(T)`` (numpy, ``(n, n_chunks)``) for the table."""
-        b = np.exp(log_planck(self.wavelength, teff) - log_planck(self.wavelength,
-                                                                  np.array(5000.0)))
-        return np.log(self.averager.mean(torch.as_tensor(b)).numpy())
-
-    def log_planck_mean(self, teff: torch.Tensor) -> torch.Tensor:
-        """``ln B̄_m(T)`` differentiable: teff ``(B,)`` -> ``(B, n_chunks)``."""
-        wave = torch.as_tensor(self.wavelength, dtype=torch.float64)
-        ref = C2_ANGSTROM_K / (wave * 5000.0)
-        x = C2_ANGSTROM_K / (wave * teff[:, None])
-        return torch.log(self.averager.mean(torch.expm1(ref) / torch.expm1(x)))
-
-    def log_mean_flux(self, labels: torch.Tensor) -> torch.Tensor:
+    def log_value(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels ``(..., n_labels)`` -> ``(..., K)`` interpolated ``ln X``."""
         x = torch.as_tensor(labels, dtype=torch.float64)
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         idx, w = self.locator.locate(x)
-        res = (w[..., None] * self._residual[idx]).sum(-2)
-        out = res + self.log_planck_mean(x[:, self._teff_index])
+        out = (w[..., None] * self._residual[idx]).sum(-2) + self.log_planck(
+            x[:, self._teff_index])
         return out.reshape(*batch, out.shape[-1])
+
+
+def _planck_over_5000(wavelength: torch.Tensor, teff: torch.Tensor) -> torch.Tensor:
+    """``B_λ(T) / B_λ(5000 K)``: wavelength ``(K,)`` Å, teff ``(B,)`` -> ``(B, K)``."""
+    return planck_ratio(wavelength, torch.full_like(teff, 5000.0), teff)
+
+
+class MeanFluxTable(_PlanckResidualTable):
+    """``ln F̄_m(θ)`` per chunk, smooth between grid nodes (method 3's table).
+
+    interpolator: the component grid (a :class:`~photosphere.grids.interpolate.GridInterpolator`
+    whose store has ``mean_flux``); averager: its chunks. ``ln F̄_m − ln B̄_m(Teff)`` (B̄_m: the
+    Planck function averaged over chunk m's pixels) is interpolated multilinearly;
+    ``log_mean_flux(θ (..., n_labels)) -> (..., n_chunks)``.
+    """
+
+    def __init__(self, interpolator, averager: ChunkAverager):
+        self.averager = averager
+        self._wave = torch.as_tensor(np.asarray(interpolator.wavelength, float),
+                                     dtype=torch.float64)
+        with GridStore.open(interpolator.path) as store:
+            values, present = store.mean_flux_all(), store.present.ravel()
+        super().__init__(interpolator, values, present, self._log_planck)
+
+    def _log_planck(self, teff: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.averager.mean(_planck_over_5000(self._wave, teff)))
+
+    log_mean_flux = _PlanckResidualTable.log_value
+
+
+class ContinuumTable(_PlanckResidualTable):
+    """``ln C(λ; θ)`` at the grid's coarse continuum wavelengths, smooth between nodes.
+
+    The grid interpolator interpolates the continuum *linearly* between nodes; since C rises
+    like a Wien tail with Teff, the chord overestimates it between nodes (by up to ~2 % at
+    4000-4250 K, 5200 Å; see docs/mixtures.md). Here ``ln C − ln B_λ(Teff)`` is interpolated
+    instead. ``log_ratio(θ₁, θ₂) -> (..., n_pix)``: ``ln C₂/C₁`` on the full pixel grid (the
+    coarse log ratio interpolated linearly in ln λ, as the grid expands its continuum).
+    """
+
+    def __init__(self, interpolator):
+        with GridStore.open(interpolator.path) as store:
+            values, present = store.continuum_coarse(), store.present.ravel()
+            coarse = np.asarray(store.continuum_wavelength, float)
+        self._wave = torch.as_tensor(coarse, dtype=torch.float64)
+        super().__init__(interpolator, values, present, self._log_planck)
+        xc, x = np.log(coarse), np.log(np.asarray(interpolator.wavelength, float))
+        k = np.clip(np.searchsorted(xc, x, side="right") - 1, 0, xc.size - 2)
+        self._k = torch.as_tensor(k)
+        self._a = torch.as_tensor((x - xc[k]) / (xc[k + 1] - xc[k]), dtype=torch.float64)
+
+    def _log_planck(self, teff: torch.Tensor) -> torch.Tensor:
+        return torch.log(_planck_over_5000(self._wave, teff))
+
+    def log_ratio(self, labels_1: torch.Tensor, labels_2: torch.Tensor) -> torch.Tensor:
+        coarse = self.log_value(labels_2) - self.log_value(labels_1)
+        left, right = coarse[..., self._k], coarse[..., self._k + 1]
+        return left + self._a * (right - left)
+
+    def continuum(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(..., n_pix)`` continuum erg/s/cm²/Å (smooth in Teff; for comparisons)."""
+        coarse = self.log_value(labels)
+        left, right = coarse[..., self._k], coarse[..., self._k + 1]
+        return torch.exp(left + self._a * (right - left))
 
 
 def mean_flux_ratio(table: MeanFluxTable, labels_1: torch.Tensor, labels_2: torch.Tensor
@@ -180,6 +233,6 @@ def light_fraction(ratio: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
     return c * ratio / ((1.0 - c) + c * ratio)
 
 
-__all__ = ["RATIO_METHODS", "ChunkAverager", "MeanFluxTable", "check_ratio_method",
-           "light_fraction", "log_planck", "mean_flux_ratio", "mix_normalised",
-           "planck_ratio"]
+__all__ = ["RATIO_METHODS", "ChunkAverager", "ContinuumTable", "MeanFluxTable",
+           "check_ratio_method", "light_fraction", "log_planck", "mean_flux_ratio",
+           "mix_normalised", "planck_ratio"]

@@ -32,6 +32,7 @@ from ...ops.doppler import doppler_factor
 from ...ops.rotation import rotational_broaden
 from .flux_ratio import (
     ChunkAverager,
+    ContinuumTable,
     MeanFluxTable,
     check_ratio_method,
     light_fraction,
@@ -84,6 +85,7 @@ class _TwoComponent:
         self._wave_t = torch.as_tensor(self.wavelength, dtype=DTYPE)
         self.averager = ChunkAverager(self.wavelength, grid.chunk_edges)
         self._table = MeanFluxTable(grid, self.averager) if ratio == "mean_flux" else None
+        self._continua = ContinuumTable(grid) if ratio == "absolute" else None
         self.grid_bounds = dict(grid.bounds)
 
     # ------------------------------------------------------------------ pieces
@@ -99,9 +101,7 @@ class _TwoComponent:
         """``r = C₂/C₁`` per pixel ``(B, n_pix)`` by this model's method (rest frame, intrinsic
         spectra ``n_1, n_2`` before any broadening)."""
         if self.ratio == "absolute":
-            c1 = self.grid.predict_continuum(labels_1).to(DTYPE)
-            c2 = self.grid.predict_continuum(labels_2).to(DTYPE)
-            return c2 / c1
+            return torch.exp(self._continua.log_ratio(labels_1, labels_2))
         t = self.grid.label_names.index("teff")
         if self.ratio == "blackbody":
             return planck_ratio(self._wave_t, labels_1[:, t], labels_2[:, t])
