@@ -13,7 +13,8 @@ On grid nodes method 1 is exact (up to the stored continuum's reduction); betwee
 method interpolates, so the ``on_node=False`` rows (Teff half-way between nodes) measure the
 methods' disagreement, not an error against the truth. ``--synth`` adds that truth at a few
 mid-cell temperatures: Turbospectrum spectra (≈12 CPU-s each) whose chunk-mean absolute flux
-is compared with the linear interpolation of F̄ (method 1) and the smooth table (method 3).
+and continuum are compared with the grid's linear interpolation and with the smooth tables
+(ln X − ln B multilinear: MeanFluxTable for method 3, ContinuumTable for method 1).
 
 Writes an ECSV table and a PNG plot (atomically); prints a summary.
 
@@ -37,6 +38,7 @@ from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
 from photosphere.models.mixture.flux_ratio import (
     ChunkAverager,
+    ContinuumTable,
     MeanFluxTable,
     mean_flux_ratio,
     mix_normalised,
@@ -59,6 +61,7 @@ def pairs(teff_axis: np.ndarray) -> list[tuple[float, float, bool]]:
 def compare(grid: GridInterpolator, logg: float, feh: float) -> dict[str, np.ndarray]:
     averager = ChunkAverager(grid.wavelength, grid.chunk_edges)
     table = MeanFluxTable(grid, averager)
+    continua = ContinuumTable(grid)
     wave = torch.as_tensor(grid.wavelength, dtype=torch.float64)
     teff_axis = grid.locator.axes[grid.label_names.index("teff")].numpy()
     rows: dict[str, list] = {k: [] for k in (
@@ -75,7 +78,7 @@ def compare(grid: GridInterpolator, logg: float, feh: float) -> dict[str, np.nda
         x1, x2 = labels(t1), labels(t2)
         with torch.no_grad():
             n1, n2 = grid.predict(x1).double(), grid.predict(x2).double()
-            c1, c2 = grid.predict_continuum(x1).double(), grid.predict_continuum(x2).double()
+            c1, c2 = continua.continuum(x1), continua.continuum(x2)
             r1 = c2 / c1
             r2 = planck_ratio(wave, x1[:, 0], x2[:, 0])
             q = mean_flux_ratio(table, x1, x2)
@@ -109,7 +112,9 @@ def synth_truth(grid: GridInterpolator, logg: float, feh: float, teffs: list[flo
 
     averager = ChunkAverager(grid.wavelength, grid.chunk_edges)
     table = MeanFluxTable(grid, averager)
-    out: dict[str, list] = {"teff": [], "chunk": [], "err_linear": [], "err_smooth": []}
+    continua = ContinuumTable(grid)
+    out: dict[str, list] = {k: [] for k in ("teff", "chunk", "err_linear", "err_smooth",
+                                             "cont_err_linear", "cont_err_smooth")}
     for teff in tqdm(teffs, desc="synthesis", file=sys.stderr):
         s = synthesize(teff, logg, feh, alpha=grid.fixed_labels.get("alpha", 0.0),
                        vmic=grid.fixed_labels.get("vmic", 1.0),
@@ -117,16 +122,22 @@ def synth_truth(grid: GridInterpolator, logg: float, feh: float, teffs: list[flo
                        wavelength_max=float(grid.wavelength[-1]) + 1.0)
         absolute = rebin(s.wavelength, s.flux * s.continuum, grid.wavelength)
         truth = chunk_means(grid.wavelength, absolute, grid.chunk_edges)
+        cont_truth = chunk_means(grid.wavelength, rebin(s.wavelength, s.continuum,
+                                                        grid.wavelength), grid.chunk_edges)
         x = torch.tensor([[{"teff": teff, "logg": logg, "feh": feh}[n]
                            for n in grid.label_names]], dtype=torch.float64)
         with torch.no_grad():
             linear = grid.predict_mean_flux(x).double().numpy()[0]
             smooth = torch.exp(table.log_mean_flux(x)).numpy()[0]
+            cont_linear = averager.mean(grid.predict_continuum(x).double()).numpy()[0]
+            cont_smooth = averager.mean(continua.continuum(x)).numpy()[0]
         for m in range(len(truth)):
             out["teff"].append(teff)
             out["chunk"].append(m)
             out["err_linear"].append(linear[m] / truth[m] - 1)
             out["err_smooth"].append(smooth[m] / truth[m] - 1)
+            out["cont_err_linear"].append(cont_linear[m] / cont_truth[m] - 1)
+            out["cont_err_smooth"].append(cont_smooth[m] / cont_truth[m] - 1)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -196,14 +207,14 @@ def main(argv=None) -> int:
         axis = grid.locator.axes[grid.label_names.index("teff")].numpy()
         mids = list(0.5 * (axis[1:] + axis[:-1])[::2])
         truth = synth_truth(grid, args.logg, args.feh, mids)
-        print("\nmid-cell truth (Turbospectrum): chunk-mean absolute flux, interpolated / true − 1")
-        print("teff     linear F̄ (method 1)  median |err|   max |err|   smooth ln F̄ (method 3) "
-              "median   max")
+        print("\nmid-cell truth (Turbospectrum), chunk means, |interpolated / true − 1| "
+              "median / max over chunks [%]")
+        print("  teff   F̄ linear      F̄ smooth      C linear      C smooth")
         for t in mids:
             s = truth["teff"] == t
-            a, b = np.abs(truth["err_linear"][s]) * 100, np.abs(truth["err_smooth"][s]) * 100
-            print(f"{t:6.0f}   {np.median(a):18.3f} % {a.max():10.3f} %   "
-                  f"{np.median(b):20.3f} % {b.max():7.3f} %")
+            cols = [np.abs(truth[k][s]) * 100 for k in ("err_linear", "err_smooth",
+                                                         "cont_err_linear", "cont_err_smooth")]
+            print(f"{t:6.0f}" + "".join(f"  {np.median(c):5.3f}/{c.max():5.3f}" for c in cols))
         with atomic_path(out.parent / (out.name + "_synth.ecsv"), suffix=".ecsv") as tmp:
             Table(truth).write(tmp, format="ascii.ecsv", overwrite=True)
     print(f"\nwrote {out.with_suffix('.ecsv')} and {out.with_suffix('.png')} "

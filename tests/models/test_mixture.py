@@ -187,8 +187,15 @@ def test_filling_factor_outside_unit_interval_is_refused(grid):
 
 def test_spot_outside_grid_is_named(grid):
     model = SpotModel(grid)
-    with pytest.raises(OutOfGridError, match=r"spots.*teff=3500"):
+    with pytest.raises(OutOfGridError, match=r"the spots: teff_spot=3500 is outside the grid "
+                                             r"\(4000-7000 K\).*fix teff_spot"):
         model.predict(_spot_labels(model, 0.2, teff_spot=3500.0))
+    binary = BinaryModel(grid)
+    x = binary.labels_tensor(teff_a=6000.0, logg_a=4.3, feh_a=0.0, vsini_a=5.0, teff_b=5000.0,
+                             logg_b=5.5, feh_b=0.0, vsini_b=5.0, radius_ratio=0.5,
+                             delta_rv=10.0)
+    with pytest.raises(OutOfGridError, match=r"star b: logg_b=5\.5 is outside"):
+        binary.predict(x)
 
 
 def test_spot_must_be_cooler(grid):

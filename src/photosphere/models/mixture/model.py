@@ -24,6 +24,8 @@ continuum, ``(f + v) / (1 + v)`` (a hot spot, accretion shock or dust emission).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -89,12 +91,17 @@ class _TwoComponent:
         self.grid_bounds = dict(grid.bounds)
 
     # ------------------------------------------------------------------ pieces
-    def _component(self, labels: torch.Tensor, name: str) -> torch.Tensor:
-        """Normalised flux ``(B, n_pix)`` of one component; OutOfGridError names it."""
+    def _component(self, labels: torch.Tensor, name: str,
+                   rename: dict[str, str] | None = None) -> torch.Tensor:
+        """Normalised flux ``(B, n_pix)`` of one component; an OutOfGridError names the
+        component and uses this model's label names (``rename``: grid name -> model name)."""
         try:
             return self.grid.predict(labels).to(DTYPE)
         except OutOfGridError as err:
-            raise OutOfGridError(f"{name}: {err}") from None
+            text = str(err)
+            for grid_name, own in (rename or {}).items():
+                text = re.sub(rf"\b{grid_name}\b", own, text)
+            raise OutOfGridError(f"{name}: {text}") from None
 
     def continuum_ratio(self, labels_1: torch.Tensor, labels_2: torch.Tensor,
                         n_1: torch.Tensor, n_2: torch.Tensor) -> torch.Tensor:
@@ -195,8 +202,8 @@ class SpotModel(_TwoComponent):
     def predict(self, labels) -> torch.Tensor:
         """labels ``(..., n_labels)`` -> ``(..., n_pix)`` continuum-normalised flux."""
         amb, spot, c, veil, batch = self.components(labels)
-        n_1 = self._component(amb, "the ambient photosphere (teff)")
-        n_2 = self._component(spot, "the spots (teff_spot)")
+        n_1 = self._component(amb, "the ambient photosphere")
+        n_2 = self._component(spot, "the spots", {"teff": "teff_spot"})
         r = self.continuum_ratio(amb, spot, n_1, n_2)
         out = self._veil(mix_normalised(n_1, n_2, r, c), veil)
         return out.reshape(*batch, out.shape[-1])
@@ -207,8 +214,8 @@ class SpotModel(_TwoComponent):
         """``(..., n_pix)`` fraction of the continuum light that comes from the spots."""
         amb, spot, c, _, batch = self.components(labels)
         with torch.no_grad():
-            n_1 = self._component(amb, "the ambient photosphere (teff)")
-            n_2 = self._component(spot, "the spots (teff_spot)")
+            n_1 = self._component(amb, "the ambient photosphere")
+            n_2 = self._component(spot, "the spots", {"teff": "teff_spot"})
             out = light_fraction(self.continuum_ratio(amb, spot, n_1, n_2), c)
         return out.reshape(*batch, out.shape[-1])
 
@@ -288,6 +295,9 @@ class BinaryModel(_TwoComponent):
                 "delta_rv": torch.stack([col(n) for n in self.rv_names], -1),
                 "veiling": col("veiling") if self.veiling else None, "batch": batch}
 
+    def _rename(self, star: str) -> dict[str, str]:
+        return {n: f"{n}_{star}" for n in self.grid.label_names if n not in self.share}
+
     def _ratio_hint(self) -> str:
         if self.flux_ratio == "radii":
             return "radius_ratio = R_b/R_a with b the smaller star (swap the components)"
@@ -300,8 +310,8 @@ class BinaryModel(_TwoComponent):
         """``(..., n_pix)`` fraction of the continuum light from star b."""
         parts = self.components(labels)
         with torch.no_grad():
-            n_a = self._component(parts["a"], "star a")
-            n_b = self._component(parts["b"], "star b")
+            n_a = self._component(parts["a"], "star a", self._rename("a"))
+            n_b = self._component(parts["b"], "star b", self._rename("b"))
             weight = self._weights(parts, n_a, n_b)
             out = weight / (1.0 + weight)
         return out.reshape(*parts["batch"], out.shape[-1])
@@ -317,8 +327,8 @@ class BinaryModel(_TwoComponent):
         """labels ``(..., n_labels)`` -> ``(..., n_epochs, n_pix)`` normalised flux, in the
         rest frame of star a (the chain applies rv_a of each exposure)."""
         parts = self.components(labels)
-        n_a = self._component(parts["a"], "star a")
-        n_b = self._component(parts["b"], "star b")
+        n_a = self._component(parts["a"], "star a", self._rename("a"))
+        n_b = self._component(parts["b"], "star b", self._rename("b"))
         weight = self._weights(parts, n_a, n_b)
         f_a = self._broadened(n_a, parts["vsini_a"])
         f_b = self._broadened(n_b, parts["vsini_b"])
