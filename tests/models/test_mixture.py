@@ -177,6 +177,39 @@ def test_multi_epoch_binary_predicts_one_spectrum_per_epoch(grid):
         model.predict(x)
 
 
+def test_epoch_chain_equals_one_chain_per_epoch(grid):
+    """Each exposure of the multi-epoch chain is the single-epoch model at that epoch's
+    delta_rv through the ordinary chain."""
+    from photosphere.infer.chain import ObservationChain
+
+    labels = dict(teff_a=6000.0, logg_a=4.3, vsini_a=6.0, teff_b=5000.0, logg_b=4.6,
+                  vsini_b=3.0, feh=0.0, radius_ratio=0.8)
+    wave = np.exp(np.arange(np.log(5180.0), np.log(5200.0), 2.0 / 299792.458))
+    obs = Spectrum(wave, np.ones_like(wave), np.full_like(wave, 0.01))
+    two = BinaryModel(grid, n_epochs=2, share=("feh",))
+    chain = EpochChain(two, [obs, obs], resolution=40000, continuum_degree=None,
+                       rv_bounds=(-60.0, 60.0))
+    theta = chain.theta_from({**labels, "delta_rv_0": -30.0, "delta_rv_1": 45.0,
+                              "rv_0": 10.0, "rv_1": -20.0})
+    got, _ = chain.predict(torch.as_tensor(theta))
+    one = BinaryModel(grid, share=("feh",))
+    for e, (dv, rv) in enumerate(((-30.0, 10.0), (45.0, -20.0))):
+        ref_chain = ObservationChain(one, obs, resolution=40000, continuum_degree=None,
+                                     rotation=False, rv_bounds=(-60.0, 60.0))
+        ref, _ = ref_chain.predict(torch.as_tensor(ref_chain.theta_from(
+            {**labels, "delta_rv": dv, "rv": rv})))
+        np.testing.assert_allclose(got[e].numpy(), ref[0].numpy(), rtol=1e-10)
+
+
+def test_veiling_fills_in_lines(grid):
+    plain = SpotModel(grid)
+    veiled = SpotModel(grid, veiling=True)
+    f = plain.predict(_spot_labels(plain, 0.3)).numpy()
+    x = veiled.labels_tensor(teff=5500.0, teff_spot=4500.0, logg=4.5, feh=0.0,
+                             filling_factor=0.3, veiling=0.5)
+    np.testing.assert_allclose(1 - veiled.predict(x).numpy(), (1 - f) / 1.5, atol=1e-9)
+
+
 # ------------------------------------------------------------------ bad input
 def test_filling_factor_outside_unit_interval_is_refused(grid):
     model = SpotModel(grid)
