@@ -88,6 +88,12 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
             f"{cmp['delta_bic']:.1f}, ln Z2/Z1 {cmp['log_evidence_ratio']:.1f}"
             f"{'' if cmp['laplace_reliable'] else ' (Laplace unreliable)'}: "
             f"{out.compare().verdict()}")
+    flags = out.result.flags
+    if out.result.method == "least_squares" and (flags.get("at_bound")
+                                                 or not flags.get("covariance_invertible", True)):
+        text += (f"\nwarning: at a bound {flags.get('at_bound')}, covariance invertible "
+                 f"{flags.get('covariance_invertible')}: the σ are not reliable (a component "
+                 "the data may not need); sample the posterior with --mcmc")
     emit(args, doc, text)
     return 0
 
