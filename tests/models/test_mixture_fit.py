@@ -130,3 +130,28 @@ def test_cli_refuses_several_files_without_epochs(tmp_path, capsys):
         paths.append(str(p))
     assert cli.main(["fit", *paths, "--model", "spots"]) == 2
     assert "one spectrum at a time" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_fits_a_binary_over_two_epochs(grid, tmp_path, capsys):
+    model = BinaryModel(grid, n_epochs=2, share=("feh", "logg"))
+    truth = {"teff_a": 6000.0, "vsini_a": 6.0, "teff_b": 5000.0, "vsini_b": 4.0, "feh": 0.0,
+             "logg": 4.5, "radius_ratio": 0.8, "delta_rv_0": -40.0, "delta_rv_1": 50.0,
+             "rv_0": 10.0, "rv_1": -5.0}
+    exposures = simulate(model, truth, [WAVE[:2500], WAVE[:2500]], resolution=50000, snr=120,
+                         seed=11)
+    paths = []
+    for i, spec in enumerate(exposures):
+        path = tmp_path / f"night{i}.txt"
+        np.savetxt(path, np.column_stack([spec.wavelength, spec.flux, spec.sigma]),
+                   header="medium: air\nwavelength flux sigma")
+        paths.append(str(path))
+    code = cli.main(["fit", *paths, "--model", "binary", "--epochs", "--share", "feh", "logg",
+                     "--resolution", "50000", "--fix", "feh=0", "logg=4.5", "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    labels = doc["mixture"]["labels"]
+    assert abs(labels["delta_rv_0"]["value"] + 40.0) < 1.0
+    assert abs(labels["delta_rv_1"]["value"] - 50.0) < 1.0
+    assert abs(labels["teff_b"]["value"] - 5000.0) < 150.0
+    assert doc["derived"]["rv_b_1"]["median"] == pytest.approx(45.0, abs=1.0)
