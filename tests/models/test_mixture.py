@@ -48,7 +48,8 @@ def test_models_are_forward_models(grid):
     assert binary.label_names == ("teff_a", "logg_a", "vsini_a", "teff_b", "logg_b", "vsini_b",
                                   "feh", "radius_ratio", "delta_rv")
     assert spot.bounds["filling_factor"] == (0.0, 1.0)
-    assert spot.bounds["teff_spot"] == grid.bounds["teff"]
+    assert spot.bounds["teff_spot"] == (4000.0, 6750.0)
+    assert spot.bounds["teff"] == (4250.0, 7000.0)
 
 
 def test_absolute_mixture_equals_mixed_absolute_fluxes(grid):

@@ -155,3 +155,15 @@ def test_cli_fits_a_binary_over_two_epochs(grid, tmp_path, capsys):
     assert abs(labels["delta_rv_1"]["value"] - 50.0) < 1.0
     assert abs(labels["teff_b"]["value"] - 5000.0) < 150.0
     assert doc["derived"]["rv_b_1"]["median"] == pytest.approx(45.0, abs=1.0)
+
+
+@pytest.mark.slow
+def test_general_fitter_takes_a_spot_model_directly(grid):
+    """A mixture is just another forward model: infer.fit from its default starts."""
+    from photosphere.infer import fit
+
+    model = SpotModel(grid)
+    obs = simulate(model, SPOTS, WAVE[:2000], resolution=50000, snr=150, seed=12)
+    r = fit(model, obs, resolution=50000, fixed={"logg": 4.5, "feh": 0.0})
+    assert abs(r.values["filling_factor"] - 0.4) < 0.05
+    assert abs(r.values["teff_spot"] - 4500.0) < 150.0

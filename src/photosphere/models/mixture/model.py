@@ -166,7 +166,12 @@ class SpotModel(_TwoComponent):
         self.label_names = (("teff", "teff_spot") + self.shared + ("filling_factor",)
                             + (("veiling",) if veiling else ()))
         b = self.grid_bounds
-        self.bounds = {"teff": b["teff"], "teff_spot": b["teff"],
+        # the spots are cooler: the photosphere cannot sit on the grid's coolest Teff node nor
+        # the spots on its hottest (this also puts the centre of the box inside the model)
+        axis = grid.locator.axes[grid.label_names.index("teff")]
+        step = float(axis[1] - axis[0])
+        lo, hi = b["teff"]
+        self.bounds = {"teff": (lo + step, hi), "teff_spot": (lo, hi - step),
                        **{n: b[n] for n in self.shared}, "filling_factor": (0.0, 1.0)}
         if veiling:
             self.bounds["veiling"] = VEILING_BOUNDS
