@@ -233,8 +233,7 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
     ModelError). mcmc: sample the posterior (emcee; n_walkers, n_steps, seed) from the least-
     squares solution. Other keywords go to :func:`photosphere.infer.fit`.
     """
-    for values in (initial or {}, fixed or {}, {**(initial or {}), **(fixed or {})}):
-        check_distinct(model, values)
+    check_distinct(model, {**(initial or {}), **(fixed or {})})
     exposures = _exposures(observation)
     if single is None:
         single_obs = exposures if len(exposures) > 1 else exposures[0]

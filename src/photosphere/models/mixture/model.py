@@ -131,10 +131,7 @@ class _TwoComponent:
                                  "fraction of the visible disc, give a value in 0..1")
 
     def _as_batch(self, labels) -> tuple[torch.Tensor, tuple[int, ...]]:
-        x = torch.as_tensor(labels)
-        if not torch.is_floating_point(x):
-            x = x.to(DTYPE)
-        x = x.to(DTYPE)
+        x = torch.as_tensor(labels).to(DTYPE)
         if x.ndim == 0 or x.shape[-1] != len(self.label_names):
             raise ModelError(f"labels have shape {tuple(x.shape)}; the last dimension must hold "
                              f"the {len(self.label_names)} labels {self.label_names}")
