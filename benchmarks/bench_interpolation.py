@@ -204,7 +204,7 @@ def _print_held_out(h: dict) -> None:
                       ("emulator_sublattice", f"emulator trained on the same "
                        f"{h['sublattice_nodes']} nodes")):
         r = h[key]
-        line = f"  {what:58s} median {r['abs_error_median']:.2e}, p95 {r['abs_error_p95']:.2e}"
+        line = f"  {what:62s} median {r['abs_error_median']:.2e}, p95 {r['abs_error_p95']:.2e}"
         if "within_1sigma" in r:
             line += (f"; within 1σ / 2σ: {r['within_1sigma']:.1%} / {r['within_2sigma']:.1%} "
                      "(Gaussian 68.3 % / 95.4 %)")
