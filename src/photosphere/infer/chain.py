@@ -25,6 +25,8 @@ does not move with the star's RV.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -416,6 +418,27 @@ class ObservationChain:
         return out
 
     # ----------------------------------------------------------------- helpers
+    def masked(self, extra: Sequence[np.ndarray]) -> ObservationChain:
+        """A copy of this chain with more pixels masked: ``extra`` holds one bool array per
+        segment, shaped like its pixels (True = drop). The model and settings are shared."""
+        if len(extra) != len(self.segments):
+            raise FitError(f"masked() needs one mask per segment ({len(self.segments)}), got "
+                           f"{len(extra)}")
+        out = copy.copy(self)
+        segments = []
+        for seg, drop in zip(self.segments, extra, strict=True):
+            drop = np.asarray(drop, bool) | seg.mask
+            keep = torch.as_tensor(~drop)
+            segments.append(dataclasses.replace(
+                seg, ivar=torch.where(keep, seg.ivar, 0.0),
+                flux=torch.where(keep, seg.flux, 0.0), sigma=np.where(drop, np.inf, seg.sigma),
+                mask=drop))
+        out.segments = segments
+        out.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in segments))
+        if out.n_pixels <= out.n_continuum + len(out.parameter_names):
+            raise FitError(f"only {out.n_pixels} usable pixels left after masking; mask fewer")
+        return out
+
     def theta_from(self, values: Mapping[str, float]) -> np.ndarray:
         """Parameter vector from a ``{name: value}`` mapping (``rv`` fills every exposure)."""
         out = []
