@@ -461,7 +461,7 @@ class ObservationChain:
             coef = torch.linalg.solve(normal + 1e-12 * scale[..., None, None] * eye, rhs)
             if log_det is not None:
                 log_det.append(torch.linalg.slogdet(normal)[1])
-            out.append((seg.chebyshev * coef.unsqueeze(-2)).sum(-1))
+            out.append(coef @ seg.chebyshev.T)                             # (..., n_pix)
         return out
 
     def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None,
