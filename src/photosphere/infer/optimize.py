@@ -472,8 +472,9 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
                                                        noise_model, model_variance, max_iter)
         likelihood = Likelihood(chain, noise_model, model_variance=model_variance)
     if noise == "auto":
-        u_best, likelihood, flags = _refit_correlated(chain, params, u_best, model_variance,
-                                                      max_iter)
+        u_best, likelihood, noise_flags = _refit_correlated(chain, params, u_best,
+                                                            model_variance, max_iter)
+        flags.update(noise_flags)
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
         chi2_best = float(outcome.chi2[best])
