@@ -54,12 +54,42 @@ def _report(name: str, result, reference: dict, floor: dict | None = None) -> di
     return out
 
 
+VARIANTS = {
+    "no clipping": {"clip": None},
+    "clip 3": {"clip": 3.0},
+    "clip 2.5": {"clip": 2.5},
+    "clip 4": {"clip": 4.0},
+    "clip 3, R 80 000": {"clip": 3.0, "resolution": 80000.0},
+    "clip 3, no continuum (data normalised)": {"clip": 3.0, "continuum_degree": None},
+    "clip 3, continuum degree 5": {"clip": 3.0, "continuum_degree": 5},
+    "clip 3, Teff and log g fixed at the Sun's": {"clip": 3.0,
+                                                  "fixed": {"teff": 5772.0, "logg": 4.44}},
+}
+
+
+def _sun_variants(model, sun, resolution: float) -> dict:
+    """The Sun under several defensible analysis choices: how much the labels move."""
+    print("\nUVES Sun under other analysis choices")
+    print(f"{'choice':40s} {'Teff':>6s} {'log g':>6s} {'[Fe/H]':>7s} {'vsini':>6s} {'χ²_red':>7s}")
+    out = {}
+    for name, kw in VARIANTS.items():
+        res = fit(model, sun, **{"resolution": resolution, **kw})
+        v = res.values
+        print(f"{name:40s} {v['teff']:6.0f} {v['logg']:6.3f} {v['feh']:7.3f} {v['vsini']:6.2f} "
+              f"{res.chi2_reduced:7.1f}")
+        out[name] = {n: v[n] for n in ("teff", "logg", "feh", "vsini")}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", help="HDF5 grid (default: the embedded grid)")
     p.add_argument("--resolution-uves", type=float, default=60000.0)
     p.add_argument("--resolution-tres", type=float, default=44000.0)
     p.add_argument("--noise-auto", action="store_true", help="also fit with noise='auto'")
+    p.add_argument("--sun-variants", action="store_true",
+                   help="also fit the Sun under other analysis choices (R, continuum degree, "
+                        "clipping) and print how the labels move")
     p.add_argument("--clip", type=float, default=3.0,
                    help="robust clipping threshold in σ (default 3; 0: no clipping)")
     args = p.parse_args(argv)
@@ -78,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         res = fit(model, sun, resolution=args.resolution_uves, noise="auto", clip=clip)
         report["sun_noise_auto"] = _report("UVES Sun, noise='auto'", res, SUN)
         print(f"kernel: {res.flags.get('noise')}")
+
+    if args.sun_variants:
+        report["sun_variants"] = _sun_variants(model, sun, args.resolution_uves)
 
     tres = read(SHARED / "tres" / "WASP14-2009-06-14.hdf5")
     inside = (tres.wavelength[:, -1] > lo) & (tres.wavelength[:, 0] < hi)
