@@ -90,16 +90,18 @@ def _rows(spec: Spectrum | EchelleSpectrum) -> list[tuple[np.ndarray, ...]]:
             for i in range(spec.n_orders)]
 
 
-def _convolve(flux: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _convolve(flux: torch.Tensor, kernel: torch.Tensor,
+              dtype: torch.dtype = DTYPE) -> torch.Tensor:
     """Rows of ``flux`` (B, n) convolved with a symmetric ``kernel``, one per row (B, taps) or
-    shared (taps,); edges padded with the edge values (direct convolution).
+    shared (taps,); edges padded with the edge values (direct convolution), computed in
+    ``dtype`` and returned as float64.
 
-    Done in float32 (returned as float64): CPU convolution is an order of magnitude faster in
-    single precision, and its relative rounding (~1e-7) is far below any spectrum's noise and
-    the grids' own float32 storage."""
+    The chain passes the model's own precision: a float32 model (the grid interpolator stores
+    float32) is convolved in float32, an order of magnitude faster on CPU, with rounding
+    (~1e-7 relative) no larger than the model's own; a float64 model keeps float64."""
     half = kernel.shape[-1] // 2
-    padded = _kernels.pad_edges(flux, half).to(torch.float32)
-    kernel = kernel.to(torch.float32).expand(flux.shape[0], -1)
+    padded = _kernels.pad_edges(flux, half).to(dtype)
+    kernel = kernel.to(dtype).expand(flux.shape[0], -1)
     out = torch.nn.functional.conv1d(padded.unsqueeze(0), kernel.flip(-1).unsqueeze(1),
                                      groups=flux.shape[0])
     return out.squeeze(0).to(DTYPE)
@@ -353,7 +355,9 @@ class ObservationChain:
         with each other first (a few dozen taps), so the spectrum is convolved once: both are
         convolutions in velocity on the log-uniform grid, so this equals rotating then
         broadening, away from the slice ends (which the margin keeps outside the data)."""
-        flux = self.model.predict(labels).to(DTYPE)
+        flux = self.model.predict(labels)
+        precision = torch.float32 if flux.dtype == torch.float32 else DTYPE
+        flux = flux.to(DTYPE)
         batch, n = flux.shape[:-1], flux.shape[-1]
         flat = flux.reshape(-1, n)
         rot = None
@@ -370,7 +374,7 @@ class ObservationChain:
                 f = flat[:, i0:i1]
                 if torch.is_tensor(seg.resolution):
                     if rot is not None:
-                        f = _convolve(f, rot)
+                        f = _convolve(f, rot, precision)
                     f = lsf.instrumental_broaden(self._model_wave_t[i0:i1], f, seg.resolution)
                 elif seg.resolution is not None:
                     kernel = self._lsf_kernel(float(seg.resolution))
@@ -378,9 +382,9 @@ class ObservationChain:
                         kernel = torch.nn.functional.conv1d(
                             rot.unsqueeze(1), kernel.flip(-1).view(1, 1, -1),
                             padding=kernel.shape[-1] - 1).squeeze(1)
-                    f = _convolve(f, kernel)
+                    f = _convolve(f, kernel, precision)
                 elif rot is not None:
-                    f = _convolve(f, rot)
+                    f = _convolve(f, rot, precision)
                 cache[key] = f.reshape(*batch, i1 - i0)
             out.append(cache[key])
         return out
