@@ -6,6 +6,11 @@ photosphere): converts a photosphere grid file into Starfish's HDF5 grid layout,
 and prints one JSON document.
 
     /path/to/py39/bin/python benchmarks/_starfish_peer.py GRID --components K [--train-maxiter N]
+
+With ``--likelihood-pixels N [N ...]`` (used by bench_fit.py) it times instead Starfish's
+``SpectrumModel.log_likelihood`` (emulator reconstruction, rotation, Doppler shift, resampling,
+Chebyshev continuum, dense N×N covariance with its global kernel, Cholesky) on N-pixel
+observations made from the grid, one call after another, and prints seconds per call per N.
 """
 
 from __future__ import annotations
@@ -60,12 +65,36 @@ def rate(fn, min_seconds: float = 2.0) -> float:
             return n / elapsed
 
 
+def likelihood_timing(emu, pixels: list[int], min_seconds: float) -> dict:
+    """Seconds per SpectrumModel.log_likelihood call for N-pixel data in the grid window."""
+    from Starfish import Spectrum
+    from Starfish.models import SpectrumModel
+
+    lo, hi = float(emu.wl.min()), float(emu.wl.max())
+    centre = emu.grid_points.mean(0)
+    out = {}
+    for n in pixels:
+        # a log-uniform window of n pixels at ~1 km/s, centred in the grid's range
+        half = 0.5 * n * 1.0 / 299792.458
+        mid = np.sqrt(lo * hi)
+        wave = mid * np.exp(np.linspace(-half, half, n))
+        flux = np.ones(n) + 0.01 * np.random.default_rng(n).normal(size=n)
+        data = Spectrum(wave, flux, np.full(n, 0.01), name="bench")
+        model = SpectrumModel(emu, data, grid_params=list(centre), vz=0.0, vsini=4.0,
+                              cheb=[0.0, 0.0], global_cov={"log_amp": -8.0, "log_ls": 1.0})
+        out[str(n)] = 1.0 / rate(model.log_likelihood, min_seconds)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("grid")
     ap.add_argument("--components", type=int, default=4)
     ap.add_argument("--train-maxiter", type=int, default=0,
                     help="Nelder-Mead iterations of Starfish's training (0: untrained)")
+    ap.add_argument("--likelihood-pixels", type=int, nargs="+",
+                    help="time SpectrumModel.log_likelihood at these numbers of pixels")
+    ap.add_argument("--min-seconds", type=float, default=2.0)
     args = ap.parse_args()
     import Starfish
     from Starfish.emulator import Emulator
@@ -76,6 +105,14 @@ def main() -> None:
         start = time.perf_counter()
         emu = Emulator.from_grid(str(path), n_components=args.components)
         build_s = time.perf_counter() - start
+    if args.likelihood_pixels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seconds = likelihood_timing(emu, args.likelihood_pixels, args.min_seconds)
+        print(json.dumps({"starfish_version": getattr(Starfish, "__version__", "?"),
+                          "n_components": emu.ncomps, "pca_s": build_s,
+                          "log_likelihood_s": seconds}))
+        return
     train_s = None
     if args.train_maxiter:
         start = time.perf_counter()

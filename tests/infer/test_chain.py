@@ -207,3 +207,33 @@ def test_fast_shifted_rebin_equals_ops_rebin(model, rng):
     g_fast = torch.autograd.grad(fast.sum(), rv)[0]
     g_ref = torch.autograd.grad(ref.sum(), rv)[0]
     np.testing.assert_allclose(g_fast.numpy(), g_ref.numpy(), rtol=1e-6)
+
+
+def test_echelle_orders_outside_the_model_are_dropped_and_none_inside_is_an_error(model):
+    inside, outside = np.linspace(5005, 5035, 300), np.linspace(6000, 6030, 300)
+    both = EchelleSpectrum(np.stack([outside, inside]), np.ones((2, 300)),
+                           np.full((2, 300), 0.01))
+    chain = ObservationChain(model, both, rv_bounds=(-30, 30))
+    assert [s.order for s in chain.segments] == [1]
+    far = EchelleSpectrum(np.stack([outside, outside + 100]), np.ones((2, 300)),
+                          np.full((2, 300), 0.01))
+    with pytest.raises(OutOfGridError, match=r"covers 6000.0-6130.0 Å, the model 5000.0-5040.0"):
+        ObservationChain(model, far)
+    masked = both.replace(mask=np.stack([np.zeros(300, bool), np.ones(300, bool)]))
+    with pytest.raises(OutOfGridError, match="unmasked"):
+        ObservationChain(model, masked)
+
+
+def test_masked_copy_drops_pixels_and_keeps_the_original(model):
+    wave = np.linspace(5005, 5035, 600)
+    chain = ObservationChain(model, _spec(wave), rv_bounds=(-30, 30))
+    drop = np.zeros(len(chain.segments[0].wavelength), bool)
+    drop[:50] = True
+    fewer = chain.masked([drop])
+    assert fewer.n_pixels == chain.n_pixels - 50
+    assert float(fewer.segments[0].ivar[:50].abs().sum()) == 0.0
+    assert int((chain.segments[0].ivar > 0).sum()) == chain.n_pixels
+    with pytest.raises(FitError, match="one mask per segment"):
+        chain.masked([drop, drop])
+    with pytest.raises(FitError, match="usable pixels left"):
+        chain.masked([np.ones_like(drop)])

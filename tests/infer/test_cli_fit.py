@@ -33,13 +33,15 @@ def test_fit_json_prints_labels_and_sigmas(analytic_grid, tmp_path, capsys):
     spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 1200), resolution=40000,
                     snr=80, seed=4)[0]
     path = _write_text(tmp_path / "star.txt", spec)
-    code = cli.main(["fit", str(path), "--resolution", "40000", "--json",
+    code = cli.main(["fit", str(path), "--resolution", "40000", "--json", "--clip", "4",
                      "--plot", str(tmp_path / "fit.png")])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     teff = doc["labels"]["teff"]
     assert abs(teff["value"] - 5800.0) < 5 * teff["sigma"]
     assert doc["chi2_reduced"] == pytest.approx(1.0, abs=0.15)
+    assert doc["flags"]["clip_sigma"] == 4.0
+    assert doc["flags"]["clipped"] < 0.01 * 1200   # Gaussian noise: beyond 4σ is rare
     assert (tmp_path / "fit.png").stat().st_size > 0
 
 
@@ -67,6 +69,10 @@ def test_user_mistakes_exit_2_with_a_message(analytic_grid, tmp_path, capsys):
     far = far.replace(wavelength=far.wavelength + 2000)
     assert cli.main(["fit", str(_write_text(tmp_path / "far.txt", far))]) == 2
     assert "no observed pixel can be predicted" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--mcmc", "--clip", "3"]) == 2
+    assert "--clip is for least squares" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--model", "spots", "--clip", "3"]) == 2
+    assert "--clip is not available with --model spots" in capsys.readouterr().err
 
 
 def test_missing_grid_file_is_a_clear_error(tmp_path):

@@ -139,3 +139,31 @@ def test_starts_and_steps_into_a_grid_hole_are_survived():
     res = fit(model, obs, resolution=40000, n_grid=4, n_starts=4)
     assert res.values["teff"] == pytest.approx(5900.0, abs=5 * res.sigma["teff"])
     assert all(np.isfinite(v) for v in res.values.values())
+
+
+def test_clip_masks_features_the_model_lacks(model, observed):
+    """Ten deep absorption features absent from the model (as lines missing from a line list)
+    are clipped and the clean pixels kept; the labels move most of the way back to the truth
+    (the features' unclipped wings, below the noise, still pull a little)."""
+    flux = observed.flux.copy()
+    centres = np.linspace(5008, 5032, 10)
+    for c in centres:
+        flux *= 1 - 0.5 * np.exp(-0.5 * ((WAVE - c) / 0.06) ** 2)
+    spoiled = observed.replace(flux=flux)
+    plain = fit(model, spoiled, resolution=40000, n_grid=2, n_starts=2)
+    clipped = fit(model, spoiled, resolution=40000, n_grid=2, n_starts=2, clip=3.0)
+    assert plain.chi2_reduced > 2.0
+    assert clipped.chi2_reduced < 1.3
+    assert 0 < clipped.flags["clipped"] < 0.1 * len(WAVE)
+    assert clipped.flags["clip_refits"] >= 1
+    masked = clipped.segments[0].mask
+    near = np.min(np.abs(WAVE[:, None] - centres[None, :]), -1) < 0.2
+    assert masked[near].mean() > 0.5 and masked[~near].mean() < 0.02
+    assert clipped.n_pixels == len(WAVE) - clipped.flags["clipped"]
+    names = ("teff", "logg", "feh", "vsini")
+    plain_pulls = {n: abs(plain.values[n] - TRUTH[n]) / plain.sigma[n] for n in names}
+    clipped_pulls = {n: abs(clipped.values[n] - TRUTH[n]) / clipped.sigma[n] for n in names}
+    assert max(plain_pulls.values()) > 10, plain_pulls
+    assert max(clipped_pulls.values()) < 4, clipped_pulls
+    with pytest.raises(FitError, match="clip=0"):
+        fit(model, observed, resolution=40000, n_grid=1, n_starts=1, clip=0.0)

@@ -32,11 +32,16 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                           "noise": None if args.noise == "none" else "auto"}
     if args.mcmc:
         kw.update(n_walkers=args.walkers, n_steps=args.steps)
+        if args.clip is not None:
+            raise FitError("--clip is for least squares; with --mcmc fit once with --clip and "
+                           "mask those pixels, or leave --clip out")
         if kw["noise"] == "auto":
             raise FitError("--noise auto is for least squares; with --mcmc use --noise none")
         kw.pop("noise")
     else:
         kw["scale_covariance"] = args.scale_covariance
+        if args.clip is not None:
+            kw["clip"] = args.clip
     return kw
 
 
@@ -63,6 +68,9 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
         raise FitError("--epochs is for --model binary (one RV per star and exposure)")
     if args.noise != "none":
         raise FitError(f"--noise {args.noise} is not available with --model {args.model}")
+    if args.clip is not None:
+        raise FitError(f"--clip is not available with --model {args.model}; fit the single-star "
+                       "model with --clip, or leave --clip out")
     spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
@@ -173,6 +181,9 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="Chebyshev continuum degree per order (-1: none; default 2)")
     p.add_argument("--noise", choices=("none", "auto"), default="none",
                    help="'auto': estimate a correlated-noise kernel from the residuals and refit")
+    p.add_argument("--clip", type=float, metavar="K",
+                   help="mask pixels whose residual is more than K robust standard deviations "
+                        "off (lines the model lacks, cosmics) and refit until none is added")
     p.add_argument("--scale-covariance", action="store_true",
                    help="scale the covariance by the reduced chi2")
     p.add_argument("--plot", help="write data/model/residuals per order to this image")

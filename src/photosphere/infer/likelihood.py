@@ -139,6 +139,8 @@ class Likelihood:
         self._variance = [torch.where(g, 1.0 / torch.where(g, s.ivar, 1.0), 0.0)
                           for s, g in zip(chain.segments, self._good, strict=True)]
         self._chol_cache: dict[int, list[np.ndarray]] = {}
+        self._data_log_det = float(sum(torch.log(v[g]).sum() for v, g in
+                                       zip(self._variance, self._good, strict=True)))
 
     @property
     def n_pixels(self) -> int:
@@ -224,14 +226,19 @@ class Likelihood:
                 log_det: list[torch.Tensor] = []
                 model, cont = self.chain.predict(theta, log_det=log_det)
                 logdet_cont = sum(log_det, torch.zeros(theta.shape[:-1], dtype=DTYPE)).numpy()
-                var = self._variances(theta, cont)
                 chi2 = np.zeros(theta.shape[:-1])
                 logdet = np.zeros(theta.shape[:-1])
-                for i, (seg, m) in enumerate(zip(self.chain.segments, model, strict=True)):
-                    g = self._good[i]
-                    v = var[i][..., g]
-                    chi2 = chi2 + (((seg.flux - m)[..., g]) ** 2 / v).sum(-1).numpy()
-                    logdet = logdet + torch.log(v).sum(-1).numpy()
+                if not self.use_model_variance:  # the data's variance: log det is a constant
+                    for seg, m in zip(self.chain.segments, model, strict=True):
+                        chi2 = chi2 + (((seg.flux - m) ** 2) * seg.ivar).sum(-1).numpy()
+                    logdet = logdet + self._data_log_det
+                else:
+                    var = self._variances(theta, cont)
+                    for i, (seg, m) in enumerate(zip(self.chain.segments, model, strict=True)):
+                        g = self._good[i]
+                        v = var[i][..., g]
+                        chi2 = chi2 + (((seg.flux - m)[..., g]) ** 2 / v).sum(-1).numpy()
+                        logdet = logdet + torch.log(v).sum(-1).numpy()
             else:
                 logdet_cont = self.continuum_log_det(theta).numpy()
                 r = self.residuals(theta).numpy()

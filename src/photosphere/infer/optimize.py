@@ -407,7 +407,8 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         noise: CorrelatedNoise | str | None = None, model_variance: bool = True,
         n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
-        source: str | None = None) -> Result:
+        source: str | None = None, clip: float | None = None,
+        clip_iterations: int = 10) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
@@ -420,6 +421,12 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     model_variance: add the model's ``predict_variance`` to the data variance when it has one.
     n_grid: starting values per free label in the coarse grid; n_starts: how many of the best
     grid points (by χ²) are refined, plus ``initial`` when given.
+    clip: when given (e.g. 3.0), pixels whose normalised residual ``(data - model)/σ`` is more
+    than ``clip`` robust standard deviations (1.4826 × MAD) from the median are masked and the
+    fit is repeated from the last solution, until no pixel is added or ``clip_iterations``
+    refits. This removes features the model cannot make (lines missing from the line list,
+    cosmic rays, telluric residuals) instead of letting them pull the labels and continuum;
+    clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
     """
     t0 = time.perf_counter()
     if isinstance(noise, str) and noise != "auto":
@@ -459,14 +466,68 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     best = int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
     u_best = outcome.u[best]
     flags: dict = {}
+    if clip is not None:
+        chain, u_best, outcome, flags = _clipped_refit(chain, params, u_best, outcome, best,
+                                                       float(clip), clip_iterations,
+                                                       noise_model, model_variance, max_iter)
+        likelihood = Likelihood(chain, noise_model, model_variance=model_variance)
     if noise == "auto":
-        u_best, likelihood, flags = _refit_correlated(chain, params, u_best, model_variance,
-                                                      max_iter)
+        u_best, likelihood, noise_flags = _refit_correlated(chain, params, u_best,
+                                                            model_variance, max_iter)
+        flags.update(noise_flags)
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
         chi2_best = float(outcome.chi2[best])
     return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                    scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def robust_outliers(chain: ObservationChain, theta: np.ndarray, clip: float
+                    ) -> list[np.ndarray]:
+    """Per segment, the usable pixels whose normalised residual ``(data - model)·√ivar`` lies
+    more than ``clip`` robust standard deviations (1.4826 × median absolute deviation, pooled
+    over segments) from the median: a list of bool arrays shaped like each segment."""
+    with torch.no_grad():
+        model, _ = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
+    norm = [((s.flux - m) * s.ivar.sqrt()).numpy() for s, m in zip(chain.segments, model,
+                                                                      strict=True)]
+    good = [s.ivar.numpy() > 0 for s in chain.segments]
+    pooled = np.concatenate([r[g] for r, g in zip(norm, good, strict=True)])
+    centre = float(np.median(pooled))
+    scale = 1.4826 * float(np.median(np.abs(pooled - centre)))
+    if not scale > 0:
+        return [np.zeros_like(g) for g in good]
+    return [g & (np.abs(r - centre) > clip * scale) for r, g in zip(norm, good, strict=True)]
+
+
+def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
+                   noise_model, model_variance, max_iter):
+    """Iterative outlier clipping (see :func:`fit`): the chain with the clipped pixels masked,
+    the refitted solution, the outcome with the best start's entry updated, and flags."""
+    if not clip > 0:
+        raise FitError(f"clip={clip} must be > 0 (robust standard deviations), e.g. 3")
+    n_clipped, refits = 0, 0
+    u, chi2, iters = outcome.u.copy(), outcome.chi2.copy(), outcome.iterations.copy()
+    converged, reason = outcome.converged.copy(), list(outcome.reason)
+    for _ in range(max(int(clip_iterations), 0)):
+        theta = params.theta(torch.as_tensor(u_best)).numpy()
+        extra = robust_outliers(chain, theta, clip)
+        n_new = int(sum(int(e.sum()) for e in extra))
+        if n_new == 0:
+            break
+        chain = chain.masked(extra)
+        n_clipped += n_new
+        residual, residual_and_jacobian = _lm_functions(
+            Likelihood(chain, noise_model, model_variance=model_variance), params)
+        out = levenberg_marquardt(residual_and_jacobian, residual, u_best[None],
+                                  max_iter=max_iter)
+        refits += 1
+        u_best = out.u[0]
+        u[best], chi2[best], iters[best] = u_best, out.chi2[0], iters[best] + out.iterations[0]
+        converged[best], reason[best] = out.converged[0], out.reason[0]
+    outcome = LMOutcome(u=u, chi2=chi2, iterations=iters, converged=converged, reason=reason)
+    return chain, u_best, outcome, {"clipped": n_clipped, "clip_sigma": clip,
+                                    "clip_refits": refits}
 
 
 def _refit_correlated(chain, params, u_best, model_variance, max_iter):
