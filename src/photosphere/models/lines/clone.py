@@ -5,10 +5,10 @@ and optimises every line's centre, opacity area, σ and γ against the spectrum 
 until the residual is small. Works on a noise-free synthetic spectrum (the intended use) and on an
 observed one (then the clone is a deconvolution into lines).
 
-Optimisers: Levenberg–Marquardt on the sparse Jacobian (``"lm"``, the default,
-:mod:`.levenberg_marquardt`: converges in ~10–20 iterations) or Adam with per-group learning
-rates and cosine decay (``"adam"``, needed for the exact Voigt profile). L-BFGS (strong-Wolfe
-line search) was measured on the same problems and stalls or diverges (docs/lines.md).
+Optimisers: Adam with per-group learning rates and cosine decay (``"adam"``, the default; the
+only one for the exact Voigt profile) or Levenberg–Marquardt on the sparse analytic Jacobian
+(``"lm"``, :mod:`.levenberg_marquardt`; fewer, costlier steps, see docs/lines.md). L-BFGS
+(strong-Wolfe line search) was measured on the same problems and stalls or diverges.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class CloneResult:
     final: ResidualStats
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    optimizer: str = "lm"
+    optimizer: str = "adam"
 
     def summary(self) -> dict:
         return {"n_lines": self.model.n_lines, "optimizer": self.optimizer,
@@ -116,7 +116,7 @@ def _merge(model: LineModel, extra: LineGuess, profile: str, half_window,
 
 
 def clone_spectrum(wavelength, flux, *, prominence: float = 0.005, half_window=None,
-                   profile: str = "pseudo_voigt", optimizer: str = "lm",
+                   profile: str = "pseudo_voigt", optimizer: str = "adam",
                    n_steps: int = 300, learning_rate: float = 0.05, gamma_fraction: float = 0.2,
                    n_rounds: int = 2, tolerance: float = 1e-3, progress: bool = True,
                    device: str | torch.device = "cpu") -> CloneResult:
