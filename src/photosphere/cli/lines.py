@@ -11,7 +11,7 @@ from ._common import _add_json, emit
 
 def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
     """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
-    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å."""
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``)."""
     from ..errors import FileFormatError
     from ..io import read
 
@@ -19,18 +19,15 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")
+    if wavelength_min is not None or wavelength_max is not None:
+        spec = spec.slice(-np.inf if wavelength_min is None else wavelength_min,
+                          np.inf if wavelength_max is None else wavelength_max)
     wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
     sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
-    keep = np.ones(wave.size, bool)
-    if wavelength_min is not None:
-        keep &= wave >= wavelength_min
-    if wavelength_max is not None:
-        keep &= wave <= wavelength_max
-    if keep.sum() < 5:
+    if wave.size < 5:
         raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
-                              f"Å (file covers {wave.min():.2f}–{wave.max():.2f} Å)")
-    return (wave[keep], flux[keep], sigma[keep] if sigma is not None else None, mask[keep],
-            spec.medium)
+                              f"Å; widen the range")
+    return wave, flux, sigma, mask, spec.medium
 
 
 def _lines_settings_args(p: argparse.ArgumentParser) -> None:

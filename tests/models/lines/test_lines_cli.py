@@ -57,3 +57,22 @@ def test_clone_of_a_flat_spectrum_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     assert "no lines deeper" in capsys.readouterr().err
     assert not (tmp_path / "l.ecsv").exists()
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, rng, capsys):
+    _write_spectrum(tmp_path / "s.txt", rng)
+    # a window beyond the data
+    rc = main(["lines", "clone", str(tmp_path / "s.txt"), "-o", str(tmp_path / "l.ecsv"),
+               "--wavelength-min", "7000", "--wavelength-max", "7010", "--no-progress"])
+    assert rc == 2
+    assert "choose a range inside it" in capsys.readouterr().err
+    # NaN pixels in the range to clone
+    data = np.loadtxt(tmp_path / "s.txt")
+    data[50, 1] = np.nan
+    np.savetxt(tmp_path / "nan.txt", data, header="medium: air")
+    rc = main(["lines", "clone", str(tmp_path / "nan.txt"), "-o", str(tmp_path / "l.ecsv"),
+               "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "masked/NaN pixel" in err and f"{data[50, 0]:.3f}" in err
+    assert not (tmp_path / "l.ecsv").exists()
