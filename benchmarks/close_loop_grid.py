@@ -3,7 +3,7 @@ as shipped and as calibrated on the Sun, and compare both to its real spectrum.
 
 Usage:
     PYTHONPATH=src python benchmarks/close_loop_grid.py CORRECTIONS.ecsv [--data DIR]
-        [--teff 6475 --logg 4.1 --feh 0.0] [--resolution 44000] [--out DIR]
+        [--teff 6475 --logg 4.1 --feh 0.0] [--resolution 44000] [--max-depth D] [--out DIR]
 
 CORRECTIONS.ecsv: the per-line correction table written by benchmarks/close_loop_lines.py
 (``sun_line_corrections.ecsv``: a synthetic-Sun clone trained on the UVES Sun).
@@ -42,7 +42,7 @@ WINDOW = (5055.0, 5320.0)
 VELOCITY_STEP = 0.5  # km/s, the fine grid of the broadening
 
 
-def calibrated_build(corrections: Path, where: Path) -> Path:
+def calibrated_build(corrections: Path, where: Path, max_depth: float | None) -> Path:
     """A Turbospectrum build layout whose line list is the Sun-calibrated one."""
     from photosphere.grids.synth.build import GES_LINELIST, installation
 
@@ -57,10 +57,12 @@ def calibrated_build(corrections: Path, where: Path) -> Path:
         if (inst.root / stamp).exists() and not (root / stamp).exists():
             (root / stamp).symlink_to(inst.root / stamp)
     result = calibrate_linelist(inst.linelist, Table.read(corrections),
-                                root / "linelists" / GES_LINELIST)
-    print(f"1. calibrated list: {result.n_corrections} corrections used, {result.n_changed} "
-          f"list lines changed (median |Δ log gf| of those "
-          f"{np.median(np.abs(result.delta_log_gf)):.3f} dex) -> {root}")
+                                root / "linelists" / GES_LINELIST, max_depth=max_depth)
+    big = np.abs(result.delta_log_gf) > 0.05
+    print(f"1. calibrated list (cloned lines deeper than {max_depth} skipped): "
+          f"{result.n_corrections} corrections used, {result.n_changed} list lines changed, "
+          f"{int(big.sum())} by more than 0.05 dex (median |Δ log gf| of those "
+          f"{np.median(np.abs(result.delta_log_gf[big])):.3f}) -> {root}")
     return root
 
 
@@ -80,7 +82,7 @@ def chi2_best(wave_s: np.ndarray, flux_s: np.ndarray, order, resolution: float
                                  VELOCITY_STEP)
         for rv in np.arange(-7.0, -2.9, 0.25):
             m = rebin(torch.as_tensor(fine) * float(doppler_factor(rv)), broad,
-                      torch.as_tensor(data_w)).numpy()[good]
+                      torch.as_tensor(data_w.copy())).numpy()[good]
             design = cheb * m[:, None] / data_s[:, None]
             coef, *_ = np.linalg.lstsq(design, data_f / data_s, rcond=None)
             chi2 = float(np.sum((data_f / data_s - design @ coef) ** 2) / good.sum())
@@ -98,6 +100,8 @@ def main() -> None:
     p.add_argument("--logg", type=float, default=4.1)
     p.add_argument("--feh", type=float, default=0.0)
     p.add_argument("--resolution", type=float, default=44000.0)
+    p.add_argument("--max-depth", type=float, default=None,
+                   help="skip corrections of cloned lines deeper than this (saturated lines)")
     p.add_argument("--out", default=None, help="keep the calibrated build here (default: temp)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -106,7 +110,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(args.out or tmp)
-        root = calibrated_build(Path(args.corrections), where)
+        root = calibrated_build(Path(args.corrections), where, args.max_depth)
         spectra = {}
         for label, build in (("shipped", None), ("Sun-calibrated", root)):
             if build is None:

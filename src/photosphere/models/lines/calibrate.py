@@ -48,7 +48,8 @@ def _with_log_gf(row: str, log_gf: float) -> str:
 
 def calibrate_linelist(source: str | os.PathLike, corrections, dest: str | os.PathLike, *,
                        tolerance: float = 0.01, teff: float = 5772.0,
-                       max_correction: float = 1.5) -> Calibration:
+                       max_correction: float = 1.5, max_depth: float | None = None
+                       ) -> Calibration:
     """Write ``source`` (a Turbospectrum line list) to ``dest`` with corrected log gf values.
 
     corrections: table with ``centre_initial`` (Å, same medium as the list: air for the
@@ -56,7 +57,9 @@ def calibrate_linelist(source: str | os.PathLike, corrections, dest: str | os.Pa
     ``vanished`` (as written by ``benchmarks/close_loop_lines.py``). tolerance: Å between a
     cloned line and the list lines it may stand for; teff: K of the star the corrections were
     learned on (for the Boltzmann weighting); max_correction: |Δ| larger than this (dex) is
-    clipped. Raises :class:`ModelError` when the table lacks the columns.
+    clipped; max_depth: when given, corrections of cloned lines deeper than this
+    (``depth_initial``) are skipped — for saturated lines Δ log A is not Δ log gf. Raises
+    :class:`ModelError` when the table lacks the columns.
     """
     from ...grids.synth.linelists import read_linelist
 
@@ -72,6 +75,8 @@ def calibrate_linelist(source: str | os.PathLike, corrections, dest: str | os.Pa
     for flag, wanted in (("observed", True), ("vanished", False)):
         if flag in names:
             use &= np.asarray(corrections[flag], bool) == wanted
+    if max_depth is not None and "depth_initial" in names:
+        use &= np.asarray(corrections["depth_initial"], float) <= max_depth
     centre, delta = centre[use], delta[use]
     theta = 5040.0 / teff
     species = read_linelist(str(source))
