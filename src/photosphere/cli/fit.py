@@ -41,13 +41,61 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _result_text(result) -> str:
-    lines = [f"{'label':<8} {'value':>12} {'sigma':>10}"]
+    width = max(8, *(len(n) for n in result.labels))
+    lines = [f"{'label':<{width}} {'value':>12} {'sigma':>10}"]
     for name, (value, sigma) in result.labels.items():
         s = "fixed" if not math.isfinite(sigma) else f"{sigma:10.4g}"
-        lines.append(f"{name:<8} {value:12.5g} {s:>10}")
+        lines.append(f"{name:<{width}} {value:12.5g} {s:>10}")
     lines.append(f"chi2_reduced {result.chi2_reduced:.3f} over {result.n_pixels} pixels; "
                  f"converged: {result.converged}")
     return "\n".join(lines)
+
+
+def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
+    """``--model spots|binary``: one spectrum (or, with --epochs, the exposures of one binary)."""
+    from ..infer.batch import load_grid_model, prepare_spectrum
+    from ..models.mixture.api import fit_mixture, make_model
+
+    if len(files) > 1 and not args.epochs:
+        raise FitError(f"--model {args.model} fits one spectrum at a time ({len(files)} given); "
+                       "pass one file, or --epochs for several exposures of one binary")
+    if args.epochs and args.model != "binary":
+        raise FitError("--epochs is for --model binary (one RV per star and exposure)")
+    if args.noise != "none":
+        raise FitError(f"--noise {args.noise} is not available with --model {args.model}")
+    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
+    model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
+                       flux_ratio=args.flux_ratio, n_epochs=len(spectra),
+                       share=tuple(args.share or ()), veiling=args.veiling)
+    out = fit_mixture(model, spectra if len(spectra) > 1 else spectra[0], mcmc=args.mcmc,
+                      initial=_name_values(args.initial, "--initial") or None,
+                      fixed=_name_values(args.fix, "--fix") or None,
+                      resolution=args.resolution,
+                      continuum_degree=None if args.continuum_degree < 0
+                      else args.continuum_degree,
+                      n_walkers=args.walkers, n_steps=args.steps, progress=not args.json,
+                      source=",".join(str(f) for f in files))
+    if args.plot:
+        out.result.plot(args.plot)
+    if args.corner:
+        out.corner(args.corner)
+    doc = out.to_dict()
+    cmp = doc["comparison"]
+    derived = "; ".join(f"{k} {v['median']:.4g} ± {v['sigma']:.2g}"
+                        for k, v in doc["derived"].items())
+    text = (f"{_result_text(out.result)}\n{derived}\nsingle star: chi2_reduced "
+            f"{out.single.chi2_reduced:.3f}; Δχ² {cmp['delta_chi2']:.1f}, ΔBIC "
+            f"{cmp['delta_bic']:.1f}, ln Z2/Z1 {cmp['log_evidence_ratio']:.1f}"
+            f"{'' if cmp['laplace_reliable'] else ' (Laplace unreliable)'}: "
+            f"{out.compare().verdict()}")
+    flags = out.result.flags
+    if out.result.method == "least_squares" and (flags.get("at_bound")
+                                                 or not flags.get("covariance_invertible", True)):
+        text += (f"\nwarning: at a bound {flags.get('at_bound')}, covariance invertible "
+                 f"{flags.get('covariance_invertible')}: the σ are not reliable (a component "
+                 "the data may not need); sample the posterior with --mcmc")
+    emit(args, doc, text)
+    return 0
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -56,8 +104,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from ..infer.batch import expand_paths, fit_many, load_grid_model, prepare_spectrum, rows_of
 
     files = expand_paths(args.files)
-    kw = _fit_kwargs(args)
     wrange = tuple(args.wavelength_range) if args.wavelength_range else None
+    if args.model != "single":
+        return _cmd_fit_mixture(args, files, wrange)
+    kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
         spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
         model = load_grid_model(args.grid)
@@ -93,6 +143,21 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                                    "or MCMC)")
     p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
     p.add_argument("--grid", help="HDF5 model grid (default: the embedded grid)")
+    p.add_argument("--model", choices=("single", "spots", "binary"), default="single",
+                   help="one star (default), a spotted star, or a double-lined binary "
+                        "(two components of the grid; see docs/mixtures.md)")
+    p.add_argument("--ratio", choices=("absolute", "blackbody", "mean_flux"),
+                   default="absolute", help="flux ratio of the two components (spots/binary; "
+                                            "default: mix absolute fluxes)")
+    p.add_argument("--flux-ratio", choices=("radii", "free"), default="radii",
+                   help="binary: from radius_ratio and the surface fluxes, or a free "
+                        "light_ratio (default radii)")
+    p.add_argument("--share", nargs="+", metavar="LABEL",
+                   help="binary: grid labels common to both stars (e.g. feh)")
+    p.add_argument("--veiling", action="store_true",
+                   help="spots/binary: add a featureless continuum component (veiling)")
+    p.add_argument("--epochs", action="store_true",
+                   help="binary: the files are exposures of one binary (per-epoch RVs)")
     p.add_argument("--mcmc", action="store_true", help="sample the posterior with emcee")
     p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
     p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
