@@ -3,7 +3,7 @@
 Usage:
     PYTHONPATH=src python benchmarks/bench_lines.py [--threads 2] [--lines 9000] [--pixels 60000]
         [--peer-python /tmp/blase-env/bin/python] [--peer-window 1000]
-        [--sun /path/uves_sun_norm.txt --sun-min 5000 --sun-max 5600 --optimizer lm]
+        [--sun /path/uves_sun_norm.txt --sun-min 5000 --sun-max 5600 --optimizer adam|lm]
 
 1. Per-epoch cost (forward + backward of χ² + one Adam step) for N lines on a P-pixel 0.01 Å
    grid: ours (pseudo-Voigt with automatic per-line windows, ±1 Å, ±5 Å; exact Voigt) and the
@@ -178,7 +178,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prominence", type=float, default=0.002)
-    p.add_argument("--optimizer", choices=["lm", "adam"], default="lm")
+    p.add_argument("--optimizer", choices=["adam", "lm"], default="adam")
     p.add_argument("--peer-python", default="/tmp/blase-env/bin/python",
                    help="python of an environment where `import blase` works")
     p.add_argument("--peer-window", type=int, nargs="+", default=[1000],
