@@ -35,6 +35,7 @@ _K_GAUSS = math.sqrt(_LN2 / math.pi)
 _FWHM_COEFFS = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
 _ETA_COEFFS = (1.36603, -0.47719, 0.11116)
 _PARAMETERS = ("centre_shift", "log_amplitude", "log_sigma", "log_gamma")
+DAMPING_UP, DAMPING_DOWN = 10.0, 10.0  # λ factors after a rejected / an accepted step (measured)
 MAX_CENTRAL_DEPTH = 20.0  # optical depth: a central flux of 2e-9
 CG_TOLERANCE = 1e-2
 CG_ITERATIONS = 50
@@ -253,14 +254,14 @@ def levenberg_marquardt(model: LineModel, wavelength, target, *, weight=None,
             if math.isfinite(trial_loss) and trial_loss < loss:
                 accepted = True
                 break
-            lam *= 5.0
+            lam *= DAMPING_UP
         bar.update(1)
         if not accepted:
             break
         relative = (loss - trial_loss) / loss
         theta, loss = trial, trial_loss
         history.append(loss)
-        lam = max(lam / 5.0, 1e-7)
+        lam = max(lam / DAMPING_DOWN, 1e-7)
         flux, d = problem.flux(theta)
         bar.set_postfix(loss=f"{loss:.4g}")
         if relative < tolerance:
