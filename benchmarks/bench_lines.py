@@ -159,6 +159,9 @@ def bench_clone(path: str, wmin: float, wmax: float, steps: int, rounds: int,
                             optimizer=optimizer, progress=False)
     cpu = time.process_time() - cpu0
     f = result.final
+    last = np.asarray(result.history[-11:])
+    change = (last[0] - last[-1]) / last[0]
+    print(f"   convergence: the loss fell by {100 * change:.2f} % over the last 10 steps")
     print(f"   ours: {result.model.n_lines} lines, {result.seconds:.1f} s wall "
           f"({cpu:.1f} s CPU over all threads), "
           f"{len(result.history)} {optimizer} steps; residual per pixel "
