@@ -11,7 +11,7 @@ from ._common import _add_json, emit
 
 def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
     """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
-    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å."""
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``)."""
     from ..errors import FileFormatError
     from ..io import read
 
@@ -19,18 +19,15 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")
+    if wavelength_min is not None or wavelength_max is not None:
+        spec = spec.slice(-np.inf if wavelength_min is None else wavelength_min,
+                          np.inf if wavelength_max is None else wavelength_max)
     wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
     sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
-    keep = np.ones(wave.size, bool)
-    if wavelength_min is not None:
-        keep &= wave >= wavelength_min
-    if wavelength_max is not None:
-        keep &= wave <= wavelength_max
-    if keep.sum() < 5:
+    if wave.size < 5:
         raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
-                              f"Å (file covers {wave.min():.2f}–{wave.max():.2f} Å)")
-    return (wave[keep], flux[keep], sigma[keep] if sigma is not None else None, mask[keep],
-            spec.medium)
+                              f"Å; widen the range")
+    return wave, flux, sigma, mask, spec.medium
 
 
 def _lines_settings_args(p: argparse.ArgumentParser) -> None:
@@ -81,7 +78,7 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
 
         raise MissingFileError("give a SPECTRUM file or --synthesize TEFF LOGG FEH")
     result = clone_spectrum(wave, flux, prominence=args.prominence, n_steps=args.steps,
-                            n_rounds=args.rounds,
+                            n_rounds=args.rounds, optimizer=args.optimizer,
                             profile=args.profile, progress=not args.no_progress)
     table = result.model.to_table()
     table.meta.update({"source": str(source), "residual_rms": result.final.rms,
@@ -118,17 +115,30 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
     stellar = read_line_model(args.lines, medium=medium)
     telluric = None
     if args.telluric:
-        tw, tt = read_telluric(args.telluric, wavelength_min=wave[0] - 5,
-                               wavelength_max=wave[-1] + 5)
-        telluric, _ = clone_telluric({"all": (tw, tt)}, progress=not args.no_progress)
+        groups = {}
+        for item in args.telluric:  # NAME=PATH, or PATH for a single group called "all"
+            name, _, path = item.rpartition("=")
+            groups[name or ("all" if len(args.telluric) == 1 else path)] = read_telluric(
+                path, wavelength_min=wave[0] - 5, wavelength_max=wave[-1] + 5)
+        telluric, _ = clone_telluric(groups, progress=not args.no_progress)
     settings = FitSettings(resolution=args.resolution, n_steps=args.steps,
                            n_global_steps=args.global_steps,
                            continuum_degree=args.continuum_degree,
                            fit_line_parameters=not args.fix_lines)
-    result = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=args.rv,
-                       progress=not args.no_progress)
-    table = fitted_line_table(result)
+    added = None
+    if args.add_missing is not None:
+        from ..models.lines.missing import fit_adding_lines
+
+        _, result, added = fit_adding_lines(stellar, obs, settings=settings, telluric=telluric,
+                                            rv=args.rv, n_sigma=args.add_missing,
+                                            progress=not args.no_progress)
+        stellar = result.model.stellar
+    else:
+        result = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=args.rv,
+                           progress=not args.no_progress)
+    table = fitted_line_table(result, added=added)
     summary = result.summary()
+    summary["n_added"] = int(table["added"].sum())
     summary["n_vanished"] = int(table["vanished"].sum())
     summary["n_telluric_blended"] = int(table["telluric_blended"].sum())
     if args.output:
@@ -144,7 +154,8 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
             f"rv = {result.rv:.3f} km/s, vsini = {result.vsini:.2f} km/s, "
             f"rms/noise = {result.rms_over_noise:.2f}, chi2/px = {result.chi2_per_pixel:.2f}\n"
             f"telluric scale {result.telluric_scale or '-'}; vanished lines "
-            f"{summary['n_vanished']}, telluric-blended {summary['n_telluric_blended']}")
+            f"{summary['n_vanished']}, telluric-blended {summary['n_telluric_blended']}, "
+            f"added {summary['n_added']}")
     emit(args, summary, text)
     return 0
 
@@ -162,6 +173,9 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
                    help="minimum line depth below neighbouring maxima (default 0.005)")
     c.add_argument("--rounds", type=int, default=2, help="detection + optimisation rounds")
     c.add_argument("--profile", choices=["pseudo_voigt", "voigt"], default="pseudo_voigt")
+    c.add_argument("--optimizer", choices=["adam", "lm"], default="adam",
+                   help="adam (--steps epochs per round) or lm: Levenberg-Marquardt, at most "
+                        "--steps iterations per round, stops when a step gains < 0.1 %%")
     c.add_argument("--threads", type=int, help="torch CPU threads")
     _lines_settings_args(c)
     _add_json(c)
@@ -169,7 +183,9 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
     f = lines_sub.add_parser("fit", help="fit cloned lines + RV, vsini, continuum, tellurics")
     f.add_argument("observed", help="observed spectrum (text or FITS table, any io product)")
     f.add_argument("--lines", required=True, help="line table from `photosphere lines clone`")
-    f.add_argument("--telluric", help="telluric transmission (TelFit csv or TAPAS ipac)")
+    f.add_argument("--telluric", action="append", metavar="[MOLECULE=]PATH",
+                   help="telluric transmission (TelFit csv, TAPAS ipac, APOGEE LBLRTM grid); "
+                        "repeat as H2O=PATH CO2=PATH ... for a fitted scaling per molecule")
     f.add_argument("--resolution", type=float, default=55000.0, help="instrumental R")
     f.add_argument("--rv", type=float, help="initial RV (km/s); default: scan ±200 km/s")
     f.add_argument("--continuum-degree", type=int, default=3)
@@ -177,6 +193,10 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
                    help="Adam epochs of the first stage (rv, vsini, continuum, tellurics)")
     f.add_argument("--fix-lines", action="store_true",
                    help="fit only RV, vsini, continuum and tellurics")
+    f.add_argument("--add-missing", type=float, nargs="?", const=5.0, metavar="N_SIGMA",
+                   help="after the fit, add lines for residual absorption deeper than N_SIGMA "
+                        "(default 5) x the noise and not covered by a line, then refit "
+                        "(flag `added` in the table)")
     f.add_argument("-o", "--output", help="fitted line table (.ecsv/.fits)")
     f.add_argument("--save-model", help="write the fitted lines as a reusable line table")
     f.add_argument("--plot", help="figure of data / stellar / telluric / residual (.png/.pdf)")

@@ -27,17 +27,22 @@ def test_clone_then_fit_with_json(tmp_path, rng, capsys):
     _write_spectrum(tmp_path / "synth.txt", rng)
     _write_spectrum(tmp_path / "obs.txt", rng, noise=0.002)
     rc = main(["lines", "clone", str(tmp_path / "synth.txt"), "-o", str(tmp_path / "l.ecsv"),
-               "--steps", "60", "--rounds", "1", "--no-progress", "--json"])
+               "--steps", "30", "--rounds", "1", "--optimizer", "lm", "--no-progress",
+               "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["optimizer"] == "lm"
     assert out["n_lines"] == 4
     assert out["residual_final"]["rms"] < out["residual_initial"]["rms"]
     rc = main(["lines", "fit", str(tmp_path / "obs.txt"), "--lines", str(tmp_path / "l.ecsv"),
                "--rv", "0", "--resolution", "1e5", "--steps", "10", "--global-steps", "20",
-               "--no-progress",
+               "--no-progress", "--add-missing",
                "-o", str(tmp_path / "fit.ecsv"), "--json"])
     assert rc == 0
     fit = json.loads(capsys.readouterr().out)
+    from astropy.table import Table
+
+    assert Table.read(tmp_path / "fit.ecsv")["added"].sum() == fit["n_added"]
     assert abs(fit["rv_kms"]) < 1.0
     assert fit["rms_over_noise"] < 2.0
     assert (tmp_path / "fit.ecsv").exists()
@@ -51,4 +56,23 @@ def test_clone_of_a_flat_spectrum_is_a_clear_error(tmp_path, capsys):
                "--no-progress"])
     assert rc == 2
     assert "no lines deeper" in capsys.readouterr().err
+    assert not (tmp_path / "l.ecsv").exists()
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, rng, capsys):
+    _write_spectrum(tmp_path / "s.txt", rng)
+    # a window beyond the data
+    rc = main(["lines", "clone", str(tmp_path / "s.txt"), "-o", str(tmp_path / "l.ecsv"),
+               "--wavelength-min", "7000", "--wavelength-max", "7010", "--no-progress"])
+    assert rc == 2
+    assert "choose a range inside it" in capsys.readouterr().err
+    # NaN pixels in the range to clone
+    data = np.loadtxt(tmp_path / "s.txt")
+    data[50, 1] = np.nan
+    np.savetxt(tmp_path / "nan.txt", data, header="medium: air")
+    rc = main(["lines", "clone", str(tmp_path / "nan.txt"), "-o", str(tmp_path / "l.ecsv"),
+               "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "masked/NaN pixel" in err and f"{data[50, 0]:.3f}" in err
     assert not (tmp_path / "l.ecsv").exists()

@@ -103,3 +103,45 @@ def test_bad_observations_are_clear_errors(rng):
     far = LineModel(centre + 1000, amp, sigma, gamma)
     with pytest.raises(FitError, match="falls in the observed range"):
         fit_lines(far, obs, progress=False)
+
+
+@pytest.mark.slow
+def test_a_line_missing_from_the_clone_is_added_and_flagged(rng):
+    from photosphere.models.lines.missing import fit_adding_lines
+
+    settings = FitSettings(resolution=60000, n_global_steps=50, n_steps=60,
+                           amplitude_l1=0.1, amplitude_l2=1.0, rv_search=40.0)
+    centre, amp, sigma, gamma = _lines(rng, 16, 6002, 6010)
+    missing = 6004.8  # a strong line that the clone lacks, away from the others
+    truth = LineModel(np.append(centre, missing), np.append(amp, 0.03),
+                      np.append(sigma, 0.03), np.append(gamma, 0.01))
+    obs = _observe(truth, np.linspace(6003, 6009, 600), settings, noise=0.002)
+    clone = LineModel(centre, amp, sigma, gamma)
+    first, final, added = fit_adding_lines(clone, obs, settings=settings, progress=False)
+    assert added.sum() >= 1
+    new_centres = final.model.stellar.centre.detach().numpy()[added]
+    assert np.min(np.abs(new_centres - missing)) < 0.02
+    assert final.chi2_per_pixel < 0.5 * first.chi2_per_pixel
+    table = fitted_line_table(final, added=added)
+    assert table["added"].sum() == added.sum()
+    assert not table["added"][np.argmin(np.abs(table["centre_initial"] - centre[0]))]
+
+
+@pytest.mark.slow
+def test_a_scaling_per_molecule_is_recovered(rng):
+    settings = FitSettings(resolution=60000, n_global_steps=150, fit_line_parameters=False)
+    centre, amp, sigma, gamma = _lines(rng, 8, 6002, 6010)
+    truth = LineModel(centre, amp, sigma, gamma)
+    groups = {name: LineModel(np.sort(rng.uniform(6004, 6008, 4)), np.full(4, 0.015),
+                              np.full(4, 0.02), np.full(4, 0.004)) for name in ("H2O", "CO2")}
+    tell = TelluricModel(groups)
+    wave = np.linspace(6003.5, 6008.5, 500)
+    with torch.no_grad():
+        tell.log_scale.copy_(torch.log(torch.tensor([1.5, 0.6], dtype=torch.float64)))
+    obs = _observe(truth, wave, settings, telluric=tell, noise=0.002)
+    with torch.no_grad():
+        tell.log_scale.zero_()
+    result = fit_lines(LineModel(centre, amp, sigma, gamma), obs, settings=settings,
+                       telluric=tell, rv=RV, progress=False)
+    assert result.telluric_scale["H2O"] == pytest.approx(1.5, rel=0.1)
+    assert result.telluric_scale["CO2"] == pytest.approx(0.6, rel=0.1)

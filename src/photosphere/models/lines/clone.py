@@ -5,8 +5,10 @@ and optimises every line's centre, opacity area, σ and γ against the spectrum 
 until the residual is small. Works on a noise-free synthetic spectrum (the intended use) and on an
 observed one (then the clone is a deconvolution into lines).
 
-Optimiser: Adam with per-group learning rates and cosine decay. L-BFGS (strong-Wolfe line
-search) was measured on the same problems and stalls or diverges (docs/lines.md).
+Optimisers: Adam with per-group learning rates and cosine decay (``"adam"``, the default; the
+only one for the exact Voigt profile) or Levenberg–Marquardt on the sparse analytic Jacobian
+(``"lm"``, :mod:`.levenberg_marquardt`; fewer, costlier steps, see docs/lines.md). L-BFGS
+(strong-Wolfe line search) was measured on the same problems and stalls or diverges.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from tqdm.auto import tqdm
 
 from ...errors import ModelError
 from .detect import LineGuess, check_normalised_spectrum, find_lines
+from .levenberg_marquardt import levenberg_marquardt
 from .model import LineModel
 
-OPTIMIZERS = ("adam",)
+OPTIMIZERS = ("lm", "adam")
 _NOMINAL_ERROR = 1e-3
 
 
@@ -76,10 +79,11 @@ def optimise(loss_fn, model: torch.nn.Module, *, optimizer: str, n_steps: int,
 
     Adam with cosine learning-rate decay; ``n_steps`` epochs. ``groups`` overrides the default
     parameter groups (line centre shifts at 2 % of ``learning_rate``, the rest at it).
-    ``optimizer`` must be ``"adam"``: L-BFGS was measured and dropped (docs/lines.md).
+    ``optimizer`` must be ``"adam"`` here (the clone's ``"lm"`` works on line models only,
+    :func:`.levenberg_marquardt.levenberg_marquardt`).
     """
-    if optimizer not in OPTIMIZERS:
-        raise ModelError(f"optimizer={optimizer!r} is not known; use one of {OPTIMIZERS}")
+    if optimizer != "adam":
+        raise ModelError(f"optimizer={optimizer!r} is not known here; use 'adam'")
     history: list[float] = []
     bar = tqdm(total=n_steps, desc=description, disable=not progress, leave=False)
     if groups is None:
@@ -114,17 +118,25 @@ def _merge(model: LineModel, extra: LineGuess, profile: str, half_window,
 def clone_spectrum(wavelength, flux, *, prominence: float = 0.005, half_window=None,
                    profile: str = "pseudo_voigt", optimizer: str = "adam",
                    n_steps: int = 300, learning_rate: float = 0.05, gamma_fraction: float = 0.2,
-                   n_rounds: int = 2, progress: bool = True,
+                   n_rounds: int = 2, tolerance: float = 1e-3, progress: bool = True,
                    device: str | torch.device = "cpu") -> CloneResult:
     """Clone a normalised spectrum into lines and optimise them against it.
 
     wavelength: (n_pix,) Å increasing; flux: (n_pix,) normalised, finite. In each of ``n_rounds``
-    rounds the lines are optimised for ``n_steps`` steps; after a round, lines hidden in blends
-    show up as minima of ``flux / model`` and are added (:func:`.detect.find_lines` on that ratio)
-    before the next. ``half_window``: Å per line, or ``None`` for the automatic per-line window.
+    rounds the lines are optimised: with ``optimizer="lm"`` (pseudo-Voigt only) by
+    Levenberg–Marquardt until an iteration lowers the loss by less than ``tolerance``
+    (relative) or ``n_steps`` iterations; with ``"adam"`` for ``n_steps`` epochs. After a round,
+    lines hidden in blends show up as minima of ``flux / model`` and are added
+    (:func:`.detect.find_lines` on that ratio) before the next. ``half_window``: Å per line, or
+    ``None`` for the automatic per-line window.
     Returns a :class:`CloneResult` whose ``final`` holds the residual per pixel.
     """
     wavelength, flux = check_normalised_spectrum(wavelength, flux)
+    if optimizer not in OPTIMIZERS:
+        raise ModelError(f"optimizer={optimizer!r} is not known; use one of {OPTIMIZERS}")
+    if optimizer == "lm" and profile != "pseudo_voigt":
+        raise ModelError(f"optimizer='lm' needs profile='pseudo_voigt' (got {profile!r}); use "
+                         "optimizer='adam' for the exact Voigt")
     if n_rounds < 1:
         raise ModelError(f"n_rounds={n_rounds} must be >= 1")
     guess = find_lines(wavelength, flux, prominence=prominence, gamma_fraction=gamma_fraction)
@@ -154,9 +166,16 @@ def clone_spectrum(wavelength, flux, *, prominence: float = 0.005, half_window=N
             # gradients of order unity (a raw mean square of 1e-6 stalls its first steps)
             return 0.5 * torch.sum(((model(wave_t) - flux_t) / _NOMINAL_ERROR) ** 2)
 
-        history += optimise(loss_fn, model, optimizer=optimizer, n_steps=n_steps,
-                            learning_rate=learning_rate, progress=progress,
-                            description=f"clone round {round_ + 1}/{n_rounds}")
+        label = f"clone round {round_ + 1}/{n_rounds}"
+        if optimizer == "lm":
+            history += levenberg_marquardt(
+                model, wave_t, flux_t, weight=torch.full_like(flux_t, _NOMINAL_ERROR**-2),
+                max_iterations=n_steps, tolerance=tolerance, progress=progress,
+                description=label)
+        else:
+            history += optimise(loss_fn, model, optimizer=optimizer, n_steps=n_steps,
+                                learning_rate=learning_rate, progress=progress,
+                                description=label)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         final = ResidualStats.of((flux_t - model(wave_t)).cpu().numpy())

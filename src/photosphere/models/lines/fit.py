@@ -352,12 +352,13 @@ def initial_line_model(model: ObservedLineModel) -> LineModel:
 
 
 def fitted_line_table(result: FitResult, *, vanish_fraction: float = 0.1,
-                      telluric_depth: float = 0.01):
+                      telluric_depth: float = 0.01, added: np.ndarray | None = None):
     """Astropy Table of every line: ``*_initial`` and ``*_fit`` centre, amplitude, sigma, gamma,
     depth and equivalent_width (Å), and flags ``vanished`` (fitted depth below
     ``vanish_fraction`` of the initial one) and ``telluric_blended`` (the fitted telluric
     model absorbs more than ``telluric_depth`` within ±1 FWHM of the observed line centre).
-    Lines outside the observed range have ``observed = False``."""
+    Lines outside the observed range have ``observed = False``; ``added`` (n_lines,) marks lines
+    that were not in the clone but added from the residuals (:mod:`.missing`)."""
     from astropy.table import Table
 
     model = result.model
@@ -390,6 +391,8 @@ def fitted_line_table(result: FitResult, *, vanish_fraction: float = 0.1,
             blended = (1.0 - torch.exp(-tau.reshape(probe.shape).max(1).values)
                        > telluric_depth).numpy()
     table["telluric_blended"] = blended
+    table["added"] = (np.zeros(len(table), bool) if added is None
+                      else np.asarray(added, bool))
     table.meta.update({"rv_kms": result.rv, "vsini_kms": result.vsini,
                        "telluric_scale": dict(result.telluric_scale),
                        "telluric_rv_kms": result.telluric_rv, "profile": after.profile,

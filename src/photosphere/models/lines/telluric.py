@@ -30,12 +30,18 @@ def read_telluric(path, *, wavelength_min: float | None = None,
                   wavelength_max: float | None = None, normalise: bool = True
                   ) -> tuple[np.ndarray, np.ndarray]:
     """A telluric transmission spectrum (any product :func:`photosphere.io.read` knows: TelFit
-    csv, TAPAS ipac) as increasing wavelength (Å, the file's medium, vacuum for both) and
-    transmission (n_pix,), cut to [wavelength_min, wavelength_max] Å. With ``normalise`` the
-    transmission is divided by its smooth upper envelope (removes Rayleigh/aerosol continua)."""
+    csv, TAPAS ipac, an APOGEE LBLRTM grid of one molecule, whose airmass-1 node with the column
+    scaling closest to 1 is used) as increasing wavelength (Å, the file's medium, vacuum for
+    all three) and transmission (n_pix,), cut to [wavelength_min, wavelength_max] Å. With
+    ``normalise`` the transmission is divided by its smooth upper envelope (removes
+    Rayleigh/aerosol continua)."""
     from ...io import read
+    from ...io.telluric import TelluricGrid
 
     spectrum = read(path)
+    if isinstance(spectrum, TelluricGrid):
+        spectrum = spectrum.spectrum(int(np.argmin(np.abs(spectrum.scale - 1.0))),
+                                     int(np.argmin(np.abs(spectrum.airmass - 1.0))))
     if np.ndim(spectrum.flux) != 1:
         raise FileFormatError(f"{path} is not a 1-D transmission spectrum")
     wave, trans = np.asarray(spectrum.wavelength), np.asarray(spectrum.flux)
