@@ -41,7 +41,8 @@ class CannonLabelFit:
     (n,) with w = 1/(σ² + s²); n_pixels: (n,) pixels used; flags: (n,) bit mask (FLAG_* constants:
     1 not converged, 2 a label at a bound, 4 reduced χ² above the threshold, 8 labels outside the
     training range, 16 fewer unmasked pixels than 10 × labels); n_iter: (n,);
-    model_flux: (n, n_pix) model at the best labels.
+    model_flux: (n, n_pix) model at the best labels. formal_covariance: (n, k, k) the formal
+    (JᵀWJ)⁻¹ when ``covariance`` was scaled by the model's uncertainty calibration, else None.
     """
 
     label_names: tuple[str, ...]
@@ -53,11 +54,18 @@ class CannonLabelFit:
     flags: np.ndarray
     n_iter: np.ndarray
     model_flux: np.ndarray
+    formal_covariance: np.ndarray | None = None
 
     @property
     def sigma(self) -> np.ndarray:
-        """(n, k) 1σ uncertainties, physical units."""
+        """(n, k) 1σ uncertainties, physical units (calibrated when the model is)."""
         return np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0, None))
+
+    @property
+    def sigma_formal(self) -> np.ndarray:
+        """(n, k) formal 1σ from (JᵀWJ)⁻¹ alone, before any calibration, physical units."""
+        cov = self.covariance if self.formal_covariance is None else self.formal_covariance
+        return np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
 
     def flag_names(self, i: int) -> list[str]:
         return [name for bit, name in FLAG_NAMES.items() if self.flags[i] & bit]
@@ -216,5 +224,9 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
              | np.where(chi2_reduced > poor_fit_chi2_reduced, FLAG_POOR_FIT, 0)
              | np.where(outside, FLAG_OUTSIDE_TRAINING, 0)
              | np.where(n_pixels < 10 * k, FLAG_FEW_PIXELS, 0))
+    scale = getattr(model, "sigma_scale_", None)
+    formal = None
+    if scale is not None:
+        formal, covariance = covariance, covariance * np.outer(scale, scale)
     return CannonLabelFit(model.label_names, labels, covariance, best_chi2, chi2_reduced,
-                          n_pixels, flags.astype(int), iters, model_flux)
+                          n_pixels, flags.astype(int), iters, model_flux, formal)
