@@ -295,6 +295,13 @@ def test_bad_input_is_refused_with_clear_errors(rng):
         model.infer_labels(flux, ivar, wavelength=model.wavelength + 0.5)
     with pytest.raises(ModelError, match="resample them onto the model"):
         model.infer_labels(flux[:, :8], ivar[:, :8])
+    with pytest.raises(ModelError, match="all-masked"):
+        model.infer_labels(flux[:3], np.zeros_like(ivar[:3]))
+    one_empty = ivar[:3].copy()
+    one_empty[1] = 0
+    fit = model.infer_labels(flux[:3], one_empty)
+    assert np.all(np.isnan(fit.labels[1])) and np.all(np.isfinite(fit.labels[[0, 2]]))
+    assert fit.flag_names(1) == ["not_converged", "few_pixels"]
     with pytest.raises(ModelError, match="not trained yet"):
         CannonModel(NAMES).predict(labels)
     with pytest.raises(ModelError, match="do not vary"):
