@@ -332,8 +332,9 @@ class CannonModel:
         a quadratic Cannon is correlated across pixels and is not in it, so on realistic data the
         formal errors are several times too small. Here the test step is run on spectra with
         known labels that were NOT used in training (flux, ivar (n, n_pix), labels (n, k)), and
-        per label the factor f_k = 1.4826 · median |Δ_k / σ_formal,k| (the robust width of the
-        pulls, 1 for calibrated Gaussian errors) is stored as ``sigma_scale_``; from then on
+        per label the factor f_k = the 68.27th percentile of |Δ_k / σ_formal,k| (so that ±f_k σ
+        covers 68.27 % of the calibration stars, as ±1σ does for calibrated Gaussian errors;
+        f = 1 when the formal errors are right) is stored as ``sigma_scale_``; from then on
         :meth:`infer_labels` reports the covariance D C D with D = diag(f) (the formal one stays
         in ``formal_covariance``). The factors and the 1σ coverage before/after on this set are
         stored in ``provenance_["uncertainty_calibration"]`` and saved with the model.
@@ -354,12 +355,12 @@ class CannonModel:
         if pulls.shape[0] < 20:
             raise ModelError(f"only {pulls.shape[0]} calibration fits converged inside the bounds; "
                              "the calibration set does not match the model")
-        scale = 1.4826 * np.median(np.abs(pulls), axis=0)
+        scale = np.percentile(np.abs(pulls), 68.27, axis=0)
         self.sigma_scale_ = scale
         self.provenance_["uncertainty_calibration"] = {
             "n_spectra": int(pulls.shape[0]),
-            "method": "sigma_scale = 1.4826 median |fit - truth| / sigma_formal per label, on "
-                      "held-out spectra",
+            "method": "sigma_scale = 68.27th percentile of |fit - truth| / sigma_formal per "
+                      "label, on held-out spectra",
             "sigma_scale": dict(zip(self.label_names, scale.tolist(), strict=True)),
             "coverage_1sigma_formal": dict(zip(
                 self.label_names, np.mean(np.abs(pulls) <= 1, axis=0).tolist(), strict=True)),

@@ -16,7 +16,7 @@ over a wide label box; at an APOGEE-like R = 22 500 it can (see docs/cannon.md f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,6 @@ class GridDatasetSpec:
     resolution: float | None = 22500.0
     sampling: float = 3.0
     margin: float = 3.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "grid", **asdict(self)}
@@ -115,7 +114,7 @@ class GridDatasetSpec:
         return cls(str(d["grid"]), int(d["n"]), int(d["seed"]), tuple(d["snr"]),
                    None if box is None else {k: tuple(v) for k, v in box.items()},
                    None if d.get("resolution") is None else float(d["resolution"]),
-                   float(d["sampling"]), float(d["margin"]), dict(d.get("extra", {})))
+                   float(d["sampling"]), float(d["margin"]))
 
     def replace(self, **changes) -> GridDatasetSpec:
         return GridDatasetSpec(**{**asdict(self), **changes})
