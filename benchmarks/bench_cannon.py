@@ -166,6 +166,7 @@ def _print_table(r: dict) -> None:
     row("training wall time [s]", o["train_wall_s"], q and q["train_wall_s"])
     row("training CPU time [s]", o["train_cpu_s"], q and q["train_cpu_s"])
     row("test step wall time [s]", o["test_wall_s"], q and q["test_wall_s"])
+    row("test step CPU time [s]", o["test_cpu_s"], q and q["test_cpu_s"])
     row("test throughput [spectra/s]", r["n_test"] / o["test_wall_s"],
         q and r["n_test"] / q["test_wall_s"], "{:.1f}")
     for name in LABELS:

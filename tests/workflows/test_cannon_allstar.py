@@ -129,3 +129,17 @@ def test_download_fetches_the_dr17_layout_from_a_server(sample, tmp_path):
     row = sample["good"][0]
     assert (tmp_path / "cache" / "apo25m" / row["FIELD"] /
             f"apStar-dr17-{row['APOGEE_ID']}.fits").is_file()
+
+
+@pytest.mark.slow
+def test_report_on_an_allstar_model(sample, tmp_path, capsys):
+    model = train_on_allstar(_spec(sample), order=1)
+    path = model.save(tmp_path / "lab.h5")
+    outdir = tmp_path / "report"
+    assert main(["cannon", "report", str(path), "-o", str(outdir), "--nn-epochs", "2",
+                 "--mcmc-steps", "30", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_training"] == 48 and summary["n_validation"] == 12
+    assert {"gradient_spectra", "cross_validation", "kiel_diagram", "mcmc_corner",
+            "nn_cross_validation", "table"} <= set(summary["files"])
+    assert set(summary["cannon"]) == {"teff", "logg", "feh", "mg_fe", "si_fe"}

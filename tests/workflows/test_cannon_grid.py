@@ -105,3 +105,23 @@ def test_embedded_grid_giants_end_to_end(tmp_path, capsys):
     assert labels["logg"]["scatter"] < 0.3 and labels["feh"]["scatter"] < 0.1
     for v in labels.values():
         assert 0.55 < v["coverage_1sigma"] < 0.85
+
+
+@pytest.mark.slow
+def test_cli_report_on_a_grid_model(grid_path, tmp_path, capsys):
+    model = tmp_path / "grid-cannon.h5"
+    assert main(["cannon", "train", "--grid", str(grid_path), "--n-train", "80",
+                 "--n-calibration", "0", "-o", str(model)]) == 0
+    capsys.readouterr()
+    outdir = tmp_path / "report"
+    assert main(["cannon", "report", str(model), "-o", str(outdir), "--n-validation", "25",
+                 "--nn-epochs", "2", "--mcmc-steps", "30", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    expected = {"training_labels_corner", "training_star_fit", "gradient_spectra", "scatter",
+                "cross_validation", "kiel_diagram", "model_vs_feh", "model_along_isochrone",
+                "mcmc_corner", "nn_cross_validation", "table", "summary"}
+    assert expected <= set(summary["files"]) and "continuum_fit" not in summary["files"]
+    for f in summary["files"].values():
+        assert Path(f).stat().st_size > 1000
+    assert summary["training_set"]["kind"] == "grid" and "real_spectra" not in summary
+    assert 0 <= summary["cannon"]["teff"]["coverage_1sigma"] <= 1
