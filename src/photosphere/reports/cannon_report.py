@@ -122,6 +122,7 @@ def plot_gradient_spectra(model: CannonModel, path: Path, at: np.ndarray | None 
     fig, axes = plt.subplots(len(names), 1, figsize=(12, 2.0 * len(names)), sharex=True,
                              squeeze=False)
     styles = [("C0", "-"), ("C3", "--"), ("C2", ":"), ("C1", "-.")]
+    style_names = ("blue solid", "red dashed", "green dotted", "orange dash-dot")
     for k, (ax, name) in enumerate(zip(axes[:, 0], names, strict=True)):
         step = GRADIENT_STEP.get(name, model.scales_[k] / 10)
         ax.plot(wave, grad[:, k] * step, lw=0.5, color="k")
@@ -129,7 +130,7 @@ def plot_gradient_spectra(model: CannonModel, path: Path, at: np.ndarray | None 
             for w in waves:
                 ax.axvline(w, color=color, lw=0.8, alpha=0.6, ls=ls)
         ax.set_ylabel(f"Δf per\nΔ{name}={step:g}", fontsize=8)
-    legend = ", ".join(f"{c} {ls}: {sp}" for (c, ls), sp in zip(styles, lines, strict=False))
+    legend = ", ".join(f"{st}: {sp}" for st, sp in zip(style_names, lines, strict=False))
     axes[0, 0].set_title(f"gradient spectra at the fiducial labels ({legend})")
     axes[-1, 0].set_xlabel(f"wavelength [Å, {medium}]")
     return _save(fig, path)
