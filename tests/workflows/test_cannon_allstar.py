@@ -89,8 +89,9 @@ def test_train_and_test_on_the_allstar_sample_via_the_cli(sample, tmp_path, caps
 
 def test_missing_apstar_files_name_the_path_and_the_download_option(sample, tmp_path):
     spec = AllStarSpec(str(sample["allstar"]), str(tmp_path / "empty"), str(sample["continuum"]))
-    with pytest.raises(MissingFileError, match=r"no apStar file for 2M.*--download"):
-        load_stars(spec, [0])
+    with pytest.raises(MissingFileError, match=r"2 of 2 selected stars .*no apStar file for 2M.*"
+                                               r"--download"):
+        load_stars(spec, [0, 1])
 
 
 def test_download_offline_fails_at_once_with_a_clear_message(sample, tmp_path):

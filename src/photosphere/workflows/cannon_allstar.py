@@ -167,6 +167,16 @@ def load_stars(spec: AllStarSpec, rows=None, data_dir=None, progress: bool = Fal
     table = spec.select()
     rows = np.arange(len(table)) if rows is None else np.asarray(rows, int)
     pixels = load_continuum_pixels(spec.continuum_pixels, data_dir)
+    if not spec.download:   # say how many are missing before reading any
+        missing = []
+        for i in rows:
+            try:
+                apstar_file(table[int(i)], spec.apstar_dir)
+            except MissingFileError as exc:
+                missing.append(exc)
+        if missing:
+            raise MissingFileError(f"{len(missing)} of {len(rows)} selected stars have no apStar "
+                                   f"file; the first: {missing[0]}")
     flux, ivar, wave = [], [], None
     for i in tqdm(rows, desc="apStar spectra", disable=not progress, leave=False,
                   file=sys.stderr):
