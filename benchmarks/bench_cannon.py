@@ -96,12 +96,16 @@ def accuracy(labels: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def _subprocess(cmd: list[str], threads: int) -> dict:
+    """Run one worker; its JSON result plus the 1-minute load average before and after it."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    return result
 
 
 def main() -> int:
@@ -162,6 +166,7 @@ def _print_table(r: dict) -> None:
     row("training wall time [s]", o["train_wall_s"], q and q["train_wall_s"])
     row("training CPU time [s]", o["train_cpu_s"], q and q["train_cpu_s"])
     row("test step wall time [s]", o["test_wall_s"], q and q["test_wall_s"])
+    row("test step CPU time [s]", o["test_cpu_s"], q and q["test_cpu_s"])
     row("test throughput [spectra/s]", r["n_test"] / o["test_wall_s"],
         q and r["n_test"] / q["test_wall_s"], "{:.1f}")
     for name in LABELS:
@@ -170,6 +175,10 @@ def _print_table(r: dict) -> None:
         row(f"{name} bias", a["bias"], b and b["bias"], "{:.4f}")
         row(f"{name} scatter (std)", a["scatter"], b and b["scatter"], "{:.4f}")
     row("failed fits", o["accuracy"]["n_failed"], q and q["accuracy"]["n_failed"], "{:d}")
+    for who, res in (("photosphere", o), ("annieslasso", q)):
+        if res:
+            before, after = res["load_average_1min"]
+            print(f"load average (1 min) around the {who} run: {before:.2f} -> {after:.2f}")
     if q:
         print(f"training speed-up {r['train_speedup']:.1f}x, test throughput ratio "
               f"{r['test_throughput_ratio']:.1f}x")

@@ -295,6 +295,13 @@ def test_bad_input_is_refused_with_clear_errors(rng):
         model.infer_labels(flux, ivar, wavelength=model.wavelength + 0.5)
     with pytest.raises(ModelError, match="resample them onto the model"):
         model.infer_labels(flux[:, :8], ivar[:, :8])
+    with pytest.raises(ModelError, match="all-masked"):
+        model.infer_labels(flux[:3], np.zeros_like(ivar[:3]))
+    one_empty = ivar[:3].copy()
+    one_empty[1] = 0
+    fit = model.infer_labels(flux[:3], one_empty)
+    assert np.all(np.isnan(fit.labels[1])) and np.all(np.isfinite(fit.labels[[0, 2]]))
+    assert fit.flag_names(1) == ["not_converged", "few_pixels"]
     with pytest.raises(ModelError, match="not trained yet"):
         CannonModel(NAMES).predict(labels)
     with pytest.raises(ModelError, match="do not vary"):
@@ -310,3 +317,43 @@ def test_sum_of_logs_by_products_is_exact_and_never_overflows(rng):
         x = 1 + rng.uniform(0, largest, (7, 301))
         ref = np.log(x).sum(axis=1)
         np.testing.assert_allclose(_sum_log(x.copy(), largest), ref, rtol=1e-12)
+
+
+def _jittered_set(rng, model, theta, s2, scaling, n, jitter):
+    """Spectra made at labels + jitter (unknown to the fit): a model error correlated across
+    pixels, like a quadratic Cannon's mismatch with real spectra. Returns (labels, flux, ivar)."""
+    labels = CENTRE + 0.7 * HALF_WIDTH * rng.uniform(-1, 1, (n, 3))
+    _, flux, ivar = _test_set(rng, model, theta, s2, scaling, n)
+    shifted = labels + jitter * rng.normal(size=labels.shape)
+    x = (shifted - scaling[0]) / scaling[1]
+    mean = polynomial.design_matrix(x, polynomial.polynomial_terms(3, 2)) @ theta.T
+    sigma = 1 / np.sqrt(ivar)
+    flux = mean + rng.normal(size=mean.shape) * np.sqrt(sigma**2 + s2)
+    return labels, flux, ivar
+
+
+def test_uncertainty_calibration_restores_coverage_and_is_saved(rng, tmp_path):
+    model, theta, s2, scaling, _ = trained(rng, n_train=1500, n_pix=150)
+    # exact model: the formal errors are right and the calibration leaves them (scale ≈ 1)
+    labels, flux, ivar = _test_set(rng, model, theta, s2, scaling, 300)
+    summary = model.calibrate_uncertainties(flux, ivar, labels)
+    assert np.allclose(model.sigma_scale_, 1.0, atol=0.15), summary
+    # a model error correlated across pixels: the formal errors are several times too small
+    sigma_formal = np.median(model.infer_labels(flux, ivar).sigma_formal, axis=0)
+    jitter = 3 * sigma_formal
+    labels, flux, ivar = _jittered_set(rng, model, theta, s2, scaling, 400, jitter)
+    summary = model.calibrate_uncertainties(flux, ivar, labels)
+    assert np.all(model.sigma_scale_ > 2.0), summary
+    assert np.all(np.array(list(summary["coverage_1sigma_formal"].values())) < 0.45)
+    # on an independent set from the same process, the calibrated errors cover ~68 %
+    labels, flux, ivar = _jittered_set(rng, model, theta, s2, scaling, 400, jitter)
+    fit = model.infer_labels(flux, ivar)
+    covered = np.mean(np.abs(fit.labels - labels) <= fit.sigma, axis=0)
+    assert np.all((covered > 0.58) & (covered < 0.78)), covered
+    np.testing.assert_allclose(fit.sigma, fit.sigma_formal * model.sigma_scale_)
+    # saved and loaded with the model
+    again = CannonModel.load(model.save(tmp_path / "calibrated.h5"))
+    np.testing.assert_array_equal(again.sigma_scale_, model.sigma_scale_)
+    assert again.provenance_["uncertainty_calibration"]["n_spectra"] > 300
+    with pytest.raises(ModelError, match="too few"):
+        model.calibrate_uncertainties(flux[:5], ivar[:5], labels[:5])

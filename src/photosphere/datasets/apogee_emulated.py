@@ -124,7 +124,8 @@ class SpectraSet:
     """n spectra with known labels on one wavelength grid.
 
     labels: (n, k) physical; flux, ivar: (n, n_pix) (ivar = 0 on bad pixels); mask: (n, n_pix)
-    bool, True = bad pixel; snr: (n,) per-star S/N; wavelength: (n_pix,) vacuum Å.
+    bool, True = bad pixel; snr: (n,) per-star S/N; wavelength: (n_pix,) Å (vacuum for APOGEE
+    sets; the grid's medium for :mod:`photosphere.workflows.cannon_grid` sets).
     """
 
     label_names: tuple[str, ...]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import ModelError
 from . import polynomial
 
 if TYPE_CHECKING:
@@ -40,8 +41,10 @@ class CannonLabelFit:
     labels: (n, k) physical units; covariance: (n, k, k) physical units; chi2, chi2_reduced:
     (n,) with w = 1/(σ² + s²); n_pixels: (n,) pixels used; flags: (n,) bit mask (FLAG_* constants:
     1 not converged, 2 a label at a bound, 4 reduced χ² above the threshold, 8 labels outside the
-    training range, 16 fewer unmasked pixels than 10 × labels); n_iter: (n,);
-    model_flux: (n, n_pix) model at the best labels.
+    training range, 16 fewer unmasked pixels than 10 × labels; spectra with no more usable
+    pixels than labels get NaN labels and flags 1 + 16); n_iter: (n,);
+    model_flux: (n, n_pix) model at the best labels. formal_covariance: (n, k, k) the formal
+    (JᵀWJ)⁻¹ when ``covariance`` was scaled by the model's uncertainty calibration, else None.
     """
 
     label_names: tuple[str, ...]
@@ -53,11 +56,18 @@ class CannonLabelFit:
     flags: np.ndarray
     n_iter: np.ndarray
     model_flux: np.ndarray
+    formal_covariance: np.ndarray | None = None
 
     @property
     def sigma(self) -> np.ndarray:
-        """(n, k) 1σ uncertainties, physical units."""
+        """(n, k) 1σ uncertainties, physical units (calibrated when the model is)."""
         return np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0, None))
+
+    @property
+    def sigma_formal(self) -> np.ndarray:
+        """(n, k) formal 1σ from (JᵀWJ)⁻¹ alone, before any calibration, physical units."""
+        cov = self.covariance if self.formal_covariance is None else self.formal_covariance
+        return np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
 
     def flag_names(self, i: int) -> list[str]:
         return [name for bit, name in FLAG_NAMES.items() if self.flags[i] & bit]
@@ -164,6 +174,12 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
     """Batched multi-start LM fit; see :meth:`CannonModel.infer_labels` for the arguments."""
     terms = model.term_indices
     good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    empty = good.sum(axis=1) <= len(model.label_names)
+    if empty.all():
+        raise ModelError(
+            f"none of the {flux.shape[0]} test spectra has more usable pixels (finite flux, "
+            f"ivar > 0) than the {len(model.label_names)} labels; they are all-masked: check "
+            "the masks/ivar or the wavelength overlap with the model")
     flux = np.where(good, flux, 1.0)
     weight = np.where(good, ivar / (1.0 + model.s2_ * np.where(good, ivar, 0.0)), 0.0)
     n_spec, k = flux.shape[0], len(model.label_names)
@@ -216,5 +232,15 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
              | np.where(chi2_reduced > poor_fit_chi2_reduced, FLAG_POOR_FIT, 0)
              | np.where(outside, FLAG_OUTSIDE_TRAINING, 0)
              | np.where(n_pixels < 10 * k, FLAG_FEW_PIXELS, 0))
+    if empty.any():   # no information: no labels rather than the starting point with σ = 0
+        labels[empty] = np.nan
+        covariance[empty] = np.nan
+        best_chi2[empty] = np.nan
+        chi2_reduced[empty] = np.nan
+        flags[empty] |= FLAG_NOT_CONVERGED | FLAG_FEW_PIXELS
+    scale = getattr(model, "sigma_scale_", None)
+    formal = None
+    if scale is not None:
+        formal, covariance = covariance, covariance * np.outer(scale, scale)
     return CannonLabelFit(model.label_names, labels, covariance, best_chi2, chi2_reduced,
-                          n_pixels, flags.astype(int), iters, model_flux)
+                          n_pixels, flags.astype(int), iters, model_flux, formal)

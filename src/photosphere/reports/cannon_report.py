@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def plot_continuum_fit(wavelength: np.ndarray, flux: np.ndarray, continuum: np.n
 
 
 def plot_data_vs_model(wavelength, flux, ivar, model_flux, title: str, path: Path,
-                       window=(16000.0, 16100.0)) -> Path:
+                       window=(16000.0, 16100.0), medium: str = "vacuum") -> Path:
     """Data and Cannon model of one star in a wavelength window, with residuals."""
     sel = (wavelength >= window[0]) & (wavelength <= window[1])
     good = sel & (ivar > 0)
@@ -97,36 +98,50 @@ def plot_data_vs_model(wavelength, flux, ivar, model_flux, title: str, path: Pat
     ax.legend()
     ax2.plot(wavelength[good], flux[good] - model_flux[good], ".", ms=2, color="k")
     ax2.axhline(0, color="C3")
-    ax2.set(xlabel="wavelength [Å, vacuum]", ylabel="data − model")
+    ax2.set(xlabel=f"wavelength [Å, {medium}]", ylabel="data − model")
     return _save(fig, path)
 
 
-def plot_gradient_spectra(model: CannonModel, path: Path, at: np.ndarray | None = None) -> Path:
-    """∂f/∂label × step for every label at the fiducial labels, Mg I / Si I lines marked."""
+def apogee_lines() -> dict[str, np.ndarray]:
+    """Mg I and Si I line positions in the APOGEE window, vacuum Å."""
+    return {"Mg I": air_to_vacuum(np.array(MG_I_AIR)), "Si I": air_to_vacuum(np.array(SI_I_AIR))}
+
+
+def plot_gradient_spectra(model: CannonModel, path: Path, at: np.ndarray | None = None,
+                          lines: dict[str, np.ndarray] | None = None,
+                          medium: str = "vacuum") -> Path:
+    """∂f/∂label × step for every label at the fiducial labels, with line positions marked.
+
+    lines: ``{species: wavelengths (Å, in ``medium``)}``; default the APOGEE Mg I and Si I
+    lines (Smith et al. 2013).
+    """
     at = model.fiducials_ if at is None else at
+    lines = apogee_lines() if lines is None else lines
     wave, grad = _gaps(model.wavelength, model.gradient(at[None, :])[0])
     names = model.label_names
-    fig, axes = plt.subplots(len(names), 1, figsize=(12, 2.0 * len(names)), sharex=True)
-    mg, si = air_to_vacuum(np.array(MG_I_AIR)), air_to_vacuum(np.array(SI_I_AIR))
-    for k, (ax, name) in enumerate(zip(axes, names, strict=True)):
+    fig, axes = plt.subplots(len(names), 1, figsize=(12, 2.0 * len(names)), sharex=True,
+                             squeeze=False)
+    styles = [("C0", "-"), ("C3", "--"), ("C2", ":"), ("C1", "-.")]
+    style_names = ("blue solid", "red dashed", "green dotted", "orange dash-dot")
+    for k, (ax, name) in enumerate(zip(axes[:, 0], names, strict=True)):
         step = GRADIENT_STEP.get(name, model.scales_[k] / 10)
         ax.plot(wave, grad[:, k] * step, lw=0.5, color="k")
-        for w in mg:
-            ax.axvline(w, color="C0", lw=0.8, alpha=0.6)
-        for w in si:
-            ax.axvline(w, color="C3", lw=0.8, alpha=0.6, ls="--")
+        for (color, ls), waves in zip(styles, lines.values(), strict=False):
+            for w in waves:
+                ax.axvline(w, color=color, lw=0.8, alpha=0.6, ls=ls)
         ax.set_ylabel(f"Δf per\nΔ{name}={step:g}", fontsize=8)
-    axes[0].set_title("gradient spectra at the fiducial labels (blue: Mg I, red dashed: Si I)")
-    axes[-1].set_xlabel("wavelength [Å, vacuum]")
+    legend = ", ".join(f"{st}: {sp}" for st, sp in zip(style_names, lines, strict=False))
+    axes[0, 0].set_title(f"gradient spectra at the fiducial labels ({legend})")
+    axes[-1, 0].set_xlabel(f"wavelength [Å, {medium}]")
     return _save(fig, path)
 
 
-def plot_scatter(model: CannonModel, path: Path) -> Path:
+def plot_scatter(model: CannonModel, path: Path, medium: str = "vacuum") -> Path:
     """Intrinsic scatter s_λ of the model per pixel."""
     fig, ax = plt.subplots(figsize=(12, 3.5))
     ax.semilogy(*_gaps(model.wavelength, np.sqrt(np.maximum(model.s2_, 1e-12))), lw=0.5,
                 color="k")
-    ax.set(xlabel="wavelength [Å, vacuum]", ylabel=r"$s_\lambda$ (normalised flux)",
+    ax.set(xlabel=f"wavelength [Å, {medium}]", ylabel=r"$s_\lambda$ (normalised flux)",
            title=r"intrinsic scatter $s_\lambda$ (s² = 0 drawn at 1e-6)")
     return _save(fig, path)
 
@@ -170,7 +185,8 @@ def plot_kiel(labels: np.ndarray, names, isochrones, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_model_vs_feh(model: CannonModel, path: Path, window=(15700.0, 15800.0)) -> Path:
+def plot_model_vs_feh(model: CannonModel, path: Path, window=(15700.0, 15800.0),
+                      medium: str = "vacuum") -> Path:
     """Model spectra for several [Fe/H] at fixed Teff, log g (others at the fiducial)."""
     names = list(model.label_names)
     lo, hi = model.bounds["feh"]
@@ -185,14 +201,14 @@ def plot_model_vs_feh(model: CannonModel, path: Path, window=(15700.0, 15800.0))
         ax.plot(model.wavelength[sel], f[sel], color=c, label=f"[Fe/H] = {feh:+.2f}")
     fixed = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, model.fiducials_, strict=True)
                       if n != "feh")
-    ax.set(xlabel="wavelength [Å, vacuum]", ylabel="normalised flux",
+    ax.set(xlabel=f"wavelength [Å, {medium}]", ylabel="normalised flux",
            title=f"Cannon model vs [Fe/H] ({fixed})")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def plot_model_along_isochrone(model: CannonModel, iso, path: Path,
-                               window=(15700.0, 15800.0)) -> Path:
+                               window=(15700.0, 15800.0), medium: str = "vacuum") -> Path:
     """Model spectra along an isochrone, at the points that lie inside the training labels.
 
     For a model trained on giants this walks up the red-giant branch; for the dwarf emulator box
@@ -219,7 +235,7 @@ def plot_model_along_isochrone(model: CannonModel, iso, path: Path,
                      "isochrone, inside the training labels")
     else:
         ax.set_title("the isochrone does not cross the training labels")
-    ax.set(xlabel="wavelength [Å, vacuum]", ylabel="normalised flux")
+    ax.set(xlabel=f"wavelength [Å, {medium}]", ylabel="normalised flux")
     return _save(fig, path)
 
 
@@ -324,13 +340,74 @@ def continuum_example(model: CannonModel, data_dir=None) -> dict[str, Any] | Non
                      f"from {int((pixels & good).sum())} continuum pixels"}
 
 
+@dataclass
+class ReportData:
+    """What the report needs from a training-set kind: the training and held-out spectra, how to
+    draw wavelengths (medium, windows, marked lines), and the optional real-data parts."""
+
+    train: Any
+    validation: Any
+    medium: str = "vacuum"
+    star_window: tuple[float, float] = (16000.0, 16100.0)
+    model_window: tuple[float, float] = (15700.0, 15800.0)
+    lines: dict[str, np.ndarray] | None = None
+    continuum: Callable[[], dict[str, Any] | None] | None = None
+    real: Callable[[], list[dict]] | None = None
+
+
+#: Mg I b triplet, air Å (NIST), for the optical grid window 5050-5350 Å
+MG_I_B_AIR = (5167.321, 5172.684, 5183.604)
+#: strong Fe I lines in 5050-5350 Å, air Å (NIST)
+FE_I_AIR = (5194.941, 5232.940, 5269.537, 5328.039)
+
+
+def _apogee_data(model: CannonModel, n_validation: int, data_dir, fit_real: bool) -> ReportData:
+    from ..workflows import cannon_apogee as wf
+
+    emulator = ae.PayneEmulator.load(data_dir)
+    train = wf.training_spec(model).build(data_dir, emulator)
+    val = wf.validation_spec(model, n_validation).build(data_dir, emulator)
+    return ReportData(train, val, continuum=lambda: continuum_example(model, data_dir),
+                      real=(lambda: wf.fit_all_real(model, data_dir)) if fit_real else None)
+
+
+def _grid_data(model: CannonModel, n_validation: int, progress: bool) -> ReportData:
+    from ..grids.interpolate import GridInterpolator
+    from ..workflows import cannon_grid as wg
+
+    spec = wg.training_spec(model)
+    interp = GridInterpolator(wg.grid_path(spec.grid))
+    medium = str(interp.medium)
+    lines = {"Mg I b": np.array(MG_I_B_AIR), "Fe I": np.array(FE_I_AIR)}
+    if medium == "vacuum":
+        lines = {k: air_to_vacuum(v) for k, v in lines.items()}
+    return ReportData(spec.build(interp, progress=progress),
+                      wg.validation_spec(model, n_validation).build(interp, progress=progress),
+                      medium=medium, star_window=(5160.0, 5200.0), model_window=(5160.0, 5200.0),
+                      lines=lines)
+
+
+def report_data(model: CannonModel, n_validation: int = 300, data_dir=None,
+                fit_real: bool = True, progress: bool = False) -> ReportData:
+    """The report inputs for the training-set kind recorded in the model provenance."""
+    kind = model.provenance_.get("training_set", {}).get("kind")
+    if kind == "grid":
+        return _grid_data(model, n_validation, progress)
+    if kind == "apogee_allstar":
+        from ..workflows import cannon_allstar as wa
+
+        return wa.report_data(model, progress=progress)
+    return _apogee_data(model, n_validation, data_dir, fit_real)
+
+
 def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 300,
                  data_dir=None, nn_epochs: int = 80, mcmc_steps: int = 1500,
                  fit_real: bool = True, progress: bool = False) -> dict[str, Any]:
     """Every plot of the lab, a summary table (``cannon_report.ecsv``) and ``cannon_report.json``.
 
-    The training spectra are rebuilt from the spec in the model provenance; the validation set
-    is a fresh held-out emulated set in the same label box.
+    The training spectra are rebuilt from the recipe in the model provenance; the validation set
+    is a fresh held-out set made the same way (emulated APOGEE or grid spectra), or the stored
+    validation stars of an allStar-trained model.
     """
     from ..isochrones import mist_isochrone
     from ..nn.label_regressor import LabelRegressor, RegressorConfig
@@ -339,9 +416,8 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(model.label_names)
-    emulator = ae.PayneEmulator.load(data_dir)
-    train = wf.training_spec(model).build(data_dir, emulator)
-    val = wf.validation_spec(model, n_validation).build(data_dir, emulator)
+    data = report_data(model, n_validation, data_dir, fit_real, progress)
+    train, val, medium = data.train, data.validation, data.medium
     files: dict[str, str] = {}
 
     def keep(key: str, path: Path) -> None:
@@ -349,7 +425,7 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
 
     keep("training_labels_corner", plot_training_corner(train.labels, names,
                                                         out / "training_labels_corner.png"))
-    example = continuum_example(model, data_dir)
+    example = data.continuum() if data.continuum is not None else None
     if example is not None:
         keep("continuum_fit", plot_continuum_fit(example["wavelength"], example["flux"],
                                                  example["continuum"], example["pixels"],
@@ -357,9 +433,11 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
     star = 0
     keep("training_star_fit", plot_data_vs_model(
         train.wavelength, train.flux[star], train.ivar[star], model.predict(train.labels[star]),
-        "training star 0: data vs Cannon model at its labels", out / "training_star_fit.png"))
-    keep("gradient_spectra", plot_gradient_spectra(model, out / "gradient_spectra.png"))
-    keep("scatter", plot_scatter(model, out / "scatter_s2.png"))
+        "training star 0: data vs Cannon model at its labels", out / "training_star_fit.png",
+        window=data.star_window, medium=medium))
+    keep("gradient_spectra", plot_gradient_spectra(model, out / "gradient_spectra.png",
+                                                   lines=data.lines, medium=medium))
+    keep("scatter", plot_scatter(model, out / "scatter_s2.png", medium=medium))
 
     fit, stats = wf.validate(model, val)
     keep("cross_validation", plot_one_to_one(
@@ -367,10 +445,14 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
         f"The Cannon on {len(val)} held-out spectra (S/N {val.snr.min():.0f}-{val.snr.max():.0f})",
         out / "cross_validation.png"))
     isochrones = [mist_isochrone(6.0, 0.0), mist_isochrone(6.0, -1.0)]
-    keep("kiel_diagram", plot_kiel(fit.labels, names, isochrones, out / "kiel_diagram.png"))
-    keep("model_vs_feh", plot_model_vs_feh(model, out / "model_vs_feh.png"))
-    keep("model_along_isochrone", plot_model_along_isochrone(model, isochrones[0],
-                                                             out / "model_along_isochrone.png"))
+    if {"teff", "logg", "feh"} <= set(names):
+        keep("kiel_diagram", plot_kiel(fit.labels, names, isochrones, out / "kiel_diagram.png"))
+        keep("model_along_isochrone", plot_model_along_isochrone(
+            model, isochrones[0], out / "model_along_isochrone.png", window=data.model_window,
+            medium=medium))
+    if "feh" in names:
+        keep("model_vs_feh", plot_model_vs_feh(model, out / "model_vs_feh.png",
+                                               window=data.model_window, medium=medium))
 
     mc = mcmc_fit(model, val.flux[0], val.ivar[0], fit.labels[0], n_steps=mcmc_steps)
     keep("mcmc_corner", plot_mcmc_corner(mc["samples"], names, val.labels[0],
@@ -391,6 +473,7 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
         rows.append({"label": name, "cannon_bias": stats[name]["bias"],
                      "cannon_scatter": stats[name]["scatter"],
                      "cannon_median_sigma": float(np.median(fit.sigma[:, k])),
+                     "cannon_coverage_1sigma": stats[name]["coverage_1sigma"],
                      "nn_bias": nn_stats[name]["bias"], "nn_scatter": nn_stats[name]["scatter"],
                      "mcmc_star0_median": float(q50[k]),
                      "mcmc_star0_sigma": float((q84[k] - q16[k]) / 2),
@@ -398,14 +481,15 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
                      "lm_star0_sigma": float(fit.sigma[0, k]),
                      "star0_truth": float(val.labels[0, k])})
     keep("table", write_table(rows, out / "cannon_report.ecsv"))
-    summary = {"model": repr(model), "n_training": len(train), "n_validation": len(val),
+    summary = {"model": repr(model), "training_set": model.provenance_.get("training_set"),
+               "n_training": len(train), "n_validation": len(val),
                "cannon": stats, "nn": nn_stats, "files": files,
                "mcmc": {"prior": mc["prior"], "acceptance": mc["acceptance"],
                         "n_steps": mcmc_steps, "median": dict(zip(names, q50.tolist(),
                                                                   strict=True))},
                "validation_flags": int(np.count_nonzero(fit.flags))}
-    if fit_real:
-        summary["real_spectra"] = wf.fit_all_real(model, data_dir)
+    if data.real is not None:
+        summary["real_spectra"] = data.real()
     keep("summary", out / "cannon_report.json")
     summary["files"] = files
     write_json(summary, out / "cannon_report.json")

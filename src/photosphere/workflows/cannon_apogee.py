@@ -47,12 +47,23 @@ class DatasetSpec:
 
 
 def train(spec: DatasetSpec, *, order: int = 2, regularization: float = 0.0,
-          data_dir: str | Path | None = None, progress: bool = False) -> CannonModel:
-    """Train a Cannon on the emulated set ``spec``; the spec goes into ``model.provenance_``."""
-    data = spec.build(data_dir)
+          data_dir: str | Path | None = None, n_calibration: int = 300,
+          progress: bool = False) -> CannonModel:
+    """Train a Cannon on the emulated set ``spec``; the spec goes into ``model.provenance_``.
+
+    n_calibration: held-out spectra (seed + 2; the validation set of ``cannon test`` uses
+    seed + 1) on which the label uncertainties are calibrated
+    (:meth:`CannonModel.calibrate_uncertainties`); 0 keeps the formal errors.
+    """
+    emulator = ae.PayneEmulator.load(data_dir)
+    data = spec.build(data_dir, emulator)
     model = CannonModel(ae.LABEL_NAMES, order=order, regularization=regularization,
                         progress=progress).fit(data.labels, data.flux, data.ivar, data.wavelength)
     model.provenance_["training_set"] = spec.to_dict()
+    if n_calibration > 0:
+        cal = DatasetSpec(n_calibration, spec.seed + 2, spec.snr, spec.box).build(data_dir,
+                                                                                  emulator)
+        model.calibrate_uncertainties(cal.flux, cal.ivar, cal.labels)
     return model
 
 
@@ -71,21 +82,30 @@ def validation_spec(model: CannonModel, n: int = 1000, seed: int | None = None) 
                        train_spec.box)
 
 
-def label_statistics(estimate: np.ndarray, truth: np.ndarray, names) -> dict[str, dict]:
-    """Per label: bias (mean), scatter (std) and robust scatter (1.4826 MAD) of estimate - truth."""
+def label_statistics(estimate: np.ndarray, truth: np.ndarray, names,
+                     sigma: np.ndarray | None = None) -> dict[str, dict]:
+    """Per label: bias (mean), scatter (std) and robust scatter (1.4826 MAD) of estimate - truth;
+    with ``sigma`` (n, k) also the fraction of stars with |estimate - truth| <= sigma
+    (``coverage_1sigma``, 0.683 for calibrated Gaussian errors) and the std of the pulls."""
     diff = estimate - truth
     out = {}
     for k, name in enumerate(names):
-        d = diff[:, k][np.isfinite(diff[:, k])]
+        ok = np.isfinite(diff[:, k])
+        d = diff[ok, k]
         out[name] = {"bias": float(np.mean(d)), "scatter": float(np.std(d)),
                      "robust_scatter": float(1.4826 * np.median(np.abs(d - np.median(d))))}
+        if sigma is not None:
+            z = d / sigma[ok, k]
+            out[name]["coverage_1sigma"] = float(np.mean(np.abs(z) <= 1))
+            out[name]["pull_scatter"] = float(np.std(z))
     return out
 
 
 def validate(model: CannonModel, data: ae.SpectraSet) -> tuple[CannonLabelFit, dict]:
-    """Test step on held-out spectra; returns the fit and per-label statistics."""
+    """Test step on held-out spectra; returns the fit and per-label statistics (with the
+    1σ coverage of the reported uncertainties)."""
     fit = model.infer_labels(data.flux, data.ivar, wavelength=data.wavelength)
-    return fit, label_statistics(fit.labels, data.labels, model.label_names)
+    return fit, label_statistics(fit.labels, data.labels, model.label_names, fit.sigma)
 
 
 #: literature labels of the real stars we can fit (for the report; None = not known here)
