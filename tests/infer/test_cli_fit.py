@@ -73,6 +73,29 @@ def test_user_mistakes_exit_2_with_a_message(analytic_grid, tmp_path, capsys):
     assert "--clip is for least squares" in capsys.readouterr().err
     assert cli.main(["fit", str(path), "--model", "spots", "--clip", "3"]) == 2
     assert "--clip is not available with --model spots" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--prior", "logg=4.3:0.1"]) == 2
+    assert "--prior needs --mcmc" in capsys.readouterr().err
+    for bad in ("logg=4.3", "=4.3:0.1", "logg=a:b", "logg=4.3:-1"):
+        assert cli.main(["fit", str(path), "--mcmc", "--prior", bad]) == 2
+        assert "prior" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--mcmc", "--steps", "4", "--prior", "mass=1:0.1"]) == 2
+    assert "no such label" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gaussian_prior_pulls_the_posterior(analytic_grid, tmp_path, capsys):
+    """A tight Gaussian prior on log g, far from the data's value, moves the posterior to it."""
+    spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 600), resolution=40000,
+                    snr=20, seed=5)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    base = ["fit", str(path), "--resolution", "40000", "--mcmc", "--walkers", "16",
+            "--steps", "300", "--json"]
+    assert cli.main(base) == 0
+    free = json.loads(capsys.readouterr().out)["labels"]["logg"]
+    assert cli.main(base + ["--prior", "logg=3.6:0.02"]) == 0
+    pulled = json.loads(capsys.readouterr().out)["labels"]["logg"]
+    assert abs(pulled["value"] - 3.6) < 0.1
+    assert abs(free["value"] - 3.6) > 0.3
 
 
 def test_missing_grid_file_is_a_clear_error(tmp_path):

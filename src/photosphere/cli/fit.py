@@ -23,6 +23,28 @@ def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
     return out
 
 
+def _priors(items: list[str]) -> list:
+    """``--prior`` values: ``isochrone`` (MIST density in Teff, log g, [Fe/H]) or
+    ``NAME=MEAN:SIGMA`` (Gaussian)."""
+    from ..infer.priors import Gaussian, IsochronePrior
+
+    out: list = []
+    for item in items:
+        if item == "isochrone":
+            out.append(IsochronePrior())
+            continue
+        name, _, rest = item.partition("=")
+        mean, _, sigma = rest.partition(":")
+        try:
+            if not name.strip():
+                raise ValueError
+            out.append(Gaussian(name.strip(), float(mean), float(sigma)))
+        except ValueError:
+            raise FitError(f"--prior {item!r} is not understood; use 'isochrone' or "
+                           "NAME=MEAN:SIGMA, e.g. logg=4.07:0.2") from None
+    return out
+
+
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"resolution": args.resolution,
                           "continuum_degree": None if args.continuum_degree < 0
@@ -30,8 +52,13 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                           "fixed": _name_values(args.fix, "--fix") or None,
                           "initial": _name_values(args.initial, "--initial") or None,
                           "noise": None if args.noise == "none" else "auto"}
+    if args.prior and not args.mcmc:
+        raise FitError("--prior needs --mcmc (least squares uses uniform priors in the grid "
+                       "bounds); add --mcmc or leave --prior out")
     if args.mcmc:
         kw.update(n_walkers=args.walkers, n_steps=args.steps)
+        if args.prior:
+            kw["priors"] = _priors(args.prior)
         if args.clip is not None:
             raise FitError("--clip is for least squares; with --mcmc fit once with --clip and "
                            "mask those pixels, or leave --clip out")
@@ -167,6 +194,9 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", action="store_true",
                    help="binary: the files are exposures of one binary (per-epoch RVs)")
     p.add_argument("--mcmc", action="store_true", help="sample the posterior with emcee")
+    p.add_argument("--prior", nargs="+", metavar="PRIOR",
+                   help="with --mcmc: 'isochrone' (MIST v2.5 density in Teff, log g, [Fe/H]) "
+                        "and/or Gaussian priors NAME=MEAN:SIGMA (e.g. logg=4.07:0.2)")
     p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
     p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R")

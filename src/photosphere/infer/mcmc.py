@@ -41,6 +41,11 @@ class LogProbability:
         self.params = params
         self.priors = list(priors)
         self.names = params.free
+        for prior in self.priors:
+            unknown = [n for n in prior.names if n not in params.names]
+            if unknown:
+                raise FitError(f"{type(prior).__name__} prior on {unknown}: the fit has no such "
+                               f"label(s); its labels are {list(params.names)}")
         bounds = {n: (float(lo), float(hi)) for n, lo, hi in
                   zip(params.free, params.lower, params.upper, strict=True)}
         if not any(isinstance(p, Uniform) for p in self.priors):
