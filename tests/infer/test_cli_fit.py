@@ -92,7 +92,7 @@ def test_gaussian_prior_pulls_the_posterior(analytic_grid, tmp_path, capsys):
             "--steps", "300", "--json"]
     assert cli.main(base) == 0
     free = json.loads(capsys.readouterr().out)["labels"]["logg"]
-    assert cli.main(base + ["--prior", "logg=3.6:0.02"]) == 0
+    assert cli.main([*base, "--prior", "logg=3.6:0.02"]) == 0
     pulled = json.loads(capsys.readouterr().out)["labels"]["logg"]
     assert abs(pulled["value"] - 3.6) < 0.1
     assert abs(free["value"] - 3.6) > 0.3
