@@ -159,3 +159,53 @@ def test_data_config_validation_and_round_trip():
         _config(bounds={k: DATA_BOUNDS[k] for k in reversed(LABELS)})
     with pytest.raises(ModelError, match="snr"):
         _config(snr=(50.0, 20.0))
+
+
+def test_disk_cache_is_reused_and_keyed_by_source_and_stars(tmp_path):
+    """Noise-free images are simulated once, stored by a digest of the source file, simulator
+    settings and the split's labels, and read back unchanged by a later run."""
+    grid_file = tmp_path / "source.bin"
+    grid_file.write_bytes(b"grid v1")
+    src = ToySource()
+    src.path = grid_file
+    cache = tmp_path / "cache"
+    first = build_datasets(src, _config(), ToyLayout(), cache_dir=cache)
+    b0 = first["test"].batch(torch.arange(8))
+    files = sorted(p.name for p in cache.iterdir())
+    assert [f.split("-")[0] for f in files] == ["test"]  # only what was asked for
+    src.calls.clear()
+    again = build_datasets(src, _config(), ToyLayout(), cache_dir=cache)
+    torch.testing.assert_close(again["test"].batch(torch.arange(8)).images, b0.images)
+    assert src.calls == []  # read from disk, nothing simulated
+    # other stars (another seed) or another source file get other files
+    build_datasets(src, _config(seed=6), ToyLayout(), cache_dir=cache)["test"].clean_images()
+    grid_file.write_bytes(b"grid v2")
+    src2 = ToySource()
+    src2.path = grid_file
+    build_datasets(src2, _config(), ToyLayout(), cache_dir=cache)["test"].clean_images()
+    assert len(list(cache.iterdir())) == 3
+    # a source that is not a file is never cached on disk
+    plain = build_datasets(ToySource(), _config(), ToyLayout(), cache_dir=tmp_path / "none")
+    plain["test"].clean_images()
+    assert not (tmp_path / "none").exists()
+
+
+def test_layout_narrowed_to_the_source():
+    from photosphere.nn.data import default_layout
+
+    full = default_layout()
+    assert full.wavelength.shape == (8, 4096)
+    assert full.wavelength_range == pytest.approx((5050.0, 5350.0))
+
+    class Exact(ToySource):  # covers exactly 5050-5350 Å, like the embedded grid
+        def __init__(self):
+            super().__init__()
+            self.wavelength = 5050.0 * (5350.0 / 5050.0) ** torch.linspace(0, 1, 3000).numpy()
+
+    narrowed = default_layout(Exact())
+    lo, hi = narrowed.wavelength_range
+    assert narrowed.wavelength.shape == (8, 4096)
+    assert 5050.0 < lo < 5051.5 and 5348.5 < hi < 5350.0
+    EchelleSimulator(Exact(), narrowed)  # fits with the margin
+    with pytest.raises(ModelError, match="covers"):
+        EchelleSimulator(Exact(), full)

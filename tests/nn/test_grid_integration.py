@@ -30,10 +30,14 @@ def grid(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_eval_predict_on_a_grid_file(grid, tmp_path, capsys):
+def test_train_eval_predict_on_a_grid_file(grid, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PHOTOSPHERE_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "resnet.pt"
     assert cli.main(["nn", "train", "--preset", "cpu", "--grid", str(grid), "--out", str(model),
                      *SMALL, "--json"]) == 0
+    # the noise-free images of the splits went to the cache, keyed by the grid file
+    cache = tmp_path / "cache/nn/images"
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["train", "val"]
     trained = json.loads(capsys.readouterr().out)
     bounds = trained["config"]["data"]["bounds"]
     assert bounds["teff"] == [5500.0, 7000.0] and bounds["logg"] == [1.0, 3.0]
@@ -42,6 +46,7 @@ def test_train_eval_predict_on_a_grid_file(grid, tmp_path, capsys):
     assert cli.main(["nn", "eval", str(model), "--grid", str(grid), "--snr", "20", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert runs[0]["n_test"] == 4 and np.isfinite(runs[0]["mae"]["teff"])
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["test", "train", "val"]
     sun = shared_file("optical/uves_sun_norm.txt")
     assert cli.main(["nn", "predict", str(sun), "--model", str(model), "--json"]) == 0
     labels = json.loads(capsys.readouterr().out)["labels"]

@@ -32,7 +32,8 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     nsub.required = True
 
     t = nsub.add_parser("train", help="train a network on échelle images simulated from a grid")
-    t.add_argument("--grid", required=True, help="HDF5 grid file (photosphere.grids store)")
+    t.add_argument("--grid", help="HDF5 grid file (photosphere.grids store); default: the "
+                                  "embedded grid photosphere/data/grids/default.h5")
     t.add_argument("--preset", choices=("cpu", "full"), default="cpu",
                    help="cpu: reduced protocol in minutes; full: the study's protocol (GPU)")
     t.add_argument("--model", choices=("resnet", "attention", "dae"), default="resnet")
@@ -56,18 +57,21 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
                                     "default: the HARPS-N 5050-5350 Å layout")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _cache_arguments(t)
     add_json(t)
     t.set_defaults(nn_run=run_train)
 
     e = nsub.add_parser("eval", help="the study's Tables 2-3 and figures for trained models")
     e.add_argument("models", nargs="+", help="checkpoint files")
-    e.add_argument("--grid", required=True, help="HDF5 grid file the test spectra come from")
+    e.add_argument("--grid", help="HDF5 grid file the test spectra come from (default: the "
+                                  "embedded grid)")
     e.add_argument("--snr", type=float, nargs="+", default=[20.0, 100.0])
     e.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="restrict the test stars (the study's S/N 100 rows use 4000 6000)")
     e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
     e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
     e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
+    _cache_arguments(e)
     add_json(e)
     e.set_defaults(nn_run=run_eval)
 
@@ -90,11 +94,36 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p.set_defaults(nn_run=run_predict)
 
 
-def _layout(path: str | None):
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", help="folder for the simulated noise-free images "
+                                            "(default: the photosphere cache, nn/images)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="simulate the images in memory only; write nothing to disk")
+
+
+def _cache_dir(args: argparse.Namespace):
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return Path(args.cache_dir)
+    from .._files import cache_dir
+
+    return cache_dir("nn", "images")
+
+
+def _grid(path: str | None) -> str:
+    if path is not None:
+        return path
+    from ..grids.presets import default_grid_path
+
+    return str(default_grid_path())
+
+
+def _layout(path: str | None, source):
     if path is None:
         from .data import default_layout
 
-        return default_layout()
+        return default_layout(source)
     from ..ops.echelle import OrderLayout
 
     return OrderLayout.from_wavelength_file(path)
@@ -111,7 +140,7 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         if len(args.snr) > 2:
             raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
         data["snr"] = args.snr[0] if len(args.snr) == 1 else tuple(args.snr)
-    source = source_from_grid(args.grid)
+    source = source_from_grid(_grid(args.grid))
     bounds = {**STUDY_BOUNDS, **({"teff": tuple(args.teff_range)} if args.teff_range else {})}
     for name in LABELS[:3]:  # the study's box, clipped to what the grid covers
         lo, hi = source.bounds[name]
@@ -126,8 +155,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         over["lr_decay_epochs"] = round(over["epochs"] * base.lr_decay_epochs / base.epochs)
     config = preset(args.preset, args.model, data=data, **over)
     out = Path(args.out or f"nn-{args.model}-{args.preset}.pt")
-    result = train(config, source, out, layout=_layout(args.layout), resume=args.resume,
-                   device=args.device)
+    result = train(config, source, out, layout=_layout(args.layout, source), resume=args.resume,
+                   device=args.device, cache_dir=_cache_dir(args))
     last = result.history[-1] if result.history else {}
     payload = {"model": str(out), "kind": config.model, "preset": args.preset,
                "epochs": config.epochs, "seconds": result.seconds, "final": last,
@@ -154,7 +183,7 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .predict import load_model
     from .train import source_from_grid
 
-    source = source_from_grid(args.grid)
+    source = source_from_grid(_grid(args.grid))
     table2, table3, runs = [], [], []
     for path in args.models:
         ck = load_model(path)
@@ -170,7 +199,8 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             if args.teff_range:
                 data["bounds"]["teff"] = list(args.teff_range)
                 suffix = f" (Teff {args.teff_range[0]:g}-{args.teff_range[1]:g})"
-            test = build_datasets(source, DataConfig.from_dict(data), layout)["test"]
+            test = build_datasets(source, DataConfig.from_dict(data), layout,
+                                  cache_dir=_cache_dir(args))["test"]
             raw = predict_split(ck.model, ck.label_scaling, test, progress=True)
             row = {"model": f"{name}{suffix} [{Path(path).name}]", "snr": snr,
                    "covariance": ck.model.config.covariance, "mae": raw.mae()}

@@ -20,9 +20,13 @@ stars, so no augmented training sample is ever made from a validation or test st
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +42,7 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 _CHUNK = 1024  # labels drawn at a time
 Validity = Callable[[torch.Tensor], torch.Tensor]  # labels (m, 4) -> bool (m,)
 C_KMS = 299_792.458
+_IMAGE_VERSION = 1  # bump when EchelleSimulator.images changes, to invalidate disk caches
 
 
 class SpectrumSource(Protocol):
@@ -58,11 +63,31 @@ class Layout(Protocol):
     medium: str
 
 
-def default_layout() -> Layout:
-    """The HARPS-N 5050–5350 Å layout of the study: 8 orders × 4096 pixels."""
-    from ..ops.echelle import HARPSN_5050_5350
+SOURCE_MARGIN_KMS = 50.0  # room at the layout edges for 30 km/s rotation + LSF + RV shifts
 
-    return HARPSN_5050_5350()
+
+def default_layout(source: SpectrumSource | None = None) -> Layout:
+    """The HARPS-N 5050–5350 Å layout of the study: 8 orders × 4096 pixels.
+
+    With ``source``, the window is narrowed (to 0.1 Å) where needed so that the source covers it
+    with a ``SOURCE_MARGIN_KMS`` margin: the embedded grid spans exactly 5050–5350 Å, so its
+    models are trained on 8 × 4096 pixels over ≈ 5050.9–5349.1 Å.
+    """
+    from ..ops.echelle import HARPSN_5050_5350, OrderLayout
+
+    layout = HARPSN_5050_5350()
+    if source is None:
+        return layout
+    wave = np.asarray(source.wavelength, dtype=float)
+    margin = 1 + SOURCE_MARGIN_KMS / C_KMS
+    lo, hi = layout.wavelength_range
+    new_lo = max(lo, math.ceil(wave[0] * margin * 10) / 10)
+    new_hi = min(hi, math.floor(wave[-1] / margin * 10) / 10)
+    if (new_lo, new_hi) == (lo, hi) or new_hi - new_lo < 0.5 * (hi - lo):
+        return layout  # covered, or too little overlap (EchelleSimulator says why)
+    return OrderLayout.from_instrument(new_lo, new_hi, layout.n_orders, layout.n_pixels,
+                                       resolving_power=115_000.0, medium=layout.medium,
+                                       name=f"HARPS-N {new_lo:g}-{new_hi:g} Å (8 orders)")
 
 
 @dataclass(frozen=True)
@@ -243,7 +268,7 @@ class EchelleSimulator:
         self.velocity_step = velocity_step(wave)
         self.source_wavelength = torch.tensor(np.array(wave, dtype=float))
         lo, hi = float(self.layout_wavelength.min()), float(self.layout_wavelength.max())
-        margin = 1 + 50.0 / C_KMS  # room for 30 km/s rotation + LSF + RV augmentation
+        margin = 1 + SOURCE_MARGIN_KMS / C_KMS
         if wave[0] > lo / margin or wave[-1] < hi * margin:
             raise ModelError(
                 f"the spectrum source covers {wave[0]:.1f}-{wave[-1]:.1f} Å but the layout needs "
@@ -251,6 +276,23 @@ class EchelleSimulator:
                 "covers the orders")
         self.fixed = dict(fixed or {})
         self._columns = _source_columns(source, self.fixed)
+
+    @functools.cached_property
+    def cache_key(self) -> str | None:
+        """A digest of everything that makes an image besides the labels: the source file's
+        bytes, the order layout, R, ε and the fixed labels. None when the source is not a file
+        (e.g. an analytic model), so its images are never cached on disk."""
+        path = getattr(self.source, "path", None)
+        if path is None or not Path(path).is_file():
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(np.ascontiguousarray(self.layout_wavelength.numpy()).tobytes())
+        h.update(json.dumps([_IMAGE_VERSION, self.layout.medium, self.resolution, self.epsilon,
+                             self._columns], sort_keys=True).encode())
+        return h.hexdigest()
 
     def source_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, 4) estimator labels -> (B, n_source_labels) in the source's order."""
@@ -315,16 +357,16 @@ def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -
 
 def add_noise(images: torch.Tensor, continuum: torch.Tensor, snr: torch.Tensor,
               seeds: list[int]) -> torch.Tensor:
-    """White Gaussian noise of σ = continuum / S/N (the study's noise model), via ops.noise.
+    """White Gaussian noise of σ = continuum / S/N (the study's noise model, as ``ops.noise``).
 
     images, continuum: (B, n_orders, n_pixels); snr: (B,); seeds: one per sample, so a sample's
     noise does not depend on the batch it lands in.
     """
-    from ..ops.noise import add_noise as ops_add_noise
-
-    out = [ops_add_noise(images[b], float(snr[b]), rng=seeds[b], continuum=continuum[b])[0]
-           for b in range(len(images))]
-    return torch.stack(out).to(images.dtype)
+    unit = np.stack([np.random.default_rng(seed).standard_normal(images.shape[1:],
+                                                                 dtype=np.float32)
+                     for seed in seeds])  # (B, n_orders, n_pixels)
+    sigma = continuum / snr.to(images.dtype).view(-1, 1, 1)
+    return images + sigma * torch.from_numpy(unit).to(images.dtype)
 
 
 @dataclass
@@ -333,19 +375,28 @@ class Batch:
     labels: torch.Tensor  # (B, 4) physical labels
     snr: torch.Tensor  # (B,) S/N of each sample
     index: torch.Tensor  # (B,) star index within the split
-    clean: torch.Tensor  # (B, 1, n_orders, n_pixels) the same image without noise (DAE target)
+    slanted: torch.Tensor  # (B, n_orders, n_pixels) the same image without noise, unnormalised
+
+    @functools.cached_property
+    def clean(self) -> torch.Tensor:
+        """(B, 1, n_orders, n_pixels) the noise-free, normalised image (the DAE target)."""
+        return normalise_orders(self.slanted).unsqueeze(1)
 
 
 class EchelleDataset:
     """The stars of one split, turned into noisy images batch by batch.
 
     Training samples differ every epoch (noise, slant, RV drawn from (seed, split, star, epoch));
-    validation and test samples are the same every time (epoch fixed to 0). Noise-free images
-    are cached per star unless RV augmentation is on.
+    validation and test samples are the same every time (epoch fixed to 0). The noise-free images
+    of all stars are simulated once and kept in memory (unless RV augmentation is on); with
+    ``cache_dir`` they are also stored there as ``.npy`` files named by a digest of the source
+    file, the simulator settings and the split's labels, so later runs and ``eval`` on the same
+    stars skip the simulation. Each epoch then only adds the cheap per-sample augmentation.
     """
 
     def __init__(self, simulator: EchelleSimulator, labels: torch.Tensor, config: DataConfig,
-                 split: str, snr: float | tuple[float, float] | None = None, cache: bool = True):
+                 split: str, snr: float | tuple[float, float] | None = None, cache: bool = True,
+                 cache_dir: str | Path | None = None):
         if split not in SPLITS:
             raise ModelError(f"split={split!r} is not known; use one of {tuple(SPLITS)}")
         self.simulator = simulator
@@ -355,20 +406,50 @@ class EchelleDataset:
         self.snr = config.snr if snr is None else snr
         self.augment = split == "train"
         self.cache_enabled = cache and not (self.augment and config.rv_max > 0)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._cache: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def cache_file(self) -> Path | None:
+        """Where this split's noise-free images are stored on disk (None: not stored)."""
+        key = self.simulator.cache_key if self.cache_dir is not None else None
+        if key is None or not self.cache_enabled:
+            return None
+        h = hashlib.sha256(key.encode())
+        h.update(np.ascontiguousarray(self.labels.numpy()).tobytes())
+        return self.cache_dir / f"{self.split}-{len(self)}-{h.hexdigest()[:24]}.npy"
+
+    def clean_images(self, batch_size: int = 64) -> torch.Tensor:
+        """(n_stars, n_orders, n_pixels) float32 noise-free images of all stars (cached)."""
+        if self._cache is not None:
+            return self._cache
+        path = self.cache_file()
+        if path is not None and path.is_file():
+            try:
+                images = np.load(path)
+                if images.shape[0] == len(self):
+                    self._cache = torch.from_numpy(images)
+                    return self._cache
+            except (OSError, ValueError):
+                pass  # unreadable (e.g. truncated by a full disk): simulate again
+        parts = []
+        for s in tqdm(range(0, len(self), batch_size), desc=f"simulating {self.split}",
+                      leave=False, disable=len(self) <= batch_size):
+            parts.append(self.simulator.images(self.labels[s:s + batch_size]))
+        self._cache = torch.cat(parts)
+        if path is not None:
+            from .._files import atomic_path
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, self._cache.numpy())
+        return self._cache
+
     def _clean(self, index: torch.Tensor, epoch: int, batch_size: int) -> torch.Tensor:
         if self.cache_enabled:
-            if self._cache is None:
-                parts = []
-                for s in tqdm(range(0, len(self), batch_size), desc=f"simulating {self.split}",
-                              leave=False, disable=len(self) <= batch_size):
-                    parts.append(self.simulator.images(self.labels[s:s + batch_size]))
-                self._cache = torch.cat(parts)
-            return self._cache[index]
+            return self.clean_images(batch_size)[index]
         rv = None
         if self.augment and self.config.rv_max > 0:
             rv = torch.stack([(2 * torch.rand(1, generator=self._gen(int(i), epoch, 3)) - 1)
@@ -400,7 +481,7 @@ class EchelleDataset:
         slanted = clean * continuum
         noisy = add_noise(slanted, continuum, snr, [self._seed(int(i), epoch) for i in index])
         return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index,
-                     normalise_orders(slanted).unsqueeze(1))
+                     slanted)
 
     def batches(self, batch_size: int, epoch: int = 0, shuffle: bool = False) -> Iterator[Batch]:
         """All stars once, in batches; shuffled by (seed, epoch) when ``shuffle``."""
@@ -414,9 +495,13 @@ class EchelleDataset:
 
 
 def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | None = None,
-                   cache: bool = True) -> dict[str, EchelleDataset]:
-    """Train, validation and test datasets over one source with leak-free splits."""
-    layout = default_layout() if layout is None else layout
+                   cache: bool = True, cache_dir: str | Path | None = None,
+                   ) -> dict[str, EchelleDataset]:
+    """Train, validation and test datasets over one source with leak-free splits.
+
+    cache: keep noise-free images in memory; cache_dir: also store them there (see
+    :class:`EchelleDataset`)."""
+    layout = default_layout(source) if layout is None else layout
     for name in LABELS[:3]:
         lo, hi = source.bounds[name]
         blo, bhi = config.bounds[name]
@@ -425,4 +510,5 @@ def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | 
                                  f"({lo:g}-{hi:g}); pass bounds inside the grid")
     simulator = EchelleSimulator(source, layout, config.resolution, config.epsilon, config.fixed)
     labels = make_splits(config, source_coverage(source, config.fixed))
-    return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache) for s in SPLITS}
+    return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache, cache_dir=cache_dir)
+            for s in SPLITS}

@@ -60,6 +60,22 @@ class ResNetConfig:
         return d
 
 
+class PatchConv(nn.Conv2d):
+    """A (1×k) convolution with stride k and no padding (cuts each order into k-pixel patches),
+    computed as one matrix product: the same parameters and result as ``nn.Conv2d``, but several
+    times faster on a CPU (mostly in the backward pass)."""
+
+    def __init__(self, c_in: int, c_out: int, patch: int):
+        super().__init__(c_in, c_out, (1, patch), stride=(1, patch), bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, c_in, H, W) -> (B, c_out, H, W // patch)
+        b, c, h, w = x.shape
+        k = self.kernel_size[1]
+        patches = x[..., : w - w % k].reshape(b, c, h, w // k, k)
+        return torch.einsum("bchwk,ock->bohw", patches, self.weight[:, :, 0, :])
+
+
 class ResidualBlock(nn.Module):
     """Two (1×k) conv + batch-norm layers with a skip connection; stride 2 along the pixels."""
 
@@ -85,11 +101,13 @@ class ResNet(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, c.stem_channels, (1, c.stem_kernel), stride=(1, c.stem_stride),
-                      padding=(0, (c.stem_kernel - 1) // 2 if c.stem_kernel != c.stem_stride
-                               else 0), bias=False),
-            nn.BatchNorm2d(c.stem_channels), nn.ReLU())
+        if c.stem_kernel == c.stem_stride:
+            stem_conv: nn.Module = PatchConv(1, c.stem_channels, c.stem_kernel)
+        else:
+            stem_conv = nn.Conv2d(1, c.stem_channels, (1, c.stem_kernel),
+                                  stride=(1, c.stem_stride), padding=(0, (c.stem_kernel - 1) // 2),
+                                  bias=False)
+        self.stem = nn.Sequential(stem_conv, nn.BatchNorm2d(c.stem_channels), nn.ReLU())
         widths = (c.stem_channels, *c.channels)
         self.blocks = nn.Sequential(*[ResidualBlock(a, b, c.kernel)
                                       for a, b in itertools.pairwise(widths)])

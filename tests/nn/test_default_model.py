@@ -1,0 +1,53 @@
+"""The shipped default model (photosphere/data/nn/default.pt): loaded as it is, never retrained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from photosphere import cli
+from photosphere.grids.presets import default_grid_path
+from photosphere.nn.commands import StoredLayout
+from photosphere.nn.data import EchelleSimulator, normalise_orders
+from photosphere.nn.evaluate import predict_images
+from photosphere.nn.predict import default_model_path, load_model
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.skipif(not default_model_path().exists(),
+                                reason="no default model is shipped in this checkout")
+
+
+def test_shipped_model_is_small_and_complete():
+    assert default_model_path().stat().st_size <= 20e6
+    ck = load_model()
+    assert ck.kind == "resnet" and ck.label_scaling.names == ("teff", "logg", "feh", "vsini")
+    assert np.asarray(ck.data["layout_wavelength"]).shape == (8, 4096)
+    assert ck.temperature is not None and torch.all(ck.temperature > 0)
+
+
+def test_shipped_model_recovers_a_synthetic_sun():
+    """A noise-free solar image simulated from the embedded grid, through the shipped model."""
+    from photosphere.nn.train import source_from_grid
+
+    ck = load_model()
+    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]), ck.data["layout_medium"])
+    sim = EchelleSimulator(source_from_grid(default_grid_path()), layout)
+    truth = torch.tensor([[5772.0, 4.44, 0.0, 2.0]])
+    image = normalise_orders(sim.images(truth))
+    mu, cov = predict_images(ck.model, ck.label_scaling, image, temperature=ck.temperature)
+    sigma = cov[0].diagonal().sqrt()
+    err = (mu[0] - truth[0]).abs()
+    assert float(err[0]) < 150 and float(err[1]) < 0.3 and float(err[2]) < 0.15
+    assert torch.all(err[:3] < 3 * sigma[:3])
+
+
+def test_predict_the_uves_sun_out_of_the_box(capsys):
+    sun = shared_file("optical/uves_sun_norm.txt")
+    assert cli.main(["nn", "predict", str(sun), "--json"]) == 0
+    labels = json.loads(capsys.readouterr().out)["labels"]
+    assert abs(labels["teff"]["value"] - 5772) < 300 and abs(labels["logg"]["value"] - 4.44) < 0.5
+    assert all(np.isfinite(v["value"]) and v["sigma"] > 0 for v in labels.values())
