@@ -28,11 +28,26 @@ def test_echelle_hdf5_roundtrip(tmp_path, rng):
     mask = np.zeros(wave.shape, bool)
     mask[1, 5] = True
     spec = EchelleSpectrum(wave, flux, np.ones_like(wave), mask=mask, medium="air",
-                           meta=SpectrumMeta(object_name="star", instrument="Y"))
+                           meta=SpectrumMeta(object_name="star", instrument="Y"),
+                           order_numbers=np.array([119, 118, 117]))
     back = read(write_echelle_hdf5(spec, tmp_path / "e.hdf5"))
     assert isinstance(back, EchelleSpectrum) and back.shape == (3, 300)
     np.testing.assert_allclose(back.flux[~mask], flux[~mask])
     assert back.mask[1, 5] and back.mask.sum() == 1 and back.meta.instrument == "Y"
+    assert list(back.order_numbers) == [119, 118, 117]
+
+
+def test_echelle_hdf5_with_a_damaged_orders_dataset_is_refused(tmp_path):
+    import h5py
+
+    wave = np.stack([np.linspace(5000 + 20 * i, 5021 + 20 * i, 50) for i in range(2)])
+    spec = EchelleSpectrum(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
+    path = write_echelle_hdf5(spec, tmp_path / "e.hdf5")
+    with h5py.File(path, "r+") as f:
+        del f["orders"]
+        f["orders"] = np.array([1, 2, 3])
+    with pytest.raises(InvalidSpectrumError, match="orders dataset has 3 entries for 2"):
+        read(path)
 
 
 def test_writers_refuse_the_wrong_kind(tmp_path):

@@ -18,7 +18,8 @@ def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
                    instrument: str | None = None) -> EchelleSpectrum:
     """Read ``wls``/``fls``/``sigmas`` into an (n_orders, n_pixels) :class:`EchelleSpectrum`.
 
-    instrument: defaults to the file's ``INSTRUME`` attribute, else "TRES".
+    instrument: defaults to the file's ``INSTRUME`` attribute, else "TRES". Echelle order
+    numbers come from an ``orders`` dataset when present (our writer saves one), else 0..n-1.
     Orders are sorted blue to red and each is made to increase in wavelength. Pixels with
     non-finite flux, σ <= 0 or a ``masks`` value of 0 are masked.
     """
@@ -36,6 +37,7 @@ def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
             flux = np.asarray(f["fls"][()], float)
             sigma = np.asarray(f["sigmas"][()], float) if "sigmas" in f else None
             good = np.asarray(f["masks"][()], bool) if "masks" in f else None
+            numbers = np.asarray(f["orders"][()]).ravel() if "orders" in f else None
             attrs = {k: f.attrs[k] for k in f.attrs}
     except OSError as exc:
         raise FileFormatError(f"{p} is not a readable HDF5 file ({exc}); it may be truncated: "
@@ -47,6 +49,9 @@ def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
                                    "be (n_orders, n_pixels)")
     if np.any(~np.isfinite(wave)):
         raise InvalidSpectrumError(f"{p}: wls holds NaN/inf wavelengths; the file is damaged")
+    if numbers is not None and numbers.shape != (wave.shape[0],):
+        raise InvalidSpectrumError(f"{p}: the orders dataset has {numbers.size} entries for "
+                                   f"{wave.shape[0]} orders; the file is damaged")
     flip = np.diff(wave, axis=1).mean(axis=1) < 0
     arrays = [a for a in (wave, flux, sigma, good) if a is not None]
     for a in arrays:
@@ -67,7 +72,8 @@ def read_tres_hdf5(path: str | os.PathLike, *, medium: str = "air",
                         extra={"product": "TRES HDF5 (Starfish layout)"})
     return EchelleSpectrum.from_arrays(wave, flux, sigma, mask=bad, mask_nonfinite=True,
                                        medium=medium, flux_unit="arbitrary", meta=meta,
-                                       order_numbers=np.arange(wave.shape[0]))
+                                       order_numbers=np.arange(wave.shape[0]) if numbers is None
+                                       else numbers[order].astype(int))
 
 
 def _text(value) -> str | None:
