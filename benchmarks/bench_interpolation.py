@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _starfish_peer import rate  # the same timer the peer uses (plain Python, no Starfish)
 from photosphere.errors import OutOfGridError
 from photosphere.grids.emulator import PCAGPEmulator
 from photosphere.grids.interpolate import GridInterpolator
@@ -49,16 +50,9 @@ SUBSET = {"teff": (5000, 5250, 5500, 5750, 6000, 6250, 6500), "logg": (3.5, 4.0,
           "feh": (-1.0, -0.5, 0.0, 0.5)}
 
 
-def _rate(fn, min_seconds: float = 1.0) -> float:
-    """Calls per second of ``fn`` (at least ``min_seconds`` of calls after one warm-up call)."""
-    fn()
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return n / elapsed
+def _rate(fn) -> float:
+    """Calls per second of ``fn`` (at least 1 s of calls after one warm-up call)."""
+    return rate(fn, min_seconds=1.0)
 
 
 def _valid_points(model: GridInterpolator, n: int, rng: np.random.Generator) -> torch.Tensor:

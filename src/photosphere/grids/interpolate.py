@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, OutOfGridError
+from ..models.base import labels_tensor
 from .presets import LABEL_UNITS
 from .store import GridStore
 
@@ -297,12 +298,7 @@ class GridInterpolator:
 
     def labels_tensor(self, **labels: float) -> torch.Tensor:
         """A (n_labels,) tensor from keyword labels, in ``label_names`` order."""
-        unknown = set(labels) - set(self.label_names)
-        absent = [n for n in self.label_names if n not in labels]
-        if unknown or absent:
-            raise ModelError(f"labels_tensor needs exactly {self.label_names}; unknown "
-                             f"{sorted(unknown)}, absent {absent}")
-        return torch.tensor([float(labels[n]) for n in self.label_names], dtype=torch.float64)
+        return labels_tensor(self.label_names, labels)
 
 
 

@@ -69,6 +69,19 @@ def label_range_text(name: str, bounds: tuple[float, float]) -> str:
     return f"{_format_value(name, lo)}-{_format_value(name, hi)}{' ' + unit if unit else ''}"
 
 
+def labels_tensor(label_names: Sequence[str], labels: Mapping[str, float],
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A ``(n_labels,)`` tensor of keyword ``labels`` in ``label_names`` order; every name must
+    be given and no other (a :class:`ModelError` names the unknown and absent ones)."""
+    names = tuple(label_names)
+    unknown = set(labels) - set(names)
+    absent = [n for n in names if n not in labels]
+    if unknown or absent:
+        raise ModelError(f"labels_tensor needs exactly {names}; unknown {sorted(unknown)}, "
+                         f"absent {absent}")
+    return torch.tensor([float(labels[n]) for n in names], dtype=dtype)
+
+
 def check_labels_in_bounds(labels: Mapping[str, float] | Sequence[float] | np.ndarray,
                            bounds: Mapping[str, tuple[float, float]],
                            label_names: Sequence[str] | None = None) -> None:

@@ -32,6 +32,7 @@ import torch
 from ...errors import ModelError, OutOfGridError
 from ...ops.doppler import doppler_factor
 from ...ops.rotation import rotational_broaden
+from ..base import labels_tensor
 from .flux_ratio import (
     ChunkAverager,
     ContinuumTable,
@@ -139,12 +140,7 @@ class _TwoComponent:
 
     def labels_tensor(self, **labels: float) -> torch.Tensor:
         """A ``(n_labels,)`` tensor from keyword labels in ``label_names`` order."""
-        unknown = set(labels) - set(self.label_names)
-        absent = [n for n in self.label_names if n not in labels]
-        if unknown or absent:
-            raise ModelError(f"labels_tensor needs exactly {self.label_names}; unknown "
-                             f"{sorted(unknown)}, absent {absent}")
-        return torch.tensor([float(labels[n]) for n in self.label_names], dtype=DTYPE)
+        return labels_tensor(self.label_names, labels, DTYPE)
 
 
 class SpotModel(_TwoComponent):
