@@ -25,6 +25,8 @@ def test_demo_recovers_the_true_labels(tmp_path, capsys):
         assert abs(fitted["value"] - true) < TOLERANCE[name], name
     # the model is not the generator: some misfit, but no gross one
     assert 0.9 < out["chi2_reduced"] < 1.6
+    # simulated without spots: the spot model must not win
+    assert out["spots_vs_single"]["delta_bic"] < 0
     for path in out["files"].values():
         assert (tmp_path / "demo").joinpath(path.split("/")[-1]).exists()
     # a rerun reuses the synthesised star (the file is not rewritten) and gives the same answer

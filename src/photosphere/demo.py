@@ -13,6 +13,8 @@
    (702 nodes, Teff step 250 K, log g 0.5, [Fe/H] 0.5; multilinear interpolation) through the
    observation chain, printing recovered vs true labels. Plots of every step go to the output
    folder.
+5. Model comparison: a two-component (starspot) photosphere fitted to the same observation and
+   weighed against the single star by BIC; the star was simulated without spots.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class DemoResult:
     model: str
     files: dict[str, str]
     seconds: dict[str, float]
+    comparison: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class DemoResult:
             "model": self.model,
             "files": self.files,
             "seconds": self.seconds,
+            "spots_vs_single": self.comparison,
         }
 
 
@@ -148,6 +152,7 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     from .infer.optimize import fit
     from .io import read
     from .io.writers import write_echelle_hdf5
+    from .models.mixture.api import fit_mixture, make_model
     from .ops.continuum import normalize_upper_envelope
     from .ops.echelle import OrderLayout
     from .ops.noise import estimate_snr
@@ -162,16 +167,16 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
 
     t0 = time.perf_counter()
     if truth_path.exists():
-        _log(f"1/4 reusing the synthesised star {truth_path}")
+        _log(f"1/5 reusing the synthesised star {truth_path}")
     else:
-        _log("1/4 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
+        _log("1/5 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
              "[Fe/H] {feh}; ATLAS9 interpolated; {lo:.0f}-{hi:.0f} Å); rerunning reuses it"
              .format(**TRUTH, lo=ORDERS_RANGE[0], hi=ORDERS_RANGE[1]))
     truth = synthesize_truth(truth_path)
     seconds["synthesis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log(f"2/4 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
+    _log(f"2/5 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
          f"{len(ORDER_NUMBERS)} orders, S/N {SNR:.0f})")
     layout = OrderLayout.from_instrument(*ORDERS_RANGE, n_orders=len(ORDER_NUMBERS),
                                          overlap=0.1, resolving_power=RESOLUTION, sampling=3.3,
@@ -181,7 +186,7 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     seconds["observation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log("3/4 writing and reading back the observation (TRES-layout echelle HDF5)")
+    _log("3/5 writing and reading back the observation (TRES-layout echelle HDF5)")
     echelle_file = write_echelle_hdf5(observed, out / "demo-observation.hdf5")
     spec = read(echelle_file)
     if not np.allclose(spec.flux, observed.flux):
@@ -191,11 +196,19 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     seconds["files"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log("4/4 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
+    _log("4/5 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
          "embedded default grid")
     model = GridInterpolator(grid_path)
     result = fit(model, spec, resolution=RESOLUTION, source=str(echelle_file))
     seconds["fit"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _log("5/5 is the star spotted? fitting a two-component (spot) photosphere and comparing "
+         "it with the single star (BIC)")
+    spots = fit_mixture(make_model("spots", model), spec, resolution=RESOLUTION, single=result,
+                        source=str(echelle_file))
+    comparison = spots.compare()
+    seconds["spot model"] = time.perf_counter() - t0
     result.to_json(out / "demo-result.json")
     result.plot(out / "demo-fit.png")
     _plot_overview(out / "demo-overview.png", truth, spec, normalised)
@@ -206,7 +219,8 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
              "overview_plot": str(out / "demo-overview.png")}
     return DemoResult(out, dict(TRUTH), fitted, float(result.chi2_reduced), SNR, snr_est,
                       f"embedded default grid {grid_path.name} (multilinear interpolation)",
-                      files, seconds)
+                      files, seconds,
+                      {**comparison.to_dict(), "verdict": comparison.verdict()})
 
 
 def _plot_overview(path: Path, truth, spec, normalised) -> None:
@@ -254,6 +268,9 @@ def format_summary(result: DemoResult) -> str:
     lines.append(f"model: {result.model}. The 1σ are from the photon noise alone; the "
                  "differences beyond them are the model's: the grid interpolated between nodes "
                  "250 K and 0.5 dex apart vs the star synthesised at its own labels")
+    c = result.comparison
+    lines.append(f"spotted star vs single star: delta BIC {c['delta_bic']:+.1f} "
+                 f"(positive favours spots): {c['verdict']} (simulated without spots)")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     lines.append("files: " + ", ".join(result.files.values()))
     return "\n".join(lines)
