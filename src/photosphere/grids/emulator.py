@@ -320,6 +320,17 @@ class PCAGPEmulator:
         var = (var @ self._comps ** 2 + self._trunc) * self.sigma_scale_ ** 2
         return var.reshape(*batch, -1)
 
+    def predict_error_templates(self, labels) -> torch.Tensor:
+        """labels (..., d) -> (..., k, n_pix) emulator-error templates: eigenspectrum ``e_k``
+        times the GP predictive σ of its weight times ``sigma_scale_``. The error is
+        ``Σ_k a_k T_k`` with ``a_k ~ N(0, 1)``; the diagonal of this low-rank covariance is
+        :meth:`predict_variance` less its basis-error term (per pixel, not carried here)."""
+        batch = tuple(torch.as_tensor(labels).shape[:-1])
+        _, var = self.predict_weights(labels)
+        sigma = var.clamp_min(1e-300).sqrt() * self.sigma_scale_  # (B, k)
+        out = sigma[..., None] * self._comps
+        return out.reshape(*batch, *self._comps.shape)
+
     def observe(self, labels, *, vsini=0.0, resolution=None, rv=0.0, wavelength=None,
                 epsilon: float = 0.6) -> torch.Tensor:
         """Mean model flux through the observation chain; see

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import ModelError, OutOfGridError
 from ..models.base import labels_tensor
+from . import interpolation_error
 from .presets import LABEL_UNITS
 from .store import GridStore
 
@@ -105,22 +106,29 @@ class CellLocator:
                 v = float(col[bad][0])
                 raise OutOfGridError(out_of_grid_message(name, v, lo, hi))
 
-    def locate(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """labels (B, d) -> corner flat indices (B, 2^d) and weights (B, 2^d) (differentiable)."""
-        x = labels.to(torch.float64)
-        self.check(x)
+    def cell(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor]:
+        """labels (B, d) float64 -> lower-corner node (B,), cell index (B,), fractional position
+        in the cell ``t`` (B, d) (differentiable) and the cell's steps (B, d), label units."""
         base = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         cell = torch.zeros_like(base)
-        ts = []
+        ts, steps = [], []
         for k, ax in enumerate(self.axes):
             col = x[:, k]
             i = torch.clamp(torch.searchsorted(ax, col.detach().contiguous(), right=True) - 1,
                             0, ax.numel() - 2)
             lo, hi = ax[i], ax[i + 1]
             ts.append(((col - lo) / (hi - lo)).clamp(0.0, 1.0))
+            steps.append(hi - lo)
             base = base + i * self.strides[k]
             cell = cell + i * self.cell_strides[k]
-        t = torch.stack(ts, dim=-1)  # (B, d) fractional position in the cell
+        return base, cell, torch.stack(ts, dim=-1), torch.stack(steps, dim=-1)
+
+    def locate(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels (B, d) -> corner flat indices (B, 2^d) and weights (B, 2^d) (differentiable)."""
+        x = labels.to(torch.float64)
+        self.check(x)
+        base, cell, t, _ = self.cell(x)
         idx = base[:, None] + self.corner_offset[None, :]  # (B, 2^d)
         w = _multilinear(t, self.bits)
         if self.complete:
@@ -275,6 +283,47 @@ class GridInterpolator:
         return self._interpolate(self._flux, labels)
 
     __call__ = predict
+
+    def _error_table(self) -> tuple[torch.Tensor, float, int]:
+        """Nodal second derivatives ``(d, n_nodes, n_pix)``, the template scale and the number
+        of left-out nodes it rests on, computed once from the grid held (see
+        :mod:`photosphere.grids.interpolation_error`)."""
+        cached = self.__dict__.get("_error_cache")
+        if cached is None or cached[0] is not self._flux or cached[1] is not self.locator:
+            flux = self._flux.cpu().numpy()
+            axes = [a.cpu().numpy() for a in self.locator.axes]
+            present = self.locator.present.cpu().numpy().reshape(self.locator.shape)
+            table = torch.as_tensor(interpolation_error.second_derivatives(flux, axes, present),
+                                    dtype=self.dtype, device=self.device)
+            scale, n_nodes = interpolation_error.leave_one_out_scale(flux, axes, present)
+            cached = (self._flux, self.locator, table, scale, n_nodes)
+            self._error_cache = cached
+        return cached[2], cached[3], cached[4]
+
+    @property
+    def error_scale(self) -> float:
+        """The calibrated scale ``s`` of :meth:`predict_error_templates` (leave-one-out on the
+        grid's interior nodes)."""
+        return self._error_table()[1]
+
+    def predict_error_templates(self, labels) -> torch.Tensor:
+        """labels (..., n_labels) -> (..., n_labels, n_pix) interpolation-error templates of the
+        normalised flux, one per label axis: ``s · ½ h_i² u_i (1 − u_i) f_ii`` (cell step
+        ``h_i``, fractional position ``u_i``, interpolated nodal second derivative ``f_ii``,
+        calibrated scale ``s`` = :attr:`error_scale`). The model error is ``Σ_i a_i T_i`` with
+        ``a_i ~ N(0, 1)``; zero at the nodes. See
+        :mod:`photosphere.grids.interpolation_error`."""
+        x, batch = self._as_labels(labels)
+        table, scale, _ = self._error_table()
+        idx, w = self.locator.locate(x)
+        _, _, t, steps = self.locator.cell(x.to(torch.float64))
+        w = w.to(self.dtype)
+        out = torch.zeros(x.shape[0], self.n_labels, table.shape[-1], dtype=self.dtype,
+                          device=self.device)
+        for c in range(idx.shape[1]):
+            out.addcmul_(w[:, c, None, None], table[:, idx[:, c]].transpose(0, 1))
+        factor = (0.5 * scale * steps ** 2 * t * (1 - t)).to(self.dtype)
+        return (factor[..., None] * out).reshape(*batch, self.n_labels, table.shape[-1])
 
     def predict_continuum(self, labels) -> torch.Tensor:
         """labels (..., n_labels) -> (..., n_pix) continuum surface flux, erg/s/cm²/Å."""

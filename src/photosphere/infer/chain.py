@@ -107,6 +107,11 @@ def _convolve(flux: torch.Tensor, kernel: torch.Tensor,
     return out.squeeze(0).to(DTYPE)
 
 
+def _per_row(kernel: torch.Tensor, rows: int) -> torch.Tensor:
+    """Kernels ``(B, taps)`` repeated for the ``rows`` rows of each batch element."""
+    return kernel if rows == 1 else kernel.repeat_interleave(rows, dim=0)
+
+
 def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np.ndarray:
     """``(n_pix, degree+1)`` Chebyshev polynomials T_0..T_degree of the wavelength mapped so the
     good pixels span [-1, 1]."""
@@ -349,16 +354,21 @@ class ObservationChain:
         return fwAD.make_dual(k0, (k_hi - k_lo) / step * tangent.unsqueeze(-1))
 
     def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
-        """Rest-frame model flux after rotation and LSF, per segment ``(..., n_model_slice)``.
-
-        With a constant R the rotation kernel (one per row) and the LSF kernel are convolved
-        with each other first (a few dozen taps), so the spectrum is convolved once: both are
-        convolutions in velocity on the log-uniform grid, so this equals rotating then
-        broadening, away from the slice ends (which the margin keeps outside the data)."""
+        """Rest-frame model flux after rotation and LSF, per segment ``(..., n_model_slice)``."""
         flux = self.model.predict(labels)
+        return [f.squeeze(-2) for f in self.broaden(flux.unsqueeze(-2), vsini)]
+
+    def broaden(self, flux: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
+        """Rows of model flux ``(..., R, n_model)`` (the R rows of a batch element share its
+        ``vsini (...)``) after rotation and LSF, per segment ``(..., R, n_model_slice)``.
+
+        With a constant R the rotation kernel (one per batch element) and the LSF kernel are
+        convolved with each other first (a few dozen taps), so the spectrum is convolved once:
+        both are convolutions in velocity on the log-uniform grid, so this equals rotating then
+        broadening, away from the slice ends (which the margin keeps outside the data)."""
         precision = torch.float32 if flux.dtype == torch.float32 else DTYPE
         flux = flux.to(DTYPE)
-        batch, n = flux.shape[:-1], flux.shape[-1]
+        batch, rows, n = flux.shape[:-2], flux.shape[-2], flux.shape[-1]
         flat = flux.reshape(-1, n)
         rot = None
         if vsini is not None:
@@ -374,18 +384,18 @@ class ObservationChain:
                 f = flat[:, i0:i1]
                 if torch.is_tensor(seg.resolution):
                     if rot is not None:
-                        f = _convolve(f, rot, precision)
+                        f = _convolve(f, _per_row(rot, rows), precision)
                     f = lsf.instrumental_broaden(self._model_wave_t[i0:i1], f, seg.resolution)
                 elif seg.resolution is not None:
                     kernel = self._lsf_kernel(float(seg.resolution))
                     if rot is not None:
-                        kernel = torch.nn.functional.conv1d(
+                        kernel = _per_row(torch.nn.functional.conv1d(
                             rot.unsqueeze(1), kernel.flip(-1).view(1, 1, -1),
-                            padding=kernel.shape[-1] - 1).squeeze(1)
+                            padding=kernel.shape[-1] - 1).squeeze(1), rows)
                     f = _convolve(f, kernel, precision)
                 elif rot is not None:
-                    f = _convolve(f, rot, precision)
-                cache[key] = f.reshape(*batch, i1 - i0)
+                    f = _convolve(f, _per_row(rot, rows), precision)
+                cache[key] = f.reshape(*batch, rows, i1 - i0)
             out.append(cache[key])
         return out
 
@@ -477,6 +487,18 @@ class ObservationChain:
         stellar = self.resampled(self.broadened(labels, vsini), rv)
         cont = self.continuum(stellar, weights, log_det)
         return [s * c for s, c in zip(stellar, cont, strict=True)], cont
+
+    def stellar_and_templates(self, theta: torch.Tensor
+                              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per segment, the model without continuum ``(..., n_pix)`` (as :meth:`resampled`) and
+        the model's error templates (``predict_error_templates``) through the same linear chain
+        (rotation, LSF, Doppler shift, rebinning, × telluric): ``(..., K, n_pix)``."""
+        labels, vsini, rv = self.split(torch.as_tensor(theta, dtype=DTYPE))
+        flux = self.model.predict(labels)
+        templates = self.model.predict_error_templates(labels).to(flux.dtype)
+        rows = self.broaden(torch.cat([flux.unsqueeze(-2), templates], -2), vsini)
+        out = self.resampled(rows, rv.unsqueeze(-2))
+        return [o[..., 0, :] for o in out], [o[..., 1:, :] for o in out]
 
     def model_variance(self, theta: torch.Tensor, continuum: list[torch.Tensor]
                        ) -> list[torch.Tensor] | None:

@@ -2,6 +2,10 @@
 
 * Independent Gaussian noise: ``σ_eff² = σ² + σ_model²`` where ``σ_model²`` is the model's own
   variance (``predict_variance``, e.g. an emulator's interpolation error) when it has one.
+* Model error as low-rank templates (``model_error="auto"`` and a model with
+  ``predict_error_templates``): ``C = N + B Bᵀ`` marginalised analytically
+  (:mod:`photosphere.infer.model_error`); the diagonal ``predict_variance`` is then not added
+  (it would count the same error twice).
 * Correlated noise (optional): a global covariance kernel as in Starfish (Czekala et al. 2015,
   §2.3): a Matérn-3/2 kernel in velocity space, ``k(Δv) = a² (1 + √3 Δv/ℓ) exp(-√3 Δv/ℓ)``, added
   to the diagonal. We multiply it by a compactly supported Wendland taper (positive definite, so
@@ -24,6 +28,7 @@ import torch
 from scipy.linalg import cholesky_banded, solve_banded
 
 from ..errors import FitError
+from . import model_error as model_error_
 from .chain import C_KMS, DTYPE, ObservationChain
 
 
@@ -130,11 +135,13 @@ class Likelihood:
     """
 
     def __init__(self, chain: ObservationChain, noise: CorrelatedNoise | None = None,
-                 model_variance: bool = True) -> None:
+                 model_variance: bool = True, model_error: str = "none") -> None:
         self.chain = chain
         self.noise = noise
-        self.use_model_variance = bool(model_variance) and hasattr(chain.model,
-                                                                   "predict_variance")
+        self.use_templates = model_error_.use_templates(chain.model, model_error, noise)
+        self.use_model_variance = (bool(model_variance) and not self.use_templates
+                                   and hasattr(chain.model, "predict_variance"))
+        self._n_templates: int | None = None
         self._good = [s.ivar > 0 for s in chain.segments]
         self._variance = [torch.where(g, 1.0 / torch.where(g, s.ivar, 1.0), 0.0)
                           for s, g in zip(chain.segments, self._good, strict=True)]
@@ -146,6 +153,20 @@ class Likelihood:
     def n_pixels(self) -> int:
         return self.chain.n_pixels
 
+    @property
+    def n_residuals(self) -> int:
+        """Length of :meth:`residuals`: the usable pixels, plus one entry per error template
+        (the profiled amplitudes) when templates are used."""
+        if not self.use_templates:
+            return self.n_pixels
+        if self._n_templates is None:
+            centre = torch.tensor([[0.5 * sum(self.chain.model.bounds[n]) for n in
+                                    self.chain.label_names]], dtype=DTYPE)
+            with torch.no_grad():
+                self._n_templates = int(self.chain.model.predict_error_templates(centre)
+                                        .shape[-2])
+        return self.n_pixels + self._n_templates
+
     # ---------------------------------------------------------------- pieces
     def _variances(self, theta: torch.Tensor, cont: list[torch.Tensor]) -> list[torch.Tensor]:
         var = [v.expand_as(c) for v, c in zip(self._variance, cont, strict=True)]
@@ -155,8 +176,11 @@ class Likelihood:
         return var
 
     def residuals(self, theta: torch.Tensor) -> torch.Tensor:
-        """Residuals on the usable pixels, concatenated over segments: ``(..., N)``."""
+        """Residuals on the usable pixels, concatenated over segments: ``(..., N)``; with error
+        templates, the profiled residual vector ``[N^{-1/2} r; â]`` ``(..., N + K)``."""
         theta = torch.as_tensor(theta, dtype=DTYPE)
+        if self.use_templates:
+            return self._profiled_vector(model_error_.profile(self.chain, theta))
         model, cont = self.chain.predict(theta)
         var = self._variances(theta, cont) if self.noise is None else None
         out = []
@@ -167,6 +191,13 @@ class Likelihood:
                 r = r / torch.sqrt(var[i][..., g])
             out.append(r)
         return torch.cat(out, -1)
+
+    def _profiled_vector(self, profiled: model_error_.Profiled) -> torch.Tensor:
+        """``[N^{-1/2} r; â]`` over the usable pixels: ``(..., N + K)``."""
+        out = [(r * seg.ivar.sqrt())[..., g] for seg, r, g in
+               zip(self.chain.segments, profiled.residual, self._good, strict=True)]
+        self._n_templates = int(profiled.amplitude.shape[-1])
+        return torch.cat(out + [profiled.amplitude], -1)
 
     def _cholesky(self, theta: torch.Tensor | None = None) -> list[np.ndarray]:
         """Banded Cholesky factor of the covariance per segment (cached when it does not depend
@@ -222,7 +253,12 @@ class Likelihood:
         """``(...,)`` log-likelihood at ``theta (..., P)`` physical units (float64 numpy)."""
         theta = torch.as_tensor(np.asarray(theta, float), dtype=DTYPE)
         with torch.no_grad():
-            if self.noise is None:
+            if self.use_templates:
+                profiled = model_error_.profile(self.chain, theta)
+                chi2 = (self._profiled_vector(profiled) ** 2).sum(-1).numpy()
+                logdet = self._data_log_det
+                logdet_cont = profiled.log_det.numpy()
+            elif self.noise is None:
                 log_det: list[torch.Tensor] = []
                 model, cont = self.chain.predict(theta, log_det=log_det)
                 logdet_cont = sum(log_det, torch.zeros(theta.shape[:-1], dtype=DTYPE)).numpy()

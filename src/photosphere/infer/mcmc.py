@@ -101,7 +101,7 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
            rv_bounds: tuple[float, float] | None = None,
            vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
            noise: CorrelatedNoise | None = None, model_variance: bool = True,
-           seed: int | None = 0, progress: bool = True, pool=None,
+           model_error: str = "auto", seed: int | None = 0, progress: bool = True, pool=None,
            chain: ObservationChain | None = None, source: str | None = None) -> Result:
     """Posterior samples of the labels.
 
@@ -109,7 +109,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     priors: extra priors (:class:`~photosphere.infer.priors.Gaussian`,
     :class:`~photosphere.infer.priors.IsochronePrior`, ...); uniform within the bounds always.
     initial: a least-squares :class:`Result` to start from, or starting values (a fit is run).
-    Other arguments as in :func:`~photosphere.infer.optimize.fit`.
+    Other arguments as in :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
+    log-likelihood marginalises the model's error templates, Woodbury log-determinant included).
     Returns a :class:`Result` with ``samples (n_walkers × kept steps, n_free)`` and
     ``flags``: acceptance_fraction, autocorr_time, effective_sample_size, chain_too_short.
     """
@@ -133,12 +134,12 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
         if chain is None:
             chain = build_chain(model, observation, **chain_kw, initial=initial, fixed=fixed)
         start = fit(model, observation, initial=initial, fixed=fixed, chain=chain,
-                    noise=noise, model_variance=model_variance)
+                    noise=noise, model_variance=model_variance, model_error=model_error)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     if n_walkers < 2 * params.n_free:
         raise FitError(f"n_walkers={n_walkers} is too few for {params.n_free} free parameters; "
                        f"emcee needs at least {2 * params.n_free}")
-    likelihood = Likelihood(chain, noise, model_variance=model_variance)
+    likelihood = Likelihood(chain, noise, model_variance, model_error)
     log_prob = LogProbability(likelihood, params, priors)
 
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel, check_labels_in_bounds
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
+from .model_error import use_templates
 from .parameters import Parameters
 from .result import Result, Segment
 
@@ -323,7 +324,7 @@ def _lm_functions(likelihood: Likelihood, params: Parameters):
             return _residual(u)
         except OutOfGridError:
             if len(u) == 1:
-                return np.full((1, likelihood.n_pixels), np.inf)
+                return np.full((1, likelihood.n_residuals), np.inf)
             return np.concatenate([residual(u[i:i + 1]) for i in range(len(u))])
 
     def _residual(u: np.ndarray) -> np.ndarray:
@@ -405,7 +406,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         rv_bounds: tuple[float, float] | None = None,
         vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
         noise: CorrelatedNoise | str | None = None, model_variance: bool = True,
-        n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
+        model_error: str = "auto", n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
         source: str | None = None, clip: float | None = None,
         clip_iterations: int = 10) -> Result:
@@ -418,7 +419,13 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     :class:`~photosphere.infer.chain.ObservationChain`.
     noise: None (independent pixels), a :class:`CorrelatedNoise`, or ``"auto"`` (estimate the
     kernel from the residuals of a first fit, then refit with it).
-    model_variance: add the model's ``predict_variance`` to the data variance when it has one.
+    model_variance: add the model's ``predict_variance`` to the data variance when it has one
+    (and its error templates are not used).
+    model_error: ``"auto"`` marginalises the model's own error when the model offers
+    ``predict_error_templates`` (grid interpolation error, emulator error) and the noise is
+    independent: ``C = N + B Bᵀ`` through the chain, solved jointly with the continuum
+    (:mod:`photosphere.infer.model_error`), so σ include the model error; ``"none"`` fits the
+    model as exact (the fit before templates existed).
     n_grid: starting values per free label in the coarse grid; n_starts: how many of the best
     grid points (by χ²) are refined, plus ``initial`` when given.
     clip: when given (e.g. 3.0), pixels whose normalised residual ``(data - model)/σ`` is more
@@ -429,6 +436,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
     """
     t0 = time.perf_counter()
+    use_templates(model, model_error)  # a bad value fails before any work
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
@@ -447,7 +455,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         start.update({n: rv0 for n in chain.rv_names if n in params.free})
     start_free = params.free_from_mapping(start)
     noise_model = None if isinstance(noise, str) else noise
-    likelihood = Likelihood(chain, noise_model, model_variance=model_variance)
+    likelihood = Likelihood(chain, noise_model, model_variance, model_error)
     residual, residual_and_jacobian = _lm_functions(likelihood, params)
 
     grid = _coarse_grid(params, chain.label_names, start_free, n_grid)
@@ -469,11 +477,12 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     if clip is not None:
         chain, u_best, outcome, flags = _clipped_refit(chain, params, u_best, outcome, best,
                                                        float(clip), clip_iterations,
-                                                       noise_model, model_variance, max_iter)
-        likelihood = Likelihood(chain, noise_model, model_variance=model_variance)
+                                                       likelihood, max_iter)
+        likelihood = Likelihood(chain, noise_model, model_variance, model_error)
     if noise == "auto":
         u_best, likelihood, noise_flags = _refit_correlated(chain, params, u_best,
-                                                            model_variance, max_iter)
+                                                            model_variance, model_error,
+                                                            max_iter)
         flags.update(noise_flags)
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
@@ -501,7 +510,7 @@ def robust_outliers(chain: ObservationChain, theta: np.ndarray, clip: float
 
 
 def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
-                   noise_model, model_variance, max_iter):
+                   likelihood, max_iter):
     """Iterative outlier clipping (see :func:`fit`): the chain with the clipped pixels masked,
     the refitted solution, the outcome with the best start's entry updated, and flags."""
     if not clip > 0:
@@ -517,8 +526,7 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
             break
         chain = chain.masked(extra)
         n_clipped += n_new
-        residual, residual_and_jacobian = _lm_functions(
-            Likelihood(chain, noise_model, model_variance=model_variance), params)
+        residual, residual_and_jacobian = _lm_functions(_like(likelihood, chain), params)
         out = levenberg_marquardt(residual_and_jacobian, residual, u_best[None],
                                   max_iter=max_iter)
         refits += 1
@@ -530,7 +538,15 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
                                     "clip_refits": refits}
 
 
-def _refit_correlated(chain, params, u_best, model_variance, max_iter):
+def _like(likelihood: Likelihood, chain: ObservationChain) -> Likelihood:
+    """A likelihood of the same kind as ``likelihood`` for another (e.g. clipped) chain."""
+    return Likelihood(chain, likelihood.noise, likelihood.use_model_variance,
+                      "auto" if likelihood.use_templates else "none")
+
+
+def _refit_correlated(chain, params, u_best, model_variance, model_error, max_iter):
+    """Refit with a correlated-noise kernel estimated from the residuals (``noise="auto"``);
+    the error templates are not combined with it (see :func:`use_templates`)."""
     theta = params.theta(torch.as_tensor(u_best)).numpy()
     with torch.no_grad():
         model, _ = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
@@ -540,7 +556,7 @@ def _refit_correlated(chain, params, u_best, model_variance, max_iter):
         [(s.flux - m).numpy()[g] for s, m, g in zip(chain.segments, model, good, strict=True)],
         [s.sigma[g] for s, g in zip(chain.segments, good, strict=True)])
     if kernel is None:
-        return u_best, Likelihood(chain, None, model_variance), {
+        return u_best, Likelihood(chain, None, model_variance, model_error), {
             "noise": "independent (no residual correlation found)"}
     likelihood = Likelihood(chain, kernel, model_variance)
     residual, residual_and_jacobian = _lm_functions(likelihood, params)
@@ -584,7 +600,8 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                   "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
                   "epsilon": chain.epsilon, "rv_bounds": list(chain.rv_bounds),
                   "n_segments": len(chain.segments), "elapsed_s": elapsed,
-                  "model_variance": likelihood.use_model_variance}
+                  "model_variance": likelihood.use_model_variance,
+                  "model_error": "templates" if likelihood.use_templates else "none"}
     return Result(values=values, sigma=sigma, free=params.free, covariance=cov,
                   chi2=float(chi2_best), n_pixels=chain.n_pixels, n_parameters=n_parameters,
                   segments=_segments(chain, theta_best), flags=flags, provenance=provenance,
