@@ -61,7 +61,7 @@ def second_derivatives(flux: np.ndarray, axes: list[np.ndarray], present: np.nda
     shape = tuple(len(a) for a in axes)
     f = np.asarray(flux, np.float64).reshape(*shape, -1)
     present = np.asarray(present, bool).reshape(shape)
-    out = np.empty((len(axes),) + f.shape, np.float32)
+    out = np.empty((len(axes), *f.shape), np.float32)
     for i, x in enumerate(axes):
         fi = np.moveaxis(f, i, 0).reshape(shape[i], -1, f.shape[-1])
         pi = np.moveaxis(present, i, 0).reshape(shape[i], -1)

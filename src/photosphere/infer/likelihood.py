@@ -197,7 +197,7 @@ class Likelihood:
         out = [(r * seg.ivar.sqrt())[..., g] for seg, r, g in
                zip(self.chain.segments, profiled.residual, self._good, strict=True)]
         self._n_templates = int(profiled.amplitude.shape[-1])
-        return torch.cat(out + [profiled.amplitude], -1)
+        return torch.cat([*out, profiled.amplitude], -1)
 
     def _cholesky(self, theta: torch.Tensor | None = None) -> list[np.ndarray]:
         """Banded Cholesky factor of the covariance per segment (cached when it does not depend
