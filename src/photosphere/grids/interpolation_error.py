@@ -11,9 +11,10 @@ axis ``i``; the model error is then ``Σ_i a_i T_i`` with ``a_i ~ N(0, 1)`` (the
 mixing of the axes are left to the data). The templates vanish at the nodes by construction.
 
 Nodal second derivatives (:func:`second_derivatives`) are the three-point divided differences
-with the grid's actual, possibly uneven, node spacing. A node on the grid's edge along an axis,
-or beside a missing node, has none of its own: it takes that of the nearest node along the same
-axis that has one (zero when no node on that line has three present neighbours in a row).
+with the grid's actual, possibly uneven, node spacing, between the nearest present nodes on
+either side (a missing node is skipped). A node on the grid's edge along an axis has none of its
+own: it takes that of the nearest node along the same axis that has one (zero when the line has
+fewer than three present nodes).
 
 The scale ``s`` (:func:`leave_one_out_scale`) is calibrated on the grid itself: every interior
 node ``j`` along every axis is predicted by linear interpolation between ``j − 1`` and ``j + 1``
@@ -51,27 +52,47 @@ def _fill_nearest(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def _nearest_present(present: np.ndarray, step: int) -> np.ndarray:
+    """Per entry of ``present (n, M)``, the index of the nearest present node strictly below
+    (``step=-1``) or above (``step=1``) along axis 0; -1 where there is none."""
+    n = present.shape[0]
+    out = np.full(present.shape, -1)
+    order = range(n) if step == 1 else range(n - 1, -1, -1)
+    last = np.full(present.shape[1], -1)
+    for j in order:
+        out[j] = last
+        last = np.where(present[j], j, last)
+    return out
+
+
 def second_derivatives(flux: np.ndarray, axes: list[np.ndarray], present: np.ndarray
                        ) -> np.ndarray:
     """Nodal ``∂²f/∂x_i²`` per axis: ``(d, n_nodes, n_pix)`` float32, in flux per label unit².
 
     flux: ``(n_nodes, n_pix)`` in C order of the grid shape (missing nodes: any finite value);
-    axes: node values per label; present: grid-shaped bool.
+    axes: node values per label; present: grid-shaped bool. A present node with present nodes
+    on both sides along the axis (the nearest ones, skipping missing nodes) gets their divided
+    difference; the others take the value of the nearest such node on their line.
     """
     shape = tuple(len(a) for a in axes)
     f = np.asarray(flux, np.float64).reshape(*shape, -1)
     present = np.asarray(present, bool).reshape(shape)
     out = np.empty((len(axes), *f.shape), np.float32)
     for i, x in enumerate(axes):
+        x = np.asarray(x, float)
         fi = np.moveaxis(f, i, 0).reshape(shape[i], -1, f.shape[-1])
         pi = np.moveaxis(present, i, 0).reshape(shape[i], -1)
+        lo, hi = _nearest_present(pi, -1), _nearest_present(pi, 1)
+        valid = pi & (lo >= 0) & (hi >= 0)
+        columns = np.arange(pi.shape[1])
         d2 = np.zeros_like(fi)
-        valid = np.zeros_like(pi)
-        h = np.diff(np.asarray(x, float))
-        for j in range(1, shape[i] - 1):
-            valid[j] = pi[j - 1] & pi[j] & pi[j + 1]
-            d2[j] = _divided_second(fi[j - 1], fi[j], fi[j + 1], h[j - 1], h[j])
-        filled = _fill_nearest(d2, valid)
+        for j in range(shape[i]):
+            if not valid[j].any():
+                continue
+            a, b = np.maximum(lo[j], 0), np.maximum(hi[j], 0)
+            d2[j] = _divided_second(fi[a, columns], fi[j], fi[b, columns],
+                                    (x[j] - x[a])[:, None], (x[b] - x[j])[:, None])
+        filled = _fill_nearest(np.where(valid[..., None], d2, 0.0), valid)
         rest = [s for k, s in enumerate(shape) if k != i]
         out[i] = np.moveaxis(filled.reshape(shape[i], *rest, -1), 0, i)
     return out.reshape(len(axes), -1, f.shape[-1])
