@@ -103,3 +103,17 @@ class AnalyticModelWithHole(AnalyticModel):
         if bool(((teff > 6400) & (teff < 6800)).any()):
             raise OutOfGridError("teff in 6400-6800 K is a hole in this grid")
         return super().predict(labels)
+
+
+class AnalyticModelWithTemplates(AnalyticModelWithVariance):
+    """The analytic model with two smooth model-error templates whose size grows with teff
+    (``predict_error_templates``), and a diagonal variance (to check the two are not both
+    used)."""
+
+    def predict_error_templates(self, labels):
+        labels = torch.as_tensor(labels, dtype=torch.float64)
+        x = self._scaled(labels)
+        wave = torch.as_tensor(self.wavelength)
+        shapes = torch.stack([torch.sin(wave / 3.0), torch.cos(wave / 1.3)])  # (2, n_pix)
+        size = self.model_sigma * (1.2 + x[..., :1])                           # (..., 1)
+        return size.unsqueeze(-1) * shapes

@@ -36,17 +36,19 @@ def test_second_derivatives_exact_for_a_quadratic_on_uneven_axes_edges_and_holes
                                rtol=1e-5)
 
 
-def test_leave_one_out_scale_is_one_for_a_quadratic_and_larger_for_a_quartic():
+def test_calibration_of_a_quadratic_is_exact_and_of_a_quartic_is_not():
     flux, _, _ = _quadratic(AXES)
     present = np.ones((5, 4), bool)
-    scale, count = ie.leave_one_out_scale(flux, AXES, present)
-    assert count > 0 and scale == pytest.approx(1.0, rel=1e-6)
-    # a quartic along x: the error of a wide cell is underestimated by second derivatives at
-    # its ends only in size, so the scale moves away from 1
+    cal = ie.calibrate(flux, AXES, present)
+    # the curvature template is the exact error of a quadratic: scale 1, no shift left
+    assert cal.n_left_out > 0 and cal.scale == pytest.approx(1.0, rel=1e-6)
+    assert cal.shift.shape == (2, 2) and np.abs(cal.shift).max() < 1e-6
     x = np.meshgrid(*AXES, indexing="ij")[0].reshape(-1, 1)
-    assert ie.leave_one_out_scale(x ** 4, AXES, present)[0] != pytest.approx(1.0, rel=0.05)
+    quartic = ie.calibrate(np.hstack([x ** 4, x ** 3]), AXES, present)
+    assert quartic.scale != pytest.approx(1.0, rel=0.05) and quartic.shift[0, 0] > 0
     small = [AXES[0][:3], AXES[1][:3]]  # three nodes per axis: nothing can be left out
-    assert ie.leave_one_out_scale(_quadratic(small)[0], small, present[:3, :3]) == (1.0, 0)
+    none = ie.calibrate(_quadratic(small)[0], small, present[:3, :3])
+    assert (none.scale, none.n_left_out) == (1.0, 0) and not none.shift.any()
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +58,17 @@ def grid_path(tmp_path_factory):
     return build_small(tmp_path_factory.mktemp("interr") / "g.h5", axes=axes)
 
 
-def test_templates_vanish_at_nodes_and_have_one_row_per_axis(grid_path):
+def test_templates_vanish_at_nodes_and_have_two_rows_per_axis(grid_path):
     interp = GridInterpolator(grid_path)
     with GridStore.open(grid_path) as store:
         nodes = [[store.node_labels(n)[k] for k in store.label_names]
                  for n in [(0, 0, 0), (2, 1, 1), (4, 2, 0)]]
     t = interp.predict_error_templates(torch.tensor(nodes))
-    assert t.shape == (3, 3, interp.wavelength.size)
+    assert t.shape == (3, 6, interp.wavelength.size)  # curvature, then label shift
     assert float(t.abs().max()) == 0.0
     mid = interp.predict_error_templates(torch.tensor([[5625.0, 2.5, -0.5]]))
     assert float(mid.abs().max()) > 0
-    assert interp.error_scale > 0
+    assert interp.error_calibration.scale > 0
 
 
 def test_template_matches_the_actual_error_at_a_held_out_node(grid_path, tmp_path):
@@ -80,7 +82,29 @@ def test_template_matches_the_actual_error_at_a_held_out_node(grid_path, tmp_pat
     x = torch.tensor([[6000.0, 3.0, -1.0]])
     error = interp.predict(x)[0].double().numpy() - truth
     templates = interp.predict_error_templates(x)[0].double().numpy()
-    assert np.abs(templates[1:]).max() == 0.0  # on-node along logg and [Fe/H]
-    t = templates[0] / interp.error_scale        # ½ h² u(1-u) f_ii, the uncalibrated term
+    assert np.abs(templates[1:3]).max() == 0.0  # curvature: on-node along logg and [Fe/H]
+    t = templates[0] / interp.error_calibration.scale  # ½ h² u(1-u) f_ii, not calibrated
     assert np.corrcoef(error, t)[0, 1] > 0.9
     assert 0.5 < np.linalg.norm(error) / np.linalg.norm(t) < 2.0
+
+
+def test_a_fit_between_nodes_gets_larger_sigma_with_the_templates(grid_path, tmp_path):
+    """The true spectrum of the held-out node (6000, 3, -1), fitted by the grid without the
+    teff = 6000 K plane: marginalising the templates widens σ(teff) and brings the pull of
+    teff towards the noise-only range."""
+    from analytic_model import simulate
+    from photosphere.infer.optimize import fit
+
+    with GridStore.open(grid_path) as store:
+        sub = store.subset(tmp_path / "sub.h5", teff=(5500.0, 5750.0, 6250.0, 6500.0))
+    truth = {"teff": 6000.0, "logg": 3.0, "feh": -1.0, "vsini": 3.0, "rv": 5.0}
+    obs, _ = simulate(GridInterpolator(grid_path), truth, np.linspace(5165, 5195, 3000),
+                      resolution=50000, snr=300)
+    interp = GridInterpolator(sub)
+    kw = dict(resolution=50000, rv_bounds=(0, 10), n_grid=2, n_starts=2)
+    off = fit(interp, obs, model_error="none", **kw)
+    on = fit(interp, obs, model_error="auto", **kw)
+    assert on.provenance["model_error"] == "templates"
+    assert on.sigma["teff"] > 1.5 * off.sigma["teff"]
+    pull = {r: abs(r.values["teff"] - 6000.0) / r.sigma["teff"] for r in (on, off)}
+    assert pull[on] < pull[off]

@@ -284,10 +284,9 @@ class GridInterpolator:
 
     __call__ = predict
 
-    def _error_table(self) -> tuple[torch.Tensor, float, int]:
-        """Nodal second derivatives ``(d, n_nodes, n_pix)``, the template scale and the number
-        of left-out nodes it rests on, computed once from the grid held (see
-        :mod:`photosphere.grids.interpolation_error`)."""
+    def _error_table(self) -> tuple[torch.Tensor, interpolation_error.Calibration]:
+        """Nodal second derivatives ``(d, n_nodes, n_pix)`` and the leave-one-out calibration,
+        computed once from the grid held (see :mod:`photosphere.grids.interpolation_error`)."""
         cached = self.__dict__.get("_error_cache")
         if cached is None or cached[0] is not self._flux or cached[1] is not self.locator:
             flux = self._flux.cpu().numpy()
@@ -295,35 +294,51 @@ class GridInterpolator:
             present = self.locator.present.cpu().numpy().reshape(self.locator.shape)
             table = torch.as_tensor(interpolation_error.second_derivatives(flux, axes, present),
                                     dtype=self.dtype, device=self.device)
-            scale, n_nodes = interpolation_error.leave_one_out_scale(flux, axes, present)
-            cached = (self._flux, self.locator, table, scale, n_nodes)
+            cached = (self._flux, self.locator, table,
+                      interpolation_error.calibrate(flux, axes, present))
             self._error_cache = cached
-        return cached[2], cached[3], cached[4]
+        return cached[2], cached[3]
 
     @property
-    def error_scale(self) -> float:
-        """The calibrated scale ``s`` of :meth:`predict_error_templates` (leave-one-out on the
-        grid's interior nodes)."""
+    def error_calibration(self) -> interpolation_error.Calibration:
+        """The leave-one-out calibration of :meth:`predict_error_templates` on this grid."""
         return self._error_table()[1]
 
     def predict_error_templates(self, labels) -> torch.Tensor:
-        """labels (..., n_labels) -> (..., n_labels, n_pix) interpolation-error templates of the
-        normalised flux, one per label axis: ``s · ½ h_i² u_i (1 − u_i) f_ii`` (cell step
-        ``h_i``, fractional position ``u_i``, interpolated nodal second derivative ``f_ii``,
-        calibrated scale ``s`` = :attr:`error_scale`). The model error is ``Σ_i a_i T_i`` with
-        ``a_i ~ N(0, 1)``; zero at the nodes. See
-        :mod:`photosphere.grids.interpolation_error`."""
+        """labels (..., n_labels) -> (..., 2 n_labels, n_pix) interpolation-error templates of
+        the normalised flux; the model error is ``Σ_k a_k T_k`` with ``a_k ~ N(0, 1)``, and
+        every template vanishes at the nodes. See
+        :mod:`photosphere.grids.interpolation_error`.
+
+        Rows 0..d-1, curvature: ``s · ½ h_i² u_i (1 − u_i) f_ii`` (cell step ``h_i``,
+        fractional position ``u_i``, interpolated nodal second derivative ``f_ii``). Rows
+        d..2d-1, label shift: ``∂f/∂x_k · sqrt(Σ_i (κ_ik u_i (1 − u_i) h_i²)²)`` with the
+        multilinear derivative of the interpolant in the cell. ``s`` and κ:
+        :attr:`error_calibration`."""
         x, batch = self._as_labels(labels)
-        table, scale, _ = self._error_table()
+        table, cal = self._error_table()
+        x = x.to(torch.float64)
         idx, w = self.locator.locate(x)
-        _, _, t, steps = self.locator.cell(x.to(torch.float64))
+        _, _, t, steps = self.locator.cell(x)
         w = w.to(self.dtype)
-        out = torch.zeros(x.shape[0], self.n_labels, table.shape[-1], dtype=self.dtype,
-                          device=self.device)
+        d, n_pix = self.n_labels, table.shape[-1]
+        curvature = torch.zeros(x.shape[0], d, n_pix, dtype=self.dtype, device=self.device)
         for c in range(idx.shape[1]):
-            out.addcmul_(w[:, c, None, None], table[:, idx[:, c]].transpose(0, 1))
-        factor = (0.5 * scale * steps ** 2 * t * (1 - t)).to(self.dtype)
-        return (factor[..., None] * out).reshape(*batch, self.n_labels, table.shape[-1])
+            curvature.addcmul_(w[:, c, None, None], table[:, idx[:, c]].transpose(0, 1))
+        position = t * (1 - t) * steps ** 2                                     # (B, d)
+        curvature = (0.5 * cal.scale * position).to(self.dtype)[..., None] * curvature
+        # ∂f/∂x_k in the cell: the interpolant on its upper minus its lower face along k
+        lower = x - t * steps
+        faces = []
+        for k in range(d):
+            for edge in (lower[:, k], lower[:, k] + steps[:, k]):
+                faces.append(torch.cat([x[:, :k], edge[:, None], x[:, k + 1:]], -1))
+        face_flux = self.predict(torch.stack(faces, 1)).reshape(x.shape[0], d, 2, n_pix)
+        slope = (face_flux[:, :, 1] - face_flux[:, :, 0]) / steps.to(self.dtype)[..., None]
+        kappa2 = torch.as_tensor(cal.shift ** 2, dtype=torch.float64, device=self.device)
+        size = (position ** 2 @ kappa2).clamp_min(1e-300).sqrt()              # (B, d) labels
+        shift = size.to(self.dtype)[..., None] * slope
+        return torch.cat([curvature, shift], 1).reshape(*batch, 2 * d, n_pix)
 
     def predict_continuum(self, labels) -> torch.Tensor:
         """labels (..., n_labels) -> (..., n_pix) continuum surface flux, erg/s/cm²/Å."""

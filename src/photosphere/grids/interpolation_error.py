@@ -27,6 +27,8 @@ an error can be measured without new synthesis).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -98,19 +100,38 @@ def second_derivatives(flux: np.ndarray, axes: list[np.ndarray], present: np.nda
     return out.reshape(len(axes), -1, f.shape[-1])
 
 
-def leave_one_out_scale(flux: np.ndarray, axes: list[np.ndarray], present: np.ndarray
-                        ) -> tuple[float, int]:
-    """The template scale ``s`` (see the module docstring) and the number of left-out nodes it
-    rests on (node × axis pairs). Returns (1.0, 0) when the grid has no node to leave out
-    (fewer than four nodes along every axis)."""
+@dataclass(frozen=True)
+class Calibration:
+    """Leave-one-out calibration of the templates on a grid (see the module docstring).
+
+    scale: ``s`` of the curvature templates; shift: ``(d, d)`` κ, ``shift[i, k]`` the RMS label-k
+    shift per ``u_i (1 − u_i) h_i²`` (label-k units per label-i unit²) that interpolation along
+    axis i leaves; n_left_out: how many (node, axis) pairs they rest on (0: nothing could be
+    left out, scale 1 and no shift templates)."""
+
+    scale: float
+    shift: np.ndarray
+    n_left_out: int
+
+
+def calibrate(flux: np.ndarray, axes: list[np.ndarray], present: np.ndarray,
+              max_pixels: int = 4096) -> Calibration:
+    """Leave every interior node out along every axis in turn and compare the linear
+    interpolation from its two neighbours with the truth (see the module docstring), on every
+    k-th pixel so that at most about ``max_pixels`` are used."""
     shape = tuple(len(a) for a in axes)
-    f = np.asarray(flux, np.float64).reshape(*shape, -1)
+    d = len(axes)
+    stride = max(1, np.shape(flux)[-1] // max_pixels)  # pooled statistics: a subset suffices
+    f = np.asarray(flux, np.float64)[:, ::stride].reshape(*shape, -1)
     present = np.asarray(present, bool).reshape(shape)
+    gradients = [np.gradient(f, np.asarray(x, float), axis=k) for k, x in enumerate(axes)]
     err2, tmpl2, count = 0.0, 0.0, 0
+    shift2, shift_n = np.zeros((d, d)), np.zeros(d)
     for i, x in enumerate(axes):
         x = np.asarray(x, float)
         fi = np.moveaxis(f, i, 0).reshape(shape[i], -1, f.shape[-1])
         pi = np.moveaxis(present, i, 0).reshape(shape[i], -1)
+        gi = [np.moveaxis(g, i, 0).reshape(fi.shape) for g in gradients]
         for j in range(1, shape[i] - 1):
             big = x[j + 1] - x[j - 1]
             u = (x[j] - x[j - 1]) / big
@@ -128,13 +149,27 @@ def leave_one_out_scale(flux: np.ndarray, axes: list[np.ndarray], present: np.nd
             use = lo_ok | hi_ok
             if not use.any():
                 continue
-            fii = w_lo * d_lo + w_hi * d_hi
-            template = 0.5 * big ** 2 * u * (1 - u) * fii
-            err = fi[j] - ((1 - u) * fi[j - 1] + u * fi[j + 1])
-            err2 += float(np.sum(err[use] ** 2))
-            tmpl2 += float(np.sum(template[use] ** 2))
+            factor = u * (1 - u) * big ** 2
+            template = (0.5 * factor * (w_lo * d_lo + w_hi * d_hi))[use]
+            err = (fi[j] - ((1 - u) * fi[j - 1] + u * fi[j + 1]))[use]
+            err2 += float(np.sum(err ** 2))
+            tmpl2 += float(np.sum(template ** 2))
             count += int(use.sum())
+            # the label shift that the error leaves once the curvature template has taken
+            # its share: least squares of what remains on [∂f/∂x_0 .. ∂f/∂x_{d-1}]
+            t2 = np.sum(template ** 2, -1, keepdims=True)
+            rest = err - np.sum(err * template, -1, keepdims=True) / np.maximum(t2, 1e-300) \
+                * template
+            slopes = [((fi[j + 1] - fi[j - 1]) / big if k == i
+                       else (1 - u) * gi[k][j - 1] + u * gi[k][j + 1])[use] for k in range(d)]
+            design = np.stack(slopes, -1)                              # (m, n_pix, d)
+            normal = design.transpose(0, 2, 1) @ design
+            ridge = 1e-12 * np.trace(normal, axis1=1, axis2=2)[:, None, None] * np.eye(d)
+            coef = np.linalg.solve(normal + ridge,
+                                   design.transpose(0, 2, 1) @ rest[..., None])[..., 0]
+            shift2[i] += np.sum((coef / factor) ** 2, axis=0)
+            shift_n[i] += coef.shape[0]
     if count == 0 or not tmpl2 > 0:
-        return 1.0, 0
-    return float(np.sqrt(err2 / tmpl2)), count
-
+        return Calibration(1.0, np.zeros((d, d)), 0)
+    shift = np.sqrt(shift2 / np.maximum(shift_n, 1)[:, None])
+    return Calibration(float(np.sqrt(err2 / tmpl2)), shift, count)

@@ -4,8 +4,9 @@
   variance (``predict_variance``, e.g. an emulator's interpolation error) when it has one.
 * Model error as low-rank templates (``model_error="auto"`` and a model with
   ``predict_error_templates``): ``C = N + B Bᵀ`` marginalised analytically
-  (:mod:`photosphere.infer.model_error`); the diagonal ``predict_variance`` is then not added
-  (it would count the same error twice).
+  (:mod:`photosphere.infer.model_error`), with B recomputed at every θ or frozen at
+  ``templates_at`` (what fit and sample do); the diagonal ``predict_variance`` is then not
+  added (it would count the same error twice).
 * Correlated noise (optional): a global covariance kernel as in Starfish (Czekala et al. 2015,
   §2.3): a Matérn-3/2 kernel in velocity space, ``k(Δv) = a² (1 + √3 Δv/ℓ) exp(-√3 Δv/ℓ)``, added
   to the diagonal. We multiply it by a compactly supported Wendland taper (positive definite, so
@@ -135,10 +136,15 @@ class Likelihood:
     """
 
     def __init__(self, chain: ObservationChain, noise: CorrelatedNoise | None = None,
-                 model_variance: bool = True, model_error: str = "none") -> None:
+                 model_variance: bool = True, model_error: str = "none",
+                 templates_at=None) -> None:
         self.chain = chain
         self.noise = noise
         self.use_templates = model_error_.use_templates(chain.model, model_error, noise)
+        self.templates_at = None if templates_at is None or not self.use_templates else \
+            np.asarray(templates_at, float)
+        self._frozen = None if self.templates_at is None else \
+            model_error_.frozen_columns(chain, self.templates_at)
         self.use_model_variance = (bool(model_variance) and not self.use_templates
                                    and hasattr(chain.model, "predict_variance"))
         self._n_templates: int | None = None
@@ -180,7 +186,7 @@ class Likelihood:
         templates, the profiled residual vector ``[N^{-1/2} r; â]`` ``(..., N + K)``."""
         theta = torch.as_tensor(theta, dtype=DTYPE)
         if self.use_templates:
-            return self._profiled_vector(model_error_.profile(self.chain, theta))
+            return self._profiled_vector(model_error_.profile(self.chain, theta, self._frozen))
         model, cont = self.chain.predict(theta)
         var = self._variances(theta, cont) if self.noise is None else None
         out = []
@@ -254,7 +260,7 @@ class Likelihood:
         theta = torch.as_tensor(np.asarray(theta, float), dtype=DTYPE)
         with torch.no_grad():
             if self.use_templates:
-                profiled = model_error_.profile(self.chain, theta)
+                profiled = model_error_.profile(self.chain, theta, self._frozen)
                 chi2 = (self._profiled_vector(profiled) ** 2).sum(-1).numpy()
                 logdet = self._data_log_det
                 logdet_cont = profiled.log_det.numpy()

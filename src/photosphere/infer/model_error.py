@@ -42,8 +42,8 @@ CHOICES = ("auto", "none")
 
 def use_templates(model, model_error: str, noise=None) -> bool:
     """Whether a fit marginalises the model's error templates: ``model_error="auto"`` and the
-    model has ``predict_error_templates`` and the noise is independent (the templates are not
-    combined with a correlated-noise kernel); ``"none"`` never."""
+    model has ``predict_error_templates`` and ``noise`` is None (the templates are not combined
+    with a correlated-noise kernel nor with ``noise="auto"``); ``"none"`` never."""
     if model_error not in CHOICES:
         raise FitError(f"model_error={model_error!r} is not understood; pass 'auto' (use the "
                        "model's error templates when it has them) or 'none'")
@@ -64,21 +64,49 @@ class Profiled:
     log_det: torch.Tensor
 
 
-def profile(chain: ObservationChain, theta: torch.Tensor) -> Profiled:
-    """Profile continuum and template amplitudes jointly at ``theta (..., P)`` (see module)."""
+def columns(chain: ObservationChain, theta: torch.Tensor
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per segment, the model without continuum ``(..., n_pix)`` and the columns of B,
+    ``continuum ⊙ chained templates`` ``(..., K, n_pix)``, at ``theta (..., P)``."""
     stellar, templates = chain.stellar_and_templates(theta)
     base = chain.continuum(stellar)
-    k = templates[0].shape[-2]
+    return stellar, [c.unsqueeze(-2) * t for c, t in zip(base, templates, strict=True)]
+
+
+def frozen_columns(chain: ObservationChain, theta) -> list[torch.Tensor]:
+    """B per segment ``(K, n_pix)`` at one ``theta (P,)``, without autodiff: the model-error
+    covariance held fixed while θ moves (see :func:`profile`)."""
+    with torch.no_grad():
+        return columns(chain, torch.as_tensor(theta, dtype=DTYPE))[1]
+
+
+def profile(chain: ObservationChain, theta: torch.Tensor,
+            frozen: list[torch.Tensor] | None = None) -> Profiled:
+    """Profile continuum and template amplitudes jointly at ``theta (..., P)`` (see module).
+
+    frozen: B per segment from :func:`frozen_columns` (the covariance of the model error at a
+    reference θ, e.g. the best fit), or None to recompute B at every θ. The fit freezes it:
+    the templates vanish at the grid's nodes, so a B that follows θ makes the likelihood
+    depend on where θ sits in its cell (the χ² term pulls towards cell centres, the log-det
+    term towards nodes), an artefact of the grid, not information about the star."""
+    if frozen is None:
+        stellar, bs = columns(chain, theta)
+    else:
+        labels, vsini, rv = chain.split(torch.as_tensor(theta, dtype=DTYPE))
+        stellar = chain.resampled(chain.broadened(labels, vsini), rv)
+        bs = frozen
+    k = bs[0].shape[-2]
     batch = stellar[0].shape[:-1]
     gram = torch.eye(k, dtype=DTYPE).expand(*batch, k, k)        # I + Σ BᵀWB, then Schur
     rhs = torch.zeros(*batch, k, dtype=DTYPE)
     log_det = torch.zeros(batch, dtype=DTYPE)
     designs, blocks = [], []
-    for seg, s, c, t in zip(chain.segments, stellar, base, templates, strict=True):
-        b = c.unsqueeze(-2) * t                                   # (..., K, n) columns of B
-        wb = b * seg.ivar
+    for seg, s, b in zip(chain.segments, stellar, bs, strict=True):
+        wb = b * seg.ivar                                         # (..., K, n) columns of B
+        # with a continuum the model is S β (β free); without, the model flux itself
+        target = seg.flux if seg.chebyshev is not None else seg.flux - s
         gram = gram + wb @ b.transpose(-1, -2)
-        rhs = rhs + wb @ seg.flux
+        rhs = rhs + (wb @ target.unsqueeze(-1)).squeeze(-1)
         x = None
         if seg.chebyshev is not None:
             x = s.unsqueeze(-2) * seg.chebyshev.T                 # (..., p, n) columns of S
@@ -94,14 +122,14 @@ def profile(chain: ObservationChain, theta: torch.Tensor) -> Profiled:
             blocks.append(solved)
         else:
             blocks.append(None)
-        designs.append((x, b))
+        designs.append((x, b, target))
     amplitude = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)     # (..., K)
     residual = []
-    for seg, (x, b), solved in zip(chain.segments, designs, blocks, strict=True):
+    for (x, b, target), solved in zip(designs, blocks, strict=True):
         model = (amplitude.unsqueeze(-2) @ b).squeeze(-2)
         if x is not None:
             beta = solved[..., k] - (solved[..., :k] @ amplitude.unsqueeze(-1)).squeeze(-1)
             model = model + (beta.unsqueeze(-2) @ x).squeeze(-2)
-        residual.append(seg.flux - model)
+        residual.append(target - model)
     log_det = log_det + torch.linalg.slogdet(gram)[1]
     return Profiled(residual=residual, amplitude=amplitude, log_det=log_det)

@@ -422,10 +422,13 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     model_variance: add the model's ``predict_variance`` to the data variance when it has one
     (and its error templates are not used).
     model_error: ``"auto"`` marginalises the model's own error when the model offers
-    ``predict_error_templates`` (grid interpolation error, emulator error) and the noise is
-    independent: ``C = N + B Bᵀ`` through the chain, solved jointly with the continuum
-    (:mod:`photosphere.infer.model_error`), so σ include the model error; ``"none"`` fits the
-    model as exact (the fit before templates existed).
+    ``predict_error_templates`` (grid interpolation error, emulator error) and ``noise`` is
+    None: ``C = N + B Bᵀ`` through the chain, solved jointly with the continuum
+    (:mod:`photosphere.infer.model_error`), so σ include the model error. The fit is first
+    made with the model as exact (screening, starts, clipping), then refined with B frozen at
+    the solution and recomputed there, at most 3 times (``flags["model_error_rounds"]``);
+    χ² is then the marginal one, ``[N^{-1/2} r; â]²``. ``"none"`` fits the model as exact (the
+    fit before templates existed).
     n_grid: starting values per free label in the coarse grid; n_starts: how many of the best
     grid points (by χ²) are refined, plus ``initial`` when given.
     clip: when given (e.g. 3.0), pixels whose normalised residual ``(data - model)/σ`` is more
@@ -436,7 +439,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
     """
     t0 = time.perf_counter()
-    use_templates(model, model_error)  # a bad value fails before any work
+    templates = use_templates(model, model_error, noise)
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
@@ -455,7 +458,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         start.update({n: rv0 for n in chain.rv_names if n in params.free})
     start_free = params.free_from_mapping(start)
     noise_model = None if isinstance(noise, str) else noise
-    likelihood = Likelihood(chain, noise_model, model_variance, model_error)
+    likelihood = Likelihood(chain, noise_model, model_variance)
     residual, residual_and_jacobian = _lm_functions(likelihood, params)
 
     grid = _coarse_grid(params, chain.label_names, start_free, n_grid)
@@ -478,11 +481,14 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chain, u_best, outcome, flags = _clipped_refit(chain, params, u_best, outcome, best,
                                                        float(clip), clip_iterations,
                                                        likelihood, max_iter)
-        likelihood = Likelihood(chain, noise_model, model_variance, model_error)
+        likelihood = Likelihood(chain, noise_model, model_variance)
+    if templates:
+        u_best, likelihood, outcome, template_flags = _refit_with_templates(
+            chain, params, u_best, outcome, best, model_variance, max_iter)
+        flags.update(template_flags)
     if noise == "auto":
         u_best, likelihood, noise_flags = _refit_correlated(chain, params, u_best,
-                                                            model_variance, model_error,
-                                                            max_iter)
+                                                            model_variance, max_iter)
         flags.update(noise_flags)
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
@@ -540,11 +546,43 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
 
 def _like(likelihood: Likelihood, chain: ObservationChain) -> Likelihood:
     """A likelihood of the same kind as ``likelihood`` for another (e.g. clipped) chain."""
-    return Likelihood(chain, likelihood.noise, likelihood.use_model_variance,
-                      "auto" if likelihood.use_templates else "none")
+    return Likelihood(chain, likelihood.noise, likelihood.use_model_variance)
 
 
-def _refit_correlated(chain, params, u_best, model_variance, model_error, max_iter):
+def _refit_with_templates(chain, params, u_best, outcome, best, model_variance, max_iter,
+                          rounds: int = 3, tol: float = 1e-4):
+    """Refine the model-as-exact solution with the model's error templates marginalised
+    (:mod:`photosphere.infer.model_error`): B frozen at the current solution, Levenberg–
+    Marquardt from it, B recomputed at the new solution, until the solution moves by less
+    than ``tol`` of the bounds (at most ``rounds`` times). Returns the solution, the likelihood
+    with B frozen there (for the covariance), the outcome with the best start updated, flags."""
+    u = outcome.u.copy()
+    chi2, iters = outcome.chi2.copy(), outcome.iterations.copy()
+    converged, reason = outcome.converged.copy(), list(outcome.reason)
+    n_round = 0
+    while n_round < rounds:
+        n_round += 1
+        likelihood = Likelihood(chain, None, model_variance, "auto",
+                                templates_at=params.theta(torch.as_tensor(u_best)).numpy())
+        residual, residual_and_jacobian = _lm_functions(likelihood, params)
+        out = levenberg_marquardt(residual_and_jacobian, residual, u_best[None],
+                                  max_iter=max_iter)
+        moved = float(np.max(np.abs(out.u[0] - u_best)))
+        u_best = out.u[0]
+        u[best], chi2[best], iters[best] = u_best, out.chi2[0], iters[best] + out.iterations[0]
+        converged[best], reason[best] = out.converged[0], out.reason[0]
+        if moved < tol:
+            break
+    likelihood = Likelihood(chain, None, model_variance, "auto",
+                            templates_at=params.theta(torch.as_tensor(u_best)).numpy())
+    chi2[best] = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
+    outcome = LMOutcome(u=u, chi2=chi2, iterations=iters, converged=converged, reason=reason)
+    return u_best, likelihood, outcome, {"model_error_rounds": n_round,
+                                         "model_error_templates": likelihood.n_residuals
+                                         - likelihood.n_pixels}
+
+
+def _refit_correlated(chain, params, u_best, model_variance, max_iter):
     """Refit with a correlated-noise kernel estimated from the residuals (``noise="auto"``);
     the error templates are not combined with it (see :func:`use_templates`)."""
     theta = params.theta(torch.as_tensor(u_best)).numpy()
@@ -556,7 +594,7 @@ def _refit_correlated(chain, params, u_best, model_variance, model_error, max_it
         [(s.flux - m).numpy()[g] for s, m, g in zip(chain.segments, model, good, strict=True)],
         [s.sigma[g] for s, g in zip(chain.segments, good, strict=True)])
     if kernel is None:
-        return u_best, Likelihood(chain, None, model_variance, model_error), {
+        return u_best, Likelihood(chain, None, model_variance), {
             "noise": "independent (no residual correlation found)"}
     likelihood = Likelihood(chain, kernel, model_variance)
     residual, residual_and_jacobian = _lm_functions(likelihood, params)
