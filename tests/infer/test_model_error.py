@@ -125,3 +125,32 @@ def test_templates_are_not_combined_with_correlated_noise(model):
     assert model_error.use_templates(model, "auto")
     assert not model_error.use_templates(model, "auto", CorrelatedNoise(0.01, 5.0))
     assert not model_error.use_templates(model, "none")
+
+
+def test_frozen_templates_equal_the_moving_ones_at_the_reference_only(model):
+    obs, _ = simulate(model, TRUTH, np.linspace(5005, 5035, 400), resolution=30000, snr=80)
+    chain = ObservationChain(model, obs, resolution=30000, rv_bounds=(-20, 20))
+    ref = chain.theta_from(TRUTH)
+    other = chain.theta_from({**TRUTH, "teff": 6300.0})
+    moving = Likelihood(chain, model_error="auto")
+    frozen = Likelihood(chain, model_error="auto", templates_at=ref)
+    assert float(frozen.log_likelihood(ref)) == pytest.approx(float(moving.log_likelihood(ref)),
+                                                              rel=1e-12)
+    assert float(frozen.log_likelihood(other)) != pytest.approx(
+        float(moving.log_likelihood(other)), rel=1e-6)
+    # with B frozen, the template columns do not move with θ: the Jacobian of the amplitudes
+    # comes from the data fit only, and is finite
+    _, jac = batched_jacobian(frozen.residuals, torch.as_tensor(other)[None])
+    assert torch.isfinite(jac).all()
+
+
+def test_fit_with_templates_on_two_exposures(model):
+    a, _ = simulate(model, TRUTH, np.linspace(5006, 5034, 400), resolution=30000, snr=60)
+    b, _ = simulate(model, {**TRUTH, "rv": -4.0}, np.linspace(5006, 5034, 400),
+                    resolution=30000, snr=60, seed=3)
+    res = fit(model, [a, b], resolution=30000, rv_bounds=(-20, 20), n_grid=2, n_starts=2)
+    assert res.provenance["model_error"] == "templates"
+    assert 1 <= res.flags["model_error_rounds"] <= 3 and res.flags["model_error_templates"] == 2
+    assert set(res.free) >= {"rv_0", "rv_1"} and res.covariance.shape == (6, 6)
+    assert abs(res.values["rv_1"] + 4.0) < 5 * res.sigma["rv_1"]
+    assert res.n_pixels == 800 and np.isfinite(res.chi2)
