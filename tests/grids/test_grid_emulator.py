@@ -37,6 +37,18 @@ def test_reproduces_training_nodes_with_small_variance(grid_path, emulator):
     assert torch.all(var_node >= 0) and var_mid.sum() > var_node.sum()
 
 
+def test_error_templates_are_the_low_rank_form_of_the_gp_variance(emulator):
+    x = torch.tensor([[5750.0, 2.5, -0.5], [6000.0, 2.0, 0.0]])
+    t = emulator.predict_error_templates(x)
+    assert t.shape == (2, emulator.n_components_, emulator.wavelength.size)
+    # diag(T Tᵀ) = predict_variance less its per-pixel basis-error term
+    basis = emulator.truncation_variance_ * emulator.sigma_scale_ ** 2
+    np.testing.assert_allclose((t ** 2).sum(1).numpy(),
+                               emulator.predict_variance(x).numpy() - basis, rtol=1e-8,
+                               atol=1e-14)
+    assert (t[0] ** 2).sum() > (t[1] ** 2).sum()  # larger between nodes than on one
+
+
 def test_leave_one_out_error_is_reported_and_consistent(grid_path, emulator):
     s = emulator.summary()
     assert emulator.loo_rms_error_.shape == emulator.wavelength.shape

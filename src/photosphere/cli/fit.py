@@ -51,7 +51,8 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                           else args.continuum_degree,
                           "fixed": _name_values(args.fix, "--fix") or None,
                           "initial": _name_values(args.initial, "--initial") or None,
-                          "noise": None if args.noise == "none" else "auto"}
+                          "noise": None if args.noise == "none" else "auto",
+                          "model_error": args.model_error}
     if args.prior and not args.mcmc:
         raise FitError("--prior needs --mcmc (least squares uses uniform priors in the grid "
                        "bounds); add --mcmc or leave --prior out")
@@ -211,6 +212,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="Chebyshev continuum degree per order (-1: none; default 2)")
     p.add_argument("--noise", choices=("none", "auto"), default="none",
                    help="'auto': estimate a correlated-noise kernel from the residuals and refit")
+    p.add_argument("--model-error", choices=("auto", "none"), default="auto",
+                   help="'auto' (default): marginalise the model's own error (grid "
+                        "interpolation error, emulator error) so σ include it; 'none': treat "
+                        "the model as exact (single-star model)")
     p.add_argument("--clip", type=float, metavar="K",
                    help="mask pixels whose residual is more than K robust standard deviations "
                         "off (lines the model lacks, cosmics) and refit until none is added")

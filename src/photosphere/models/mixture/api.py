@@ -237,9 +237,11 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
     exposures = _exposures(observation)
     if single is None:
         single_obs = exposures if len(exposures) > 1 else exposures[0]
+        # model_error="none": the mixture has no error templates, and the two fits are
+        # compared by χ², so both treat the grid as exact
         single = fit(model.grid, single_obs, resolution=resolution,
                      continuum_degree=continuum_degree, rv_bounds=rv_bounds,
-                     vsini_bounds=vsini_bounds, source=source)
+                     vsini_bounds=vsini_bounds, source=source, model_error="none")
     seeded = {n: v for n, v in single.values.items() if n.startswith("rv")}
     chain = _chain(model, observation, resolution=resolution, continuum_degree=continuum_degree,
                    rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
