@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8, help="spectra for the Dask throughput run")
     p.add_argument("--skip-mcmc", action="store_true")
+    p.add_argument("--model-error", choices=("auto", "none"), default="auto",
+                   help="fit(model_error=...): marginalise the model's error templates or not")
     p.add_argument("--skip-batch", action="store_true")
     p.add_argument("--starfish-python", help="a Python 3.9 with astrostarfish: time the peer")
     p.add_argument("--starfish-pixels", type=int, nargs="+", default=[1000, 4000, 8000])
@@ -149,11 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model, what = load_model(args.grid)
     spec, truth, kw = observation(model)
+    kw["model_error"] = args.model_error
     print(f"model: {what}; observation {spec.flux.size} px in {np.atleast_2d(spec.flux).shape[0]}"
           f" order(s); free: {', '.join(truth)} + continuum (degree 2 per order)")
-    report: dict = {"model": what, "n_pixels": int(spec.flux.size), "truth": truth}
+    report: dict = {"model": what, "n_pixels": int(spec.flux.size), "truth": truth,
+                    "model_error": args.model_error}
 
+    t = time.perf_counter()
     fit(model, spec, **kw, initial=truth, n_grid=1, n_starts=1)  # warm-up (imports, caches)
+    report["warm_up_s"] = time.perf_counter() - t
+    print(f"model_error={args.model_error}; warm-up fit (imports, caches; with templates also "
+          f"their one-off calibration on the grid): {report['warm_up_s']:.1f} s")
     t, c = time.perf_counter(), time.process_time()
     res = fit(model, spec, **kw)
     report["fit_s"], report["fit_cpu_s"] = time.perf_counter() - t, time.process_time() - c
@@ -169,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         v, s = res.labels[n]
         print(f"   {n:6s} true {tv:10.4g}  fit {v:10.4g} ± {s:.3g}")
     chain = build_chain(model, spec, **kw, initial=truth)
-    likelihood = Likelihood(chain)
     theta = chain.theta_from(truth)
+    likelihood = Likelihood(chain, model_error=args.model_error, templates_at=theta)
     report["log_likelihood_s"] = _per_call(lambda: likelihood.log_likelihood(theta))
     batch16 = np.tile(theta, (16, 1))
     report["log_likelihood_batch16_s"] = _per_call(lambda: likelihood.log_likelihood(batch16))
     print(f"log-likelihood at {chain.n_pixels} px: {report['log_likelihood_s'] * 1e3:.1f} ms per "
           f"call, {report['log_likelihood_batch16_s'] / 16 * 1e3:.1f} ms per spectrum in a "
-          "batch of 16")
+          f"batch of 16 (model-error templates: "
+          f"{likelihood.n_residuals - likelihood.n_pixels})")
     if args.starfish_python:
         peer = starfish_likelihood(args.starfish_python, model, args.starfish_pixels)
         report["starfish"] = peer

@@ -31,8 +31,18 @@ class ForwardModel(Protocol):
     bounds: ``{name: (low, high)}`` in physical units; ``predict`` is valid inside.
     wavelength: ``(n_pix,)`` Å, the model's own grid (log-uniform for grid models), in ``medium``.
     predict(labels): ``labels`` ``(..., n_labels)`` physical units -> ``(..., n_pix)`` normalised
-    flux, differentiable in ``labels``. Optional: ``predict_variance(labels)`` -> ``(..., n_pix)``
-    model variance (an emulator's interpolation error), added to the data variance in the fit.
+    flux, differentiable in ``labels``.
+
+    Optional, the model's own error (used by :func:`photosphere.infer.fit` and ``sample``):
+
+    * ``predict_error_templates(labels)`` -> ``(..., K, n_pix)``: the model error is
+      ``ε = Σ_k a_k T_k`` with independent ``a_k ~ N(0, 1)``, so the templates carry their own
+      size (normalised-flux units on ``wavelength``; differentiable in ``labels``). A low-rank
+      covariance ``T Tᵀ``, coherent over the spectrum, marginalised analytically with
+      ``model_error="auto"`` (:mod:`photosphere.infer.model_error`). GridInterpolator: the
+      interpolation error; PCAGPEmulator: the GP error of its weights.
+    * ``predict_variance(labels)`` -> ``(..., n_pix)``: a per-pixel (diagonal) model variance,
+      added to the data variance when the templates are not used (never both).
     """
 
     label_names: tuple[str, ...]
