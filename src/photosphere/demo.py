@@ -265,8 +265,8 @@ def format_summary(result: DemoResult) -> str:
     lines.append(f"reduced chi2: {result.chi2_reduced:.3f}; S/N injected {result.snr_injected:.0f} "
                  f"(continuum), DER_SNR from the data {result.snr_estimated:.0f} (resolved lines "
                  "add to its noise term, so it reads low)")
-    lines.append(f"model: {result.model}. The 1σ are from the photon noise alone; the "
-                 "differences beyond them are the model's: the grid interpolated between nodes "
+    lines.append(f"model: {result.model}. The 1σ include the grid's interpolation error "
+                 "(marginalised, model_error='auto'): the grid interpolated between nodes "
                  "250 K and 0.5 dex apart vs the star synthesised at its own labels")
     c = result.comparison
     lines.append(f"spotted star vs single star: delta BIC {c['delta_bic']:+.1f} "

@@ -235,10 +235,11 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
     """
     check_distinct(model, {**(initial or {}), **(fixed or {})})
     exposures = _exposures(observation)
-    if single is None:
+    if single is None or single.provenance.get("model_error") == "templates":
         single_obs = exposures if len(exposures) > 1 else exposures[0]
         # model_error="none": the mixture has no error templates, and the two fits are
-        # compared by χ², so both treat the grid as exact
+        # compared by χ², so both treat the grid as exact (a given single-star fit made with
+        # templates has the marginal χ², not comparable: it is refitted)
         single = fit(model.grid, single_obs, resolution=resolution,
                      continuum_degree=continuum_degree, rv_bounds=rv_bounds,
                      vsini_bounds=vsini_bounds, source=source, model_error="none")
