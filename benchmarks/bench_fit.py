@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     for n, tv in truth.items():
         v, s = res.labels[n]
         print(f"   {n:6s} true {tv:10.4g}  fit {v:10.4g} ± {s:.3g}")
-    chain = build_chain(model, spec, **kw, initial=truth)
+    chain = build_chain(model, spec, **{k: v for k, v in kw.items() if k != "model_error"},
+                        initial=truth)
     theta = chain.theta_from(truth)
     likelihood = Likelihood(chain, model_error=args.model_error, templates_at=theta)
     report["log_likelihood_s"] = _per_call(lambda: likelihood.log_likelihood(theta))
