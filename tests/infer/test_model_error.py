@@ -144,6 +144,7 @@ def test_frozen_templates_equal_the_moving_ones_at_the_reference_only(model):
     assert torch.isfinite(jac).all()
 
 
+@pytest.mark.slow
 def test_fit_with_templates_on_two_exposures(model):
     a, _ = simulate(model, TRUTH, np.linspace(5006, 5034, 400), resolution=30000, snr=60)
     b, _ = simulate(model, {**TRUTH, "rv": -4.0}, np.linspace(5006, 5034, 400),
@@ -154,3 +155,25 @@ def test_fit_with_templates_on_two_exposures(model):
     assert set(res.free) >= {"rv_0", "rv_1"} and res.covariance.shape == (6, 6)
     assert abs(res.values["rv_1"] + 4.0) < 5 * res.sigma["rv_1"]
     assert res.n_pixels == 800 and np.isfinite(res.chi2)
+
+
+@pytest.mark.slow
+def test_mcmc_runs_with_the_templates_frozen_at_the_fit(model):
+    from photosphere.infer.mcmc import sample
+
+    obs, _ = simulate(model, TRUTH, np.linspace(5008, 5032, 300), resolution=30000, snr=80)
+    fixed = {"vsini": 4.0, "rv": 2.0}
+    start = fit(model, obs, resolution=30000, rv_bounds=(-20, 20), n_grid=2, n_starts=2,
+                fixed=fixed)
+    post = sample(model, obs, initial=start, resolution=30000, rv_bounds=(-20, 20),
+                  n_walkers=8, n_steps=12, burn=2, progress=False, fixed=fixed)
+    assert post.samples.shape == (8 * 10, 3) and np.all(np.isfinite(post.samples))
+    assert post.provenance["model_error"] == "templates"
+    # sample() scores with B frozen at the least-squares solution: its χ² at the best sample
+    # is that of such a likelihood, not of one whose B follows θ
+    chain = ObservationChain(model, obs, resolution=30000, rv_bounds=(-20, 20))
+    best = chain.theta_from(post.flags["max_posterior"])
+    frozen = Likelihood(chain, model_error="auto", templates_at=chain.theta_from(start.values))
+    moving = Likelihood(chain, model_error="auto")
+    assert post.chi2 == pytest.approx(float(frozen.chi2(best)), rel=1e-10)
+    assert post.chi2 != pytest.approx(float(moving.chi2(best)), rel=1e-9)

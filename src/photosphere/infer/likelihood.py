@@ -147,7 +147,8 @@ class Likelihood:
             model_error_.frozen_columns(chain, self.templates_at)
         self.use_model_variance = (bool(model_variance) and not self.use_templates
                                    and hasattr(chain.model, "predict_variance"))
-        self._n_templates: int | None = None
+        self._n_templates: int | None = None if self._frozen is None else \
+            int(self._frozen[0].shape[-2])
         self._good = [s.ivar > 0 for s in chain.segments]
         self._variance = [torch.where(g, 1.0 / torch.where(g, s.ivar, 1.0), 0.0)
                           for s, g in zip(chain.segments, self._good, strict=True)]

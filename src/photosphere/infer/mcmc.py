@@ -110,7 +110,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     :class:`~photosphere.infer.priors.IsochronePrior`, ...); uniform within the bounds always.
     initial: a least-squares :class:`Result` to start from, or starting values (a fit is run).
     Other arguments as in :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
-    log-likelihood marginalises the model's error templates, Woodbury log-determinant included).
+    log-likelihood marginalises the model's error templates, Woodbury log-determinant included,
+    with their covariance frozen at the least-squares solution).
     Returns a :class:`Result` with ``samples (n_walkers × kept steps, n_free)`` and
     ``flags``: acceptance_fraction, autocorr_time, effective_sample_size, chain_too_short.
     """
@@ -139,7 +140,9 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     if n_walkers < 2 * params.n_free:
         raise FitError(f"n_walkers={n_walkers} is too few for {params.n_free} free parameters; "
                        f"emcee needs at least {2 * params.n_free}")
-    likelihood = Likelihood(chain, noise, model_variance, model_error)
+    # the model-error covariance is frozen at the least-squares solution, as in fit
+    likelihood = Likelihood(chain, noise, model_variance, model_error,
+                            templates_at=chain.theta_from(start.values))
     log_prob = LogProbability(likelihood, params, priors)
 
     rng = np.random.default_rng(seed)
