@@ -214,7 +214,8 @@ class GridInterpolator:
 
     label_names: the grid's axes; bounds: ``{name: (min, max)}``; wavelength: (n_pix,) Å
     log-uniform in ``medium``. ``predict(labels (..., n_labels)) -> (..., n_pix)`` normalised flux;
-    ``predict_continuum`` and ``predict_absolute`` in erg/s/cm²/Å; ``predict_mean_flux`` per chunk.
+    ``predict_continuum`` and ``predict_absolute`` in erg/s/cm²/Å; ``predict_mean_flux`` per chunk;
+    ``predict_error_templates`` the interpolation error as low-rank templates (for fits).
     The whole grid is held in memory as a float32 tensor.
     """
 

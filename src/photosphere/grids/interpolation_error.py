@@ -5,10 +5,16 @@ linear interpolation along each axis misses, to second order,
 
     ε(θ) ≈ −½ Σ_i h_i² u_i (1 − u_i) ∂²f/∂x_i²(θ)
 
-(the exact error for a quadratic). One template per label axis, ``T_i = s · ½ h_i² u_i (1 − u_i)
-f_ii(θ)``, with ``f_ii`` the multilinear interpolation of the nodal second derivatives along
-axis ``i``; the model error is then ``Σ_i a_i T_i`` with ``a_i ~ N(0, 1)`` (the sign and the
-mixing of the axes are left to the data). The templates vanish at the nodes by construction.
+(the exact error for a quadratic). The model error is written ``Σ_k a_k T_k`` with independent
+``a_k ~ N(0, 1)`` (signs and mixing left to the data), with two templates per label axis, both
+zero at the nodes (``GridInterpolator.predict_error_templates``):
+
+* curvature: ``T_i = s · ½ h_i² u_i (1 − u_i) f_ii(θ)``, ``f_ii`` the multilinear interpolation
+  of the nodal second derivatives along axis ``i``;
+* label shift: ``T_k = ∂f/∂x_k · sqrt(Σ_i (κ_ik u_i (1 − u_i) h_i²)²)``. Spectra interpolated
+  between nodes resemble the true spectrum at slightly different labels; that part of the error
+  is indistinguishable from a change of labels, so it biases fits, and only a template along
+  ``∂f/∂x_k`` lets the likelihood widen σ for it.
 
 Nodal second derivatives (:func:`second_derivatives`) are the three-point divided differences
 with the grid's actual, possibly uneven, node spacing, between the nearest present nodes on
@@ -16,13 +22,15 @@ either side (a missing node is skipped). A node on the grid's edge along an axis
 own: it takes that of the nearest node along the same axis that has one (zero when the line has
 fewer than three present nodes).
 
-The scale ``s`` (:func:`leave_one_out_scale`) is calibrated on the grid itself: every interior
-node ``j`` along every axis is predicted by linear interpolation between ``j − 1`` and ``j + 1``
-(the error ``e`` is known exactly there), and its template is built from the second
-derivatives of the grid *without* node ``j``. ``s² = Σ |e|² / Σ |T₁|²`` over those nodes and
-pixels (``T₁`` the template with ``s = 1``): the templates then carry the RMS size of the
-interpolation errors the grid itself shows, in cells twice its step (the smallest cells in which
-an error can be measured without new synthesis).
+``s`` and κ (:func:`calibrate`) are calibrated on the grid itself: every interior node ``j``
+along every axis ``i`` is predicted by linear interpolation between ``j − 1`` and ``j + 1``
+(the error ``e`` is known exactly there), and its curvature template ``T₁`` (``s = 1``) is built
+from the second derivatives of the grid *without* node ``j``. ``s² = Σ |e|² / Σ |T₁|²`` over
+those nodes and pixels: the templates then carry the RMS size of the interpolation errors the
+grid itself shows, in cells twice its step (the smallest cells in which an error can be measured
+without new synthesis). κ_ik is the RMS over those nodes of the label-k shift, per
+``u_i (1 − u_i) h_i²``, found by least squares of ``e`` (less its projection on ``T₁``) on the
+derivatives of the interpolant there.
 """
 
 from __future__ import annotations
