@@ -103,3 +103,25 @@ def test_missing_grid_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(MissingFileError, match="--grid PATH"):
         batch.load_grid_model(str(tmp_path / "nogrid.h5"))
+
+
+@pytest.mark.slow
+def test_model_error_switch(monkeypatch, tmp_path, capsys):
+    from analytic_model import AnalyticModelWithTemplates
+
+    model = AnalyticModelWithTemplates(5000.0, 5040.0, n_lines=20, model_sigma=0.005)
+    monkeypatch.setattr(batch, "load_grid_model", lambda path=None: model)
+    spec = simulate(model, TRUTH, np.linspace(5005, 5035, 800), resolution=40000, snr=80,
+                    seed=6)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    docs = {}
+    for choice in ("auto", "none"):
+        assert cli.main(["fit", str(path), "--resolution", "40000", "--json",
+                         "--model-error", choice]) == 0
+        docs[choice] = json.loads(capsys.readouterr().out)
+    assert docs["auto"]["provenance"]["model_error"] == "templates"
+    assert docs["none"]["provenance"]["model_error"] == "none"
+    # "none" adds the model's diagonal variance instead: different σ
+    assert docs["auto"]["labels"]["teff"]["sigma"] != docs["none"]["labels"]["teff"]["sigma"]
+    with pytest.raises(SystemExit):
+        cli.main(["fit", str(path), "--model-error", "diagonal"])
