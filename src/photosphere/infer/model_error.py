@@ -26,6 +26,10 @@ continuum profiled without them (templates are small corrections; it keeps the p
 
 β is eliminated segment by segment (a ``(degree+1)²`` solve each), leaving one K × K system for
 ``a``: the cost grows linearly with the number of segments.
+
+B can follow θ (recomputed at every evaluation, differentiable) or be *frozen* at a reference θ
+(:func:`frozen_columns`); ``fit`` and ``sample`` freeze it at the solution (see :func:`profile`
+for why), and then an evaluation costs the plain chain plus the small joint solve.
 """
 
 from __future__ import annotations
