@@ -67,13 +67,13 @@ VARIANTS = {
 }
 
 
-def _sun_variants(model, sun, resolution: float) -> dict:
+def _sun_variants(model, sun, resolution: float, model_error: str) -> dict:
     """The Sun under several defensible analysis choices: how much the labels move."""
     print("\nUVES Sun under other analysis choices")
     print(f"{'choice':40s} {'Teff':>6s} {'log g':>6s} {'[Fe/H]':>7s} {'vsini':>6s} {'χ²_red':>7s}")
     out = {}
     for name, kw in VARIANTS.items():
-        res = fit(model, sun, **{"resolution": resolution, **kw})
+        res = fit(model, sun, **{"resolution": resolution, "model_error": model_error, **kw})
         v = res.values
         print(f"{name:40s} {v['teff']:6.0f} {v['logg']:6.3f} {v['feh']:7.3f} {v['vsini']:6.2f} "
               f"{res.chi2_reduced:7.1f}")
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sun-variants", action="store_true",
                    help="also fit the Sun under other analysis choices (R, continuum degree, "
                         "clipping) and print how the labels move")
+    p.add_argument("--model-error", choices=("auto", "none"), default="auto",
+                   help="fit(model_error=...): marginalise the grid's interpolation error or "
+                        "treat the grid as exact (the figures quoted before it existed)")
     p.add_argument("--clip", type=float, default=3.0,
                    help="robust clipping threshold in σ (default 3; 0: no clipping)")
     args = p.parse_args(argv)
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sun = with_uncertainty(read(SHARED / "optical" / "uves_sun_norm.txt").slice(lo, hi))
     res = fit(model, sun, resolution=args.resolution_uves, clip=clip,
-              source="uves_sun_norm.txt")
+              source="uves_sun_norm.txt", model_error=args.model_error)
     report["sun"] = _report("UVES Sun", res, SUN)
     if args.noise_auto:
         res = fit(model, sun, resolution=args.resolution_uves, noise="auto", clip=clip)
@@ -110,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel: {res.flags.get('noise')}")
 
     if args.sun_variants:
-        report["sun_variants"] = _sun_variants(model, sun, args.resolution_uves)
+        report["sun_variants"] = _sun_variants(model, sun, args.resolution_uves,
+                                               args.model_error)
 
     tres = read(SHARED / "tres" / "WASP14-2009-06-14.hdf5")
     inside = (tres.wavelength[:, -1] > lo) & (tres.wavelength[:, 0] < hi)
     tres = with_uncertainty(tres.select_orders(np.flatnonzero(inside)))
     res = fit(model, tres, resolution=args.resolution_tres, clip=clip,
-              source="WASP14-2009-06-14.hdf5")
+              source="WASP14-2009-06-14.hdf5", model_error=args.model_error)
     report["wasp14"] = _report(f"WASP-14 TRES ({int(inside.sum())} orders)", res, WASP14)
     print(json.dumps(report), file=sys.stderr)
     return 0
