@@ -10,6 +10,7 @@ from analytic_model import AnalyticModel, simulate
 from photosphere import EchelleSpectrum
 from photosphere.errors import FitError, OutOfGridError
 from photosphere.infer.optimize import fit, initial_rv, rv_scan
+from photosphere.ops.macroturbulence import doyle_macroturbulence
 
 TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 6.0, "rv": 12.3}
 WAVE = np.linspace(5005, 5035, 1500)
@@ -167,3 +168,23 @@ def test_clip_masks_features_the_model_lacks(model, observed):
     assert max(clipped_pulls.values()) < 4, clipped_pulls
     with pytest.raises(FitError, match="clip=0"):
         fit(model, observed, resolution=40000, n_grid=1, n_starts=1, clip=0.0)
+
+
+def test_macroturbulence_fixed_recovers_the_labels_and_auto_uses_doyle(model):
+    """Data broadened by ζ = 3.5 km/s of macroturbulence: fixed ζ = 3.5 recovers the labels
+    and rotation; 'auto' refits with Doyle et al. (2014) at the first fit's Teff and log g."""
+    truth = {**TRUTH, "vsini": 2.0}
+    obs = simulate(model, truth, WAVE, resolution=60000, snr=150, seed=11, continuum=poly,
+                   macroturbulence=3.5)[0]
+    res = fit(model, obs, resolution=60000, macroturbulence=3.5)
+    assert res.provenance["macroturbulence"] == 3.5
+    for name, true in truth.items():
+        value, sigma = res.labels[name]
+        assert abs(value - true) < 4 * sigma, (name, value, sigma)
+    auto = fit(model, obs, resolution=60000, macroturbulence="auto")
+    zeta = auto.provenance["macroturbulence"]
+    assert zeta == pytest.approx(doyle_macroturbulence(auto.values["teff"],
+                                                       auto.values["logg"]), abs=0.05)
+    assert "Doyle" in auto.provenance["macroturbulence_source"]
+    with pytest.raises(FitError, match="not understood"):
+        fit(model, obs, resolution=60000, macroturbulence="gray")

@@ -45,8 +45,22 @@ def _priors(items: list[str]) -> list:
     return out
 
 
+def _macroturbulence(value: str | None) -> float | str | None:
+    """``--macroturbulence``: km/s or 'auto'."""
+    if value is None or value == "auto":
+        return value
+    try:
+        zeta = float(value)
+    except ValueError:
+        zeta = float("nan")
+    if not (math.isfinite(zeta) and zeta >= 0):
+        raise FitError(f"--macroturbulence {value!r} is not a value in km/s (>= 0) or 'auto'")
+    return zeta
+
+
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"resolution": args.resolution,
+                          "macroturbulence": _macroturbulence(args.macroturbulence),
                           "continuum_degree": None if args.continuum_degree < 0
                           else args.continuum_degree,
                           "fixed": _name_values(args.fix, "--fix") or None,
@@ -98,6 +112,9 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     if args.clip is not None:
         raise FitError(f"--clip is not available with --model {args.model}; fit the single-star "
                        "model with --clip, or leave --clip out")
+    if args.macroturbulence is not None:
+        raise FitError(f"--macroturbulence is not available with --model {args.model}; leave it "
+                       "out (vsini absorbs the broadening of both components)")
     spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
@@ -200,6 +217,9 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
     p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R")
+    p.add_argument("--macroturbulence", metavar="KMS|auto",
+                   help="radial-tangential macroturbulence ζ in km/s (fixed), or 'auto' for "
+                        "Doyle et al. (2014) at the fitted Teff, log g (default: none)")
     p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
     p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="fit only this range (Å)")

@@ -5,6 +5,7 @@ each *segment* (one order of one exposure)::
 
     model.predict(labels)                         rest frame, model's log-uniform grid
       -> rotational_broaden(vsini, epsilon)         (limb-darkened, ops.rotation)
+      -> radial-tangential macroturbulence ζ       (optional, fixed; ops.macroturbulence)
       -> instrumental LSF (R, per order or R(λ))    (ops.lsf)
       -> Doppler shift of the model wavelengths by rv of that exposure (ops.doppler)
       -> flux-conserving rebin onto the observed pixels (ops.resample.rebin)
@@ -37,7 +38,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, InvalidSpectrumError, OutOfGridError
 from ..models.base import ForwardModel, check_model
-from ..ops import _kernels, doppler, grid, lsf, resample, rotation
+from ..ops import _kernels, doppler, grid, lsf, macroturbulence, resample, rotation
 from ..spectrum import EchelleSpectrum, Spectrum
 
 C_KMS = 299792.458
@@ -107,6 +108,15 @@ def _convolve(flux: torch.Tensor, kernel: torch.Tensor,
     return out.squeeze(0).to(DTYPE)
 
 
+def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The kernel of convolving with ``first`` ``(B, taps)`` or ``(taps,)`` then ``second``
+    ``(taps2,)``: their full convolution, same leading shape as ``first``."""
+    rows = first.reshape(-1, first.shape[-1])
+    out = torch.nn.functional.conv1d(rows.unsqueeze(1), second.flip(-1).view(1, 1, -1),
+                                     padding=second.shape[-1] - 1).squeeze(1)
+    return out.reshape(*first.shape[:-1], out.shape[-1])
+
+
 def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np.ndarray:
     """``(n_pix, degree+1)`` Chebyshev polynomials T_0..T_degree of the wavelength mapped so the
     good pixels span [-1, 1]."""
@@ -128,6 +138,8 @@ class ObservationChain:
     continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
     data are compared with the model as they are).
     rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
+    macroturbulence: None or ζ_RT in km/s (fixed), the radial-tangential macroturbulence the 1D
+    model lacks; folded into the LSF kernel, so it costs nothing per evaluation.
     rv_bounds, vsini_bounds: km/s, the range the fit may explore; data pixels the model cannot
     predict over the whole RV range are masked.
 
@@ -138,12 +150,17 @@ class ObservationChain:
     def __init__(self, model: ForwardModel, observation, resolution=None, telluric=None,
                  continuum_degree: int | None = 2, *, rotation: bool = True,
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
-                 vsini_bounds: tuple[float, float] = (0.0, 100.0)) -> None:
+                 vsini_bounds: tuple[float, float] = (0.0, 100.0),
+                 macroturbulence: float | None = None) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
         self.continuum_degree = continuum_degree
         self.rotation = bool(rotation)
         self.epsilon = float(epsilon)
+        self.macroturbulence = None if macroturbulence is None else float(macroturbulence)
+        if self.macroturbulence is not None and not (math.isfinite(self.macroturbulence)
+                                                     and 0 <= self.macroturbulence <= 50):
+            raise FitError(f"macroturbulence={macroturbulence} km/s must be within 0..50")
         self.rv_bounds = (float(rv_bounds[0]), float(rv_bounds[1]))
         self.vsini_bounds = (float(vsini_bounds[0]), float(vsini_bounds[1]))
         if not self.rv_bounds[0] < self.rv_bounds[1]:
@@ -182,9 +199,11 @@ class ObservationChain:
 
     # ----------------------------------------------------------------- set-up
     def _margin_kms(self, resolution_min: float | None) -> float:
-        """Velocity half-width of the broadening kernels (rotation + 5σ of the LSF) + 3 pixels."""
+        """Velocity half-width of the broadening kernels (rotation + 4ζ of the macroturbulence
+        + 5σ of the LSF) + 3 pixels."""
         lsf_kms = 0.0 if resolution_min is None else 5.0 * C_KMS / resolution_min / 2.3548
-        return (self.vsini_bounds[1] if self.rotation else 0.0) + lsf_kms \
+        macro_kms = 4.0 * (self.macroturbulence or 0.0)
+        return (self.vsini_bounds[1] if self.rotation else 0.0) + lsf_kms + macro_kms \
             + 3 * self.velocity_step
 
     def _per_order(self, value, n_orders: int, n_pix: int, exposure: int, what: str):
@@ -324,11 +343,25 @@ class ObservationChain:
             k += 1
         return labels, vsini, theta[..., k:]
 
+    def _macro_kernel(self) -> torch.Tensor | None:
+        """The macroturbulence kernel ``(taps,)`` on the model grid, or None (cached)."""
+        if self.macroturbulence is None:
+            return None
+        if "_macro" not in self.__dict__:
+            k = macroturbulence.radial_tangential_kernel(self.velocity_step, self.macroturbulence)
+            self.__dict__["_macro"] = None if k.size == 1 else torch.as_tensor(k, dtype=DTYPE)
+        return self.__dict__["_macro"]
+
     def _lsf_kernel(self, resolution: float) -> torch.Tensor:
-        """The Gaussian LSF kernel ``(taps,)`` of a constant R on the model grid (cached)."""
+        """The Gaussian LSF kernel ``(taps,)`` of a constant R on the model grid, convolved with
+        the macroturbulence kernel when there is one (cached)."""
         cache = self.__dict__.setdefault("_lsf_kernels", {})
         if resolution not in cache:
-            cache[resolution] = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+            kernel = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+            macro = self._macro_kernel()
+            if macro is not None:
+                kernel = _compose(macro, kernel)
+            cache[resolution] = kernel
         return cache[resolution]
 
     def _rotation_kernel(self, vsini: torch.Tensor) -> torch.Tensor:
@@ -373,18 +406,19 @@ class ObservationChain:
             if key not in cache:
                 f = flat[:, i0:i1]
                 if torch.is_tensor(seg.resolution):
+                    kernel = self._macro_kernel()
                     if rot is not None:
-                        f = _convolve(f, rot, precision)
+                        kernel = rot if kernel is None else _compose(rot, kernel)
+                    if kernel is not None:
+                        f = _convolve(f, kernel, precision)
                     f = lsf.instrumental_broaden(self._model_wave_t[i0:i1], f, seg.resolution)
-                elif seg.resolution is not None:
-                    kernel = self._lsf_kernel(float(seg.resolution))
+                else:
+                    kernel = (self._lsf_kernel(float(seg.resolution))
+                              if seg.resolution is not None else self._macro_kernel())
                     if rot is not None:
-                        kernel = torch.nn.functional.conv1d(
-                            rot.unsqueeze(1), kernel.flip(-1).view(1, 1, -1),
-                            padding=kernel.shape[-1] - 1).squeeze(1)
-                    f = _convolve(f, kernel, precision)
-                elif rot is not None:
-                    f = _convolve(f, rot, precision)
+                        kernel = rot if kernel is None else _compose(rot, kernel)
+                    if kernel is not None:
+                        f = _convolve(f, kernel, precision)
                 cache[key] = f.reshape(*batch, i1 - i0)
             out.append(cache[key])
         return out

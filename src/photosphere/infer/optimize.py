@@ -34,6 +34,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel, check_labels_in_bounds
+from ..ops.macroturbulence import doyle_macroturbulence
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .parameters import Parameters
@@ -351,12 +352,14 @@ def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=N
                 rv_bounds: tuple[float, float] | None = None,
                 vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
                 initial: Mapping[str, float] | None = None,
-                fixed: Mapping[str, float] | None = None) -> ObservationChain:
+                fixed: Mapping[str, float] | None = None,
+                macroturbulence: float | None = None) -> ObservationChain:
     """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
     cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
     lost to the model's edges)."""
     kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon)
+              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon,
+              macroturbulence=macroturbulence)
     if rv_bounds is not None:
         return ObservationChain(model, observation, rv_bounds=rv_bounds, **kw)
     known = {**(initial or {}), **(fixed or {})}
@@ -408,7 +411,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
         source: str | None = None, clip: float | None = None,
-        clip_iterations: int = 10) -> Result:
+        clip_iterations: int = 10, macroturbulence: float | str | None = None) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
@@ -427,8 +430,22 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     refits. This removes features the model cannot make (lines missing from the line list,
     cosmic rays, telluric residuals) instead of letting them pull the labels and continuum;
     clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
+    macroturbulence: None (no macroturbulence), ζ_RT in km/s (fixed radial-tangential
+    broadening), or ``"auto"``: fit without it, take ζ from the Doyle et al. (2014) relation at
+    the fitted Teff and log g (:func:`photosphere.ops.macroturbulence.doyle_macroturbulence`),
+    and refit from there. ζ (km/s or None) is in ``provenance["macroturbulence"]``. vsini is
+    then the rotation left over after macroturbulence (the two are largely degenerate at
+    R ≲ 60 000).
     """
     t0 = time.perf_counter()
+    if isinstance(macroturbulence, str):
+        return _fit_auto_macroturbulence(
+            model, observation, macroturbulence, t0, initial=initial, fixed=fixed,
+            resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
+            rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
+            noise=noise, model_variance=model_variance, n_grid=n_grid, n_starts=n_starts,
+            max_iter=max_iter, scale_covariance=scale_covariance, chain=chain, source=source,
+            clip=clip, clip_iterations=clip_iterations)
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
@@ -436,7 +453,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
                             continuum_degree=continuum_degree, rotation=rotation,
                             rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
-                            initial=initial, fixed=fixed)
+                            initial=initial, fixed=fixed, macroturbulence=macroturbulence)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     start = _start_values(chain, initial, fixed)
     explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
@@ -480,6 +497,31 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chi2_best = float(outcome.chi2[best])
     return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                    scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def _fit_auto_macroturbulence(model, observation, how: str, t0: float, *, chain, **kw) -> Result:
+    """``fit(..., macroturbulence="auto")``: a first fit without macroturbulence gives Teff and
+    log g, the Doyle et al. (2014) relation gives ζ there, and a second fit starts from the first
+    with ζ fixed."""
+    if how != "auto":
+        raise FitError(f"macroturbulence={how!r} is not understood; pass None, a value in km/s "
+                       "or 'auto'")
+    if chain is not None:
+        raise FitError("macroturbulence='auto' builds its own chains; do not pass chain=")
+    labels = tuple(model.label_names)
+    if "teff" not in labels or "logg" not in labels:
+        raise FitError(f"macroturbulence='auto' needs teff and logg labels; this model has "
+                       f"{list(labels)}: pass a value in km/s instead")
+    first = fit(model, observation, chain=None, **kw)
+    zeta = doyle_macroturbulence(first.values["teff"], first.values["logg"])
+    initial = {**(kw.pop("initial") or {}), **{n: v for n, v in first.values.items()
+                                               if n not in (kw.get("fixed") or {})}}
+    result = fit(model, observation, initial=initial, macroturbulence=zeta, **kw)
+    result.provenance["macroturbulence_source"] = ("Doyle et al. (2014) at the first fit's "
+                                                   f"Teff {first.values['teff']:.0f} K, "
+                                                   f"log g {first.values['logg']:.2f}")
+    result.provenance["elapsed_s"] = time.perf_counter() - t0
+    return result
 
 
 def robust_outliers(chain: ObservationChain, theta: np.ndarray, clip: float
@@ -582,7 +624,8 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                   else [float(np.median(np.atleast_1d(np.asarray(s.resolution))))
                         for s in chain.segments],
                   "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
-                  "epsilon": chain.epsilon, "rv_bounds": list(chain.rv_bounds),
+                  "epsilon": chain.epsilon, "macroturbulence": chain.macroturbulence,
+                  "rv_bounds": list(chain.rv_bounds),
                   "n_segments": len(chain.segments), "elapsed_s": elapsed,
                   "model_variance": likelihood.use_model_variance}
     return Result(values=values, sigma=sigma, free=params.free, covariance=cov,
