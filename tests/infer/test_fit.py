@@ -188,3 +188,18 @@ def test_macroturbulence_fixed_recovers_the_labels_and_auto_uses_doyle(model):
     assert "Doyle" in auto.provenance["macroturbulence_source"]
     with pytest.raises(FitError, match="not understood"):
         fit(model, obs, resolution=60000, macroturbulence="gray")
+
+
+def test_macroturbulence_fit_recovers_vmac_with_vsini_fixed(model):
+    truth = {**TRUTH, "vsini": 2.0}
+    obs = simulate(model, truth, WAVE, resolution=60000, snr=150, seed=12, continuum=poly,
+                   macroturbulence=5.0)[0]
+    res = fit(model, obs, resolution=60000, macroturbulence="fit", fixed={"vsini": 2.0})
+    assert res.free == ("teff", "logg", "feh", "vmac", "rv")
+    assert res.provenance["macroturbulence"] is None
+    value, sigma = res.labels["vmac"]
+    assert 0 < sigma < 1.0
+    assert abs(value - 5.0) < 4 * sigma, (value, sigma)
+    for name in ("teff", "logg", "feh", "rv"):
+        v, s = res.labels[name]
+        assert abs(v - truth[name]) < 4 * s, (name, v, s)

@@ -46,15 +46,16 @@ def _priors(items: list[str]) -> list:
 
 
 def _macroturbulence(value: str | None) -> float | str | None:
-    """``--macroturbulence``: km/s or 'auto'."""
-    if value is None or value == "auto":
+    """``--macroturbulence``: km/s, 'auto' or 'fit'."""
+    if value is None or value in ("auto", "fit"):
         return value
     try:
         zeta = float(value)
     except ValueError:
         zeta = float("nan")
     if not (math.isfinite(zeta) and zeta >= 0):
-        raise FitError(f"--macroturbulence {value!r} is not a value in km/s (>= 0) or 'auto'")
+        raise FitError(f"--macroturbulence {value!r} is not a value in km/s (>= 0), 'auto' or "
+                       "'fit'")
     return zeta
 
 
@@ -217,9 +218,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
     p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R")
-    p.add_argument("--macroturbulence", metavar="KMS|auto",
-                   help="radial-tangential macroturbulence ζ in km/s (fixed), or 'auto' for "
-                        "Doyle et al. (2014) at the fitted Teff, log g (default: none)")
+    p.add_argument("--macroturbulence", metavar="KMS|auto|fit",
+                   help="radial-tangential macroturbulence ζ: a value in km/s (fixed), 'auto' "
+                        "(Doyle et al. 2014 at the fitted Teff, log g) or 'fit' (free "
+                        "parameter vmac; fix vsini or use high R) (default: none)")
     p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
     p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="fit only this range (Å)")

@@ -128,7 +128,7 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
                     rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
                     epsilon=epsilon)
-    if isinstance(macroturbulence, str):
+    if macroturbulence == "auto":
         if not isinstance(initial, Result):
             initial = fit(model, observation, initial=initial, fixed=fixed, noise=noise,
                           model_variance=model_variance, macroturbulence=macroturbulence,

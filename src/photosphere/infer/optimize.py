@@ -243,9 +243,10 @@ def rv_scan(chain: ObservationChain, theta: np.ndarray, rv_grid: np.ndarray,
     ``(n_rv,)``. Its minimum is the cross-correlation RV."""
     theta_t = torch.as_tensor(theta, dtype=DTYPE)
     labels, vsini, _ = chain.split(theta_t[None])
+    vmac = chain.vmac_of(theta_t[None])
     out = []
     with torch.no_grad():
-        broadened = chain.broadened(labels, vsini)
+        broadened = chain.broadened(labels, vsini, vmac)
         for i in range(0, len(rv_grid), chunk):
             rv = torch.as_tensor(rv_grid[i:i + chunk], dtype=DTYPE)[:, None].expand(
                 -1, len(chain.rv_names))
@@ -353,7 +354,7 @@ def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=N
                 vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
                 initial: Mapping[str, float] | None = None,
                 fixed: Mapping[str, float] | None = None,
-                macroturbulence: float | None = None) -> ObservationChain:
+                macroturbulence: float | str | None = None) -> ObservationChain:
     """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
     cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
     lost to the model's edges)."""
@@ -387,6 +388,8 @@ def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
         start[n] = 0.5 * (lo + hi)
         if n == "vsini":
             start[n] = float(np.clip(5.0, lo, hi))
+        if n == "vmac":
+            start[n] = float(np.clip(3.0, lo, hi))
         if n.startswith("rv"):
             start[n] = float(np.clip(0.0, lo, hi))
     for source in (initial or {}, fixed or {}):
@@ -431,14 +434,15 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     cosmic rays, telluric residuals) instead of letting them pull the labels and continuum;
     clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
     macroturbulence: None (no macroturbulence), ζ_RT in km/s (fixed radial-tangential
-    broadening), or ``"auto"``: fit without it, take ζ from the Doyle et al. (2014) relation at
-    the fitted Teff and log g (:func:`photosphere.ops.macroturbulence.doyle_macroturbulence`),
-    and refit from there. ζ (km/s or None) is in ``provenance["macroturbulence"]``. vsini is
-    then the rotation left over after macroturbulence (the two are largely degenerate at
-    R ≲ 60 000).
+    broadening), ``"fit"`` (a free parameter ``vmac``, km/s; degenerate with vsini unless one
+    of them is fixed or R is high), or ``"auto"``: fit without it, take ζ from the Doyle et
+    al. (2014) relation at the fitted Teff and log g
+    (:func:`photosphere.ops.macroturbulence.doyle_macroturbulence`), and refit from there.
+    A fixed ζ (km/s or None) is in ``provenance["macroturbulence"]``. vsini is then the
+    rotation left over after macroturbulence (the two are largely degenerate at R ≲ 60 000).
     """
     t0 = time.perf_counter()
-    if isinstance(macroturbulence, str):
+    if isinstance(macroturbulence, str) and macroturbulence != "fit":
         return _fit_auto_macroturbulence(
             model, observation, macroturbulence, t0, initial=initial, fixed=fixed,
             resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
