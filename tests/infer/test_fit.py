@@ -203,3 +203,26 @@ def test_macroturbulence_fit_recovers_vmac_with_vsini_fixed(model):
     for name in ("teff", "logg", "feh", "rv"):
         v, s = res.labels[name]
         assert abs(v - truth[name]) < 4 * s, (name, v, s)
+
+
+def test_a_width_at_zero_has_no_information_and_the_rest_keep_their_sigma(model, observed):
+    """At vmac = 0 the spectrum changes only quadratically with ζ: its Jacobian column is zero.
+    The covariance leaves it out (NaN) and the other parameters keep finite σ."""
+    from photosphere.infer.likelihood import Likelihood
+    from photosphere.infer.optimize import build_chain, covariance
+    from photosphere.infer.parameters import Parameters
+
+    chain = build_chain(model, observed, resolution=40000, macroturbulence="fit",
+                        rv_bounds=(0.0, 25.0))
+    params = Parameters(chain.parameter_names, chain.bounds, {"vsini": TRUTH["vsini"]})
+    u = params.scale(np.array([TRUTH["teff"], TRUTH["logg"], TRUTH["feh"], 0.0, TRUTH["rv"]]))
+    cov, ok = covariance(Likelihood(chain), params, u)
+    assert ok
+    j = params.free.index("vmac")
+    assert np.isnan(cov[j, j])
+    others = [i for i in range(params.n_free) if i != j]
+    assert np.all(np.isfinite(np.diag(cov)[others])) and np.all(np.diag(cov)[others] > 0)
+    # away from zero the width is informative again
+    u[j] = params.scale(np.array([5800.0, 4.3, -0.2, 4.0, 12.3]))[j]
+    cov, ok = covariance(Likelihood(chain), params, u)
+    assert ok and np.isfinite(cov[j, j]) and cov[j, j] > 0

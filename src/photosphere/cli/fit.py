@@ -91,7 +91,8 @@ def _result_text(result) -> str:
     width = max(8, *(len(n) for n in result.labels))
     lines = [f"{'label':<{width}} {'value':>12} {'sigma':>10}"]
     for name, (value, sigma) in result.labels.items():
-        s = "fixed" if not math.isfinite(sigma) else f"{sigma:10.4g}"
+        s = (f"{sigma:10.4g}" if math.isfinite(sigma)
+             else "n/a" if name in result.free else "fixed")
         lines.append(f"{name:<{width}} {value:12.5g} {s:>10}")
     lines.append(f"chi2_reduced {result.chi2_reduced:.3f} over {result.n_pixels} pixels; "
                  f"converged: {result.converged}")

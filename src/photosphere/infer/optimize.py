@@ -295,20 +295,31 @@ def _segments(chain: ObservationChain, theta: np.ndarray) -> tuple[Segment, ...]
 def covariance(likelihood: Likelihood, params: Parameters, u: np.ndarray
                ) -> tuple[np.ndarray, bool]:
     """``(JᵀJ)⁻¹`` of the whitened residuals at ``u`` (unit box), in physical units, and
-    whether JᵀJ was invertible."""
+    whether JᵀJ was invertible.
+
+    A parameter whose Jacobian column is exactly zero carries no information at this point
+    (e.g. a broadening width at 0, where the spectrum changes only quadratically): it is left
+    out of the inversion and gets NaN variance (and zero covariance), so the others keep their
+    conditional σ; JᵀJ then counts as invertible when the rest is.
+    """
     fn = _residual_fn(likelihood, params)
     r, jac = batched_jacobian(fn, torch.as_tensor(u[None], dtype=DTYPE))
     r, jac = r[0].numpy(), jac[0].numpy()
     if likelihood.noise is not None:
         r, jac = likelihood.whiten(r, jac, theta=params.theta(torch.as_tensor(u)).numpy())
     jac_phys = jac / params.span
-    fisher = jac_phys.T @ jac_phys
+    norms = np.linalg.norm(jac, axis=0)
+    keep = norms > 1e-12 * max(float(norms.max()), 1e-300)
+    fisher = jac_phys[:, keep].T @ jac_phys[:, keep]
     try:
-        cov = np.linalg.inv(fisher)
-        ok = bool(np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0))
+        sub = np.linalg.inv(fisher)
+        ok = bool(np.all(np.isfinite(sub)) and np.all(np.diag(sub) > 0))
     except np.linalg.LinAlgError:
-        cov, ok = np.linalg.pinv(fisher), False
-    return 0.5 * (cov + cov.T), ok
+        sub, ok = np.linalg.pinv(fisher), False
+    cov = np.zeros((len(keep), len(keep)))
+    cov[np.ix_(keep, keep)] = 0.5 * (sub + sub.T)
+    cov[~keep, ~keep] = np.nan
+    return cov, ok
 
 
 def _residual_fn(likelihood: Likelihood, params: Parameters):
@@ -606,18 +617,20 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
     dof = chain.n_pixels - n_parameters
     if scale_covariance and dof > 0:
         cov = cov * chi2_best / dof
-    sig = np.sqrt(np.clip(np.diag(cov), 0, None))
+    sig = np.sqrt(np.clip(np.diag(cov), 0, None))   # NaN stays NaN: no information
     values = {n: float(v) for n, v in zip(chain.parameter_names, theta_best, strict=True)}
     sigma = {n: float("nan") for n in chain.parameter_names}
     sigma.update({n: float(s) for n, s in zip(params.free, sig, strict=True)})
     at_bound = [n for j, n in enumerate(params.free)
-                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n != "vsini"]
+                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n not in ("vsini", "vmac")]
     if "vsini" in params.free and u_best[params.free.index("vsini")] > 1 - 1e-3:
         at_bound.append("vsini")
     final_free = params.unscale(outcome.u)
     flags = {"converged": bool(outcome.converged[best]) and invertible,
              "reason": outcome.reason[best], "iterations": int(outcome.iterations[best]),
              "covariance_invertible": invertible, "at_bound": at_bound,
+             "no_information": [n for n, v in zip(params.free, sig, strict=True)
+                                if not np.isfinite(v)],
              "n_starts": len(starts),
              "starts": [{"chi2": float(c), **{n: float(v) for n, v in zip(params.free, f,
                                                                           strict=True)}}
