@@ -5,9 +5,13 @@ their formal 1σ, the 1σ after scaling by χ²_red, and with the correlated-noi
 from the residuals (``noise="auto"``), beside the reference values:
 
 * UVES Sun (``optical/uves_sun_norm.txt``): Teff 5772 K, log g 4.44, [Fe/H] 0.00; targets
-  |ΔTeff| < 100 K, |Δlog g| < 0.2, |Δ[Fe/H]| < 0.1.
+  |ΔTeff| < 100 K, |Δlog g| < 0.2, |Δ[Fe/H]| < 0.1. The line broadening is modelled as a solar
+  analysis does it: the Sun's rotation fixed at vsini = 1.9 km/s, the radial-tangential
+  macroturbulence ζ fitted (``macroturbulence="fit"``), the instrument at R (``--resolution-uves``).
 * WASP-14 TRES (``tres/WASP14-2009-06-14.hdf5``): Teff 6475 ± 100 K, log g 4.07 ± 0.2,
-  [M/H] 0.0 ± 0.2, vsini 4.9 km/s; the orders inside the grid window are fitted jointly.
+  [M/H] 0.0 ± 0.2, vsini 4.9 km/s (Joshi et al. 2009); the orders inside the grid window are
+  fitted jointly. Printed beside it: Starfish (PHOENIX emulator, orders 21-24 of the same
+  file; gully/starfish-demo, demo2/theta.json): 6304 K, 4.16, −0.31, vsini 6.7 km/s.
 
 Both are fitted with ``clip=3`` by default (pixels the model cannot make, e.g. lines missing from
 the grid's line list, are masked iteratively; ``--clip 0`` turns it off).
@@ -34,7 +38,9 @@ from photosphere.io import read
 SHARED = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA",
                              Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 SUN = {"teff": 5772.0, "logg": 4.44, "feh": 0.0}
+SUN_VSINI = 1.9  # km/s, the Sun's equatorial rotation
 WASP14 = {"teff": 6475.0, "logg": 4.07, "feh": 0.0, "vsini": 4.9}
+WASP14_STARFISH = {"teff": 6303.7, "logg": 4.16, "feh": -0.31, "vsini": 6.68}
 
 
 def _report(name: str, result, reference: dict, floor: dict | None = None) -> dict:
@@ -54,7 +60,13 @@ def _report(name: str, result, reference: dict, floor: dict | None = None) -> di
     return out
 
 
+SUN_BROADENING = {"fixed": {"vsini": SUN_VSINI}, "macroturbulence": "fit"}
 VARIANTS = {
+    "vsini 1.9, ζ fitted (the protocol above)": {"clip": 3.0, **SUN_BROADENING},
+    "vsini 1.9, ζ fitted, R 80 000": {"clip": 3.0, "resolution": 80000.0, **SUN_BROADENING},
+    "vsini and ζ both fitted": {"clip": 3.0, "macroturbulence": "fit"},
+    "vsini fitted, ζ Doyle et al. (2014)": {"clip": 3.0, "macroturbulence": "auto"},
+    "vsini fitted, no ζ (session 2 protocol)": {"clip": 3.0},
     "no clipping": {"clip": None},
     "clip 3": {"clip": 3.0},
     "clip 2.5": {"clip": 2.5},
@@ -105,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 
     sun = with_uncertainty(read(SHARED / "optical" / "uves_sun_norm.txt").slice(lo, hi))
     res = fit(model, sun, resolution=args.resolution_uves, clip=clip,
-              source="uves_sun_norm.txt", model_error=args.model_error)
+              source="uves_sun_norm.txt", model_error=args.model_error, **SUN_BROADENING)
     report["sun"] = _report("UVES Sun", res, SUN)
+    print(f"ζ (vmac) {res.values['vmac']:.2f} km/s, vsini fixed at {SUN_VSINI}")
     if args.noise_auto:
-        res = fit(model, sun, resolution=args.resolution_uves, noise="auto", clip=clip)
+        res = fit(model, sun, resolution=args.resolution_uves, noise="auto", clip=clip,
+                  **SUN_BROADENING)
         report["sun_noise_auto"] = _report("UVES Sun, noise='auto'", res, SUN)
         print(f"kernel: {res.flags.get('noise')}")
 
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     res = fit(model, tres, resolution=args.resolution_tres, clip=clip,
               source="WASP14-2009-06-14.hdf5", model_error=args.model_error)
     report["wasp14"] = _report(f"WASP-14 TRES ({int(inside.sum())} orders)", res, WASP14)
+    print("Starfish on the same file (orders 21-24): "
+          + ", ".join(f"{k} {v:g}" for k, v in WASP14_STARFISH.items()))
     print(json.dumps(report), file=sys.stderr)
     return 0
 

@@ -61,10 +61,11 @@ class AnalyticModelWithVariance(AnalyticModel):
 
 
 def simulate(model, truth, wavelength, *, resolution=None, snr=100.0, seed=0, continuum=None,
-             medium="air"):
+             medium="air", macroturbulence=None):
     """A noisy synthetic observation of ``model`` at ``truth`` through the observation chain.
 
-    wavelength: (n_pix,) or (n_orders, n_pix) Å; continuum: callable of wavelength (default 1).
+    wavelength: (n_pix,) or (n_orders, n_pix) Å; continuum: callable of wavelength (default 1);
+    macroturbulence: ζ_RT km/s or None.
     Returns a Spectrum or EchelleSpectrum with σ = 1/snr × flux level.
     """
     from photosphere import EchelleSpectrum, Spectrum
@@ -78,7 +79,8 @@ def simulate(model, truth, wavelength, *, resolution=None, snr=100.0, seed=0, co
     rv = float(truth.get("rv", 0.0))
     chain = ObservationChain(model, dummy, resolution=resolution, continuum_degree=None,
                              rotation="vsini" in truth, rv_bounds=(rv - 1.0, rv + 1.0),
-                             vsini_bounds=(0.0, float(truth.get("vsini", 0.0)) + 1.0))
+                             vsini_bounds=(0.0, float(truth.get("vsini", 0.0)) + 1.0),
+                             macroturbulence=macroturbulence)
     if chain.n_pixels != wavelength.size:
         raise ValueError("simulate: the wavelengths reach beyond what the model can predict")
     theta = torch.as_tensor(chain.theta_from(truth))

@@ -10,7 +10,8 @@ from analytic_model import AnalyticModel, simulate
 from photosphere import EchelleSpectrum, Spectrum
 from photosphere.errors import FitError, InvalidSpectrumError, OutOfGridError
 from photosphere.infer.chain import ObservationChain, chebyshev_basis
-from photosphere.ops import resample
+from photosphere.ops import lsf, resample, rotation
+from photosphere.ops.macroturbulence import radial_tangential_kernel
 
 C_KMS = 299792.458
 LABELS = {"teff": 5800.0, "logg": 4.3, "feh": -0.2}
@@ -237,3 +238,39 @@ def test_masked_copy_drops_pixels_and_keeps_the_original(model):
         chain.masked([drop, drop])
     with pytest.raises(FitError, match="usable pixels left"):
         chain.masked([np.ones_like(drop)])
+
+
+@pytest.mark.parametrize("resolution", [30000.0, None])
+def test_macroturbulence_is_rotation_then_the_rt_kernel_then_the_lsf(model, resolution):
+    """The chain's combined kernel equals applying rotation, the radial-tangential kernel and
+    the Gaussian LSF one after the other (ops functions), then rebinning."""
+    wave = np.linspace(5008, 5032, 1200)
+    theta_v = {**LABELS, "vsini": 5.0, "rv": 0.0}
+    chain = ObservationChain(model, _spec(wave), resolution=resolution, continuum_degree=None,
+                             rv_bounds=(-20, 20), vsini_bounds=(0, 10), macroturbulence=4.0)
+    with torch.no_grad():
+        pred = chain.predict(torch.as_tensor(chain.theta_from(theta_v)))[0][0].numpy()
+        f = model.predict(torch.tensor([5800.0, 4.3, -0.2])).to(torch.float64)
+        f = rotation.rotational_broaden(f, torch.tensor(5.0), chain.velocity_step)
+        k = torch.as_tensor(radial_tangential_kernel(chain.velocity_step, 4.0))
+        h = k.numel() // 2
+        f = torch.nn.functional.conv1d(
+            torch.nn.functional.pad(f[None, None], (h, h), mode="replicate"), k.flip(0)[None, None]
+        )[0, 0]
+        if resolution is not None:
+            f = lsf.gaussian_broaden(f, torch.tensor(resolution), chain.velocity_step)
+        ref = resample.rebin(torch.as_tensor(model.wavelength), f, torch.as_tensor(wave))
+    np.testing.assert_allclose(pred, ref.numpy(), atol=2e-6)
+    # and it broadens: deeper lines without it
+    plain = ObservationChain(model, _spec(wave), resolution=resolution, continuum_degree=None,
+                             rv_bounds=(-20, 20), vsini_bounds=(0, 10))
+    with torch.no_grad():
+        sharp = plain.predict(torch.as_tensor(plain.theta_from(theta_v)))[0][0].numpy()
+    assert (1 - pred).max() < 0.96 * (1 - sharp).max()
+    assert np.sum(1 - pred) == pytest.approx(np.sum(1 - sharp), rel=0.01)
+
+
+def test_macroturbulence_out_of_range_is_refused(model):
+    wave = np.linspace(5008, 5032, 300)
+    with pytest.raises(FitError, match="macroturbulence"):
+        ObservationChain(model, _spec(wave), macroturbulence=-1.0)

@@ -71,6 +71,10 @@ def test_user_mistakes_exit_2_with_a_message(analytic_grid, tmp_path, capsys):
     assert "no observed pixel can be predicted" in capsys.readouterr().err
     assert cli.main(["fit", str(path), "--mcmc", "--clip", "3"]) == 2
     assert "--clip is for least squares" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--macroturbulence", "-2"]) == 2
+    assert "--macroturbulence '-2' is not a value" in capsys.readouterr().err
+    assert cli.main(["fit", str(path), "--model", "spots", "--macroturbulence", "3"]) == 2
+    assert "--macroturbulence is not available" in capsys.readouterr().err
     assert cli.main(["fit", str(path), "--model", "spots", "--clip", "3"]) == 2
     assert "--clip is not available with --model spots" in capsys.readouterr().err
     assert cli.main(["fit", str(path), "--prior", "logg=4.3:0.1"]) == 2

@@ -10,6 +10,7 @@ from analytic_model import AnalyticModel, simulate
 from photosphere import EchelleSpectrum
 from photosphere.errors import FitError, OutOfGridError
 from photosphere.infer.optimize import fit, initial_rv, rv_scan
+from photosphere.ops.macroturbulence import doyle_macroturbulence
 
 TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 6.0, "rv": 12.3}
 WAVE = np.linspace(5005, 5035, 1500)
@@ -167,3 +168,61 @@ def test_clip_masks_features_the_model_lacks(model, observed):
     assert max(clipped_pulls.values()) < 4, clipped_pulls
     with pytest.raises(FitError, match="clip=0"):
         fit(model, observed, resolution=40000, n_grid=1, n_starts=1, clip=0.0)
+
+
+def test_macroturbulence_fixed_recovers_the_labels_and_auto_uses_doyle(model):
+    """Data broadened by ζ = 3.5 km/s of macroturbulence: fixed ζ = 3.5 recovers the labels
+    and rotation; 'auto' refits with Doyle et al. (2014) at the first fit's Teff and log g."""
+    truth = {**TRUTH, "vsini": 2.0}
+    obs = simulate(model, truth, WAVE, resolution=60000, snr=150, seed=11, continuum=poly,
+                   macroturbulence=3.5)[0]
+    res = fit(model, obs, resolution=60000, macroturbulence=3.5)
+    assert res.provenance["macroturbulence"] == 3.5
+    for name, true in truth.items():
+        value, sigma = res.labels[name]
+        assert abs(value - true) < 4 * sigma, (name, value, sigma)
+    auto = fit(model, obs, resolution=60000, macroturbulence="auto")
+    zeta = auto.provenance["macroturbulence"]
+    assert zeta == pytest.approx(doyle_macroturbulence(auto.values["teff"],
+                                                       auto.values["logg"]), abs=0.05)
+    assert "Doyle" in auto.provenance["macroturbulence_source"]
+    with pytest.raises(FitError, match="not understood"):
+        fit(model, obs, resolution=60000, macroturbulence="gray")
+
+
+def test_macroturbulence_fit_recovers_vmac_with_vsini_fixed(model):
+    truth = {**TRUTH, "vsini": 2.0}
+    obs = simulate(model, truth, WAVE, resolution=60000, snr=150, seed=12, continuum=poly,
+                   macroturbulence=5.0)[0]
+    res = fit(model, obs, resolution=60000, macroturbulence="fit", fixed={"vsini": 2.0})
+    assert res.free == ("teff", "logg", "feh", "vmac", "rv")
+    assert res.provenance["macroturbulence"] is None
+    value, sigma = res.labels["vmac"]
+    assert 0 < sigma < 1.0
+    assert abs(value - 5.0) < 4 * sigma, (value, sigma)
+    for name in ("teff", "logg", "feh", "rv"):
+        v, s = res.labels[name]
+        assert abs(v - truth[name]) < 4 * s, (name, v, s)
+
+
+def test_a_width_at_zero_has_no_information_and_the_rest_keep_their_sigma(model, observed):
+    """At vmac = 0 the spectrum changes only quadratically with ζ: its Jacobian column is zero.
+    The covariance leaves it out (NaN) and the other parameters keep finite σ."""
+    from photosphere.infer.likelihood import Likelihood
+    from photosphere.infer.optimize import build_chain, covariance
+    from photosphere.infer.parameters import Parameters
+
+    chain = build_chain(model, observed, resolution=40000, macroturbulence="fit",
+                        rv_bounds=(0.0, 25.0))
+    params = Parameters(chain.parameter_names, chain.bounds, {"vsini": TRUTH["vsini"]})
+    u = params.scale(np.array([TRUTH["teff"], TRUTH["logg"], TRUTH["feh"], 0.0, TRUTH["rv"]]))
+    cov, ok = covariance(Likelihood(chain), params, u)
+    assert ok
+    j = params.free.index("vmac")
+    assert np.isnan(cov[j, j])
+    others = [i for i in range(params.n_free) if i != j]
+    assert np.all(np.isfinite(np.diag(cov)[others])) and np.all(np.diag(cov)[others] > 0)
+    # away from zero the width is informative again
+    u[j] = params.scale(np.array([5800.0, 4.3, -0.2, 4.0, 12.3]))[j]
+    cov, ok = covariance(Likelihood(chain), params, u)
+    assert ok and np.isfinite(cov[j, j]) and cov[j, j] > 0

@@ -82,3 +82,17 @@ def test_plot_without_segments_is_an_error(result):
     empty = Result(**{**result.__dict__, "segments": ()})
     with pytest.raises(FitError, match="no data"):
         empty.plot()
+
+
+def test_corner_leaves_out_a_parameter_without_information(result, tmp_path):
+    import matplotlib.pyplot as plt
+
+    cov = np.array([[35.0 ** 2, 0.0, 0.5], [0.0, np.nan, 0.0], [0.5, 0.0, 0.05 ** 2]])
+    res = Result(**{**result.__dict__, "free": ("teff", "vmac", "logg"), "covariance": cov,
+                    "values": {**result.values, "vmac": 0.0},
+                    "sigma": {**result.sigma, "vmac": float("nan")}})
+    fig = res.corner(tmp_path / "corner.png")
+    assert "no information on vmac" in fig.get_suptitle()
+    assert len(fig.axes) == 4          # a 2 × 2 corner: teff and logg only
+    plt.close(fig)
+    assert json.loads(json.dumps(res.to_dict()))["labels"]["vmac"]["sigma"] is None

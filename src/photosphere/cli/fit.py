@@ -45,8 +45,23 @@ def _priors(items: list[str]) -> list:
     return out
 
 
+def _macroturbulence(value: str | None) -> float | str | None:
+    """``--macroturbulence``: km/s, 'auto' or 'fit'."""
+    if value is None or value in ("auto", "fit"):
+        return value
+    try:
+        zeta = float(value)
+    except ValueError:
+        zeta = float("nan")
+    if not (math.isfinite(zeta) and zeta >= 0):
+        raise FitError(f"--macroturbulence {value!r} is not a value in km/s (>= 0), 'auto' or "
+                       "'fit'")
+    return zeta
+
+
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"resolution": args.resolution,
+                          "macroturbulence": _macroturbulence(args.macroturbulence),
                           "continuum_degree": None if args.continuum_degree < 0
                           else args.continuum_degree,
                           "fixed": _name_values(args.fix, "--fix") or None,
@@ -77,7 +92,8 @@ def _result_text(result) -> str:
     width = max(8, *(len(n) for n in result.labels))
     lines = [f"{'label':<{width}} {'value':>12} {'sigma':>10}"]
     for name, (value, sigma) in result.labels.items():
-        s = "fixed" if not math.isfinite(sigma) else f"{sigma:10.4g}"
+        s = (f"{sigma:10.4g}" if math.isfinite(sigma)
+             else "n/a" if name in result.free else "fixed")
         lines.append(f"{name:<{width}} {value:12.5g} {s:>10}")
     lines.append(f"chi2_reduced {result.chi2_reduced:.3f} over {result.n_pixels} pixels; "
                  f"converged: {result.converged}")
@@ -99,6 +115,9 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     if args.clip is not None:
         raise FitError(f"--clip is not available with --model {args.model}; fit the single-star "
                        "model with --clip, or leave --clip out")
+    if args.macroturbulence is not None:
+        raise FitError(f"--macroturbulence is not available with --model {args.model}; leave it "
+                       "out (vsini absorbs the broadening of both components)")
     spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
@@ -201,6 +220,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
     p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R")
+    p.add_argument("--macroturbulence", metavar="KMS|auto|fit",
+                   help="radial-tangential macroturbulence ζ: a value in km/s (fixed), 'auto' "
+                        "(Doyle et al. 2014 at the fitted Teff, log g) or 'fit' (free "
+                        "parameter vmac; fix vsini or use high R) (default: none)")
     p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
     p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="fit only this range (Å)")

@@ -1,10 +1,12 @@
 """The observation chain: a forward model's flux -> what the spectrograph recorded.
 
-For parameters ``theta = (model labels..., vsini, rv per exposure...)`` the chain computes, for
+For parameters ``theta = (model labels..., vsini, [vmac], rv per exposure...)`` the chain
+computes, for
 each *segment* (one order of one exposure)::
 
     model.predict(labels)                         rest frame, model's log-uniform grid
       -> rotational_broaden(vsini, epsilon)         (limb-darkened, ops.rotation)
+      -> radial-tangential macroturbulence ζ       (optional, fixed or fitted as ``vmac``)
       -> instrumental LSF (R, per order or R(λ))    (ops.lsf)
       -> Doppler shift of the model wavelengths by rv of that exposure (ops.doppler)
       -> flux-conserving rebin onto the observed pixels (ops.resample.rebin)
@@ -37,7 +39,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, InvalidSpectrumError, OutOfGridError
 from ..models.base import ForwardModel, check_model
-from ..ops import _kernels, doppler, grid, lsf, resample, rotation
+from ..ops import _kernels, doppler, grid, lsf, macroturbulence, resample, rotation
 from ..spectrum import EchelleSpectrum, Spectrum
 
 C_KMS = 299792.458
@@ -112,6 +114,23 @@ def _per_row(kernel: torch.Tensor, rows: int) -> torch.Tensor:
     return kernel if rows == 1 else kernel.repeat_interleave(rows, dim=0)
 
 
+def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The kernel of convolving with ``first`` ``(B, taps)`` or ``(taps,)`` then ``second``
+    ``(taps2,)``: their full convolution, same leading shape as ``first``."""
+    rows = first.reshape(-1, first.shape[-1])
+    out = torch.nn.functional.conv1d(rows.unsqueeze(1), second.flip(-1).view(1, 1, -1),
+                                     padding=second.shape[-1] - 1).squeeze(1)
+    return out.reshape(*first.shape[:-1], out.shape[-1])
+
+
+def _compose_rows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Row-wise composition of kernels ``first (B, t1)`` and ``second (B, t2)`` -> ``(B,
+    t1 + t2 - 1)`` (a grouped full convolution)."""
+    b = first.shape[0]
+    return torch.nn.functional.conv1d(first.unsqueeze(0), second.flip(-1).unsqueeze(1),
+                                      padding=second.shape[-1] - 1, groups=b).squeeze(0)
+
+
 def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np.ndarray:
     """``(n_pix, degree+1)`` Chebyshev polynomials T_0..T_degree of the wavelength mapped so the
     good pixels span [-1, 1]."""
@@ -133,22 +152,40 @@ class ObservationChain:
     continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
     data are compared with the model as they are).
     rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
+    macroturbulence: None, ζ_RT in km/s (fixed), or ``"fit"`` (a free parameter ``vmac`` within
+    ``vmac_bounds``): the radial-tangential macroturbulence the 1D model lacks (ops.
+    macroturbulence). A fixed ζ is folded into the LSF kernel, so it costs nothing per
+    evaluation; a fitted one builds one kernel per row (differentiable in ζ).
     rv_bounds, vsini_bounds: km/s, the range the fit may explore; data pixels the model cannot
     predict over the whole RV range are masked.
 
-    Parameters (``parameter_names``): the model labels, then ``vsini``, then ``rv`` (one
-    exposure) or ``rv_0, rv_1, ...``.
+    Parameters (``parameter_names``): the model labels, then ``vsini``, then ``vmac`` (when
+    fitted), then ``rv`` (one exposure) or ``rv_0, rv_1, ...``.
     """
 
     def __init__(self, model: ForwardModel, observation, resolution=None, telluric=None,
                  continuum_degree: int | None = 2, *, rotation: bool = True,
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
-                 vsini_bounds: tuple[float, float] = (0.0, 100.0)) -> None:
+                 vsini_bounds: tuple[float, float] = (0.0, 100.0),
+                 macroturbulence: float | str | None = None,
+                 vmac_bounds: tuple[float, float] = (0.0, 15.0)) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
         self.continuum_degree = continuum_degree
         self.rotation = bool(rotation)
         self.epsilon = float(epsilon)
+        self.fit_vmac = isinstance(macroturbulence, str)
+        if self.fit_vmac and macroturbulence != "fit":
+            raise FitError(f"macroturbulence={macroturbulence!r} is not understood; pass None, a "
+                           "value in km/s or 'fit'")
+        self.macroturbulence = (None if macroturbulence is None or self.fit_vmac
+                                else float(macroturbulence))
+        if self.macroturbulence is not None and not (math.isfinite(self.macroturbulence)
+                                                     and 0 <= self.macroturbulence <= 50):
+            raise FitError(f"macroturbulence={macroturbulence} km/s must be within 0..50")
+        self.vmac_bounds = (float(vmac_bounds[0]), float(vmac_bounds[1]))
+        if not 0 <= self.vmac_bounds[0] < self.vmac_bounds[1] <= 50:
+            raise FitError(f"vmac_bounds={vmac_bounds} must satisfy 0 <= low < high <= 50")
         self.rv_bounds = (float(rv_bounds[0]), float(rv_bounds[1]))
         self.vsini_bounds = (float(vsini_bounds[0]), float(vsini_bounds[1]))
         if not self.rv_bounds[0] < self.rv_bounds[1]:
@@ -167,11 +204,13 @@ class ObservationChain:
         self.label_names = tuple(model.label_names)
         self.rv_names = ("rv",) if n_rv == 1 else tuple(f"rv_{i}" for i in range(n_rv))
         self.parameter_names = (self.label_names + (("vsini",) if self.rotation else ())
-                                + self.rv_names)
+                                + (("vmac",) if self.fit_vmac else ()) + self.rv_names)
         self.bounds: dict[str, tuple[float, float]] = {
             n: (float(model.bounds[n][0]), float(model.bounds[n][1])) for n in self.label_names}
         if self.rotation:
             self.bounds["vsini"] = self.vsini_bounds
+        if self.fit_vmac:
+            self.bounds["vmac"] = self.vmac_bounds
         for n in self.rv_names:
             self.bounds[n] = self.rv_bounds
         self.n_labels = len(self.label_names)
@@ -187,9 +226,11 @@ class ObservationChain:
 
     # ----------------------------------------------------------------- set-up
     def _margin_kms(self, resolution_min: float | None) -> float:
-        """Velocity half-width of the broadening kernels (rotation + 5σ of the LSF) + 3 pixels."""
+        """Velocity half-width of the broadening kernels (rotation + 4ζ of the macroturbulence
+        + 5σ of the LSF) + 3 pixels."""
         lsf_kms = 0.0 if resolution_min is None else 5.0 * C_KMS / resolution_min / 2.3548
-        return (self.vsini_bounds[1] if self.rotation else 0.0) + lsf_kms \
+        macro_kms = 4.0 * (self.vmac_bounds[1] if self.fit_vmac else self.macroturbulence or 0.0)
+        return (self.vsini_bounds[1] if self.rotation else 0.0) + lsf_kms + macro_kms \
             + 3 * self.velocity_step
 
     def _per_order(self, value, n_orders: int, n_pix: int, exposure: int, what: str):
@@ -320,20 +361,40 @@ class ObservationChain:
     # ----------------------------------------------------------------- evaluation
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``theta (..., n_params)`` -> labels ``(..., n_labels)``, vsini ``(...)`` or None,
-        rv ``(..., n_exposures)``."""
+        rv ``(..., n_exposures)`` (a fitted ``vmac`` comes from :meth:`vmac_of`)."""
         labels = theta[..., :self.n_labels]
         k = self.n_labels
         vsini = None
         if self.rotation:
             vsini = theta[..., k]
             k += 1
-        return labels, vsini, theta[..., k:]
+        return labels, vsini, theta[..., k + int(self.fit_vmac):]
+
+    def vmac_of(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """The fitted macroturbulence ``(...)`` km/s in ``theta``, or None when not fitted."""
+        if not self.fit_vmac:
+            return None
+        return theta[..., self.n_labels + int(self.rotation)]
+
+    def _macro_kernel(self) -> torch.Tensor | None:
+        """The macroturbulence kernel ``(taps,)`` on the model grid, or None (cached)."""
+        if self.macroturbulence is None:
+            return None
+        if "_macro" not in self.__dict__:
+            self.__dict__["_macro"] = None if self.macroturbulence == 0 else \
+                macroturbulence.radial_tangential_kernel(self.velocity_step, self.macroturbulence)
+        return self.__dict__["_macro"]
 
     def _lsf_kernel(self, resolution: float) -> torch.Tensor:
-        """The Gaussian LSF kernel ``(taps,)`` of a constant R on the model grid (cached)."""
+        """The Gaussian LSF kernel ``(taps,)`` of a constant R on the model grid, convolved with
+        the macroturbulence kernel when there is one (cached)."""
         cache = self.__dict__.setdefault("_lsf_kernels", {})
         if resolution not in cache:
-            cache[resolution] = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+            kernel = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+            macro = self._macro_kernel()
+            if macro is not None:
+                kernel = _compose(macro, kernel)
+            cache[resolution] = kernel
         return cache[resolution]
 
     def _rotation_kernel(self, vsini: torch.Tensor) -> torch.Tensor:
@@ -353,14 +414,25 @@ class ObservationChain:
         step = (primal + h - (primal - h).clamp_min(0.0)).unsqueeze(-1)
         return fwAD.make_dual(k0, (k_hi - k_lo) / step * tangent.unsqueeze(-1))
 
-    def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
-        """Rest-frame model flux after rotation and LSF, per segment ``(..., n_model_slice)``."""
-        flux = self.model.predict(labels)
-        return [f.squeeze(-2) for f in self.broaden(flux.unsqueeze(-2), vsini)]
+    def _vmac_kernel(self, vmac: torch.Tensor) -> torch.Tensor:
+        """Macroturbulence kernels ``(B, taps)`` for fitted ``vmac (B,)``, one width for the whole
+        ``vmac_bounds`` (so rows stack and the margin holds)."""
+        half = max(1, math.ceil(4.0 * self.vmac_bounds[1] / self.velocity_step))
+        return macroturbulence.radial_tangential_kernel(self.velocity_step, vmac.clamp_min(0.0),
+                                                        half_width=half)
 
-    def broaden(self, flux: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
+    def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None,
+                  vmac: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Rest-frame model flux after rotation, macroturbulence and LSF, per segment
+        ``(..., n_model_slice)``."""
+        flux = self.model.predict(labels)
+        return [f.squeeze(-2) for f in self.broaden(flux.unsqueeze(-2), vsini, vmac)]
+
+    def broaden(self, flux: torch.Tensor, vsini: torch.Tensor | None,
+                vmac: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Rows of model flux ``(..., R, n_model)`` (the R rows of a batch element share its
-        ``vsini (...)``) after rotation and LSF, per segment ``(..., R, n_model_slice)``.
+        ``vsini (...)`` and ``vmac (...)``) after rotation, macroturbulence and LSF, per segment
+        ``(..., R, n_model_slice)``.
 
         With a constant R the rotation kernel (one per batch element) and the LSF kernel are
         convolved with each other first (a few dozen taps), so the spectrum is convolved once:
@@ -374,6 +446,9 @@ class ObservationChain:
         if vsini is not None:
             vs = torch.as_tensor(vsini, dtype=DTYPE).expand(batch).reshape(-1)
             rot = self._rotation_kernel(vs)                                  # (B, taps)
+        if vmac is not None:
+            vm = self._vmac_kernel(torch.as_tensor(vmac, dtype=DTYPE).expand(batch).reshape(-1))
+            rot = vm if rot is None else _compose_rows(rot, vm)
         out = []
         cache: dict[tuple, torch.Tensor] = {}
         for seg in self.segments:
@@ -383,18 +458,21 @@ class ObservationChain:
             if key not in cache:
                 f = flat[:, i0:i1]
                 if torch.is_tensor(seg.resolution):
+                    kernel = self._macro_kernel()
                     if rot is not None:
-                        f = _convolve(f, _per_row(rot, rows), precision)
+                        kernel = _per_row(rot if kernel is None else _compose(rot, kernel),
+                                          rows)
+                    if kernel is not None:
+                        f = _convolve(f, kernel, precision)
                     f = lsf.instrumental_broaden(self._model_wave_t[i0:i1], f, seg.resolution)
-                elif seg.resolution is not None:
-                    kernel = self._lsf_kernel(float(seg.resolution))
+                else:
+                    kernel = (self._lsf_kernel(float(seg.resolution))
+                              if seg.resolution is not None else self._macro_kernel())
                     if rot is not None:
-                        kernel = _per_row(torch.nn.functional.conv1d(
-                            rot.unsqueeze(1), kernel.flip(-1).view(1, 1, -1),
-                            padding=kernel.shape[-1] - 1).squeeze(1), rows)
-                    f = _convolve(f, kernel, precision)
-                elif rot is not None:
-                    f = _convolve(f, _per_row(rot, rows), precision)
+                        kernel = _per_row(rot if kernel is None else _compose(rot, kernel),
+                                          rows)
+                    if kernel is not None:
+                        f = _convolve(f, kernel, precision)
                 cache[key] = f.reshape(*batch, rows, i1 - i0)
             out.append(cache[key])
         return out
@@ -484,7 +562,7 @@ class ObservationChain:
         n_params)`` in physical units (``log_det``: see :meth:`continuum`)."""
         theta = torch.as_tensor(theta, dtype=DTYPE)
         labels, vsini, rv = self.split(theta)
-        stellar = self.resampled(self.broadened(labels, vsini), rv)
+        stellar = self.resampled(self.broadened(labels, vsini, self.vmac_of(theta)), rv)
         cont = self.continuum(stellar, weights, log_det)
         return [s * c for s, c in zip(stellar, cont, strict=True)], cont
 
@@ -493,10 +571,12 @@ class ObservationChain:
         """Per segment, the model without continuum ``(..., n_pix)`` (as :meth:`resampled`) and
         the model's error templates (``predict_error_templates``) through the same linear chain
         (rotation, LSF, Doppler shift, rebinning, × telluric): ``(..., K, n_pix)``."""
-        labels, vsini, rv = self.split(torch.as_tensor(theta, dtype=DTYPE))
+        theta = torch.as_tensor(theta, dtype=DTYPE)
+        labels, vsini, rv = self.split(theta)
         flux = self.model.predict(labels)
         templates = self.model.predict_error_templates(labels).to(flux.dtype)
-        rows = self.broaden(torch.cat([flux.unsqueeze(-2), templates], -2), vsini)
+        rows = self.broaden(torch.cat([flux.unsqueeze(-2), templates], -2), vsini,
+                            self.vmac_of(theta))
         out = self.resampled(rows, rv.unsqueeze(-2))
         return [o[..., 0, :] for o in out], [o[..., 1:, :] for o in out]
 

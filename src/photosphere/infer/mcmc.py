@@ -19,6 +19,7 @@ import torch
 
 from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel
+from ..ops.macroturbulence import doyle_macroturbulence
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .optimize import _segments, build_chain, fit
@@ -102,7 +103,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
            vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
            noise: CorrelatedNoise | None = None, model_variance: bool = True,
            model_error: str = "auto", seed: int | None = 0, progress: bool = True, pool=None,
-           chain: ObservationChain | None = None, source: str | None = None) -> Result:
+           chain: ObservationChain | None = None, source: str | None = None,
+           macroturbulence: float | str | None = None) -> Result:
     """Posterior samples of the labels.
 
     n_walkers, n_steps, burn: emcee settings (burn defaults to n_steps // 4, discarded).
@@ -111,7 +113,9 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     initial: a least-squares :class:`Result` to start from, or starting values (a fit is run).
     Other arguments as in :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
     log-likelihood marginalises the model's error templates, Woodbury log-determinant included,
-    with their covariance frozen at the least-squares solution).
+    with their covariance frozen at the least-squares solution); ``macroturbulence="auto"``
+    takes ζ from the least-squares start (fitted with ``"auto"`` when ``initial`` is not a
+    Result, else from the Result's own ζ or Doyle et al. 2014 at its Teff and log g).
     Returns a :class:`Result` with ``samples (n_walkers × kept steps, n_free)`` and
     ``flags``: acceptance_fraction, autocorr_time, effective_sample_size, chain_too_short.
     """
@@ -126,6 +130,16 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
                     rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
                     epsilon=epsilon)
+    if macroturbulence == "auto":
+        if not isinstance(initial, Result):
+            initial = fit(model, observation, initial=initial, fixed=fixed, noise=noise,
+                          model_variance=model_variance, model_error=model_error,
+                          macroturbulence=macroturbulence, **chain_kw)
+        macroturbulence = initial.provenance.get("macroturbulence")
+        if macroturbulence is None:
+            macroturbulence = doyle_macroturbulence(initial.values["teff"],
+                                                    initial.values["logg"])
+    chain_kw["macroturbulence"] = macroturbulence
     if isinstance(initial, Result):
         start = initial
         if chain is None:

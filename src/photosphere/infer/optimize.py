@@ -34,6 +34,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
 from ..models.base import ForwardModel, check_labels_in_bounds
+from ..ops.macroturbulence import doyle_macroturbulence
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .model_error import use_templates
@@ -243,9 +244,10 @@ def rv_scan(chain: ObservationChain, theta: np.ndarray, rv_grid: np.ndarray,
     ``(n_rv,)``. Its minimum is the cross-correlation RV."""
     theta_t = torch.as_tensor(theta, dtype=DTYPE)
     labels, vsini, _ = chain.split(theta_t[None])
+    vmac = chain.vmac_of(theta_t[None])
     out = []
     with torch.no_grad():
-        broadened = chain.broadened(labels, vsini)
+        broadened = chain.broadened(labels, vsini, vmac)
         for i in range(0, len(rv_grid), chunk):
             rv = torch.as_tensor(rv_grid[i:i + chunk], dtype=DTYPE)[:, None].expand(
                 -1, len(chain.rv_names))
@@ -294,20 +296,31 @@ def _segments(chain: ObservationChain, theta: np.ndarray) -> tuple[Segment, ...]
 def covariance(likelihood: Likelihood, params: Parameters, u: np.ndarray
                ) -> tuple[np.ndarray, bool]:
     """``(JᵀJ)⁻¹`` of the whitened residuals at ``u`` (unit box), in physical units, and
-    whether JᵀJ was invertible."""
+    whether JᵀJ was invertible.
+
+    A parameter whose Jacobian column is exactly zero carries no information at this point
+    (e.g. a broadening width at 0, where the spectrum changes only quadratically): it is left
+    out of the inversion and gets NaN variance (and zero covariance), so the others keep their
+    conditional σ; JᵀJ then counts as invertible when the rest is.
+    """
     fn = _residual_fn(likelihood, params)
     r, jac = batched_jacobian(fn, torch.as_tensor(u[None], dtype=DTYPE))
     r, jac = r[0].numpy(), jac[0].numpy()
     if likelihood.noise is not None:
         r, jac = likelihood.whiten(r, jac, theta=params.theta(torch.as_tensor(u)).numpy())
     jac_phys = jac / params.span
-    fisher = jac_phys.T @ jac_phys
+    norms = np.linalg.norm(jac, axis=0)
+    keep = norms > 1e-12 * max(float(norms.max()), 1e-300)
+    fisher = jac_phys[:, keep].T @ jac_phys[:, keep]
     try:
-        cov = np.linalg.inv(fisher)
-        ok = bool(np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0))
+        sub = np.linalg.inv(fisher)
+        ok = bool(np.all(np.isfinite(sub)) and np.all(np.diag(sub) > 0))
     except np.linalg.LinAlgError:
-        cov, ok = np.linalg.pinv(fisher), False
-    return 0.5 * (cov + cov.T), ok
+        sub, ok = np.linalg.pinv(fisher), False
+    cov = np.zeros((len(keep), len(keep)))
+    cov[np.ix_(keep, keep)] = 0.5 * (sub + sub.T)
+    cov[~keep, ~keep] = np.nan
+    return cov, ok
 
 
 def _residual_fn(likelihood: Likelihood, params: Parameters):
@@ -352,12 +365,14 @@ def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=N
                 rv_bounds: tuple[float, float] | None = None,
                 vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
                 initial: Mapping[str, float] | None = None,
-                fixed: Mapping[str, float] | None = None) -> ObservationChain:
+                fixed: Mapping[str, float] | None = None,
+                macroturbulence: float | str | None = None) -> ObservationChain:
     """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
     cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
     lost to the model's edges)."""
     kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon)
+              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon,
+              macroturbulence=macroturbulence)
     if rv_bounds is not None:
         return ObservationChain(model, observation, rv_bounds=rv_bounds, **kw)
     known = {**(initial or {}), **(fixed or {})}
@@ -385,6 +400,8 @@ def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
         start[n] = 0.5 * (lo + hi)
         if n == "vsini":
             start[n] = float(np.clip(5.0, lo, hi))
+        if n == "vmac":
+            start[n] = float(np.clip(3.0, lo, hi))
         if n.startswith("rv"):
             start[n] = float(np.clip(0.0, lo, hi))
     for source in (initial or {}, fixed or {}):
@@ -409,7 +426,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         model_error: str = "auto", n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
         source: str | None = None, clip: float | None = None,
-        clip_iterations: int = 10) -> Result:
+        clip_iterations: int = 10, macroturbulence: float | str | None = None) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
@@ -437,9 +454,24 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     refits. This removes features the model cannot make (lines missing from the line list,
     cosmic rays, telluric residuals) instead of letting them pull the labels and continuum;
     clipped pixels are masked in the result's segments and counted in ``flags["clipped"]``.
+    macroturbulence: None (no macroturbulence), ζ_RT in km/s (fixed radial-tangential
+    broadening), ``"fit"`` (a free parameter ``vmac``, km/s; degenerate with vsini unless one
+    of them is fixed or R is high), or ``"auto"``: fit without it, take ζ from the Doyle et
+    al. (2014) relation at the fitted Teff and log g
+    (:func:`photosphere.ops.macroturbulence.doyle_macroturbulence`), and refit from there.
+    A fixed ζ (km/s or None) is in ``provenance["macroturbulence"]``. vsini is then the
+    rotation left over after macroturbulence (the two are largely degenerate at R ≲ 60 000).
     """
     t0 = time.perf_counter()
     templates = use_templates(model, model_error, noise)
+    if isinstance(macroturbulence, str) and macroturbulence != "fit":
+        return _fit_auto_macroturbulence(
+            model, observation, macroturbulence, t0, initial=initial, fixed=fixed,
+            resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
+            rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
+            noise=noise, model_variance=model_variance, model_error=model_error, n_grid=n_grid,
+            n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
+            chain=chain, source=source, clip=clip, clip_iterations=clip_iterations)
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
@@ -447,7 +479,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
                             continuum_degree=continuum_degree, rotation=rotation,
                             rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
-                            initial=initial, fixed=fixed)
+                            initial=initial, fixed=fixed, macroturbulence=macroturbulence)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     start = _start_values(chain, initial, fixed)
     explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
@@ -495,6 +527,31 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chi2_best = float(outcome.chi2[best])
     return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                    scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def _fit_auto_macroturbulence(model, observation, how: str, t0: float, *, chain, **kw) -> Result:
+    """``fit(..., macroturbulence="auto")``: a first fit without macroturbulence gives Teff and
+    log g, the Doyle et al. (2014) relation gives ζ there, and a second fit starts from the first
+    with ζ fixed."""
+    if how != "auto":
+        raise FitError(f"macroturbulence={how!r} is not understood; pass None, a value in km/s "
+                       "or 'auto'")
+    if chain is not None:
+        raise FitError("macroturbulence='auto' builds its own chains; do not pass chain=")
+    labels = tuple(model.label_names)
+    if "teff" not in labels or "logg" not in labels:
+        raise FitError(f"macroturbulence='auto' needs teff and logg labels; this model has "
+                       f"{list(labels)}: pass a value in km/s instead")
+    first = fit(model, observation, chain=None, **kw)
+    zeta = doyle_macroturbulence(first.values["teff"], first.values["logg"])
+    initial = {**(kw.pop("initial") or {}), **{n: v for n, v in first.values.items()
+                                               if n not in (kw.get("fixed") or {})}}
+    result = fit(model, observation, initial=initial, macroturbulence=zeta, **kw)
+    result.provenance["macroturbulence_source"] = ("Doyle et al. (2014) at the first fit's "
+                                                   f"Teff {first.values['teff']:.0f} K, "
+                                                   f"log g {first.values['logg']:.2f}")
+    result.provenance["elapsed_s"] = time.perf_counter() - t0
+    return result
 
 
 def robust_outliers(chain: ObservationChain, theta: np.ndarray, clip: float
@@ -614,18 +671,20 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
     dof = chain.n_pixels - n_parameters
     if scale_covariance and dof > 0:
         cov = cov * chi2_best / dof
-    sig = np.sqrt(np.clip(np.diag(cov), 0, None))
+    sig = np.sqrt(np.clip(np.diag(cov), 0, None))   # NaN stays NaN: no information
     values = {n: float(v) for n, v in zip(chain.parameter_names, theta_best, strict=True)}
     sigma = {n: float("nan") for n in chain.parameter_names}
     sigma.update({n: float(s) for n, s in zip(params.free, sig, strict=True)})
     at_bound = [n for j, n in enumerate(params.free)
-                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n != "vsini"]
+                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n not in ("vsini", "vmac")]
     if "vsini" in params.free and u_best[params.free.index("vsini")] > 1 - 1e-3:
         at_bound.append("vsini")
     final_free = params.unscale(outcome.u)
     flags = {"converged": bool(outcome.converged[best]) and invertible,
              "reason": outcome.reason[best], "iterations": int(outcome.iterations[best]),
              "covariance_invertible": invertible, "at_bound": at_bound,
+             "no_information": [n for n, v in zip(params.free, sig, strict=True)
+                                if not np.isfinite(v)],
              "n_starts": len(starts),
              "starts": [{"chi2": float(c), **{n: float(v) for n, v in zip(params.free, f,
                                                                           strict=True)}}
@@ -636,7 +695,8 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                   else [float(np.median(np.atleast_1d(np.asarray(s.resolution))))
                         for s in chain.segments],
                   "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
-                  "epsilon": chain.epsilon, "rv_bounds": list(chain.rv_bounds),
+                  "epsilon": chain.epsilon, "macroturbulence": chain.macroturbulence,
+                  "rv_bounds": list(chain.rv_bounds),
                   "n_segments": len(chain.segments), "elapsed_s": elapsed,
                   "model_variance": likelihood.use_model_variance,
                   "model_error": "templates" if likelihood.use_templates else "none"}

@@ -248,18 +248,25 @@ class Result:
             matplotlib.use("Agg", force=False)
         import corner
 
+        names = list(self.free)
         if self.samples is not None:
             samples, what = np.asarray(self.samples), "posterior samples"
         else:
-            mean = np.array([self.values[n] for n in self.free])
             cov = np.asarray(self.covariance, float)
-            if not np.all(np.isfinite(cov)):
+            keep = np.isfinite(np.diag(cov))     # parameters without information are left out
+            cov = cov[np.ix_(keep, keep)]
+            names = [n for n, k in zip(self.free, keep, strict=True) if k]
+            if not names or not np.all(np.isfinite(cov)):
                 raise FitError("the covariance is not finite; no corner plot can be drawn")
+            mean = np.array([self.values[n] for n in names])
             samples = np.random.default_rng(seed).multivariate_normal(mean, cov, size=n_draws,
                                                                       method="eigh")
             what = "Gaussian approximation (covariance)"
-        truth_list = None if truths is None else [truths.get(n) for n in self.free]
-        fig = corner.corner(samples, labels=list(self.free), truths=truth_list,
+            if not keep.all():
+                what += "; no information on " + ", ".join(
+                    n for n, k in zip(self.free, keep, strict=True) if not k)
+        truth_list = None if truths is None else [truths.get(n) for n in names]
+        fig = corner.corner(samples, labels=names, truths=truth_list,
                             quantiles=[0.16, 0.5, 0.84], show_titles=True)
         fig.suptitle(what, fontsize=9)
         if path is not None:

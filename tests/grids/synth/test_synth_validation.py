@@ -1,4 +1,4 @@
-"""Sun validation: macroturbulence kernel, UVES reader, and the full bar against the real Sun."""
+"""Sun validation: UVES reader, and the full bar against the real Sun."""
 
 from __future__ import annotations
 
@@ -12,24 +12,6 @@ from conftest import shared_file
 from photosphere.errors import MissingFileError
 from photosphere.grids.synth import validation
 from photosphere.grids.synth.turbospectrum import SyntheticSpectrum
-
-
-def test_radial_tangential_kernel_is_normalised_symmetric_and_scales():
-    k = validation.radial_tangential_kernel(0.5, 4.0)
-    assert k.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(k, k[::-1])
-    assert np.argmax(k) == k.size // 2
-    v = (np.arange(k.size) - k.size // 2) * 0.5
-    k2 = validation.radial_tangential_kernel(0.5, 2.0)
-    v2 = (np.arange(k2.size) - k2.size // 2) * 0.5
-    rms = np.sqrt(np.sum(k * v**2))
-    rms2 = np.sqrt(np.sum(k2 * v2**2))
-    assert rms / rms2 == pytest.approx(2.0, rel=0.02)
-    # RT profile is cuspy: more central and more wing weight than a Gaussian of the same rms
-    gauss = np.exp(-0.5 * (v / rms) ** 2)
-    gauss /= gauss.sum()
-    assert k[k.size // 2] > gauss[k.size // 2]
-    np.testing.assert_array_equal(validation.radial_tangential_kernel(0.5, 0.0), [1.0])
 
 
 def test_read_uves_sun_averages_repeated_pixels(tmp_path):

@@ -11,7 +11,6 @@ absolute residual over 5050-5350 Å.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from ...errors import FileFormatError, MissingFileError, OutOfGridError
 from ...ops.doppler import shift_wavelength
 from ...ops.grid import log_uniform_wavelength
 from ...ops.lsf import gaussian_broaden
+from ...ops.macroturbulence import radial_tangential_kernel
 from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
 from .turbospectrum import SyntheticSpectrum, synthesize
@@ -68,25 +68,6 @@ class SunValidation:
                 "macroturbulence_kms": self.macroturbulence,
                 "vsini_kms": self.vsini, "rv_kms": self.rv, "n_pixels": int(self.wavelength.size),
                 "window": list(WINDOW), "labels": SUN_LABELS, "provenance": self.provenance}
-
-
-def radial_tangential_kernel(velocity_step: float, zeta: float, n_mu: int = 400) -> np.ndarray:
-    """Radial-tangential macroturbulence profile (Gray 2005, A_R = A_T), disk-integrated in flux.
-
-    Sampled on a velocity grid of step ``velocity_step`` km/s out to ±4ζ, normalised to sum 1;
-    a single 1 for ζ below a quarter pixel (identity).
-    """
-    if zeta < 0.25 * velocity_step:
-        return np.ones(1)
-    half = max(1, math.ceil(4.0 * zeta / velocity_step))
-    v = np.arange(-half, half + 1) * velocity_step
-    mu = (np.arange(n_mu) + 0.5) / n_mu  # midpoint rule on (0, 1)
-    radial_width = zeta * mu[:, None]
-    tangential_width = zeta * np.sqrt(1.0 - mu[:, None] ** 2)
-    radial = np.exp(-(v / radial_width) ** 2) / radial_width
-    tangential = np.exp(-(v / tangential_width) ** 2) / tangential_width
-    profile = np.sum(mu[:, None] * (radial + tangential), axis=0)
-    return profile / profile.sum()
 
 
 def read_uves_sun(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -34,15 +34,19 @@ class EpochChain(ObservationChain):
         if kwargs.pop("rotation", False):
             raise FitError("EpochChain: the binary model rotates each star itself (vsini_a, "
                            "vsini_b); build the chain with rotation=False")
+        if kwargs.get("macroturbulence") is not None:
+            raise FitError("EpochChain: macroturbulence is not modelled for binaries; leave it "
+                           "out (each star's vsini absorbs its broadening)")
         super().__init__(model, observation, resolution, telluric, continuum_degree,
                          rotation=False, **kwargs)
         if len(self.exposures) != model.n_epochs:
             raise FitError(f"the model has {model.n_epochs} epochs but {len(self.exposures)} "
                            "exposures were given; build BinaryModel(n_epochs=len(exposures))")
 
-    def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None) -> list[torch.Tensor]:
+    def broadened(self, labels: torch.Tensor, vsini: torch.Tensor | None,
+                  vmac: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Rest-frame model flux of each segment's own exposure after the LSF,
-        ``(..., n_model_slice)`` per segment."""
+        ``(..., n_model_slice)`` per segment (``vsini`` and ``vmac`` are always None here)."""
         flux = self.model.predict_epochs(labels).to(DTYPE)            # (..., n_epochs, n_pix)
         out = []
         for seg in self.segments:

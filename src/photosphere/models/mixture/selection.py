@@ -62,9 +62,13 @@ def laplace_log_evidence(result: Result, bounds: Mapping[str, tuple[float, float
     (covariance positive definite, no free parameter within 1 % of a bound or 2σ of it)."""
     cov = np.asarray(result.covariance, float)
     k = len(result.free)
-    sign, logdet = np.linalg.slogdet(cov) if cov.shape == (k, k) else (0.0, -np.inf)
+    # a parameter without information (NaN variance, see infer.optimize.covariance) makes the
+    # Gaussian approximation degenerate, as a singular covariance does
+    usable = cov.shape == (k, k) and bool(np.all(np.isfinite(cov)))
+    sign, logdet = np.linalg.slogdet(cov) if usable else (0.0, -np.inf)
     spans = np.array([bounds[n][1] - bounds[n][0] for n in result.free], float)
-    reliable = bool(sign > 0 and np.isfinite(logdet) and np.all(np.linalg.eigvalsh(cov) > 0))
+    reliable = bool(usable and sign > 0 and np.isfinite(logdet)
+                    and np.all(np.linalg.eigvalsh(cov) > 0))
     for n in result.free:
         lo, hi = bounds[n]
         v, s = result.values[n], result.sigma[n]
@@ -103,8 +107,9 @@ def parameter_draws(result: Result, bounds: Mapping[str, tuple[float, float]],
         s = np.asarray(result.samples)
         return s[rng.choice(len(s), size=min(n, len(s)), replace=False)]
     mean = np.array([result.values[k] for k in result.free])
-    draws = rng.multivariate_normal(mean, np.asarray(result.covariance, float), size=n,
-                                    method="eigh")
+    # a parameter without information (NaN variance) stays at its value
+    cov = np.nan_to_num(np.asarray(result.covariance, float), nan=0.0)
+    draws = rng.multivariate_normal(mean, cov, size=n, method="eigh")
     lo = np.array([bounds[k][0] for k in result.free])
     hi = np.array([bounds[k][1] for k in result.free])
     return np.clip(draws, lo, hi)
