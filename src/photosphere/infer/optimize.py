@@ -9,7 +9,9 @@
 3. screens a coarse grid of starting labels (``n_grid`` values per free label) by χ² and runs
    Levenberg–Marquardt from the best ``n_starts`` of them *at once* (batched over starts), so a
    local minimum of one start does not decide the answer;
-4. reports the best solution with the covariance ``(JᵀWJ)⁻¹`` in physical units, where J is the
+4. with ``model_error="auto"`` and a model that has error templates, refines that solution with
+   the model's own error marginalised (:mod:`photosphere.infer.model_error`);
+5. reports the best solution with the covariance ``(JᵀWJ)⁻¹`` in physical units, where J is the
    Jacobian of the whitened residuals (the continuum coefficients are profiled, so this is the
    covariance marginalised over them). It is *not* scaled by χ²_red unless
    ``scale_covariance=True`` (use it when the noise is known to be mis-estimated by a constant).
