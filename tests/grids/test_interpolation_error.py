@@ -132,3 +132,14 @@ def test_a_fit_between_nodes_gets_larger_sigma_with_the_templates(tmp_path):
     pull_on = abs(on.values["teff"] - 6000.0) / on.sigma["teff"]
     pull_off = abs(off.values["teff"] - 6000.0) / off.sigma["teff"]
     assert pull_on < 4 < 10 < pull_off
+
+
+def test_templates_in_a_cell_with_a_missing_corner(tmp_path):
+    """The small grid lacks (7000 K, log g 1): in the valid triangle of that cell the
+    label-shift derivative along Teff would need the missing node, so it is left out (zero)
+    rather than failing; everything stays finite."""
+    interp = GridInterpolator(build_small(tmp_path / "holey.h5"))
+    x = torch.tensor([[6600.0, 1.8, -0.5], [5750.0, 2.5, -0.5]])
+    t = interp.predict_error_templates(x)
+    assert t.shape == (2, 6, interp.wavelength.size) and torch.isfinite(t).all()
+    assert float(t[0, 3].abs().max()) == 0.0 and float(t[1, 3].abs().max()) > 0

@@ -334,12 +334,27 @@ class GridInterpolator:
         for k in range(d):
             for edge in (lower[:, k], lower[:, k] + steps[:, k]):
                 faces.append(torch.cat([x[:, :k], edge[:, None], x[:, k + 1:]], -1))
-        face_flux = self.predict(torch.stack(faces, 1)).reshape(x.shape[0], d, 2, n_pix)
-        slope = (face_flux[:, :, 1] - face_flux[:, :, 0]) / steps.to(self.dtype)[..., None]
+        slope = (self._face_difference(torch.stack(faces, 1).reshape(x.shape[0], d, 2, d))
+                 / steps.to(self.dtype)[..., None])
         kappa2 = torch.as_tensor(cal.shift ** 2, dtype=torch.float64, device=self.device)
         size = (position ** 2 @ kappa2).clamp_min(1e-300).sqrt()              # (B, d) labels
         shift = size.to(self.dtype)[..., None] * slope
         return torch.cat([curvature, shift], 1).reshape(*batch, 2 * d, n_pix)
+
+    def _face_difference(self, faces: torch.Tensor) -> torch.Tensor:
+        """Upper minus lower face flux ``(B, d, n_pix)`` for face labels ``(B, d, 2, d)``. In a
+        cell with missing corners a face point can fall in the hole: that row and axis get no
+        difference (zero, so no label-shift template there) instead of an error."""
+        try:
+            flux = self.predict(faces)
+            return flux[:, :, 1] - flux[:, :, 0]
+        except OutOfGridError:
+            if faces.shape[0] * faces.shape[1] == 1:
+                return torch.zeros(1, 1, self.wavelength.size, dtype=self.dtype,
+                                   device=self.device)
+            return torch.stack([torch.cat([self._face_difference(faces[b:b + 1, k:k + 1])
+                                           for k in range(faces.shape[1])], 1)[0]
+                                for b in range(faces.shape[0])])
 
     def predict_continuum(self, labels) -> torch.Tensor:
         """labels (..., n_labels) -> (..., n_pix) continuum surface flux, erg/s/cm²/Å."""
