@@ -67,6 +67,25 @@ def test_woodbury_equals_dense_on_two_orders(model):
     assert batch.shape == (2,) and batch[0] == pytest.approx(batch[1])
 
 
+def test_woodbury_equals_dense_with_fitted_macroturbulence(model):
+    """The templates go through the same macroturbulence kernel as the flux (vmac free)."""
+    wave = np.linspace(5006, 5034, 300)
+    obs, _ = simulate(model, TRUTH, wave, resolution=30000, snr=60, macroturbulence=3.0)
+    chain = ObservationChain(model, obs, resolution=30000, rv_bounds=(-20, 20),
+                             macroturbulence="fit")
+    like = Likelihood(chain, model_error="auto")
+    theta = chain.theta_from({**TRUTH, "vmac": 3.0})
+    m2loglike, chi2 = _dense_reference(chain, theta)
+    assert float((like.residuals(torch.as_tensor(theta)) ** 2).sum()) == pytest.approx(
+        chi2, rel=1e-8)
+    assert float(like.log_likelihood(theta)) == pytest.approx(-0.5 * m2loglike, rel=1e-10)
+    with torch.no_grad():
+        _, with_vmac = chain.stellar_and_templates(torch.as_tensor(theta))
+        _, without = chain.stellar_and_templates(torch.as_tensor(
+            chain.theta_from({**TRUTH, "vmac": 0.0})))
+    assert not torch.allclose(with_vmac[0], without[0])
+
+
 def test_without_continuum_and_two_exposures_shapes_and_jacobian(model):
     truth2 = {**TRUTH, "rv": -5.0}
     a, _ = simulate(model, TRUTH, np.linspace(5006, 5034, 300), snr=50)
