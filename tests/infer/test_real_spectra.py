@@ -62,3 +62,8 @@ def test_wasp14_tres_orders_jointly(model):
     assert abs(res.values["teff"] - 6475.0) < 400.0
     assert abs(res.values["logg"] - 4.07) < 0.4
     assert abs(res.values["feh"]) < 0.5
+    # Starfish's PHOENIX fit of the same file (gully/starfish-demo, demo2/theta.json): 6304 K,
+    # [Fe/H] −0.31; ours (model error marginalised) is within 20 K and 0.02 dex of it
+    assert abs(res.values["teff"] - 6304.0) < 100.0
+    assert abs(res.values["feh"] + 0.31) < 0.1
+    assert abs(res.values["rv"] + 4.80) < 0.2
