@@ -88,3 +88,31 @@ def test_predict_errors(tmp_path, capsys, monkeypatch):
     bad.write_bytes(b"PK\x03\x04 truncated zip")
     rc, _, err = _run(capsys, ["nn", "predict", "spec.fits", "--model", str(bad)])
     assert rc == 2 and "not a readable photosphere model checkpoint" in err
+
+
+def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(predict, "default_model_path", lambda: shipped / "default.pt")
+    for seed, name in ((0, "default"), (1, "snr20")):
+        args = ["nn", "train", "--grid", "toy.h5", "--out", str(shipped / f"{name}.pt"),
+                *TINY, "--seed", str(seed), "--unmodelled-lines", "5", "--curvature", "0.01"]
+        assert _run(capsys, args)[0] == 0
+    assert sorted(predict.shipped_models()) == ["default", "snr20"]
+    ck = load_model("snr20")
+    assert ck.path == shipped / "snr20.pt" and ck.data["unmodelled_lines"] == 5.0
+    rc, _, err = _run(capsys, ["nn", "predict", "spec.fits", "--model", "snr21"])
+    assert rc == 2 and "no shipped model has that name" in err and "default, snr20" in err
+    rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
+                               "20", "--ensemble", "--json"])
+    assert rc == 0
+    (run,) = json.loads(out)["runs"]
+    assert run["model"] == ["default", "snr20"] and run["n_test"] == 8
+    singles = [json.loads(_run(capsys, ["nn", "eval", m, "--grid", "toy.h5", "--snr", "20",
+                                        "--json"])[1])["runs"][0] for m in ("default", "snr20")]
+    # the ensemble mean is the mean of the members' means: its MAE is at most their average
+    for label, mae in run["mae"].items():
+        assert mae <= 0.5 * (singles[0]["mae"][label] + singles[1]["mae"][label]) + 1e-9
+    rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
+                               "20", "--ensemble"])
+    assert "Ensemble of 2 (Residual-network, Residual-network) [default.pt, snr20.pt]" in out

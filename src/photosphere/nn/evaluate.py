@@ -173,14 +173,24 @@ def predict_split(model: nn.Module, scaling: LabelScaling, dataset, batch_size: 
                   temperature: torch.Tensor | None = None, mc_samples: int = 0,
                   progress: bool = False) -> Predictions:
     """Predictions for every star of a dataset split (its fixed noise realisation)."""
+    return predict_split_ensemble([(model, scaling, temperature)], dataset, batch_size,
+                                  mc_samples=mc_samples, progress=progress)
+
+
+def predict_split_ensemble(members: list[tuple[nn.Module, LabelScaling, torch.Tensor | None]],
+                           dataset, batch_size: int = 64, *, mc_samples: int = 0,
+                           progress: bool = False) -> Predictions:
+    """:func:`predict_split` for a deep ensemble (:func:`predict_ensemble`); members are
+    (model, label scaling, temperature or None); one member is a single model."""
     from tqdm.auto import tqdm
 
+    scaling = members[0][1] if members else None
     labels, mus, covs, snrs = [], [], [], []
     n_batches = -(-len(dataset) // batch_size)
     for batch in tqdm(dataset.batches(batch_size), total=n_batches, disable=not progress,
                       desc=f"predicting {dataset.split}", leave=False):
-        mu, cov = predict_images(model, scaling, batch.images, temperature=temperature,
-                                 mc_samples=mc_samples, batch_size=batch_size)
+        mu, cov = predict_ensemble(members, batch.images, mc_samples=mc_samples,
+                                   batch_size=batch_size)
         labels.append(batch.labels)
         mus.append(mu)
         covs.append(cov)
