@@ -58,6 +58,12 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
                         "per order on average (against the synthetic gap; 0 = off)")
     t.add_argument("--curvature", type=float,
                    help="training only: largest bow of each order's continuum (fraction)")
+    t.add_argument("--veiling", type=float,
+                   help="training only: largest added continuum s, flux (f + s) / (1 + s) "
+                        "(every line shallower by the same fraction; 0 = off)")
+    t.add_argument("--line-jitter", type=float, metavar="SIGMA",
+                   help="training only: per-line random depth factors, log-normal with σ up to "
+                        "SIGMA (against line-list errors of the grid; 0 = off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
                                     "default: the HARPS-N 5050-5350 Å layout")
@@ -140,7 +146,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .train import preset, source_from_grid, train
 
     data: dict[str, Any] = {}
-    for key in ("n_train", "n_val", "n_test", "rv_max", "slant", "unmodelled_lines", "curvature"):
+    for key in ("n_train", "n_val", "n_test", "rv_max", "slant", "unmodelled_lines", "curvature",
+                "veiling", "line_jitter"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.snr:
