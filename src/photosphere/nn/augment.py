@@ -11,15 +11,16 @@ width + LSF, plus rotation), and :func:`curvature_factors` bends each order's co
 residual the straight-line normalisation leaves behind on real, deblazed orders).
 
 The UVES Sun's modelled lines are also shallower than the grid's at the Sun's labels: over
-393 lines deeper than 0.1, the real/synthetic depth ratio has a median of 0.80 and a robust
-scatter of 0.18 in its logarithm, with a tail of grid lines the Sun hardly shows (line-list
+401 grid lines deeper than 0.1, the real/synthetic depth ratio has a median of 0.81 and a robust
+scatter of 0.17 in its logarithm, with a tail of grid lines the Sun hardly shows (line-list
 errors). Putting the grid's flux back wherever the real Sun is brighter moves the shipped
-model's [Fe/H] for the Sun from −0.27 to −0.08; removing the extra absorption instead leaves it
-at −0.27. :func:`line_strength_jitter` scales each line's depth by its own random factor (a
-smooth log-normal field along the order, and a few lines weakened a lot), so the network cannot
-lean on a few lines whose strength the grid may have wrong; :func:`veil` makes every line
-shallower by the same fraction (scattered light, a zero-level error), which is nearly degenerate
-with Z (20 % veiling moves the shipped model's [Fe/H] for a synthetic Sun by only −0.05 dex).
+model's [Fe/H] for the Sun from −0.27 to −0.08 (``benchmarks/nn_sun_gap.py``); removing the
+extra absorption instead leaves it at −0.27. :func:`line_strength_jitter` scales each line's
+depth by its own random factor (a smooth log-normal field along the order, and a few lines
+weakened a lot), so the network cannot lean on a few lines whose strength the grid may have
+wrong; :func:`veil` makes every line shallower by the same fraction (scattered light, a
+zero-level error), which is nearly degenerate with Z (20 % veiling moves the shipped model's
+[Fe/H] for a synthetic Sun by only −0.05 dex).
 
 All draws come from per-sample generators, so a sample's augmentation does not depend on the
 batch it lands in.
