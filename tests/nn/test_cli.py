@@ -116,3 +116,18 @@ def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, mo
     rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
                                "20", "--ensemble"])
     assert "Ensemble of 2 (Residual-network, Residual-network) [default.pt, snr20.pt]" in out
+
+
+def test_net_settings_from_the_command_line(tmp_path, capsys, toy_grid):
+    model = tmp_path / "wide.pt"
+    net = '{"stem_channels": 12, "channels": [12, 12, 16, 16, 24]}'
+    rc, out, _ = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", net, "--json"])
+    assert rc == 0 and json.loads(out)["config"]["net"]["stem_channels"] == 12
+    assert load_model(model).model.config.channels == (12, 12, 16, 16, 24)
+    rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", '{"stem_chanels": 12}'])
+    assert rc == 2 and "['stem_chanels'] are not known" in err and "stem_channels" in err
+    rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", "stem_channels=12"])
+    assert rc == 2 and "is not JSON" in err

@@ -39,6 +39,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--model", choices=("resnet", "attention", "dae"), default="resnet")
     t.add_argument("--covariance", choices=("diagonal", "full"), default="diagonal")
     t.add_argument("--dae", help="trained DAE checkpoint to put in front of the estimator")
+    t.add_argument("--net", metavar="JSON",
+                   help='network settings over the preset\'s, e.g. \'{"stem_channels": 16, '
+                        '"channels": [16, 16, 32, 32, 64]}\' (fields of ResNetConfig, '
+                        'AttentionConfig or DAEConfig)')
     t.add_argument("--out", help="checkpoint file (default nn-MODEL-PRESET.pt)")
     t.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     t.add_argument("--epochs", type=int)
@@ -161,6 +165,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         bounds[name] = (max(bounds[name][0], lo), min(bounds[name][1], hi))
     data["bounds"] = bounds
     over: dict[str, Any] = {"covariance": args.covariance, "seed": args.seed, "dae": args.dae}
+    if args.net:
+        over["net"] = _net_overrides(args.net)
     for key in ("epochs", "lr", "lr_decay_epochs", "batch_size"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
@@ -182,6 +188,19 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             + (f"\nσ temperature per label {dict(zip(LABELS, result.temperature, strict=True))}"
                if result.temperature else ""))
     return payload, text
+
+
+def _net_overrides(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        net = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"--net {text!r} is not JSON ({exc.msg}); give an object such as "
+                         '\'{"stem_channels": 16}\'') from None
+    if not isinstance(net, dict):
+        raise ModelError(f"--net {text!r} must be a JSON object of network settings")
+    return net
 
 
 def _model_name(ck) -> str:
