@@ -108,6 +108,8 @@ def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, mo
     assert rc == 0
     (run,) = json.loads(out)["runs"]
     assert run["model"] == ["default", "snr20"] and run["n_test"] == 8
+    one, two = run["coverage_ensemble_calibrated"]
+    assert 0 <= one["all"] <= two["all"] <= 1
     singles = [json.loads(_run(capsys, ["nn", "eval", m, "--grid", "toy.h5", "--snr", "20",
                                         "--json"])[1])["runs"][0] for m in ("default", "snr20")]
     # the ensemble mean is the mean of the members' means: its MAE is at most their average

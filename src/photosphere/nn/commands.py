@@ -86,7 +86,9 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
     e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
     e.add_argument("--ensemble", action="store_true",
-                   help="evaluate the models together as one deep ensemble (one row)")
+                   help="evaluate the models together as one deep ensemble (one row); its σ are "
+                        "also calibrated as a whole (one temperature per label fitted on the "
+                        "validation stars at each S/N)")
     e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
     _cache_arguments(e)
     add_json(e)
@@ -212,7 +214,12 @@ def _model_name(ck) -> str:
 
 def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .data import build_datasets
-    from .evaluate import format_table2, format_table3, predict_split_ensemble
+    from .evaluate import (
+        fit_temperature,
+        format_table2,
+        format_table3,
+        predict_split_ensemble,
+    )
     from .predict import load_model
     from .train import source_from_grid
 
@@ -244,10 +251,11 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             if args.teff_range:
                 data["bounds"]["teff"] = list(args.teff_range)
                 suffix = f" (Teff {args.teff_range[0]:g}-{args.teff_range[1]:g})"
-            test = build_datasets(source, DataConfig.from_dict(data), layout,
-                                  cache_dir=_cache_dir(args))["test"]
-            raw = predict_split_ensemble([(c.model, c.label_scaling, None) for c in cks], test,
-                                         progress=True)
+            splits = build_datasets(source, DataConfig.from_dict(data), layout,
+                                    cache_dir=_cache_dir(args))
+            test = splits["test"]
+            raw_members = [(c.model, c.label_scaling, None) for c in cks]
+            raw = predict_split_ensemble(raw_members, test, progress=True)
             row = {"model": f"{name}{suffix} {label}", "snr": snr, "covariance": covariance,
                    "mae": raw.mae()}
             table2.append(row)
@@ -259,6 +267,13 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 cal = predict_split_ensemble(calibrated, test)
                 table3.append({"model": f"{row['model']} S/N {snr:g} calibrated σ",
                                "coverage1": cal.coverage(1), "coverage2": cal.coverage(2)})
+            ens = None
+            if len(cks) > 1:  # one σ temperature for the mixture, fitted on validation stars
+                temperature = fit_temperature(
+                    predict_split_ensemble(raw_members, splits["val"]).residual_z)
+                ens = raw.scaled(temperature)
+                table3.append({"model": f"{row['model']} S/N {snr:g} ensemble-calibrated σ",
+                               "coverage1": ens.coverage(1), "coverage2": ens.coverage(2)})
             mc = None
             if args.mc_samples:
                 mc = predict_split_ensemble(calibrated, test, mc_samples=args.mc_samples)
@@ -269,10 +284,12 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                          "coverage_raw": [raw.coverage(1), raw.coverage(2)],
                          "coverage_calibrated": None if cal is None else
                          [cal.coverage(1), cal.coverage(2)],
+                         "coverage_ensemble_calibrated": None if ens is None else
+                         [ens.coverage(1), ens.coverage(2)],
                          "coverage_mc": None if mc is None else [mc.coverage(1), mc.coverage(2)]})
             if args.plots:
-                _plots(Path(args.plots), stem, snr, ck if len(cks) == 1 else None, cal or raw,
-                       test)
+                _plots(Path(args.plots), stem, snr, ck if len(cks) == 1 else None,
+                       ens or cal or raw, test)
     text = format_table2(table2) + "\n\n" + format_table3(table3)
     return {"runs": runs}, text
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,11 @@ class Predictions:
 
     def mae(self) -> dict[str, float]:
         return {n: float(np.mean(np.abs(self.residual[:, i]))) for i, n in enumerate(LABELS)}
+
+    def scaled(self, temperature: torch.Tensor) -> Predictions:
+        """The same predictions with σ_k multiplied by ``temperature`` (4,) (Σ → D Σ D)."""
+        t = np.asarray(temperature, dtype=float)
+        return dataclasses.replace(self, cov=self.cov * t[:, None] * t[None, :])
 
     def coverage(self, k: float) -> dict[str, float]:
         """Fraction of |residual| < k σ per label and over all labels ('all')."""
