@@ -32,8 +32,8 @@ def default_model_path() -> Path:
 
 def shipped_models() -> dict[str, Path]:
     """The models shipped with photosphere, by name (file stem in ``photosphere/data/nn``):
-    ``default`` (S/N 10-300, best on real spectra) and ``resnet6k`` (more stars and epochs; with
-    ``default`` the deep ensemble of the S/N-20 table)."""
+    ``default`` (S/N 10-300, best on real spectra), ``resnet6k`` and ``resnet6k-s2`` (more stars
+    and epochs; with ``default`` the deep ensemble of the S/N-20 table)."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
