@@ -88,3 +88,48 @@ def test_predict_errors(tmp_path, capsys, monkeypatch):
     bad.write_bytes(b"PK\x03\x04 truncated zip")
     rc, _, err = _run(capsys, ["nn", "predict", "spec.fits", "--model", str(bad)])
     assert rc == 2 and "not a readable photosphere model checkpoint" in err
+
+
+def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(predict, "default_model_path", lambda: shipped / "default.pt")
+    for seed, name in ((0, "default"), (1, "snr20")):
+        args = ["nn", "train", "--grid", "toy.h5", "--out", str(shipped / f"{name}.pt"),
+                *TINY, "--seed", str(seed), "--unmodelled-lines", "5", "--curvature", "0.01"]
+        assert _run(capsys, args)[0] == 0
+    assert sorted(predict.shipped_models()) == ["default", "snr20"]
+    ck = load_model("snr20")
+    assert ck.path == shipped / "snr20.pt" and ck.data["unmodelled_lines"] == 5.0
+    rc, _, err = _run(capsys, ["nn", "predict", "spec.fits", "--model", "snr21"])
+    assert rc == 2 and "no shipped model has that name" in err and "default, snr20" in err
+    rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
+                               "20", "--ensemble", "--json"])
+    assert rc == 0
+    (run,) = json.loads(out)["runs"]
+    assert run["model"] == ["default", "snr20"] and run["n_test"] == 8
+    one, two = run["coverage_ensemble_calibrated"]
+    assert 0 <= one["all"] <= two["all"] <= 1
+    singles = [json.loads(_run(capsys, ["nn", "eval", m, "--grid", "toy.h5", "--snr", "20",
+                                        "--json"])[1])["runs"][0] for m in ("default", "snr20")]
+    # the ensemble mean is the mean of the members' means: its MAE is at most their average
+    for label, mae in run["mae"].items():
+        assert mae <= 0.5 * (singles[0]["mae"][label] + singles[1]["mae"][label]) + 1e-9
+    rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
+                               "20", "--ensemble"])
+    assert "Ensemble of 2 (Residual-network, Residual-network) [default.pt, snr20.pt]" in out
+
+
+def test_net_settings_from_the_command_line(tmp_path, capsys, toy_grid):
+    model = tmp_path / "wide.pt"
+    net = '{"stem_channels": 12, "channels": [12, 12, 16, 16, 24]}'
+    rc, out, _ = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", net, "--json"])
+    assert rc == 0 and json.loads(out)["config"]["net"]["stem_channels"] == 12
+    assert load_model(model).model.config.channels == (12, 12, 16, 16, 24)
+    rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", '{"stem_chanels": 12}'])
+    assert rc == 2 and "['stem_chanels'] are not known" in err and "stem_channels" in err
+    rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--net", "stem_channels=12"])
+    assert rc == 2 and "is not JSON" in err

@@ -14,7 +14,7 @@ from photosphere.grids.presets import default_grid_path
 from photosphere.nn.commands import StoredLayout
 from photosphere.nn.data import EchelleSimulator, normalise_orders
 from photosphere.nn.evaluate import predict_images
-from photosphere.nn.predict import default_model_path, load_model
+from photosphere.nn.predict import default_model_path, load_model, shipped_models
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not default_model_path().exists(),
@@ -27,6 +27,18 @@ def test_shipped_model_is_small_and_complete():
     assert ck.kind == "resnet" and ck.label_scaling.names == ("teff", "logg", "feh", "vsini")
     assert np.asarray(ck.data["layout_wavelength"]).shape == (8, 4096)
     assert ck.temperature is not None and torch.all(ck.temperature > 0)
+
+
+def test_all_shipped_models_fit_the_budget_and_share_the_layout():
+    models = shipped_models()
+    assert "default" in models
+    assert sum(p.stat().st_size for p in models.values()) <= 20e6
+    layout = np.asarray(load_model().data["layout_wavelength"])
+    for name in models:
+        ck = load_model(name)
+        assert ck.label_scaling.names == ("teff", "logg", "feh", "vsini")
+        assert ck.temperature is not None  # can join the default in a deep ensemble
+        np.testing.assert_array_equal(np.asarray(ck.data["layout_wavelength"]), layout)
 
 
 def test_shipped_model_recovers_a_synthetic_sun():

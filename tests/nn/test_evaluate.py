@@ -55,8 +55,8 @@ def test_temperature_scaling_restores_coverage(rng):
     assert pred.coverage(1)["all"] < 0.45  # σ too small by 2: overconfident
     t = fit_temperature(pred.residual_z)
     np.testing.assert_allclose(t.numpy(), 2.0, rtol=0.05)
-    fixed = Predictions(pred.labels, pred.mu, pred.cov * (t.double().numpy() ** 2)[None, :, None],
-                        pred.snr, pred.scale)
+    fixed = pred.scaled(t)
+    np.testing.assert_allclose(fixed.sigma, pred.sigma * t.double().numpy(), rtol=1e-6)
     assert abs(fixed.coverage(1)["all"] - 0.683) < 0.02
     with pytest.raises(ModelError, match="residuals"):
         fit_temperature(torch.zeros(1, 4))

@@ -39,6 +39,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--model", choices=("resnet", "attention", "dae"), default="resnet")
     t.add_argument("--covariance", choices=("diagonal", "full"), default="diagonal")
     t.add_argument("--dae", help="trained DAE checkpoint to put in front of the estimator")
+    t.add_argument("--net", metavar="JSON",
+                   help='network settings over the preset\'s, e.g. \'{"stem_channels": 16, '
+                        '"channels": [16, 16, 32, 32, 64]}\' (fields of ResNetConfig, '
+                        'AttentionConfig or DAEConfig)')
     t.add_argument("--out", help="checkpoint file (default nn-MODEL-PRESET.pt)")
     t.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     t.add_argument("--epochs", type=int)
@@ -53,6 +57,17 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"))
     t.add_argument("--rv-max", type=float, help="RV augmentation ± km/s")
     t.add_argument("--slant", type=float, help="largest slant across an order (fraction)")
+    t.add_argument("--unmodelled-lines", type=float, metavar="N",
+                   help="training only: random weak absorption lines the grid lacks, up to N "
+                        "per order on average (against the synthetic gap; 0 = off)")
+    t.add_argument("--curvature", type=float,
+                   help="training only: largest bow of each order's continuum (fraction)")
+    t.add_argument("--veiling", type=float,
+                   help="training only: largest added continuum s, flux (f + s) / (1 + s) "
+                        "(every line shallower by the same fraction; 0 = off)")
+    t.add_argument("--line-jitter", type=float, metavar="SIGMA",
+                   help="training only: per-line random depth factors, log-normal with σ up to "
+                        "SIGMA (against line-list errors of the grid; 0 = off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
                                     "default: the HARPS-N 5050-5350 Å layout")
@@ -62,7 +77,7 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.set_defaults(nn_run=run_train)
 
     e = nsub.add_parser("eval", help="the study's Tables 2-3 and figures for trained models")
-    e.add_argument("models", nargs="+", help="checkpoint files")
+    e.add_argument("models", nargs="+", help="checkpoint files or shipped model names")
     e.add_argument("--grid", help="HDF5 grid file the test spectra come from (default: the "
                                   "embedded grid)")
     e.add_argument("--snr", type=float, nargs="+", default=[20.0, 100.0])
@@ -70,6 +85,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
                    help="restrict the test stars (the study's S/N 100 rows use 4000 6000)")
     e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
     e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
+    e.add_argument("--ensemble", action="store_true",
+                   help="evaluate the models together as one deep ensemble (one row); its σ are "
+                        "also calibrated as a whole (one temperature per label fitted on the "
+                        "validation stars at each S/N)")
     e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
     _cache_arguments(e)
     add_json(e)
@@ -78,8 +97,8 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p = nsub.add_parser("predict", help="labels with uncertainties for a spectrum file")
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
     p.add_argument("--model", action="append",
-                   help="checkpoint (default: the model shipped with photosphere); give it "
-                        "several times for an ensemble")
+                   help="checkpoint file, or the name of a shipped model (default, resnet6k, "
+                        "resnet6k-s2; default: default); give it several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
@@ -133,7 +152,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .train import preset, source_from_grid, train
 
     data: dict[str, Any] = {}
-    for key in ("n_train", "n_val", "n_test", "rv_max", "slant"):
+    for key in ("n_train", "n_val", "n_test", "rv_max", "slant", "unmodelled_lines", "curvature",
+                "veiling", "line_jitter"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.snr:
@@ -147,6 +167,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         bounds[name] = (max(bounds[name][0], lo), min(bounds[name][1], hi))
     data["bounds"] = bounds
     over: dict[str, Any] = {"covariance": args.covariance, "seed": args.seed, "dae": args.dae}
+    if args.net:
+        over["net"] = _net_overrides(args.net)
     for key in ("epochs", "lr", "lr_decay_epochs", "batch_size"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
@@ -170,6 +192,19 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return payload, text
 
 
+def _net_overrides(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        net = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"--net {text!r} is not JSON ({exc.msg}); give an object such as "
+                         '\'{"stem_channels": 16}\'') from None
+    if not isinstance(net, dict):
+        raise ModelError(f"--net {text!r} must be a JSON object of network settings")
+    return net
+
+
 def _model_name(ck) -> str:
     from .dae import DenoisedEstimator
 
@@ -179,17 +214,34 @@ def _model_name(ck) -> str:
 
 def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .data import build_datasets
-    from .evaluate import format_table2, format_table3, predict_split
+    from .evaluate import (
+        fit_temperature,
+        format_table2,
+        format_table3,
+        predict_split_ensemble,
+    )
     from .predict import load_model
     from .train import source_from_grid
 
     source = source_from_grid(_grid(args.grid))
     table2, table3, runs = [], [], []
-    for path in args.models:
-        ck = load_model(path)
-        name = _model_name(ck)
+    groups = [list(args.models)] if args.ensemble else [[p] for p in args.models]
+    for paths in groups:
+        cks = [load_model(p) for p in paths]
+        ck = cks[0]
         layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
                               ck.data.get("layout_medium", "air"))
+        for other, path in zip(cks[1:], paths[1:], strict=True):
+            if not np.array_equal(np.asarray(other.data["layout_wavelength"]), layout.wavelength):
+                raise ModelError(f"--ensemble: {path} was trained on another order layout than "
+                                 f"{paths[0]}; combine only models of the same layout")
+        if len(cks) == 1:
+            name, stem = _model_name(ck), Path(paths[0]).stem
+        else:
+            name = f"Ensemble of {len(cks)} ({', '.join(_model_name(c) for c in cks)})"
+            stem = f"ensemble-{Path(paths[0]).stem}"
+        covariance = "/".join(sorted({c.model.config.covariance for c in cks}))
+        label = f"[{', '.join(Path(c.path).name for c in cks)}]"
         for snr in args.snr:
             data = DataConfig.from_dict(ck.data).to_dict()
             data["snr"] = snr
@@ -199,32 +251,45 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             if args.teff_range:
                 data["bounds"]["teff"] = list(args.teff_range)
                 suffix = f" (Teff {args.teff_range[0]:g}-{args.teff_range[1]:g})"
-            test = build_datasets(source, DataConfig.from_dict(data), layout,
-                                  cache_dir=_cache_dir(args))["test"]
-            raw = predict_split(ck.model, ck.label_scaling, test, progress=True)
-            row = {"model": f"{name}{suffix} [{Path(path).name}]", "snr": snr,
-                   "covariance": ck.model.config.covariance, "mae": raw.mae()}
+            splits = build_datasets(source, DataConfig.from_dict(data), layout,
+                                    cache_dir=_cache_dir(args))
+            test = splits["test"]
+            raw_members = [(c.model, c.label_scaling, None) for c in cks]
+            raw = predict_split_ensemble(raw_members, test, progress=True)
+            row = {"model": f"{name}{suffix} {label}", "snr": snr, "covariance": covariance,
+                   "mae": raw.mae()}
             table2.append(row)
             table3.append({"model": f"{row['model']} S/N {snr:g} raw σ",
                            "coverage1": raw.coverage(1), "coverage2": raw.coverage(2)})
+            calibrated = [(c.model, c.label_scaling, c.temperature) for c in cks]
             cal = None
-            if ck.temperature is not None:
-                cal = predict_split(ck.model, ck.label_scaling, test, temperature=ck.temperature)
+            if all(c.temperature is not None for c in cks):
+                cal = predict_split_ensemble(calibrated, test)
                 table3.append({"model": f"{row['model']} S/N {snr:g} calibrated σ",
                                "coverage1": cal.coverage(1), "coverage2": cal.coverage(2)})
+            ens = None
+            if len(cks) > 1:  # one σ temperature for the mixture, fitted on validation stars
+                temperature = fit_temperature(
+                    predict_split_ensemble(raw_members, splits["val"]).residual_z)
+                ens = raw.scaled(temperature)
+                table3.append({"model": f"{row['model']} S/N {snr:g} ensemble-calibrated σ",
+                               "coverage1": ens.coverage(1), "coverage2": ens.coverage(2)})
             mc = None
             if args.mc_samples:
-                mc = predict_split(ck.model, ck.label_scaling, test, temperature=ck.temperature,
-                                   mc_samples=args.mc_samples)
+                mc = predict_split_ensemble(calibrated, test, mc_samples=args.mc_samples)
                 table3.append({"model": f"{row['model']} S/N {snr:g} calibrated+MC σ",
                                "coverage1": mc.coverage(1), "coverage2": mc.coverage(2)})
-            runs.append({"model": path, "snr": snr, "n_test": len(test), "mae": raw.mae(),
+            runs.append({"model": paths[0] if len(paths) == 1 else paths, "snr": snr,
+                         "n_test": len(test), "mae": raw.mae(),
                          "coverage_raw": [raw.coverage(1), raw.coverage(2)],
                          "coverage_calibrated": None if cal is None else
                          [cal.coverage(1), cal.coverage(2)],
+                         "coverage_ensemble_calibrated": None if ens is None else
+                         [ens.coverage(1), ens.coverage(2)],
                          "coverage_mc": None if mc is None else [mc.coverage(1), mc.coverage(2)]})
             if args.plots:
-                _plots(Path(args.plots), Path(path).stem, snr, ck, cal or raw, test)
+                _plots(Path(args.plots), stem, snr, ck if len(cks) == 1 else None,
+                       ens or cal or raw, test)
     text = format_table2(table2) + "\n\n" + format_table3(table3)
     return {"runs": runs}, text
 
@@ -236,7 +301,7 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 
     plot_residuals(pred, folder / f"{stem}_snr{snr:g}_residuals.png")
     plot_sigma(pred, folder / f"{stem}_snr{snr:g}_sigma.png")
-    if ck.kind == "attention":
+    if ck is not None and ck.kind == "attention":
         sun = np.array([5750.0, 4.44, 0.0, 2.0])
         width = np.array([STUDY_BOUNDS[n][1] - STUDY_BOUNDS[n][0] for n in LABELS])
         i = int(np.argmin(np.abs((test.labels.numpy() - sun) / width).sum(1)))

@@ -34,6 +34,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ModelError, OutOfGridError
+from .augment import (
+    curvature_factors,
+    line_strength_jitter,
+    pixel_velocity,
+    unmodelled_lines,
+    veil,
+)
 
 LABELS = ("teff", "logg", "feh", "vsini")
 STUDY_BOUNDS = {"teff": (3500.0, 9750.0), "logg": (0.0, 5.0), "feh": (-2.5, 0.5),
@@ -98,6 +105,12 @@ class DataConfig:
     snr: S/N per pixel at the continuum; a pair (lo, hi) draws it log-uniformly per sample;
     slant: largest fractional change of the flux from one end of an order to the other;
     rv_max: radial-velocity augmentation in km/s (0 = none; > 0 disables the clean-image cache);
+    unmodelled_lines: training only: largest mean number per order of random weak absorption
+    lines the grid lacks (``nn.augment``; 0 = none); curvature: training only: largest
+    fractional bow of each order's continuum (0 = none); veiling: training only: largest added
+    continuum s, flux (f + s) / (1 + s), drawn uniformly per sample (0 = none); line_jitter:
+    training only: largest σ of the log of a per-line depth factor, drawn uniformly per sample
+    (0 = none);
     resolution: R of the Gaussian LSF; epsilon: limb darkening of the rotation kernel;
     fixed: values for source labels that are not estimated (e.g. alpha, vmic).
     """
@@ -109,6 +122,10 @@ class DataConfig:
     snr: float | tuple[float, float] = 20.0
     slant: float = 0.1
     rv_max: float = 0.0
+    unmodelled_lines: float = 0.0
+    curvature: float = 0.0
+    veiling: float = 0.0
+    line_jitter: float = 0.0
     resolution: float = 115_000.0
     epsilon: float = 0.6
     seed: int = 0
@@ -131,6 +148,10 @@ class DataConfig:
         elif not snr > 0:
             raise ModelError(f"snr={snr} must be positive")
         object.__setattr__(self, "snr", snr)
+        for name in ("slant", "rv_max", "unmodelled_lines", "curvature", "veiling",
+                     "line_jitter"):
+            if not getattr(self, name) >= 0:
+                raise ModelError(f"{name}={getattr(self, name)} must be >= 0 (0 turns it off)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -412,6 +433,10 @@ class EchelleDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @functools.cached_property
+    def _pixel_kms(self) -> float:
+        return pixel_velocity(self.simulator.layout_wavelength)
+
     def cache_file(self) -> Path | None:
         """Where this split's noise-free images are stored on disk (None: not stored)."""
         key = self.simulator.cache_key if self.cache_dir is not None else None
@@ -478,6 +503,21 @@ class EchelleDataset:
         else:
             snr = torch.full((b,), float(self.snr))
         continuum = slant_factors(slopes, n_pix)  # (B, n_orders, n_pix)
+        if self.augment and self.config.curvature > 0:
+            bows = torch.stack([2 * torch.rand(n_orders, generator=self._gen(int(i), epoch, 5))
+                                - 1 for i in index]) * self.config.curvature
+            continuum = continuum * curvature_factors(bows, n_pix)
+        if self.augment and self.config.line_jitter > 0:
+            gens = [self._gen(int(i), epoch, 7) for i in index]
+            sigma = torch.cat([torch.rand(1, generator=g) for g in gens]) * self.config.line_jitter
+            clean = line_strength_jitter(clean, sigma, gens)
+        if self.augment and self.config.veiling > 0:
+            clean = veil(clean, torch.cat([torch.rand(1, generator=self._gen(int(i), epoch, 6))
+                                           for i in index]) * self.config.veiling)
+        if self.augment and self.config.unmodelled_lines > 0:
+            clean = clean * unmodelled_lines(
+                n_orders, n_pix, self.labels[index, 3], self.config.unmodelled_lines,
+                self._pixel_kms, [self._gen(int(i), epoch, 4) for i in index])
         slanted = clean * continuum
         noisy = add_noise(slanted, continuum, snr, [self._seed(int(i), epoch) for i in index])
         return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,11 @@ class Predictions:
 
     def mae(self) -> dict[str, float]:
         return {n: float(np.mean(np.abs(self.residual[:, i]))) for i, n in enumerate(LABELS)}
+
+    def scaled(self, temperature: torch.Tensor) -> Predictions:
+        """The same predictions with σ_k multiplied by ``temperature`` (4,) (Σ → D Σ D)."""
+        t = np.asarray(temperature, dtype=float)
+        return dataclasses.replace(self, cov=self.cov * t[:, None] * t[None, :])
 
     def coverage(self, k: float) -> dict[str, float]:
         """Fraction of |residual| < k σ per label and over all labels ('all')."""
@@ -173,14 +179,24 @@ def predict_split(model: nn.Module, scaling: LabelScaling, dataset, batch_size: 
                   temperature: torch.Tensor | None = None, mc_samples: int = 0,
                   progress: bool = False) -> Predictions:
     """Predictions for every star of a dataset split (its fixed noise realisation)."""
+    return predict_split_ensemble([(model, scaling, temperature)], dataset, batch_size,
+                                  mc_samples=mc_samples, progress=progress)
+
+
+def predict_split_ensemble(members: list[tuple[nn.Module, LabelScaling, torch.Tensor | None]],
+                           dataset, batch_size: int = 64, *, mc_samples: int = 0,
+                           progress: bool = False) -> Predictions:
+    """:func:`predict_split` for a deep ensemble (:func:`predict_ensemble`); members are
+    (model, label scaling, temperature or None); one member is a single model."""
     from tqdm.auto import tqdm
 
+    scaling = members[0][1] if members else None
     labels, mus, covs, snrs = [], [], [], []
     n_batches = -(-len(dataset) // batch_size)
     for batch in tqdm(dataset.batches(batch_size), total=n_batches, disable=not progress,
                       desc=f"predicting {dataset.split}", leave=False):
-        mu, cov = predict_images(model, scaling, batch.images, temperature=temperature,
-                                 mc_samples=mc_samples, batch_size=batch_size)
+        mu, cov = predict_ensemble(members, batch.images, mc_samples=mc_samples,
+                                   batch_size=batch_size)
         labels.append(batch.labels)
         mus.append(mu)
         covs.append(cov)

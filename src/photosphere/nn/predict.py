@@ -30,14 +30,28 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "nn" / "default.pt"
 
 
+def shipped_models() -> dict[str, Path]:
+    """The models shipped with photosphere, by name (file stem in ``photosphere/data/nn``):
+    ``default`` (S/N 10-300, best on real spectra), ``resnet6k`` and ``resnet6k-s2`` (more stars
+    and epochs; with ``default`` the deep ensemble of the S/N-20 table)."""
+    folder = default_model_path().parent
+    return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+
+
 def load_model(path: str | os.PathLike | None = None) -> Checkpoint:
-    """The checkpoint at ``path``, or the shipped default model when ``path`` is None."""
+    """The checkpoint at ``path``, a shipped model by name (:func:`shipped_models`; a file of
+    that name in the working directory wins), or the default model when ``path`` is None."""
     if path is None:
         path = default_model_path()
         if not path.exists():
             raise ModelError(
                 f"no default neural model is shipped in this installation ({path} is absent); "
                 f"train one with `{TRAIN_COMMAND}` and pass it with --model MODEL.pt")
+    elif not Path(path).exists() and str(path) in shipped_models():
+        path = shipped_models()[str(path)]
+    elif not Path(path).exists() and Path(path).suffix != ".pt":
+        raise ModelError(f"--model {path}: no such file, and no shipped model has that name; "
+                         f"shipped models: {', '.join(shipped_models()) or 'none'}")
     ck = load_checkpoint(path)
     if ck.kind == "dae" or ck.label_scaling is None:
         raise ModelError(f"{path} holds a {ck.kind} model without label scaling; pass a label "

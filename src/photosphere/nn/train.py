@@ -118,7 +118,12 @@ def _net_config(config: TrainConfig, n_orders: int, n_pixels: int) -> dict[str, 
         cls = ESTIMATORS[config.model][1]
         shape["covariance"] = config.covariance
         cfg = cls.cpu(**shape) if config.size == "cpu" else cls(**shape)
-    return {**cfg.to_dict(), **config.net}
+    base = cfg.to_dict()
+    unknown = sorted(set(config.net) - set(base))
+    if unknown:
+        raise ModelError(f"net settings {unknown} are not known for a {config.model} network; "
+                         f"use some of {sorted(base)}")
+    return {**base, **config.net}
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
