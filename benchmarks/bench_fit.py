@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _shared import SHARED
 from photosphere import EchelleSpectrum, Spectrum
 from photosphere.infer.chain import ObservationChain
 from photosphere.infer.likelihood import Likelihood
 from photosphere.infer.mcmc import sample
 from photosphere.infer.optimize import build_chain, fit
 
-SHARED = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA",
-                           Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 STARFISH_QUOTED = {"1000 px": 0.2, "4000 px": 4.3, "8000 px": 27.0}
 
 

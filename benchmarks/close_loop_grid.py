@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from _shared import SHARED
 from photosphere.io import read
 from photosphere.models.lines.calibrate import calibrate_linelist
 from photosphere.ops.doppler import doppler_factor
@@ -94,8 +95,9 @@ def chi2_best(wave_s: np.ndarray, flux_s: np.ndarray, order, resolution: float
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corrections")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared"
-                                         / "data"))
+    p.add_argument("--data", default=str(SHARED),
+                   help="the shared real-data folder (default: $PHOTOSPHERE_SHARED_DATA or "
+                        "../shared/data)")
     p.add_argument("--teff", type=float, default=6475.0)
     p.add_argument("--logg", type=float, default=4.1)
     p.add_argument("--feh", type=float, default=0.0)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _shared import SHARED
 from photosphere.io import read
 from photosphere.models.lines.fit import FitSettings, Observation, fit_lines, fitted_line_table
 from photosphere.models.lines.model import read_line_model, write_table
@@ -42,8 +43,9 @@ def residual_line(label: str, result) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("lines")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared"
-                                         / "data"))
+    p.add_argument("--data", default=str(SHARED),
+                   help="the shared real-data folder (default: $PHOTOSPHERE_SHARED_DATA or "
+                        "../shared/data)")
     p.add_argument("--resolution", type=float, default=80000.0)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)

@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _shared import SHARED
 from photosphere.infer.batch import load_grid_model, with_uncertainty
 from photosphere.infer.optimize import fit
 from photosphere.io import read
 
-SHARED = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA",
-                             Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 SUN = {"teff": 5772.0, "logg": 4.44, "feh": 0.0}
 SUN_VSINI = 1.9  # km/s, the Sun's equatorial rotation
 WASP14 = {"teff": 6475.0, "logg": 4.07, "feh": 0.0, "vsini": 4.9}

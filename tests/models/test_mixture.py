@@ -40,6 +40,13 @@ def _spot_labels(model: SpotModel, c: float, teff_spot: float = 4500.0) -> torch
                                filling_factor=c)
 
 
+def _binary_labels(model: BinaryModel, **change: float) -> torch.Tensor:
+    """A 6000 K + 5000 K pair (radius ratio 0.5, Δrv 10 km/s) with ``change`` applied."""
+    labels = dict(teff_a=6000.0, logg_a=4.3, feh_a=0.0, vsini_a=5.0, teff_b=5000.0, logg_b=4.5,
+                  feh_b=0.0, vsini_b=5.0, radius_ratio=0.5, delta_rv=10.0)
+    return model.labels_tensor(**{**labels, **change})
+
+
 def test_models_are_forward_models(grid):
     spot = SpotModel(grid)
     binary = BinaryModel(grid, share=("feh",))
@@ -225,11 +232,8 @@ def test_spot_outside_grid_is_named(grid):
                                              r"\(4000-7000 K\).*fix teff_spot"):
         model.predict(_spot_labels(model, 0.2, teff_spot=3500.0))
     binary = BinaryModel(grid)
-    x = binary.labels_tensor(teff_a=6000.0, logg_a=4.3, feh_a=0.0, vsini_a=5.0, teff_b=5000.0,
-                             logg_b=5.5, feh_b=0.0, vsini_b=5.0, radius_ratio=0.5,
-                             delta_rv=10.0)
     with pytest.raises(OutOfGridError, match=r"star b: logg_b=5\.5 is outside"):
-        binary.predict(x)
+        binary.predict(_binary_labels(binary, logg_b=5.5))
 
 
 def test_spot_must_be_cooler(grid):
@@ -264,11 +268,8 @@ def test_bad_settings_raise_typed_errors(grid):
     with pytest.raises(ModelError, match="flux_ratio='mass'"):
         BinaryModel(grid, flux_ratio="mass")
     binary = BinaryModel(grid)
-    x = binary.labels_tensor(teff_a=6000.0, logg_a=4.3, feh_a=0.0, vsini_a=5.0, teff_b=5000.0,
-                             logg_b=4.5, feh_b=0.0, vsini_b=5.0, radius_ratio=1.5,
-                             delta_rv=10.0)
     with pytest.raises(OutOfGridError, match=r"radius_ratio=1\.5 is outside"):
-        binary.predict(x)
+        binary.predict(_binary_labels(binary, radius_ratio=1.5))
 
 
 def test_epoch_chain_checks_the_number_of_exposures(grid):

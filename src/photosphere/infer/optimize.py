@@ -581,8 +581,6 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
     if not clip > 0:
         raise FitError(f"clip={clip} must be > 0 (robust standard deviations), e.g. 3")
     n_clipped, refits = 0, 0
-    u, chi2, iters = outcome.u.copy(), outcome.chi2.copy(), outcome.iterations.copy()
-    converged, reason = outcome.converged.copy(), list(outcome.reason)
     for _ in range(max(int(clip_iterations), 0)):
         theta = params.theta(torch.as_tensor(u_best)).numpy()
         extra = robust_outliers(chain, theta, clip)
@@ -596,11 +594,19 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
                                   max_iter=max_iter)
         refits += 1
         u_best = out.u[0]
-        u[best], chi2[best], iters[best] = u_best, out.chi2[0], iters[best] + out.iterations[0]
-        converged[best], reason[best] = out.converged[0], out.reason[0]
-    outcome = LMOutcome(u=u, chi2=chi2, iterations=iters, converged=converged, reason=reason)
+        outcome = _with_best(outcome, best, out)
     return chain, u_best, outcome, {"clipped": n_clipped, "clip_sigma": clip,
                                     "clip_refits": refits}
+
+
+def _with_best(outcome: LMOutcome, best: int, out: LMOutcome) -> LMOutcome:
+    """``outcome`` with start ``best`` continued by the one-start refit ``out`` (its solution,
+    χ², convergence; iterations added up)."""
+    u, chi2, iters = outcome.u.copy(), outcome.chi2.copy(), outcome.iterations.copy()
+    converged, reason = outcome.converged.copy(), list(outcome.reason)
+    u[best], chi2[best], iters[best] = out.u[0], out.chi2[0], iters[best] + out.iterations[0]
+    converged[best], reason[best] = out.converged[0], out.reason[0]
+    return LMOutcome(u=u, chi2=chi2, iterations=iters, converged=converged, reason=reason)
 
 
 def _like(likelihood: Likelihood, chain: ObservationChain) -> Likelihood:
@@ -615,9 +621,6 @@ def _refit_with_templates(chain, params, u_best, outcome, best, model_variance, 
     Marquardt from it, B recomputed at the new solution, until the solution moves by less
     than ``tol`` of the bounds (at most ``rounds`` times). Returns the solution, the likelihood
     with B frozen there (for the covariance), the outcome with the best start updated, flags."""
-    u = outcome.u.copy()
-    chi2, iters = outcome.chi2.copy(), outcome.iterations.copy()
-    converged, reason = outcome.converged.copy(), list(outcome.reason)
     n_round = 0
     while n_round < rounds:
         n_round += 1
@@ -628,14 +631,12 @@ def _refit_with_templates(chain, params, u_best, outcome, best, model_variance, 
                                   max_iter=max_iter)
         moved = float(np.max(np.abs(out.u[0] - u_best)))
         u_best = out.u[0]
-        u[best], chi2[best], iters[best] = u_best, out.chi2[0], iters[best] + out.iterations[0]
-        converged[best], reason[best] = out.converged[0], out.reason[0]
+        outcome = _with_best(outcome, best, out)
         if moved < tol:
             break
     likelihood = Likelihood(chain, None, model_variance, "auto",
                             templates_at=params.theta(torch.as_tensor(u_best)).numpy())
-    chi2[best] = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
-    outcome = LMOutcome(u=u, chi2=chi2, iterations=iters, converged=converged, reason=reason)
+    outcome.chi2[best] = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     return u_best, likelihood, outcome, {"model_error_rounds": n_round,
                                          "model_error_templates": likelihood.n_residuals
                                          - likelihood.n_pixels}
@@ -677,10 +678,9 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
     values = {n: float(v) for n, v in zip(chain.parameter_names, theta_best, strict=True)}
     sigma = {n: float("nan") for n in chain.parameter_names}
     sigma.update({n: float(s) for n, s in zip(params.free, sig, strict=True)})
-    at_bound = [n for j, n in enumerate(params.free)
-                if min(u_best[j], 1 - u_best[j]) < 1e-3 and n not in ("vsini", "vmac")]
-    if "vsini" in params.free and u_best[params.free.index("vsini")] > 1 - 1e-3:
-        at_bound.append("vsini")
+    # a broadening width at 0 is a physical answer (no rotation / macroturbulence), not a bound
+    at_bound = [n for j, n in enumerate(params.free) if u_best[j] > 1 - 1e-3
+                or (u_best[j] < 1e-3 and n not in ("vsini", "vmac"))]
     final_free = params.unscale(outcome.u)
     flags = {"converged": bool(outcome.converged[best]) and invertible,
              "reason": outcome.reason[best], "iterations": int(outcome.iterations[best]),
