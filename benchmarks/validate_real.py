@@ -102,12 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-error", choices=("auto", "none"), default="auto",
                    help="fit(model_error=...): marginalise the grid's interpolation error or "
                         "treat the grid as exact (the figures quoted before it existed)")
+    p.add_argument("--line-strengths", metavar="ECSV",
+                   help="fit through the grid corrected by these empirical line strengths "
+                        "(`photosphere grid calibrate-lines`; made on the Sun, so the Sun is "
+                        "then in-sample and WASP-14 is the test)")
     p.add_argument("--clip", type=float, default=3.0,
                    help="robust clipping threshold in σ (default 3; 0: no clipping)")
     args = p.parse_args(argv)
     clip = args.clip if args.clip > 0 else None
     torch.set_num_threads(1)
     model = load_grid_model(args.grid)
+    if args.line_strengths:
+        from photosphere.grids.line_strengths import CorrectedSource, LineStrengths
+
+        model = CorrectedSource(model, LineStrengths.read(args.line_strengths))
+        print(f"line strengths {args.line_strengths} (digest {model.cache_token[:12]})")
     lo, hi = float(model.wavelength[0]), float(model.wavelength[-1])
     print(f"grid {args.grid or 'default'}: {lo:.1f}-{hi:.1f} Å, bounds {model.bounds}")
     report = {}

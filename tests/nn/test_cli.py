@@ -21,7 +21,8 @@ TINY = ["--epochs", "2", "--n-train", "24", "--n-val", "8", "--n-test", "8", "--
 @pytest.fixture
 def toy_grid(monkeypatch, tmp_path):
     monkeypatch.setenv("PHOTOSPHERE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("photosphere.nn.train.source_from_grid", lambda path: ToySource())
+    monkeypatch.setattr("photosphere.nn.train.source_from_grid",
+                        lambda path, line_strengths=None: ToySource())
     monkeypatch.setattr(commands, "_layout", lambda path, source: ToyLayout())
 
 

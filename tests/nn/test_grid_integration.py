@@ -70,3 +70,41 @@ def test_splits_avoid_the_holes_of_the_grid(grid):
     # without the coverage test, labels in the hole are drawn and the simulation would fail
     with pytest.raises(OutOfGridError, match="computed part of the grid"):
         source.predict_mean_flux(make_splits(cfg)["train"][:, :3])
+
+
+@pytest.mark.slow
+def test_train_and_eval_on_a_grid_with_empirical_line_strengths(grid, tmp_path, capsys,
+                                                                 monkeypatch):
+    """`grid calibrate-lines` -> `nn train --line-strengths` -> `nn eval`: the checkpoint holds
+    the correction, eval rebuilds the corrected test stars (their own cache files), and an
+    ensemble of a corrected and an uncorrected model is refused."""
+    from photosphere.grids.line_strengths import LineStrengths
+    from photosphere.nn.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("PHOTOSPHERE_CACHE", str(tmp_path / "cache"))
+    sun = shared_file("optical/uves_sun_norm.txt")
+    table = tmp_path / "ls.ecsv"
+    assert cli.main(["grid", "calibrate-lines", "--grid", str(grid), "--observed", str(sun),
+                     "--labels", "6000", "2.0", "0.0", "--iterations", "2", "-o", str(table),
+                     "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rms_after"] < summary["rms_before"] and summary["output"] == str(table)
+    strengths = LineStrengths.read(table)
+    corrected, plain = tmp_path / "corrected.pt", tmp_path / "plain.pt"
+    for out, extra in ((corrected, ["--line-strengths", str(table)]), (plain, [])):
+        assert cli.main(["nn", "train", "--preset", "cpu", "--grid", str(grid), "--out",
+                         str(out), *SMALL, *extra]) == 0
+    capsys.readouterr()
+    stored = load_checkpoint(corrected).data["line_strengths"]
+    assert LineStrengths.from_dict(stored).digest == strengths.digest
+    assert "line_strengths" not in load_checkpoint(plain).data
+    # the two models' training stars are the same labels but different images
+    cache = tmp_path / "cache/nn/images"
+    assert sum(p.name.startswith("train") for p in cache.iterdir()) == 2
+    assert cli.main(["nn", "eval", str(corrected), "--grid", str(grid), "--snr", "20",
+                     "--json"]) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out)["runs"][0]["mae"]["feh"])
+    assert sum(p.name.startswith("test") for p in cache.iterdir()) == 1
+    assert cli.main(["nn", "eval", str(corrected), str(plain), "--ensemble", "--grid",
+                     str(grid), "--snr", "20"]) == 2
+    assert "differently corrected grids (line strengths)" in capsys.readouterr().err

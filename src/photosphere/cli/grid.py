@@ -271,3 +271,59 @@ def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
 
 
 GRID_REGISTRARS.append(_register_grid_validate_sun)
+
+
+def _cmd_calibrate_lines(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..grids.line_strengths import derive_line_strengths, plot_line_strengths
+    from ..grids.presets import require_default_grid
+    from ..io import read
+    from ..nn.train import source_from_grid
+
+    source = source_from_grid(args.grid or require_default_grid())
+    observed = read(args.observed)
+    labels = dict(zip(("teff", "logg", "feh"), args.labels, strict=True))
+    strengths = derive_line_strengths(observed, source, labels, vsini=args.vsini,
+                                      n_iter=args.iterations, progress=not args.json)
+    strengths = type(strengths)(strengths.wavelength, strengths.exponent, strengths.medium,
+                                {**strengths.reference, "observed": Path(args.observed).name,
+                                 "grid": str(args.grid or "default")}, strengths.diagnostics)
+    strengths.write(args.output)
+    if args.plot:
+        plot_line_strengths(strengths, args.plot)
+    summary = {**strengths.summary(), "output": args.output, "plot": args.plot}
+    ref = strengths.reference
+    text = "\n".join([
+        f"reference:         {Path(args.observed).name} at "
+        + ", ".join(f"{k} {v:g}" for k, v in labels.items()) + f", vsini {args.vsini:g} km/s",
+        f"fitted broadening: ζ {ref['macroturbulence']:.2f} km/s, R {ref['resolution']:,.0f}, "
+        f"rv {ref['rv']:+.3f} km/s",
+        f"rms residual:      {ref['rms_before']:.4f} -> {ref['rms_after']:.4f} "
+        f"({args.iterations} iterations)",
+        f"pixels changed:    {summary['fraction_changed']:.1%} of {summary['n_pixels']} "
+        f"(median exponent among them {summary['median_exponent_changed']:.3f})",
+        f"wrote:             {args.output}" + (f"; plot {args.plot}" if args.plot else ""),
+    ])
+    emit(args, summary, text)
+    return 0
+
+
+def _register_grid_calibrate_lines(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("calibrate-lines", help="empirical line strengths: per-pixel exponents "
+                        "that make a grid match a reference star of known labels (the Sun)")
+    p.add_argument("--observed", default=_default_uves_sun(),
+                   help="continuum-normalised spectrum of the reference star (default: the UVES "
+                        "Sun of $PHOTOSPHERE_SHARED_DATA or ../shared/data)")
+    p.add_argument("--grid", help="HDF5 grid (default: the embedded grid)")
+    p.add_argument("--labels", type=float, nargs=3, metavar=("TEFF", "LOGG", "FEH"),
+                   default=(5772.0, 4.44, 0.0), help="the reference star's labels (the Sun)")
+    p.add_argument("--vsini", type=float, default=1.9, help="km/s, fixed (the Sun: 1.9)")
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("-o", "--output", required=True, help="line-strength table (ECSV)")
+    p.add_argument("--plot", help="diagnostic plot (PNG): before/after and the exponents")
+    _add_json(p)
+    p.set_defaults(func=_cmd_calibrate_lines)
+
+
+GRID_REGISTRARS.append(_register_grid_calibrate_lines)

@@ -68,6 +68,9 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--line-jitter", type=float, metavar="SIGMA",
                    help="training only: per-line random depth factors, log-normal with σ up to "
                         "SIGMA (against line-list errors of the grid; 0 = off)")
+    t.add_argument("--line-strengths", metavar="ECSV",
+                   help="train on the grid corrected by empirical line strengths (`photosphere "
+                        "grid calibrate-lines`); stored in the checkpoint")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
                                     "default: the HARPS-N 5050-5350 Å layout")
@@ -160,7 +163,7 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         if len(args.snr) > 2:
             raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
         data["snr"] = args.snr[0] if len(args.snr) == 1 else tuple(args.snr)
-    source = source_from_grid(_grid(args.grid))
+    source = source_from_grid(_grid(args.grid), args.line_strengths)
     bounds = {**STUDY_BOUNDS, **({"teff": tuple(args.teff_range)} if args.teff_range else {})}
     for name in LABELS[:3]:  # the study's box, clipped to what the grid covers
         lo, hi = source.bounds[name]
@@ -205,6 +208,14 @@ def _net_overrides(text: str) -> dict[str, Any]:
     return net
 
 
+def _line_strength_digest(ck) -> str | None:
+    """Which empirical line strengths a checkpoint's grid was corrected by (None: none)."""
+    from ..grids.line_strengths import LineStrengths
+
+    stored = ck.data.get("line_strengths")
+    return None if stored is None else LineStrengths.from_dict(stored).digest
+
+
 def _model_name(ck) -> str:
     from .dae import DenoisedEstimator
 
@@ -223,7 +234,7 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .predict import load_model
     from .train import source_from_grid
 
-    source = source_from_grid(_grid(args.grid))
+    grid = _grid(args.grid)
     table2, table3, runs = [], [], []
     groups = [list(args.models)] if args.ensemble else [[p] for p in args.models]
     for paths in groups:
@@ -231,10 +242,15 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         ck = cks[0]
         layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
                               ck.data.get("layout_medium", "air"))
+        digests = {_line_strength_digest(c) for c in cks}
         for other, path in zip(cks[1:], paths[1:], strict=True):
             if not np.array_equal(np.asarray(other.data["layout_wavelength"]), layout.wavelength):
                 raise ModelError(f"--ensemble: {path} was trained on another order layout than "
                                  f"{paths[0]}; combine only models of the same layout")
+        if len(digests) > 1:
+            raise ModelError("--ensemble: the models were trained on differently corrected grids "
+                             "(line strengths); combine only models of the same grid")
+        source = source_from_grid(grid, ck.data.get("line_strengths"))
         if len(cks) == 1:
             name, stem = _model_name(ck), Path(paths[0]).stem
         else:

@@ -301,7 +301,8 @@ class EchelleSimulator:
     @functools.cached_property
     def cache_key(self) -> str | None:
         """A digest of everything that makes an image besides the labels: the source file's
-        bytes, the order layout, R, ε and the fixed labels. None when the source is not a file
+        bytes, the source's ``cache_token`` if any (a correction of its spectra), the order
+        layout, R, ε and the fixed labels. None when the source is not a file
         (e.g. an analytic model), so its images are never cached on disk."""
         path = getattr(self.source, "path", None)
         if path is None or not Path(path).is_file():
@@ -313,6 +314,9 @@ class EchelleSimulator:
         h.update(np.ascontiguousarray(self.layout_wavelength.numpy()).tobytes())
         h.update(json.dumps([_IMAGE_VERSION, self.layout.medium, self.resolution, self.epsilon,
                              self._columns], sort_keys=True).encode())
+        token = getattr(self.source, "cache_token", None)  # e.g. empirical line strengths
+        if token is not None:
+            h.update(str(token).encode())
         return h.hexdigest()
 
     def source_labels(self, labels: torch.Tensor) -> torch.Tensor:

@@ -212,6 +212,9 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     simulator = datasets["train"].simulator
     stored_data = {**data_cfg.to_dict(), "layout_wavelength": simulator.layout_wavelength.clone(),
                    "layout_medium": str(simulator.layout.medium)}
+    strengths = getattr(simulator.source, "strengths", None)
+    if strengths is not None:  # eval must rebuild the same corrected source
+        stored_data["line_strengths"] = strengths.to_dict()
     for epoch in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(config, epoch)
@@ -253,12 +256,24 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
                        time.perf_counter() - t0)
 
 
-def source_from_grid(path: str | os.PathLike) -> SpectrumSource:
-    """The linear interpolator over an HDF5 grid file (``photosphere.grids``)."""
+def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> SpectrumSource:
+    """The linear interpolator over an HDF5 grid file (``photosphere.grids``).
+
+    line_strengths: a :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or
+    the dict a checkpoint stores (``data["line_strengths"]``): the grid's spectra are then
+    corrected by those empirical line strengths."""
     from ..grids.interpolate import GridInterpolator
+    from ..grids.line_strengths import CorrectedSource, LineStrengths
     from ..grids.store import GridStore
 
-    return GridInterpolator(GridStore.open(path))
+    source = GridInterpolator(GridStore.open(path))
+    if line_strengths is None:
+        return source
+    if isinstance(line_strengths, str | os.PathLike):
+        line_strengths = LineStrengths.read(line_strengths)
+    elif isinstance(line_strengths, dict):
+        line_strengths = LineStrengths.from_dict(line_strengths)
+    return CorrectedSource(source, line_strengths)
 
 
 def config_with(config: TrainConfig, **changes: Any) -> TrainConfig:

@@ -88,7 +88,7 @@ def read_uves_sun(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return wave, flux
 
 
-class _Broadener:
+class Broadener:
     """Synthetic spectrum on a log-uniform grid, pre-rotated; adds macro + LSF + shift + rebin."""
 
     def __init__(self, synthetic: SyntheticSpectrum, wave_obs: np.ndarray, velocity_step: float,
@@ -116,7 +116,7 @@ class _Broadener:
         return torch.cat([rebin(shifted, flux, seg) for seg in self.segments]).detach().numpy()
 
 
-def _legendre_basis(wavelength: np.ndarray, degree: int) -> np.ndarray:
+def legendre_basis(wavelength: np.ndarray, degree: int) -> np.ndarray:
     x = 2.0 * (wavelength - wavelength[0]) / (wavelength[-1] - wavelength[0]) - 1.0
     return np.polynomial.legendre.legvander(x, degree)
 
@@ -140,8 +140,8 @@ def fit_to_observation(synthetic: SyntheticSpectrum, wave_obs: np.ndarray, flux_
 
 
 def _fit(synthetic, wave_obs, flux_obs, vsini, continuum_degree, velocity_step):
-    broaden = _Broadener(synthetic, wave_obs, velocity_step, vsini)
-    basis = _legendre_basis(wave_obs, continuum_degree)
+    broaden = Broadener(synthetic, wave_obs, velocity_step, vsini)
+    basis = legendre_basis(wave_obs, continuum_degree)
 
     def model_for(p: np.ndarray) -> np.ndarray:
         resolution, zeta, rv = 10.0 ** p[0], abs(p[1]), p[2]
