@@ -40,7 +40,7 @@ def images(ck) -> dict[str, torch.Tensor]:
     real = prepare_image(read(shared / "optical" / "uves_sun_norm.txt"), layout,
                          ck.data.get("layout_medium", "air")).image
     real = torch.as_tensor(np.asarray(real), dtype=torch.float32).reshape(layout.shape)
-    sim = EchelleSimulator(source_from_grid(default_grid_path()),
+    sim = EchelleSimulator(source_from_grid(default_grid_path(), ck.data.get("line_strengths")),
                            StoredLayout(layout, ck.data.get("layout_medium", "air")))
     clean = sim.images(torch.tensor([SUN]))
     syn = normalise_orders(clean)[0]

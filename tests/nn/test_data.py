@@ -88,6 +88,10 @@ def test_normalise_orders_removes_slant_and_scale():
     slanted = 3.7 * clean * slant_factors(torch.full((1, 8), 0.2), 256)
     torch.testing.assert_close(normalise_orders(slanted), normalise_orders(clean))
     assert abs(float(normalise_orders(clean).quantile(0.9)) - 1.0) < 0.01
+    # flux in physical units (a flux-calibrated TRES order is ~2e-13 erg/s/cm²/Å) or counts
+    for unit in (2e-13, 4e4):
+        torch.testing.assert_close(normalise_orders(unit * slanted.double()),
+                                   normalise_orders(clean.double()), rtol=1e-6, atol=1e-6)
 
 
 def test_batches_deterministic_and_augmented_per_epoch():

@@ -363,6 +363,9 @@ def normalise_orders(images: torch.Tensor, n_iter: int = 4, clip: float = 1.0) -
     continuum. The same step runs on training images and on real data.
     """
     n = images.shape[-1]
+    # scale-free: flux in physical units (1e-13 erg/s/cm²/Å) is normalised like counts or 1s
+    level = images.abs().amax(-1, keepdim=True)
+    images = images / torch.where(level > 0, level, torch.ones_like(level))
     x = torch.linspace(-1, 1, n, dtype=images.dtype)
     weight = torch.ones_like(images)
     for _ in range(n_iter):  # weighted straight-line fit in closed form
