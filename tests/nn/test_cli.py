@@ -115,7 +115,8 @@ def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, mo
                                         "--json"])[1])["runs"][0] for m in ("default", "snr20")]
     # the ensemble mean is the mean of the members' means: its MAE is at most their average
     for label, mae in run["mae"].items():
-        assert mae <= 0.5 * (singles[0]["mae"][label] + singles[1]["mae"][label]) + 1e-9
+        bound = 0.5 * (singles[0]["mae"][label] + singles[1]["mae"][label])
+        assert mae <= bound * (1 + 1e-5)  # equality when the members err alike; float32
     rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
                                "20", "--ensemble"])
     assert "Ensemble of 2 (Residual-network, Residual-network) [default.pt, snr20.pt]" in out

@@ -348,4 +348,9 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     for name, (value, sigma) in result.labels.items():
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
+    note = result.provenance["line_strengths"]
+    if note:
+        star = ", ".join(f"{k} {v:g}" for k, v in (note["reference_labels"] or {}).items())
+        lines.append(f"  grid line strengths calibrated on {note['observed'] or 'a reference'}"
+                     f" ({star}): that star is in-sample for this model")
     return payload, "\n".join(lines)

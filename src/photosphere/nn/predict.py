@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from ..grids.line_strengths import LineStrengths
 from ..spectrum import EchelleSpectrum, Spectrum
 from .checkpoint import Checkpoint, load_checkpoint
 from .evaluate import predict_ensemble
@@ -115,4 +116,16 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "calibrated": temperature is not None, "mc_samples": mc_samples,
                     "rv_removed_kms": rv, "filled_fraction": prepared.filled_fraction,
                     "orders_used": list(prepared.orders_used),
-                    "trained_snr": ck.data.get("snr")})
+                    "trained_snr": ck.data.get("snr"),
+                    "line_strengths": _line_strengths_note(ck)})
+
+
+def _line_strengths_note(ck: Checkpoint) -> dict[str, Any] | None:
+    """Where a model's grid was corrected by empirical line strengths: the reference star (in
+    sample for this model) and the correction's digest; None for the plain grid."""
+    stored = ck.data.get("line_strengths")
+    if stored is None:
+        return None
+    ref = dict(stored.get("reference", {}))
+    return {"reference_labels": ref.get("labels"), "observed": ref.get("observed"),
+            "digest": LineStrengths.from_dict(stored).digest}
