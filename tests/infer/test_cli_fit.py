@@ -9,6 +9,7 @@ import pytest
 
 from analytic_model import AnalyticModel, simulate
 from photosphere import cli
+from photosphere.grids.line_strengths import CorrectedSource, LineStrengths
 from photosphere.infer import batch
 
 TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 5.0, "rv": 8.0}
@@ -17,7 +18,9 @@ TRUTH = {"teff": 5800.0, "logg": 4.3, "feh": -0.2, "vsini": 5.0, "rv": 8.0}
 @pytest.fixture
 def analytic_grid(monkeypatch):
     model = AnalyticModel(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
-    monkeypatch.setattr(batch, "load_grid_model", lambda path=None: model)
+    monkeypatch.setattr(batch, "load_grid_model", lambda path=None, line_strengths=None: (
+        model if line_strengths is None
+        else CorrectedSource(model, LineStrengths.read(line_strengths))))
     return model
 
 
@@ -114,7 +117,7 @@ def test_model_error_switch(monkeypatch, tmp_path, capsys):
     from analytic_model import AnalyticModelWithTemplates
 
     model = AnalyticModelWithTemplates(5000.0, 5040.0, n_lines=20, model_sigma=0.005)
-    monkeypatch.setattr(batch, "load_grid_model", lambda path=None: model)
+    monkeypatch.setattr(batch, "load_grid_model", lambda path=None, line_strengths=None: model)
     spec = simulate(model, TRUTH, np.linspace(5005, 5035, 800), resolution=40000, snr=80,
                     seed=6)[0]
     path = _write_text(tmp_path / "star.txt", spec)
@@ -129,3 +132,40 @@ def test_model_error_switch(monkeypatch, tmp_path, capsys):
     assert docs["auto"]["labels"]["teff"]["sigma"] != docs["none"]["labels"]["teff"]["sigma"]
     with pytest.raises(SystemExit):
         cli.main(["fit", str(path), "--model-error", "diagonal"])
+
+
+@pytest.mark.slow
+def test_fit_through_empirical_line_strengths(analytic_grid, tmp_path, capsys):
+    """`fit --line-strengths`: exponents of 1 change nothing; lines twice as strong in the
+    model need a cooler or more metal-poor star; mixtures refuse it."""
+    spec = simulate(analytic_grid, TRUTH, np.linspace(5005, 5035, 1200), resolution=40000,
+                    snr=80, seed=4)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    wave = np.asarray(analytic_grid.wavelength)
+    docs = {}
+    for name, c in (("plain", None), ("ones", 1.0), ("double", 2.0)):
+        extra = []
+        if c is not None:
+            table = LineStrengths(wave, np.full(wave.size, c)).write(tmp_path / f"{name}.ecsv")
+            extra = ["--line-strengths", str(table)]
+        assert cli.main(["fit", str(path), "--resolution", "40000", "--json", *extra]) == 0
+        docs[name] = json.loads(capsys.readouterr().out)["labels"]
+    for label in ("teff", "logg", "feh"):
+        assert docs["ones"][label]["value"] == pytest.approx(docs["plain"][label]["value"])
+    assert abs(docs["double"]["feh"]["value"] - docs["plain"]["feh"]["value"]) > 0.1
+    rc = cli.main(["fit", str(path), "--model", "spots", "--line-strengths",
+                   str(tmp_path / "ones.ecsv")])
+    assert rc == 2 and "absolute fluxes" in capsys.readouterr().err
+
+
+def test_grid_model_with_line_strengths(tmp_path):
+    from photosphere.grids.presets import default_grid_path
+
+    grid = batch.load_grid_model()
+    ones = LineStrengths(grid.wavelength, np.ones(grid.wavelength.size)).write(tmp_path / "1.ecsv")
+    model = batch.load_grid_model(str(default_grid_path()), str(ones))
+    assert isinstance(model, CorrectedSource) and hasattr(model, "predict_error_templates")
+    from photosphere.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="calibrate-lines"):
+        batch.load_grid_model(None, str(tmp_path / "none.ecsv"))

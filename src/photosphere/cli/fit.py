@@ -112,6 +112,9 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
         raise FitError("--epochs is for --model binary (one RV per star and exposure)")
     if args.noise != "none":
         raise FitError(f"--noise {args.noise} is not available with --model {args.model}")
+    if args.line_strengths:
+        raise FitError(f"--line-strengths is not available with --model {args.model} (the "
+                       "components mix absolute fluxes, which the correction does not cover)")
     if args.clip is not None:
         raise FitError(f"--clip is not available with --model {args.model}; fit the single-star "
                        "model with --clip, or leave --clip out")
@@ -165,7 +168,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
         spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
-        model = load_grid_model(args.grid)
+        model = load_grid_model(args.grid, args.line_strengths)
         if args.mcmc:
             from ..infer.mcmc import sample
 
@@ -181,7 +184,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         emit(args, result.to_dict(), _result_text(result))
         return 0
     output = args.output or "results.ecsv"
-    table = fit_many(files, functools.partial(load_grid_model, args.grid), output,
+    table = fit_many(files, functools.partial(load_grid_model, args.grid, args.line_strengths),
+                     output,
                      reader=functools.partial(prepare_spectrum, orders=args.orders,
                                               wavelength_range=wrange, snr=args.snr),
                      fit_kwargs=kw, mcmc=args.mcmc, scheduler=args.scheduler,
@@ -198,6 +202,9 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                                    "or MCMC)")
     p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
     p.add_argument("--grid", help="HDF5 model grid (default: the embedded grid)")
+    p.add_argument("--line-strengths", metavar="ECSV",
+                   help="correct the grid's line strengths with this table (`photosphere grid "
+                        "calibrate-lines`, e.g. made on the Sun); single-star model only")
     p.add_argument("--model", choices=("single", "spots", "binary"), default="single",
                    help="one star (default), a spotted star, or a double-lined binary "
                         "(two components of the grid; see docs/mixtures.md)")

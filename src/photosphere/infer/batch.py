@@ -51,8 +51,10 @@ def _model(factory: Callable[[], Any]):
     return _MODEL_CACHE[key]
 
 
-def load_grid_model(path: str | None = None):
-    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid."""
+def load_grid_model(path: str | None = None, line_strengths: str | None = None):
+    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid;
+    with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
+    corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
     if path is None:
         try:
             from ..grids.presets import default_grid_path
@@ -65,7 +67,12 @@ def load_grid_model(path: str | None = None):
                                "grid (photosphere grid build makes one)")
     from ..grids.interpolate import GridInterpolator
 
-    return GridInterpolator(path)
+    model = GridInterpolator(path)
+    if line_strengths is None:
+        return model
+    from ..grids.line_strengths import CorrectedSource, LineStrengths
+
+    return CorrectedSource(model, LineStrengths.read(line_strengths))
 
 
 def _default_reader(path: str):
