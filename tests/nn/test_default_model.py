@@ -47,7 +47,8 @@ def test_shipped_model_recovers_a_synthetic_sun():
 
     ck = load_model()
     layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]), ck.data["layout_medium"])
-    sim = EchelleSimulator(source_from_grid(default_grid_path()), layout)
+    sim = EchelleSimulator(source_from_grid(default_grid_path(), ck.data.get("line_strengths")),
+                           layout)
     truth = torch.tensor([[5772.0, 4.44, 0.0, 2.0]])
     image = normalise_orders(sim.images(truth))
     mu, cov = predict_images(ck.model, ck.label_scaling, image, temperature=ck.temperature)
@@ -63,3 +64,17 @@ def test_predict_the_uves_sun_out_of_the_box(capsys):
     labels = json.loads(capsys.readouterr().out)["labels"]
     assert abs(labels["teff"]["value"] - 5772) < 300 and abs(labels["logg"]["value"] - 4.44) < 0.5
     assert all(np.isfinite(v["value"]) and v["sigma"] > 0 for v in labels.values())
+
+
+def test_the_grid_check_flags_an_m_dwarf_not_the_sun(capsys):
+    """Gl 273 (M3.5 V, ≈ 600 K below the grid, molecular bands the grid lacks) is out of
+    distribution; the Sun is not."""
+    sun = shared_file("optical/uves_sun_norm.txt")
+    gl273 = shared_file("harps/HARPS.2003-12-13T06-19-48.371_e2ds_A.fits")
+    checks = {}
+    for name, argv in (("sun", [str(sun)]), ("gl273", [str(gl273), "--rv", "2.94"])):
+        assert cli.main(["nn", "predict", *argv, "--json"]) == 0
+        checks[name] = json.loads(capsys.readouterr().out)["provenance"]["consistency"]
+    assert checks["sun"]["checked"] and not checks["sun"]["out_of_distribution"]
+    assert checks["gl273"]["out_of_distribution"]
+    assert checks["gl273"]["mismatch_rms"] > 3 * checks["sun"]["mismatch_rms"]

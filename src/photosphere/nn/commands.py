@@ -110,6 +110,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p.add_argument("--rv", type=float, default=0.0,
                    help="km/s of the star in the file's wavelength frame (removed first)")
     p.add_argument("--mc-samples", type=int, default=0)
+    p.add_argument("--grid", help="the HDF5 grid the model was trained on, for the consistency "
+                                  "check (default: the embedded grid)")
+    p.add_argument("--no-grid-check", action="store_true",
+                   help="skip comparing the input with the grid at the predicted labels")
     p.add_argument("--no-calibration", action="store_true",
                    help="report the network's raw σ (no temperature scaling)")
     add_json(p)
@@ -341,13 +345,24 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         kw["deblaze"] = True
     spectrum = read(args.file, **kw)
     result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
-                              calibrated=not args.no_calibration)
+                              calibrated=not args.no_calibration,
+                              check_grid=not args.no_grid_check, grid=args.grid)
     payload = {"file": args.file, **result.to_dict()}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
     lines = [f"{args.file}  (model {', '.join(str(c.path) for c in cks)})"]
     for name, (value, sigma) in result.labels.items():
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
+    check = result.provenance["consistency"]
+    if check and check["checked"]:
+        verdict = ("OUT OF DISTRIBUTION: the grid cannot make this spectrum at any labels "
+                   "near these; do not trust them or their σ" if check["out_of_distribution"]
+                   else "inside what the model was trained on")
+        lines.append(f"  grid consistency: mismatch {check['mismatch_rms']:.3f} rms of the "
+                     f"continuum (limit {check['mismatch_limit']:g}; noise "
+                     f"{check['noise_rms']:.3f}): {verdict}")
+    elif check:
+        lines.append(f"  grid consistency not checked: {check['reason']}")
     note = result.provenance["line_strengths"]
     if note:
         star = ", ".join(f"{k} {v:g}" for k, v in (note["reference_labels"] or {}).items())

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, PhotosphereError
 from ..grids.line_strengths import LineStrengths
 from ..spectrum import EchelleSpectrum, Spectrum
 from .checkpoint import Checkpoint, load_checkpoint
@@ -78,11 +78,17 @@ class NNPrediction:
 def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                      model: Checkpoint | str | list | None = None, *, rv: float = 0.0,
                      mc_samples: int = 0, calibrated: bool = True,
-                     max_filled: float = 0.2) -> NNPrediction:
+                     max_filled: float = 0.2, check_grid: bool = True,
+                     grid: str | os.PathLike | None = None) -> NNPrediction:
     """Labels with uncertainties for one spectrum (see module docstring).
 
     model: a checkpoint (path or loaded), None for the default model, or a list of them for a
     deep ensemble (equal-weight mixture; the spread of the members' means adds to Σ).
+    check_grid: compare the input with the grid's image at the predicted labels
+    (:mod:`photosphere.nn.consistency`; provenance ``consistency``, with an
+    ``out_of_distribution`` flag); grid: the HDF5 grid the model was trained on (default: the
+    one its checkpoint names, when that is the embedded grid; models that name none were
+    trained on the embedded grid).
     """
     members = model if isinstance(model, list) else [model]
     cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
@@ -91,9 +97,11 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
         same = (other.label_scaling.names == ck.label_scaling.names and np.array_equal(
             np.asarray(other.data.get("layout_wavelength")),
             np.asarray(ck.data.get("layout_wavelength"))))
+        same = same and _line_strengths_note(other) == _line_strengths_note(ck)
         if not same:
-            raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels or "
-                             "order layout; combine only models trained on the same setup")
+            raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels, "
+                             "order layout or grid line strengths; combine only models trained "
+                             "on the same setup")
     layout = ck.data.get("layout_wavelength")
     if layout is None:
         raise ModelError(f"{ck.path} does not record the order layout it was trained on; "
@@ -108,6 +116,9 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     mu, cov = mu[0].double().numpy(), cov[0].double().numpy()
     sigma = np.sqrt(np.diag(cov))
     names = ck.label_scaling.names
+    consistency: dict[str, Any] | None = None
+    if check_grid:
+        consistency = _consistency(ck, prepared.image, mu, grid)
     return NNPrediction(
         labels={n: (float(mu[i]), float(sigma[i])) for i, n in enumerate(names)},
         covariance=cov, label_names=names,
@@ -117,7 +128,56 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "rv_removed_kms": rv, "filled_fraction": prepared.filled_fraction,
                     "orders_used": list(prepared.orders_used),
                     "trained_snr": ck.data.get("snr"),
-                    "line_strengths": _line_strengths_note(ck)})
+                    "line_strengths": _line_strengths_note(ck),
+                    "consistency": consistency})
+
+
+def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | None:
+    """The grid file ``ck`` was trained on: ``grid`` if given (checked against the digest the
+    checkpoint records), else the embedded grid when it is that one or when the checkpoint
+    records none (every shipped model was trained on it); None when it is not at hand."""
+    from ..grids.presets import default_grid_path
+    from .consistency import file_sha256
+
+    record = ck.data.get("grid")
+    recorded = (record or {}).get("sha256")
+    if grid is not None:
+        if not Path(grid).is_file():
+            raise ModelError(f"--grid {grid} does not exist; pass the HDF5 grid the model was "
+                             "trained on")
+        if recorded and file_sha256(grid) != recorded:
+            raise ModelError(f"{ck.path} was trained on another grid than {grid} "
+                             f"({ck.data['grid'].get('name')}); pass that one")
+        return Path(grid)
+    embedded = default_grid_path()
+    if not embedded.is_file() or (record is not None and recorded is None):
+        return None  # no embedded grid, or trained on a source that is not a file
+    if recorded is None or file_sha256(embedded) == recorded:
+        return embedded
+    return None
+
+
+def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,
+                 grid: str | os.PathLike | None) -> dict[str, Any]:
+    from .commands import StoredLayout
+    from .consistency import grid_consistency
+    from .data import DataConfig, EchelleSimulator
+    from .train import source_from_grid
+
+    path = model_grid(ck, grid)
+    if path is None:
+        return {"checked": False, "reason": f"the grid {ck.path} was trained on "
+                f"({(ck.data.get('grid') or {}).get('name')}) is not at hand; pass --grid"}
+    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
+                          ck.data.get("layout_medium", "air"))
+    cfg = DataConfig.from_dict(ck.data)
+    simulator = EchelleSimulator(source_from_grid(path, ck.data.get("line_strengths")), layout,
+                                 cfg.resolution, cfg.epsilon, cfg.fixed)
+    try:
+        found = grid_consistency(image, mu, simulator).to_dict()
+    except PhotosphereError as exc:  # e.g. a grid that does not cover the model's layout
+        return {"checked": False, "reason": str(exc)}
+    return {"checked": True, "grid": str(path), **found}
 
 
 def _line_strengths_note(ck: Checkpoint) -> dict[str, Any] | None:

@@ -212,6 +212,13 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     simulator = datasets["train"].simulator
     stored_data = {**data_cfg.to_dict(), "layout_wavelength": simulator.layout_wavelength.clone(),
                    "layout_medium": str(simulator.layout.medium)}
+    grid_path = getattr(simulator.source, "path", None)  # predict checks inputs against it
+    if grid_path is not None and Path(grid_path).is_file():
+        from .consistency import file_sha256
+
+        stored_data["grid"] = {"name": Path(grid_path).name, "sha256": file_sha256(grid_path)}
+    else:  # an in-memory source: nothing to check against later
+        stored_data["grid"] = {"name": type(simulator.source).__name__, "sha256": None}
     strengths = getattr(simulator.source, "strengths", None)
     if strengths is not None:  # eval must rebuild the same corrected source
         stored_data["line_strengths"] = strengths.to_dict()
