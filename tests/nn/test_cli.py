@@ -135,3 +135,21 @@ def test_net_settings_from_the_command_line(tmp_path, capsys, toy_grid):
     rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
                                "--net", "stem_channels=12"])
     assert rc == 2 and "is not JSON" in err
+
+
+def test_broadening_ranges_from_the_command_line(tmp_path, capsys, toy_grid):
+    model = tmp_path / "multi.pt"
+    rc, out, _ = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--resolution", "40000", "115000", "--macroturbulence", "0", "6",
+                               "--json"])
+    assert rc == 0
+    data = json.loads(out)["config"]["data"]
+    assert data["resolution"] == [40000.0, 115000.0] and data["macroturbulence"] == [0.0, 6.0]
+    assert load_model(model).data["resolution"] == [40000.0, 115000.0]
+    # evaluated on the study's protocol instead (one R, no macroturbulence)
+    rc, out, _ = _run(capsys, ["nn", "eval", str(model), "--grid", "toy.h5", "--snr", "20",
+                               "--resolution", "115000", "--macroturbulence", "0", "--json"])
+    assert rc == 0 and np.isfinite(json.loads(out)["runs"][0]["mae"]["vsini"])
+    rc, _, err = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY,
+                               "--resolution", "1", "2", "3"])
+    assert rc == 2 and "one value or LO HI" in err

@@ -213,3 +213,34 @@ def test_layout_narrowed_to_the_source():
     EchelleSimulator(Exact(), narrowed)  # fits with the margin
     with pytest.raises(ModelError, match="covers"):
         EchelleSimulator(Exact(), full)
+
+
+def test_per_star_resolution_and_macroturbulence():
+    """R drawn log-uniformly and ζ uniformly per star, from the star's own stream: the same
+    whatever the batch, inside the ranges, different between stars; broader lines are
+    shallower, equivalent widths kept."""
+    cfg = _config(resolution=(40_000.0, 115_000.0), macroturbulence=(0.0, 6.0))
+    assert cfg.draws_broadening and cfg.nominal_resolution == pytest.approx(
+        (40_000.0 * 115_000.0) ** 0.5)
+    assert DataConfig.from_dict(cfg.to_dict()) == cfg
+    ds = build_datasets(ToySource(), cfg, ToyLayout())["train"]
+    b = ds.broadening(torch.arange(len(ds)))
+    r, z = b["resolution"], b["macroturbulence"]
+    assert float(r.min()) >= 40_000 and float(r.max()) <= 115_000 and float(r.std()) > 1e4
+    assert float(z.min()) >= 0 and float(z.max()) <= 6 and float(z.std()) > 1
+    one = ds.broadening(torch.tensor([5]))
+    assert float(one["resolution"][0]) == float(r[5]) and float(one["macroturbulence"][0]) \
+        == float(z[5])
+    sim = ds.simulator
+    star = torch.tensor([[5500.0, 4.0, 0.0, 2.0]])
+    sharp = sim.images(star, resolution=torch.tensor([115_000.0]))[0]
+    broad = sim.images(star, resolution=torch.tensor([40_000.0]),
+                       macroturbulence=torch.tensor([6.0]))[0]
+    assert float(broad.min()) > float(sharp.min()) + 0.03  # toy lines are 3 km/s wide
+    assert float((1 - broad).sum()) == pytest.approx(float((1 - sharp).sum()), rel=0.02)
+    fixed = build_datasets(ToySource(), _config(macroturbulence=3.0), ToyLayout())["test"]
+    assert torch.all(fixed.broadening(torch.arange(3))["macroturbulence"] == 3.0)
+    for bad in (dict(resolution=(0.0, 1e5)), dict(resolution=(1e5, 4e4)),
+                dict(macroturbulence=-1.0)):
+        with pytest.raises(ModelError):
+            _config(**bad)

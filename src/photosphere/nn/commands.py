@@ -68,6 +68,12 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     t.add_argument("--line-jitter", type=float, metavar="SIGMA",
                    help="training only: per-line random depth factors, log-normal with σ up to "
                         "SIGMA (against line-list errors of the grid; 0 = off)")
+    t.add_argument("--resolution", type=float, nargs="+", metavar="R",
+                   help="LSF resolving power (default 115000, HARPS-N), or LO HI: drawn "
+                        "log-uniformly per star (a model for several instruments)")
+    t.add_argument("--macroturbulence", type=float, nargs="+", metavar="ZETA",
+                   help="radial-tangential ζ km/s of every star (default 0, the study), or "
+                        "LO HI: drawn uniformly per star (a nuisance, not estimated)")
     t.add_argument("--line-strengths", metavar="ECSV",
                    help="train on the grid corrected by empirical line strengths (`photosphere "
                         "grid calibrate-lines`); stored in the checkpoint")
@@ -88,6 +94,11 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
                    help="restrict the test stars (the study's S/N 100 rows use 4000 6000)")
     e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
     e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
+    e.add_argument("--resolution", type=float, nargs="+", metavar="R",
+                   help="test stars at this R (or LO HI per star) instead of the training's; "
+                        "e.g. 115000 for the study's protocol")
+    e.add_argument("--macroturbulence", type=float, nargs="+", metavar="ZETA",
+                   help="test stars with this ζ (or LO HI) instead of the training's; 0: none")
     e.add_argument("--ensemble", action="store_true",
                    help="evaluate the models together as one deep ensemble (one row); its σ are "
                         "also calibrated as a whole (one temperature per label fitted on the "
@@ -163,10 +174,10 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 "veiling", "line_jitter"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
-    if args.snr:
-        if len(args.snr) > 2:
-            raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
-        data["snr"] = args.snr[0] if len(args.snr) == 1 else tuple(args.snr)
+    for key in ("snr", "resolution", "macroturbulence"):
+        value = getattr(args, key)
+        if value:
+            data[key] = _value_or_range(value, key)
     source = source_from_grid(_grid(args.grid), args.line_strengths)
     bounds = {**STUDY_BOUNDS, **({"teff": tuple(args.teff_range)} if args.teff_range else {})}
     for name in LABELS[:3]:  # the study's box, clipped to what the grid covers
@@ -197,6 +208,12 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             + (f"\nσ temperature per label {dict(zip(LABELS, result.temperature, strict=True))}"
                if result.temperature else ""))
     return payload, text
+
+
+def _value_or_range(values: list[float], name: str) -> float | tuple[float, float]:
+    if len(values) > 2:
+        raise ModelError(f"--{name} takes one value or LO HI, got {values}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def _net_overrides(text: str) -> dict[str, Any]:
@@ -265,6 +282,9 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         for snr in args.snr:
             data = DataConfig.from_dict(ck.data).to_dict()
             data["snr"] = snr
+            for key in ("resolution", "macroturbulence"):
+                if getattr(args, key):
+                    data[key] = _value_or_range(getattr(args, key), key)
             if args.n_test:
                 data["n_test"] = args.n_test
             suffix = ""

@@ -50,13 +50,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator) -> Consistency:
+def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,
+                     macroturbulence: float = 0.0) -> Consistency:
     """Compare a prepared input ``image`` (n_orders, n_pixels), normalised as the network saw
     it, with ``simulator``'s noise-free image at ``labels`` (teff K, logg, feh dex, vsini km/s),
     each order scaled to the input by least squares.
 
     simulator: the :class:`~photosphere.nn.data.EchelleSimulator` of the model's grid and
-    layout. Labels outside the grid are clipped to it (the network may answer outside).
+    layout; macroturbulence: ζ_RT km/s of the comparison image (a model trained with a range:
+    its middle). Labels outside the grid are clipped to it (the network may answer outside).
     """
     from ..ops.noise import estimate_snr
     from .data import LABELS, normalise_orders
@@ -67,7 +69,9 @@ def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator) -> Consis
         lab[j] = min(max(lab[j], lo), hi)
     lab[3] = max(lab[3], 0.0)
     with torch.no_grad():
-        model = normalise_orders(simulator.images(torch.tensor(lab[None]))).numpy()[0]
+        zeta = torch.tensor([float(macroturbulence)]) if macroturbulence > 0 else None
+        model = normalise_orders(simulator.images(torch.tensor(lab[None]),
+                                                  macroturbulence=zeta)).numpy()[0]
     image = np.asarray(image, dtype=float).reshape(model.shape)
     # one scale per order (least squares): the upper-envelope normalisation of a noisy order
     # sits a fraction of σ high, which is not a mismatch of the spectrum

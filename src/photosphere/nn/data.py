@@ -111,7 +111,11 @@ class DataConfig:
     continuum s, flux (f + s) / (1 + s), drawn uniformly per sample (0 = none); line_jitter:
     training only: largest σ of the log of a per-line depth factor, drawn uniformly per sample
     (0 = none);
-    resolution: R of the Gaussian LSF; epsilon: limb darkening of the rotation kernel;
+    resolution: R of the Gaussian LSF, or a pair (lo, hi): R drawn log-uniformly per star
+    (every split; an instrument-independent model); macroturbulence: radial–tangential ζ in
+    km/s, or a pair (lo, hi): ζ drawn uniformly per star (0 = none, the study); both are
+    nuisances, not estimated, drawn from the star's own seed stream;
+    epsilon: limb darkening of the rotation kernel;
     fixed: values for source labels that are not estimated (e.g. alpha, vmic).
     """
 
@@ -126,7 +130,8 @@ class DataConfig:
     curvature: float = 0.0
     veiling: float = 0.0
     line_jitter: float = 0.0
-    resolution: float = 115_000.0
+    resolution: float | tuple[float, float] = 115_000.0
+    macroturbulence: float | tuple[float, float] = 0.0
     epsilon: float = 0.6
     seed: int = 0
     min_separation: float = 1e-4
@@ -148,6 +153,14 @@ class DataConfig:
         elif not snr > 0:
             raise ModelError(f"snr={snr} must be positive")
         object.__setattr__(self, "snr", snr)
+        for name, positive in (("resolution", True), ("macroturbulence", False)):
+            value = getattr(self, name)
+            pair = isinstance(value, list | tuple)
+            lo, hi = (float(value[0]), float(value[1])) if pair else (float(value),) * 2
+            if not (lo <= hi and (lo > 0 if positive else lo >= 0) and math.isfinite(hi)):
+                raise ModelError(f"{name}={value} must be {'positive' if positive else '>= 0'}"
+                                 " (a pair: lo <= hi)")
+            object.__setattr__(self, name, (lo, hi) if pair else lo)
         for name in ("slant", "rv_max", "unmodelled_lines", "curvature", "veiling",
                      "line_jitter"):
             if not getattr(self, name) >= 0:
@@ -156,8 +169,21 @@ class DataConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bounds"] = {k: list(v) for k, v in self.bounds.items()}
-        d["snr"] = list(self.snr) if isinstance(self.snr, tuple) else self.snr
+        for name in ("snr", "resolution", "macroturbulence"):
+            value = getattr(self, name)
+            d[name] = list(value) if isinstance(value, tuple) else value
         return d
+
+    @property
+    def nominal_resolution(self) -> float:
+        """R of the simulator: the value, or the geometric middle of a drawn range."""
+        r = self.resolution
+        return math.sqrt(r[0] * r[1]) if isinstance(r, tuple) else float(r)
+
+    @property
+    def draws_broadening(self) -> bool:
+        """True when R or ζ differ from star to star."""
+        return isinstance(self.resolution, tuple) or isinstance(self.macroturbulence, tuple)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
@@ -324,9 +350,15 @@ class EchelleSimulator:
         return _to_source(labels, self._columns)
 
     @torch.no_grad()
-    def images(self, labels: torch.Tensor, rv: torch.Tensor | None = None) -> torch.Tensor:
-        """labels: (B, 4) physical; rv: (B,) km/s or None -> (B, n_orders, n_pixels) float32."""
+    def images(self, labels: torch.Tensor, rv: torch.Tensor | None = None,
+               resolution: torch.Tensor | None = None,
+               macroturbulence: torch.Tensor | None = None) -> torch.Tensor:
+        """labels: (B, 4) physical; rv: (B,) km/s or None; resolution: (B,) R per star (None:
+        the simulator's); macroturbulence: (B,) ζ_RT km/s per star (None: none)
+        -> (B, n_orders, n_pixels) float32."""
+        from ..ops._kernels import convolve
         from ..ops.lsf import gaussian_broaden
+        from ..ops.macroturbulence import radial_tangential_kernel
         from ..ops.resample import rebin
         from ..ops.rotation import rotational_broaden
 
@@ -339,7 +371,11 @@ class EchelleSimulator:
                                      f"source ({lo:g}-{hi:g}); shrink the data bounds")
         flux = torch.as_tensor(self.source.predict(self.source_labels(labels))).double()
         flux = rotational_broaden(flux, labels[:, 3], self.velocity_step, self.epsilon)
-        flux = gaussian_broaden(flux, self.resolution, self.velocity_step)  # (B, n_src)
+        if macroturbulence is not None and bool((macroturbulence > 0).any()):
+            kernel = radial_tangential_kernel(self.velocity_step, macroturbulence.double())
+            flux = convolve(flux, kernel.reshape(len(flux), -1))
+        r = self.resolution if resolution is None else resolution.double()
+        flux = gaussian_broaden(flux, r, self.velocity_step)  # (B, n_src)
         wave_in = self.source_wavelength
         if rv is not None:  # (B, n_src): shifted rest-frame wavelengths
             beta = rv.double().unsqueeze(-1) / C_KMS
@@ -451,6 +487,9 @@ class EchelleDataset:
             return None
         h = hashlib.sha256(key.encode())
         h.update(np.ascontiguousarray(self.labels.numpy()).tobytes())
+        if self.config.draws_broadening or self.config.macroturbulence != 0:
+            cfg = self.config.to_dict()
+            h.update(json.dumps([cfg["resolution"], cfg["macroturbulence"], cfg["seed"]]).encode())
         return self.cache_dir / f"{self.split}-{len(self)}-{h.hexdigest()[:24]}.npy"
 
     def clean_images(self, batch_size: int = 64) -> torch.Tensor:
@@ -469,7 +508,8 @@ class EchelleDataset:
         parts = []
         for s in tqdm(range(0, len(self), batch_size), desc=f"simulating {self.split}",
                       leave=False, disable=len(self) <= batch_size):
-            parts.append(self.simulator.images(self.labels[s:s + batch_size]))
+            index = torch.arange(s, min(s + batch_size, len(self)))
+            parts.append(self.simulator.images(self.labels[index], **self.broadening(index)))
         self._cache = torch.cat(parts)
         if path is not None:
             from .._files import atomic_path
@@ -479,6 +519,26 @@ class EchelleDataset:
                 np.save(f, self._cache.numpy())
         return self._cache
 
+    def broadening(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-star nuisance broadening (``resolution``, ``macroturbulence``: (B,)) for the
+        stars ``index``, drawn from each star's own stream; empty when R and ζ are fixed."""
+        cfg = self.config
+        if not cfg.draws_broadening:
+            return {} if cfg.macroturbulence == 0 else {
+                "macroturbulence": torch.full((len(index),), float(cfg.macroturbulence))}
+        u = torch.stack([torch.rand(2, generator=_split_generator(cfg.seed, 5, SPLITS[self.split],
+                                                                  int(i))) for i in index])
+        r, z = cfg.resolution, cfg.macroturbulence
+        out = {}
+        if isinstance(r, tuple):
+            out["resolution"] = torch.exp(math.log(r[0]) + (math.log(r[1]) - math.log(r[0]))
+                                          * u[:, 0].double())
+        if isinstance(z, tuple):
+            out["macroturbulence"] = z[0] + (z[1] - z[0]) * u[:, 1].double()
+        elif z > 0:
+            out["macroturbulence"] = torch.full((len(index),), float(z), dtype=torch.float64)
+        return out
+
     def _clean(self, index: torch.Tensor, epoch: int, batch_size: int) -> torch.Tensor:
         if self.cache_enabled:
             return self.clean_images(batch_size)[index]
@@ -486,7 +546,7 @@ class EchelleDataset:
         if self.augment and self.config.rv_max > 0:
             rv = torch.stack([(2 * torch.rand(1, generator=self._gen(int(i), epoch, 3)) - 1)
                               * self.config.rv_max for i in index]).squeeze(-1)
-        return self.simulator.images(self.labels[index], rv)
+        return self.simulator.images(self.labels[index], rv, **self.broadening(index))
 
     def _seed(self, star: int, epoch: int) -> int:
         return int(np.random.SeedSequence([self.config.seed, 2, SPLITS[self.split], star,
@@ -555,7 +615,8 @@ def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | 
         if blo < lo or bhi > hi:
             raise OutOfGridError(f"data bounds for {name} ({blo:g}-{bhi:g}) exceed the source "
                                  f"({lo:g}-{hi:g}); pass bounds inside the grid")
-    simulator = EchelleSimulator(source, layout, config.resolution, config.epsilon, config.fixed)
+    simulator = EchelleSimulator(source, layout, config.nominal_resolution, config.epsilon,
+                                 config.fixed)
     labels = make_splits(config, source_coverage(source, config.fixed))
     return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache, cache_dir=cache_dir)
             for s in SPLITS}

@@ -172,9 +172,10 @@ def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,
                           ck.data.get("layout_medium", "air"))
     cfg = DataConfig.from_dict(ck.data)
     simulator = EchelleSimulator(source_from_grid(path, ck.data.get("line_strengths")), layout,
-                                 cfg.resolution, cfg.epsilon, cfg.fixed)
+                                 cfg.nominal_resolution, cfg.epsilon, cfg.fixed)
     try:
-        found = grid_consistency(image, mu, simulator).to_dict()
+        zeta = cfg.macroturbulence
+        found = grid_consistency(image, mu, simulator, float(np.mean(zeta))).to_dict()
     except PhotosphereError as exc:  # e.g. a grid that does not cover the model's layout
         return {"checked": False, "reason": str(exc)}
     return {"checked": True, "grid": str(path), **found}
