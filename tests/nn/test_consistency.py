@@ -8,9 +8,10 @@ import pytest
 import torch
 from _toy import ToyLayout, ToySource
 
+from photosphere._files import sha256_file as file_sha256
 from photosphere.errors import ModelError
 from photosphere.nn.checkpoint import Checkpoint
-from photosphere.nn.consistency import MISMATCH_LIMIT, file_sha256, grid_consistency
+from photosphere.nn.consistency import MISMATCH_LIMIT, grid_consistency
 from photosphere.nn.data import EchelleSimulator, add_noise, normalise_orders
 from photosphere.nn.predict import model_grid
 

@@ -11,7 +11,6 @@ put a manually downloaded copy. The cache root is ``$PHOTOSPHERE_CACHE`` (defaul
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_path, cache_dir
+from .._files import atomic_path, cache_dir, sha256_file
 from ..errors import FileFormatError, NetworkError, OutOfGridError
 
 APOGEE_DR17_STARS = "https://data.sdss.org/sas/dr17/apogee/spectro/redux/dr17/stars"
@@ -91,12 +90,6 @@ def phoenix_wave_url(base_url: str = PHOENIX_HIRES) -> str:
 
 
 # -------------------------------------------------------------------------------- downloading
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sidecar(dest: Path) -> Path:
@@ -166,7 +159,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     """
     dest = Path(dest)
     if dest.exists():
-        if sha256 is not None and sha256_of(dest) != sha256.lower():
+        if sha256 is not None and sha256_file(dest) != sha256.lower():
             raise NetworkError(f"{dest} is in the cache but its SHA-256 differs from the "
                                f"expected {sha256}; delete it to download again")
         return dest
@@ -178,7 +171,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     if response is not None:
         with response:
             _stream(response, part, offset, url, dest)
-    digest = sha256_of(part)
+    digest = sha256_file(part)
     if sha256 is not None and digest != sha256.lower():
         part.unlink()
         raise NetworkError(f"downloaded {url} but its SHA-256 {digest} differs from the "

@@ -12,10 +12,8 @@ continuum for stars the grid describes (the UVES Sun: 0.024 with the Sun-calibra
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,15 +37,6 @@ class Consistency:
         return {"residual_rms": self.residual_rms, "noise_rms": self.noise_rms,
                 "mismatch_rms": self.mismatch_rms, "mismatch_limit": MISMATCH_LIMIT,
                 "out_of_distribution": self.out_of_distribution}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (names the grid a model was trained on)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,

@@ -136,8 +136,8 @@ def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | 
     """The grid file ``ck`` was trained on: ``grid`` if given (checked against the digest the
     checkpoint records), else the embedded grid when it is that one or when the checkpoint
     records none (every shipped model was trained on it); None when it is not at hand."""
+    from .._files import sha256_file as file_sha256
     from ..grids.presets import default_grid_path
-    from .consistency import file_sha256
 
     record = ck.data.get("grid")
     recorded = (record or {}).get("sha256")

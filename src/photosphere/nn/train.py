@@ -214,7 +214,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
                    "layout_medium": str(simulator.layout.medium)}
     grid_path = getattr(simulator.source, "path", None)  # predict checks inputs against it
     if grid_path is not None and Path(grid_path).is_file():
-        from .consistency import file_sha256
+        from .._files import sha256_file as file_sha256
 
         stored_data["grid"] = {"name": Path(grid_path).name, "sha256": file_sha256(grid_path)}
     else:  # an in-memory source: nothing to check against later

@@ -11,13 +11,12 @@ come from Turbospectrum's ``DATA/Hlinedata``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..._files import atomic_path
+from ..._files import atomic_path, sha256_file
 from ...errors import FileFormatError, OutOfGridError
 
 GES_RANGE = (4200.0, 9200.0)  # Å, air
@@ -37,11 +36,7 @@ class Species:
 
 def sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file (the line-list fingerprint recorded in provenance)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 @lru_cache(maxsize=2)
