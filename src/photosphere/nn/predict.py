@@ -33,8 +33,11 @@ def default_model_path() -> Path:
 
 def shipped_models() -> dict[str, Path]:
     """The models shipped with photosphere, by name (file stem in ``photosphere/data/nn``):
-    ``default`` (S/N 10-300, best on real spectra), ``resnet6k`` and ``resnet6k-s2`` (more stars
-    and epochs; with ``default`` the deep ensemble of the S/N-20 table)."""
+    ``default`` (for real spectra: the embedded grid with Sun-calibrated line strengths, S/N
+    10-300, R 40 000-120 000 and macroturbulence 0-7 km/s drawn per star), ``plain`` (the
+    session-2 default: plain grid, R 115 000, no macroturbulence), ``resnet6k`` and
+    ``resnet6k-s2`` (plain grid, more stars and epochs; with ``plain`` the deep ensemble of the
+    session-3 S/N-20 table)."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
