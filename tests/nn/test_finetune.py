@@ -87,6 +87,10 @@ def test_init_starts_from_the_given_weights(tmp_path, datasets):
     assert ck.training["init_sha256"] == _weights_digest(
         load_checkpoint(tmp_path / "a.pt").model.state_dict())
     assert len(tuned.history) == 1
+    no_dropout = train(_config(net={**TINY_RESNET, "dropout": 0.0}, epochs=1, lr_decay_epochs=0,
+                               init=str(tmp_path / "a.pt")), None, tmp_path / "e.pt",
+                       datasets=datasets, progress=False)
+    assert load_checkpoint(no_dropout.path).model.config.dropout == 0.0
     with pytest.raises(ModelError, match="not this run's resnet network"):
         train(_config(net={**TINY_RESNET, "hidden": (16, 16)}, init=str(tmp_path / "a.pt")),
               None, tmp_path / "c.pt", datasets=datasets, progress=False)

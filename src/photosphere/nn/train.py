@@ -182,16 +182,19 @@ def _estimator(model: nn.Module) -> nn.Module:
 
 
 def _load_init(config: TrainConfig, model: nn.Module) -> None:
-    """Copy the weights of the trained estimator ``config.init`` into ``model`` (same network)."""
+    """Copy the weights of the trained estimator ``config.init`` into ``model`` (same network;
+    the dropout rate may differ, e.g. 0 to fine-tune without it)."""
     from .predict import load_model
 
     init = load_model(config.init)
     ours, theirs = _estimator(model), _estimator(init.model)
-    if init.kind != config.model or theirs.config.to_dict() != ours.config.to_dict():
-        raise ModelError(f"init={config.init} holds a {init.kind} network "
-                         f"{theirs.config.to_dict()}, not this run's {config.model} network "
-                         f"{ours.config.to_dict()}; pass the same --model, --covariance and "
-                         "--net as the run that made it")
+    shape = [{k: v for k, v in m.config.to_dict().items() if k != "dropout"}
+             for m in (ours, theirs)]
+    if init.kind != config.model or shape[0] != shape[1]:
+        raise ModelError(f"init={config.init} holds a {init.kind} network {shape[1]}, not this "
+                         f"run's {config.model} network {shape[0]}; pass the same --model, "
+                         "--covariance and --net as the run that made it (only the dropout "
+                         "rate may change)")
     scaling = LabelScaling.from_bounds(config.data_config().bounds)
     if not (torch.equal(init.label_scaling.offset, scaling.offset)
             and torch.equal(init.label_scaling.scale, scaling.scale)):
