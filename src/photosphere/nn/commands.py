@@ -128,7 +128,8 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
     p.add_argument("--model", action="append",
                    help="checkpoint file, or the name of a shipped model (default, resnet6k, "
-                        "resnet6k-s2; default: default); give it several times for an ensemble")
+                        "resnet6k-s2, resnet6k[-s2|-s3|-s4]-nodrop20; default: default); give it "
+                        "several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")

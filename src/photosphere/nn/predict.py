@@ -33,7 +33,10 @@ def default_model_path() -> Path:
 def shipped_models() -> dict[str, Path]:
     """The models shipped with photosphere, by name (file stem in ``photosphere/data/nn``):
     ``default`` (S/N 10-300, best on real spectra), ``resnet6k`` and ``resnet6k-s2`` (more stars
-    and epochs; with ``default`` the deep ensemble of the S/N-20 table)."""
+    and epochs; with ``default`` session 3's S/N-20 ensemble), and ``resnet6k-nodrop20``,
+    ``resnet6k-s2-nodrop20``, ``resnet6k-s3-nodrop20``, ``resnet6k-s4-nodrop20`` (fine-tuned at
+    S/N 20 without dropout, then mean-recalibrated: together the recommended S/N-20 deep
+    ensemble, docs/nn.md)."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
