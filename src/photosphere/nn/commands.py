@@ -78,6 +78,13 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
                    help="train on the grid corrected by empirical line strengths (`photosphere "
                         "grid calibrate-lines`); stored in the checkpoint")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", metavar="MODEL",
+                   help="start from this trained model's weights (checkpoint file or shipped "
+                        "name; same network and label box): fine-tuning, e.g. a low-lr tail or "
+                        "a narrower --snr")
+    t.add_argument("--average-epochs", type=int, metavar="N",
+                   help="final weights = average of the weights after each of the last N "
+                        "epochs (stochastic weight averaging; batch-norm statistics recomputed)")
     t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
                                     "default: the HARPS-N 5050-5350 Å layout")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -93,6 +100,10 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     e.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="restrict the test stars (the study's S/N 100 rows use 4000 6000)")
     e.add_argument("--n-test", type=int, help="test stars (default: as trained; study 5667)")
+    e.add_argument("--split", choices=("test", "val"), default="test",
+                   help="stars to evaluate: test (default), or the validation stars, on which "
+                        "to choose models, recipes and ensembles without looking at the test "
+                        "split (ensemble σ are then calibrated on the same stars)")
     e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
     e.add_argument("--resolution", type=float, nargs="+", metavar="R",
                    help="test stars at this R (or LO HI per star) instead of the training's; "
@@ -103,17 +114,36 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
                    help="evaluate the models together as one deep ensemble (one row); its σ are "
                         "also calibrated as a whole (one temperature per label fitted on the "
                         "validation stars at each S/N)")
+    e.add_argument("--temperature", choices=("rms", "coverage"), default="rms",
+                   help="how --ensemble fits its σ temperature: rms (unit-variance residuals) "
+                        "or coverage (1σ/2σ coverage closest to a Gaussian's)")
     e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
     _cache_arguments(e)
     add_json(e)
     e.set_defaults(nn_run=run_eval)
 
+    c = nsub.add_parser("calibrate", help="undo a trained model's shrinkage of μ towards the "
+                                          "middle of the label box (fitted on validation stars)")
+    c.add_argument("model", help="checkpoint file or shipped model name")
+    c.add_argument("--out", required=True, help="file for the recalibrated model")
+    c.add_argument("--snr", type=float, nargs="+", metavar="S/N",
+                   help="S/N of the validation images the map and the σ temperature are fitted "
+                        "on: one value (e.g. 20 for an S/N-20 model) or LO HI (default: the "
+                        "model's training S/N)")
+    c.add_argument("--temperature", choices=("rms", "coverage"), default="rms",
+                   help="how the σ temperature is refitted: rms (unit-variance residuals) or "
+                        "coverage (1σ/2σ coverage closest to a Gaussian's)")
+    c.add_argument("--grid", help="HDF5 grid file (default: the embedded grid)")
+    _cache_arguments(c)
+    add_json(c)
+    c.set_defaults(nn_run=run_calibrate)
+
     p = nsub.add_parser("predict", help="labels with uncertainties for a spectrum file")
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
     p.add_argument("--model", action="append",
                    help="checkpoint file, or the name of a shipped model (default, plain, "
-                        "resnet6k, resnet6k-s2; default: default); give it several times for an "
-                        "ensemble")
+                        "resnet6k, resnet6k-s2, resnet6k[-s2|-s3|-s4]-nodrop20; default: "
+                        "default); give it several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
@@ -188,7 +218,7 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     over: dict[str, Any] = {"covariance": args.covariance, "seed": args.seed, "dae": args.dae}
     if args.net:
         over["net"] = _net_overrides(args.net)
-    for key in ("epochs", "lr", "lr_decay_epochs", "batch_size"):
+    for key in ("epochs", "lr", "lr_decay_epochs", "batch_size", "init", "average_epochs"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if "epochs" in over and "lr_decay_epochs" not in over:  # keep the preset's proportion
@@ -294,9 +324,11 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 suffix = f" (Teff {args.teff_range[0]:g}-{args.teff_range[1]:g})"
             splits = build_datasets(source, DataConfig.from_dict(data), layout,
                                     cache_dir=_cache_dir(args))
-            test = splits["test"]
+            test = splits[args.split]
             raw_members = [(c.model, c.label_scaling, None) for c in cks]
             raw = predict_split_ensemble(raw_members, test, progress=True)
+            if args.split != "test":
+                suffix += f" [{args.split} split]"
             row = {"model": f"{name}{suffix} {label}", "snr": snr, "covariance": covariance,
                    "mae": raw.mae()}
             table2.append(row)
@@ -311,7 +343,8 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             ens = None
             if len(cks) > 1:  # one σ temperature for the mixture, fitted on validation stars
                 temperature = fit_temperature(
-                    predict_split_ensemble(raw_members, splits["val"]).residual_z)
+                    predict_split_ensemble(raw_members, splits["val"]).residual_z,
+                    args.temperature)
                 ens = raw.scaled(temperature)
                 table3.append({"model": f"{row['model']} S/N {snr:g} ensemble-calibrated σ",
                                "coverage1": ens.coverage(1), "coverage2": ens.coverage(2)})
@@ -321,7 +354,7 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 table3.append({"model": f"{row['model']} S/N {snr:g} calibrated+MC σ",
                                "coverage1": mc.coverage(1), "coverage2": mc.coverage(2)})
             runs.append({"model": paths[0] if len(paths) == 1 else paths, "snr": snr,
-                         "n_test": len(test), "mae": raw.mae(),
+                         "split": args.split, "n_test": len(test), "mae": raw.mae(),
                          "coverage_raw": [raw.coverage(1), raw.coverage(2)],
                          "coverage_calibrated": None if cal is None else
                          [cal.coverage(1), cal.coverage(2)],
@@ -333,6 +366,47 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                        ens or cal or raw, test)
     text = format_table2(table2) + "\n\n" + format_table3(table3)
     return {"runs": runs}, text
+
+
+def run_calibrate(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from .checkpoint import _weights_digest, save_checkpoint
+    from .data import build_datasets
+    from .predict import load_model
+    from .recalibrate import recalibrate
+    from .train import source_from_grid
+
+    ck = load_model(args.model)
+    data = DataConfig.from_dict(ck.data).to_dict()
+    if args.snr:
+        if len(args.snr) > 2:
+            raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
+        data["snr"] = args.snr[0] if len(args.snr) == 1 else list(args.snr)
+    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
+                          ck.data.get("layout_medium", "air"))
+    source = source_from_grid(_grid(args.grid), ck.data.get("line_strengths"))
+    val = build_datasets(source, DataConfig.from_dict(data), layout,
+                         cache_dir=_cache_dir(args))["val"]
+    rec = recalibrate(ck.model, ck.label_scaling, val, temperature_method=args.temperature)
+    record = {"from": str(args.model), "from_sha256": _weights_digest(ck.model.state_dict()),
+              "snr": data["snr"], "n_val": len(val), "temperature_method": args.temperature,
+              **rec.mean_map.to_dict()}
+    training = {k: v for k, v in (ck.training or {}).items() if k not in ("optimizer", "average")}
+    training["recalibration"] = record
+    out = save_checkpoint(args.out, ck.kind, rec.model, label_scaling=ck.label_scaling,
+                          temperature=rec.temperature, data=ck.data, training=training)
+    mae_before, mae_after = rec.before.mae(), rec.after.mae()
+    payload = {"model": str(out), "mean_map": rec.mean_map.to_dict(),
+               "temperature": rec.temperature.tolist(), "snr": data["snr"], "n_val": len(val),
+               "val_mae_before": mae_before, "val_mae_after": mae_after,
+               "val_coverage_after": [rec.after.coverage(1), rec.after.coverage(2)]}
+    lines = [f"{args.model} -> {out}: mean map and σ temperature fitted on {len(val)} validation "
+             f"stars at S/N {data['snr']}",
+             f"{'label':6s} {'slope':>7s} {'intercept':>10s} {'T':>6s} {'val MAE before':>15s} "
+             f"{'after':>10s}"]
+    for i, name in enumerate(LABELS):
+        lines.append(f"{name:6s} {rec.mean_map.slope[i]:7.4f} {rec.mean_map.intercept[i]:10.4f} "
+                     f"{rec.temperature[i]:6.3f} {mae_before[name]:15.4g} {mae_after[name]:10.4g}")
+    return payload, "\n".join(lines)
 
 
 def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:

@@ -206,13 +206,35 @@ def predict_split_ensemble(members: list[tuple[nn.Module, LabelScaling, torch.Te
                        scaling.scale.double().numpy())
 
 
-def fit_temperature(residual_z: torch.Tensor) -> torch.Tensor:
-    """Per-label σ multiplier T_k = sqrt(mean z_k²): the Gaussian maximum-likelihood scale of the
-    validation residuals z = (μ - y)/σ; σ_k × T_k makes the residuals unit-variance."""
+GAUSSIAN_COVERAGE = (0.6827, 0.9545)  # fractions of a Gaussian within 1σ and 2σ
+TEMPERATURE_METHODS = ("rms", "coverage")
+
+
+def fit_temperature(residual_z: torch.Tensor, method: str = "rms") -> torch.Tensor:
+    """Per-label σ multipliers T_k fitted on validation residuals z = (μ - y)/σ, (N, k).
+
+    rms: T_k = sqrt(mean z_k²), the Gaussian maximum-likelihood scale (unit-variance residuals).
+    coverage: the T_k whose 1σ and 2σ coverages come closest (least squares) to a Gaussian's
+    68.27 / 95.45 %; for heavy-tailed residuals, whose RMS is set by the tails, this keeps the
+    1σ interval from over-covering."""
     z = torch.as_tensor(residual_z, dtype=torch.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ModelError(f"fit_temperature needs (N >= 2, k) residuals, got {tuple(z.shape)}")
-    return z.pow(2).mean(0).sqrt().float()
+    if method not in TEMPERATURE_METHODS:
+        raise ModelError(f"temperature method {method!r} is not known; use one of "
+                         f"{TEMPERATURE_METHODS}")
+    rms = z.pow(2).mean(0).sqrt()
+    if method == "rms":
+        return rms.float()
+    a = z.abs()
+    grid = rms[None, :] * torch.logspace(-2, 2, 4001, base=2, dtype=torch.float64)[:, None]
+    miss = sum(((a[None] < k * grid[:, None]).double().mean(1) - c) ** 2
+               for k, c in zip((1, 2), GAUSSIAN_COVERAGE, strict=True))  # (n_grid, k)
+    best = []
+    for j in range(z.shape[1]):  # the middle of the best interval of the (step) objective
+        where = torch.nonzero(miss[:, j] <= miss[:, j].min() + 1e-12).flatten()
+        best.append(grid[where[len(where) // 2], j])
+    return torch.stack(best).float()
 
 
 # ------------------------------------------------------------------------------------ tables

@@ -36,8 +36,10 @@ def shipped_models() -> dict[str, Path]:
     ``default`` (for real spectra: the embedded grid with Sun-calibrated line strengths, S/N
     10-300, R 40 000-120 000 and macroturbulence 0-7 km/s drawn per star), ``plain`` (the
     session-2 default: plain grid, R 115 000, no macroturbulence), ``resnet6k`` and
-    ``resnet6k-s2`` (plain grid, more stars and epochs; with ``plain`` the deep ensemble of the
-    session-3 S/N-20 table)."""
+    ``resnet6k-s2`` (plain grid, more stars and epochs; with ``plain`` session 3's S/N-20
+    ensemble), and ``resnet6k-nodrop20``, ``resnet6k-s2-nodrop20``, ``resnet6k-s3-nodrop20``,
+    ``resnet6k-s4-nodrop20`` (fine-tuned at S/N 20 without dropout, then mean-recalibrated:
+    together the recommended S/N-20 deep ensemble, docs/nn.md)."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 

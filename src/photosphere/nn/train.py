@@ -9,6 +9,11 @@ After every epoch the checkpoint file is rewritten atomically with the weights a
 state (optimiser, epoch, history); ``resume=True`` continues from it and gives the same weights as
 an uninterrupted run, because all randomness (data, shuffling, dropout) is drawn from
 (seed, epoch). At the end the σ of each label are temperature-scaled on the validation split.
+
+Beyond the study: ``init`` starts from a trained model's weights (fine-tuning, e.g. a longer
+low-lr tail or a narrower S/N range), and ``average_epochs`` keeps the average of the weights
+after each of the last N epochs (stochastic weight averaging, Izmailov et al. 2018; batch-norm
+statistics recomputed for the averaged weights) as the final model.
 """
 
 from __future__ import annotations
@@ -24,10 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ModelError
-from .checkpoint import ESTIMATORS, LabelScaling, build_model, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    ESTIMATORS,
+    LabelScaling,
+    _weights_digest,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .dae import DenoisedEstimator
 from .data import DataConfig, EchelleDataset, Layout, SpectrumSource, build_datasets
 from .evaluate import fit_temperature, predict_split
@@ -53,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     dae: str | None = None  # checkpoint of a trained DAE to put in front of the estimator
     calibrate: bool = True  # temperature-scale σ on the validation split after training
+    init: str | None = None  # checkpoint file or shipped model name whose weights start the run
+    average_epochs: int = 0  # final weights = mean of the weights after each of the last N epochs
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -64,6 +79,11 @@ class TrainConfig:
                              "need epochs >= 1 and 0 <= lr_decay_epochs <= epochs")
         if self.model == "dae" and self.dae:
             raise ModelError("a DAE cannot have a DAE in front of it; drop dae=")
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise ModelError(f"average_epochs={self.average_epochs} must be between 0 and "
+                             f"epochs={self.epochs}")
+        if self.model == "dae" and (self.average_epochs or self.init):
+            raise ModelError("average_epochs and init are for label estimators, not a DAE")
 
     def data_config(self) -> DataConfig:
         return DataConfig.from_dict(self.data)
@@ -147,12 +167,86 @@ def _build(config: TrainConfig, datasets: dict[str, EchelleDataset]):
         if dae_ck.kind != "dae":
             raise ModelError(f"dae={config.dae} holds a {dae_ck.kind} model, not a DAE")
         model = DenoisedEstimator(dae_ck.model, model)
+    if config.init:
+        _load_init(config, model)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.model == "dae" or config.weight_decay > 0:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=config.lr)
     return model, opt
+
+
+def _estimator(model: nn.Module) -> nn.Module:
+    return model.estimator if isinstance(model, DenoisedEstimator) else model
+
+
+def _load_init(config: TrainConfig, model: nn.Module) -> None:
+    """Copy the weights of the trained estimator ``config.init`` into ``model`` (same network;
+    the dropout rate may differ, e.g. 0 to fine-tune without it)."""
+    from .predict import load_model
+
+    init = load_model(config.init)
+    ours, theirs = _estimator(model), _estimator(init.model)
+    shape = [{k: v for k, v in m.config.to_dict().items() if k != "dropout"}
+             for m in (ours, theirs)]
+    if init.kind != config.model or shape[0] != shape[1]:
+        raise ModelError(f"init={config.init} holds a {init.kind} network {shape[1]}, not this "
+                         f"run's {config.model} network {shape[0]}; pass the same --model, "
+                         "--covariance and --net as the run that made it (only the dropout "
+                         "rate may change)")
+    scaling = LabelScaling.from_bounds(config.data_config().bounds)
+    if not (torch.equal(init.label_scaling.offset, scaling.offset)
+            and torch.equal(init.label_scaling.scale, scaling.scale)):
+        raise ModelError(f"init={config.init} was trained on another label box; fine-tune "
+                         "with the same bounds (--teff-range) as the run that made it")
+    ours.load_state_dict(theirs.state_dict())
+
+
+def _init_digest(config: TrainConfig) -> str | None:
+    """SHA-256 of the starting weights (provenance of a fine-tuned model), or None."""
+    if not config.init:
+        return None
+    from .predict import load_model
+
+    return _weights_digest(_estimator(load_model(config.init).model).state_dict())
+
+
+def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()
+            if v.is_floating_point()}
+
+
+def _accumulate(average: dict[str, Any] | None, module: nn.Module) -> dict[str, Any]:
+    """Running mean of the floating-point weights: {"count": n, "state": mean over n epochs}."""
+    state = _float_state(module)
+    if average is None:
+        return {"count": 1, "state": state}
+    n = average["count"] + 1
+    mean = {k: average["state"][k] + (v - average["state"][k]) / n for k, v in state.items()}
+    return {"count": n, "state": mean}
+
+
+@torch.no_grad()
+def refresh_batch_norm(model: nn.Module, dataset: EchelleDataset, batch_size: int, epoch: int,
+                       device: str = "cpu") -> None:
+    """Recompute the batch-norm running statistics of ``model``'s estimator as exact averages
+    over one pass of ``dataset`` (its augmented samples of ``epoch``): averaged weights need their
+    own statistics (Izmailov et al. 2018). A DAE in front keeps its own."""
+    norms = [m for m in _estimator(model).modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    model.train()
+    for batch in dataset.batches(batch_size, epoch, shuffle=True):
+        model(batch.images.to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
 
 
 def _step_loss(model, batch, scaling: LabelScaling | None, is_dae: bool, device) -> torch.Tensor:
@@ -193,18 +287,20 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     datasets = datasets or build_datasets(source, data_cfg, layout, cache_dir=cache_dir)
     scaling = LabelScaling.from_bounds(data_cfg.bounds)
     model, opt = _build(config, datasets)
-    start, history = 0, []
+    start, history, average = 0, [], None
     if resume:
         ck = load_checkpoint(out)
         state = ck.training or {}
         if state.get("config") != config.to_dict():
             raise CheckpointError(f"{out} was trained with a different configuration; resume "
                                   "with the same options or start a new file")
-        estimator = model.estimator if isinstance(model, DenoisedEstimator) else model
-        stored = ck.model.estimator if isinstance(ck.model, DenoisedEstimator) else ck.model
-        estimator.load_state_dict(stored.state_dict())
+        _estimator(model).load_state_dict(_estimator(ck.model).state_dict())
+        if "optimizer" not in state:
+            raise CheckpointError(f"{out} holds no resume state (a recalibrated or released "
+                                  "model); start a new file, or fine-tune it with --init")
         opt.load_state_dict(state["optimizer"])
         start, history = int(state["epoch"]) + 1, list(state["history"])
+        average = state.get("average")
     model.to(device)
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     is_dae = config.model == "dae"
@@ -222,6 +318,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     strengths = getattr(simulator.source, "strengths", None)
     if strengths is not None:  # eval must rebuild the same corrected source
         stored_data["line_strengths"] = strengths.to_dict()
+    init_sha256 = _init_digest(config)
     for epoch in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(config, epoch)
@@ -247,10 +344,24 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train {total / n:.4f}  "
                        f"val {val:.4f}  lr {lr_at(config, epoch):.1e}", file=sys.stderr)
+        if epoch >= config.epochs - config.average_epochs:
+            average = _accumulate(average, _estimator(model))
         training = {"config": config.to_dict(), "epoch": epoch, "history": history,
-                    "optimizer": opt.state_dict()}
+                    "optimizer": opt.state_dict(), "average": average,
+                    "init_sha256": init_sha256}
         save_checkpoint(out, kind, model, label_scaling=None if is_dae else scaling,
                         data=stored_data, training=training)
+    if end == config.epochs and config.average_epochs:
+        _estimator(model).load_state_dict(average["state"], strict=False)
+        refresh_batch_norm(model, datasets["train"], config.batch_size, config.epochs, device)
+        val = _validation_loss(model, datasets["val"], config, scaling, device)
+        history[-1] = {**history[-1], "val_loss_averaged": val}
+        if progress:
+            tqdm.write(f"weights averaged over the last {average['count']} epochs: val {val:.4f}",
+                       file=sys.stderr)
+        training = {**load_checkpoint(out).training, "history": history}
+        save_checkpoint(out, kind, model, label_scaling=scaling, data=stored_data,
+                        training=training)
     temperature = None
     if end == config.epochs and config.calibrate and not is_dae:
         model.cpu().eval()
