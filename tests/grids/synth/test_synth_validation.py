@@ -61,7 +61,7 @@ def _analytic_synthetic(wave: np.ndarray) -> SyntheticSpectrum:
 def test_fit_recovers_shift_broadening_and_continuum(rng):
     synthetic = _analytic_synthetic(np.round(np.arange(5098.0, 5112.0, 0.01), 2))
     wave_obs = np.round(np.arange(5100.0, 5110.0, 0.01), 2)
-    truth = validation._Broadener(synthetic, wave_obs, 0.5, 1.9)(60000.0, 3.5, 0.8)
+    truth = validation.Broadener(synthetic, wave_obs, 0.5, 1.9)(60000.0, 3.5, 0.8)
     x = (wave_obs - 5105.0) / 5.0
     observed = truth * (1.02 + 0.01 * x - 0.005 * x**2) + rng.normal(0.0, 1e-3, wave_obs.size)
     model, params = validation.fit_to_observation(synthetic, wave_obs, observed)
