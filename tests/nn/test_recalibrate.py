@@ -80,6 +80,13 @@ def test_calibrate_command_and_eval_on_the_validation_split(tmp_path, capsys,
                                                               toy_grid):  # noqa: F811
     model, tuned = tmp_path / "m.pt", tmp_path / "m-cal.pt"
     assert _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(model), *TINY])[0] == 0
+    # fine-tuning options through the command line land in the checkpoint's config
+    rc, out, _ = _run(capsys, ["nn", "train", "--grid", "toy.h5", "--out", str(tmp_path / "ft.pt"),
+                               *TINY, "--init", str(model), "--net", '{"dropout": 0.0}',
+                               "--average-epochs", "2", "--json"])
+    config = json.loads(out)["config"]
+    assert rc == 0 and config["init"] == str(model) and config["average_epochs"] == 2
+    assert load_checkpoint(tmp_path / "ft.pt").model.config.dropout == 0.0
     rc, out, _ = _run(capsys, ["nn", "calibrate", str(model), "--grid", "toy.h5", "--out",
                                str(tuned), "--snr", "20", "--temperature", "coverage", "--json"])
     assert rc == 0
