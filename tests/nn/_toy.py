@@ -11,6 +11,10 @@ C_KMS = 299_792.458
 BOUNDS = {"teff": (4000.0, 7000.0), "logg": (1.0, 5.0), "feh": (-2.0, 0.5), "alpha": (0.0, 0.4)}
 DATA_BOUNDS = {"teff": (4000.0, 7000.0), "logg": (1.0, 5.0), "feh": (-2.0, 0.5),
                "vsini": (0.0, 30.0)}
+# a tiny ResNet and star set for the training tests (test_train, test_finetune)
+TINY_RESNET = dict(stem_channels=4, stem_stride=2, channels=(4, 8), pooled_pixels=4,
+                   hidden=(32, 16), dropout=0.1)
+DATA = dict(bounds=DATA_BOUNDS, n_train=48, n_val=16, n_test=16, snr=50.0, seed=1)
 
 
 class ToySource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _toy import DATA_BOUNDS, ToyLayout, ToySource
+from _toy import DATA, DATA_BOUNDS, TINY_RESNET, ToyLayout, ToySource
 
 from photosphere.errors import ModelError
 from photosphere.nn.checkpoint import _weights_digest, load_checkpoint
@@ -12,9 +12,6 @@ from photosphere.nn.data import DataConfig, build_datasets
 from photosphere.nn.train import TrainConfig, refresh_batch_norm, train
 
 torch.set_num_threads(1)
-TINY_RESNET = dict(stem_channels=4, stem_stride=2, channels=(4, 8), pooled_pixels=4,
-                   hidden=(32, 16), dropout=0.1)
-DATA = dict(bounds=DATA_BOUNDS, n_train=48, n_val=16, n_test=16, snr=50.0, seed=1)
 
 
 @pytest.fixture(scope="module")

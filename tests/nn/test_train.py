@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _toy import DATA_BOUNDS, ToyLayout, ToySource
+from _toy import DATA, TINY_RESNET, ToyLayout, ToySource
 
 from photosphere.errors import CheckpointError, ModelError
 from photosphere.nn.checkpoint import load_checkpoint
@@ -14,9 +14,6 @@ from photosphere.nn.evaluate import predict_split
 from photosphere.nn.train import TrainConfig, lr_at, preset, train
 
 torch.set_num_threads(1)
-TINY_RESNET = dict(stem_channels=4, stem_stride=2, channels=(4, 8), pooled_pixels=4,
-                   hidden=(32, 16), dropout=0.1)
-DATA = dict(bounds=DATA_BOUNDS, n_train=48, n_val=16, n_test=16, snr=50.0, seed=1)
 
 
 @pytest.fixture(scope="module")
