@@ -28,6 +28,12 @@ def test_demo_recovers_the_true_labels(tmp_path, capsys):
     assert 0.9 < out["chi2_reduced"] < 1.6
     # simulated without spots: the spot model must not win
     assert out["spots_vs_single"]["delta_bic"] < 0
+    # the shipped network on the same star's 8-order image: within 2σ, and in distribution
+    neural = out["neural"]
+    for name in ("teff", "logg", "feh"):
+        got = neural["labels"][name]
+        assert abs(got["value"] - TRUTH[name]) < 2 * got["sigma"], name
+    assert neural["consistency"]["checked"] and not neural["consistency"]["out_of_distribution"]
     for path in out["files"].values():
         assert (tmp_path / "demo").joinpath(path.split("/")[-1]).exists()
     # a rerun reuses the synthesised star (the file is not rewritten) and gives the same answer

@@ -1,7 +1,7 @@
 """``photosphere demo``: the whole pipeline end to end on data the package makes itself.
 
 1. Truth: Turbospectrum (ATLAS9 atmosphere interpolated to the labels, Gaia-ESO line list)
-   synthesises the star at off-node labels over the simulated orders, sampled at 0.25 km/s.
+   synthesises the star at off-node labels over 5045-5355 Å, sampled at 0.25 km/s.
    The fitting model never sees this spectrum: it is not one of the grid's nodes.
 2. Observation: a HARPS-N-like three-order echelle observation (5140-5290 Å): rotation, Gaussian
    LSF (R = 115 000), Doppler shift, flux-conserving rebinning onto the order layout, blaze
@@ -15,6 +15,9 @@
    folder.
 5. Model comparison: a two-component (starspot) photosphere fitted to the same observation and
    weighed against the single star by BIC; the star was simulated without spots.
+6. Neural estimate: the same star observed on the full HARPS-N 8-order layout (5050-5350 Å),
+   read by the shipped default network (photosphere.nn) with its σ and the grid-consistency
+   (out-of-distribution) check.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ ORDERS_RANGE = (5140.0, 5290.0)
 ORDER_NUMBERS = (119, 118, 117)  # HARPS-N orders near 5140-5290 Å
 #: sampling of the truth spectrum, km/s (four times finer than the grid's 1 km/s)
 TRUTH_VELOCITY_STEP = 0.25
-#: synthesis margin beyond the orders, Å: rv (18 km/s = 0.3 Å), broadening, rebinning edges
-SYNTHESIS_MARGIN = 3.0
+#: what Turbospectrum synthesises, Å (air): the fit's orders and the network's 8-order layout
+#: (5050.9-5349.1 Å) with room for rv (18 km/s = 0.3 Å), broadening and rebinning edges
+SYNTHESIS_RANGE = (5045.0, 5355.0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class DemoResult:
     files: dict[str, str]
     seconds: dict[str, float]
     comparison: dict[str, Any]
+    neural: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class DemoResult:
             "files": self.files,
             "seconds": self.seconds,
             "spots_vs_single": self.comparison,
+            "neural": self.neural,
         }
 
 
@@ -84,38 +90,56 @@ def require_synthesis() -> None:
                               "`photosphere demo` again")
 
 
+def read_truth(path: Path):
+    """The truth spectrum stored at ``path`` by an earlier run, or None when there is none or
+    it spans less than SYNTHESIS_RANGE (a file from an older demo)."""
+    if not path.exists():
+        return None
+    from .io import read
+
+    truth = read(path)
+    wave = truth.wavelength
+    covers = wave[0] <= SYNTHESIS_RANGE[0] + 0.01 and wave[-1] >= SYNTHESIS_RANGE[1] - 0.01
+    return truth if covers else None
+
+
 def synthesize_truth(path: Path):
-    """The true star's normalised spectrum at TRUTH_VELOCITY_STEP over the orders (+margin).
+    """The true star's normalised spectrum at TRUTH_VELOCITY_STEP over SYNTHESIS_RANGE.
 
     Synthesised once with Turbospectrum and written to ``path`` (FITS table); later runs read it
-    back. Returns the Spectrum as read from the file.
+    back (a file from an older demo that covers less is synthesised again). Returns the Spectrum
+    as read from the file.
     """
+    cached = read_truth(path)
+    if cached is not None:
+        return cached
     from .grids._sampling import log_uniform_wavelength, rebin
     from .grids.synth.turbospectrum import synthesize
     from .io import read
     from .io.writers import write_fits_table
     from .spectrum import Spectrum, SpectrumMeta
 
-    if not path.exists():
-        lo, hi = ORDERS_RANGE[0] - SYNTHESIS_MARGIN, ORDERS_RANGE[1] + SYNTHESIS_MARGIN
-        syn = synthesize(TRUTH["teff"], TRUTH["logg"], TRUTH["feh"], 0.0, 1.0,
-                         wavelength_min=lo - 0.5, wavelength_max=hi + 0.5)
-        wave = log_uniform_wavelength(lo, hi, TRUTH_VELOCITY_STEP)
-        absolute = rebin(syn.wavelength, syn.flux_absolute, wave)
-        continuum = rebin(syn.wavelength, syn.continuum, wave)
-        meta = SpectrumMeta(object_name="demo star (Turbospectrum + interpolated ATLAS9)",
-                            instrument=syn.provenance["code"])
-        write_fits_table(Spectrum(wave, absolute / continuum, medium="air", meta=meta,
-                                  flux_unit="normalized"), path)
+    lo, hi = SYNTHESIS_RANGE
+    syn = synthesize(TRUTH["teff"], TRUTH["logg"], TRUTH["feh"], 0.0, 1.0,
+                     wavelength_min=lo - 0.5, wavelength_max=hi + 0.5)
+    wave = log_uniform_wavelength(lo, hi, TRUTH_VELOCITY_STEP)
+    absolute = rebin(syn.wavelength, syn.flux_absolute, wave)
+    continuum = rebin(syn.wavelength, syn.continuum, wave)
+    meta = SpectrumMeta(object_name="demo star (Turbospectrum + interpolated ATLAS9)",
+                        instrument=syn.provenance["code"])
+    write_fits_table(Spectrum(wave, absolute / continuum, medium="air", meta=meta,
+                              flux_unit="normalized"), path)
     return read(path)
 
 
-def simulate_observation(truth, layout, seed: int):
+def simulate_observation(truth, wavelength: np.ndarray, seed: int,
+                         order_numbers: list[int] | None = None):
     """A noisy echelle observation of the truth spectrum; returns (spectrum, clean counts).
 
     truth: the normalised rest-frame Spectrum on a log-uniform grid (TRUTH_VELOCITY_STEP km/s);
-    layout: the OrderLayout. Rotation (vsini), LSF (RESOLUTION), Doppler shift (rv) and rebinning
-    onto each order through photosphere.ops, then a blaze slant and Poisson-like noise at SNR.
+    wavelength: (n_orders, n_pixels) Å of the orders. Rotation (vsini), LSF (RESOLUTION), Doppler
+    shift (rv) and rebinning onto each order through photosphere.ops, then a blaze slant and
+    Poisson-like noise at SNR.
     """
     import torch
 
@@ -131,17 +155,17 @@ def simulate_observation(truth, layout, seed: int):
     flux = gaussian_broaden(flux, RESOLUTION, TRUTH_VELOCITY_STEP)
     shifted = shift_wavelength(torch.as_tensor(np.array(truth.wavelength, float)),
                                torch.tensor(TRUTH["rv"], dtype=torch.float64))
-    clean = np.stack([rebin(shifted, flux, torch.as_tensor(np.array(w, float))).numpy()
-                      for w in layout.wavelength])
+    wavelength = np.array(wavelength, dtype=float)  # a writable copy for torch
+    clean = np.stack([rebin(shifted, flux, torch.as_tensor(w)).numpy() for w in wavelength])
     # a blaze-like linear slant per order, as in the HARPS-N 2D pipeline signal
-    x = np.linspace(-1.0, 1.0, layout.n_pixels)
-    slant = np.stack([1.0 + s * x for s in (0.08, -0.05, 0.03)[:layout.n_orders]])
+    x = np.linspace(-1.0, 1.0, wavelength.shape[1])
+    slant = np.stack([1.0 + s * x for s in np.resize([0.08, -0.05, 0.03], len(wavelength))])
     continuum = 1000.0 * slant
     rng = np.random.default_rng(seed)
     noisy, sigma = add_noise(clean * continuum, SNR, rng=rng, continuum=continuum)
     meta = SpectrumMeta(object_name="demo star", instrument="HARPS-N-like (simulated)", snr=SNR)
-    spec = EchelleSpectrum(layout.wavelength, noisy, sigma, medium="air", meta=meta,
-                           flux_unit="counts", order_numbers=layout.order_numbers)
+    spec = EchelleSpectrum(wavelength, noisy, sigma, medium="air", meta=meta,
+                           flux_unit="counts", order_numbers=order_numbers)
     return spec, clean * continuum
 
 
@@ -153,6 +177,7 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     from .io import read
     from .io.writers import write_echelle_hdf5
     from .models.mixture.api import fit_mixture, make_model
+    from .nn.predict import load_model, predict_spectrum
     from .ops.continuum import normalize_upper_envelope
     from .ops.echelle import OrderLayout
     from .ops.noise import estimate_snr
@@ -160,33 +185,34 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     out = Path(output_dir)
     grid_path = require_default_grid()
     truth_path = out / "demo-truth.fits"
-    if not truth_path.exists():
+    cached = read_truth(truth_path)
+    if cached is None:
         require_synthesis()
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    if truth_path.exists():
-        _log(f"1/5 reusing the synthesised star {truth_path}")
+    if cached is not None:
+        _log(f"1/6 reusing the synthesised star {truth_path}")
     else:
-        _log("1/5 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
+        _log("1/6 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
              "[Fe/H] {feh}; ATLAS9 interpolated; {lo:.0f}-{hi:.0f} Å); rerunning reuses it"
-             .format(**TRUTH, lo=ORDERS_RANGE[0], hi=ORDERS_RANGE[1]))
-    truth = synthesize_truth(truth_path)
+             .format(**TRUTH, lo=SYNTHESIS_RANGE[0], hi=SYNTHESIS_RANGE[1]))
+    truth = cached if cached is not None else synthesize_truth(truth_path)
     seconds["synthesis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log(f"2/5 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
+    _log(f"2/6 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
          f"{len(ORDER_NUMBERS)} orders, S/N {SNR:.0f})")
     layout = OrderLayout.from_instrument(*ORDERS_RANGE, n_orders=len(ORDER_NUMBERS),
                                          overlap=0.1, resolving_power=RESOLUTION, sampling=3.3,
                                          medium="air", name="HARPS-N-like 5140-5290 Å",
                                          order_numbers=list(ORDER_NUMBERS))
-    observed, _ = simulate_observation(truth, layout, seed)
+    observed, _ = simulate_observation(truth, layout.wavelength, seed, layout.order_numbers)
     seconds["observation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log("3/5 writing and reading back the observation (TRES-layout echelle HDF5)")
+    _log("3/6 writing and reading back the observation (TRES-layout echelle HDF5)")
     echelle_file = write_echelle_hdf5(observed, out / "demo-observation.hdf5")
     spec = read(echelle_file)
     if not np.allclose(spec.flux, observed.flux):
@@ -196,19 +222,31 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     seconds["files"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log("4/5 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
+    _log("4/6 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
          "embedded default grid")
     model = GridInterpolator(grid_path)
     result = fit(model, spec, resolution=RESOLUTION, source=str(echelle_file))
     seconds["fit"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _log("5/5 is the star spotted? fitting a two-component (spot) photosphere and comparing "
+    _log("5/6 is the star spotted? fitting a two-component (spot) photosphere and comparing "
          "it with the single star (BIC)")
     spots = fit_mixture(make_model("spots", model), spec, resolution=RESOLUTION, single=result,
                         source=str(echelle_file))
     comparison = spots.compare()
     seconds["spot model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _log("6/6 the shipped neural network on the same star observed on the full HARPS-N 8-order "
+         "layout (5050-5350 Å)")
+    network = load_model()
+    image, _ = simulate_observation(truth, np.asarray(network.data["layout_wavelength"]),
+                                    seed + 1)
+    guess = predict_spectrum(image, network, rv=TRUTH["rv"])
+    neural = {"model": str(network.path),
+              "labels": {k: {"value": v, "sigma": s} for k, (v, s) in guess.labels.items()},
+              "consistency": guess.provenance["consistency"]}
+    seconds["neural network"] = time.perf_counter() - t0
     result.to_json(out / "demo-result.json")
     result.plot(out / "demo-fit.png")
     _plot_overview(out / "demo-overview.png", truth, spec, normalised)
@@ -220,7 +258,7 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     return DemoResult(out, dict(TRUTH), fitted, float(result.chi2_reduced), SNR, snr_est,
                       f"embedded default grid {grid_path.name} (multilinear interpolation)",
                       files, seconds,
-                      {**comparison.to_dict(), "verdict": comparison.verdict()})
+                      {**comparison.to_dict(), "verdict": comparison.verdict()}, neural)
 
 
 def _plot_overview(path: Path, truth, spec, normalised) -> None:
@@ -271,6 +309,15 @@ def format_summary(result: DemoResult) -> str:
     c = result.comparison
     lines.append(f"spotted star vs single star: delta BIC {c['delta_bic']:+.1f} "
                  f"(positive favours spots): {c['verdict']} (simulated without spots)")
+    nn = result.neural
+    got = ", ".join(f"{k} {v['value']:.{decimals[k]}f} ± {v['sigma']:.{decimals[k]}f}"
+                    for k, v in nn["labels"].items())
+    check = nn["consistency"]
+    verdict = (f"grid mismatch {check['mismatch_rms']:.3f} of the continuum, "
+               + ("OUT OF DISTRIBUTION" if check["out_of_distribution"] else "in distribution")
+               if check.get("checked") else f"grid check skipped: {check.get('reason')}")
+    lines.append(f"neural network ({Path(nn['model']).name}, 8 orders 5050-5350 Å): {got}; "
+                 f"{verdict}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     lines.append("files: " + ", ".join(result.files.values()))
     return "\n".join(lines)
