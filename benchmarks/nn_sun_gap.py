@@ -15,17 +15,15 @@ real/synthetic (ζ-broadened) over the grid's lines deeper than 0.1.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _shared import SHARED
 from photosphere.grids.presets import default_grid_path
 from photosphere.io import read
 from photosphere.nn.augment import veil
-from photosphere.nn.commands import StoredLayout
-from photosphere.nn.data import EchelleSimulator, normalise_orders
+from photosphere.nn.data import EchelleSimulator, StoredLayout, normalise_orders
 from photosphere.nn.evaluate import predict_images
 from photosphere.nn.inputs import prepare_image
 from photosphere.nn.predict import load_model
@@ -37,13 +35,12 @@ SUN_ZETA = 4.8  # km/s, radial-tangential ζ of the UVES Sun (`photosphere grid 
 
 def images(ck) -> dict[str, torch.Tensor]:
     """Real and synthetic solar images (n_orders, n_pixels) on the model's layout, and hybrids."""
-    layout = np.asarray(ck.data["layout_wavelength"])
-    shared = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA", "../shared/data"))
-    real = prepare_image(read(shared / "optical" / "uves_sun_norm.txt"), layout,
-                         ck.data.get("layout_medium", "air")).image
-    real = torch.as_tensor(np.asarray(real), dtype=torch.float32).reshape(layout.shape)
+    layout = StoredLayout.of(ck)
+    real = prepare_image(read(SHARED / "optical" / "uves_sun_norm.txt"), layout.wavelength,
+                         layout.medium).image
+    real = torch.as_tensor(np.asarray(real), dtype=torch.float32).reshape(layout.wavelength.shape)
     sim = EchelleSimulator(source_from_grid(default_grid_path(), ck.data.get("line_strengths")),
-                           StoredLayout(layout, ck.data.get("layout_medium", "air")))
+                           layout)
     clean = sim.images(torch.tensor([SUN]))
     syn = normalise_orders(clean)[0]
     broad = normalise_orders(sim.images(torch.tensor([SUN]),

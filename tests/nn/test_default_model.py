@@ -11,8 +11,7 @@ import torch
 from conftest import shared_file
 from photosphere import cli
 from photosphere.grids.presets import default_grid_path
-from photosphere.nn.commands import StoredLayout
-from photosphere.nn.data import EchelleSimulator, normalise_orders
+from photosphere.nn.data import EchelleSimulator, StoredLayout, normalise_orders
 from photosphere.nn.evaluate import predict_images
 from photosphere.nn.predict import default_model_path, load_model, shipped_models
 
@@ -46,7 +45,7 @@ def test_shipped_model_recovers_a_synthetic_sun():
     from photosphere.nn.train import source_from_grid
 
     ck = load_model()
-    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]), ck.data["layout_medium"])
+    layout = StoredLayout.of(ck)
     sim = EchelleSimulator(source_from_grid(default_grid_path(), ck.data.get("line_strengths")),
                            layout)
     truth = torch.tensor([[5772.0, 4.44, 0.0, 2.0]])

@@ -284,11 +284,10 @@ def _cmd_calibrate_lines(args: argparse.Namespace) -> int:
     source = source_from_grid(args.grid or require_default_grid())
     observed = read(args.observed)
     labels = dict(zip(("teff", "logg", "feh"), args.labels, strict=True))
-    strengths = derive_line_strengths(observed, source, labels, vsini=args.vsini,
-                                      n_iter=args.iterations, progress=not args.json)
-    strengths = type(strengths)(strengths.wavelength, strengths.exponent, strengths.medium,
-                                {**strengths.reference, "observed": Path(args.observed).name,
-                                 "grid": str(args.grid or "default")}, strengths.diagnostics)
+    strengths = derive_line_strengths(
+        observed, source, labels, vsini=args.vsini, n_iter=args.iterations,
+        provenance={"observed": Path(args.observed).name, "grid": str(args.grid or "default")},
+        progress=not args.json)
     strengths.write(args.output)
     if args.plot:
         plot_line_strengths(strengths, args.plot)

@@ -221,6 +221,7 @@ def _source_labels(source, labels: dict[str, float]) -> torch.Tensor:
 def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: float = 1.9,
                           n_iter: int = 8, min_depth: float = MIN_DEPTH,
                           max_exponent: float = MAX_EXPONENT, continuum_degree: int = 2,
+                          provenance: dict[str, Any] | None = None,
                           progress: bool = True) -> LineStrengths:
     """c(λ) on ``source``'s wavelengths that makes the reference star's spectrum match.
 
@@ -231,7 +232,8 @@ def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: 
     (:func:`~photosphere.grids.synth.validation.fit_to_observation`), the continuum (Legendre
     of ``continuum_degree``) in every iteration. Only pixels where the observed or the model
     line is deeper than ``min_depth`` (and the model at least half as deep) update c; c is
-    clipped to [0, ``max_exponent``].
+    clipped to [0, ``max_exponent``]. provenance: extra entries for ``reference`` (e.g. the
+    observed file's and the grid's names).
     """
     from .synth.validation import Broadener, fit_to_observation, legendre_basis
 
@@ -293,7 +295,8 @@ def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: 
                  "rv": float(rv), "iterations": int(n_iter), "min_depth": float(min_depth),
                  "rms_before": history[0], "rms_after": history[-1],
                  "rms_history": history,
-                 "fit_rms_uncorrected": float(np.sqrt(np.mean((fit_model - flux_obs) ** 2)))}
+                 "fit_rms_uncorrected": float(np.sqrt(np.mean((fit_model - flux_obs) ** 2))),
+                 **(provenance or {})}
     diagnostics = {"wavelength": wave_obs, "observed": obs, "before": models[0],
                    "after": models[-1]}
     return LineStrengths(wave_src, exponent, medium, reference, diagnostics)

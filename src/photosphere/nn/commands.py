@@ -7,22 +7,13 @@ wrapper in ``photosphere.cli`` prints one of them.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
-from .data import LABELS, STUDY_BOUNDS, DataConfig
-
-
-@dataclass(frozen=True)
-class StoredLayout:
-    """The order layout recorded in a checkpoint."""
-
-    wavelength: np.ndarray
-    medium: str = "air"
+from .data import LABELS, STUDY_BOUNDS, DataConfig, StoredLayout
 
 
 def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
@@ -260,14 +251,6 @@ def _net_overrides(text: str) -> dict[str, Any]:
     return net
 
 
-def _line_strength_digest(ck) -> str | None:
-    """Which empirical line strengths a checkpoint's grid was corrected by (None: none)."""
-    from ..grids.line_strengths import LineStrengths
-
-    stored = ck.data.get("line_strengths")
-    return None if stored is None else LineStrengths.from_dict(stored).digest
-
-
 def _model_name(ck) -> str:
     from .dae import DenoisedEstimator
 
@@ -283,7 +266,7 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         format_table3,
         predict_split_ensemble,
     )
-    from .predict import load_model
+    from .predict import line_strength_digest, load_model
     from .train import source_from_grid
 
     grid = _grid(args.grid)
@@ -292,9 +275,8 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     for paths in groups:
         cks = [load_model(p) for p in paths]
         ck = cks[0]
-        layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
-                              ck.data.get("layout_medium", "air"))
-        digests = {_line_strength_digest(c) for c in cks}
+        layout = StoredLayout.of(ck)
+        digests = {line_strength_digest(c) for c in cks}
         for other, path in zip(cks[1:], paths[1:], strict=True):
             if not np.array_equal(np.asarray(other.data["layout_wavelength"]), layout.wavelength):
                 raise ModelError(f"--ensemble: {path} was trained on another order layout than "
@@ -378,11 +360,8 @@ def run_calibrate(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     ck = load_model(args.model)
     data = DataConfig.from_dict(ck.data).to_dict()
     if args.snr:
-        if len(args.snr) > 2:
-            raise ModelError(f"--snr takes one value or LO HI, got {args.snr}")
-        data["snr"] = args.snr[0] if len(args.snr) == 1 else list(args.snr)
-    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
-                          ck.data.get("layout_medium", "air"))
+        data["snr"] = _value_or_range(args.snr, "snr")
+    layout = StoredLayout.of(ck)
     source = source_from_grid(_grid(args.grid), ck.data.get("line_strengths"))
     val = build_datasets(source, DataConfig.from_dict(data), layout,
                          cache_dir=_cache_dir(args))["val"]

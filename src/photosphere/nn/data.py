@@ -70,6 +70,20 @@ class Layout(Protocol):
     medium: str
 
 
+@dataclass(frozen=True)
+class StoredLayout:
+    """The order layout recorded in a checkpoint: wavelength (n_orders, n_pixels) Å, medium."""
+
+    wavelength: np.ndarray
+    medium: str = "air"
+
+    @classmethod
+    def of(cls, checkpoint) -> StoredLayout:
+        """The layout a checkpoint's model was trained on."""
+        data = checkpoint.data
+        return cls(np.asarray(data["layout_wavelength"]), data.get("layout_medium", "air"))
+
+
 SOURCE_MARGIN_KMS = 50.0  # room at the layout edges for 30 km/s rotation + LSF + RV shifts
 
 
@@ -521,15 +535,14 @@ class EchelleDataset:
 
     def broadening(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-star nuisance broadening (``resolution``, ``macroturbulence``: (B,)) for the
-        stars ``index``, drawn from each star's own stream; empty when R and ζ are fixed."""
+        stars ``index``, drawn from each star's own stream when given as ranges; a fixed ζ > 0
+        for every star; empty when neither applies (the simulator's own R, no ζ)."""
         cfg = self.config
-        if not cfg.draws_broadening:
-            return {} if cfg.macroturbulence == 0 else {
-                "macroturbulence": torch.full((len(index),), float(cfg.macroturbulence))}
-        u = torch.stack([torch.rand(2, generator=_split_generator(cfg.seed, 5, SPLITS[self.split],
-                                                                  int(i))) for i in index])
         r, z = cfg.resolution, cfg.macroturbulence
         out = {}
+        if cfg.draws_broadening:
+            u = torch.stack([torch.rand(2, generator=_split_generator(
+                cfg.seed, 5, SPLITS[self.split], int(i))) for i in index])
         if isinstance(r, tuple):
             out["resolution"] = torch.exp(math.log(r[0]) + (math.log(r[1]) - math.log(r[0]))
                                           * u[:, 0].double())

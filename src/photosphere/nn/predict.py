@@ -9,6 +9,9 @@ shipped in ``photosphere/data/nn/default.pt``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +105,7 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
         same = (other.label_scaling.names == ck.label_scaling.names and np.array_equal(
             np.asarray(other.data.get("layout_wavelength")),
             np.asarray(ck.data.get("layout_wavelength"))))
-        same = same and _line_strengths_note(other) == _line_strengths_note(ck)
+        same = same and line_strength_digest(other) == line_strength_digest(ck)
         if not same:
             raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels, "
                              "order layout or grid line strengths; combine only models trained "
@@ -141,7 +144,6 @@ def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | 
     """The grid file ``ck`` was trained on: ``grid`` if given (checked against the digest the
     checkpoint records), else the embedded grid when it is that one or when the checkpoint
     records none (every shipped model was trained on it); None when it is not at hand."""
-    from .._files import sha256_file as file_sha256
     from ..grids.presets import default_grid_path
 
     record = ck.data.get("grid")
@@ -150,48 +152,85 @@ def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | 
         if not Path(grid).is_file():
             raise ModelError(f"--grid {grid} does not exist; pass the HDF5 grid the model was "
                              "trained on")
-        if recorded and file_sha256(grid) != recorded:
+        if recorded and _file_digest(grid) != recorded:
             raise ModelError(f"{ck.path} was trained on another grid than {grid} "
                              f"({ck.data['grid'].get('name')}); pass that one")
         return Path(grid)
     embedded = default_grid_path()
     if not embedded.is_file() or (record is not None and recorded is None):
         return None  # no embedded grid, or trained on a source that is not a file
-    if recorded is None or file_sha256(embedded) == recorded:
+    if recorded is None or _file_digest(embedded) == recorded:
         return embedded
     return None
 
 
+def _file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, computed once per (path, size, modification time)."""
+    st = Path(path).stat()
+    return _digest_once(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_once(path: str, size: int, mtime_ns: int) -> str:
+    from .._files import sha256_file
+
+    return sha256_file(path)
+
+
+_SIMULATORS: dict[tuple, Any] = {}  # the last few consistency-check simulators
+
+
+def _grid_simulator(ck: Checkpoint, path: Path):
+    """The simulator a consistency check compares with: ``ck``'s layout, R, ε and line
+    strengths over the grid at ``path``, built once per such set (predicting many spectra
+    loads the grid once)."""
+    from .data import DataConfig, EchelleSimulator, StoredLayout
+    from .train import source_from_grid
+
+    layout = StoredLayout.of(ck)
+    cfg = DataConfig.from_dict(ck.data)
+    key = (str(path), _file_digest(path), line_strength_digest(ck),
+           hashlib.sha256(np.ascontiguousarray(layout.wavelength).tobytes()).hexdigest(),
+           json.dumps([layout.medium, cfg.nominal_resolution, cfg.epsilon, cfg.fixed]))
+    if key not in _SIMULATORS:
+        if len(_SIMULATORS) >= 4:
+            _SIMULATORS.pop(next(iter(_SIMULATORS)))
+        _SIMULATORS[key] = EchelleSimulator(
+            source_from_grid(path, ck.data.get("line_strengths")), layout,
+            cfg.nominal_resolution, cfg.epsilon, cfg.fixed)
+    return _SIMULATORS[key]
+
+
 def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,
                  grid: str | os.PathLike | None) -> dict[str, Any]:
-    from .commands import StoredLayout
     from .consistency import grid_consistency
-    from .data import DataConfig, EchelleSimulator
-    from .train import source_from_grid
+    from .data import DataConfig
 
     path = model_grid(ck, grid)
     if path is None:
         return {"checked": False, "reason": f"the grid {ck.path} was trained on "
                 f"({(ck.data.get('grid') or {}).get('name')}) is not at hand; pass --grid"}
-    layout = StoredLayout(np.asarray(ck.data["layout_wavelength"]),
-                          ck.data.get("layout_medium", "air"))
-    cfg = DataConfig.from_dict(ck.data)
-    simulator = EchelleSimulator(source_from_grid(path, ck.data.get("line_strengths")), layout,
-                                 cfg.nominal_resolution, cfg.epsilon, cfg.fixed)
     try:
-        zeta = cfg.macroturbulence
+        simulator = _grid_simulator(ck, path)
+        zeta = DataConfig.from_dict(ck.data).macroturbulence
         found = grid_consistency(image, mu, simulator, float(np.mean(zeta))).to_dict()
     except PhotosphereError as exc:  # e.g. a grid that does not cover the model's layout
         return {"checked": False, "reason": str(exc)}
     return {"checked": True, "grid": str(path), **found}
 
 
+def line_strength_digest(ck: Checkpoint) -> str | None:
+    """Which empirical line strengths a model's grid was corrected by (None: the plain grid)."""
+    stored = ck.data.get("line_strengths")
+    return None if stored is None else LineStrengths.from_dict(stored).digest
+
+
 def _line_strengths_note(ck: Checkpoint) -> dict[str, Any] | None:
     """Where a model's grid was corrected by empirical line strengths: the reference star (in
     sample for this model) and the correction's digest; None for the plain grid."""
-    stored = ck.data.get("line_strengths")
-    if stored is None:
+    digest = line_strength_digest(ck)
+    if digest is None:
         return None
-    ref = dict(stored.get("reference", {}))
+    ref = dict(ck.data["line_strengths"].get("reference", {}))
     return {"reference_labels": ref.get("labels"), "observed": ref.get("observed"),
-            "digest": LineStrengths.from_dict(stored).digest}
+            "digest": digest}

@@ -167,23 +167,23 @@ def _build(config: TrainConfig, datasets: dict[str, EchelleDataset]):
         if dae_ck.kind != "dae":
             raise ModelError(f"dae={config.dae} holds a {dae_ck.kind} model, not a DAE")
         model = DenoisedEstimator(dae_ck.model, model)
-    if config.init:
-        _load_init(config, model)
+    init_sha256 = _load_init(config, model) if config.init else None
     params = [p for p in model.parameters() if p.requires_grad]
     if config.model == "dae" or config.weight_decay > 0:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=config.lr)
-    return model, opt
+    return model, opt, init_sha256
 
 
 def _estimator(model: nn.Module) -> nn.Module:
     return model.estimator if isinstance(model, DenoisedEstimator) else model
 
 
-def _load_init(config: TrainConfig, model: nn.Module) -> None:
+def _load_init(config: TrainConfig, model: nn.Module) -> str:
     """Copy the weights of the trained estimator ``config.init`` into ``model`` (same network;
-    the dropout rate may differ, e.g. 0 to fine-tune without it)."""
+    the dropout rate may differ, e.g. 0 to fine-tune without it); returns their SHA-256 (the
+    provenance of a fine-tuned model)."""
     from .predict import load_model
 
     init = load_model(config.init)
@@ -201,15 +201,7 @@ def _load_init(config: TrainConfig, model: nn.Module) -> None:
         raise ModelError(f"init={config.init} was trained on another label box; fine-tune "
                          "with the same bounds (--teff-range) as the run that made it")
     ours.load_state_dict(theirs.state_dict())
-
-
-def _init_digest(config: TrainConfig) -> str | None:
-    """SHA-256 of the starting weights (provenance of a fine-tuned model), or None."""
-    if not config.init:
-        return None
-    from .predict import load_model
-
-    return _weights_digest(_estimator(load_model(config.init).model).state_dict())
+    return _weights_digest(theirs.state_dict())
 
 
 def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -286,7 +278,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     data_cfg = config.data_config()
     datasets = datasets or build_datasets(source, data_cfg, layout, cache_dir=cache_dir)
     scaling = LabelScaling.from_bounds(data_cfg.bounds)
-    model, opt = _build(config, datasets)
+    model, opt, init_sha256 = _build(config, datasets)
     start, history, average = 0, [], None
     if resume:
         ck = load_checkpoint(out)
@@ -318,7 +310,6 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     strengths = getattr(simulator.source, "strengths", None)
     if strengths is not None:  # eval must rebuild the same corrected source
         stored_data["line_strengths"] = strengths.to_dict()
-    init_sha256 = _init_digest(config)
     for epoch in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(config, epoch)
