@@ -32,26 +32,59 @@ def _grid_text(info: dict[str, Any]) -> str:
 
 
 def _cmd_grid_info(args: argparse.Namespace) -> int:
+    import h5py
+
     from ..grids.presets import require_default_grid
     from ..grids.store import GridStore
+    from ..grids.training_set import FORMAT as TRAINING_FORMAT
+    from ..grids.training_set import TrainingSet
 
     path = args.grid or require_default_grid()
+    try:
+        with h5py.File(path, "r") as f:
+            is_training_set = f.attrs.get("format") == TRAINING_FORMAT
+    except OSError:
+        is_training_set = False  # GridStore.open gives the clear error
+    if is_training_set:
+        info = TrainingSet(path).info()
+        emit(args, info, _training_set_text(info))
+        return 0
     with GridStore.open(path) as store:
         info = store.info()
     emit(args, info, _grid_text(info))
     return 0
 
 
+def _training_set_text(info: dict[str, Any]) -> str:
+    lines = [f"training set: {info['path']} ({info['name']}), {info['n_spectra']} spectra "
+             f"({info['n_missing']} without a model atmosphere)"]
+    for name, lab in info["labels"].items():
+        lines.append(f"  {name:<10} {lab['min']:g} .. {lab['max']:g} {lab['unit']}")
+    windows = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in info["windows"])
+    lines.append(f"windows:      {windows} Å ({info['medium']}), {info['n_pixels']} px at "
+                 f"{info['velocity_step']:g} km/s")
+    prov = info["provenance"]
+    lines.append(f"provenance:   {prov.get('code', prov.get('synthesis_code', ''))} "
+                 f"{prov.get('linelist', prov.get('synthesis_linelist', ''))}".rstrip())
+    return "\n".join(lines)
+
+
 def _cmd_grid_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .._files import cache_dir
     from ..grids.build import build_grid
     from ..grids.presets import default_grid_path, resolve_spec
+    from ..grids.training_set import TRAINING_PRESETS
 
-    spec = resolve_spec(args.spec or args.preset)
-    output = Path(args.output) if args.output else (
-        default_grid_path() if spec.name == "default" and not args.spec
-        else Path(f"{spec.name}.h5"))
+    if args.preset in TRAINING_PRESETS:
+        spec = TRAINING_PRESETS[args.preset]()
+        output = Path(args.output) if args.output else cache_dir("grids") / f"{spec.name}.h5"
+    else:
+        spec = resolve_spec(args.spec or args.preset)
+        output = Path(args.output) if args.output else (
+            default_grid_path() if spec.name == "default" and not args.spec
+            else Path(f"{spec.name}.h5"))
     report = build_grid(spec, output, scheduler=args.scheduler, n_workers=args.workers,
                         overwrite=args.overwrite, progress=not args.no_progress,
                         command=" ".join(["photosphere", *sys.argv[1:]]))
@@ -171,7 +204,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
 
     p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--preset", help="a named grid: default, harpsn-dl")
+    which.add_argument("--preset", help="a named grid: default, harpsn-dl; or the training "
+                       "set 'optical' (768 syntheses at scattered labels over 7 optical "
+                       "windows, for the emulator; default output in the photosphere cache)")
     which.add_argument("--spec", help="a TOML/YAML grid definition file (see docs/grids.md)")
     p.add_argument("-o", "--output", help="output grid file (default: the package's embedded "
                    "grid for --preset default, else NAME.h5)")
