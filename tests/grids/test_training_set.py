@@ -179,3 +179,20 @@ def test_grid_info_describes_a_training_set(tmp_path, capsys):
     assert doc["kind"] == "training-set" and doc["n_spectra"] == 6
     assert main(["grid", "info", str(out)]) == 0
     assert "5160-5175, 5180-5200 Å" in capsys.readouterr().out
+
+
+def test_molecules_are_asked_of_the_synthesizer_only_when_the_spec_says_so(tmp_path):
+    seen = []
+
+    def recording(*args, molecules=False, **kwargs):
+        seen.append(molecules)
+        return synthesize(*args, **kwargs)
+
+    build_grid(small(n_samples=2, molecules=True), tmp_path / "a.h5", synthesizer=recording,
+               scheduler="synchronous", progress=False)
+    assert seen == [True] * 4
+    seen.clear()
+    build_grid(small(n_samples=2), tmp_path / "b.h5", synthesizer=recording,
+               scheduler="synchronous", progress=False)
+    assert seen == [False] * 4
+    assert TRAINING_PRESETS["optical"]().molecules

@@ -80,6 +80,7 @@ class TrainingSetSpec:
     km/s of the stored sampling; synthesis_step: Å asked of the synthesizer. warps: label ->
     (u knots, value knots), a piecewise-linear map of the uniform Sobol coordinate u in [0, 1]
     onto the label (more samples where the value knots are dense), instead of a uniform box.
+    molecules: synthesise with the molecular line list too (``synthesizer(..., molecules=True)``).
     """
 
     name: str
@@ -93,6 +94,7 @@ class TrainingSetSpec:
     atmosphere: str = "auto"
     medium: str = "air"
     warps: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] | None = None
+    molecules: bool = False
 
     def __post_init__(self) -> None:
         where = f"training set {self.name!r}"
@@ -158,7 +160,8 @@ class TrainingSetSpec:
                 "n_samples": self.n_samples, "seed": self.seed, "envelope": self.envelope,
                 "velocity_step": self.velocity_step, "synthesis_step": self.synthesis_step,
                 "atmosphere": self.atmosphere, "medium": self.medium,
-                "warps": {k: [list(u), list(x)] for k, (u, x) in self.warps.items()}}
+                "warps": {k: [list(u), list(x)] for k, (u, x) in self.warps.items()},
+                "molecules": self.molecules}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -256,12 +259,13 @@ def synthesize_sample(synthesizer, spec_json: str, index: int) -> NodeResult:
     sampling = WindowSampling.from_spec(spec)
     flux, cont, atmospheres = [], [], set()
     provenance: dict[str, Any] = {}
+    extra = {"molecules": True} if spec.molecules else {}
     for k, (lo, hi) in enumerate(spec.windows):
         try:
             syn = synthesizer(labels["teff"], labels["logg"], labels["feh"], labels["alpha"],
                               labels["vmic"], wavelength_min=lo - WINDOW_MARGIN,
                               wavelength_max=hi + WINDOW_MARGIN, step=spec.synthesis_step,
-                              atmosphere=spec.atmosphere)
+                              atmosphere=spec.atmosphere, **extra)
         except OutOfGridError as exc:
             return NodeResult(index=index, missing=True, atmosphere_id=f"none: {exc}")
         wave = sampling.wavelength[sampling.window == k]
@@ -278,7 +282,8 @@ def synthesize_sample(synthesizer, spec_json: str, index: int) -> NodeResult:
     full_cont = np.concatenate(cont)
     coarse = full_cont[sampling.continuum_index]
     rebuilt = sampling.expand_continuum(coarse)
-    provenance.pop("linelist_lines_used", None)
+    for per_window in ("linelist_lines_used", "molecular_lines_used"):
+        provenance.pop(per_window, None)
     return NodeResult(index=index, flux=np.concatenate(flux).astype(np.float32),
                       continuum=coarse.astype(np.float32),
                       mean_flux=np.array([np.mean(f * c) for f, c in zip(flux, cont,
@@ -392,7 +397,7 @@ TRAINING_PRESETS = {
         name="optical", windows=OPTICAL_WINDOWS,
         box={"teff": (3800.0, 7500.0), "logg": (0.0, 5.0), "feh": (-4.0, 0.5),
              "alpha": (-0.1, 0.5), "vmic": (0.5, 2.5)},
-        n_samples=768, seed=20261206,
+        n_samples=768, seed=20261206, molecules=True,
         # a quarter of the draws below [Fe/H] -1.5, 10 % below -2.5: most benchmark and survey
         # stars are near solar, yet the metal-poor tail must be covered down to -4
         warps={"feh": ((0.0, 0.10, 0.25, 1.0), (-4.0, -2.5, -1.5, 0.5))}),

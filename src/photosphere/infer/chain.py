@@ -195,11 +195,14 @@ class ObservationChain:
         if continuum_degree is not None and not 0 <= continuum_degree <= 20:
             raise FitError(f"continuum_degree={continuum_degree} must be None or 0..20")
         self.model_wavelength = np.asarray(model.wavelength, float)
-        self.velocity_step = float(grid.velocity_step(self.model_wavelength))
+        # log-uniform grid, or log-uniform windows with one step (a training set's line
+        # windows): inside a run ln λ_i = ln λ_start + (i - start) Δ (used by _shifted_rebin)
+        step, self.model_runs = grid.log_uniform_runs(self.model_wavelength)
+        self.velocity_step = step
         self._model_wave_t = torch.as_tensor(self.model_wavelength, dtype=DTYPE)
-        # log-uniform grid: ln λ_i = ln λ_0 + i Δ (used by _shifted_rebin)
-        self._dlog = float(np.log(self.model_wavelength[-1] / self.model_wavelength[0])
-                           / (len(self.model_wavelength) - 1))
+        a, b = self.model_runs[0]
+        self._dlog = float(np.log(self.model_wavelength[b - 1] / self.model_wavelength[a])
+                           / (b - 1 - a))
         n_rv = len(self.exposures)
         self.label_names = tuple(model.label_names)
         self.rv_names = ("rv",) if n_rv == 1 else tuple(f"rv_{i}" for i in range(n_rv))
@@ -252,11 +255,14 @@ class ObservationChain:
             f"one per pixel ({n_orders}, {n_pix})")
 
     def _prepare(self, resolution, telluric) -> list[SegmentData]:
-        wmin, wmax = float(self.model_wavelength[0]), float(self.model_wavelength[-1])
-        log_model = np.log(self.model_wavelength)
         segments: list[SegmentData] = []
         coverage = []
         for e, spec in enumerate(self.exposures):
+            if not spec.has_uncertainty:
+                raise InvalidSpectrumError(
+                    f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
+                    "sigma/ivar when building the spectrum, or estimate them "
+                    "(photosphere.ops.noise.estimate_snr)")
             rows = _rows(spec)
             n_orders, n_pix = len(rows), len(rows[0][0])
             res = self._per_order(resolution, n_orders, n_pix, e, "resolution")
@@ -274,47 +280,22 @@ class ObservationChain:
                 d_hi = math.sqrt((1 + self.rv_bounds[1] / C_KMS) / (1 - self.rv_bounds[1] / C_KMS))
                 need_lo = wave / d_hi * (1 - margin / C_KMS)
                 need_hi = wave / d_lo * (1 + margin / C_KMS)
-                predictable = (need_lo >= wmin) & (need_hi <= wmax)
                 ivar = np.where(mask, 0.0, spec.ivar[o] if isinstance(spec, EchelleSpectrum)
                                 else spec.ivar)
-                if not spec.has_uncertainty:
-                    raise InvalidSpectrumError(
-                        f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
-                        "sigma/ivar when building the spectrum, or estimate them "
-                        "(photosphere.ops.noise.estimate_snr)")
-                good = predictable & (ivar > 0)
-                n_keep = int(good.sum())
-                if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
-                    continue
-                # crop to the predictable span: pixels the model cannot reach are not carried
-                k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
-                wave, flux, sigma, good, ivar, need_lo, need_hi = (
-                    np.array(a[k0:k1]) for a in (wave, flux, sigma, good, ivar, need_lo, need_hi))
-                if r is not None and np.ndim(r) == 1:
-                    r = np.asarray(r)[k0:k1]
-                tel_row = tel if isinstance(tel, Spectrum) else (
-                    None if tel[o] is None else np.asarray(tel[o], float)[k0:k1])
-                i0 = max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
-                i1 = min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2,
-                         len(log_model))
-                res_seg = r
-                if r is not None and np.ndim(r) == 1:
-                    res_seg = torch.as_tensor(np.interp(self.model_wavelength[i0:i1], wave, r),
-                                              dtype=DTYPE)
-                segments.append(SegmentData(
-                    wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
-                    edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float),
-                                                               dtype=DTYPE)),
-                    flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
-                    ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
-                    sigma=np.where(good, sigma, np.inf), mask=~good,
-                    model_slice=(i0, i1), exposure=e, order=o,
-                    name=self._segment_name(spec, e, o),
-                    chebyshev=None if self.continuum_degree is None else torch.as_tensor(
-                        chebyshev_basis(wave, good, self.continuum_degree), dtype=DTYPE),
-                    telluric=self._telluric_row(tel_row, wave, spec.medium),
-                    resolution=res_seg))
+                name = self._segment_name(spec, e, o)
+                for w, (a, b) in enumerate(self.model_runs):
+                    # one segment per order and model window: its pixels the window predicts
+                    wmin, wmax = self.model_wavelength[a], self.model_wavelength[b - 1]
+                    good = (need_lo >= wmin) & (need_hi <= wmax) & (ivar > 0)
+                    seg = self._segment(wave, flux, sigma, ivar, good, need_lo, need_hi, r,
+                                        tel if isinstance(tel, Spectrum) else tel[o],
+                                        spec.medium, (a, b), e, o,
+                                        name if len(self.model_runs) == 1 else
+                                        f"{name}{', ' if name else ''}window {w}")
+                    if seg is not None:
+                        segments.append(seg)
         if not segments:
+            wmin, wmax = float(self.model_wavelength[0]), float(self.model_wavelength[-1])
             lo = min(c[0] for c in coverage)
             hi = max(c[1] for c in coverage)
             raise OutOfGridError(
@@ -323,6 +304,41 @@ class ObservationChain:
                 f"in {self.rv_bounds} km/s and broadening); use a model covering the spectrum, "
                 "narrow rv_bounds, or check that some pixels are unmasked")
         return segments
+
+    def _segment(self, wave, flux, sigma, ivar, good, need_lo, need_hi, r, tel_row, medium,
+                 run: tuple[int, int], e: int, o: int, name: str) -> SegmentData | None:
+        """The pixels ``good`` of one order, cropped to their span, predicted by the model
+        pixels of ``run``; None when too few pixels are left for the continuum."""
+        n_keep = int(good.sum())
+        if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
+            return None
+        # crop to the predictable span: pixels the model cannot reach are not carried
+        k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
+        wave, flux, sigma, good, ivar, need_lo, need_hi = (
+            np.array(x[k0:k1]) for x in (wave, flux, sigma, good, ivar, need_lo, need_hi))
+        if r is not None and np.ndim(r) == 1:
+            r = np.asarray(r)[k0:k1]
+        if tel_row is not None and not isinstance(tel_row, Spectrum):
+            tel_row = np.asarray(tel_row, float)[k0:k1]
+        a, b = run
+        log_model = np.log(self.model_wavelength[a:b])
+        i0 = a + max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
+        i1 = a + min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2, b - a)
+        res_seg = r
+        if r is not None and np.ndim(r) == 1:
+            res_seg = torch.as_tensor(np.interp(self.model_wavelength[i0:i1], wave, r),
+                                      dtype=DTYPE)
+        return SegmentData(
+            wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
+            edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float), dtype=DTYPE)),
+            flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
+            ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
+            sigma=np.where(good, sigma, np.inf), mask=~good,
+            model_slice=(i0, i1), exposure=e, order=o, name=name,
+            chebyshev=None if self.continuum_degree is None else torch.as_tensor(
+                chebyshev_basis(wave, good, self.continuum_degree), dtype=DTYPE),
+            telluric=self._telluric_row(tel_row, wave, medium),
+            resolution=res_seg)
 
     def _to_model_medium(self, wave: np.ndarray, medium: str) -> np.ndarray:
         if medium == self.model.medium:
