@@ -196,3 +196,28 @@ def test_molecules_are_asked_of_the_synthesizer_only_when_the_spec_says_so(tmp_p
                scheduler="synchronous", progress=False)
     assert seen == [False] * 4
     assert TRAINING_PRESETS["optical"]().molecules
+
+
+def test_an_emulator_trained_on_a_training_set_predicts_held_out_spectra(tmp_path):
+    import torch
+
+    from photosphere.grids.emulator import PCAGPEmulator
+
+    box = dict(BOX, alpha=(0.0, 0.0), vmic=(1.0, 1.0), logg=(3.5, 5.0), teff=(5200.0, 6200.0),
+               feh=(-1.0, 0.3))
+    spec = small(box=box, n_samples=60, envelope="box")
+    out = tmp_path / "ts.h5"
+    build_grid(spec, out, synthesizer=synthesize, scheduler="synchronous", progress=False)
+    emu = PCAGPEmulator(max_components=8, n_iter=60).fit(out)
+    assert emu.bounds["teff"] == (5200.0, 6200.0)
+    np.testing.assert_array_equal(emu.wavelength, TrainingSet(out).wavelength)
+    truth = np.array([5650.0, 4.3, -0.4, 0.0, 1.0])
+    held_out = np.concatenate([
+        synthesize(*truth, wavelength_min=lo - 1, wavelength_max=hi + 1).flux for lo, hi in
+        spec.windows])
+    held_wave = np.concatenate([
+        synthesize(*truth, wavelength_min=lo - 1, wavelength_max=hi + 1).wavelength
+        for lo, hi in spec.windows])
+    expect = np.interp(emu.wavelength, held_wave, held_out)
+    pred = emu.predict(torch.as_tensor(truth)).numpy()
+    assert np.max(np.abs(pred - expect)) < 0.02

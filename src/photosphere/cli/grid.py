@@ -32,20 +32,12 @@ def _grid_text(info: dict[str, Any]) -> str:
 
 
 def _cmd_grid_info(args: argparse.Namespace) -> int:
-    import h5py
-
     from ..grids.presets import require_default_grid
     from ..grids.store import GridStore
-    from ..grids.training_set import FORMAT as TRAINING_FORMAT
-    from ..grids.training_set import TrainingSet
+    from ..grids.training_set import TrainingSet, is_training_set
 
     path = args.grid or require_default_grid()
-    try:
-        with h5py.File(path, "r") as f:
-            is_training_set = f.attrs.get("format") == TRAINING_FORMAT
-    except OSError:
-        is_training_set = False  # GridStore.open gives the clear error
-    if is_training_set:
+    if is_training_set(path):
         info = TrainingSet(path).info()
         emit(args, info, _training_set_text(info))
         return 0

@@ -336,6 +336,16 @@ def write_training_set(path: str | Path, spec: TrainingSetSpec, nodes: list[Node
     return path
 
 
+def is_training_set(path: str | Path) -> bool:
+    """True when ``path`` is an HDF5 file in the training-set format (False for anything else,
+    including files that do not open: their own reader gives the clear error)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except OSError:
+        return False
+
+
 class TrainingSet:
     """A training set read into memory: the spectra that have a model atmosphere.
 
