@@ -54,7 +54,8 @@ class SegmentData:
     edges: ``(n_pix+1,)`` pixel edges Å (midpoints, as ops.resample.pixel_edges).
     model_slice: the model pixels (start, stop) needed to predict this segment.
     exposure: index of the exposure (selects its rv); order: index within the exposure.
-    chebyshev: ``(n_pix, degree+1)`` continuum basis; telluric: ``(n_pix,)`` or None.
+    continuum_basis: ``(n_pix, K)`` continuum basis (Chebyshev polynomials or cubic B-splines)
+    or None; telluric: ``(n_pix,)`` or None.
     resolution: float R, ``(n_model_slice,)`` R(λ) on the model pixels, or None (no LSF).
     """
 
@@ -68,7 +69,7 @@ class SegmentData:
     exposure: int
     order: int
     name: str
-    chebyshev: torch.Tensor | None
+    continuum_basis: torch.Tensor | None
     telluric: torch.Tensor | None
     resolution: float | torch.Tensor | None
 
@@ -139,6 +140,21 @@ def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np
     return np.polynomial.chebyshev.chebvander(x, degree)
 
 
+def spline_basis(wavelength: np.ndarray, good: np.ndarray, knot_spacing: float) -> np.ndarray:
+    """``(n_pix, n_intervals + 3)`` cubic B-splines with equally spaced knots, about
+    ``knot_spacing`` Å apart, over the span of the good pixels (clamped at its ends): a smooth
+    continuum that follows an unnormalised spectrum (blaze, flux calibration) over any length,
+    each coefficient acting only locally."""
+    from scipy.interpolate import BSpline
+
+    lo, hi = float(wavelength[good].min()), float(wavelength[good].max())
+    n_intervals = max(1, round((hi - lo) / knot_spacing))
+    inner = np.linspace(lo, hi, n_intervals + 1)
+    knots = np.concatenate([[lo] * 3, inner, [hi] * 3])
+    x = np.clip(np.asarray(wavelength, float), lo, hi)
+    return BSpline.design_matrix(x, knots, 3).toarray()
+
+
 class ObservationChain:
     """Forward model + instrument = predicted observation.
 
@@ -151,6 +167,9 @@ class ObservationChain:
     them (one per exposure), or a :class:`Spectrum` of transmission resampled onto every segment.
     continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
     data are compared with the model as they are).
+    continuum_knot_spacing: Å; instead of one polynomial per segment, a cubic B-spline with knots
+    about this far apart (follows unnormalised spectra over hundreds of Å); needs a
+    continuum_degree (not None).
     rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
     macroturbulence: None, ζ_RT in km/s (fixed), or ``"fit"`` (a free parameter ``vmac`` within
     ``vmac_bounds``): the radial-tangential macroturbulence the 1D model lacks (ops.
@@ -168,7 +187,8 @@ class ObservationChain:
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
                  vsini_bounds: tuple[float, float] = (0.0, 100.0),
                  macroturbulence: float | str | None = None,
-                 vmac_bounds: tuple[float, float] = (0.0, 15.0)) -> None:
+                 vmac_bounds: tuple[float, float] = (0.0, 15.0),
+                 continuum_knot_spacing: float | None = None) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
         self.continuum_degree = continuum_degree
@@ -194,6 +214,12 @@ class ObservationChain:
             raise FitError(f"vsini_bounds={vsini_bounds} must satisfy 0 <= low < high")
         if continuum_degree is not None and not 0 <= continuum_degree <= 20:
             raise FitError(f"continuum_degree={continuum_degree} must be None or 0..20")
+        self.continuum_knot_spacing = continuum_knot_spacing
+        if continuum_knot_spacing is not None and not (
+                math.isfinite(continuum_knot_spacing) and continuum_knot_spacing > 0
+                and continuum_degree is not None):
+            raise FitError(f"continuum_knot_spacing={continuum_knot_spacing} Å must be a "
+                           "positive number, with a continuum (continuum_degree not None)")
         self.model_wavelength = np.asarray(model.wavelength, float)
         # log-uniform grid, or log-uniform windows with one step (a training set's line
         # windows): inside a run ln λ_i = ln λ_start + (i - start) Δ (used by _shifted_rebin)
@@ -220,8 +246,8 @@ class ObservationChain:
         self.rv_initial: float | None = None  # set by optimize.build_chain after its RV search
         self.segments = self._prepare(resolution, telluric)
         self.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in self.segments))
-        self.n_continuum = (0 if continuum_degree is None
-                            else len(self.segments) * (continuum_degree + 1))
+        self.n_continuum = sum(0 if s.continuum_basis is None else s.continuum_basis.shape[-1]
+                               for s in self.segments)
         if self.n_pixels <= self.n_continuum + len(self.parameter_names):
             raise FitError(f"only {self.n_pixels} usable pixels for {len(self.parameter_names)} "
                            f"parameters and {self.n_continuum} continuum coefficients; unmask "
@@ -310,7 +336,7 @@ class ObservationChain:
         """The pixels ``good`` of one order, cropped to their span, predicted by the model
         pixels of ``run``; None when too few pixels are left for the continuum."""
         n_keep = int(good.sum())
-        if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
+        if n_keep < self._n_basis(wave, good) + 2:
             return None
         # crop to the predictable span: pixels the model cannot reach are not carried
         k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
@@ -335,10 +361,27 @@ class ObservationChain:
             ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
             sigma=np.where(good, sigma, np.inf), mask=~good,
             model_slice=(i0, i1), exposure=e, order=o, name=name,
-            chebyshev=None if self.continuum_degree is None else torch.as_tensor(
-                chebyshev_basis(wave, good, self.continuum_degree), dtype=DTYPE),
+            continuum_basis=self._continuum_basis(wave, good),
             telluric=self._telluric_row(tel_row, wave, medium),
             resolution=res_seg)
+
+    def _n_basis(self, wave: np.ndarray, good: np.ndarray) -> int:
+        """Number of continuum coefficients a segment of these pixels gets."""
+        if self.continuum_degree is None or not good.any():
+            return 0
+        if self.continuum_knot_spacing is None:
+            return self.continuum_degree + 1
+        span = float(wave[good].max() - wave[good].min())
+        return max(1, round(span / self.continuum_knot_spacing)) + 3
+
+    def _continuum_basis(self, wave: np.ndarray, good: np.ndarray) -> torch.Tensor | None:
+        if self.continuum_degree is None:
+            return None
+        if self.continuum_knot_spacing is None:
+            basis = chebyshev_basis(wave, good, self.continuum_degree)
+        else:
+            basis = spline_basis(wave, good, self.continuum_knot_spacing)
+        return torch.as_tensor(basis, dtype=DTYPE)
 
     def _to_model_medium(self, wave: np.ndarray, medium: str) -> np.ndarray:
         if medium == self.model.medium:
@@ -544,7 +587,7 @@ class ObservationChain:
         """``(n_pix, K²)`` products T_j T_k of segment ``i``'s Chebyshev basis (cached; the
         basis does not change when pixels are masked)."""
         cache = self.__dict__.setdefault("_products", {})
-        t = self.segments[i].chebyshev
+        t = self.segments[i].continuum_basis
         if i not in cache:
             cache[i] = (t.unsqueeze(-1) * t.unsqueeze(-2)).reshape(t.shape[0], -1)
         return cache[i]
@@ -559,17 +602,17 @@ class ObservationChain:
         out = []
         for i, (seg, s) in enumerate(zip(self.segments, stellar, strict=True)):
             w = seg.ivar if weights is None else weights[i]
-            k = seg.chebyshev.shape[-1]
+            k = seg.continuum_basis.shape[-1]
             ws = w * s
             # normal matrix AᵀWA with A = s·T, as (s² w) @ (T_j T_k): no (..., n_pix, K) design
             normal = ((ws * s) @ self._basis_products(i)).reshape(*s.shape[:-1], k, k)
-            rhs = (ws * seg.flux) @ seg.chebyshev                          # (..., K)
+            rhs = (ws * seg.flux) @ seg.continuum_basis                          # (..., K)
             eye = torch.eye(k, dtype=DTYPE)
             scale = normal.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
             coef = torch.linalg.solve(normal + 1e-12 * scale[..., None, None] * eye, rhs)
             if log_det is not None:
                 log_det.append(torch.linalg.slogdet(normal)[1])
-            out.append(coef @ seg.chebyshev.T)                             # (..., n_pix)
+            out.append(coef @ seg.continuum_basis.T)                             # (..., n_pix)
         return out
 
     def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None,
