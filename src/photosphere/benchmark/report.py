@@ -39,9 +39,14 @@ def _table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
     return "\n".join(fmt.format(*line).rstrip() for line in [header, *lines])
 
 
+def _short(message: str, limit: int = 110) -> str:
+    return message if len(message) <= limit else message[:limit - 1] + "…"
+
+
 def star_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Per star: engine, star, tier, then per label reference ± err, ours ± σ, difference and
-    difference / σ_total; time (s), χ²_red and flags; error rows carry their message."""
+    difference / σ_total; time (s), χ²_red and flags; error rows carry their message (cut to
+    110 characters; the full one is in the ECSV/JSON)."""
     header = ["engine", "star", "tier"]
     for name in LABELS:
         t = _TITLE[name]
@@ -57,7 +62,7 @@ def star_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
                      _num(r[f"{name}_diff"], "{:+" + fmt[2:]),
                      _num(r[f"{name}_z"], "{:+.1f}")]
         line += [_num(r["seconds"], "{:.1f}"), _num(r["chi2_reduced"], "{:.3g}"),
-                 r["message"] if r["status"] != "ok" else r["flags"]]
+                 _short(r["message"]) if r["status"] != "ok" else r["flags"]]
         lines.append(line)
     return _table(header, lines, markdown)
 
