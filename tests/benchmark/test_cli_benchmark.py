@@ -61,6 +61,11 @@ def test_benchmark_fit_writes_table_json_and_figure(stars_dir, tmp_path, capsys)
     text = capsys.readouterr().out
     assert code == 0 and "giant" in text and "dwarf" not in text
     assert "mean |Δ|" in text and f"written: {out}" in text
+    code = cli.main(["benchmark", str(stars_dir), "--tier", "giant", "-o", str(out),
+                     "--markdown", "--no-progress"])
+    text = capsys.readouterr().out.splitlines()
+    assert code == 0 and text[0].startswith("| engine | star | tier | Teff ref |")
+    assert text[2].startswith("| fit | giant | giant | 4750±50 |")
 
 
 def test_benchmark_user_mistakes_exit_2(stars_dir, tmp_path, capsys):

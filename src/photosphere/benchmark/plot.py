@@ -67,8 +67,12 @@ def plot_benchmark(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> P
         ax.set_ylabel(f"{engine} (ours − ref) / σ_total")
         ax.set_yscale("symlog", linthresh=3)
         y0, y1 = ax.get_ylim()
-        ax.set_ylim(min(y0, -3.0), max(y1, 3.0))
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        y0, y1 = min(y0, -3.0), max(y1, 3.0)
+        ax.set_ylim(y0, y1)
+        ticks = [t for t in (-1000, -100, -10, -3, -2, -1, 0, 1, 2, 3, 10, 100, 1000)
+                 if y0 <= t <= y1]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         handles, labels = row_axes[0].get_legend_handles_labels()
         if handles:
             row_axes[0].legend(handles, labels, fontsize=7, loc="upper left")

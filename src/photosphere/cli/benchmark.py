@@ -24,7 +24,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         plot_benchmark(rows, args.plot)
     written = [p for p in (args.output, args.output and str(Path(args.output).with_suffix(
         ".json")), args.plot) if p]
-    text = f"{star_table(rows)}\n\n{summary_table(summary)}"
+    text = (f"{star_table(rows, args.markdown)}\n\n"
+            f"{summary_table(summary, args.markdown)}")
     if written:
         text += f"\n\nwritten: {', '.join(written)}"
     emit(args, {"stars_dir": str(stars_dir), "engine": args.engine, "rows": rows,
@@ -52,6 +53,8 @@ def _register_benchmark(sub: argparse._SubParsersAction) -> None:
                         "star; a rerun keeps its finished stars and retries errors")
     p.add_argument("--plot", metavar="FIG.png",
                    help="ours vs reference per label, coloured by tier, and the differences")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the tables as Markdown (for a docs page)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_json(p)
     p.set_defaults(func=_cmd_benchmark)
