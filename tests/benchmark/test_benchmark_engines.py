@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from photosphere.benchmark.engines import label_flags, make_engines, resolution_of
+from photosphere.benchmark.engines import (
+    label_flags,
+    make_engines,
+    reference_flags,
+    resolution_of,
+)
 from photosphere.benchmark.stars import Star
 from photosphere.errors import BenchmarkError
 from photosphere.spectrum import Spectrum, SpectrumMeta
@@ -52,3 +57,12 @@ def test_engine_names():
     assert [e.name for e in make_engines("nn")] == ["nn"]
     with pytest.raises(BenchmarkError, match="engine 'mcmc' is not known"):
         make_engines("mcmc")
+
+
+def test_reference_outside_the_box():
+    box = {"teff": (4000.0, 7000.0), "logg": (1.0, 5.0), "feh": (-2.0, 0.5)}
+    assert reference_flags(_star(), box) == []
+    cool = Star(star="M", file="m.txt", path=None, instrument="I", resolution=60000.0,
+                reference={"teff": (3228.0, 60.0), "logg": (5.09, 0.05), "feh": (-0.4, 0.1)})
+    assert reference_flags(cool, box) == ["ref_outside=teff,logg"]
+    assert reference_flags(cool, {}) == []

@@ -86,6 +86,8 @@ def test_without_output_and_text_tables():
         in summary
     markdown = star_table(rows, markdown=True).splitlines()
     assert markdown[0].startswith("| engine | star | tier |") and markdown[1].startswith("|---|")
+    markdown = summary_table(summarise(rows), markdown=True).splitlines()
+    assert "| mean \\|Δ\\| |" in markdown[0]        # a pipe in a cell would split it
 
 
 def test_output_mistakes_are_typed_errors(tmp_path):

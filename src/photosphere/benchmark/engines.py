@@ -37,7 +37,8 @@ class Estimate:
     labels: ``{label: (value, sigma)}`` in K / dex for teff, logg, feh (sigma NaN when absent).
     resolution: the R used, and where it came from (``"header"`` or ``"table"``).
     chi2_reduced: of the fit (None for engines without one). flags: short tokens (see
-    :func:`label_flags`).
+    :func:`label_flags`, :func:`reference_flags`; ``not_converged``, ``chi2_high``,
+    ``out_of_distribution``).
     """
 
     labels: dict[str, tuple[float, float]]
@@ -93,6 +94,15 @@ def label_flags(labels: dict[str, tuple[float, float]],
     return out
 
 
+def reference_flags(star: Star, bounds: dict[str, tuple[float, float]]) -> list[str]:
+    """``ref_outside=NAMES``: the reference labels the engine's box does not cover (the star is
+    outside the model there; an answer at the bound is then expected, not a failure to fix in
+    the fit)."""
+    names = [n for n, (value, _) in star.reference.items()
+             if n in bounds and not bounds[n][0] <= value <= bounds[n][1]]
+    return ["ref_outside=" + ",".join(names)] if names else []
+
+
 def _labels(found: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
     return {n: (float(found[n][0]), float(found[n][1])) if n in found else (math.nan, math.nan)
             for n in LABELS}
@@ -137,6 +147,7 @@ class FitEngine:
         result = fit(model, spectrum, source=str(star.path), resolution=resolution)
         labels = _labels(result.labels)
         flags = label_flags(labels, dict(model.bounds), self.nodes())
+        flags += reference_flags(star, dict(model.bounds))
         if not result.converged:
             flags.append("not_converged")
         if not result.chi2_reduced <= CHI2_HIGH:
@@ -174,7 +185,7 @@ class NNEngine:
         result = predict_spectrum(spectrum, ck)
         labels = _labels(result.labels)
         box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
-        flags = label_flags(labels, box)
+        flags = label_flags(labels, box) + reference_flags(star, box)
         check = result.provenance.get("consistency") or {}
         if check.get("out_of_distribution"):
             flags.append("out_of_distribution")

@@ -30,8 +30,10 @@ def _num(value: float, fmt: str) -> str:
 
 def _table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
     if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines]
+        def cells(line: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in line) + " |"
+
+        out = [cells(header), "|" + "---|" * len(header), *(cells(line) for line in lines)]
         return "\n".join(out)
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
