@@ -21,6 +21,8 @@ _TITLE = {"teff": "Teff (K)", "logg": "log g (dex)", "feh": "[Fe/H] (dex)"}
 _COLOURS = dict(zip(TIERS, ("tab:blue", "tab:purple", "tab:red", "tab:orange", "tab:green",
                             "tab:gray"), strict=True))
 
+_Z_TICKS = (-1000, -100, -30, -10, -5, -3, -2, -1, 0, 1, 2, 3, 5, 10, 30, 100, 1000)
+
 
 def _column(rows: Sequence[dict[str, Any]], name: str) -> np.ndarray:
     return np.array([float(r[name]) for r in rows], float)
@@ -69,8 +71,7 @@ def plot_benchmark(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> P
         y0, y1 = ax.get_ylim()
         y0, y1 = min(y0, -3.0), max(y1, 3.0)
         ax.set_ylim(y0, y1)
-        ticks = [t for t in (-1000, -100, -10, -3, -2, -1, 0, 1, 2, 3, 10, 100, 1000)
-                 if y0 <= t <= y1]
+        ticks = [t for t in _Z_TICKS if y0 <= t <= y1]
         ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
         ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         handles, labels = row_axes[0].get_legend_handles_labels()
