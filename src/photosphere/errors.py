@@ -53,3 +53,8 @@ class FitError(PhotosphereError, RuntimeError):
 
 class CheckpointError(PhotosphereError, ValueError):
     """A saved model file (HDF5 / checkpoint) that is corrupt, incomplete or of the wrong kind."""
+
+
+class BenchmarkError(PhotosphereError, ValueError):
+    """A benchmark that cannot start: a missing or malformed labels table, an unknown star or
+    tier, an output file of another layout."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from .. import __version__
 from ..errors import PhotosphereError
 from ._common import emit
+from .benchmark import _register_benchmark
 from .cannon import _register_cannon
 from .demo import _register_demo
 from .fit import _register_fit
@@ -27,7 +28,7 @@ __all__ = ["build_parser", "emit", "main"]
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_info, _register_setup, _register_grid, _register_fit, _register_cannon,
-    _register_lines, _register_nn, _register_demo]
+    _register_lines, _register_nn, _register_demo, _register_benchmark]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -409,15 +409,11 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from .predict import load_model, predict_spectrum
+    from .predict import load_model, predict_spectrum, read_for_prediction
 
     cks = [load_model(m) for m in (args.model or [None])]  # clear error first if no model
-    from ..io import identify, read
-
-    kw = {k: getattr(args, k) for k in ("wave", "blaze", "medium") if getattr(args, k)}
-    if "e2ds" in identify(args.file):
-        kw["deblaze"] = True
-    spectrum = read(args.file, **kw)
+    spectrum = read_for_prediction(args.file, wave=args.wave, blaze=args.blaze,
+                                   medium=args.medium)
     result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration,
                               check_grid=not args.no_grid_check, grid=args.grid)

@@ -140,6 +140,19 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "consistency": consistency})
 
 
+def read_for_prediction(path: str | os.PathLike, *, wave: str | None = None,
+                        blaze: str | None = None, medium: str | None = None):
+    """Read a spectrum file as ``photosphere nn predict`` does: any reader of
+    :mod:`photosphere.io`, e2ds frames deblazed; ``wave``/``blaze`` files for e2ds frames and
+    ``medium`` ('air' or 'vacuum') for files that do not record it, when given."""
+    from ..io import identify, read
+
+    kw = {k: v for k, v in (("wave", wave), ("blaze", blaze), ("medium", medium)) if v}
+    if "e2ds" in identify(str(path)):
+        kw["deblaze"] = True
+    return read(str(path), **kw)
+
+
 def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | None:
     """The grid file ``ck`` was trained on: ``grid`` if given (checked against the digest the
     checkpoint records), else the embedded grid when it is that one or when the checkpoint
