@@ -677,6 +677,24 @@ class ObservationChain:
             raise FitError(f"only {out.n_pixels} usable pixels left after masking; mask fewer")
         return out
 
+    def inflated(self, jitter: float, model: Sequence[torch.Tensor]) -> ObservationChain:
+        """A copy of this chain whose pixel variances include a misfit term:
+        ``σ² + (jitter · model)²`` per segment, ``model`` the best-fit full model of each
+        segment (so ``jitter`` is a fraction of the flux level). Masks are kept."""
+        if not (math.isfinite(jitter) and jitter >= 0):
+            raise FitError(f"jitter={jitter} must be a finite fraction of the flux >= 0")
+        out = copy.copy(self)
+        segments = []
+        for seg, m in zip(self.segments, model, strict=True):
+            var = torch.as_tensor(seg.sigma, dtype=DTYPE) ** 2 + (jitter * m.detach()) ** 2
+            keep = seg.ivar > 0
+            segments.append(dataclasses.replace(
+                seg, ivar=torch.where(keep, 1.0 / var, 0.0),
+                sigma=np.where(keep.numpy(), var.sqrt().numpy(), np.inf)))
+        out.segments = segments
+        out.__dict__.pop("_products", None)
+        return out
+
     def theta_from(self, values: Mapping[str, float]) -> np.ndarray:
         """Parameter vector from a ``{name: value}`` mapping (``rv`` fills every exposure)."""
         out = []
