@@ -66,6 +66,13 @@ def test_benchmark_fit_writes_table_json_and_figure(stars_dir, tmp_path, capsys)
     text = capsys.readouterr().out.splitlines()
     assert code == 0 and text[0].startswith("| engine | star | tier | Teff ref |")
     assert text[2].startswith("| fit | giant | giant | 4750±50 |")
+    # the rerun reuses the table; the floor is measured on the other stars of each tier: one
+    # star per tier here, so no floor can be measured and σ stay the engine's own
+    code = cli.main(["benchmark", str(stars_dir), "-o", str(out), "--systematic-floor",
+                     "--json", "--no-progress"])
+    rows = {r["star"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert code == 0 and rows["dwarf"]["teff_sigma_sys"] is None   # NaN is null in JSON
+    assert rows["dwarf"]["teff_sigma"] == rows["dwarf"]["teff_sigma_stat"]
 
 
 def test_benchmark_user_mistakes_exit_2(stars_dir, tmp_path, capsys):

@@ -19,6 +19,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     engines = make_engines(args.engine)
     rows = run_benchmark(stars, engines, args.output, stars_dir=stars_dir,
                          progress=not args.no_progress)
+    if args.systematic_floor:
+        from ..benchmark.floor import leave_one_out_by_group
+
+        rows = leave_one_out_by_group(rows)
     summary = summarise(rows)
     if args.plot:
         plot_benchmark(rows, args.plot)
@@ -53,6 +57,9 @@ def _register_benchmark(sub: argparse._SubParsersAction) -> None:
                         "star; a rerun keeps its finished stars and retries errors")
     p.add_argument("--plot", metavar="FIG.png",
                    help="ours vs reference per label, coloured by tier, and the differences")
+    p.add_argument("--systematic-floor", action="store_true",
+                   help="add to each star's σ the systematic floor measured on the OTHER stars "
+                        "of its tier and engine (leave-one-out; docs/benchmark.md)")
     p.add_argument("--markdown", action="store_true",
                    help="print the tables as Markdown (for a docs page)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

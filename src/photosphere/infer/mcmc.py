@@ -104,7 +104,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
            noise: CorrelatedNoise | None = None, model_variance: bool = True,
            model_error: str = "auto", seed: int | None = 0, progress: bool = True, pool=None,
            chain: ObservationChain | None = None, source: str | None = None,
-           macroturbulence: float | str | None = None) -> Result:
+           macroturbulence: float | str | None = None,
+           continuum_knot_spacing: float | None = None) -> Result:
     """Posterior samples of the labels.
 
     n_walkers, n_steps, burn: emcee settings (burn defaults to n_steps // 4, discarded).
@@ -129,7 +130,7 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
         raise FitError(f"burn={burn} must be in 0..n_steps-1 ({n_steps - 1})")
     chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
                     rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
-                    epsilon=epsilon)
+                    epsilon=epsilon, continuum_knot_spacing=continuum_knot_spacing)
     if macroturbulence == "auto":
         if not isinstance(initial, Result):
             initial = fit(model, observation, initial=initial, fixed=fixed, noise=noise,

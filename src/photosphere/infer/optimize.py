@@ -368,13 +368,14 @@ def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=N
                 vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
                 initial: Mapping[str, float] | None = None,
                 fixed: Mapping[str, float] | None = None,
-                macroturbulence: float | str | None = None) -> ObservationChain:
+                macroturbulence: float | str | None = None,
+                continuum_knot_spacing: float | None = None) -> ObservationChain:
     """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
     cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
     lost to the model's edges)."""
     kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
               rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon,
-              macroturbulence=macroturbulence)
+              macroturbulence=macroturbulence, continuum_knot_spacing=continuum_knot_spacing)
     if rv_bounds is not None:
         return ObservationChain(model, observation, rv_bounds=rv_bounds, **kw)
     known = {**(initial or {}), **(fixed or {})}
@@ -429,14 +430,14 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         scale_covariance: bool = False, chain: ObservationChain | None = None,
         source: str | None = None, clip: float | None = None,
         clip_iterations: int = 10, macroturbulence: float | str | None = None,
-        misfit: str | None = None) -> Result:
+        misfit: str | None = None, continuum_knot_spacing: float | None = None) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
     vsini shared, one RV each: ``rv_0, rv_1, ...``).
     initial / fixed: ``{name: value}`` starting values / values held constant (physical units).
-    resolution, telluric, continuum_degree, rotation, rv_bounds, vsini_bounds, epsilon: see
-    :class:`~photosphere.infer.chain.ObservationChain`.
+    resolution, telluric, continuum_degree, continuum_knot_spacing, rotation, rv_bounds,
+    vsini_bounds, epsilon: see :class:`~photosphere.infer.chain.ObservationChain`.
     noise: None (independent pixels), a :class:`CorrelatedNoise`, or ``"auto"`` (estimate the
     kernel from the residuals of a first fit, then refit with it).
     model_variance: add the model's ``predict_variance`` to the data variance when it has one
@@ -480,7 +481,7 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
             noise=noise, model_variance=model_variance, model_error=model_error, n_grid=n_grid,
             n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
             chain=chain, source=source, clip=clip, clip_iterations=clip_iterations,
-            misfit=misfit)
+            misfit=misfit, continuum_knot_spacing=continuum_knot_spacing)
     if misfit not in (None, "jitter"):
         raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
     if isinstance(noise, str) and noise != "auto":
@@ -490,7 +491,8 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
         chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
                             continuum_degree=continuum_degree, rotation=rotation,
                             rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
-                            initial=initial, fixed=fixed, macroturbulence=macroturbulence)
+                            initial=initial, fixed=fixed, macroturbulence=macroturbulence,
+                            continuum_knot_spacing=continuum_knot_spacing)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     start = _start_values(chain, initial, fixed)
     explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
@@ -751,7 +753,9 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                   "resolution": None if chain.segments[0].resolution is None
                   else [float(np.median(np.atleast_1d(np.asarray(s.resolution))))
                         for s in chain.segments],
-                  "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
+                  "continuum_degree": chain.continuum_degree,
+                  "continuum_knot_spacing": chain.continuum_knot_spacing,
+                  "rotation": chain.rotation,
                   "epsilon": chain.epsilon, "macroturbulence": chain.macroturbulence,
                   "rv_bounds": list(chain.rv_bounds),
                   "n_segments": len(chain.segments), "elapsed_s": elapsed,
