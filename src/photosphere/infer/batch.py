@@ -75,10 +75,10 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
     return CorrectedSource(model, LineStrengths.read(line_strengths))
 
 
-def _default_reader(path: str):
+def _default_reader(path: str, medium: str | None = None):
     from ..io import read
 
-    return read(path)
+    return read(path, **({"medium": medium} if medium else {}))
 
 
 def with_uncertainty(spectrum):
@@ -105,13 +105,15 @@ def with_uncertainty(spectrum):
     return spectrum.replace(sigma=sigma, meta=meta)
 
 
-def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None):
+def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None,
+                     medium: str | None = None):
     """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
     outside ``wavelength_range`` (Å, Å), and give it σ (from ``snr`` when given, else
-    :func:`with_uncertainty`)."""
+    :func:`with_uncertainty`). medium: the air/vacuum frame for files that do not record it
+    (``photosphere.io.read(..., medium=)``)."""
     from ..spectrum import EchelleSpectrum
 
-    spectrum = _default_reader(path)
+    spectrum = _default_reader(path, medium)
     if orders is not None:
         if not isinstance(spectrum, EchelleSpectrum):
             raise FitError(f"--orders needs an echelle spectrum; {path} is one-dimensional")
