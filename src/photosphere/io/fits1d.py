@@ -173,6 +173,11 @@ def _read_table(hdu, primary_header, path, what, medium, wavelength_unit, flux_u
                               "table needs a wavelength and a flux column")
     scol = _column(data, _SIGMA_COLS)
     icol = _column(data, ("ivar", "inverse_variance"))
+    for col in (wcol, fcol, scol, icol):
+        if col is not None and not np.issubdtype(np.asarray(data[col]).dtype, np.number):
+            raise FileFormatError(f"{what}: column {col!r} holds {np.asarray(data[col]).dtype} "
+                                  "values, not numbers; write it as a float column (TFORM "
+                                  "'D' or 'E')")
     units = {data.names[i]: hdu.header.get(f"TUNIT{i + 1}") for i in range(len(data.names))}
     wave = np.asarray(data[wcol], float).ravel()
     if wcol.lower() == "loglam":
