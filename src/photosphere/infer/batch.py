@@ -25,7 +25,10 @@ _MODEL_CACHE: dict[Any, Any] = {}
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named or matched by glob patterns, in order, without duplicates."""
+    """Files named or matched by glob patterns, in order, without duplicates (a folder counts
+    when it holds a three-file text spectrum, :mod:`photosphere.io.text_folder`)."""
+    from ..io.text_folder import is_text_folder
+
     out: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -34,8 +37,9 @@ def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             raise MissingFileError(f"no file matches {text!r}; check the pattern")
         for m in matches:
             p = Path(m)
-            if not p.is_file():
-                raise MissingFileError(f"{p} does not exist or is not a file")
+            if not (p.is_file() or (p.is_dir() and is_text_folder(p))):
+                raise MissingFileError(f"{p} does not exist or is not a file (or a folder of "
+                                       "wavelength/flux/ivar text files)")
             if p not in out:
                 out.append(p)
     return out
