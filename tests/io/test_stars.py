@@ -164,3 +164,19 @@ def test_info_text_states_units_and_frames(capsys):
     assert main(["info", str(path), "--medium", "vacuum", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["medium"] == "vacuum" and d["medium_assumed"] is False
+
+
+@pytest.mark.parametrize("relative", [
+    "stars/hires/hires_gj880_rj59.1926_adj.fits", "stars/hires/hires_hd22072",
+    "stars/hires/griffith2022_2MASS_J03443498+0553014.csv", "stars/hires/mike_g64-12.fits",
+    "stars/hires/harps_gl643.fits", "stars/hires/sophie_gl908.fits",
+])
+def test_assumed_air_is_right_na_d_at_air_positions(relative):
+    """These rest-frame spectra record no air/vacuum: the assumed air frame puts the Na D cores
+    at their air wavelengths (5889.95, 5895.92 Å); vacuum would be 1.6 Å redder."""
+    spec = read(shared_file(relative))
+    assert spec.meta.extra["medium_assumed"] and spec.medium == "air"
+    w, f, m = spec.wavelength.ravel(), spec.flux.ravel(), spec.mask.ravel()
+    for air in (5889.951, 5895.924):
+        sel = (w > air - 2.0) & (w < air + 2.0) & ~m  # holds the vacuum position too
+        assert w[sel][np.argmin(f[sel])] == pytest.approx(air, abs=0.1)

@@ -395,13 +395,11 @@ def identify(path: str | os.PathLike) -> str:
         return _identify_hdf5(p)
     if _is_magic(p, b"PK\x03\x04") or name.endswith(".npz"):
         keys = frozenset(payne.load_npz(p))
-        return _first_match(Probe(p, keys=keys), "npz") or \
-            _raise(_unknown(p, f"an .npz archive with arrays {sorted(keys)}"))
+        found = _first_match(Probe(p, keys=keys), "npz")
+        if found is None:
+            raise _unknown(p, f"an .npz archive with arrays {sorted(keys)}")
+        return found
     return _identify_text(p)
-
-
-def _raise(exc: Exception):
-    raise exc
 
 
 def _identify_folder(folder: Path) -> str:
@@ -436,8 +434,10 @@ def _identify_hdf5(p: Path) -> str:
     except OSError as exc:
         raise FileFormatError(f"{p} is not a readable HDF5 file ({exc}); it may be truncated: "
                               "fetch it again") from None
-    return _first_match(Probe(p, keys=keys), "hdf5") or \
-        _raise(_unknown(p, f"an HDF5 file with datasets {sorted(keys)}"))
+    found = _first_match(Probe(p, keys=keys), "hdf5")
+    if found is None:
+        raise _unknown(p, f"an HDF5 file with datasets {sorted(keys)}")
+    return found
 
 
 def _identify_text(p: Path) -> str:
