@@ -180,3 +180,17 @@ def test_assumed_air_is_right_na_d_at_air_positions(relative):
     for air in (5889.951, 5895.924):
         sel = (w > air - 2.0) & (w < air + 2.0) & ~m  # holds the vacuum position too
         assert w[sel][np.argmin(f[sel])] == pytest.approx(air, abs=0.1)
+
+
+@pytest.mark.parametrize("star", ["m0046V", "m0067V", "m0123V", "m0501V"])
+def test_miles_wavelengths_are_air(star):
+    """Na D and Mg b line centres (parabola through the deepest pixels) within 0.3 Å of their
+    air wavelengths; vacuum would put them 1.4-1.6 Å redder."""
+    spec = read(shared_file(f"stars/miles/MILES_res2.50_star_{star}.fits"))
+    w, f = spec.wavelength, spec.flux
+    for air in (5889.951, 5895.924, 5183.604, 5172.684):
+        inside = (w > air - 2.5) & (w < air + 2.5)
+        i = int(np.argmin(np.where(inside, f, np.inf)))
+        y0, y1, y2 = f[i - 1: i + 2]
+        centre = w[i] + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) * (w[1] - w[0])
+        assert centre == pytest.approx(air, abs=0.3)

@@ -10,8 +10,8 @@
   ``s`` (normalised flux), ``w`` (Å) and ``serr`` (σ), shifted by SpecMatch-Emp onto its
   rest-frame reference: normalised, rest frame, one merged 1D spectrum.
 
-Neither layout records air or vacuum: air is assumed (HIRES is calibrated with a Th-Ar lamp
-against air wavelengths, like every ground-based optical spectrograph) unless ``medium=`` says.
+Neither layout records air or vacuum: air is assumed (the ground-based optical convention; the
+rest-frame table puts Na D at its air wavelengths) and marked so, unless ``medium=`` says.
 """
 
 from __future__ import annotations
