@@ -215,6 +215,12 @@ def test_csv_without_wavelength_column_is_a_clear_error(tmp_path, capsys):
     assert "wavelength_nm" in err and "Traceback" not in err
 
 
+def test_ragged_csv_names_the_row(tmp_path):
+    (tmp_path / "r.csv").write_text("wavelength,flux\n5000,1\n5001\n")
+    with pytest.raises(FileFormatError, match=r"table row 3 .* has 1 values"):
+        read(tmp_path / "r.csv")
+
+
 # ---------------------------------------------------------------------------- text folders
 def _write_folder(folder, wave, flux, ivar):
     folder.mkdir()

@@ -110,15 +110,22 @@ def read_csv_table(path: str | os.PathLike, *, medium: str | None = None,
     with open(p, encoding="utf-8", errors="replace") as fh:
         lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
     delimiter = _delimiter(lines[0])
-    try:
-        data = np.array([[float(v) if v not in ("", "nan", "NaN") else np.nan
-                          for v in _split(ln, delimiter)] for ln in lines[1:]], float)
-    except ValueError as exc:
-        raise FileFormatError(f"{what}: a data row is not numeric ({exc}); every row after "
-                              "the header must hold numbers") from None
-    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] != len(names):
-        raise FileFormatError(f"{what}: {len(names)} column names but the rows do not all have "
-                              f"{len(names)} values; fix the ragged rows")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        values = _split(line, delimiter)
+        if len(values) != len(names):
+            raise FileFormatError(f"{what}: table row {number} (header = row 1) has "
+                                  f"{len(values)} values but the header names {len(names)} "
+                                  "columns; fix the ragged row")
+        try:
+            rows.append([np.nan if v in ("", "nan", "NaN") else float(v) for v in values])
+        except ValueError:
+            raise FileFormatError(f"{what}: table row {number} ({line.strip()[:60]!r}) is not "
+                                  "numeric; every row after the header must hold numbers"
+                                  ) from None
+    if not rows:
+        raise FileFormatError(f"{what}: a header but no data rows")
+    data = np.array(rows, float)
     unit = wavelength_unit or parsed[iw][1] or \
         (ISPEC_WAVEOBS_UNIT if parsed[iw][0] == "waveobs" else None)
     if unit is not None and angstrom_per_unit(unit) is None:
