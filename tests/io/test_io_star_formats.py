@@ -103,6 +103,12 @@ def test_multispec_missing_order_attribute_is_a_clear_error(tmp_path):
         read(tmp_path / "m.fits")
 
 
+def test_multispec_uncalibrated_order_is_a_clear_error(tmp_path):
+    write_multispec(tmp_path / "raw.fits", ["1 70 -1 1 1 50 0 0 0"], np.ones((1, 50)))
+    with pytest.raises(FileFormatError, match=r"raw\.fits.*not wavelength calibrated"):
+        read(tmp_path / "raw.fits")
+
+
 def test_multispec_unknown_function_type(tmp_path):
     with pytest.raises(FileFormatError, match="not an IRAF multispec type"):
         parse_spec("1 1 2 0 0 10 0 0 0 1 0 9 2 1 10", "t")

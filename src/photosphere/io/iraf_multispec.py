@@ -228,7 +228,10 @@ def read_iraf_multispec(path: str | os.PathLike, *,
     if factor is None:
         raise FileFormatError(f"{what}: the WCS units {_unit(header)!r} are not a length; "
                               "this multispec file is not wavelength calibrated")
-    wave = np.array([order_wavelength(s, physical) for s in sols]) * factor
+    try:
+        wave = np.array([order_wavelength(s, physical) for s in sols]) * factor
+    except FileFormatError as exc:
+        raise FileFormatError(f"{what}: {exc}") from None
     valid = np.arange(n_pixels)[None, :] < np.array([s.nw if s.nw > 0 else n_pixels
                                                      for s in sols])[:, None]
     if np.any(~valid):  # pad invalid tail pixels with increasing wavelengths, then mask them
