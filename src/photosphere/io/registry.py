@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import FileFormatError, MissingFileError, UnitsError
 from ..spectrum import EchelleSpectrum, Spectrum
+from . import _summaries as summaries
 from . import (
     apogee,
     csv_table,
@@ -172,68 +173,6 @@ def _text_kind(pr: Probe) -> str:
     return pr.memo["text"]
 
 
-# ---------------------------------------------------------------------- auxiliary summaries
-def _summary_allstar(p: Path) -> dict[str, Any]:
-    with open_fits_lazy(p) as hdul:  # headers only: DR17 allStar is several GB
-        h1 = hdul[1].header
-        n_rows = int(header_value(h1, "NAXIS2", 0) or 0)
-        n_cols = int(header_value(h1, "TFIELDS", 0) or 0)
-        columns = [str(header_value(h1, f"TTYPE{i}")) for i in range(1, n_cols + 1)]
-    return {"shape": [n_rows], "n_rows": n_rows, "n_columns": n_cols, "columns": columns[:60]}
-
-
-def _summary_rvsynthgrid(p: Path) -> dict[str, Any]:
-    grid = apogee.read_rv_synthgrid(p)
-    return {"shape": list(grid.flux.shape), "n_spectra": len(grid),
-            "wavelength_min": float(grid.wavelength.min()),
-            "wavelength_max": float(grid.wavelength.max()), "medium": grid.medium,
-            "labels": {k: [float(v.min()), float(v.max())] for k, v in grid.labels.items()}}
-
-
-def _without_identity(summary: Callable[[Path], dict]) -> Callable[[Path], dict]:
-    def run(p: Path) -> dict[str, Any]:
-        out = summary(p)
-        out.pop("product", None)
-        out.pop("description", None)
-        return out
-    return run
-
-
-def _summary_lblrtm(p: Path) -> dict[str, Any]:
-    grid = telluric.read_lblrtm_grid(p)
-    return {"shape": list(grid.transmission.shape), "species": grid.species,
-            "wavelength_min": float(grid.wavelength.min()),
-            "wavelength_max": float(grid.wavelength.max()), "medium": grid.medium,
-            "airmass": grid.airmass.tolist(), "scale": grid.scale.tolist()}
-
-
-def _summary_payne(product: str) -> Callable[[Path], dict]:
-    def run(p: Path) -> dict[str, Any]:
-        arrays = payne.read_payne_auxiliary(p)
-        out: dict[str, Any] = {"arrays": {k: list(v.shape) for k, v in arrays.items()}}
-        if product == "payne_emulator":
-            out["shape"] = list(arrays["w_array_0"].shape)
-            out["n_pixels"] = int(arrays["b_array_1"].shape[0])
-            out["label_min"] = arrays["x_min"].tolist() if "x_min" in arrays else None
-            out["label_max"] = arrays["x_max"].tolist() if "x_max" in arrays else None
-        elif product in ("payne_wavelength", "apvisit_wavelength"):
-            w = arrays["wavelength" if product == "payne_wavelength" else "wave"]
-            out.update(shape=list(w.shape), wavelength_min=float(w.min()),
-                       wavelength_max=float(w.max()), medium="vacuum")
-        else:
-            key = "pixels_cannon" if "pixels_cannon" in arrays else "apogee_mask"
-            m = arrays[key]
-            out.update(shape=list(m.shape), n_true=int(np.sum(m)))
-        if product in ("payne_emulator", "payne_pixel_mask") and \
-                (p.parent / payne.WAVELENGTH_FILE).exists():
-            # defined on the ASPCAP grid: report its range when the companion grid is beside it
-            w = payne.payne_wavelength(p)
-            out.update(wavelength_min=float(w.min()), wavelength_max=float(w.max()),
-                       medium="vacuum")
-        return out
-    return run
-
-
 def _npz(*needed: str) -> Callable[[Probe], bool]:
     return lambda pr: set(needed) <= pr.keys
 
@@ -271,7 +210,7 @@ PRODUCT_TABLE: tuple[Product, ...] = (
     Product("phoenix_wave", "PHOENIX-ACES wavelength grid (vacuum Å)", "fits",
             lambda pr: pr.name.startswith("wave_phoenix") and pr.n0 == 1, phoenix.read_phoenix,
             is_spectrum=False, how="photosphere.io.phoenix.read_phoenix(flux, wave_path=...)",
-            summarise=_without_identity(phoenix.describe_wave_file)),
+            summarise=summaries.without_identity(phoenix.describe_wave_file)),
     Product("harps_s1d", "HARPS/HARPS-N merged 1D spectrum (air, barycentric frame)", "fits",
             _harps("harps_s1d"), harps.read_s1d),
     Product("harps_e2ds", "HARPS/HARPS-N extracted echelle frame (air, observed frame)", "fits",
@@ -279,11 +218,11 @@ PRODUCT_TABLE: tuple[Product, ...] = (
     Product("harps_wave", "HARPS/HARPS-N wavelength solution (orders x pixels, air Å)", "fits",
             _harps("harps_wave"), harps.read_e2ds, is_spectrum=False,
             how="photosphere.io.harps.read_e2ds(e2ds, wave=...)",
-            summarise=_without_identity(harps.describe_calibration)),
+            summarise=summaries.without_identity(harps.describe_calibration)),
     Product("harps_blaze", "HARPS/HARPS-N blaze function (orders x pixels)", "fits",
             _harps("harps_blaze"), harps.read_e2ds, is_spectrum=False,
             how="photosphere.io.harps.read_e2ds(e2ds, blaze=..., deblaze=True)",
-            summarise=_without_identity(harps.describe_calibration)),
+            summarise=summaries.without_identity(harps.describe_calibration)),
     Product("apogee_apstar", "APOGEE apStar combined/visit spectra (vacuum, rest frame)", "fits",
             lambda pr: "NVISITS" in pr.h0 or pr.name.startswith("apstar"), apogee.read_apstar),
     Product("apogee_apvisit", "APOGEE apVisit spectrum, 3 chips x 4096 px (vacuum)", "fits",
@@ -292,7 +231,7 @@ PRODUCT_TABLE: tuple[Product, ...] = (
             lambda pr: {"apogee_id", "aspcapflag"} <= pr.columns() or
             {"apogee_id", "teff"} <= pr.columns(), apogee.read_allstar, is_spectrum=False,
             how="photosphere.io.apogee.read_allstar (then select_allstar)",
-            summarise=_summary_allstar),
+            summarise=summaries.allstar),
     Product("hires_table", "SpecMatch-Emp HIRES spectrum table (s, w, serr; normalised, rest "
             "frame)", "fits", lambda pr: {"s", "w"} <= pr.columns(), hires.read_hires_table),
     Product("fits_table", "1D spectrum in a FITS binary table (wavelength, flux, uncertainty)",
@@ -300,10 +239,10 @@ PRODUCT_TABLE: tuple[Product, ...] = (
     Product("lblrtm_grid", "LBLRTM telluric transmission grid (scale x airmass x wavelength)",
             "fits", lambda pr: pr.n0 == 3 and
             "AIRMASS" in str(header_value(pr.h0, "CTYPE2", "")).upper(),
-            telluric.read_lblrtm_grid, is_spectrum=False, summarise=_summary_lblrtm),
+            telluric.read_lblrtm_grid, is_spectrum=False, summarise=summaries.lblrtm),
     Product("apogee_rvsynthgrid", "grid of normalised synthetic APOGEE spectra (RV templates) "
             "with Teff/logg/[Fe/H] per spectrum", "fits", _rvsynthgrid,
-            apogee.read_rv_synthgrid, is_spectrum=False, summarise=_summary_rvsynthgrid),
+            apogee.read_rv_synthgrid, is_spectrum=False, summarise=summaries.rvsynthgrid),
     Product("hires_orders", "Keck/HIRES order image, SpecMatch-Emp rj*.fits (counts, "
             "fractional σ, wavelengths; observed frame)", "fits", _hires_orders,
             hires.read_hires_orders),
@@ -328,17 +267,17 @@ PRODUCT_TABLE: tuple[Product, ...] = (
     Product("payne_emulator", "The Payne neural-network emulator weights (per-pixel network, "
             "7214 px; labels Teff, logg, [Fe/H], [alpha/Fe], vmacro)", "npz",
             _npz("w_array_0", "b_array_0"), payne.read_payne_auxiliary, is_spectrum=False,
-            summarise=_summary_payne("payne_emulator")),
+            summarise=summaries.payne_auxiliary("payne_emulator")),
     Product("payne_wavelength", "ASPCAP 7214-px wavelength grid (vacuum Å)", "npz",
             _npz("wavelength"), payne.read_payne_auxiliary, is_spectrum=False,
-            summarise=_summary_payne("payne_wavelength")),
+            summarise=summaries.payne_auxiliary("payne_wavelength")),
     Product("apvisit_wavelength", "apVisit 3x4096-px wavelength grid (vacuum Å)", "npz",
             _npz("wave"), payne.read_payne_auxiliary, is_spectrum=False,
-            summarise=_summary_payne("apvisit_wavelength")),
+            summarise=summaries.payne_auxiliary("apvisit_wavelength")),
     Product("payne_pixel_mask", "boolean pixel mask on the 7214-px ASPCAP grid", "npz",
             lambda pr: "pixels_cannon" in pr.keys or "apogee_mask" in pr.keys,
             payne.read_payne_auxiliary, is_spectrum=False,
-            summarise=_summary_payne("payne_pixel_mask")),
+            summarise=summaries.payne_auxiliary("payne_pixel_mask")),
     # ------------------------------------------------------------------------- text, folders
     Product("tapas", "TAPAS atmospheric transmission (IPAC table)", "text",
             lambda pr: _text_kind(pr) == "tapas", telluric.read_tapas),
