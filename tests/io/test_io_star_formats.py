@@ -185,9 +185,9 @@ def test_gbs_library_synthetic(tmp_path):
     h = fits.Header({"ORIGIN": "iSpec", "CUNIT1": "Angstrom", "CTYPE1": "AWAV",
                      "CDELT1": 0.01, "CRVAL1": 4800.0, "CRPIX1": 1})
     fits.PrimaryHDU(np.ones(300, np.float32), header=h).writeto(tmp_path / "HARPS.GBOG_x.fits")
-    assert identify(tmp_path / "HARPS.GBOG_x.fits") == "gbs_library"
+    assert identify(tmp_path / "HARPS.GBOG_x.fits") == "ispec_fits"
     spec = read(tmp_path / "HARPS.GBOG_x.fits")
-    assert spec.meta.extra["frame"].startswith("rest") and spec.medium == "air"
+    assert spec.medium == "air" and not spec.meta.extra["medium_assumed"]
     assert spec.meta.instrument == "HARPS" and "resolution" not in spec.meta.extra
 
 

@@ -121,13 +121,14 @@ def test_mike_linear_1d():
     assert spec.medium == "air" and spec.meta.extra["medium_assumed"]
 
 
-def test_gbs_library_records_air_and_rest_frame():
+def test_gbs_library_ispec_file_records_air():
     path = shared_file("stars/hires/harps_procyon.fits")
-    assert identify(path) == "gbs_library"
+    assert identify(path) == "ispec_fits"
     spec = read(path)
     assert len(spec) == 200_000 and spec.wavelength_range[0] == pytest.approx(4800.0)
     assert spec.medium == "air" and spec.meta.extra["medium_assumed"] is False
-    assert spec.meta.extra["frame"].startswith("rest")
+    assert spec.meta.extra["medium_source"] == "header CTYPE1"
+    assert "resolution" not in spec.meta.extra
 
 
 @pytest.mark.parametrize("relative, n, lo, instrument, resolution", [

@@ -10,10 +10,10 @@ files) alike. Downloaders for APOGEE DR17 and PHOENIX files live in :mod:`photos
 from .apogee import read_allstar, read_apstar, read_apvisit, read_rv_synthgrid, select_allstar
 from .csv_table import read_csv_table
 from .fits1d import read_fits1d
-from .gbs import read_gbs
 from .harps import read_e2ds, read_s1d
 from .hires import read_hires_orders, read_hires_table
 from .iraf_multispec import read_iraf_multispec
+from .ispec import read_ispec
 from .miles import read_miles
 from .payne import read_payne_spectrum, read_payne_visits
 from .phoenix import read_phoenix
@@ -34,10 +34,10 @@ __all__ = [
     "read_csv_table",
     "read_e2ds",
     "read_fits1d",
-    "read_gbs",
     "read_hires_orders",
     "read_hires_table",
     "read_iraf_multispec",
+    "read_ispec",
     "read_lblrtm_grid",
     "read_miles",
     "read_payne_spectrum",

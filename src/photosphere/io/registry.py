@@ -5,7 +5,7 @@ the container it comes in (FITS, HDF5, .npz, text or a folder), the function tha
 it from the file's content (HDU layout, header keys, dataset names, columns; the file name only
 breaks ties, e.g. HARPS calibration files) and the function that reads it. Adding a reader is
 adding one entry. Entries are tried in table order within their container, so a specific
-product sits before the generic one that would also match (GBS, MILES, HIRES before
+product sits before the generic one that would also match (iSpec, MILES, HIRES before
 ``fits1d``). Spectrum products go through :func:`read`; auxiliary products (catalogues, model
 grids, calibration files, emulator weights, pixel masks) are summarised by :func:`describe`,
 and :func:`read` refuses them with a :class:`FileFormatError` naming the function that reads
@@ -32,10 +32,10 @@ from . import (
     apogee,
     csv_table,
     fits1d,
-    gbs,
     harps,
     hires,
     iraf_multispec,
+    ispec,
     miles,
     payne,
     phoenix,
@@ -252,9 +252,10 @@ PRODUCT_TABLE: tuple[Product, ...] = (
     Product("miles", "MILES library star (flux-calibrated, FWHM 2.5 Å, air, rest frame)", "fits",
             lambda pr: str(header_value(pr.h0, "TPLLIB", "")).upper() == "MILES" and
             pr.n0 == 1, miles.read_miles),
-    Product("gbs_library", "Gaia benchmark-star library spectrum by iSpec (air, rest frame)",
-            "fits", lambda pr: str(header_value(pr.h0, "ORIGIN", "")).lower() == "ispec" and
-            pr.n0 == 1 and "CRVAL1" in pr.h0, gbs.read_gbs),
+    Product("ispec_fits", "1D FITS spectrum written by iSpec (the Gaia benchmark-star library "
+            "format; CTYPE1 gives air/vacuum)", "fits",
+            lambda pr: str(header_value(pr.h0, "ORIGIN", "")).lower() == "ispec" and
+            pr.n0 == 1 and "CRVAL1" in pr.h0, ispec.read_ispec),
     Product("fits1d", "1D FITS spectrum with a wavelength WCS", "fits", _fits1d,
             fits1d.read_fits1d),
     # -------------------------------------------------------------------------- HDF5, .npz
