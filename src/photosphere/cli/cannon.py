@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit, medium_kwargs
 
 
 def _cannon_spec(args: argparse.Namespace):
@@ -134,7 +134,8 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     for path in args.spectrum or []:
         from ..io import read
 
-        real.append(wf.fit_real_spectrum(model, read(path), str(path)))
+        spectrum = read(path, **medium_kwargs(args))
+        real.append(wf.fit_real_spectrum(model, spectrum, str(path)))
     if real:
         payload["spectra"] = real
         for r in real:
@@ -225,6 +226,7 @@ def _register_cannon(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--real", action="store_true",
                    help="also fit the real APOGEE spectra in the shared data folder")
     e.add_argument("--spectrum", nargs="*", help="spectrum files on the model wavelength grid")
+    add_medium(e)
     common(e)
     e.set_defaults(func=_cmd_cannon_test)
 

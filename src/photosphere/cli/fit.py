@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ..errors import FitError
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit
 
 
 def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
@@ -121,7 +121,8 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     if args.macroturbulence is not None:
         raise FitError(f"--macroturbulence is not available with --model {args.model}; leave it "
                        "out (vsini absorbs the broadening of both components)")
-    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
+    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr, args.medium)
+               for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
                        share=tuple(args.share or ()), veiling=args.veiling)
@@ -167,7 +168,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return _cmd_fit_mixture(args, files, wrange)
     kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
-        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
+        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr, args.medium)
         model = load_grid_model(args.grid, args.line_strengths)
         if args.mcmc:
             from ..infer.mcmc import sample
@@ -187,7 +188,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     table = fit_many(files, functools.partial(load_grid_model, args.grid, args.line_strengths),
                      output,
                      reader=functools.partial(prepare_spectrum, orders=args.orders,
-                                              wavelength_range=wrange, snr=args.snr),
+                                              wavelength_range=wrange, snr=args.snr,
+                                              medium=args.medium),
                      fit_kwargs=kw, mcmc=args.mcmc, scheduler=args.scheduler,
                      n_workers=args.workers)
     rows = rows_of(table)
@@ -234,6 +236,7 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
     p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="fit only this range (Å)")
+    add_medium(p)
     p.add_argument("--snr", type=float, help="S/N per pixel when the file has no uncertainties "
                                              "(default: estimated with DER_SNR)")
     p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", help="hold labels fixed")

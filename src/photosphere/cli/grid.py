@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _add_json, _jsonable, emit
+from ._common import _add_json, _jsonable, add_medium, emit, medium_kwargs
 
 
 def _grid_text(info: dict[str, Any]) -> str:
@@ -309,7 +309,7 @@ def _cmd_calibrate_lines(args: argparse.Namespace) -> int:
     from ..nn.train import source_from_grid
 
     source = source_from_grid(args.grid or require_default_grid())
-    observed = read(args.observed)
+    observed = read(args.observed, **medium_kwargs(args))
     labels = dict(zip(("teff", "logg", "feh"), args.labels, strict=True))
     strengths = derive_line_strengths(
         observed, source, labels, vsini=args.vsini, n_iter=args.iterations,
@@ -341,6 +341,7 @@ def _register_grid_calibrate_lines(gsub: argparse._SubParsersAction) -> None:
     p.add_argument("--observed", default=_default_uves_sun(),
                    help="continuum-normalised spectrum of the reference star (default: the UVES "
                         "Sun of $PHOTOSPHERE_SHARED_DATA or ../shared/data)")
+    add_medium(p)
     p.add_argument("--grid", help="HDF5 grid (default: the embedded grid)")
     p.add_argument("--labels", type=float, nargs=3, metavar=("TEFF", "LOGG", "FEH"),
                    default=(5772.0, 4.44, 0.0), help="the reference star's labels (the Sun)")

@@ -6,16 +6,17 @@ import argparse
 
 import numpy as np
 
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit
 
 
-def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
+def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None,
+               medium: str | None = None):
     """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
     ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``)."""
     from ..errors import FileFormatError
     from ..io import read
 
-    spec = read(path)
+    spec = read(path, **({"medium": medium} if medium else {}))
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")
@@ -64,7 +65,7 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
         medium = "air"
     elif args.spectrum:
         wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
-                                                  args.wavelength_max)
+                                                  args.wavelength_max, args.medium)
         if mask.any():
             from ..errors import InvalidSpectrumError
 
@@ -110,7 +111,7 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
-                                                  args.wavelength_max)
+                                                  args.wavelength_max, args.medium)
     obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
     stellar = read_line_model(args.lines, medium=medium)
     telluric = None
@@ -177,12 +178,14 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
                    help="adam (--steps epochs per round) or lm: Levenberg-Marquardt, at most "
                         "--steps iterations per round, stops when a step gains < 0.1 %%")
     c.add_argument("--threads", type=int, help="torch CPU threads")
+    add_medium(c)
     _lines_settings_args(c)
     _add_json(c)
     c.set_defaults(func=_cmd_lines_clone)
     f = lines_sub.add_parser("fit", help="fit cloned lines + RV, vsini, continuum, tellurics")
     f.add_argument("observed", help="observed spectrum (text or FITS table, any io product)")
     f.add_argument("--lines", required=True, help="line table from `photosphere lines clone`")
+    add_medium(f)
     f.add_argument("--telluric", action="append", metavar="[MOLECULE=]PATH",
                    help="telluric transmission (TelFit csv, TAPAS ipac, APOGEE LBLRTM grid); "
                         "repeat as H2O=PATH CO2=PATH ... for a fitted scaling per molecule")

@@ -25,7 +25,10 @@ _MODEL_CACHE: dict[Any, Any] = {}
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named or matched by glob patterns, in order, without duplicates."""
+    """Files named or matched by glob patterns, in order, without duplicates (a folder counts
+    when it holds a three-file text spectrum, :mod:`photosphere.io.text_folder`)."""
+    from ..io.text_folder import is_text_folder
+
     out: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -34,8 +37,9 @@ def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             raise MissingFileError(f"no file matches {text!r}; check the pattern")
         for m in matches:
             p = Path(m)
-            if not p.is_file():
-                raise MissingFileError(f"{p} does not exist or is not a file")
+            if not (p.is_file() or (p.is_dir() and is_text_folder(p))):
+                raise MissingFileError(f"{p} does not exist or is not a file (or a folder of "
+                                       "wavelength/flux/ivar text files)")
             if p not in out:
                 out.append(p)
     return out
@@ -75,10 +79,10 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
     return CorrectedSource(model, LineStrengths.read(line_strengths))
 
 
-def _default_reader(path: str):
+def _default_reader(path: str, medium: str | None = None):
     from ..io import read
 
-    return read(path)
+    return read(path, **({"medium": medium} if medium else {}))
 
 
 def with_uncertainty(spectrum):
@@ -105,13 +109,15 @@ def with_uncertainty(spectrum):
     return spectrum.replace(sigma=sigma, meta=meta)
 
 
-def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None):
+def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None,
+                     medium: str | None = None):
     """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
     outside ``wavelength_range`` (Å, Å), and give it σ (from ``snr`` when given, else
-    :func:`with_uncertainty`)."""
+    :func:`with_uncertainty`). medium: the air/vacuum frame for files that do not record it
+    (``photosphere.io.read(..., medium=)``)."""
     from ..spectrum import EchelleSpectrum
 
-    spectrum = _default_reader(path)
+    spectrum = _default_reader(path, medium)
     if orders is not None:
         if not isinstance(spectrum, EchelleSpectrum):
             raise FitError(f"--orders needs an echelle spectrum; {path} is one-dimensional")

@@ -139,7 +139,8 @@ def add_arguments(sub: argparse._SubParsersAction, add_json) -> None:
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
     p.add_argument("--medium", choices=("air", "vacuum"),
-                   help="wavelength frame of a text spectrum that does not say")
+                   help="air/vacuum frame of the spectrum's wavelengths, for files that do not "
+                        "record it (default: air for optical wavelengths, marked as assumed)")
     p.add_argument("--rv", type=float, default=0.0,
                    help="km/s of the star in the file's wavelength frame (removed first)")
     p.add_argument("--mc-samples", type=int, default=0)
