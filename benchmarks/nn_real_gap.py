@@ -60,6 +60,7 @@ from photosphere.nn.train import source_from_grid
 from photosphere.nn.twin import (
     FixedSource,
     added_sigma,
+    line_shift,
     noisy_copies,
     order_mismatch,
     residual_peaks,
@@ -105,19 +106,6 @@ def predict(ck, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu, cov = predict_ensemble([(ck.model, ck.label_scaling, ck.temperature)],
                                torch.from_numpy(np.ascontiguousarray(images)))
     return mu.double().numpy(), cov.diagonal(dim1=-2, dim2=-1).sqrt().double().numpy()
-
-
-def rv_offset(real: np.ndarray, twin: np.ndarray, pixel_kms: float, max_lag: int = 60) -> float:
-    """km/s by which the real image's lines sit redward of the twin's (cross-correlation of the
-    line depths 1 − f summed over the orders, parabola through the peak)."""
-    a, b = 1 - real, 1 - twin
-    lags = np.arange(-max_lag, max_lag + 1)
-    cc = np.array([np.sum(a[:, max_lag + k:a.shape[1] - max_lag + k]
-                          * b[:, max_lag:b.shape[1] - max_lag]) for k in lags])
-    i = int(np.clip(np.argmax(cc), 1, len(lags) - 2))
-    den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
-    frac = 0.5 * (cc[i - 1] - cc[i + 1]) / den if den != 0 else 0.0
-    return float((lags[i] + frac) * pixel_kms)
 
 
 @dataclass
@@ -213,7 +201,7 @@ def measure(star: Star, ck, spec, grid_sim, zeta: float, zeta_range: tuple[float
     twin_clean = clean(sim, zeta)
     twin_norm = normalise_orders(torch.from_numpy(twin_clean)).numpy()
     unshifted = prepare_image(spectrum, layout, medium)
-    rv = rv_offset(unshifted.image, twin_norm, pixel_velocity(torch.from_numpy(layout)))
+    rv = line_shift(unshifted.image, twin_norm, pixel_velocity(torch.from_numpy(layout)))
     prepared = prepare_image(spectrum, layout, medium, rv=rv)
     fixed_image = prepared.image
     keep = fixed_image != 1.0  # prepare_image puts exactly 1 where it fills
@@ -427,6 +415,16 @@ def print_snr(rows: list[dict], md: bool) -> None:
         print(f"  S/N {level:g}, {title}: {', '.join(stars)}")
 
 
+def _snr_axis(ax) -> None:
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([20, 50, 100])
+    ax.set_xlabel("S/N per pixel (network's pixels)")
+
+
 def plot(gaps: list[StarGap], sweep: list[dict], path: str) -> None:
     import matplotlib
 
@@ -443,9 +441,14 @@ def plot(gaps: list[StarGap], sweep: list[dict], path: str) -> None:
         ax = axes[0, j]
         ref_err = np.array([g.ref(n)[1] for g in gaps])
         ax.fill_between(x, -ref_err, ref_err, color="0.85", step="mid", label="reference ± σ")
-        ax.errorbar(x - 0.1, [g.real[j] - g.ref(n)[0] for g in gaps],
-                    [g.real_sigma[j] for g in gaps], fmt="o", color="tab:blue", label="real")
-        ax.errorbar(x + 0.1, [g.syn[j] - g.ref(n)[0] for g in gaps],
+        ax.errorbar(x - 0.15, [g.real[j] - g.ref(n)[0] for g in gaps],
+                    [g.real_sigma[j] for g in gaps], fmt="o", color="tab:blue",
+                    label="real, as read")
+        ax.plot(x, [g.fixed[j] - g.ref(n)[0] for g in gaps], "D", color="tab:green", ms=5,
+                label="real, input fixed")
+        ax.plot(x, [g.syn_filled[j] - g.ref(n)[0] for g in gaps], "x", color="tab:red", ms=6,
+                label="twin, filled like real")
+        ax.errorbar(x + 0.15, [g.syn[j] - g.ref(n)[0] for g in gaps],
                     [g.syn_sigma[j] for g in gaps], fmt="s", color="tab:orange",
                     label="synthetic twin")
         ax.axhline(0, color="k", lw=0.7)
@@ -470,8 +473,7 @@ def plot(gaps: list[StarGap], sweep: list[dict], path: str) -> None:
                         color=colour, label=f"{kind}: mean |error|")
                 ax.plot([r["snr"] for r in sel], [r["mean_sigma"] for r in sel], "o--",
                         color=colour, label=f"{kind}: mean σ")
-            ax.set_xscale("log")
-            ax.set_xlabel("S/N per pixel")
+            _snr_axis(ax)
             ax.set_ylabel(f"{NAMES[n]} ({UNITS[n]})")
             if j == 0:
                 ax.legend(fontsize=7)
@@ -483,10 +485,10 @@ def plot(gaps: list[StarGap], sweep: list[dict], path: str) -> None:
                 ax.plot(levels, [np.mean([r[key] for r in sel if r["snr"] == s])
                                  for s in levels], style, color=colour,
                         label=f"{kind}: ≤ {key[-1]}σ_total")
+        ax.set_ylim(0, 1.02)
         ax.axhline(0.6, color="0.5", lw=0.7)
         ax.axhline(0.85, color="0.5", lw=0.7)
-        ax.set_xscale("log")
-        ax.set_xlabel("S/N per pixel")
+        _snr_axis(ax)
         ax.set_ylabel("coverage (labels pooled)")
         ax.legend(fontsize=6)
     fig.tight_layout()

@@ -17,6 +17,7 @@ from photosphere.nn.data import DataConfig, EchelleSimulator, normalise_orders
 from photosphere.nn.twin import (
     FixedSource,
     added_sigma,
+    line_shift,
     noisy_copies,
     order_mismatch,
     residual_peaks,
@@ -155,6 +156,11 @@ def test_order_mismatch_separates_noise_from_a_missing_line(source, rng):
     found = order_mismatch(image, model)
     assert np.argmax(found.mismatch_rms) == 3 and found.mismatch_rms[3] > 0.02
     assert np.argmin(found.residual[3]) == pytest.approx(700, abs=2)
+    # pixels left out (e.g. a CCD gap filled with the continuum) do not count
+    keep = np.ones(model.shape, bool)
+    keep[3, 680:720] = False
+    masked = order_mismatch(image, model, keep)
+    assert masked.mismatch_rms[3] < 0.006 and np.isnan(masked.residual[3, 700])
     with pytest.raises(InvalidSpectrumError, match="one"):
         order_mismatch(image, model[:2])
 
@@ -166,3 +172,17 @@ def test_residual_peaks_are_one_per_line():
     peaks = residual_peaks(wave, res, n=3, separation=0.3)
     assert [round(w, 2) for w, _ in peaks] == [5001.0, 5005.0, 5008.0]
     assert peaks[0][1] == pytest.approx(-0.3)
+
+
+def test_line_shift_finds_the_rv_left_in_an_image(source):
+    sim = twin_simulator(_checkpoint(ToyLayout(n_pixels=2048)), source)
+    row = torch.tensor([[*ROW, 3.0]])
+    rest = normalise_orders(sim.images(row)).numpy()[0]
+    shifted = normalise_orders(sim.images(row, rv=torch.tensor([4.0]))).numpy()[0]
+    wave = ToyLayout(n_pixels=2048).wavelength
+    pixel_kms = float(np.median(np.diff(wave) / wave[:, :-1])) * 299_792.458
+    assert line_shift(shifted, rest, pixel_kms) == pytest.approx(4.0, abs=0.3)
+    assert line_shift(rest, shifted, pixel_kms) == pytest.approx(-4.0, abs=0.3)
+    assert line_shift(rest, rest, pixel_kms) == pytest.approx(0.0, abs=0.05)
+    with pytest.raises(InvalidSpectrumError, match="share one"):
+        line_shift(rest, rest[:3], pixel_kms)

@@ -16,7 +16,9 @@ network's own physics at the star's reference labels, imaged as its training ima
   (:func:`~photosphere.nn.data.add_noise`, :func:`~photosphere.nn.data.normalise_orders`);
   :func:`added_sigma` is the σ that brings an image of S/N s to a lower S/N t.
 * :func:`order_mismatch` compares two images order by order (rms after a least-squares scale,
-  the input's DER_SNR noise removed in quadrature, as ``nn.consistency``).
+  the input's DER_SNR noise removed in quadrature, as ``nn.consistency``);
+  :func:`residual_peaks` lists the largest residuals, one per line; :func:`line_shift` measures
+  by how much a real image's lines are shifted against the twin's (an rv left in the file).
 
 S/N here is per pixel of the network's layout at the continuum, the ``snr`` of training.
 """
@@ -186,10 +188,14 @@ class OrderMismatch:
     residual: np.ndarray  # (n_orders, n_pixels) image − scale·model
 
 
-def order_mismatch(image: np.ndarray, model: np.ndarray) -> OrderMismatch:
+def order_mismatch(image: np.ndarray, model: np.ndarray,
+                   keep: np.ndarray | None = None) -> OrderMismatch:
     """``image`` (a real input, n_orders × n_pixels, normalised as the network saw it) against
     ``model`` (the noise-free twin, normalised the same way), each order of the model scaled to
-    the image by least squares (as :func:`~photosphere.nn.consistency.grid_consistency`)."""
+    the image by least squares (as :func:`~photosphere.nn.consistency.grid_consistency`).
+
+    keep: (n_orders, n_pixels) bool, the pixels compared (e.g. not those a real spectrum did
+    not cover); the residual is NaN elsewhere. An order without kept pixels gives NaN."""
     from ..ops.noise import estimate_snr
 
     x = np.asarray(image, dtype=float)
@@ -197,13 +203,41 @@ def order_mismatch(image: np.ndarray, model: np.ndarray) -> OrderMismatch:
     if x.shape != m.shape or x.ndim != 2:
         raise InvalidSpectrumError(f"image {x.shape} and model {m.shape} must share one "
                                    "(n_orders, n_pixels) shape")
-    scale = np.sum(x * m, axis=-1, keepdims=True) / np.sum(m * m, axis=-1, keepdims=True)
-    residual = x - scale * m
-    rms = np.sqrt(np.mean(residual ** 2, axis=-1))
-    snr = np.asarray(estimate_snr(x), dtype=float).reshape(-1)
+    k = np.ones(x.shape, bool) if keep is None else np.asarray(keep, dtype=bool)
+    if k.shape != x.shape:
+        raise InvalidSpectrumError(f"keep has shape {k.shape}, image {x.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sum(k * x * m, axis=-1, keepdims=True) / np.sum(k * m * m, axis=-1,
+                                                                   keepdims=True)
+    residual = np.where(k, x - scale * m, np.nan)
+    rms = np.array([np.sqrt(np.mean(r[kk] ** 2)) if kk.any() else np.nan
+                    for r, kk in zip(residual, k, strict=True)])
+    snr = np.array([estimate_snr(row[kk]) if kk.sum() >= 5 else np.nan
+                    for row, kk in zip(x, k, strict=True)])
     noise = np.where(np.isfinite(snr) & (snr > 0), 1.0 / np.where(snr > 0, snr, 1.0), 0.0)
     mismatch = np.sqrt(np.maximum(rms ** 2 - noise ** 2, 0.0))
     return OrderMismatch(rms, noise, mismatch, residual)
+
+
+def line_shift(image: np.ndarray, model: np.ndarray, pixel_kms: float,
+               max_lag: int = 60) -> float:
+    """km/s by which the lines of ``image`` sit redward of those of ``model`` (both
+    (n_orders, n_pixels), normalised, on one log-uniform layout of ``pixel_kms`` km/s per pixel):
+    the cross-correlation of the line depths 1 − f summed over the orders, within ± ``max_lag``
+    pixels, refined by a parabola through its peak. Pass it as ``rv`` to
+    :func:`~photosphere.nn.inputs.prepare_image` to put the image in the model's frame."""
+    a = 1 - np.asarray(image, dtype=float)
+    b = 1 - np.asarray(model, dtype=float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] <= 2 * max_lag + 2:
+        raise InvalidSpectrumError(f"image {a.shape} and model {b.shape} must share one "
+                                   f"(n_orders, n_pixels > {2 * max_lag + 2}) shape")
+    lags = np.arange(-max_lag, max_lag + 1)
+    inner = b[:, max_lag:b.shape[1] - max_lag]
+    cc = np.array([np.sum(a[:, max_lag + k:a.shape[1] - max_lag + k] * inner) for k in lags])
+    i = int(np.clip(np.argmax(cc), 1, len(lags) - 2))
+    den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
+    frac = 0.5 * (cc[i - 1] - cc[i + 1]) / den if den != 0 else 0.0
+    return float((lags[i] + frac) * pixel_kms)
 
 
 def residual_peaks(wavelength: np.ndarray, residual: np.ndarray, n: int = 10,
