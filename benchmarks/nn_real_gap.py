@@ -8,14 +8,17 @@ For every star of ``stars/labels.csv`` whose file reads today, whose spectrum is
 * **synthetic**: the network on the star's *twin*: Turbospectrum at the reference labels with the
   grid's own settings (``nn.twin.synthesize_twin``; ATLAS9, [α/Fe] 0, vmic 1 km/s), through the
   model's line strengths, layout and image maker (``nn.twin.twin_simulator``) at the star's R
-  (file header, else the table), its vsini (table, else ``--vsini``) and ζ_RT ``--zeta``
-  (default: the middle of the training range, the grid consistency check's choice), with white
+  (file header, else the table), its vsini (table, else ``--vsini``) and a radial-tangential
+  macroturbulence ζ_RT fitted to the real spectrum (0-10 km/s; or ``--zeta``), with white
   noise at the real image's own S/N per order (DER_SNR), ``--draws`` seeded draws, normalised
   as training images; also at ζ = the training range's ends, and from the grid interpolated at
   the reference labels instead of a fresh synthesis;
-* **gap** = real − synthetic; the total error real − reference splits exactly into
-  gap + (synthetic − reference), and the share of the squared total error carried by the gap is
-  Σ gap·total / Σ total² over the stars;
+* **gap** = real − synthetic, split into an *input* part (real as read − real with the input
+  fixed: 1D pixels of zero flux masked, e.g. the HARPS s1d CCD gap, and the rv of its lines
+  against the twin's removed), a *spectral* part (fixed real − twin filled with the continuum
+  where the fixed real input is) and a *coverage* part (filled twin − complete twin); the total
+  error real − reference = gap + (synthetic − reference) exactly, and the share of the squared
+  total error carried by each part is Σ part·total / Σ total² over the stars;
 * the real image against the noise-free twin: rms per order (noise removed) and the largest
   residuals, named by the strongest line of the Gaia-ESO list nearby.
 
@@ -46,6 +49,7 @@ import numpy as np
 import torch
 
 from _shared import SHARED
+from nn_sun_gap import depth_ratios
 from photosphere._files import atomic_path, cache_dir
 from photosphere.benchmark.engines import resolution_of
 from photosphere.benchmark.stars import HIGH_RESOLUTION, LABELS, Star, read_stars, select
@@ -117,6 +121,8 @@ class StarGap:
     resolution_source: str
     vsini: float
     vsini_source: str
+    zeta: float  # ζ_RT km/s of the twin
+    zeta_source: str
     snr: np.ndarray  # (n_orders,) DER_SNR of the real image (pixels it covers)
     real: np.ndarray  # (4,) μ on the real file as read (predict_spectrum)
     real_sigma: np.ndarray
@@ -167,9 +173,15 @@ def line_finder(teff: float):
     return find
 
 
-def measure(star: Star, ck, spec, grid_sim, zeta: float, zeta_range: tuple[float, float],
-            vsini_default: float, draws: int, n_peaks: int) -> StarGap:
-    """Real, twin and grid-twin predictions and the image comparison for one star."""
+ZETA_STEPS = np.arange(0.0, 10.01, 0.5)  # km/s tried when ζ_RT is fitted
+
+
+def measure(star: Star, ck, spec, grid_sim, zeta: float | None,
+            zeta_range: tuple[float, float], vsini_default: float, draws: int,
+            n_peaks: int) -> StarGap:
+    """Real, twin and grid-twin predictions and the image comparison for one star; ζ_RT of the
+    twin None: the one of :data:`ZETA_STEPS` that matches the real image best (least mismatch
+    rms over the pixels it covers)."""
     spectrum = read_for_prediction(star.path)
     resolution, r_source = resolution_of(spectrum, star)
     layout = np.asarray(ck.data["layout_wavelength"])
@@ -198,13 +210,20 @@ def measure(star: Star, ck, spec, grid_sim, zeta: float, zeta_range: tuple[float
     # masked like masked pixels, the star's rv (measured against the twin) removed
     if not isinstance(spectrum, EchelleSpectrum):
         spectrum = spectrum.with_mask(~(np.asarray(spectrum.flux) > 0))
-    twin_clean = clean(sim, zeta)
-    twin_norm = normalise_orders(torch.from_numpy(twin_clean)).numpy()
+    start = float(np.mean(zeta_range)) if zeta is None else zeta
+    twin_norm = normalise_orders(torch.from_numpy(clean(sim, start))).numpy()
     unshifted = prepare_image(spectrum, layout, medium)
     rv = line_shift(unshifted.image, twin_norm, pixel_velocity(torch.from_numpy(layout)))
     prepared = prepare_image(spectrum, layout, medium, rv=rv)
     fixed_image = prepared.image
     keep = fixed_image != 1.0  # prepare_image puts exactly 1 where it fills
+    zeta_source = "--zeta"
+    if zeta is None:
+        cost = [np.nanmean(order_mismatch(fixed_image, normalise_orders(torch.from_numpy(
+            clean(sim, float(z)))).numpy(), keep).mismatch_rms ** 2) for z in ZETA_STEPS]
+        zeta, zeta_source = float(ZETA_STEPS[int(np.argmin(cost))]), "fitted"
+    twin_clean = clean(sim, zeta)
+    twin_norm = normalise_orders(torch.from_numpy(twin_clean)).numpy()
     mu_fixed = predict(ck, fixed_image[None])[0][0]
     snr = np.array([estimate_snr(row[k]) for row, k in zip(fixed_image, keep, strict=True)])
 
@@ -225,7 +244,8 @@ def measure(star: Star, ck, spec, grid_sim, zeta: float, zeta_range: tuple[float
     for lam, res in residual_peaks(layout, mism.residual, n=n_peaks):
         o, p = np.unravel_index(np.argmin(np.abs(layout - lam)), layout.shape)
         peaks.append((lam, res, 1 - float(twin_norm[o, p]), find(lam)))
-    return StarGap(star, resolution, r_source, vsini, v_source, snr, mu_real[0], sig_real[0],
+    return StarGap(star, resolution, r_source, vsini, v_source, zeta, zeta_source, snr,
+                   mu_real[0], sig_real[0],
                    bool((real_pred.provenance.get("consistency") or {})
                         .get("out_of_distribution")),
                    mu_fixed, mu_syn.mean(0), mu_filled, sig_syn.mean(0), mu_syn.std(0),
@@ -320,7 +340,7 @@ def _pm(fmt: str, value: float, sigma: float) -> str:
     return f"{fmt.format(value)} ± {fmt.format(sigma).lstrip('+')}"
 
 
-def print_tables(gaps: list[StarGap], zeta: float, zeta_range, md: bool) -> None:
+def print_tables(gaps: list[StarGap], zeta_range, md: bool) -> None:
     t = Table(["star", "label", "reference", "ours on real", "real, input fixed",
                "synthetic, filled like real", "ours on synthetic", "gap real − syn",
                "input part", "spectral part", "coverage part", "real − ref", "syn − ref"], md)
@@ -336,16 +356,17 @@ def print_tables(gaps: list[StarGap], zeta: float, zeta_range, md: bool) -> None
                    d.format(g.fixed[j] - g.syn_filled[j]), d.format(g.syn_filled[j] - g.syn[j]),
                    d.format(g.real[j] - ref), d.format(g.syn[j] - ref)])
     t.print()
-    print("\ninputs: R, vsini of the twin, DER_SNR (median over orders), rv of the real lines "
-          "against the twin's, layout pixels not covered (filled)")
-    t = Table(["star", "instrument", "R", "vsini (km/s)", "S/N", "rv (km/s)", "filled"], md)
+    print("\ninputs: R, vsini and ζ_RT of the twin, DER_SNR (median over orders), rv of the "
+          "real lines against the twin's, layout pixels not covered (filled)")
+    t = Table(["star", "instrument", "R", "vsini (km/s)", "ζ_RT (km/s)", "S/N", "rv (km/s)",
+               "filled"], md)
     for g in gaps:
         t.add([g.star.star, g.star.instrument, f"{g.resolution:.0f} ({g.resolution_source})",
-               f"{g.vsini:g} ({g.vsini_source})", f"{np.median(g.snr):.0f}", f"{g.rv:+.1f}",
-               f"{g.filled:.1%}"])
+               f"{g.vsini:g} ({g.vsini_source})", f"{g.zeta:g} ({g.zeta_source})",
+               f"{np.median(g.snr):.0f}", f"{g.rv:+.1f}", f"{g.filled:.1%}"])
     t.print()
-    print(f"\nhow the twin's answer depends on what is not known (ζ_RT {zeta:g} km/s and the "
-          "vsini above unless said; mean over the draws ± their spread)")
+    print("\nhow the twin's answer depends on what is not known (the ζ_RT and vsini above "
+          "unless said; mean over the draws ± their spread)")
     t = Table(["star", "label", "synthetic twin", f"ζ {zeta_range[0]:g}", f"ζ {zeta_range[1]:g}",
                "vsini 0", "grid twin (interpolated)"], md)
     for g in gaps:
@@ -382,10 +403,17 @@ def print_spectra(gaps: list[StarGap], md: bool) -> None:
     n_orders = len(gaps[0].snr)
     print("\nreal (input fixed) vs noise-free twin: rms of the residual per order, noise "
           "removed (continuum units)")
-    t = Table(["star", *[f"order {o + 1}" for o in range(n_orders)], "all"], md)
+    print("and the depth ratio real/twin at the twin's lines 0.1-0.9 deep (nn_sun_gap's "
+          "measure): median, robust σ of its log, number of lines")
+    t = Table(["star", *[f"order {o + 1}" for o in range(n_orders)], "all",
+               "depth ratio real/twin"], md)
     for g in gaps:
         m = g.mismatch.mismatch_rms
-        t.add([g.star.star, *[f"{v:.3f}" for v in m], f"{np.sqrt(np.nanmean(m ** 2)):.3f}"])
+        twin = normalise_orders(torch.from_numpy(g.twin_image)).numpy()
+        ratios = depth_ratios(np.where(g.keep, g.real_image, 1.0), np.where(g.keep, twin, 1.0))
+        mad = 1.4826 * np.median(np.abs(ratios - np.median(ratios)))
+        t.add([g.star.star, *[f"{v:.3f}" for v in m], f"{np.sqrt(np.nanmean(m ** 2)):.3f}",
+               f"{np.exp(np.median(ratios)):.2f}, {mad:.2f}, {len(ratios)}"])
     t.print()
     for g in gaps:
         print(f"\n{g.star.star}: largest residuals real − twin")
@@ -508,7 +536,7 @@ def main() -> None:
     ap.add_argument("--vsini", type=float, default=2.0,
                     help="km/s for stars whose table gives none (default 2)")
     ap.add_argument("--zeta", type=float, default=None,
-                    help="ζ_RT km/s of the twin (default: the middle of the training range)")
+                    help="ζ_RT km/s of the twin (default: fitted to each real spectrum)")
     ap.add_argument("--peaks", type=int, default=8, help="largest residuals listed per star")
     ap.add_argument("--snr", type=float, nargs="*", default=[],
                     help="S/N levels of the degradation sweep (e.g. 20 50 100)")
@@ -524,7 +552,6 @@ def main() -> None:
     cfg = DataConfig.from_dict(ck.data)
     z = cfg.macroturbulence
     zeta_range = tuple(z) if isinstance(z, tuple) else (float(z), float(z))
-    zeta = float(np.mean(zeta_range)) if args.zeta is None else args.zeta
     grid_path = model_grid(ck)
     if grid_path is None:
         raise SystemExit(f"the grid {ck.path} was trained on is not at hand")
@@ -539,14 +566,14 @@ def main() -> None:
         if star.resolution < HIGH_RESOLUTION or not inside:
             continue
         try:
-            gaps.append(measure(star, ck, spec, grid_sim, zeta, zeta_range, args.vsini,
+            gaps.append(measure(star, ck, spec, grid_sim, args.zeta, zeta_range, args.vsini,
                                 args.draws, args.peaks))
         except PhotosphereError as exc:
             print(f"skipped {star.star}: {type(exc).__name__}: {str(exc)[:110]}")
     if not gaps:
         raise SystemExit("no star qualifies (file reads, R >= 20 000, reference inside the box)")
     print(f"model {ck.path}; {len(gaps)} stars\n")
-    print_tables(gaps, zeta, zeta_range, args.markdown)
+    print_tables(gaps, zeta_range, args.markdown)
     print_spectra(gaps, args.markdown)
     sweep = snr_sweep(gaps, ck, sorted(args.snr), args.draws) if args.snr else []
     if sweep:
