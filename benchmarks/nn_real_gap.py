@@ -176,56 +176,70 @@ def line_finder(teff: float):
 ZETA_STEPS = np.arange(0.0, 10.01, 0.5)  # km/s tried when ζ_RT is fitted
 
 
+def real_prediction(ck, spectrum, layout: np.ndarray, medium: str, star: Star):
+    """``predict_spectrum`` on the file as read (the benchmark's nn engine), and the same image
+    through :func:`predict` (checked equal, so the twins go through the same path)."""
+    found = predict_spectrum(spectrum, ck)
+    image = prepare_image(spectrum, layout, medium).image
+    mu, sigma = predict(ck, image[None])
+    direct = np.array([found.labels[n][0] for n in ck.label_scaling.names])
+    if not np.allclose(direct, mu[0], rtol=1e-5, atol=1e-4):
+        raise RuntimeError(f"{star.star}: batch prediction {mu[0]} differs from "
+                           f"predict_spectrum {direct}")
+    ood = bool((found.provenance.get("consistency") or {}).get("out_of_distribution"))
+    return mu[0], sigma[0], ood
+
+
+def fixed_input(spectrum, layout: np.ndarray, medium: str, twin: np.ndarray):
+    """The input fixed as a careful user would: 1D pixels of zero flux (the HARPS s1d CCD gap)
+    masked like masked pixels, and the rv of its lines against ``twin`` (normalised image)
+    removed -> (PreparedImage, rv km/s)."""
+    if not isinstance(spectrum, EchelleSpectrum):
+        spectrum = spectrum.with_mask(~(np.asarray(spectrum.flux) > 0))
+    unshifted = prepare_image(spectrum, layout, medium)
+    rv = line_shift(unshifted.image, twin, pixel_velocity(torch.from_numpy(layout)))
+    return prepare_image(spectrum, layout, medium, rv=rv), rv
+
+
+def fit_zeta(make_twin, image: np.ndarray, keep: np.ndarray) -> float:
+    """The ζ_RT of :data:`ZETA_STEPS` whose twin (``make_twin(ζ)``, not normalised) leaves the
+    least mismatch with ``image`` over the pixels ``keep``."""
+    cost = [np.nanmean(order_mismatch(image, normalise_orders(torch.from_numpy(
+        make_twin(float(z)))).numpy(), keep).mismatch_rms ** 2) for z in ZETA_STEPS]
+    return float(ZETA_STEPS[int(np.argmin(cost))])
+
+
 def measure(star: Star, ck, spec, grid_sim, zeta: float | None,
             zeta_range: tuple[float, float], vsini_default: float, draws: int,
             n_peaks: int) -> StarGap:
     """Real, twin and grid-twin predictions and the image comparison for one star; ζ_RT of the
-    twin None: the one of :data:`ZETA_STEPS` that matches the real image best (least mismatch
-    rms over the pixels it covers)."""
+    twin None: fitted (:func:`fit_zeta`)."""
     spectrum = read_for_prediction(star.path)
     resolution, r_source = resolution_of(spectrum, star)
     layout = np.asarray(ck.data["layout_wavelength"])
     medium = ck.data.get("layout_medium", "air")
-    real_pred = predict_spectrum(spectrum, ck)
-    image = prepare_image(spectrum, layout, medium).image
-    mu_real, sig_real = predict(ck, image[None])
-    names = ck.label_scaling.names
-    direct = np.array([real_pred.labels[n][0] for n in names])
-    if not np.allclose(direct, mu_real[0], rtol=1e-5, atol=1e-4):
-        raise RuntimeError(f"{star.star}: batch prediction {mu_real[0]} differs from "
-                           f"predict_spectrum {direct}")
+    mu_real, sig_real, ood = real_prediction(ck, spectrum, layout, medium, star)
     vsini, v_source = ((float(star.vsini), "table") if star.vsini is not None
                        else (vsini_default, "--vsini"))
     labels = {n: star.reference[n][0] for n in LABELS}
     sim = twin_simulator(ck, twin_source(labels, spec))
-    r = torch.tensor([resolution], dtype=torch.float64)
 
     def clean(simulator, z: float, v: float = vsini) -> np.ndarray:
         row = torch.tensor([[labels["teff"], labels["logg"], labels["feh"], v]],
                            dtype=torch.float64)
-        return simulator.images(row, resolution=r,
+        return simulator.images(row, resolution=torch.tensor([resolution], dtype=torch.float64),
                                 macroturbulence=torch.tensor([z], dtype=torch.float64))[0].numpy()
 
-    # the input fixed as a careful user would: 1D pixels of zero flux (the HARPS s1d CCD gap)
-    # masked like masked pixels, the star's rv (measured against the twin) removed
-    if not isinstance(spectrum, EchelleSpectrum):
-        spectrum = spectrum.with_mask(~(np.asarray(spectrum.flux) > 0))
     start = float(np.mean(zeta_range)) if zeta is None else zeta
-    twin_norm = normalise_orders(torch.from_numpy(clean(sim, start))).numpy()
-    unshifted = prepare_image(spectrum, layout, medium)
-    rv = line_shift(unshifted.image, twin_norm, pixel_velocity(torch.from_numpy(layout)))
-    prepared = prepare_image(spectrum, layout, medium, rv=rv)
-    fixed_image = prepared.image
-    keep = fixed_image != 1.0  # prepare_image puts exactly 1 where it fills
-    zeta_source = "--zeta"
+    prepared, rv = fixed_input(spectrum, layout, medium,
+                               normalise_orders(torch.from_numpy(clean(sim, start))).numpy())
+    image = prepared.image
+    keep = image != 1.0  # prepare_image puts exactly 1 where it fills
+    zeta_source = "--zeta" if zeta is not None else "fitted"
     if zeta is None:
-        cost = [np.nanmean(order_mismatch(fixed_image, normalise_orders(torch.from_numpy(
-            clean(sim, float(z)))).numpy(), keep).mismatch_rms ** 2) for z in ZETA_STEPS]
-        zeta, zeta_source = float(ZETA_STEPS[int(np.argmin(cost))]), "fitted"
-    twin_clean = clean(sim, zeta)
-    twin_norm = normalise_orders(torch.from_numpy(twin_clean)).numpy()
-    mu_fixed = predict(ck, fixed_image[None])[0][0]
-    snr = np.array([estimate_snr(row[k]) for row, k in zip(fixed_image, keep, strict=True)])
+        zeta = fit_zeta(lambda z: clean(sim, z), image, keep)
+    twin = clean(sim, zeta)
+    snr = np.array([estimate_snr(row[k]) for row, k in zip(image, keep, strict=True)])
 
     def twin_mu(img: np.ndarray, fill: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if fill:  # the twin filled with the continuum where the real input is
@@ -233,24 +247,21 @@ def measure(star: Star, ck, spec, grid_sim, zeta: float | None,
         return predict(ck, noisy_copies(img, 1 / snr, list(range(draws)),
                                         keep=keep if fill else None))
 
-    mu_syn, sig_syn = twin_mu(twin_clean)
-    mu_filled = twin_mu(twin_clean, fill=True)[0].mean(0)
-    syn_zeta = {z: twin_mu(clean(sim, z))[0].mean(0) for z in zeta_range}
-    mu_grid = twin_mu(clean(grid_sim, zeta))[0].mean(0)
-    mu_v0 = twin_mu(clean(sim, zeta, 0.0))[0].mean(0)
-    mism = order_mismatch(fixed_image, twin_norm, keep)
+    mu_syn, sig_syn = twin_mu(twin)
+    twin_norm = normalise_orders(torch.from_numpy(twin)).numpy()
+    mism = order_mismatch(image, twin_norm, keep)
     find = line_finder(labels["teff"])
     peaks = []
     for lam, res in residual_peaks(layout, mism.residual, n=n_peaks):
         o, p = np.unravel_index(np.argmin(np.abs(layout - lam)), layout.shape)
         peaks.append((lam, res, 1 - float(twin_norm[o, p]), find(lam)))
     return StarGap(star, resolution, r_source, vsini, v_source, zeta, zeta_source, snr,
-                   mu_real[0], sig_real[0],
-                   bool((real_pred.provenance.get("consistency") or {})
-                        .get("out_of_distribution")),
-                   mu_fixed, mu_syn.mean(0), mu_filled, sig_syn.mean(0), mu_syn.std(0),
-                   syn_zeta, mu_grid, mu_v0, rv, prepared.filled_fraction, mism, peaks, fixed_image,
-                   np.where(keep, twin_clean, 1.0), keep)
+                   mu_real, sig_real, ood, predict(ck, image[None])[0][0], mu_syn.mean(0),
+                   twin_mu(twin, fill=True)[0].mean(0), sig_syn.mean(0), mu_syn.std(0),
+                   {z: twin_mu(clean(sim, z))[0].mean(0) for z in zeta_range},
+                   twin_mu(clean(grid_sim, zeta))[0].mean(0),
+                   twin_mu(clean(sim, zeta, 0.0))[0].mean(0), rv, prepared.filled_fraction,
+                   mism, peaks, image, np.where(keep, twin, 1.0), keep)
 
 
 # ------------------------------------------------------------------------------ S/N sweep
