@@ -372,10 +372,17 @@ def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> Spe
     the dict a checkpoint stores (``data["line_strengths"]``): the grid's spectra are then
     corrected by those empirical line strengths."""
     from ..grids.interpolate import GridInterpolator
-    from ..grids.line_strengths import CorrectedSource, LineStrengths
     from ..grids.store import GridStore
 
-    source = GridInterpolator(GridStore.open(path))
+    return with_line_strengths(GridInterpolator(GridStore.open(path)), line_strengths)
+
+
+def with_line_strengths(source: SpectrumSource, line_strengths: Any = None) -> SpectrumSource:
+    """``source`` corrected by empirical line strengths (a
+    :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or the dict a checkpoint
+    stores); ``source`` itself when ``line_strengths`` is None."""
+    from ..grids.line_strengths import CorrectedSource, LineStrengths
+
     if line_strengths is None:
         return source
     if isinstance(line_strengths, str | os.PathLike):
