@@ -109,10 +109,23 @@ def with_uncertainty(spectrum):
     return spectrum.replace(sigma=sigma, meta=meta)
 
 
+def mask_nonpositive(spectrum):
+    """``spectrum`` with its pixels of flux ≤ 0 masked: a star's flux is positive, so such
+    pixels are gaps (the HARPS s1d holds its CCD gap, 5304-5338 Å, as zeros), dead columns or
+    over-subtracted sky, never signal. The count is in ``meta.extra["masked_nonpositive"]``."""
+    bad = ~(np.asarray(spectrum.flux) > 0) & ~np.asarray(spectrum.mask)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return spectrum
+    meta = spectrum.meta.replace(extra={**spectrum.meta.extra, "masked_nonpositive": n_bad})
+    return spectrum.replace(mask=np.asarray(spectrum.mask) | bad, meta=meta)
+
+
 def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None,
                      medium: str | None = None):
     """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
-    outside ``wavelength_range`` (Å, Å), and give it σ (from ``snr`` when given, else
+    outside ``wavelength_range`` (Å, Å) and where the flux is not positive
+    (:func:`mask_nonpositive`), and give it σ (from ``snr`` when given, else
     :func:`with_uncertainty`). medium: the air/vacuum frame for files that do not record it
     (``photosphere.io.read(..., medium=)``)."""
     from ..spectrum import EchelleSpectrum
@@ -124,6 +137,7 @@ def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float |
         spectrum = spectrum.select_orders(list(orders))
     if wavelength_range is not None:
         spectrum = spectrum.slice(float(wavelength_range[0]), float(wavelength_range[1]))
+    spectrum = mask_nonpositive(spectrum)
     if snr is not None:
         if not snr > 0:
             raise FitError(f"snr={snr} must be > 0")
