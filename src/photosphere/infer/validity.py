@@ -1,0 +1,215 @@
+"""Is this a star at all? The gate in front of every engine, and the warnings behind it.
+
+:func:`check_spectrum` refuses, with an :class:`~photosphere.errors.InvalidSpectrumError` naming
+the problem, spectra that no fit or network can turn into labels: flux that is zero, negative
+or flat, fewer than :data:`MIN_PIXELS` usable pixels, S/N below :data:`MIN_SNR`, flux that varies
+no more than its own noise (no stellar lines: a noise file, a blank exposure), a telluric
+transmission model (TAPAS, TelFit) instead of a star, and a header
+naming an instrument whose wavelength coverage the data do not overlap (the header is wrong, so
+its wavelength frame and units are suspect too).
+
+:func:`result_warnings` lists what makes a finished result untrustworthy: labels at a bound of
+the model (the answer is the edge of the grid, not the star), χ²_red far above 1 (the model does
+not describe the data), no convergence, or a network's out-of-distribution flag. The CLI prints
+them on stderr and exits 3 unless ``--allow-flagged`` (docs/errors.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import InvalidSpectrumError
+
+#: Fewest usable pixels a spectrum needs: labels, RV, vsini and a continuum per order are fitted.
+MIN_PIXELS = 100
+#: Lowest median S/N per pixel that any of our models can use.
+MIN_SNR = 3.0
+#: Flux scatter / noise below which a spectrum shows no lines (white noise gives 1.00 ± 0.05
+#: over a few hundred pixels; a real star at S/N 10 gives > 1.3).
+MIN_LINE_CONTRAST = 1.15
+#: Largest fraction of non-positive pixels (sky-subtracted line cores may dip below zero).
+MAX_NONPOSITIVE = 0.2
+#: χ²_red above which a fit is flagged: the model does not describe the data (real stars with
+#: the embedded grid and model error on give 1-20).
+CHI2_FLAG = 100.0
+
+#: Wavelength coverage (Å, generous) of instruments named in headers (INSTRUME).
+INSTRUMENT_RANGES = {
+    "APOGEE": (15000.0, 17100.0),
+    "HPF": (8000.0, 13000.0),
+    "IGRINS": (14000.0, 25500.0),
+    "HARPS": (3700.0, 7000.0),
+    "HARPS-N": (3750.0, 7000.0),
+    "HARPN": (3750.0, 7000.0),
+    "ESPRESSO": (3700.0, 7900.0),
+    "TRES": (3800.0, 9200.0),
+    "UVES": (2900.0, 11000.0),
+    "FEROS": (3500.0, 9300.0),
+}
+
+
+def _rows(spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(wavelength, flux, good) as (n_orders, n_pixels) arrays; good = unmasked and finite."""
+    wave = np.atleast_2d(np.asarray(spectrum.wavelength, float))
+    flux = np.atleast_2d(np.asarray(spectrum.flux, float))
+    good = ~np.atleast_2d(np.asarray(spectrum.mask, bool)) & np.isfinite(flux) & np.isfinite(wave)
+    return wave, flux, good
+
+
+def _der_noise(f: np.ndarray) -> float:
+    """DER_SNR noise estimate of one row of good pixels (Stoehr et al. 2008)."""
+    if f.size < 5:
+        return float("nan")
+    return float(1.482602 / math.sqrt(6.0) * np.median(np.abs(2.0 * f[2:-2] - f[:-4] - f[4:])))
+
+
+def line_contrast(spectrum) -> float:
+    """Scatter of the flux about each order's median over its DER_SNR noise, pooled over orders.
+
+    ≈ 1 for white noise around a constant (no lines), well above 1 for a star; inf for
+    noise-free data with structure, NaN when nothing can be measured.
+    """
+    _, flux, good = _rows(spectrum)
+    var = noise = 0.0
+    for f, g in zip(flux, good, strict=True):
+        f = f[g]
+        if f.size < 20:
+            continue
+        level = np.median(f)
+        if not level > 0:
+            continue
+        var += float(np.var(f / level)) * f.size
+        noise += _der_noise(f / level) ** 2 * f.size
+    if var == 0.0:
+        return 0.0 if noise == 0.0 else float("nan")
+    return math.sqrt(var / noise) if noise > 0 else float("inf")
+
+
+def check_instrument(spectrum, source: str = "") -> None:
+    """Refuse a spectrum whose header's instrument cannot have recorded its wavelengths."""
+    name = str(spectrum.meta.instrument or "").strip().upper()
+    if name not in INSTRUMENT_RANGES:
+        return
+    lo, hi = INSTRUMENT_RANGES[name]
+    wave, _, good = _rows(spectrum)
+    w = wave[good]
+    if w.size == 0:
+        return
+    inside = np.mean((w >= lo) & (w <= hi))
+    if inside < 0.5:
+        what = f"{source}: " if source else ""
+        raise InvalidSpectrumError(
+            f"{what}the header names the instrument {spectrum.meta.instrument!r} "
+            f"({lo:.0f}-{hi:.0f} Å) but the wavelengths span {w.min():.0f}-{w.max():.0f} Å; "
+            "the header is wrong for this file, so the wavelength frame it implies is too. "
+            "Fix INSTRUME in the header (or write the spectrum as a plain table stating its "
+            "medium)")
+
+
+def check_spectrum(spectrum, source: str = "", *, min_pixels: int = MIN_PIXELS,
+                   min_snr: float = MIN_SNR) -> None:
+    """Raise :class:`InvalidSpectrumError` unless ``spectrum`` can be a star's spectrum.
+
+    spectrum: a Spectrum or EchelleSpectrum (σ optional: the S/N is then estimated from the
+    flux); source: the file name for the message; min_pixels, min_snr: what the model needs.
+    """
+    what = f"{source}: " if source else ""
+    product = str(spectrum.meta.extra.get("product", ""))
+    if getattr(spectrum, "flux_unit", None) == "transmission" or "transmission" in product:
+        raise InvalidSpectrumError(
+            f"{what}this is a telluric transmission model ({product or 'transmission'}), not a "
+            "star's spectrum; pass the star's spectrum (a transmission file is for the telluric "
+            "part of the model)")
+    _, flux, good = _rows(spectrum)
+    n_good = int(good.sum())
+    if n_good < min_pixels:
+        raise InvalidSpectrumError(
+            f"{what}only {n_good} usable pixel(s); at least {min_pixels} are needed to fit the "
+            "labels with RV, vsini and the continuum; pass a longer spectrum (or a wider "
+            "--wavelength-range)")
+    f = flux[good]
+    level = float(np.median(f))
+    if not level > 0:
+        raise InvalidSpectrumError(
+            f"{what}the median flux is {level:g}: a star's flux is positive; this file holds "
+            "an empty, zero or sign-flipped spectrum")
+    nonpositive = float(np.mean(f <= 0))
+    if nonpositive > MAX_NONPOSITIVE:
+        raise InvalidSpectrumError(
+            f"{what}{nonpositive:.0%} of the pixels have flux <= 0 (at most "
+            f"{MAX_NONPOSITIVE:.0%} allowed): this is not a calibrated stellar spectrum")
+    if float(np.ptp(f)) <= 1e-6 * abs(level):
+        raise InvalidSpectrumError(
+            f"{what}the flux is constant ({level:g} everywhere): there are no lines to fit")
+    snr = _snr(spectrum)
+    if math.isfinite(snr) and snr < min_snr:
+        raise InvalidSpectrumError(
+            f"{what}median S/N per pixel is {snr:.2g}, below {min_snr:g}, the least the model "
+            "needs; no labels can be measured from it")
+    contrast = line_contrast(spectrum)
+    if math.isfinite(contrast) and contrast < MIN_LINE_CONTRAST:
+        raise InvalidSpectrumError(
+            f"{what}the flux varies no more than its own noise (scatter / noise "
+            f"{contrast:.2f} < {MIN_LINE_CONTRAST}): no stellar lines are seen, so this is noise "
+            "or a blank exposure, not a star")
+    check_instrument(spectrum, source)
+
+
+def _snr(spectrum) -> float:
+    """Median S/N per pixel: from σ when the spectrum has it, else DER_SNR on the flux."""
+    if spectrum.has_uncertainty:
+        snr = spectrum.median_snr()
+        if math.isfinite(snr):
+            return snr
+    _, flux, good = _rows(spectrum)
+    values = []
+    for f, g in zip(flux, good, strict=True):
+        f = f[g]
+        noise = _der_noise(f)
+        if f.size >= 20 and noise > 0:
+            values.append(float(np.median(f)) / noise)
+    return float(np.median(values)) if values else float("nan")
+
+
+def result_warnings(result, chi2_limit: float = CHI2_FLAG) -> list[str]:
+    """Reasons not to trust a fit :class:`~photosphere.infer.result.Result` (empty: none)."""
+    out: list[str] = []
+    at_bound = list(result.flags.get("at_bound") or ())
+    if at_bound:
+        out.append(f"{', '.join(at_bound)} at a bound of the model: the answer is the edge of "
+                   "the grid, not the star")
+    chi2 = result.chi2_reduced
+    if math.isfinite(chi2) and chi2 > chi2_limit:
+        out.append(f"chi2_reduced {chi2:.3g} is far above 1 (limit {chi2_limit:g}): the model "
+                   "does not describe these data")
+    return out
+
+
+def label_warnings(labels: dict[str, tuple[float, float]],
+                   bounds: dict[str, tuple[float, float]]) -> list[str]:
+    """Labels outside (or at) ``bounds`` {name: (lo, hi)}: a network answering off its
+    training box."""
+    out = []
+    for name, (lo, hi) in bounds.items():
+        if name not in labels:
+            continue
+        value = labels[name][0]
+        if not math.isfinite(value) or value < lo or value > hi:
+            out.append(f"{name} = {value:.4g} is outside the training range {lo:g}..{hi:g}")
+    return out
+
+
+def print_warnings(warnings: Iterable[str], command: str, stream=None) -> int:
+    """Print each warning as ``photosphere COMMAND: warning: ...`` on stderr; returns their
+    number."""
+    import sys
+
+    stream = stream or sys.stderr
+    n = 0
+    for text in warnings:
+        print(f"photosphere {command}: warning: {text}", file=stream)
+        n += 1
+    return n
