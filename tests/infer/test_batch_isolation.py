@@ -18,7 +18,7 @@ from test_batch import FIT, _write, read_npz, small_model
 from photosphere import cli
 from photosphere.errors import BusyError
 from photosphere.infer import batch
-from photosphere.infer.batch import _Table, fit_many, read_table
+from photosphere.infer.batch import _Table, fit_many, read_table, rows_of
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -38,7 +38,7 @@ def test_a_python_error_in_one_file_becomes_a_row_and_the_rest_run(tmp_path):
     kw = dict(reader=read_or_crash, fit_kwargs=FIT, processes=False, progress=False,
               n_workers=1)
     table = fit_many([str(tmp_path / "*.npz")], functools.partial(small_model), out, **kw)
-    rows = {Path(r["source"]).name: r for r in table}
+    rows = {Path(r["source"]).name: r for r in rows_of(table)}
     assert rows["a_crash.npz"]["status"].startswith("error: TypeError: unsupported operand")
     assert rows["b_star.npz"]["status"] == "ok"
     assert rows["b_star.npz"]["warnings"] == ""

@@ -252,6 +252,8 @@ class _Table:
 
 
 def rows_of(table) -> list[dict[str, Any]]:
+    """The rows of a results table as plain dicts (an empty text cell, which ECSV reads back
+    masked, as "")."""
     if table is None:
         return []
     rows = []
@@ -259,6 +261,8 @@ def rows_of(table) -> list[dict[str, Any]]:
         row = {}
         for name in table.colnames:
             v = r[name]
+            if v is np.ma.masked:
+                v = "" if table[name].dtype.kind in "USO" else None
             row[name] = v.item() if hasattr(v, "item") else v
         rows.append(row)
     return rows

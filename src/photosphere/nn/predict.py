@@ -98,6 +98,9 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     one its checkpoint names, when that is the embedded grid; models that name none were
     trained on the embedded grid).
     """
+    if not (isinstance(mc_samples, int) and 0 <= mc_samples <= 1000):
+        raise ModelError(f"mc_samples={mc_samples!r} must be a whole number in 0..1000 (0: no "
+                         "MC dropout)")
     members = model if isinstance(model, list) else [model]
     cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
     ck = cks[0]
