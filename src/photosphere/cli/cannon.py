@@ -132,9 +132,12 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     if args.real:
         real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
+        from ..infer.validity import check_spectrum
         from ..io import read
 
-        real.append(wf.fit_real_spectrum(model, read(path), str(path)))
+        spectrum = read(path)
+        check_spectrum(spectrum, str(path))  # a non-star gets an error, not labels
+        real.append(wf.fit_real_spectrum(model, spectrum, str(path)))
     if real:
         payload["spectra"] = real
         for r in real:
