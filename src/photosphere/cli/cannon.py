@@ -132,10 +132,10 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     if args.real:
         real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
+        from ..infer.batch import read_spectrum
         from ..infer.validity import check_spectrum
-        from ..io import read
 
-        spectrum = read(path)
+        spectrum = read_spectrum(path)
         check_spectrum(spectrum, str(path))  # a non-star gets an error, not labels
         real.append(wf.fit_real_spectrum(model, spectrum, str(path)))
     if real:

@@ -19,10 +19,10 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     ``observed``: a star's spectrum to fit, refused when it cannot be one
     (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
+    from ..infer.batch import read_spectrum
     from ..infer.validity import check_spectrum
-    from ..io import read
 
-    spec = read(path)
+    spec = read_spectrum(path)
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")

@@ -82,10 +82,17 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
 
 
 def _default_reader(path: str):
+    return read_spectrum(path)
+
+
+def read_spectrum(path: str, **kwargs):
+    """:func:`photosphere.io.read` for the commands: a reader tripping over a file it does not
+    expect (a string wavelength column, a wrong shape...) raises FileFormatError, never a bare
+    Python error. kwargs: passed to ``read``."""
     from ..io import read
 
     try:
-        return read(path)
+        return read(path, **kwargs)
     except PhotosphereError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError,

@@ -27,9 +27,9 @@ from ..errors import InvalidSpectrumError
 MIN_PIXELS = 100
 #: Lowest median S/N per pixel that any of our models can use.
 MIN_SNR = 3.0
-#: Flux scatter / noise below which a spectrum shows no lines (white noise gives 1.00 ± 0.05
-#: over a few hundred pixels; a real star at S/N 10 gives > 1.3).
-MIN_LINE_CONTRAST = 1.15
+#: Line depth / noise (:func:`line_contrast`) below which a spectrum shows no lines: white noise
+#: gives 1.0 ± 0.1 over a few hundred pixels.
+MIN_LINE_CONTRAST = 1.4
 #: Largest fraction of non-positive pixels (sky-subtracted line cores may dip below zero).
 MAX_NONPOSITIVE = 0.2
 #: χ²_red above which a fit is flagged: the model does not describe the data (real stars with
@@ -66,26 +66,46 @@ def _der_noise(f: np.ndarray) -> float:
     return float(1.482602 / math.sqrt(6.0) * np.median(np.abs(2.0 * f[2:-2] - f[:-4] - f[4:])))
 
 
-def line_contrast(spectrum) -> float:
-    """Scatter of the flux about each order's median over its DER_SNR noise, pooled over orders.
+def _order_contrast(w: np.ndarray, f: np.ndarray) -> float:
+    """:func:`line_contrast` of one order's good pixels (NaN when it cannot be measured)."""
+    level = np.median(f)
+    if f.size < 20 or not level > 0:
+        return float("nan")
+    f = f / level
+    x = (w - w.min()) / max(float(np.ptp(w)), 1e-300) * 2.0 - 1.0
+    keep = np.ones(f.size, bool)
+    for _ in range(3):  # clip lines and cosmic rays out of the trend, both ways
+        with np.errstate(all="ignore"):
+            coef = np.polynomial.chebyshev.chebfit(x[keep], f[keep], 3)
+        r = f - np.polynomial.chebyshev.chebval(x, coef)
+        mad = 1.4826 * float(np.median(np.abs(r[keep] - np.median(r[keep]))))
+        new = np.abs(r - np.median(r[keep])) <= 4.0 * mad
+        if mad == 0.0 or new.sum() < f.size // 2:
+            break
+        keep = new
+    depth = float(np.median(r) - np.percentile(r, 2.0))
+    if not depth > 1e-9:
+        return 0.0
+    noise = 2.054 * _der_noise(f)
+    return depth / noise if noise > 0 else float("inf")
 
-    ≈ 1 for white noise around a constant (no lines), well above 1 for a star; inf for
-    noise-free data with structure, NaN when nothing can be measured.
+
+def line_contrast(spectrum) -> float:
+    """How far the flux dips below a smooth continuum, in units of its own noise: the depth of
+    the 2nd percentile below the median of (flux / smooth cubic trend) over the 2.054 σ that
+    Gaussian noise alone gives (σ from DER_SNR). Echelle: the 75th percentile over orders of
+    >= 100 good pixels (a star shows lines in most orders; blue orders may drown in noise).
+
+    ≈ 1 for noise (cosmic-ray spikes, which go up, do not count), 0 for a smooth ramp, well
+    above 1 for a star's absorption lines; inf for noise-free data with lines; NaN when
+    nothing can be measured.
     """
-    _, flux, good = _rows(spectrum)
-    var = noise = 0.0
-    for f, g in zip(flux, good, strict=True):
-        f = f[g]
-        if f.size < 20:
-            continue
-        level = np.median(f)
-        if not level > 0:
-            continue
-        var += float(np.var(f / level)) * f.size
-        noise += _der_noise(f / level) ** 2 * f.size
-    if var == 0.0:
-        return 0.0 if noise == 0.0 else float("nan")
-    return math.sqrt(var / noise) if noise > 0 else float("inf")
+    wave, flux, good = _rows(spectrum)
+    orders = [(w[g], f[g]) for w, f, g in zip(wave, flux, good, strict=True)]
+    big = [o for o in orders if o[0].size >= 100] or orders
+    values = np.array([_order_contrast(w, f) for w, f in big])
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, 75)) if values.size else float("nan")
 
 
 def check_instrument(spectrum, source: str = "") -> None:
@@ -152,9 +172,9 @@ def check_spectrum(spectrum, source: str = "", *, min_pixels: int = MIN_PIXELS,
     contrast = line_contrast(spectrum)
     if math.isfinite(contrast) and contrast < MIN_LINE_CONTRAST:
         raise InvalidSpectrumError(
-            f"{what}the flux varies no more than its own noise (scatter / noise "
-            f"{contrast:.2f} < {MIN_LINE_CONTRAST}): no stellar lines are seen, so this is noise "
-            "or a blank exposure, not a star")
+            f"{what}the flux dips below its continuum no more than its own noise does (line "
+            f"depth / noise {contrast:.2f} < {MIN_LINE_CONTRAST}): no stellar lines are seen, "
+            "so this is noise, a smooth ramp or a blank exposure, not a star")
     check_instrument(spectrum, source)
 
 

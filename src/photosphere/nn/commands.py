@@ -429,16 +429,17 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from ..infer.batch import read_spectrum
     from ..infer.validity import MIN_SNR, check_spectrum, label_warnings
     from .predict import load_model, predict_spectrum
 
     cks = [load_model(m) for m in (args.model or [None])]  # clear error first if no model
-    from ..io import identify, read
+    from ..io import identify
 
     kw = {k: getattr(args, k) for k in ("wave", "blaze", "medium") if getattr(args, k)}
     if "e2ds" in identify(args.file):
         kw["deblaze"] = True
-    spectrum = read(args.file, **kw)
+    spectrum = read_spectrum(args.file, **kw)
     trained = cks[0].data.get("snr") or [MIN_SNR]
     check_spectrum(spectrum, args.file, min_snr=max(MIN_SNR, 0.5 * float(min(trained))))
     result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
