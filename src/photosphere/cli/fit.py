@@ -172,9 +172,9 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     if args.macroturbulence is not None:
         raise FitError(f"--macroturbulence is not available with --model {args.model}; leave it "
                        "out (vsini absorbs the broadening of both components)")
-    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
     if args.prior:
         raise FitError(f"--prior is not available with --model {args.model}; leave it out")
+    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
                        share=tuple(args.share or ()), veiling=args.veiling)

@@ -296,6 +296,10 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
     output = Path(output)
     if n_workers < 1:
         raise FitError(f"n_workers={n_workers} must be >= 1 (--workers)")
+    if not output.parent.is_dir() or output.is_dir():
+        raise MissingFileError(f"results table {output}: the folder {output.parent} does not "
+                               "exist or the path is a folder; create the folder or pass another "
+                               "path")
     table = _Table(output)
     done = {r["source"] for r in table.rows if r.get("status") == "ok"}
     todo = [p for p in files if str(p) not in done]
