@@ -112,3 +112,14 @@ def test_result_warnings():
     assert "teff at a bound" in result_warnings(_result(at_bound=["teff"]))[0]
     assert label_warnings({"teff": (-91722.0, 1.0)}, {"teff": (4000.0, 7000.0)})
     assert not label_warnings({"teff": (5000.0, 1.0)}, {"teff": (4000.0, 7000.0)})
+
+
+def test_mcmc_posterior_against_an_edge_is_at_bound():
+    from photosphere.infer.mcmc import _at_bound
+    from photosphere.infer.parameters import Parameters
+
+    params = Parameters(("teff", "logg", "vsini"), {"teff": (4000.0, 7000.0),
+                                                    "logg": (3.0, 5.0), "vsini": (0.0, 100.0)})
+    assert _at_bound(np.array([4010.0, 4.0, 0.1]), params) == ["teff"]   # vsini 0 is physical
+    assert _at_bound(np.array([5800.0, 4.99, 50.0]), params) == ["logg"]
+    assert _at_bound(np.array([5800.0, 4.0, 5.0]), params) == []

@@ -124,6 +124,14 @@ def _interruptible() -> Iterator[_Stop]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _at_bound(median: np.ndarray, params: Parameters) -> list[str]:
+    """Free parameters whose posterior median lies within 1 % of the span of a bound (the
+    posterior piles up against the edge of the model); a broadening width at 0 is physical."""
+    u = (np.asarray(median, float) - params.lower) / params.span
+    return [n for j, n in enumerate(params.free)
+            if u[j] > 0.99 or (u[j] < 0.01 and n not in ("vsini", "vmac"))]
+
+
 def _check_setup(params: Parameters, priors: Sequence[Prior], n_walkers: int) -> None:
     """Walkers and priors that fit the parameters, checked before any slow work."""
     if n_walkers < 2 * params.n_free:
@@ -250,7 +258,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
              "effective_sample_size": {n: float(e) for n, e in zip(params.free, ess,
                                                                    strict=True)},
              "chain_too_short": too_short, "n_walkers": n_walkers, "n_steps": n_steps,
-             "burn": burn, "at_bound": [], "least_squares": start.to_dict()["labels"],
+             "burn": burn, "at_bound": _at_bound(median, params),
+             "least_squares": start.to_dict()["labels"],
              "max_posterior": {n: float(v) for n, v in zip(chain.parameter_names, best,
                                                            strict=True)},
              "priors": [type(p).__name__ for p in log_prob.priors]}
