@@ -123,3 +123,22 @@ def test_mcmc_posterior_against_an_edge_is_at_bound():
     assert _at_bound(np.array([4010.0, 4.0, 0.1]), params) == ["teff"]   # vsini 0 is physical
     assert _at_bound(np.array([5800.0, 4.99, 50.0]), params) == ["logg"]
     assert _at_bound(np.array([5800.0, 4.0, 5.0]), params) == []
+
+
+def test_the_mismatch_flag_scales_chi2_by_the_noise():
+    """χ²_red 222 is a 3.8 % mismatch for the UVES Sun at S/N ~400 (not flagged) but 15 % at
+    S/N 100 (flagged)."""
+    from photosphere.infer.result import Segment
+    from photosphere.infer.validity import model_mismatch
+
+    def at(snr, chi2_red):
+        n = 1001
+        seg = Segment(np.linspace(5000, 5100, n), np.ones(n), np.full(n, 1 / snr),
+                      np.zeros(n, bool), np.ones(n), np.ones(n))
+        return Result(values={"teff": 5800.0}, sigma={"teff": 30.0}, free=("teff",),
+                      covariance=np.eye(1), chi2=chi2_red * (n - 1), n_pixels=n, n_parameters=1,
+                      segments=(seg,), flags={"converged": True, "at_bound": []})
+
+    assert model_mismatch(at(400, 222.0)) == pytest.approx(np.sqrt(221) / 400)
+    assert result_warnings(at(400, 222.0)) == []
+    assert "misses the data by 15%" in result_warnings(at(100, 222.0))[0]
