@@ -440,8 +440,8 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if "e2ds" in identify(args.file):
         kw["deblaze"] = True
     spectrum = read_spectrum(args.file, **kw)
-    trained = cks[0].data.get("snr") or [MIN_SNR]
-    check_spectrum(spectrum, args.file, min_snr=max(MIN_SNR, 0.5 * float(min(trained))))
+    trained = np.atleast_1d(np.asarray(cks[0].data.get("snr") or MIN_SNR, dtype=float))
+    check_spectrum(spectrum, args.file, min_snr=max(MIN_SNR, 0.25 * float(trained.min())))
     result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration,
                               check_grid=not args.no_grid_check, grid=args.grid)
