@@ -58,3 +58,12 @@ class CheckpointError(PhotosphereError, ValueError):
 class BenchmarkError(PhotosphereError, ValueError):
     """A benchmark that cannot start: a missing or malformed labels table, an unknown star or
     tier, an output file of another layout."""
+
+
+class BusyError(PhotosphereError, RuntimeError):
+    """An output that another photosphere process is writing right now (its lock is held)."""
+
+
+class FlaggedResultError(PhotosphereError, RuntimeError):
+    """A result that exists but should not be trusted (labels at a grid bound, out of the
+    training distribution, χ²_red far above 1); the CLI exits 3 unless ``--allow-flagged``."""

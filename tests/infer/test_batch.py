@@ -52,8 +52,8 @@ def test_batch_writes_one_table_and_rerun_skips_finished(tmp_path):
     for i in range(2):
         _write(tmp_path, f"star{i}.npz", seed=i)
     bad = tmp_path / "outside.npz"  # a spectrum the model does not cover
-    np.savez(bad, wavelength=np.linspace(6000, 6030, 300), flux=np.ones(300),
-             sigma=np.full(300, 0.01))
+    lines = 1.0 - 0.5 * (np.sin(np.linspace(0, 90, 300)) > 0.8)  # a star, but not in range
+    np.savez(bad, wavelength=np.linspace(6000, 6030, 300), flux=lines, sigma=np.full(300, 0.01))
     out = tmp_path / "results.ecsv"
     factory = functools.partial(small_model)
     READS.clear()

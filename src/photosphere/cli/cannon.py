@@ -132,9 +132,11 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     if args.real:
         real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
-        from ..io import read
+        from ..infer.batch import read_spectrum
+        from ..infer.validity import check_spectrum
 
-        spectrum = read(path, **medium_kwargs(args))
+        spectrum = read_spectrum(path, **medium_kwargs(args))
+        check_spectrum(spectrum, str(path))  # a non-star gets an error, not labels
         real.append(wf.fit_real_spectrum(model, spectrum, str(path)))
     if real:
         payload["spectra"] = real

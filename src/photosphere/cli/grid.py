@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import positive_int
 from ._common import _add_json, _jsonable, add_medium, emit, medium_kwargs
 
 
@@ -41,9 +42,16 @@ def _cmd_grid_info(args: argparse.Namespace) -> int:
         info = TrainingSet(path).info()
         emit(args, info, _training_set_text(info))
         return 0
-    with GridStore.open(path) as store:
+    with GridStore.open(path) as store:  # opening checks the structure (store._check_structure)
         info = store.info()
-    emit(args, info, _grid_text(info))
+        if args.check:
+            info["check"] = store.verify()
+    text = _grid_text(info)
+    if args.check:
+        text += ("\ncheck: structure ok; content checksum " + (
+            "ok" if info["check"]["checksum"] == "ok" else
+            "absent (a grid written before checksums existed: structure checked only)"))
+    emit(args, info, text)
     return 0
 
 
@@ -192,6 +200,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     p = gsub.add_parser("info", help="describe a grid file (default: the embedded grid)")
     p.add_argument("grid", nargs="?", help="grid HDF5 file (default: the embedded default grid)")
     _add_json(p)
+    p.add_argument("--check", action="store_true",
+                   help="also recompute the content checksum written at build and compare "
+                        "(exit 2 when the flux or labels were changed)")
     p.set_defaults(func=_cmd_grid_info)
 
     p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
@@ -202,7 +213,8 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     which.add_argument("--spec", help="a TOML/YAML grid definition file (see docs/grids.md)")
     p.add_argument("-o", "--output", help="output grid file (default: the package's embedded "
                    "grid for --preset default, else NAME.h5)")
-    p.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
+    p.add_argument("--workers", type=positive_int,
+                   help="local Dask workers (default: one per core)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask cluster (tcp://host:8786); 'synchronous' runs "
                    "in this process without Dask")

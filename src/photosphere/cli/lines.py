@@ -8,21 +8,29 @@ import numpy as np
 
 from ._common import _add_json, add_medium, emit
 
+#: Fewest usable pixels of a spectrum for the line model (a few lines' profiles).
+LINES_MIN_PIXELS = 20
+
 
 def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None,
-               medium: str | None = None):
+                medium: str | None = None, observed: bool = False):
     """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
-    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``)."""
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``);
+    ``observed``: a star's spectrum to fit, refused when it cannot be one
+    (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
-    from ..io import read
+    from ..infer.batch import read_spectrum
+    from ..infer.validity import check_spectrum
 
-    spec = read(path, **({"medium": medium} if medium else {}))
+    spec = read_spectrum(path, **({"medium": medium} if medium else {}))
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")
     if wavelength_min is not None or wavelength_max is not None:
         spec = spec.slice(-np.inf if wavelength_min is None else wavelength_min,
                           np.inf if wavelength_max is None else wavelength_max)
+    if observed:  # a local line model needs fewer pixels than a full fit, but a star
+        check_spectrum(spec, path, min_pixels=LINES_MIN_PIXELS)
     wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
     sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
     if wave.size < 5:
@@ -111,7 +119,8 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
-                                                  args.wavelength_max, args.medium)
+                                                  args.wavelength_max, args.medium,
+                                                  observed=True)
     obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
     stellar = read_line_model(args.lines, medium=medium)
     telluric = None

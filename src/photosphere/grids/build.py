@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from .._lock import file_lock
 from ..errors import DependencyError, GridError, NetworkError, OutOfGridError
 from .presets import GridSpec
 from .store import GridSampling, NodeResult, reduce_node, write_grid
@@ -259,11 +260,26 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     (``processes=False`` keeps them as threads), a scheduler address (``"tcp://host:8786"``) to
     use an existing cluster, or ``"synchronous"`` to run in this process without Dask.
     client: an existing ``dask.distributed.Client`` (overrides ``scheduler``).
-    Returns a :class:`BuildReport`; prints the throughput line on stderr.
+    Returns a :class:`BuildReport`; prints the throughput line on stderr. Holds the output's
+    lock (:mod:`photosphere._lock`) throughout: a second build of the same output raises
+    :class:`~photosphere.errors.BusyError` at once.
     """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # one build per output at a time: a second one refuses at once instead of synthesising
+    # every node again and colliding with the first at the end
+    with file_lock(output, wait=False, what="grid",
+                   hint="wait for that build to finish (it resumes where it stops), or choose "
+                        "another -o"):
+        return _build_grid(spec, output, synthesizer=synthesizer, scheduler=scheduler,
+                           n_workers=n_workers, processes=processes, client=client,
+                           progress=progress, overwrite=overwrite, command=command)
+
+
+def _build_grid(spec: GridSpec, output: Path, *, synthesizer, scheduler, n_workers, processes,
+                client, progress, overwrite, command) -> BuildReport:
     from tqdm import tqdm
 
-    output = Path(output)
     if output.exists() and not overwrite:
         raise GridError(f"{output} already exists; pass overwrite=True (--overwrite) to rebuild "
                         "it, or choose another output path")

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ModelError
+from ._cpu import safe_training_function
 from .checkpoint import (
     ESTIMATORS,
     LabelScaling,
@@ -259,6 +260,7 @@ def _validation_loss(model, dataset, config, scaling, device) -> float:
     return total / max(n, 1)
 
 
+@safe_training_function  # oneDNN's backward segfaults on AVX-512/AMX CPUs (nn/_cpu.py)
 def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *,
           layout: Layout | None = None, resume: bool = False, device: str | None = None,
           progress: bool = True, datasets: dict[str, EchelleDataset] | None = None,
