@@ -38,7 +38,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, InvalidSpectrumError, OutOfGridError
-from ..models.base import ForwardModel, check_model
+from ..model import ForwardModel, check_model
 from ..ops import _kernels, doppler, grid, lsf, macroturbulence, resample, rotation
 from ..spectrum import EchelleSpectrum, Spectrum
 
@@ -142,7 +142,7 @@ def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np
 class ObservationChain:
     """Forward model + instrument = predicted observation.
 
-    model: a :class:`~photosphere.models.base.ForwardModel` (log-uniform wavelength grid).
+    model: a :class:`~photosphere.model.ForwardModel` (log-uniform wavelength grid).
     observation: a :class:`Spectrum`, an :class:`EchelleSpectrum` (orders fitted jointly) or a
     list of them (exposures sharing labels, one RV each).
     resolution: None (model already at the instrument's resolution), R (float), one R per order

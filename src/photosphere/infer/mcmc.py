@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import FitError, OutOfGridError
-from ..models.base import ForwardModel
+from ..model import ForwardModel
 from ..ops.macroturbulence import doyle_macroturbulence
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood

@@ -35,7 +35,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
-from ..models.base import ForwardModel, check_labels_in_bounds
+from ..model import ForwardModel, check_labels_in_bounds
 from ..ops.macroturbulence import doyle_macroturbulence
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood

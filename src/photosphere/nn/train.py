@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ModelError
+from ..model import ForwardModel
 from .checkpoint import (
     ESTIMATORS,
     LabelScaling,
@@ -42,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .dae import DenoisedEstimator
-from .data import DataConfig, EchelleDataset, Layout, SpectrumSource, build_datasets
+from .data import DataConfig, EchelleDataset, Layout, build_datasets
 from .evaluate import fit_temperature, predict_split
 
 MODELS = ("resnet", "attention", "dae")
@@ -259,7 +260,7 @@ def _validation_loss(model, dataset, config, scaling, device) -> float:
     return total / max(n, 1)
 
 
-def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *,
+def train(config: TrainConfig, source: ForwardModel, out: str | os.PathLike, *,
           layout: Layout | None = None, resume: bool = False, device: str | None = None,
           progress: bool = True, datasets: dict[str, EchelleDataset] | None = None,
           stop_after: int | None = None, cache_dir: str | os.PathLike | None = None,
@@ -365,7 +366,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
                        time.perf_counter() - t0)
 
 
-def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> SpectrumSource:
+def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> ForwardModel:
     """The linear interpolator over an HDF5 grid file (``photosphere.grids``).
 
     line_strengths: a :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from ...errors import ModelError, OutOfGridError
+from ...model import labels_tensor
 from ...ops.doppler import doppler_factor
 from ...ops.rotation import rotational_broaden
-from ..base import labels_tensor
 from .flux_ratio import (
     ChunkAverager,
     ContinuumTable,
