@@ -17,8 +17,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "photosphere"
 #: The node of the public API (``photosphere/__init__.py``).
@@ -180,16 +178,12 @@ def test_the_graph_is_read_from_every_kind_of_import(tmp_path):
     assert cycles(graph(edges)) == [["infer", "io"]]
 
 
-@pytest.mark.xfail(strict=True, reason="main has grids -> models -> infer -> grids and "
-                   "reports <-> workflows loops (issue 20)")
 def test_no_import_cycles_between_subpackages():
     edges = import_edges()
     found = cycles(graph(edges))
     assert not found, "import cycles: " + " | ".join(_explain(c, edges) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason="grids and models import __version__ from "
-                   "photosphere/__init__.py (issue 20)")
 def test_nothing_in_the_library_imports_the_cli_or_the_public_api():
     edges = import_edges()
     offenders = {(a, b): w for (a, b), w in edges.items()
@@ -197,7 +191,6 @@ def test_nothing_in_the_library_imports_the_cli_or_the_public_api():
     assert not offenders, f"imports of cli or of photosphere/__init__.py: {offenders}"
 
 
-@pytest.mark.xfail(strict=True, reason="models/mixture fits through infer (issue 20)")
 def test_models_and_grids_know_nothing_of_inference():
     edges = import_edges()
     for lower in ("io", "ops", "grids", "models", "spectrum", "errors", "model"):

@@ -103,7 +103,7 @@ def _result_text(result) -> str:
 def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     """``--model spots|binary``: one spectrum (or, with --epochs, the exposures of one binary)."""
     from ..infer.batch import load_grid_model, prepare_spectrum
-    from ..models.mixture.api import fit_mixture, make_model
+    from ..infer.mixture import fit_mixture, make_model
 
     if len(files) > 1 and not args.epochs:
         raise FitError(f"--model {args.model} fits one spectrum at a time ({len(files)} given); "

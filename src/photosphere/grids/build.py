@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DependencyError, GridError, NetworkError, OutOfGridError
 from .presets import GridSpec
 from .store import GridSampling, NodeResult, reduce_node, write_grid

@@ -249,7 +249,7 @@ class CannonModel:
         self.training_labels_ = labels
         self.wavelength_ = wavelength
         self.sigma_scale_ = None
-        from .. import __version__
+        from .._version import __version__
 
         self.provenance_ = {
             "photosphere_version": __version__,

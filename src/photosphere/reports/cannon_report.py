@@ -396,7 +396,7 @@ def report_data(model: CannonModel, n_validation: int = 300, data_dir=None,
     if kind == "apogee_allstar":
         from ..workflows import cannon_allstar as wa
 
-        return wa.report_data(model, progress=progress)
+        return ReportData(*wa.report_stars(model, progress=progress))
     return _apogee_data(model, n_validation, data_dir, fit_real)
 
 

@@ -13,10 +13,10 @@ from photosphere import cli
 from photosphere.errors import FitError
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
+from photosphere.infer.mixture import fit_mixture, simulate
 from photosphere.infer.result import Result
+from photosphere.infer.selection import bic, compare_models, laplace_log_evidence
 from photosphere.models.mixture import BinaryModel, SpotModel
-from photosphere.models.mixture.api import fit_mixture, simulate
-from photosphere.models.mixture.selection import bic, compare_models, laplace_log_evidence
 
 SPOTS = {"teff": 5500.0, "teff_spot": 4500.0, "logg": 4.5, "feh": 0.0, "filling_factor": 0.4,
          "vsini": 6.0, "rv": 12.0}

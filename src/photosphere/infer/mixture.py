@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...errors import FitError, ModelError
-from ...infer.chain import DTYPE, ObservationChain
-from ...infer.likelihood import Likelihood
-from ...infer.optimize import build_chain, fit
-from ...infer.result import Result
-from ...spectrum import EchelleSpectrum, Spectrum
+from ..errors import FitError, ModelError
+from ..models.mixture.model import BinaryModel, SpotModel
+from ..spectrum import EchelleSpectrum, Spectrum
+from .chain import DTYPE, ObservationChain
 from .epochs import EpochChain
-from .model import BinaryModel, SpotModel
+from .likelihood import Likelihood
+from .optimize import build_chain, fit
+from .result import Result
 
 MODES = ("spots", "binary")
 
@@ -252,7 +252,7 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
     result = fit(model, observation, initial=free_start, fixed=fixed, chain=chain,
                  source=source, **fit_kwargs)
     if mcmc:
-        from ...infer.mcmc import sample
+        from .mcmc import sample
 
         result = sample(model, observation, initial=result, fixed=fixed, chain=chain,
                         n_walkers=n_walkers, n_steps=n_steps, seed=seed, progress=progress,
