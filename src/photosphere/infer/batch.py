@@ -20,6 +20,12 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import FitError, MissingFileError, PhotosphereError
+from ..grids.load import load_grid_model
+from ..io.prepare import prepare_spectrum
+from ..ops.noise import with_uncertainty
+
+__all__ = ["expand_paths", "fit_file", "fit_many", "load_grid_model", "prepare_spectrum",
+           "rows_of", "with_uncertainty"]
 
 _MODEL_CACHE: dict[Any, Any] = {}
 
@@ -51,79 +57,10 @@ def _model(factory: Callable[[], Any]):
     return _MODEL_CACHE[key]
 
 
-def load_grid_model(path: str | None = None, line_strengths: str | None = None):
-    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid;
-    with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
-    corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
-    if path is None:
-        try:
-            from ..grids.presets import default_grid_path
-        except ImportError:
-            raise MissingFileError("no --grid given and this installation has no default grid; "
-                                   "pass --grid PATH (an HDF5 grid file)") from None
-        path = default_grid_path()
-    if not Path(path).is_file():
-        raise MissingFileError(f"grid file {path} does not exist; pass --grid PATH of an HDF5 "
-                               "grid (photosphere grid build makes one)")
-    from ..grids.interpolate import GridInterpolator
-
-    model = GridInterpolator(path)
-    if line_strengths is None:
-        return model
-    from ..grids.line_strengths import CorrectedSource, LineStrengths
-
-    return CorrectedSource(model, LineStrengths.read(line_strengths))
-
-
 def _default_reader(path: str):
     from ..io import read
 
     return read(path)
-
-
-def with_uncertainty(spectrum):
-    """``spectrum`` unchanged if it has σ, else σ = median flux / S/N per order, the S/N
-    estimated from the flux alone (DER_SNR, :func:`photosphere.ops.noise.estimate_snr`).
-    The S/N used is recorded in ``meta.extra["sigma_estimated_snr"]``."""
-    from ..ops.noise import estimate_snr
-    from ..spectrum import EchelleSpectrum
-
-    if spectrum.has_uncertainty:
-        return spectrum
-    flux = np.atleast_2d(spectrum.flux)
-    mask = np.atleast_2d(spectrum.mask)
-    snr = np.atleast_1d(estimate_snr(flux, mask))
-    if not np.all(np.isfinite(snr) & (snr > 0)):
-        raise FitError("the spectrum has no uncertainties and its S/N cannot be estimated from "
-                       "the flux; pass sigma (or --snr)")
-    level = np.array([np.median(f[~m]) if np.any(~m) else 1.0 for f, m in zip(flux, mask,
-                                                                               strict=True)])
-    sigma = np.abs(level / snr)[:, None] * np.ones_like(flux)
-    sigma = sigma if isinstance(spectrum, EchelleSpectrum) else sigma[0]
-    meta = spectrum.meta.replace(extra={**spectrum.meta.extra,
-                                        "sigma_estimated_snr": snr.tolist()})
-    return spectrum.replace(sigma=sigma, meta=meta)
-
-
-def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None):
-    """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
-    outside ``wavelength_range`` (Å, Å), and give it σ (from ``snr`` when given, else
-    :func:`with_uncertainty`)."""
-    from ..spectrum import EchelleSpectrum
-
-    spectrum = _default_reader(path)
-    if orders is not None:
-        if not isinstance(spectrum, EchelleSpectrum):
-            raise FitError(f"--orders needs an echelle spectrum; {path} is one-dimensional")
-        spectrum = spectrum.select_orders(list(orders))
-    if wavelength_range is not None:
-        spectrum = spectrum.slice(float(wavelength_range[0]), float(wavelength_range[1]))
-    if snr is not None:
-        if not snr > 0:
-            raise FitError(f"snr={snr} must be > 0")
-        level = np.median(np.abs(spectrum.flux[~spectrum.mask]))
-        spectrum = spectrum.replace(sigma=np.full(spectrum.flux.shape, level / snr))
-    return with_uncertainty(spectrum)
 
 
 def fit_file(path: str, model_factory: Callable[[], Any],

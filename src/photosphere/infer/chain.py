@@ -280,8 +280,9 @@ class ObservationChain:
                 if not spec.has_uncertainty:
                     raise InvalidSpectrumError(
                         f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
-                        "sigma/ivar when building the spectrum, or estimate them "
-                        "(photosphere.ops.noise.estimate_snr)")
+                        "sigma/ivar when building the spectrum, or estimate them from the flux "
+                        "with photosphere.ops.noise.with_uncertainty(spectrum) (DER_SNR; "
+                        "photosphere.fit does this itself and notes it in the result)")
                 good = predictable & (ivar > 0)
                 n_keep = int(good.sum())
                 if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
