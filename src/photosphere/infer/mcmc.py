@@ -129,27 +129,10 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
         raise FitError(f"burn={burn} must be in 0..n_steps-1 ({n_steps - 1})")
     chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
                     rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
-                    epsilon=epsilon)
-    if macroturbulence == "auto":
-        if not isinstance(initial, Result):
-            initial = fit(model, observation, initial=initial, fixed=fixed, noise=noise,
-                          model_variance=model_variance, model_error=model_error,
-                          macroturbulence=macroturbulence, **chain_kw)
-        macroturbulence = initial.provenance.get("macroturbulence")
-        if macroturbulence is None:
-            macroturbulence = doyle_macroturbulence(initial.values["teff"],
-                                                    initial.values["logg"])
-    chain_kw["macroturbulence"] = macroturbulence
-    if isinstance(initial, Result):
-        start = initial
-        if chain is None:
-            chain = build_chain(model, observation, **chain_kw, initial=start.values,
-                                fixed=fixed)
-    else:
-        if chain is None:
-            chain = build_chain(model, observation, **chain_kw, initial=initial, fixed=fixed)
-        start = fit(model, observation, initial=initial, fixed=fixed, chain=chain,
-                    noise=noise, model_variance=model_variance, model_error=model_error)
+                    epsilon=epsilon, macroturbulence=macroturbulence)
+    chain, start = _least_squares_start(model, observation, initial, fixed, chain, chain_kw,
+                                        dict(noise=noise, model_variance=model_variance,
+                                             model_error=model_error))
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     if n_walkers < 2 * params.n_free:
         raise FitError(f"n_walkers={n_walkers} is too few for {params.n_free} free parameters; "
@@ -159,7 +142,44 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                             templates_at=chain.theta_from(start.values))
     log_prob = LogProbability(likelihood, params, priors)
 
-    rng = np.random.default_rng(seed)
+    walkers = _initial_walkers(start, params, n_walkers, np.random.default_rng(seed))
+    sampler = emcee.EnsembleSampler(n_walkers, params.n_free, log_prob, vectorize=True,
+                                    pool=pool)
+    if seed is not None:
+        sampler.random_state = np.random.RandomState(seed).get_state()
+    with torch.no_grad():
+        sampler.run_mcmc(np.array(walkers), n_steps, progress=progress)
+
+    return _posterior_result(sampler, burn, chain, params, likelihood, log_prob, start,
+                             source, time.perf_counter() - t0)
+
+
+def _least_squares_start(model, observation, initial, fixed, chain, chain_kw: dict,
+                         fit_kw: dict) -> tuple[ObservationChain, Result]:
+    """The chain and the least-squares Result the walkers start from (fitted here unless
+    ``initial`` is one); ``macroturbulence="auto"`` is resolved to a fixed ζ first."""
+    if chain_kw["macroturbulence"] == "auto":
+        if not isinstance(initial, Result):
+            initial = fit(model, observation, initial=initial, fixed=fixed, **fit_kw,
+                          **chain_kw)
+        zeta = initial.provenance.get("macroturbulence")
+        if zeta is None:
+            zeta = doyle_macroturbulence(initial.values["teff"], initial.values["logg"])
+        chain_kw = {**chain_kw, "macroturbulence": zeta}
+    if isinstance(initial, Result):
+        if chain is None:
+            chain = build_chain(model, observation, **chain_kw, initial=initial.values,
+                                fixed=fixed)
+        return chain, initial
+    if chain is None:
+        chain = build_chain(model, observation, **chain_kw, initial=initial, fixed=fixed)
+    return chain, fit(model, observation, initial=initial, fixed=fixed, chain=chain, **fit_kw)
+
+
+def _initial_walkers(start: Result, params: Parameters, n_walkers: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``(n_walkers, n_free)`` starting points: a tight Gaussian ball (1 % of the least-squares
+    covariance) around ``start``, inside the bounds."""
     center = np.array([start.values[n] for n in params.free])
     center = np.clip(center, params.lower + 1e-6 * params.span, params.upper - 1e-6 * params.span)
     cov = np.asarray(start.covariance, float)
@@ -171,13 +191,16 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                                        method="eigh")
         if params.in_bounds(draw):
             walkers.append(draw)
-    sampler = emcee.EnsembleSampler(n_walkers, params.n_free, log_prob, vectorize=True,
-                                    pool=pool)
-    if seed is not None:
-        sampler.random_state = np.random.RandomState(seed).get_state()
-    with torch.no_grad():
-        sampler.run_mcmc(np.array(walkers), n_steps, progress=progress)
+    return np.array(walkers)
 
+
+def _posterior_result(sampler, burn: int, chain: ObservationChain, params: Parameters,
+                      likelihood: Likelihood, log_prob: LogProbability, start: Result,
+                      source: str | None, elapsed: float) -> Result:
+    """The Result of a finished emcee run: median and 68 % interval, the draws, diagnostics."""
+    import emcee
+
+    n_walkers, n_steps = sampler.nwalkers, sampler.iteration
     samples = sampler.get_chain(discard=burn, flat=True)
     log_probs = sampler.get_log_prob(discard=burn, flat=True)
     tau, too_short = _autocorrelation(sampler, burn)
@@ -202,7 +225,7 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                                                            strict=True)},
              "priors": [type(p).__name__ for p in log_prob.priors]}
     provenance = {**start.provenance, "source": source or start.provenance.get("source", ""),
-                  "sampler": f"emcee {emcee.__version__}", "elapsed_s": time.perf_counter() - t0}
+                  "sampler": f"emcee {emcee.__version__}", "elapsed_s": elapsed}
     return Result(values=values, sigma=sigma, free=params.free,
                   covariance=np.atleast_2d(np.cov(samples, rowvar=False)), chi2=chi2,
                   n_pixels=chain.n_pixels, n_parameters=params.n_free + chain.n_continuum,

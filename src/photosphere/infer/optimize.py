@@ -419,6 +419,43 @@ def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
     return start
 
 
+def _start_with_rv(chain: ObservationChain, params: Parameters,
+                   initial: Mapping[str, float] | None,
+                   fixed: Mapping[str, float] | None) -> dict[str, float]:
+    """Starting values of every parameter; a free RV not given in ``initial`` starts at the
+    chain's ``rv_initial`` or at the cross-correlation peak (:func:`initial_rv`)."""
+    start = _start_values(chain, initial, fixed)
+    explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
+    if not explicit_rv and any(n.startswith("rv") for n in params.free):
+        rv0 = chain.rv_initial
+        if rv0 is None:
+            rv0 = initial_rv(chain, chain.theta_from(start))
+        start.update({n: rv0 for n in chain.rv_names if n in params.free})
+    return start
+
+
+def _best_of_starts(likelihood: Likelihood, params: Parameters, start_free: np.ndarray,
+                    use_start: bool, n_grid: int, n_starts: int, max_iter: int
+                    ) -> tuple[np.ndarray, LMOutcome, int]:
+    """Levenberg–Marquardt from the ``n_starts`` best points (by χ²) of the coarse label grid,
+    plus ``start_free`` when ``use_start``: the scaled starts, the outcome, the best index."""
+    residual, residual_and_jacobian = _lm_functions(likelihood, params)
+    grid = _coarse_grid(params, likelihood.chain.label_names, start_free, n_grid)
+    grid_u = params.scale(grid)
+    chi2_grid = _chunked(lambda u: np.sum(residual(u) ** 2, -1), grid_u)
+    chi2_grid = np.where(np.isfinite(chi2_grid), chi2_grid, np.inf)
+    order = np.argsort(chi2_grid)[:max(n_starts, 1)]
+    starts = grid_u[order]
+    if use_start:
+        starts = np.vstack([params.scale(start_free)[None], starts])
+    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
+    ok = np.isfinite(outcome.chi2)
+    if not np.any(ok):
+        raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
+                       "and that the model covers the spectrum")
+    return starts, outcome, int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
+
+
 def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None = None,
         fixed: Mapping[str, float] | None = None, resolution=None, telluric=None,
         continuum_degree: int | None = 2, rotation: bool = True,
@@ -483,32 +520,11 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
                             rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
                             initial=initial, fixed=fixed, macroturbulence=macroturbulence)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
-    start = _start_values(chain, initial, fixed)
-    explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
-    if not explicit_rv and any(n.startswith("rv") for n in params.free):
-        rv0 = chain.rv_initial
-        if rv0 is None:
-            rv0 = initial_rv(chain, chain.theta_from(start))
-        start.update({n: rv0 for n in chain.rv_names if n in params.free})
-    start_free = params.free_from_mapping(start)
+    start_free = params.free_from_mapping(_start_with_rv(chain, params, initial, fixed))
     noise_model = None if isinstance(noise, str) else noise
     likelihood = Likelihood(chain, noise_model, model_variance)
-    residual, residual_and_jacobian = _lm_functions(likelihood, params)
-
-    grid = _coarse_grid(params, chain.label_names, start_free, n_grid)
-    grid_u = params.scale(grid)
-    chi2_grid = _chunked(lambda u: np.sum(residual(u) ** 2, -1), grid_u)
-    chi2_grid = np.where(np.isfinite(chi2_grid), chi2_grid, np.inf)
-    order = np.argsort(chi2_grid)[:max(n_starts, 1)]
-    starts = grid_u[order]
-    if initial is not None:
-        starts = np.vstack([params.scale(start_free)[None], starts])
-    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
-    ok = np.isfinite(outcome.chi2)
-    if not np.any(ok):
-        raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
-                       "and that the model covers the spectrum")
-    best = int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
+    starts, outcome, best = _best_of_starts(likelihood, params, start_free, initial is not None,
+                                            n_grid, n_starts, max_iter)
     u_best = outcome.u[best]
     flags: dict = {}
     if clip is not None:
