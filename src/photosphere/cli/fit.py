@@ -59,11 +59,17 @@ def _macroturbulence(value: str | None) -> float | str | None:
     return zeta
 
 
+def _observation_settings(args: argparse.Namespace):
+    """The observation setup of every fit this command makes, built once from the options."""
+    from ..infer.settings import ObservationSettings
+
+    return ObservationSettings(
+        resolution=args.resolution, macroturbulence=_macroturbulence(args.macroturbulence),
+        continuum_degree=None if args.continuum_degree < 0 else args.continuum_degree)
+
+
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = {"resolution": args.resolution,
-                          "macroturbulence": _macroturbulence(args.macroturbulence),
-                          "continuum_degree": None if args.continuum_degree < 0
-                          else args.continuum_degree,
+    kw: dict[str, Any] = {"settings": _observation_settings(args),
                           "fixed": _name_values(args.fix, "--fix") or None,
                           "initial": _name_values(args.initial, "--initial") or None,
                           "noise": None if args.noise == "none" else "auto",
@@ -128,10 +134,8 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     out = fit_mixture(model, spectra if len(spectra) > 1 else spectra[0], mcmc=args.mcmc,
                       initial=_name_values(args.initial, "--initial") or None,
                       fixed=_name_values(args.fix, "--fix") or None,
-                      resolution=args.resolution,
-                      continuum_degree=None if args.continuum_degree < 0
-                      else args.continuum_degree,
-                      n_walkers=args.walkers, n_steps=args.steps, progress=not args.json,
+                      settings=_observation_settings(args), n_walkers=args.walkers,
+                      n_steps=args.steps, progress=not args.json,
                       source=",".join(str(f) for f in files))
     if args.plot:
         out.result.plot(args.plot)

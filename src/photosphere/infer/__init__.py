@@ -6,6 +6,7 @@ from .mcmc import LogProbability, sample
 from .optimize import fit
 from .priors import Gaussian, IsochronePrior, Uniform
 from .result import Result
+from .settings import ObservationSettings
 
 __all__ = ["CorrelatedNoise", "Gaussian", "IsochronePrior", "Likelihood", "LogProbability",
-           "ObservationChain", "Result", "Uniform", "fit", "sample"]
+           "ObservationChain", "ObservationSettings", "Result", "Uniform", "fit", "sample"]

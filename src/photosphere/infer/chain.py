@@ -41,6 +41,7 @@ from ..errors import FitError, InvalidSpectrumError, OutOfGridError
 from ..model import ForwardModel, check_model
 from ..ops import _kernels, doppler, grid, lsf, macroturbulence, resample, rotation
 from ..spectrum import EchelleSpectrum, Spectrum
+from .settings import ObservationSettings
 
 C_KMS = 299792.458
 DTYPE = torch.float64
@@ -163,6 +164,13 @@ class ObservationChain:
     fitted), then ``rv`` (one exposure) or ``rv_0, rv_1, ...``.
     """
 
+    @classmethod
+    def from_settings(cls, model: ForwardModel, observation,
+                      settings: ObservationSettings) -> ObservationChain:
+        """The chain of ``settings`` (an :class:`~photosphere.infer.settings.
+        ObservationSettings` with ``rv_bounds`` set, or ±300 km/s)."""
+        return cls(model, observation, **settings.chain_kwargs())
+
     def __init__(self, model: ForwardModel, observation, resolution=None, telluric=None,
                  continuum_degree: int | None = 2, *, rotation: bool = True,
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
@@ -171,29 +179,23 @@ class ObservationChain:
                  vmac_bounds: tuple[float, float] = (0.0, 15.0)) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
+        # validated in one place; "auto" macroturbulence is resolved by fit/sample, not here
+        settings = ObservationSettings(
+            resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
+            rotation=rotation, epsilon=epsilon, macroturbulence=macroturbulence,
+            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, vmac_bounds=vmac_bounds)
+        if settings.macroturbulence == "auto":
+            raise FitError("macroturbulence='auto' is not understood by the chain; pass None, a "
+                           "value in km/s or 'fit' (fit and sample resolve 'auto')")
+        self.settings = settings
         self.continuum_degree = continuum_degree
-        self.rotation = bool(rotation)
-        self.epsilon = float(epsilon)
-        self.fit_vmac = isinstance(macroturbulence, str)
-        if self.fit_vmac and macroturbulence != "fit":
-            raise FitError(f"macroturbulence={macroturbulence!r} is not understood; pass None, a "
-                           "value in km/s or 'fit'")
-        self.macroturbulence = (None if macroturbulence is None or self.fit_vmac
-                                else float(macroturbulence))
-        if self.macroturbulence is not None and not (math.isfinite(self.macroturbulence)
-                                                     and 0 <= self.macroturbulence <= 50):
-            raise FitError(f"macroturbulence={macroturbulence} km/s must be within 0..50")
-        self.vmac_bounds = (float(vmac_bounds[0]), float(vmac_bounds[1]))
-        if not 0 <= self.vmac_bounds[0] < self.vmac_bounds[1] <= 50:
-            raise FitError(f"vmac_bounds={vmac_bounds} must satisfy 0 <= low < high <= 50")
-        self.rv_bounds = (float(rv_bounds[0]), float(rv_bounds[1]))
-        self.vsini_bounds = (float(vsini_bounds[0]), float(vsini_bounds[1]))
-        if not self.rv_bounds[0] < self.rv_bounds[1]:
-            raise FitError(f"rv_bounds={rv_bounds} must be (low, high) with low < high")
-        if not 0 <= self.vsini_bounds[0] < self.vsini_bounds[1]:
-            raise FitError(f"vsini_bounds={vsini_bounds} must satisfy 0 <= low < high")
-        if continuum_degree is not None and not 0 <= continuum_degree <= 20:
-            raise FitError(f"continuum_degree={continuum_degree} must be None or 0..20")
+        self.rotation = settings.rotation
+        self.epsilon = settings.epsilon
+        self.fit_vmac = settings.macroturbulence == "fit"
+        self.macroturbulence = None if self.fit_vmac else settings.macroturbulence
+        self.vmac_bounds = settings.vmac_bounds
+        self.rv_bounds = settings.rv_bounds or (-300.0, 300.0)
+        self.vsini_bounds = settings.vsini_bounds
         self.model_wavelength = np.asarray(model.wavelength, float)
         self.velocity_step = float(grid.velocity_step(self.model_wavelength))
         self._model_wave_t = torch.as_tensor(self.model_wavelength, dtype=DTYPE)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from .optimize import _segments, build_chain, fit
 from .parameters import Parameters
 from .priors import Prior, Uniform, log_prior_sum
 from .result import Result
+from .settings import ObservationSettings
 
 
 class LogProbability:
@@ -94,24 +96,21 @@ def _autocorrelation(sampler, discard: int) -> tuple[np.ndarray, bool]:
     return tau, too_short
 
 
-def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: int = 2000,
-           burn: int | None = None, priors: Sequence[Prior] = (),
-           initial: Mapping[str, float] | Result | None = None,
-           fixed: Mapping[str, float] | None = None, resolution=None, telluric=None,
-           continuum_degree: int | None = 2, rotation: bool = True,
-           rv_bounds: tuple[float, float] | None = None,
-           vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
-           noise: CorrelatedNoise | None = None, model_variance: bool = True,
-           model_error: str = "auto", seed: int | None = 0, progress: bool = True, pool=None,
-           chain: ObservationChain | None = None, source: str | None = None,
-           macroturbulence: float | str | None = None) -> Result:
+def sample(model: ForwardModel, observation, *, settings: ObservationSettings | None = None,
+           n_walkers: int = 32, n_steps: int = 2000, burn: int | None = None,
+           priors: Sequence[Prior] = (), initial: Mapping[str, float] | Result | None = None,
+           fixed: Mapping[str, float] | None = None, noise: CorrelatedNoise | None = None,
+           model_variance: bool = True, model_error: str = "auto", seed: int | None = 0,
+           progress: bool = True, pool=None, chain: ObservationChain | None = None,
+           source: str | None = None, **observation_settings: Any) -> Result:
     """Posterior samples of the labels.
 
     n_walkers, n_steps, burn: emcee settings (burn defaults to n_steps // 4, discarded).
     priors: extra priors (:class:`~photosphere.infer.priors.Gaussian`,
     :class:`~photosphere.infer.priors.IsochronePrior`, ...); uniform within the bounds always.
     initial: a least-squares :class:`Result` to start from, or starting values (a fit is run).
-    Other arguments as in :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
+    settings (or its fields as keywords) and the other arguments as in
+    :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
     log-likelihood marginalises the model's error templates, Woodbury log-determinant included,
     with their covariance frozen at the least-squares solution); ``macroturbulence="auto"``
     takes ζ from the least-squares start (fitted with ``"auto"`` when ``initial`` is not a
@@ -127,10 +126,8 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     burn = n_steps // 4 if burn is None else int(burn)
     if not 0 <= burn < n_steps:
         raise FitError(f"burn={burn} must be in 0..n_steps-1 ({n_steps - 1})")
-    chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-                    rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
-                    epsilon=epsilon, macroturbulence=macroturbulence)
-    chain, start = _least_squares_start(model, observation, initial, fixed, chain, chain_kw,
+    settings = ObservationSettings.of(settings, **observation_settings)
+    chain, start = _least_squares_start(model, observation, initial, fixed, chain, settings,
                                         dict(noise=noise, model_variance=model_variance,
                                              model_error=model_error))
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
@@ -154,25 +151,26 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                              source, time.perf_counter() - t0)
 
 
-def _least_squares_start(model, observation, initial, fixed, chain, chain_kw: dict,
-                         fit_kw: dict) -> tuple[ObservationChain, Result]:
+def _least_squares_start(model, observation, initial, fixed, chain,
+                         settings: ObservationSettings, fit_kw: dict
+                         ) -> tuple[ObservationChain, Result]:
     """The chain and the least-squares Result the walkers start from (fitted here unless
     ``initial`` is one); ``macroturbulence="auto"`` is resolved to a fixed ζ first."""
-    if chain_kw["macroturbulence"] == "auto":
+    if settings.macroturbulence == "auto":
         if not isinstance(initial, Result):
-            initial = fit(model, observation, initial=initial, fixed=fixed, **fit_kw,
-                          **chain_kw)
+            initial = fit(model, observation, settings=settings, initial=initial, fixed=fixed,
+                          **fit_kw)
         zeta = initial.provenance.get("macroturbulence")
         if zeta is None:
             zeta = doyle_macroturbulence(initial.values["teff"], initial.values["logg"])
-        chain_kw = {**chain_kw, "macroturbulence": zeta}
+        settings = settings.replace(macroturbulence=zeta)
     if isinstance(initial, Result):
         if chain is None:
-            chain = build_chain(model, observation, **chain_kw, initial=initial.values,
+            chain = build_chain(model, observation, settings, initial=initial.values,
                                 fixed=fixed)
         return chain, initial
     if chain is None:
-        chain = build_chain(model, observation, **chain_kw, initial=initial, fixed=fixed)
+        chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
     return chain, fit(model, observation, initial=initial, fixed=fixed, chain=chain, **fit_kw)
 
 
