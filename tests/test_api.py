@@ -19,10 +19,10 @@ from photosphere.errors import MissingFileError, ModelError
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
 from photosphere.infer.optimize import fit as least_squares
-from photosphere.infer.result import Result
 from photosphere.models.cannon import CannonModel
 from photosphere.nn.predict import NNPrediction
 from photosphere.ops.noise import with_uncertainty
+from photosphere.result import Result
 
 README_PATH = "photosphere-demo/demo-observation.hdf5"
 

@@ -7,7 +7,7 @@ The public API, and nothing else::
     result = photosphere.fit(spectrum, resolution=115_000)
 
 ``read``, ``fit``, ``sample``, ``predict``, ``load_model`` (:mod:`photosphere.api`), the spectrum
-types, :class:`~photosphere.infer.result.Result` and the errors. The calls that pull in PyTorch
+types, :class:`~photosphere.result.Result` and the errors. The calls that pull in PyTorch
 models are imported on first use, so ``import photosphere`` stays quick.
 """
 
@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 from . import errors
 from ._version import __version__
 from .errors import PhotosphereError
+from .result import Result
 from .spectrum import EchelleSpectrum, Spectrum, SpectrumMeta
 
 if TYPE_CHECKING:  # what __getattr__ below imports on first use
     from .api import fit, load_model, predict, read, sample
-    from .infer.result import Result
 
-_LAZY = {"read": "api", "fit": "api", "sample": "api", "predict": "api", "load_model": "api",
-         "Result": "infer.result"}
+_LAZY = {"read": "api", "fit": "api", "sample": "api", "predict": "api", "load_model": "api"}
 
 __all__ = ["EchelleSpectrum", "PhotosphereError", "Result", "Spectrum", "SpectrumMeta",
            "__version__", "errors", "fit", "load_model", "predict", "read", "sample"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from photosphere.infer.optimize import sigma_floor
-from photosphere.infer.result import Result
+from photosphere.result import Result
 
 
 def _result() -> Result:

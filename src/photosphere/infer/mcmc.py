@@ -21,12 +21,12 @@ import torch
 from ..errors import FitError, OutOfGridError
 from ..model import ForwardModel
 from ..ops.macroturbulence import doyle_macroturbulence
+from ..result import Result
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .optimize import _segments, build_chain, fit
 from .parameters import Parameters
 from .priors import Prior, Uniform, log_prior_sum
-from .result import Result
 from .settings import ObservationSettings
 
 

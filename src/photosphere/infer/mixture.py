@@ -8,6 +8,7 @@ optionally, MCMC, all through the general fitter (:func:`photosphere.infer.fit` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,12 +17,12 @@ import torch
 
 from ..errors import FitError, ModelError
 from ..models.mixture.model import BinaryModel, SpotModel
+from ..result import Result
 from ..spectrum import EchelleSpectrum, Spectrum
 from .chain import DTYPE, ObservationChain
 from .epochs import EpochChain
 from .likelihood import Likelihood
 from .optimize import build_chain, fit
-from .result import Result
 from .settings import ObservationSettings
 
 MODES = ("spots", "binary")
@@ -132,6 +133,14 @@ class MixtureFit:
         from .selection import corner_plot
 
         return corner_plot(self.model, self.result, self.bounds, path, truths, names)
+
+    def to_result(self) -> Result:
+        """The two-component fit as one :class:`~photosphere.result.Result`, with the single-star
+        labels (``flags["single_star"]``) and the comparison (``flags["comparison"]``: Δχ², ΔBIC,
+        Laplace evidence ratio) beside its own flags."""
+        return dataclasses.replace(self.result, flags={
+            **self.result.flags, "single_star": self.single.to_dict()["labels"],
+            "comparison": self.compare().to_dict()})
 
     def to_dict(self) -> dict:
         """The ``--json`` document: both fits, the comparison and the light fraction."""

@@ -1,7 +1,7 @@
 """Least-squares fitting: batched Levenberg–Marquardt with autodiff Jacobians.
 
 :func:`fit` is the easy call: forward model + observation ->
-:class:`~photosphere.infer.result.Result`. It
+:class:`~photosphere.result.Result`. It
 
 1. builds the :class:`~photosphere.infer.chain.ObservationChain` (continuum profiled out);
 2. initialises each RV by cross-correlation: χ² of the data against the model at the starting
@@ -38,11 +38,11 @@ import torch.autograd.forward_ad as fwAD
 from ..errors import FitError, OutOfGridError
 from ..model import ForwardModel, check_labels_in_bounds
 from ..ops.macroturbulence import doyle_macroturbulence
+from ..result import Result, Segment
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .model_error import use_templates
 from .parameters import Parameters
-from .result import Result, Segment
 from .settings import ObservationSettings
 
 # ------------------------------------------------------------------------- autodiff Jacobian

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import FitError
 from ..models.mixture.model import BinaryModel, SpotModel
-from .result import Result
+from ..result import Result
 
 
 @dataclass(frozen=True)

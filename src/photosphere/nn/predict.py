@@ -28,7 +28,7 @@ from .evaluate import predict_ensemble
 from .inputs import prepare_image
 
 if TYPE_CHECKING:
-    from ..infer.result import Result
+    from ..result import Result
 
 TRAIN_COMMAND = "photosphere nn train --preset cpu --grid GRID --out MODEL.pt"
 
@@ -86,10 +86,10 @@ class NNPrediction:
                 "provenance": self.provenance}
 
     def to_result(self) -> Result:
-        """The same labels as a :class:`~photosphere.infer.result.Result` (``method="network"``;
+        """The same labels as a :class:`~photosphere.result.Result` (``method="network"``;
         no χ² or model spectrum: a network does not fit the data). The grid-consistency check's
         ``out_of_distribution`` verdict, when it ran, is in ``flags``."""
-        from ..infer.result import Result
+        from ..result import Result
 
         consistency = self.provenance.get("consistency") or {}
         flags: dict[str, Any] = {"converged": True}
