@@ -133,6 +133,8 @@ def test_load_model_by_name_and_by_file(tmp_path):
         photosphere.load_model(tmp_path / "other.h5")
     with pytest.raises((ModelError, MissingFileError)):
         photosphere.load_model(tmp_path / "absent-network.pt")
+    with pytest.raises(MissingFileError, match=r"absent\.h5 does not exist"):
+        photosphere.load_model(tmp_path / "absent.h5")
 
 
 def test_fit_refuses_a_network():

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import MissingFileError, ModelError
 from .spectrum import EchelleSpectrum, Spectrum
 
 #: What :func:`load_model` understands by name.
@@ -55,6 +55,9 @@ def load_model(model: str | os.PathLike | None = None):
     if model is None or str(model) in MODEL_NAMES:
         return load_grid_model()
     path = Path(model)
+    if not path.exists() and path.suffix in (".h5", ".hdf5"):
+        raise MissingFileError(f"model file {path} does not exist; pass a grid, emulator or "
+                               "Cannon file, or None for the embedded grid")
     if path.suffix == ".pt" or not path.exists():
         from .nn.predict import load_model as load_network
 
