@@ -10,6 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def cache_dir(*parts: str) -> Path:
     """``$PHOTOSPHERE_CACHE`` or ``~/.cache/photosphere``, joined with ``parts`` and created."""
     root = Path(os.environ.get("PHOTOSPHERE_CACHE", Path.home() / ".cache" / "photosphere"))
@@ -32,6 +41,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file 0600; give it the mode a plain open() would have
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -80,15 +80,22 @@ def load_model(model: str | os.PathLike | None = None):
 
 
 def _observation(spectrum) -> tuple[Any, list[float] | None]:
-    """The spectrum (read when a path) with σ, and the S/N used when σ had to be estimated."""
+    """The spectrum (read when a path) as the CLI fits it: refused when it cannot be a star
+    (:func:`photosphere.infer.validity.check_spectrum`), flux ≤ 0 masked, and σ, with the S/N
+    used when σ had to be estimated."""
+    from .infer.batch import mask_nonpositive
+    from .infer.validity import check_spectrum
     from .ops.noise import with_uncertainty
 
+    where = str(spectrum) if isinstance(spectrum, str | os.PathLike) else "the spectrum"
     if isinstance(spectrum, str | os.PathLike):
         spectrum = read(spectrum)
     if isinstance(spectrum, list | tuple):
         prepared = [_observation(s) for s in spectrum]
         snrs = [snr for _, s in prepared if s is not None for snr in s]
         return [s for s, _ in prepared], (snrs or None)
+    check_spectrum(spectrum, where)
+    spectrum = mask_nonpositive(spectrum)
     if spectrum.has_uncertainty:
         return spectrum, None
     spectrum = with_uncertainty(spectrum)
@@ -120,8 +127,9 @@ def fit(spectrum, model=None, **settings: Any):
     result.Result`."""
     from .infer.optimize import fit as least_squares
 
+    model = _forward_model(model)
     observation, snr = _observation(spectrum)
-    return _noted(least_squares(_forward_model(model), observation, **settings), snr)
+    return _noted(least_squares(model, observation, **settings), snr)
 
 
 def sample(spectrum, model=None, **settings: Any):
@@ -129,8 +137,9 @@ def sample(spectrum, model=None, **settings: Any):
     :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
     from .infer.mcmc import sample as mcmc
 
+    model = _forward_model(model)
     observation, snr = _observation(spectrum)
-    return _noted(mcmc(_forward_model(model), observation, **settings), snr)
+    return _noted(mcmc(model, observation, **settings), snr)
 
 
 def predict(spectrum, model=None, **settings: Any):

@@ -53,3 +53,17 @@ class FitError(PhotosphereError, RuntimeError):
 
 class CheckpointError(PhotosphereError, ValueError):
     """A saved model file (HDF5 / checkpoint) that is corrupt, incomplete or of the wrong kind."""
+
+
+class BenchmarkError(PhotosphereError, ValueError):
+    """A benchmark that cannot start: a missing or malformed labels table, an unknown star or
+    tier, an output file of another layout."""
+
+
+class BusyError(PhotosphereError, RuntimeError):
+    """An output that another photosphere process is writing right now (its lock is held)."""
+
+
+class FlaggedResultError(PhotosphereError, RuntimeError):
+    """A result that exists but should not be trusted (labels at a grid bound, out of the
+    training distribution, χ²_red far above 1); the CLI exits 3 unless ``--allow-flagged``."""

@@ -52,8 +52,8 @@ def test_batch_writes_one_table_and_rerun_skips_finished(tmp_path):
     for i in range(2):
         _write(tmp_path, f"star{i}.npz", seed=i)
     bad = tmp_path / "outside.npz"  # a spectrum the model does not cover
-    np.savez(bad, wavelength=np.linspace(6000, 6030, 300), flux=np.ones(300),
-             sigma=np.full(300, 0.01))
+    lines = 1.0 - 0.5 * (np.sin(np.linspace(0, 90, 300)) > 0.8)  # a star, but not in range
+    np.savez(bad, wavelength=np.linspace(6000, 6030, 300), flux=lines, sigma=np.full(300, 0.01))
     out = tmp_path / "results.ecsv"
     factory = functools.partial(small_model)
     READS.clear()
@@ -78,3 +78,25 @@ def test_batch_writes_one_table_and_rerun_skips_finished(tmp_path):
     fit_many([str(tmp_path / "star*.npz")], factory, out, reader=read_npz, fit_kwargs=FIT,
              processes=False, progress=False)
     assert READS == []
+
+
+def test_nonpositive_flux_is_masked_before_sigma_is_estimated(tmp_path):
+    """A CCD gap stored as zeros (as in HARPS s1d files) is masked and does not enter DER_SNR."""
+    from photosphere import Spectrum
+    from photosphere.infer.batch import mask_nonpositive, prepare_spectrum
+
+    rng = np.random.default_rng(5)
+    wave = np.linspace(5000.0, 5100.0, 4000)
+    flux = 1000.0 * (1 + rng.normal(0, 0.01, wave.size))
+    flux[1500:1700] = 0.0
+    flux[10] = -3.0
+    spec = Spectrum(wave, flux, medium="air")
+    masked = mask_nonpositive(spec)
+    assert masked.mask.sum() == 201 and masked.meta.extra["masked_nonpositive"] == 201
+    assert mask_nonpositive(masked) is masked          # nothing more to mask
+    path = tmp_path / "gap.txt"
+    np.savetxt(path, np.column_stack([wave, flux]))
+    prepared = prepare_spectrum(str(path), medium="air")
+    assert prepared.mask[1500:1700].all() and prepared.mask.sum() == 201
+    snr = prepared.meta.extra["sigma_estimated_snr"][0]
+    assert 70 < snr < 130                               # the 1 % noise, not the gap's edges

@@ -274,3 +274,93 @@ def test_macroturbulence_out_of_range_is_refused(model):
     wave = np.linspace(5008, 5032, 300)
     with pytest.raises(FitError, match="macroturbulence"):
         ObservationChain(model, _spec(wave), macroturbulence=-1.0)
+
+
+class WindowedModel:
+    """The analytic model seen only through two wavelength windows (a training set's layout)."""
+
+    medium = "air"
+
+    def __init__(self, full: AnalyticModel, windows):
+        self.full = full
+        w = full.wavelength
+        self.keep = np.concatenate([np.flatnonzero((w >= lo) & (w <= hi)) for lo, hi in windows])
+        self.wavelength = w[self.keep]
+        self.label_names, self.bounds = full.label_names, full.bounds
+
+    def predict(self, labels):
+        return self.full.predict(labels)[..., torch.as_tensor(self.keep)]
+
+
+def test_a_windowed_model_predicts_like_the_full_one_inside_its_windows():
+    full = AnalyticModel(5000.0, 5100.0)
+    windowed = WindowedModel(full, [(5005.0, 5040.0), (5060.0, 5095.0)])
+    wave = np.linspace(5002.0, 5098.0, 3000)
+    obs = Spectrum(wave, np.ones_like(wave), np.full_like(wave, 0.01), medium="air")
+    kw = dict(resolution=50_000, continuum_degree=1, rv_bounds=(-20.0, 20.0),
+              vsini_bounds=(0.0, 10.0))
+    chain_w = ObservationChain(windowed, obs, **kw)
+    chain_f = ObservationChain(full, obs, **kw)
+    assert len(chain_w.segments) == 2 and len(chain_f.segments) == 1
+    assert chain_w.segments[1].name == "window 1"
+    theta = torch.tensor([5600.0, 4.2, -0.2, 4.0, 7.5], dtype=torch.float64)
+    stellar_w = chain_w.resampled(chain_w.broadened(theta[:3], theta[3]), theta[4:])
+    stellar_f = chain_f.resampled(chain_f.broadened(theta[:3], theta[3]), theta[4:])[0]
+    wf = chain_f.segments[0].wavelength
+    for seg, pred in zip(chain_w.segments, stellar_w, strict=True):
+        # the windowed segments sit inside the windows, away from the gap by the margin
+        lo, hi = float(seg.wavelength[0]), float(seg.wavelength[-1])
+        assert lo > 5005.0 and hi < 5095.0 and not (lo < 5050.0 < hi)
+        pick = (wf >= seg.wavelength[0]) & (wf <= seg.wavelength[-1])
+        torch.testing.assert_close(pred, stellar_f[pick], rtol=0, atol=1e-9)
+
+
+def test_fit_through_a_windowed_model_recovers_the_labels():
+    from photosphere.infer.optimize import fit
+
+    full = AnalyticModel(5000.0, 5100.0)
+    windowed = WindowedModel(full, [(5005.0, 5040.0), (5060.0, 5095.0)])
+    truth = {"teff": 5800.0, "logg": 4.3, "feh": -0.3, "vsini": 5.0, "rv": 12.0}
+    obs, _ = simulate(full, truth, np.linspace(5003.0, 5097.0, 4000), resolution=60_000,
+                   snr=200, seed=4)
+    result = fit(windowed, obs, resolution=60_000, model_error="none")
+    for name in ("teff", "logg", "feh", "rv"):
+        value, sigma = result.labels[name]
+        assert abs(value - truth[name]) < 4 * sigma + 1e-6, (name, value, sigma)
+
+
+def test_spline_continuum_follows_an_unnormalised_spectrum():
+    from photosphere.infer.chain import spline_basis
+
+    model = AnalyticModel(5000.0, 5100.0)
+    wave = np.linspace(5005.0, 5095.0, 2500)
+    truth = {"teff": 5700.0, "logg": 4.4, "feh": 0.0, "vsini": 3.0, "rv": 0.0}
+    # a blaze-like continuum a low-degree polynomial cannot follow: 1300 -> 1500 with a wiggle
+    def blaze(w):
+        return (1300.0 + 200.0 * (w - 5005.0) / 90.0
+                 + 60.0 * np.sin(2 * np.pi * (w - 5005.0) / 40.0))
+    obs, _ = simulate(model, truth, wave, resolution=60_000, snr=300, continuum=blaze, seed=2)
+    theta = torch.as_tensor([5700.0, 4.4, 0.0, 3.0, 0.0], dtype=torch.float64)
+    residual = {}
+    for name, kw in {"polynomial": {"continuum_degree": 2},
+                     "spline": {"continuum_degree": 2, "continuum_knot_spacing": 10.0}}.items():
+        chain = ObservationChain(model, obs, resolution=60_000, rv_bounds=(-5.0, 5.0), **kw)
+        full, _cont = chain.predict(theta)
+        seg = chain.segments[0]
+        good = seg.ivar > 0
+        residual[name] = float(torch.sqrt(torch.mean(((seg.flux - full[0]) / torch.as_tensor(
+            seg.sigma).clamp(max=1e30))[good] ** 2)))
+    assert residual["spline"] < 1.3          # noise-limited (χ² per pixel ~ 1)
+    assert residual["polynomial"] > 5.0      # the quadratic misses the wiggle by many σ
+    basis = spline_basis(wave, np.ones_like(wave, bool), 10.0)
+    assert basis.shape == (2500, 9 + 3)
+    np.testing.assert_allclose(basis.sum(axis=1), 1.0)  # a partition of unity
+
+
+def test_knot_spacing_needs_a_continuum(model):
+    wave = np.linspace(5005.0, 5095.0, 500)
+    obs = Spectrum(wave, np.ones_like(wave), np.full_like(wave, 0.01), medium="air")
+    for bad in ({"continuum_degree": None, "continuum_knot_spacing": 20.0},
+                {"continuum_knot_spacing": -1.0}, {"continuum_knot_spacing": float("nan")}):
+        with pytest.raises(FitError, match="continuum_knot_spacing"):
+            ObservationChain(model, obs, **bad)

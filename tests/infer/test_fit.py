@@ -226,3 +226,38 @@ def test_a_width_at_zero_has_no_information_and_the_rest_keep_their_sigma(model,
     u[j] = params.scale(np.array([5800.0, 4.3, -0.2, 4.0, 12.3]))[j]
     cov, ok = covariance(Likelihood(chain), params, u)
     assert ok and np.isfinite(cov[j, j]) and cov[j, j] > 0
+
+
+def test_misfit_jitter_inflates_sigma_to_cover_a_model_that_misses_features(model, observed):
+    """Many weak features the model lacks (as line-list errors everywhere): the plain fit has
+    χ²_red ≫ 1 and formal σ far too small; the jitter refit has χ²_red = 1 and σ larger by about
+    √(χ²_red). The features are coherent over a line width, so the pulls shrink but need not
+    reach 1: that is what the systematic floor measured on real stars is for."""
+    rng = np.random.default_rng(7)
+    flux = observed.flux.copy()
+    for c in rng.uniform(5006, 5034, 120):
+        flux *= 1 - rng.uniform(0.02, 0.08) * np.exp(-0.5 * ((WAVE - c) / 0.05) ** 2)
+    spoiled = observed.replace(flux=flux)
+    kw = dict(resolution=40000, n_grid=2, n_starts=2, model_error="none")
+    plain = fit(model, spoiled, **kw)
+    jit = fit(model, spoiled, misfit="jitter", **kw)
+    assert plain.chi2_reduced > 3
+    assert jit.chi2_reduced == pytest.approx(1.0, abs=0.15)
+    assert jit.flags["chi2_reduced_before_jitter"] == pytest.approx(plain.chi2_reduced, rel=0.05)
+    assert 0 < jit.flags["jitter"] < 0.1
+    ratio = jit.sigma["teff"] / plain.sigma["teff"]
+    assert 0.6 * np.sqrt(plain.chi2_reduced) < ratio < 1.6 * np.sqrt(plain.chi2_reduced)
+    for n in ("teff", "logg", "feh"):
+        pull_plain = abs(plain.values[n] - TRUTH[n]) / plain.sigma[n]
+        pull_jitter = abs(jit.values[n] - TRUTH[n]) / jit.sigma[n]
+        assert pull_jitter < 4 and (pull_jitter < 0.7 * pull_plain or pull_plain < 2), n
+
+
+def test_misfit_jitter_is_zero_when_the_model_fits(model, observed):
+    jit = fit(model, observed, resolution=40000, n_grid=2, n_starts=2, model_error="none",
+              misfit="jitter")
+    plain = fit(model, observed, resolution=40000, n_grid=2, n_starts=2, model_error="none")
+    assert jit.flags["jitter"] == 0.0
+    assert jit.sigma["teff"] == pytest.approx(plain.sigma["teff"], rel=1e-6)
+    with pytest.raises(FitError, match="misfit="):
+        fit(model, observed, resolution=40000, misfit="scale")

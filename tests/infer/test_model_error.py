@@ -32,7 +32,7 @@ def _dense_reference(chain, theta):
     var = np.concatenate([1 / s.ivar.numpy()[g] for s, g in zip(chain.segments, good, strict=True)])
     b = np.concatenate([(c[None] * t).numpy()[:, g].T
                         for c, t, g in zip(base, templates, good, strict=True)])  # (N, K)
-    blocks = [(st[:, None] * s.chebyshev).numpy()[g] for st, s, g in
+    blocks = [(st[:, None] * s.continuum_basis).numpy()[g] for st, s, g in
               zip(stellar, chain.segments, good, strict=True)]
     design = np.zeros((len(d), sum(x.shape[1] for x in blocks)))
     r0 = c0 = 0

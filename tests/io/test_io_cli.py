@@ -10,14 +10,20 @@ from io_fixtures import write_lblrtm, write_payne
 from photosphere.cli import main
 
 
-def test_info_text_spectrum_needs_medium_flag(tmp_path, capsys):
+def test_info_text_spectrum_assumes_air_and_says_so(tmp_path, capsys):
     np.savetxt(tmp_path / "s.txt", np.c_[np.linspace(5000, 5010, 11), np.ones(11)])
-    assert main(["info", str(tmp_path / "s.txt")]) == 2
-    assert "--medium air|vacuum" in capsys.readouterr().err
-    assert main(["info", str(tmp_path / "s.txt"), "--medium", "air", "--json"]) == 0
+    assert main(["info", str(tmp_path / "s.txt")]) == 0
+    text = capsys.readouterr().out
+    assert "medium:      air (ASSUMED" in text and "--medium" in text
+    assert main(["info", str(tmp_path / "s.txt"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["medium"] == "air" and out["wavelength_min"] == 5000.0
+    assert out["medium"] == "air" and out["medium_assumed"] is True
+    assert out["wavelength_min"] == 5000.0 and out["wavelength_unit"] == "Angstrom"
     assert out["wavelength_max"] == 5010.0 and out["product"] == "text"
+    assert main(["info", str(tmp_path / "s.txt"), "--medium", "vacuum", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["medium"] == "vacuum" and out["medium_assumed"] is False
+    assert "medium='vacuum'" in out["medium_source"]
 
 
 def test_info_auxiliary_product_text_and_json(tmp_path, capsys):

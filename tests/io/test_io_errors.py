@@ -78,7 +78,7 @@ def test_corrupt_npz(tmp_path):
 
 def test_unknown_option_for_reader(tmp_path):
     path = _fits_spectrum(tmp_path / "s.fits")
-    with pytest.raises(FileFormatError, match="does not take that option"):
+    with pytest.raises(FileFormatError, match="does not take visit; it takes flux_unit, medium"):
         read(path, visit=2)
 
 

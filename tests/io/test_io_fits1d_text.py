@@ -92,12 +92,31 @@ def test_unitless_implausible_wavelengths_ask_for_a_unit(tmp_path):
     assert read_fits1d(path, wavelength_unit="um").wavelength[0] == pytest.approx(15000.0)
 
 
-def test_unknown_medium_asks_for_it(tmp_path):
+def test_unrecorded_medium_is_assumed_air_and_overridable(tmp_path):
     path = _write_image(tmp_path / "a.fits", np.ones(20), CRVAL1=5000.0, CDELT1=1.0,
                         CUNIT1="Angstrom")
+    spec = read_fits1d(path)
+    assert spec.medium == "air" and spec.meta.extra["medium_assumed"] is True
+    assert "air assumed" in spec.meta.extra["medium_source"]
+    given = read_fits1d(path, medium="vacuum")
+    assert given.medium == "vacuum" and given.meta.extra["medium_assumed"] is False
     with pytest.raises(UnitsError, match="medium='air' or medium='vacuum'"):
-        read_fits1d(path)
-    assert read_fits1d(path, medium="vacuum").medium == "vacuum"
+        read_fits1d(path, medium="water")
+
+
+def test_unrecorded_medium_of_near_infrared_spectrum_is_assumed_vacuum(tmp_path):
+    path = _write_image(tmp_path / "a.fits", np.ones(20), CRVAL1=15000.0, CDELT1=1.0,
+                        CUNIT1="Angstrom")
+    spec = read_fits1d(path)
+    assert spec.medium == "vacuum" and spec.meta.extra["medium_assumed"] is True
+
+
+def test_recorded_medium_is_not_marked_assumed(tmp_path):
+    path = _write_image(tmp_path / "a.fits", np.ones(20), CRVAL1=5000.0, CDELT1=1.0,
+                        CUNIT1="Angstrom", CTYPE1="WAVE")
+    spec = read_fits1d(path)
+    assert spec.medium == "vacuum" and spec.meta.extra["medium_assumed"] is False
+    assert spec.meta.extra["medium_source"] == "header CTYPE1"
 
 
 def test_binary_table_spectrum_with_instrument_frame(tmp_path):
@@ -126,10 +145,11 @@ def test_two_and_three_column_text(tmp_path):
     assert b.medium == "air" and np.allclose(b.sigma, 0.1)
 
 
-def test_text_without_frame_asks_for_medium(tmp_path):
+def test_text_without_frame_assumes_air(tmp_path):
     np.savetxt(tmp_path / "a.txt", np.c_[np.linspace(5000, 5010, 11), np.ones(11)])
-    with pytest.raises(UnitsError, match="medium="):
-        read_text(tmp_path / "a.txt")
+    spec = read_text(tmp_path / "a.txt")
+    assert spec.medium == "air" and spec.meta.extra["medium_assumed"] is True
+    assert read_text(tmp_path / "a.txt", medium="vacuum").medium == "vacuum"
 
 
 def test_csv_with_unit_in_header_and_descending_rows(tmp_path):

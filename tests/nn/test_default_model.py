@@ -67,12 +67,12 @@ def test_predict_the_uves_sun_out_of_the_box(capsys):
 
 def test_the_grid_check_flags_an_m_dwarf_not_the_sun(capsys):
     """Gl 273 (M3.5 V, ≈ 600 K below the grid, molecular bands the grid lacks) is out of
-    distribution; the Sun is not."""
+    distribution, and `nn predict` exits 3 for it; the Sun is not."""
     sun = shared_file("optical/uves_sun_norm.txt")
     gl273 = shared_file("harps/HARPS.2003-12-13T06-19-48.371_e2ds_A.fits")
     checks = {}
-    for name, argv in (("sun", [str(sun)]), ("gl273", [str(gl273), "--rv", "2.94"])):
-        assert cli.main(["nn", "predict", *argv, "--json"]) == 0
+    for name, argv, code in (("sun", [str(sun)], 0), ("gl273", [str(gl273), "--rv", "2.94"], 3)):
+        assert cli.main(["nn", "predict", *argv, "--json"]) == code   # 3: a flagged answer
         checks[name] = json.loads(capsys.readouterr().out)["provenance"]["consistency"]
     assert checks["sun"]["checked"] and not checks["sun"]["out_of_distribution"]
     assert checks["gl273"]["out_of_distribution"]

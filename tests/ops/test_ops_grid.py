@@ -35,3 +35,18 @@ def test_log_uniform_bad_input(args):
 def test_velocity_step_rejects_decreasing():
     with pytest.raises(InvalidSpectrumError, match="increasing"):
         velocity_step(log_uniform_wavelength(5000.0, 5100.0, 1.0)[::-1])
+
+
+def test_log_uniform_runs_splits_windows_with_one_step():
+    from photosphere.ops.grid import log_uniform_runs
+
+    a = log_uniform_wavelength(5000.0, 5010.0, 1.0)
+    b = log_uniform_wavelength(5100.0, 5120.0, 1.0)
+    step, runs = log_uniform_runs(np.concatenate([a, b]))
+    assert step == pytest.approx(1.0, rel=1e-6)
+    assert runs == [(0, a.size), (a.size, a.size + b.size)]
+    assert log_uniform_runs(a)[1] == [(0, a.size)]
+    with pytest.raises(InvalidSpectrumError, match=r"one velocity step|different velocity steps"):
+        log_uniform_runs(np.concatenate([a, log_uniform_wavelength(5100.0, 5120.0, 2.0)]))
+    with pytest.raises(InvalidSpectrumError, match="increasing"):
+        log_uniform_runs(np.concatenate([b, a]))

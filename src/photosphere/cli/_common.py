@@ -19,3 +19,16 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def add_medium(p: argparse.ArgumentParser) -> None:
+    """The ``--medium`` option of every command that reads spectra."""
+    p.add_argument("--medium", choices=("air", "vacuum"), default=None,
+                   help="air/vacuum frame of the spectrum's wavelengths, for files that do not "
+                        "record it (default: air for optical wavelengths, marked as assumed)")
+
+
+def medium_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"medium": ...}`` for :func:`photosphere.io.read` when ``--medium`` was given."""
+    medium = getattr(args, "medium", None)
+    return {"medium": medium} if medium else {}

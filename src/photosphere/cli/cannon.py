@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit, medium_kwargs
 
 
 def _cannon_spec(args: argparse.Namespace):
@@ -132,9 +132,12 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     if args.real:
         real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
-        from ..io import read
+        from ..infer.batch import read_spectrum
+        from ..infer.validity import check_spectrum
 
-        real.append(wf.fit_real_spectrum(model, read(path), str(path)))
+        spectrum = read_spectrum(path, **medium_kwargs(args))
+        check_spectrum(spectrum, str(path))  # a non-star gets an error, not labels
+        real.append(wf.fit_real_spectrum(model, spectrum, str(path)))
     if real:
         payload["spectra"] = real
         for r in real:
@@ -225,6 +228,7 @@ def _register_cannon(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--real", action="store_true",
                    help="also fit the real APOGEE spectra in the shared data folder")
     e.add_argument("--spectrum", nargs="*", help="spectrum files on the model wavelength grid")
+    add_medium(e)
     common(e)
     e.set_defaults(func=_cmd_cannon_test)
 

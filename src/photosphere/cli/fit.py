@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any
 
 from ..errors import FitError
-from ._common import _add_json, emit
+from ..infer.validity import print_warnings, result_warnings
+from ._checks import (
+    EXIT_FLAGGED,
+    EXIT_USER_ERROR,
+    batch_exit_code,
+    bounded_int,
+    check_output,
+    check_plot,
+    finite_float,
+    positive_float,
+    positive_int,
+)
+from ._common import _add_json, add_medium, emit
 
 
 def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
@@ -18,8 +31,10 @@ def _name_values(items: list[str] | None, what: str) -> dict[str, float]:
             out[name.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not name.strip():
             raise FitError(f"{what} {item!r} is not NAME=VALUE (e.g. {what} logg=4.44)")
+        if not math.isfinite(out[name.strip()]):
+            raise FitError(f"{what} {item!r}: the value must be a finite number")
     return out
 
 
@@ -94,6 +109,42 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Everything about the options that can be wrong, before a file is read or a fit runs."""
+    if args.wavelength_range and not args.wavelength_range[0] < args.wavelength_range[1]:
+        raise FitError(f"--wavelength-range {args.wavelength_range[0]:g} "
+                       f"{args.wavelength_range[1]:g}: MIN must be below MAX (Å)")
+    check_output(args.output, (".ecsv",), "-o")
+    check_plot(args.plot, "--plot")
+    check_plot(args.corner, "--corner")
+    if args.prior:
+        _priors(args.prior)  # a malformed prior fails now, not after the least-squares start
+
+
+def _plots(args: argparse.Namespace, result, corner=None) -> int:
+    """Write --plot / --corner after the result is out: a failing plot costs the plot only."""
+    code = 0
+    for option, path, draw in (("--plot", args.plot, result.plot),
+                               ("--corner", args.corner, corner or result.corner)):
+        if not path:
+            continue
+        try:
+            draw(path)
+        except Exception as exc:  # the result is already printed; say why
+            print(f"photosphere fit: error: {option} {path} was not written "
+                  f"({type(exc).__name__}: {exc}); the result above is complete", file=sys.stderr)
+            code = EXIT_USER_ERROR
+    return code
+
+
+def _finish(args: argparse.Namespace, warnings: list[str], code: int) -> int:
+    """Print the warnings on stderr; exit 3 for a flagged result unless --allow-flagged."""
+    print_warnings(warnings, "fit")
+    if code:
+        return code
+    return EXIT_FLAGGED if warnings and not args.allow_flagged else 0
+
+
 def _result_text(result) -> str:
     width = max(8, *(len(n) for n in result.labels))
     lines = [f"{'label':<{width}} {'value':>12} {'sigma':>10}"]
@@ -127,7 +178,10 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     if args.macroturbulence is not None:
         raise FitError(f"--macroturbulence is not available with --model {args.model}; leave it "
                        "out (vsini absorbs the broadening of both components)")
-    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr) for f in files]
+    if args.prior:
+        raise FitError(f"--prior is not available with --model {args.model}; leave it out")
+    spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr, args.medium)
+               for f in files]
     model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
                        share=tuple(args.share or ()), veiling=args.veiling)
@@ -137,10 +191,6 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
                       settings=_observation_settings(args), n_walkers=args.walkers,
                       n_steps=args.steps, progress=not args.json,
                       source=",".join(str(f) for f in files))
-    if args.plot:
-        out.result.plot(args.plot)
-    if args.corner:
-        out.corner(args.corner)
     doc = out.to_dict()
     cmp = doc["comparison"]
     derived = "; ".join(f"{k} {v['median']:.4g} ± {v['sigma']:.2g}"
@@ -156,8 +206,10 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
         text += (f"\nwarning: at a bound {flags.get('at_bound')}, covariance invertible "
                  f"{flags.get('covariance_invertible')}: the σ are not reliable (a component "
                  "the data may not need); sample the posterior with --mcmc")
+    warnings = result_warnings(out.result)
+    doc["warnings"] = warnings
     emit(args, doc, text)
-    return 0
+    return _finish(args, warnings, _plots(args, out.result, corner=out.corner))
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -165,13 +217,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     from ..infer.batch import expand_paths, fit_many, load_grid_model, prepare_spectrum, rows_of
 
+    _check_options(args)
     files = expand_paths(args.files)
     wrange = tuple(args.wavelength_range) if args.wavelength_range else None
     if args.model != "single":
         return _cmd_fit_mixture(args, files, wrange)
     kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
-        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr)
+        spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr, args.medium)
         model = load_grid_model(args.grid, args.line_strengths)
         if args.mcmc:
             from ..infer.mcmc import sample
@@ -181,24 +234,37 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from ..infer.optimize import fit
 
             result = fit(model, spectrum, source=str(files[0]), **kw)
-        if args.plot:
-            result.plot(args.plot)
-        if args.corner:
-            result.corner(args.corner)
-        emit(args, result.to_dict(), _result_text(result))
-        return 0
+        warnings = result_warnings(result)
+        emit(args, {**result.to_dict(), "warnings": warnings}, _result_text(result))
+        return _finish(args, warnings, _plots(args, result))
+    if args.plot or args.corner:
+        raise FitError("--plot and --corner draw one fit; with several files or -o leave them "
+                       "out (each row of the table holds the labels)")
     output = args.output or "results.ecsv"
+    check_output(output, (".ecsv",), "-o")
     table = fit_many(files, functools.partial(load_grid_model, args.grid, args.line_strengths),
                      output,
                      reader=functools.partial(prepare_spectrum, orders=args.orders,
-                                              wavelength_range=wrange, snr=args.snr),
+                                              wavelength_range=wrange, snr=args.snr,
+                                              medium=args.medium),
                      fit_kwargs=kw, mcmc=args.mcmc, scheduler=args.scheduler,
                      n_workers=args.workers)
-    rows = rows_of(table)
+    mine = {str(f) for f in files}
+    rows = [r for r in rows_of(table) if r.get("source") in mine]  # another run's rows stay out
     n_ok = sum(r.get("status") == "ok" for r in rows)
-    emit(args, {"output": str(output), "n_spectra": len(rows), "n_ok": n_ok, "rows": rows},
+    failed = [r for r in rows if r.get("status") != "ok"]
+    flagged = [r for r in rows if r.get("status") == "ok" and r.get("warnings")]
+    emit(args, {"output": str(output), "n_spectra": len(rows), "n_ok": n_ok,
+                "n_failed": len(failed), "n_flagged": len(flagged), "rows": rows},
          f"{n_ok}/{len(rows)} spectra fitted; results in {output}")
-    return 0
+    for r in failed:
+        print(f"photosphere fit: error: {r['source']}: {str(r['status']).removeprefix('error: ')}",
+              file=sys.stderr)
+    print_warnings((f"{r['source']}: {r['warnings']}" for r in flagged), "fit")
+    if failed:
+        print(f"photosphere fit: {len(failed)} of {len(rows)} file(s) failed (their rows say "
+              "why); the others are in the table", file=sys.stderr)
+    return batch_exit_code(len(failed), len(flagged), args.allow_flagged)
 
 
 def _register_fit(sub: argparse._SubParsersAction) -> None:
@@ -228,21 +294,25 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", nargs="+", metavar="PRIOR",
                    help="with --mcmc: 'isochrone' (MIST v2.5 density in Teff, log g, [Fe/H]) "
                         "and/or Gaussian priors NAME=MEAN:SIGMA (e.g. logg=4.07:0.2)")
-    p.add_argument("--walkers", type=int, default=32, help="emcee walkers (default 32)")
-    p.add_argument("--steps", type=int, default=2000, help="emcee steps (default 2000)")
-    p.add_argument("--resolution", type=float, help="instrumental resolving power R")
+    p.add_argument("--walkers", type=positive_int, default=32,
+                   help="emcee walkers, at least 2 × the free parameters (default 32)")
+    p.add_argument("--steps", type=bounded_int(2, 10_000_000), default=2000,
+                   help="emcee steps (default 2000)")
+    p.add_argument("--resolution", type=positive_float, help="instrumental resolving power R")
     p.add_argument("--macroturbulence", metavar="KMS|auto|fit",
                    help="radial-tangential macroturbulence ζ: a value in km/s (fixed), 'auto' "
                         "(Doyle et al. 2014 at the fitted Teff, log g) or 'fit' (free "
                         "parameter vmac; fix vsini or use high R) (default: none)")
     p.add_argument("--orders", type=int, nargs="+", help="echelle order rows to fit")
-    p.add_argument("--wavelength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+    p.add_argument("--wavelength-range", type=finite_float, nargs=2, metavar=("MIN", "MAX"),
                    help="fit only this range (Å)")
-    p.add_argument("--snr", type=float, help="S/N per pixel when the file has no uncertainties "
-                                             "(default: estimated with DER_SNR)")
+    add_medium(p)
+    p.add_argument("--snr", type=positive_float,
+                   help="S/N per pixel when the file has no uncertainties (default: estimated "
+                        "with DER_SNR)")
     p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", help="hold labels fixed")
     p.add_argument("--initial", nargs="+", metavar="NAME=VALUE", help="starting values")
-    p.add_argument("--continuum-degree", type=int, default=2,
+    p.add_argument("--continuum-degree", type=bounded_int(-1, 30), default=2,
                    help="Chebyshev continuum degree per order (-1: none; default 2)")
     p.add_argument("--noise", choices=("none", "auto"), default="none",
                    help="'auto': estimate a correlated-noise kernel from the residuals and refit")
@@ -250,15 +320,20 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="'auto' (default): marginalise the model's own error (grid "
                         "interpolation error, emulator error) so σ include it; 'none': treat "
                         "the model as exact (single-star model)")
-    p.add_argument("--clip", type=float, metavar="K",
+    p.add_argument("--clip", type=positive_float, metavar="K",
                    help="mask pixels whose residual is more than K robust standard deviations "
                         "off (lines the model lacks, cosmics) and refit until none is added")
     p.add_argument("--scale-covariance", action="store_true",
                    help="scale the covariance by the reduced chi2")
     p.add_argument("--plot", help="write data/model/residuals per order to this image")
     p.add_argument("--corner", help="write a corner plot to this image")
-    p.add_argument("-o", "--output", help="results table (ECSV); a rerun completes it")
+    p.add_argument("-o", "--output", help="results table (.ecsv; its folder must exist); a "
+                                         "rerun completes it, concurrent runs merge into it")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler")
-    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="local Dask workers (default 2)")
+    p.add_argument("--allow-flagged", action="store_true",
+                   help="exit 0 even when a result is flagged (labels at a bound, χ²_red far "
+                        "above 1); the warnings are still printed on stderr")
     _add_json(p)
     p.set_defaults(func=_cmd_fit)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _add_json, _jsonable, emit
+from ._checks import positive_int
+from ._common import _add_json, _jsonable, add_medium, emit, medium_kwargs
 
 
 def _grid_text(info: dict[str, Any]) -> str:
@@ -34,24 +35,56 @@ def _grid_text(info: dict[str, Any]) -> str:
 def _cmd_grid_info(args: argparse.Namespace) -> int:
     from ..grids.presets import require_default_grid
     from ..grids.store import GridStore
+    from ..grids.training_set import TrainingSet, is_training_set
 
     path = args.grid or require_default_grid()
-    with GridStore.open(path) as store:
+    if is_training_set(path):
+        info = TrainingSet(path).info()
+        emit(args, info, _training_set_text(info))
+        return 0
+    with GridStore.open(path) as store:  # opening checks the structure (store._check_structure)
         info = store.info()
-    emit(args, info, _grid_text(info))
+        if args.check:
+            info["check"] = store.verify()
+    text = _grid_text(info)
+    if args.check:
+        text += ("\ncheck: structure ok; content checksum " + (
+            "ok" if info["check"]["checksum"] == "ok" else
+            "absent (a grid written before checksums existed: structure checked only)"))
+    emit(args, info, text)
     return 0
+
+
+def _training_set_text(info: dict[str, Any]) -> str:
+    lines = [f"training set: {info['path']} ({info['name']}), {info['n_spectra']} spectra "
+             f"({info['n_missing']} without a model atmosphere)"]
+    for name, lab in info["labels"].items():
+        lines.append(f"  {name:<10} {lab['min']:g} .. {lab['max']:g} {lab['unit']}")
+    windows = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in info["windows"])
+    lines.append(f"windows:      {windows} Å ({info['medium']}), {info['n_pixels']} px at "
+                 f"{info['velocity_step']:g} km/s")
+    prov = info["provenance"]
+    lines.append(f"provenance:   {prov.get('code', prov.get('synthesis_code', ''))} "
+                 f"{prov.get('linelist', prov.get('synthesis_linelist', ''))}".rstrip())
+    return "\n".join(lines)
 
 
 def _cmd_grid_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .._files import cache_dir
     from ..grids.build import build_grid
     from ..grids.presets import default_grid_path, resolve_spec
+    from ..grids.training_set import TRAINING_PRESETS
 
-    spec = resolve_spec(args.spec or args.preset)
-    output = Path(args.output) if args.output else (
-        default_grid_path() if spec.name == "default" and not args.spec
-        else Path(f"{spec.name}.h5"))
+    if args.preset in TRAINING_PRESETS:
+        spec = TRAINING_PRESETS[args.preset]()
+        output = Path(args.output) if args.output else cache_dir("grids") / f"{spec.name}.h5"
+    else:
+        spec = resolve_spec(args.spec or args.preset)
+        output = Path(args.output) if args.output else (
+            default_grid_path() if spec.name == "default" and not args.spec
+            else Path(f"{spec.name}.h5"))
     report = build_grid(spec, output, scheduler=args.scheduler, n_workers=args.workers,
                         overwrite=args.overwrite, progress=not args.no_progress,
                         command=" ".join(["photosphere", *sys.argv[1:]]))
@@ -167,15 +200,21 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     p = gsub.add_parser("info", help="describe a grid file (default: the embedded grid)")
     p.add_argument("grid", nargs="?", help="grid HDF5 file (default: the embedded default grid)")
     _add_json(p)
+    p.add_argument("--check", action="store_true",
+                   help="also recompute the content checksum written at build and compare "
+                        "(exit 2 when the flux or labels were changed)")
     p.set_defaults(func=_cmd_grid_info)
 
     p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--preset", help="a named grid: default, harpsn-dl")
+    which.add_argument("--preset", help="a named grid: default, harpsn-dl; or the training "
+                       "set 'optical' (768 syntheses at scattered labels over 7 optical "
+                       "windows, for the emulator; default output in the photosphere cache)")
     which.add_argument("--spec", help="a TOML/YAML grid definition file (see docs/grids.md)")
     p.add_argument("-o", "--output", help="output grid file (default: the package's embedded "
                    "grid for --preset default, else NAME.h5)")
-    p.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
+    p.add_argument("--workers", type=positive_int,
+                   help="local Dask workers (default: one per core)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask cluster (tcp://host:8786); 'synchronous' runs "
                    "in this process without Dask")
@@ -282,7 +321,7 @@ def _cmd_calibrate_lines(args: argparse.Namespace) -> int:
     from ..nn.train import source_from_grid
 
     source = source_from_grid(args.grid or require_default_grid())
-    observed = read(args.observed)
+    observed = read(args.observed, **medium_kwargs(args))
     labels = dict(zip(("teff", "logg", "feh"), args.labels, strict=True))
     strengths = derive_line_strengths(
         observed, source, labels, vsini=args.vsini, n_iter=args.iterations,
@@ -314,6 +353,7 @@ def _register_grid_calibrate_lines(gsub: argparse._SubParsersAction) -> None:
     p.add_argument("--observed", default=_default_uves_sun(),
                    help="continuum-normalised spectrum of the reference star (default: the UVES "
                         "Sun of $PHOTOSPHERE_SHARED_DATA or ../shared/data)")
+    add_medium(p)
     p.add_argument("--grid", help="HDF5 grid (default: the embedded grid)")
     p.add_argument("--labels", type=float, nargs=3, metavar=("TEFF", "LOGG", "FEH"),
                    default=(5772.0, 4.44, 0.0), help="the reference star's labels (the Sun)")

@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit, medium_kwargs
 
 
 def _format_range(d: dict[str, Any]) -> str:
@@ -19,7 +19,7 @@ def _format_range(d: dict[str, Any]) -> str:
 def _cmd_info(args: argparse.Namespace) -> int:
     from ..io import describe
 
-    d = describe(args.file, **({"medium": args.medium} if args.medium else {}))
+    d = describe(args.file, **medium_kwargs(args))
     shape = " x ".join(map(str, d.get("shape") or [])) or "?"
     if d["kind"] == "auxiliary":
         text = "\n".join([
@@ -36,9 +36,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     text = "\n".join([
         f"file:        {args.file}",
         f"product:     {d['product']}",
-        f"instrument:  {d['instrument'] or 'unknown'}",
+        f"instrument:  {d['instrument'] or 'unknown'}"
+        + (f" (from the {d['instrument_source']})" if d.get("instrument_source") else ""),
         f"object:      {d['object'] or 'unknown'}",
-        f"wavelength:  {_format_range(d)}",
+        f"wavelength:  {_format_range(d)}"
+        + (f", converted from {d['wavelength_unit_in_file']}"
+           if d.get("wavelength_unit_in_file") not in (None, "Angstrom") else ""),
+        f"medium:      {d['medium']}"
+        + (f" (ASSUMED: {d['medium_source']})" if d.get("medium_assumed")
+           else f" ({d['medium_source']})" if d.get("medium_source") else ""),
+        f"frame:       {d.get('frame') or 'unknown (rest/observed/barycentric not recorded)'}",
+        f"flux:        {d['flux_unit']}"
+        + (" (continuum-normalised)" if d.get("normalized") else " (not normalised)"),
+        "resolution:  " + (f"R = {d['resolution']:,.0f} ({d['resolution_source']})"
+                            if d.get("resolution") else
+                            f"unknown ({d.get('resolution_source') or 'not recorded'})"),
         f"shape:       {shape}"
         + (f" ({d['n_orders']} {d['row_kind']}s)" if d["kind"] == "echelle" else ""),
         f"median S/N:  {'unknown' if snr is None or not math.isfinite(snr) else f'{snr:.1f}'}",
@@ -50,8 +62,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _register_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a spectrum file (any supported product)")
-    p.add_argument("file", help="FITS, HDF5, .npz or text spectrum (or an auxiliary product)")
-    p.add_argument("--medium", choices=("air", "vacuum"), default=None,
-                   help="air/vacuum frame of the wavelengths, for files that do not record it")
+    p.add_argument("file", help="FITS, HDF5, .npz, CSV or text spectrum, a folder of three "
+                                "text files, or an auxiliary product")
+    add_medium(p)
     _add_json(p)
     p.set_defaults(func=_cmd_info)

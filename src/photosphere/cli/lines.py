@@ -6,22 +6,31 @@ import argparse
 
 import numpy as np
 
-from ._common import _add_json, emit
+from ._common import _add_json, add_medium, emit
+
+#: Fewest usable pixels of a spectrum for the line model (a few lines' profiles).
+LINES_MIN_PIXELS = 20
 
 
-def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None):
+def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None,
+                medium: str | None = None, observed: bool = False):
     """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
-    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``)."""
+    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``);
+    ``observed``: a star's spectrum to fit, refused when it cannot be one
+    (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
-    from ..io import read
+    from ..infer.batch import read_spectrum
+    from ..infer.validity import check_spectrum
 
-    spec = read(path)
+    spec = read_spectrum(path, **({"medium": medium} if medium else {}))
     if np.ndim(spec.flux) != 1:
         raise FileFormatError(f"{path} holds {spec.flux.shape[0]} orders; the line model fits "
                               "one 1-D spectrum: pass one order (or a 1-D product)")
     if wavelength_min is not None or wavelength_max is not None:
         spec = spec.slice(-np.inf if wavelength_min is None else wavelength_min,
                           np.inf if wavelength_max is None else wavelength_max)
+    if observed:  # a local line model needs fewer pixels than a full fit, but a star
+        check_spectrum(spec, path, min_pixels=LINES_MIN_PIXELS)
     wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
     sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
     if wave.size < 5:
@@ -64,7 +73,7 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
         medium = "air"
     elif args.spectrum:
         wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
-                                                  args.wavelength_max)
+                                                  args.wavelength_max, args.medium)
         if mask.any():
             from ..errors import InvalidSpectrumError
 
@@ -110,7 +119,8 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
-                                                  args.wavelength_max)
+                                                  args.wavelength_max, args.medium,
+                                                  observed=True)
     obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
     stellar = read_line_model(args.lines, medium=medium)
     telluric = None
@@ -177,12 +187,14 @@ def _register_lines(sub: argparse._SubParsersAction) -> None:
                    help="adam (--steps epochs per round) or lm: Levenberg-Marquardt, at most "
                         "--steps iterations per round, stops when a step gains < 0.1 %%")
     c.add_argument("--threads", type=int, help="torch CPU threads")
+    add_medium(c)
     _lines_settings_args(c)
     _add_json(c)
     c.set_defaults(func=_cmd_lines_clone)
     f = lines_sub.add_parser("fit", help="fit cloned lines + RV, vsini, continuum, tellurics")
     f.add_argument("observed", help="observed spectrum (text or FITS table, any io product)")
     f.add_argument("--lines", required=True, help="line table from `photosphere lines clone`")
+    add_medium(f)
     f.add_argument("--telluric", action="append", metavar="[MOLECULE=]PATH",
                    help="telluric transmission (TelFit csv, TAPAS ipac, APOGEE LBLRTM grid); "
                         "repeat as H2O=PATH CO2=PATH ... for a fitted scaling per molecule")

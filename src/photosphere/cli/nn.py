@@ -2,7 +2,8 @@
 
 One parser function per sub-command (``_add_*``); each ``run_*`` does the work and returns
 (payload, text): the JSON document and the human-readable report, of which :func:`_cmd_nn`
-prints one. The work itself lives in :mod:`photosphere.nn`.
+prints one (and its warnings: a flagged prediction exits 3). The work itself lives in
+:mod:`photosphere.nn`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,33 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..infer.validity import print_warnings
 from ..nn.data import LABELS, STUDY_BOUNDS, DataConfig, StoredLayout
+from ._checks import EXIT_FLAGGED
 from ._common import _add_json, emit
+
+#: Most MC-dropout passes per spectrum: σ converges in tens; thousands only cost time and memory.
+MAX_MC_SAMPLES = 1000
+
+
+def _mc_samples(text: str) -> int:
+    """argparse type of --mc-samples: a whole number in 0..MAX_MC_SAMPLES."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_MC_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{text} must be in 0..{MAX_MC_SAMPLES} (0: no "
+                                         "MC dropout)")
+    return value
 
 
 def _cmd_nn(args: argparse.Namespace) -> int:
     payload, text = args.nn_run(args)
     emit(args, payload, text)
-    return 0
+    warnings = payload.get("warnings") or [] if isinstance(payload, dict) else []
+    print_warnings(warnings, f"nn {args.nn_command}")
+    return EXIT_FLAGGED if warnings and not getattr(args, "allow_flagged", False) else 0
 
 
 def _register_nn(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +130,8 @@ def _add_eval(nsub: argparse._SubParsersAction) -> None:
                    help="stars to evaluate: test (default), or the validation stars, on which "
                         "to choose models, recipes and ensembles without looking at the test "
                         "split (ensemble σ are then calibrated on the same stars)")
-    e.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = off)")
+    e.add_argument("--mc-samples", type=_mc_samples, default=0,
+                   help=f"MC-dropout samples, 0..{MAX_MC_SAMPLES} (0 = off)")
     e.add_argument("--resolution", type=float, nargs="+", metavar="R",
                    help="test stars at this R (or LO HI per star) instead of the training's; "
                         "e.g. 115000 for the study's protocol")
@@ -158,10 +179,15 @@ def _add_predict(nsub: argparse._SubParsersAction) -> None:
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
     p.add_argument("--medium", choices=("air", "vacuum"),
-                   help="wavelength frame of a text spectrum that does not say")
+                   help="air/vacuum frame of the spectrum's wavelengths, for files that do not "
+                        "record it (default: air for optical wavelengths, marked as assumed)")
     p.add_argument("--rv", type=float, default=0.0,
                    help="km/s of the star in the file's wavelength frame (removed first)")
-    p.add_argument("--mc-samples", type=int, default=0)
+    p.add_argument("--mc-samples", type=_mc_samples, default=0,
+                   help=f"MC-dropout passes, 0..{MAX_MC_SAMPLES} (default 0: off)")
+    p.add_argument("--allow-flagged", action="store_true",
+                   help="exit 0 even when the prediction is flagged (labels outside the "
+                        "training range, out of distribution); the warnings are still printed")
     p.add_argument("--grid", help="the HDF5 grid the model was trained on, for the consistency "
                                   "check (default: the embedded grid)")
     p.add_argument("--no-grid-check", action="store_true",
@@ -446,25 +472,31 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from ..nn.predict import load_model, predict_spectrum
+    from ..infer.validity import MIN_SNR, check_spectrum, label_warnings
+    from ..nn.predict import load_model, predict_spectrum, read_for_prediction
 
     cks = [load_model(m) for m in (args.model or [None])]  # clear error first if no model
-    from ..io import identify, read
-
-    kw = {k: getattr(args, k) for k in ("wave", "blaze", "medium") if getattr(args, k)}
-    if "e2ds" in identify(args.file):
-        kw["deblaze"] = True
-    spectrum = read(args.file, **kw)
+    spectrum = read_for_prediction(args.file, wave=args.wave, blaze=args.blaze,
+                                   medium=args.medium)
+    trained = np.atleast_1d(np.asarray(cks[0].data.get("snr") or MIN_SNR, dtype=float))
+    check_spectrum(spectrum, args.file, min_snr=max(MIN_SNR, 0.25 * float(trained.min())))
     result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration,
                               check_grid=not args.no_grid_check, grid=args.grid)
-    payload = {"file": args.file, **result.to_dict()}
+    scaling = cks[0].label_scaling
+    box = {n: (float(o - s), float(o + s)) for n, o, s in
+           zip(scaling.names, scaling.offset, scaling.scale, strict=True)}
+    warnings = label_warnings(result.labels, box)
+    check = result.provenance["consistency"]
+    if check and check.get("checked") and check.get("out_of_distribution"):
+        warnings.append(f"out of distribution: mismatch with the grid {check['mismatch_rms']:.3f} "
+                        f"rms of the continuum (limit {check['mismatch_limit']:g})")
+    payload = {"file": args.file, **result.to_dict(), "warnings": warnings}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
     lines = [f"{args.file}  (model {', '.join(str(c.path) for c in cks)})"]
     for name, (value, sigma) in result.labels.items():
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
-    check = result.provenance["consistency"]
     if check and check["checked"]:
         verdict = ("OUT OF DISTRIBUTION: the grid cannot make this spectrum at any labels "
                    "near these; do not trust them or their σ" if check["out_of_distribution"]

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._lock import file_lock
 from .._version import __version__
 from ..errors import DependencyError, GridError, NetworkError, OutOfGridError
 from .presets import GridSpec
@@ -165,18 +166,19 @@ def default_synthesizer() -> Synthesizer:
     return turbospectrum.synthesize
 
 
-def _run_serial(synthesizer, spec_json, todo) -> Iterator[tuple[int, NodeResult | Exception]]:
+def _run_serial(synthesizer, spec_json, todo, node_fn=synthesize_node
+                ) -> Iterator[tuple[int, NodeResult | Exception]]:
     for i in todo:
         try:
-            yield i, synthesize_node(synthesizer, spec_json, i)
+            yield i, node_fn(synthesizer, spec_json, i)
         except Exception as exc:  # reported per node after the others have finished
             yield i, exc
 
 
-def _run_dask(client, synthesizer, spec_json, todo):
+def _run_dask(client, synthesizer, spec_json, todo, node_fn=synthesize_node):
     from dask.distributed import as_completed
 
-    futures = client.map(synthesize_node, [synthesizer] * len(todo), [spec_json] * len(todo),
+    futures = client.map(node_fn, [synthesizer] * len(todo), [spec_json] * len(todo),
                          todo, pure=False)
     index = {f.key: i for f, i in zip(futures, todo, strict=True)}
     try:
@@ -236,21 +238,48 @@ def _provenance(spec: GridSpec, synthesizer: Synthesizer, nodes: list[NodeResult
     return prov
 
 
+def _kind(spec) -> tuple[Callable[..., NodeResult], Callable[..., Path]]:
+    """The node synthesis and the file writer of a grid or a training set."""
+    from .training_set import TrainingSetSpec, synthesize_sample, write_training_set
+
+    if isinstance(spec, TrainingSetSpec):
+        return synthesize_sample, write_training_set
+    return synthesize_node, write_grid
+
+
 def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer | None = None,
                scheduler: str | None = None, n_workers: int | None = None,
                processes: bool = True, client=None, progress: bool = True,
                overwrite: bool = False, command: str | None = None) -> BuildReport:
     """Synthesise every node of ``spec`` and write the grid file ``output`` (resumable).
 
+    spec: a :class:`GridSpec` (rectilinear grid) or a
+    :class:`~photosphere.grids.training_set.TrainingSetSpec` (scattered labels over windows).
+
     scheduler: ``None`` for a local Dask cluster of ``n_workers`` single-threaded workers
     (``processes=False`` keeps them as threads), a scheduler address (``"tcp://host:8786"``) to
     use an existing cluster, or ``"synchronous"`` to run in this process without Dask.
     client: an existing ``dask.distributed.Client`` (overrides ``scheduler``).
-    Returns a :class:`BuildReport`; prints the throughput line on stderr.
+    Returns a :class:`BuildReport`; prints the throughput line on stderr. Holds the output's
+    lock (:mod:`photosphere._lock`) throughout: a second build of the same output raises
+    :class:`~photosphere.errors.BusyError` at once.
     """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # one build per output at a time: a second one refuses at once instead of synthesising
+    # every node again and colliding with the first at the end
+    with file_lock(output, wait=False, what="grid",
+                   hint="wait for that build to finish (it resumes where it stops), or choose "
+                        "another -o"):
+        return _build_grid(spec, output, synthesizer=synthesizer, scheduler=scheduler,
+                           n_workers=n_workers, processes=processes, client=client,
+                           progress=progress, overwrite=overwrite, command=command)
+
+
+def _build_grid(spec: GridSpec, output: Path, *, synthesizer, scheduler, n_workers, processes,
+                client, progress, overwrite, command) -> BuildReport:
     from tqdm import tqdm
 
-    output = Path(output)
     if output.exists() and not overwrite:
         raise GridError(f"{output} already exists; pass overwrite=True (--overwrite) to rebuild "
                         "it, or choose another output path")
@@ -262,6 +291,7 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
         print(f"resuming {journal.root}: {len(done)} of {spec.n_nodes} nodes already done",
               file=sys.stderr)
     spec_json = spec.to_json()
+    node_fn, write = _kind(spec)
     start = time.perf_counter()
     failures: dict[int, Exception] = {}
     n_synthesised = 0
@@ -273,9 +303,9 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     try:
         if todo and client is not None:
             n_cores = max(sum(client.nthreads().values()), 1)
-            results = _run_dask(client, synthesizer, spec_json, todo)
+            results = _run_dask(client, synthesizer, spec_json, todo, node_fn)
         else:
-            results = _run_serial(synthesizer, spec_json, todo)
+            results = _run_serial(synthesizer, spec_json, todo, node_fn)
         bar = tqdm(total=spec.n_nodes, initial=len(done), desc=f"grid {spec.name}", unit="model",
                    file=sys.stderr, disable=not progress)
         with bar:
@@ -302,7 +332,7 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
             f"node(s) are kept in {journal.root}, rerun the build to retry the failed ones")
     nodes = [journal.load(i) for i in range(spec.n_nodes)]
     provenance = _provenance(spec, synthesizer, nodes, command)
-    write_grid(output, spec, nodes, provenance)
+    write(output, spec, nodes, provenance)
     journal.remove()
     report = BuildReport(path=output, n_nodes=spec.n_nodes, n_computed=len(todo),
                          n_reused=len(done), n_missing=sum(n.missing for n in nodes),

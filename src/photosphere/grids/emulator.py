@@ -88,7 +88,20 @@ class PCAGPEmulator:
 
     # ------------------------------------------------------------------ training
     def fit(self, grid: GridStore | str | Path, progress: bool = False) -> PCAGPEmulator:
-        """Fit to every present node of a grid file. Returns ``self``."""
+        """Fit to every present node of a grid file, or every spectrum of a training set
+        (:mod:`.training_set`: scattered labels, windows; bounds = its label box). Returns
+        ``self``."""
+        from .training_set import TrainingSet, is_training_set
+
+        if not isinstance(grid, GridStore) and is_training_set(grid):
+            ts = TrainingSet(grid)
+            self.label_names = ts.label_names
+            self.bounds_ = {k: tuple(ts.spec.box[k]) for k in ts.label_names}
+            self.wavelength = ts.wavelength.copy()
+            self.medium = ts.medium
+            self.velocity_step = ts.spec.velocity_step
+            self.grid_path_ = str(ts.path)
+            return self.fit_arrays(ts.labels, ts.flux.astype(np.float64), progress=progress)
         own = not isinstance(grid, GridStore)
         store = GridStore.open(grid) if own else grid
         try:

@@ -16,11 +16,19 @@ Layout (format ``photosphere-grid`` version 1; see docs/grids.md)::
 
 Nodes are flattened in C order over the axes. Absolute flux = flux × continuum (interpolated in
 ln λ onto /wavelength). Root attributes hold the grid definition (``grid_spec`` JSON) and the
-provenance (code version, line list hash, atmosphere family, command line, date).
+provenance (code version, line list hash, atmosphere family, command line, date), and
+``content_sha256``: a SHA-256 of the label axes, wavelengths, stored flux with its scaling,
+continuum and node flags (:func:`content_digest`), written at build and verified by
+``photosphere grid info --check`` (:meth:`GridStore.verify`).
+
+Every open checks the structure that a fit relies on (:func:`_check_structure`): strictly
+increasing finite label axes (a duplicated node makes σ wrong), finite increasing wavelengths,
+a finite positive ``scale_factor`` and a finite ``add_offset``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -211,6 +219,7 @@ class GridWriter:
         f["flux"].attrs["n_clipped"] = self.n_clipped
         err = f["continuum_error"][:][present]
         f["continuum"].attrs["max_relative_error"] = float(err.max()) if err.size else 0.0
+        f.attrs["content_sha256"] = content_digest(f)
         f.attrs["complete"] = True
         f.close()
 
@@ -266,6 +275,8 @@ class GridStore:
             self._encoded = fl.dtype == np.uint16
             self.provenance = {k[len("provenance_"):]: _attr(v) for k, v in f.attrs.items()
                                if k.startswith("provenance_")}
+            _check_structure(self.path, self.axes, self.wavelength, self._scale, self._offset,
+                             self._encoded)
             n = int(np.prod(self.shape))
             if fl.shape != (n, self.wavelength.size):
                 raise GridError(f"grid file {self.path}: flux shape {fl.shape} does not match "
@@ -422,6 +433,25 @@ class GridStore:
         provenance = {**self.provenance, "subset_of": str(self.path)}
         return write_grid(output, spec, nodes(), provenance)
 
+    # ------------------------------------------------------------------ integrity
+    def verify(self) -> dict[str, Any]:
+        """Recompute the content checksum and compare it with the one stored at build.
+
+        Returns ``{"checksum": "ok" | "absent", "content_sha256": hex}``; raises GridError when
+        the content differs (flux or labels changed after the build). ``absent``: the grid was
+        written before checksums existed, only its structure was checked.
+        """
+        stored = _attr(self._file.attrs.get("content_sha256"))
+        actual = content_digest(self._file)
+        if stored is None:
+            return {"checksum": "absent", "content_sha256": actual}
+        if stored != actual:
+            raise GridError(f"grid file {self.path}: its content does not match the checksum "
+                            f"written at build (stored {stored[:12]}…, now {actual[:12]}…): the "
+                            "flux or labels were changed or damaged; rebuild or download it "
+                            "again")
+        return {"checksum": "ok", "content_sha256": actual}
+
     # ------------------------------------------------------------------ summary
     def info(self) -> dict[str, Any]:
         """JSON-ready summary: each label's min/max/step, wavelength range, sizes, provenance."""
@@ -457,6 +487,57 @@ def _attr(v: Any) -> Any:
     return v
 
 
+def content_digest(f: h5py.File) -> str:
+    """SHA-256 of what a fit reads from a grid file: label axes, wavelengths, the stored flux
+    (raw, with its scale and offset), continuum, present/missing; node by node."""
+    h = hashlib.sha256()
+
+    def add(name: str, a: np.ndarray) -> None:
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+
+    for name in sorted(f["labels"]):
+        add(f"labels/{name}", f["labels"][name][:])
+    for name in ("wavelength", "continuum_wavelength", "present", "missing"):
+        add(name, f[name][:])
+    flux = f["flux"]
+    h.update(repr([float(flux.attrs.get(k, d)) for k, d in (("scale_factor", 1.0),
+                                                             ("add_offset", 0.0))]).encode())
+    step = max(1, (64 << 20) // max(flux.shape[1] * flux.dtype.itemsize, 1))
+    for name in ("flux", "continuum"):
+        d = f[name]
+        for i in range(0, d.shape[0], step):
+            add(name, d[i:i + step])
+    return h.hexdigest()
+
+
+def _check_structure(path: Path, axes: Mapping[str, np.ndarray], wavelength: np.ndarray,
+                     scale: float, offset: float, encoded: bool) -> None:
+    """The invariants interpolation relies on; a GridError naming the first broken one."""
+    for name, vals in axes.items():
+        if vals.size == 0 or not np.all(np.isfinite(vals)):
+            raise GridError(f"grid file {path}: label axis {name} is empty or holds NaN/inf "
+                            f"({vals.tolist()[:8]}); rebuild the grid")
+        steps = np.diff(vals)
+        if np.any(steps <= 0):
+            k = int(np.argmax(steps <= 0))
+            what = "duplicated" if steps[k] == 0 else "out of order"
+            raise GridError(f"grid file {path}: label axis {name} is not strictly increasing "
+                            f"(node {vals[k + 1]:g} after {vals[k]:g} is {what}); a grid with "
+                            "repeated or unsorted nodes gives wrong labels and σ: rebuild it")
+    if wavelength.size < 2 or not np.all(np.isfinite(wavelength)) or np.any(
+            np.diff(wavelength) <= 0):
+        raise GridError(f"grid file {path}: /wavelength is not finite and strictly increasing; "
+                        "rebuild the grid")
+    if encoded and not (np.isfinite(scale) and scale > 0):
+        raise GridError(f"grid file {path}: flux scale_factor {scale} is not a finite number "
+                        "> 0, so every spectrum would decode to NaN or zero; rebuild the grid")
+    if not np.isfinite(offset):
+        raise GridError(f"grid file {path}: flux add_offset {offset} is not finite; rebuild "
+                        "the grid")
+
+
 def _open_checked(path: Path) -> h5py.File:
     if path.name.endswith(".partial") or path.is_dir():
         raise GridError(f"{path} is an unfinished grid build, not a grid; rerun the same "
@@ -473,10 +554,20 @@ def _open_checked(path: Path) -> h5py.File:
         f.close()
         raise GridError(f"{path} is an HDF5 file but not a photosphere grid (no "
                         f"format='{FORMAT}' attribute); pass a grid made by `photosphere grid`")
-    if int(f.attrs.get("format_version", -1)) > FORMAT_VERSION:
+    try:
+        version = int(_attr(f.attrs.get("format_version", -1)))
+    except (TypeError, ValueError):
+        version = -1
+    if version > FORMAT_VERSION:
+        f.close()  # the version is read above: nothing is read from the closed file
+        raise GridError(f"grid file {path} has format version {version}, newer than this "
+                        f"photosphere reads ({FORMAT_VERSION}); upgrade photosphere "
+                        "(pip install -U photosphere) to read it")
+    if version < 1:
         f.close()
-        raise GridError(f"grid file {path} has format version {f.attrs['format_version']}, newer "
-                        f"than this photosphere reads ({FORMAT_VERSION}); upgrade photosphere")
+        raise GridError(f"grid file {path} declares no valid format version (the "
+                        "'format_version' attribute is missing or not a number >= 1); rebuild "
+                        "it with `photosphere grid build`")
     if not bool(f.attrs.get("complete", False)):
         f.close()
         raise GridError(f"grid file {path} is marked incomplete (a build that did not finish); "

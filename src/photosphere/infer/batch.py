@@ -3,8 +3,12 @@
 :func:`fit_many` reads each file on a Dask worker, fits it (least squares, or MCMC) and returns
 one table row; the driver appends each finished row to the ECSV table and rewrites it atomically,
 so an interrupted run loses nothing finished. A rerun skips every file whose row has
-``status == "ok"`` and retries the others. A local cluster (``n_workers`` processes, one thread
-each) is started unless ``scheduler`` names an existing Dask scheduler (``tcp://host:8786``).
+``status == "ok"`` and retries the others. Any exception while reading or fitting one file,
+an ordinary Python error included, becomes that file's ``error: ...`` row: the other files always
+run. Each table update holds the table's lock (:mod:`photosphere._lock`) and merges into what is
+on disk, so two runs writing the same table never lose each other's rows. A local cluster
+(``n_workers`` processes, one thread each) is started unless ``scheduler`` names an existing
+Dask scheduler (``tcp://host:8786``).
 """
 
 from __future__ import annotations
@@ -19,19 +23,23 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_path
-from ..errors import FitError, MissingFileError, PhotosphereError
+from .._lock import file_lock
+from ..errors import FileFormatError, FitError, MissingFileError, PhotosphereError
 from ..grids.load import load_grid_model
-from ..io.prepare import prepare_spectrum
 from ..ops.noise import with_uncertainty
+from .validity import MIN_SNR, check_spectrum
 
-__all__ = ["expand_paths", "fit_file", "fit_many", "load_grid_model", "prepare_spectrum",
-           "rows_of", "with_uncertainty"]
+__all__ = ["expand_paths", "fit_file", "fit_many", "load_grid_model", "mask_nonpositive",
+           "prepare_spectrum", "read_spectrum", "rows_of", "with_uncertainty"]
 
 _MODEL_CACHE: dict[Any, Any] = {}
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named or matched by glob patterns, in order, without duplicates."""
+    """Files named or matched by glob patterns, in order, without duplicates (a folder counts
+    when it holds a three-file text spectrum, :mod:`photosphere.io.text_folder`)."""
+    from ..io.text_folder import is_text_folder
+
     out: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -40,8 +48,9 @@ def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             raise MissingFileError(f"no file matches {text!r}; check the pattern")
         for m in matches:
             p = Path(m)
-            if not p.is_file():
-                raise MissingFileError(f"{p} does not exist or is not a file")
+            if not (p.is_file() or (p.is_dir() and is_text_folder(p))):
+                raise MissingFileError(f"{p} does not exist or is not a file (or a folder of "
+                                       "wavelength/flux/ivar text files)")
             if p not in out:
                 out.append(p)
     return out
@@ -57,10 +66,69 @@ def _model(factory: Callable[[], Any]):
     return _MODEL_CACHE[key]
 
 
-def _default_reader(path: str):
+def _default_reader(path: str, medium: str | None = None):
+    return read_spectrum(path, **({"medium": medium} if medium else {}))
+
+
+def read_spectrum(path: str, **kwargs):
+    """:func:`photosphere.io.read` for the commands: a reader tripping over a file it does not
+    expect (a string wavelength column, a wrong shape...) raises FileFormatError, never a bare
+    Python error. kwargs: passed to ``read``."""
     from ..io import read
 
-    return read(path)
+    try:
+        return read(path, **kwargs)
+    except PhotosphereError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError,
+            UnicodeError) as exc:
+        # a reader tripping over an unexpected layout (a string wavelength column...) is a bad
+        # file for the user, not a crash
+        raise FileFormatError(f"{path} could not be read as a spectrum ({type(exc).__name__}: "
+                              f"{exc}); check that it is a spectrum file of a supported "
+                              "format") from None
+
+
+def mask_nonpositive(spectrum):
+    """``spectrum`` with its pixels of flux ≤ 0 masked: a star's flux is positive, so such
+    pixels are gaps (the HARPS s1d holds its CCD gap, 5304-5338 Å, as zeros), dead columns or
+    over-subtracted sky, never signal. The count is in ``meta.extra["masked_nonpositive"]``."""
+    bad = ~(np.asarray(spectrum.flux) > 0) & ~np.asarray(spectrum.mask)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return spectrum
+    meta = spectrum.meta.replace(extra={**spectrum.meta.extra, "masked_nonpositive": n_bad})
+    return spectrum.replace(mask=np.asarray(spectrum.mask) | bad, meta=meta)
+
+
+def prepare_spectrum(path: str, orders=None, wavelength_range=None, snr: float | None = None,
+                     medium: str | None = None):
+    """Read ``path`` for fitting: keep ``orders`` (row indices) of an echelle spectrum, mask
+    outside ``wavelength_range`` (Å, Å), refuse it when it cannot be a star
+    (:func:`.validity.check_spectrum`), mask where the flux is not positive
+    (:func:`mask_nonpositive`), and give it σ (from ``snr`` when given, else
+    :func:`with_uncertainty`). medium: the air/vacuum frame for files that do not record it
+    (``photosphere.io.read(..., medium=)``)."""
+    from ..spectrum import EchelleSpectrum
+
+    spectrum = _default_reader(path, medium)
+    if orders is not None:
+        if not isinstance(spectrum, EchelleSpectrum):
+            raise FitError(f"--orders needs an echelle spectrum; {path} is one-dimensional")
+        spectrum = spectrum.select_orders(list(orders))
+    if wavelength_range is not None:
+        spectrum = spectrum.slice(float(wavelength_range[0]), float(wavelength_range[1]))
+    check_spectrum(spectrum, path)
+    spectrum = mask_nonpositive(spectrum)
+    if snr is not None:
+        if not (snr > 0 and np.isfinite(snr)):
+            raise FitError(f"snr={snr} must be a finite number > 0")
+        if snr < MIN_SNR:
+            raise FitError(f"snr={snr:g} is below {MIN_SNR:g}, the least S/N per pixel the model "
+                           "needs; no labels can be measured from it")
+        level = np.median(np.abs(spectrum.flux[~spectrum.mask]))
+        spectrum = spectrum.replace(sigma=np.full(spectrum.flux.shape, level / snr))
+    return with_uncertainty(spectrum)
 
 
 def fit_file(path: str, model_factory: Callable[[], Any],
@@ -68,13 +136,18 @@ def fit_file(path: str, model_factory: Callable[[], Any],
              fit_kwargs: Mapping[str, Any] | None = None, mcmc: bool = False) -> dict[str, Any]:
     """Fit one file; returns its table row (``status`` "ok" or the error message).
 
-    Runs on a worker: user errors (bad file, out of grid...) become a row, not a crash.
+    Runs on a worker: every exception (bad file, out of grid, or an unexpected Python error)
+    becomes a row, ``status = "error: ..."``, not a crash of the batch. An ok row carries
+    ``warnings`` (``;``-separated, empty when none): see :func:`.validity.result_warnings`.
     """
     import torch
+
+    from .validity import result_warnings
 
     torch.set_num_threads(1)
     try:
         spectrum = (reader or _default_reader)(path)
+        check_spectrum(spectrum, str(path))
         model = _model(model_factory)
         if mcmc:
             from .mcmc import sample
@@ -87,8 +160,11 @@ def fit_file(path: str, model_factory: Callable[[], Any],
             result = fit(model, spectrum, source=str(path), **dict(fit_kwargs or {}))
         row = result.to_row()
         row["status"] = "ok"
+        row["warnings"] = "; ".join(result_warnings(result))
     except PhotosphereError as exc:
         row = {"source": str(path), "status": f"error: {exc}"}
+    except Exception as exc:  # one file's failure must not end the batch
+        row = {"source": str(path), "status": f"error: {type(exc).__name__}: {exc}"}
     row["source"] = str(path)
     return row
 
@@ -100,7 +176,12 @@ def read_table(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         return None
-    return Table.read(path, format="ascii.ecsv")
+    try:
+        return Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # astropy raises many types for a non-ECSV file
+        raise FileFormatError(f"results table {path} is not a readable ECSV table "
+                              f"({type(exc).__name__}: {exc}); move it away or pass another "
+                              "-o") from None
 
 
 def _write_table(rows: list[dict[str, Any]], path: Path) -> None:
@@ -125,7 +206,38 @@ def _write_table(rows: list[dict[str, Any]], path: Path) -> None:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
 
 
+class _Table:
+    """The rows of a results table on disk, updated one row at a time under its lock.
+
+    The file is read again only when another process changed it since our last write (its
+    inode and mtime differ), so a long batch does not re-read its own table per row.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with file_lock(path, what="results table"):
+            self.rows = rows_of(read_table(path))
+            self._stamp = self._stat()
+
+    def _stat(self):
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def put(self, row: dict[str, Any]) -> None:
+        with file_lock(self.path, what="results table"):
+            if self._stat() != self._stamp:
+                self.rows = rows_of(read_table(self.path))
+            self.rows = [r for r in self.rows if r.get("source") != row["source"]] + [row]
+            _write_table(self.rows, self.path)
+            self._stamp = self._stat()
+
+
 def rows_of(table) -> list[dict[str, Any]]:
+    """The rows of a results table as plain dicts (an empty text cell, which ECSV reads back
+    masked, as "")."""
     if table is None:
         return []
     rows = []
@@ -133,6 +245,8 @@ def rows_of(table) -> list[dict[str, Any]]:
         row = {}
         for name in table.colnames:
             v = r[name]
+            if v is np.ma.masked:
+                v = "" if table[name].dtype.kind in "USO" else None
             row[name] = v.item() if hasattr(v, "item") else v
         rows.append(row)
     return rows
@@ -157,8 +271,14 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
 
     files = expand_paths(paths)
     output = Path(output)
-    rows = rows_of(read_table(output))
-    done = {r["source"] for r in rows if r.get("status") == "ok"}
+    if n_workers < 1:
+        raise FitError(f"n_workers={n_workers} must be >= 1 (--workers)")
+    if not output.parent.is_dir() or output.is_dir():
+        raise MissingFileError(f"results table {output}: the folder {output.parent} does not "
+                               "exist or the path is a folder; create the folder or pass another "
+                               "path")
+    table = _Table(output)
+    done = {r["source"] for r in table.rows if r.get("status") == "ok"}
     todo = [p for p in files if str(p) not in done]
     if not todo:
         return read_table(output)
@@ -174,14 +294,17 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
             raise FitError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it "
                            "(dask scheduler) or omit --scheduler for a local cluster") from None
     try:
-        futures = [client.submit(fit_file, str(p), model_factory, reader, dict(fit_kwargs or {}),
-                                 mcmc, pure=False) for p in todo]
+        futures = {client.submit(fit_file, str(p), model_factory, reader,
+                                 dict(fit_kwargs or {}), mcmc, pure=False): str(p) for p in todo}
         bar = tqdm(total=len(futures), desc="fitting", unit="spectrum", file=sys.stderr,
                    disable=not progress)
         for future in as_completed(futures):
-            row = future.result()
-            rows = [r for r in rows if r.get("source") != row["source"]] + [row]
-            _write_table(rows, output)
+            try:
+                row = future.result()
+            except Exception as exc:  # a lost worker, an unpicklable result...
+                row = {"source": futures[future],
+                       "status": f"error: {type(exc).__name__}: {exc}"}
+            table.put(row)
             bar.update(1)
         bar.close()
     finally:

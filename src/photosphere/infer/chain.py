@@ -55,7 +55,8 @@ class SegmentData:
     edges: ``(n_pix+1,)`` pixel edges Å (midpoints, as ops.resample.pixel_edges).
     model_slice: the model pixels (start, stop) needed to predict this segment.
     exposure: index of the exposure (selects its rv); order: index within the exposure.
-    chebyshev: ``(n_pix, degree+1)`` continuum basis; telluric: ``(n_pix,)`` or None.
+    continuum_basis: ``(n_pix, K)`` continuum basis (Chebyshev polynomials or cubic B-splines)
+    or None; telluric: ``(n_pix,)`` or None.
     resolution: float R, ``(n_model_slice,)`` R(λ) on the model pixels, or None (no LSF).
     """
 
@@ -69,7 +70,7 @@ class SegmentData:
     exposure: int
     order: int
     name: str
-    chebyshev: torch.Tensor | None
+    continuum_basis: torch.Tensor | None
     telluric: torch.Tensor | None
     resolution: float | torch.Tensor | None
 
@@ -140,6 +141,21 @@ def chebyshev_basis(wavelength: np.ndarray, good: np.ndarray, degree: int) -> np
     return np.polynomial.chebyshev.chebvander(x, degree)
 
 
+def spline_basis(wavelength: np.ndarray, good: np.ndarray, knot_spacing: float) -> np.ndarray:
+    """``(n_pix, n_intervals + 3)`` cubic B-splines with equally spaced knots, about
+    ``knot_spacing`` Å apart, over the span of the good pixels (clamped at its ends): a smooth
+    continuum that follows an unnormalised spectrum (blaze, flux calibration) over any length,
+    each coefficient acting only locally."""
+    from scipy.interpolate import BSpline
+
+    lo, hi = float(wavelength[good].min()), float(wavelength[good].max())
+    n_intervals = max(1, round((hi - lo) / knot_spacing))
+    inner = np.linspace(lo, hi, n_intervals + 1)
+    knots = np.concatenate([[lo] * 3, inner, [hi] * 3])
+    x = np.clip(np.asarray(wavelength, float), lo, hi)
+    return BSpline.design_matrix(x, knots, 3).toarray()
+
+
 class ObservationChain:
     """Forward model + instrument = predicted observation.
 
@@ -152,6 +168,9 @@ class ObservationChain:
     them (one per exposure), or a :class:`Spectrum` of transmission resampled onto every segment.
     continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
     data are compared with the model as they are).
+    continuum_knot_spacing: Å; instead of one polynomial per segment, a cubic B-spline with knots
+    about this far apart (follows unnormalised spectra over hundreds of Å); needs a
+    continuum_degree (not None).
     rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
     macroturbulence: None, ζ_RT in km/s (fixed), or ``"fit"`` (a free parameter ``vmac`` within
     ``vmac_bounds``): the radial-tangential macroturbulence the 1D model lacks (ops.
@@ -176,14 +195,16 @@ class ObservationChain:
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
                  vsini_bounds: tuple[float, float] = (0.0, 100.0),
                  macroturbulence: float | str | None = None,
-                 vmac_bounds: tuple[float, float] = (0.0, 15.0)) -> None:
+                 vmac_bounds: tuple[float, float] = (0.0, 15.0),
+                 continuum_knot_spacing: float | None = None) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
         # validated in one place; "auto" macroturbulence is resolved by fit/sample, not here
         settings = ObservationSettings(
             resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
             rotation=rotation, epsilon=epsilon, macroturbulence=macroturbulence,
-            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, vmac_bounds=vmac_bounds)
+            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, vmac_bounds=vmac_bounds,
+            continuum_knot_spacing=continuum_knot_spacing)
         if settings.macroturbulence == "auto":
             raise FitError("macroturbulence='auto' is not understood by the chain; pass None, a "
                            "value in km/s or 'fit' (fit and sample resolve 'auto')")
@@ -196,12 +217,16 @@ class ObservationChain:
         self.vmac_bounds = settings.vmac_bounds
         self.rv_bounds = settings.rv_bounds or (-300.0, 300.0)
         self.vsini_bounds = settings.vsini_bounds
+        self.continuum_knot_spacing = settings.continuum_knot_spacing
         self.model_wavelength = np.asarray(model.wavelength, float)
-        self.velocity_step = float(grid.velocity_step(self.model_wavelength))
+        # log-uniform grid, or log-uniform windows with one step (a training set's line
+        # windows): inside a run ln λ_i = ln λ_start + (i - start) Δ (used by _shifted_rebin)
+        step, self.model_runs = grid.log_uniform_runs(self.model_wavelength)
+        self.velocity_step = step
         self._model_wave_t = torch.as_tensor(self.model_wavelength, dtype=DTYPE)
-        # log-uniform grid: ln λ_i = ln λ_0 + i Δ (used by _shifted_rebin)
-        self._dlog = float(np.log(self.model_wavelength[-1] / self.model_wavelength[0])
-                           / (len(self.model_wavelength) - 1))
+        a, b = self.model_runs[0]
+        self._dlog = float(np.log(self.model_wavelength[b - 1] / self.model_wavelength[a])
+                           / (b - 1 - a))
         n_rv = len(self.exposures)
         self.label_names = tuple(model.label_names)
         self.rv_names = ("rv",) if n_rv == 1 else tuple(f"rv_{i}" for i in range(n_rv))
@@ -219,8 +244,8 @@ class ObservationChain:
         self.rv_initial: float | None = None  # set by optimize.build_chain after its RV search
         self.segments = self._prepare(resolution, telluric)
         self.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in self.segments))
-        self.n_continuum = (0 if continuum_degree is None
-                            else len(self.segments) * (continuum_degree + 1))
+        self.n_continuum = sum(0 if s.continuum_basis is None else s.continuum_basis.shape[-1]
+                               for s in self.segments)
         if self.n_pixels <= self.n_continuum + len(self.parameter_names):
             raise FitError(f"only {self.n_pixels} usable pixels for {len(self.parameter_names)} "
                            f"parameters and {self.n_continuum} continuum coefficients; unmask "
@@ -254,11 +279,15 @@ class ObservationChain:
             f"one per pixel ({n_orders}, {n_pix})")
 
     def _prepare(self, resolution, telluric) -> list[SegmentData]:
-        wmin, wmax = float(self.model_wavelength[0]), float(self.model_wavelength[-1])
-        log_model = np.log(self.model_wavelength)
         segments: list[SegmentData] = []
         coverage = []
         for e, spec in enumerate(self.exposures):
+            if not spec.has_uncertainty:
+                raise InvalidSpectrumError(
+                    f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
+                    "sigma/ivar when building the spectrum, or estimate them from the flux "
+                    "with photosphere.ops.noise.with_uncertainty(spectrum) (DER_SNR; "
+                    "photosphere.fit does this itself and notes it in the result)")
             rows = _rows(spec)
             n_orders, n_pix = len(rows), len(rows[0][0])
             res = self._per_order(resolution, n_orders, n_pix, e, "resolution")
@@ -276,48 +305,22 @@ class ObservationChain:
                 d_hi = math.sqrt((1 + self.rv_bounds[1] / C_KMS) / (1 - self.rv_bounds[1] / C_KMS))
                 need_lo = wave / d_hi * (1 - margin / C_KMS)
                 need_hi = wave / d_lo * (1 + margin / C_KMS)
-                predictable = (need_lo >= wmin) & (need_hi <= wmax)
                 ivar = np.where(mask, 0.0, spec.ivar[o] if isinstance(spec, EchelleSpectrum)
                                 else spec.ivar)
-                if not spec.has_uncertainty:
-                    raise InvalidSpectrumError(
-                        f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
-                        "sigma/ivar when building the spectrum, or estimate them from the flux "
-                        "with photosphere.ops.noise.with_uncertainty(spectrum) (DER_SNR; "
-                        "photosphere.fit does this itself and notes it in the result)")
-                good = predictable & (ivar > 0)
-                n_keep = int(good.sum())
-                if n_keep < (0 if self.continuum_degree is None else self.continuum_degree + 1) + 2:
-                    continue
-                # crop to the predictable span: pixels the model cannot reach are not carried
-                k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
-                wave, flux, sigma, good, ivar, need_lo, need_hi = (
-                    np.array(a[k0:k1]) for a in (wave, flux, sigma, good, ivar, need_lo, need_hi))
-                if r is not None and np.ndim(r) == 1:
-                    r = np.asarray(r)[k0:k1]
-                tel_row = tel if isinstance(tel, Spectrum) else (
-                    None if tel[o] is None else np.asarray(tel[o], float)[k0:k1])
-                i0 = max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
-                i1 = min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2,
-                         len(log_model))
-                res_seg = r
-                if r is not None and np.ndim(r) == 1:
-                    res_seg = torch.as_tensor(np.interp(self.model_wavelength[i0:i1], wave, r),
-                                              dtype=DTYPE)
-                segments.append(SegmentData(
-                    wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
-                    edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float),
-                                                               dtype=DTYPE)),
-                    flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
-                    ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
-                    sigma=np.where(good, sigma, np.inf), mask=~good,
-                    model_slice=(i0, i1), exposure=e, order=o,
-                    name=self._segment_name(spec, e, o),
-                    chebyshev=None if self.continuum_degree is None else torch.as_tensor(
-                        chebyshev_basis(wave, good, self.continuum_degree), dtype=DTYPE),
-                    telluric=self._telluric_row(tel_row, wave, spec.medium),
-                    resolution=res_seg))
+                name = self._segment_name(spec, e, o)
+                for w, (a, b) in enumerate(self.model_runs):
+                    # one segment per order and model window: its pixels the window predicts
+                    wmin, wmax = self.model_wavelength[a], self.model_wavelength[b - 1]
+                    good = (need_lo >= wmin) & (need_hi <= wmax) & (ivar > 0)
+                    seg = self._segment(wave, flux, sigma, ivar, good, need_lo, need_hi, r,
+                                        tel if isinstance(tel, Spectrum) else tel[o],
+                                        spec.medium, (a, b), e, o,
+                                        name if len(self.model_runs) == 1 else
+                                        f"{name}{', ' if name else ''}window {w}")
+                    if seg is not None:
+                        segments.append(seg)
         if not segments:
+            wmin, wmax = float(self.model_wavelength[0]), float(self.model_wavelength[-1])
             lo = min(c[0] for c in coverage)
             hi = max(c[1] for c in coverage)
             raise OutOfGridError(
@@ -326,6 +329,58 @@ class ObservationChain:
                 f"in {self.rv_bounds} km/s and broadening); use a model covering the spectrum, "
                 "narrow rv_bounds, or check that some pixels are unmasked")
         return segments
+
+    def _segment(self, wave, flux, sigma, ivar, good, need_lo, need_hi, r, tel_row, medium,
+                 run: tuple[int, int], e: int, o: int, name: str) -> SegmentData | None:
+        """The pixels ``good`` of one order, cropped to their span, predicted by the model
+        pixels of ``run``; None when too few pixels are left for the continuum."""
+        n_keep = int(good.sum())
+        if n_keep < self._n_basis(wave, good) + 2:
+            return None
+        # crop to the predictable span: pixels the model cannot reach are not carried
+        k0, k1 = int(np.flatnonzero(good)[0]), int(np.flatnonzero(good)[-1]) + 1
+        wave, flux, sigma, good, ivar, need_lo, need_hi = (
+            np.array(x[k0:k1]) for x in (wave, flux, sigma, good, ivar, need_lo, need_hi))
+        if r is not None and np.ndim(r) == 1:
+            r = np.asarray(r)[k0:k1]
+        if tel_row is not None and not isinstance(tel_row, Spectrum):
+            tel_row = np.asarray(tel_row, float)[k0:k1]
+        a, b = run
+        log_model = np.log(self.model_wavelength[a:b])
+        i0 = a + max(int(np.searchsorted(log_model, np.log(need_lo[good].min()))) - 2, 0)
+        i1 = a + min(int(np.searchsorted(log_model, np.log(need_hi[good].max()))) + 2, b - a)
+        res_seg = r
+        if r is not None and np.ndim(r) == 1:
+            res_seg = torch.as_tensor(np.interp(self.model_wavelength[i0:i1], wave, r),
+                                      dtype=DTYPE)
+        return SegmentData(
+            wavelength=torch.as_tensor(np.array(wave, float), dtype=DTYPE),
+            edges=resample.pixel_edges(torch.as_tensor(np.array(wave, float), dtype=DTYPE)),
+            flux=torch.as_tensor(np.where(good, flux, 0.0), dtype=DTYPE),
+            ivar=torch.as_tensor(np.where(good, ivar, 0.0), dtype=DTYPE),
+            sigma=np.where(good, sigma, np.inf), mask=~good,
+            model_slice=(i0, i1), exposure=e, order=o, name=name,
+            continuum_basis=self._continuum_basis(wave, good),
+            telluric=self._telluric_row(tel_row, wave, medium),
+            resolution=res_seg)
+
+    def _n_basis(self, wave: np.ndarray, good: np.ndarray) -> int:
+        """Number of continuum coefficients a segment of these pixels gets."""
+        if self.continuum_degree is None or not good.any():
+            return 0
+        if self.continuum_knot_spacing is None:
+            return self.continuum_degree + 1
+        span = float(wave[good].max() - wave[good].min())
+        return max(1, round(span / self.continuum_knot_spacing)) + 3
+
+    def _continuum_basis(self, wave: np.ndarray, good: np.ndarray) -> torch.Tensor | None:
+        if self.continuum_degree is None:
+            return None
+        if self.continuum_knot_spacing is None:
+            basis = chebyshev_basis(wave, good, self.continuum_degree)
+        else:
+            basis = spline_basis(wave, good, self.continuum_knot_spacing)
+        return torch.as_tensor(basis, dtype=DTYPE)
 
     def _to_model_medium(self, wave: np.ndarray, medium: str) -> np.ndarray:
         if medium == self.model.medium:
@@ -531,7 +586,7 @@ class ObservationChain:
         """``(n_pix, K²)`` products T_j T_k of segment ``i``'s Chebyshev basis (cached; the
         basis does not change when pixels are masked)."""
         cache = self.__dict__.setdefault("_products", {})
-        t = self.segments[i].chebyshev
+        t = self.segments[i].continuum_basis
         if i not in cache:
             cache[i] = (t.unsqueeze(-1) * t.unsqueeze(-2)).reshape(t.shape[0], -1)
         return cache[i]
@@ -546,17 +601,17 @@ class ObservationChain:
         out = []
         for i, (seg, s) in enumerate(zip(self.segments, stellar, strict=True)):
             w = seg.ivar if weights is None else weights[i]
-            k = seg.chebyshev.shape[-1]
+            k = seg.continuum_basis.shape[-1]
             ws = w * s
             # normal matrix AᵀWA with A = s·T, as (s² w) @ (T_j T_k): no (..., n_pix, K) design
             normal = ((ws * s) @ self._basis_products(i)).reshape(*s.shape[:-1], k, k)
-            rhs = (ws * seg.flux) @ seg.chebyshev                          # (..., K)
+            rhs = (ws * seg.flux) @ seg.continuum_basis                          # (..., K)
             eye = torch.eye(k, dtype=DTYPE)
             scale = normal.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
             coef = torch.linalg.solve(normal + 1e-12 * scale[..., None, None] * eye, rhs)
             if log_det is not None:
                 log_det.append(torch.linalg.slogdet(normal)[1])
-            out.append(coef @ seg.chebyshev.T)                             # (..., n_pix)
+            out.append(coef @ seg.continuum_basis.T)                             # (..., n_pix)
         return out
 
     def predict(self, theta: torch.Tensor, weights: list[torch.Tensor] | None = None,
@@ -619,6 +674,24 @@ class ObservationChain:
         out.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in segments))
         if out.n_pixels <= out.n_continuum + len(out.parameter_names):
             raise FitError(f"only {out.n_pixels} usable pixels left after masking; mask fewer")
+        return out
+
+    def inflated(self, jitter: float, model: Sequence[torch.Tensor]) -> ObservationChain:
+        """A copy of this chain whose pixel variances include a misfit term:
+        ``σ² + (jitter · model)²`` per segment, ``model`` the best-fit full model of each
+        segment (so ``jitter`` is a fraction of the flux level). Masks are kept."""
+        if not (math.isfinite(jitter) and jitter >= 0):
+            raise FitError(f"jitter={jitter} must be a finite fraction of the flux >= 0")
+        out = copy.copy(self)
+        segments = []
+        for seg, m in zip(self.segments, model, strict=True):
+            var = torch.as_tensor(seg.sigma, dtype=DTYPE) ** 2 + (jitter * m.detach()) ** 2
+            keep = seg.ivar > 0
+            segments.append(dataclasses.replace(
+                seg, ivar=torch.where(keep, 1.0 / var, 0.0),
+                sigma=np.where(keep.numpy(), var.sqrt().numpy(), np.inf)))
+        out.segments = segments
+        out.__dict__.pop("_products", None)
         return out
 
     def theta_from(self, values: Mapping[str, float]) -> np.ndarray:

@@ -11,8 +11,12 @@ shorter than 50 τ (emcee's rule of thumb); the numbers are then indicative only
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,6 +100,53 @@ def _autocorrelation(sampler, discard: int) -> tuple[np.ndarray, bool]:
     return tau, too_short
 
 
+class _Stop:
+    requested = False
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[_Stop]:
+    """A first Ctrl-C asks the sampling loop to stop after the current step (a clean
+    KeyboardInterrupt from our code, not from inside emcee); a second one interrupts at once.
+    Only in the main thread, where Python delivers signals."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _at_bound(median: np.ndarray, params: Parameters) -> list[str]:
+    """Free parameters whose posterior median lies within 1 % of the span of a bound (the
+    posterior piles up against the edge of the model); a broadening width at 0 is physical."""
+    u = (np.asarray(median, float) - params.lower) / params.span
+    return [n for j, n in enumerate(params.free)
+            if u[j] > 0.99 or (u[j] < 0.01 and n not in ("vsini", "vmac"))]
+
+
+def _check_setup(params: Parameters, priors: Sequence[Prior], n_walkers: int) -> None:
+    """Walkers and priors that fit the parameters, checked before any slow work."""
+    if n_walkers < 2 * params.n_free:
+        raise FitError(f"n_walkers={n_walkers} is too few for {params.n_free} free parameters; "
+                       f"emcee needs at least {2 * params.n_free} (--walkers "
+                       f"{2 * params.n_free} or more)")
+    for prior in priors:
+        unknown = [n for n in prior.names if n not in params.names]
+        if unknown:
+            raise FitError(f"{type(prior).__name__} prior on {unknown}: the fit has no such "
+                           f"label(s); its labels are {list(params.names)}")
+
+
 def sample(model: ForwardModel, observation, *, settings: ObservationSettings | None = None,
            n_walkers: int = 32, n_steps: int = 2000, burn: int | None = None,
            priors: Sequence[Prior] = (), initial: Mapping[str, float] | Result | None = None,
@@ -129,11 +180,9 @@ def sample(model: ForwardModel, observation, *, settings: ObservationSettings | 
     settings = ObservationSettings.of(settings, **observation_settings)
     chain, start = _least_squares_start(model, observation, initial, fixed, chain, settings,
                                         dict(noise=noise, model_variance=model_variance,
-                                             model_error=model_error))
+                                             model_error=model_error), priors, n_walkers)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
-    if n_walkers < 2 * params.n_free:
-        raise FitError(f"n_walkers={n_walkers} is too few for {params.n_free} free parameters; "
-                       f"emcee needs at least {2 * params.n_free}")
+    _check_setup(params, priors, n_walkers)
     # the model-error covariance is frozen at the least-squares solution, as in fit
     likelihood = Likelihood(chain, noise, model_variance, model_error,
                             templates_at=chain.theta_from(start.values))
@@ -144,20 +193,32 @@ def sample(model: ForwardModel, observation, *, settings: ObservationSettings | 
                                     pool=pool)
     if seed is not None:
         sampler.random_state = np.random.RandomState(seed).get_state()
-    with torch.no_grad():
-        sampler.run_mcmc(np.array(walkers), n_steps, progress=progress)
+    with torch.no_grad(), _interruptible() as stop, contextlib.redirect_stdout(sys.stderr):
+        # emcee prints the walkers' parameters on stdout when the log-probability raises;
+        # stdout must stay one JSON document
+        for _ in sampler.sample(walkers, iterations=n_steps, progress=progress):
+            if stop.requested:
+                break
+    if stop.requested:
+        raise KeyboardInterrupt
 
     return _posterior_result(sampler, burn, chain, params, likelihood, log_prob, start,
                              source, time.perf_counter() - t0)
 
 
 def _least_squares_start(model, observation, initial, fixed, chain,
-                         settings: ObservationSettings, fit_kw: dict
-                         ) -> tuple[ObservationChain, Result]:
+                         settings: ObservationSettings, fit_kw: dict, priors: Sequence[Prior],
+                         n_walkers: int) -> tuple[ObservationChain, Result]:
     """The chain and the least-squares Result the walkers start from (fitted here unless
-    ``initial`` is one); ``macroturbulence="auto"`` is resolved to a fixed ζ first."""
+    ``initial`` is one); ``macroturbulence="auto"`` is resolved to a fixed ζ first. The walkers
+    and priors are checked before the least-squares start, not after it."""
     if settings.macroturbulence == "auto":
         if not isinstance(initial, Result):
+            probe = chain or build_chain(model, observation,
+                                         settings.replace(macroturbulence=None),
+                                         initial=initial, fixed=fixed)
+            _check_setup(Parameters(probe.parameter_names, probe.bounds, fixed), priors,
+                         n_walkers)
             initial = fit(model, observation, settings=settings, initial=initial, fixed=fixed,
                           **fit_kw)
         zeta = initial.provenance.get("macroturbulence")
@@ -171,6 +232,7 @@ def _least_squares_start(model, observation, initial, fixed, chain,
         return chain, initial
     if chain is None:
         chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
+    _check_setup(Parameters(chain.parameter_names, chain.bounds, fixed), priors, n_walkers)
     return chain, fit(model, observation, initial=initial, fixed=fixed, chain=chain, **fit_kw)
 
 
@@ -218,7 +280,8 @@ def _posterior_result(sampler, burn: int, chain: ObservationChain, params: Param
              "effective_sample_size": {n: float(e) for n, e in zip(params.free, ess,
                                                                    strict=True)},
              "chain_too_short": too_short, "n_walkers": n_walkers, "n_steps": n_steps,
-             "burn": burn, "at_bound": [], "least_squares": start.to_dict()["labels"],
+             "burn": burn, "at_bound": _at_bound(median, params),
+             "least_squares": start.to_dict()["labels"],
              "max_posterior": {n: float(v) for n, v in zip(chain.parameter_names, best,
                                                            strict=True)},
              "priors": [type(p).__name__ for p in log_prob.priors]}

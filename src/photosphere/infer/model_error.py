@@ -109,12 +109,12 @@ def profile(chain: ObservationChain, theta: torch.Tensor,
     for seg, s, b in zip(chain.segments, stellar, bs, strict=True):
         wb = b * seg.ivar                                         # (..., K, n) columns of B
         # with a continuum the model is S β (β free); without, the model flux itself
-        target = seg.flux if seg.chebyshev is not None else seg.flux - s
+        target = seg.flux if seg.continuum_basis is not None else seg.flux - s
         gram = gram + wb @ b.transpose(-1, -2)
         rhs = rhs + (wb @ target.unsqueeze(-1)).squeeze(-1)
         x = None
-        if seg.chebyshev is not None:
-            x = s.unsqueeze(-2) * seg.chebyshev.T                 # (..., p, n) columns of S
+        if seg.continuum_basis is not None:
+            x = s.unsqueeze(-2) * seg.continuum_basis.T                 # (..., p, n) columns of S
             wx = x * seg.ivar
             g_xx = wx @ x.transpose(-1, -2)
             scale = g_xx.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)

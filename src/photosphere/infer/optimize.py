@@ -461,16 +461,17 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
         model_error: str = "auto", n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
         source: str | None = None, clip: float | None = None, clip_iterations: int = 10,
-        **observation_settings: Any) -> Result:
+        misfit: str | None = None, **observation_settings: Any) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
     vsini shared, one RV each: ``rv_0, rv_1, ...``).
     initial / fixed: ``{name: value}`` starting values / values held constant (physical units).
     settings: the observation setup, an :class:`~photosphere.infer.settings.ObservationSettings`
-    (resolution, telluric, continuum_degree, rotation, epsilon, macroturbulence, rv_bounds,
-    vsini_bounds, vmac_bounds); any of its fields may be given as a keyword instead, and a
-    keyword overrides the object's field (``fit(model, spectrum, resolution=60000)``).
+    (resolution, telluric, continuum_degree, continuum_knot_spacing, rotation, epsilon,
+    macroturbulence, rv_bounds, vsini_bounds, vmac_bounds); any of its fields may be given as a
+    keyword instead, and a keyword overrides the object's field
+    (``fit(model, spectrum, resolution=60000)``).
     noise: None (independent pixels), a :class:`CorrelatedNoise`, or ``"auto"`` (estimate the
     kernel from the residuals of a first fit, then refit with it).
     model_variance: add the model's ``predict_variance`` to the data variance when it has one
@@ -498,6 +499,11 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
     (:func:`photosphere.ops.macroturbulence.doyle_macroturbulence`), and refit from there.
     A fixed ζ (km/s or None) is in ``provenance["macroturbulence"]``. vsini is then the
     rotation left over after macroturbulence (the two are largely degenerate at R ≲ 60 000).
+    misfit: None, or ``"jitter"``: after the fit (and clipping), a misfit term ``s`` (a fraction
+    of the flux) is added to every pixel's variance, ``σ² + (s·model)²``, with ``s`` such that
+    χ²_red = 1 (0 when χ²_red ≤ 1 already), and the fit is refined once with those variances:
+    σ of a model that cannot describe the data are inflated rather than formal
+    (``flags["jitter"]``, the χ²_red before it in ``flags["chi2_reduced_before_jitter"]``).
     """
     t0 = time.perf_counter()
     settings = ObservationSettings.of(settings, **observation_settings)
@@ -507,7 +513,10 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
             model, observation, settings, t0, initial=initial, fixed=fixed,
             noise=noise, model_variance=model_variance, model_error=model_error, n_grid=n_grid,
             n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
-            chain=chain, source=source, clip=clip, clip_iterations=clip_iterations)
+            chain=chain, source=source, clip=clip, clip_iterations=clip_iterations,
+            misfit=misfit)
+    if misfit not in (None, "jitter"):
+        raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
@@ -526,6 +535,11 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
                                                        float(clip), clip_iterations,
                                                        likelihood, max_iter)
         likelihood = Likelihood(chain, noise_model, model_variance)
+    if misfit == "jitter":
+        chain, u_best, outcome, jitter_flags = _jitter_refit(chain, params, u_best, outcome,
+                                                             best, likelihood, max_iter)
+        likelihood = _like(likelihood, chain)
+        flags.update(jitter_flags)
     if templates:
         u_best, likelihood, outcome, template_flags = _refit_with_templates(
             chain, params, u_best, outcome, best, model_variance, max_iter)
@@ -607,6 +621,47 @@ def _clipped_refit(chain, params, u_best, outcome, best, clip, clip_iterations,
         outcome = _with_best(outcome, best, out)
     return chain, u_best, outcome, {"clipped": n_clipped, "clip_sigma": clip,
                                     "clip_refits": refits}
+
+
+def misfit_jitter(chain: ObservationChain, theta: np.ndarray, n_parameters: int) -> float:
+    """The misfit ``s`` (fraction of the flux) with ``Σ r² / (σ² + s² m²) = dof``: the pixel
+    variance a model that cannot describe the data needs for χ²_red = 1 (0 if it already is).
+    Solved by bisection in ``s`` (the sum falls monotonically)."""
+    with torch.no_grad():
+        model, _ = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
+    good = [s.ivar.numpy() > 0 for s in chain.segments]
+    r2 = np.concatenate([((s.flux - m).numpy() ** 2)[g]
+                         for s, m, g in zip(chain.segments, model, good, strict=True)])
+    var = np.concatenate([s.sigma[g] ** 2 for s, g in zip(chain.segments, good, strict=True)])
+    m2 = np.concatenate([(m.numpy() ** 2)[g] for m, g in zip(model, good, strict=True)])
+    dof = r2.size - n_parameters
+    if dof <= 0 or np.sum(r2 / var) <= dof:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while np.sum(r2 / (var + hi**2 * m2)) > dof and hi < 1e3:
+        hi *= 2
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.sum(r2 / (var + mid**2 * m2)) > dof else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _jitter_refit(chain, params, u_best, outcome, best, likelihood, max_iter):
+    """The misfit-jitter refinement of :func:`fit` (``misfit="jitter"``): the chain with the
+    inflated variances, the refined solution, the outcome updated, and flags."""
+    theta = params.theta(torch.as_tensor(u_best)).numpy()
+    n_parameters = params.n_free + chain.n_continuum
+    chi2_before = float(outcome.chi2[best]) / max(chain.n_pixels - n_parameters, 1)
+    jitter = misfit_jitter(chain, theta, n_parameters)
+    if jitter == 0.0:
+        return chain, u_best, outcome, {"jitter": 0.0, "chi2_reduced_before_jitter": chi2_before}
+    with torch.no_grad():
+        model, _ = chain.predict(torch.as_tensor(theta, dtype=DTYPE))
+    chain = chain.inflated(jitter, model)
+    residual, residual_and_jacobian = _lm_functions(_like(likelihood, chain), params)
+    out = levenberg_marquardt(residual_and_jacobian, residual, u_best[None], max_iter=max_iter)
+    return chain, out.u[0], _with_best(outcome, best, out), {
+        "jitter": jitter, "chi2_reduced_before_jitter": chi2_before}
 
 
 def _with_best(outcome: LMOutcome, best: int, out: LMOutcome) -> LMOutcome:
@@ -706,7 +761,9 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
                   "resolution": None if chain.segments[0].resolution is None
                   else [float(np.median(np.atleast_1d(np.asarray(s.resolution))))
                         for s in chain.segments],
-                  "continuum_degree": chain.continuum_degree, "rotation": chain.rotation,
+                  "continuum_degree": chain.continuum_degree,
+                  "continuum_knot_spacing": chain.continuum_knot_spacing,
+                  "rotation": chain.rotation,
                   "epsilon": chain.epsilon, "macroturbulence": chain.macroturbulence,
                   "rv_bounds": list(chain.rv_bounds),
                   "n_segments": len(chain.segments), "elapsed_s": elapsed,

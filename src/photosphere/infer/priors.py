@@ -40,6 +40,10 @@ class Uniform:
         return np.asarray(out, float)
 
 
+#: Labels that cannot be negative (km/s); a prior centred below 0 is a mistake.
+NONNEGATIVE = ("vsini", "vmic", "vmac")
+
+
 @dataclass(frozen=True)
 class Gaussian:
     """Normal prior ``N(mean, sigma²)`` on one label (e.g. log g from asteroseismology)."""
@@ -49,8 +53,14 @@ class Gaussian:
     sigma: float
 
     def __post_init__(self) -> None:
-        if not self.sigma > 0:
-            raise FitError(f"Gaussian prior on {self.name}: sigma={self.sigma} must be > 0")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise FitError(f"Gaussian prior on {self.name}: sigma={self.sigma} must be a finite "
+                           "number > 0")
+        if not math.isfinite(self.mean):
+            raise FitError(f"Gaussian prior on {self.name}: mean={self.mean} must be finite")
+        if self.name in NONNEGATIVE and self.mean < 0:
+            raise FitError(f"Gaussian prior on {self.name}: mean={self.mean} is negative, but "
+                           f"{self.name} >= 0; give a mean >= 0")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -43,6 +43,8 @@ class ObservationSettings:
     telluric: None, a transmission shaped like the observation's flux (or one per exposure), or a
         transmission :class:`~photosphere.spectrum.Spectrum` resampled onto every segment.
     continuum_degree: degree of the per-order Chebyshev continuum (None: no continuum).
+    continuum_knot_spacing: Å; a cubic B-spline continuum with knots this far apart instead of
+        one polynomial per order (needs a continuum: continuum_degree not None).
     rotation: fit vsini (rotational broadening with linear limb darkening ``epsilon``).
     macroturbulence: None, ζ_RT in km/s (fixed), ``"fit"`` (a free ``vmac`` within
         ``vmac_bounds``) or ``"auto"`` (Doyle et al. 2014 at the fitted Teff and log g).
@@ -53,6 +55,7 @@ class ObservationSettings:
     resolution: Any = None
     telluric: Any = None
     continuum_degree: int | None = 2
+    continuum_knot_spacing: float | None = None
     rotation: bool = True
     epsilon: float = 0.6
     macroturbulence: float | str | None = None
@@ -85,6 +88,11 @@ class ObservationSettings:
         degree = self.continuum_degree
         if degree is not None and not 0 <= degree <= 20:
             raise FitError(f"continuum_degree={degree} must be None or 0..20")
+        spacing = self.continuum_knot_spacing
+        if spacing is not None and not (math.isfinite(spacing) and spacing > 0
+                                        and degree is not None):
+            raise FitError(f"continuum_knot_spacing={spacing} Å must be a positive number, "
+                           "with a continuum (continuum_degree not None)")
 
     @classmethod
     def of(cls, settings: ObservationSettings | None = None, **overrides: Any

@@ -198,6 +198,52 @@ def instrument_medium(instrument: str | None) -> str | None:
     return INSTRUMENT_MEDIUM.get(str(instrument).strip().upper())
 
 
+#: Below this wavelength (Å) the IAU convention is vacuum wavelengths (UV, space spectra).
+AIR_MIN_ANGSTROM = 2000.0
+#: Spectra lying wholly above this wavelength (Å) are near-infrared, where pipelines (APOGEE,
+#: IGRINS, HPF, CARMENES-NIR) publish vacuum wavelengths.
+NEAR_IR_MIN_ANGSTROM = 10000.0
+
+
+def assumed_medium(wavelength: np.ndarray) -> tuple[str, str]:
+    """(medium, note) to assume for wavelengths (Å) whose file does not record the frame.
+
+    Ground-based optical spectrographs publish air wavelengths (the IAU convention above
+    2000 Å), so optical spectra are taken as air; spectra wholly below 2000 Å (UV) or wholly
+    above 10 000 Å (near-infrared pipelines) as vacuum.
+    """
+    w = np.asarray(wavelength, float)
+    finite = w[np.isfinite(w)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (np.nan, np.nan)
+    if hi < AIR_MIN_ANGSTROM:
+        return "vacuum", (f"the file does not record air/vacuum; vacuum assumed (ultraviolet, "
+                          f"below {AIR_MIN_ANGSTROM:.0f} Å); pass medium= (--medium) to override")
+    if lo >= NEAR_IR_MIN_ANGSTROM:
+        return "vacuum", ("the file does not record air/vacuum; vacuum assumed (near-infrared "
+                          "pipelines publish vacuum wavelengths); pass medium= (--medium) to "
+                          "override")
+    return "air", ("the file does not record air/vacuum; air assumed (ground-based optical "
+                   "spectrographs publish air wavelengths); pass medium= (--medium) to override")
+
+
+def resolve_medium(requested: str | None, recorded: str | None, wavelength: np.ndarray, *,
+                   what: str, recorded_source: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The air/vacuum frame of a spectrum and its provenance for ``meta.extra``.
+
+    requested: the caller's ``medium=`` (wins); recorded: what the file says (from
+    ``recorded_source``); otherwise :func:`assumed_medium`. Returns (medium, extras) with
+    ``medium_assumed`` (bool) and ``medium_source`` (str).
+    """
+    if requested is not None:
+        return require_medium(requested, what), {
+            "medium_assumed": False, "medium_source": f"given by the caller (medium={requested!r})"}
+    if recorded is not None:
+        return require_medium(recorded, what), {
+            "medium_assumed": False, "medium_source": recorded_source or "recorded in the file"}
+    medium, note = assumed_medium(wavelength)
+    return medium, {"medium_assumed": True, "medium_source": note}
+
+
 def require_medium(medium: str | None, what: str) -> str:
     if medium is None:
         raise UnitsError(f"{what}: the air/vacuum frame of the wavelengths is not recorded in the "

@@ -5,8 +5,12 @@ Image spectra: wavelength of pixel i (0-based) is ``x = CRVAL1 + CDELT1 (i + 1 -
 (``DC-FLAG = 1`` or ``DCLOG = 1``) and ``λ = CRVAL1 exp(w / CRVAL1)`` for ``CTYPE1 = 'WAVE-LOG'``
 / ``'AWAV-LOG'`` (WCS Paper III). ``CUNIT1`` gives the unit (Å, nm, µm, m); a file without one is
 accepted only if the values are plausible Å. ``CTYPE1`` AWAV* means air, WAVE* vacuum; otherwise
-``AIRORVAC``/``VACUUM`` keys or the instrument decide, else pass ``medium=``. An uncertainty may
-follow in an extension named ERROR/ERR/SIGMA/UNCERTAINTY (σ), IVAR (1/σ²) or VARIANCE (σ²).
+``AIRORVAC``/``VACUUM`` keys or the instrument decide; a file that says nothing is taken as air
+(optical) or vacuum (UV, near-IR), recorded as ``meta.extra['medium_assumed']`` with a note in
+``medium_source``; ``medium=`` overrides. The instrument and its resolving power (when documented,
+see :mod:`photosphere.io._instrument`) go to ``meta.instrument`` and ``meta.extra['resolution']``.
+An uncertainty may follow in an extension named ERROR/ERR/SIGMA/UNCERTAINTY (σ), IVAR (1/σ²) or
+VARIANCE (σ²).
 
 Table spectra: columns wavelength (``wavelength``/``wave``/``lambda``/``loglam``), ``flux`` and
 optionally ``uncertainty``/``error``/``sigma``/``ivar``; units from ``TUNITn``.
@@ -27,9 +31,10 @@ from ._common import (
     instrument_medium,
     medium_from_text,
     open_fits,
-    require_medium,
+    resolve_medium,
     to_angstrom,
 )
+from ._instrument import instrument_extras
 
 _SIGMA_EXTS = ("ERROR", "ERR", "SIGMA", "UNCERTAINTY", "UNC", "NOISE", "STDDEV")
 _WAVE_COLS = ("wavelength", "wave", "lambda", "wl", "wavelength_a", "loglam")
@@ -37,19 +42,24 @@ _FLUX_COLS = ("flux", "fl", "spectrum", "transmission", "transmittance")
 _SIGMA_COLS = ("uncertainty", "error", "err", "sigma", "flux_err", "flux_error", "noise")
 
 
-def _header_medium(header, medium: str | None, what: str) -> str:
-    """Frame from the argument, CTYPE1, AIRORVAC/VACUUM keys or the instrument, in that order."""
-    if medium is not None:
-        return require_medium(medium, what)
-    for source in (header_value(header, "CTYPE1"), header_value(header, "AIRORVAC"),
-                   header_value(header, "WAVEFRAM")):
-        found = medium_from_text(source)
+def _header_medium(header, medium: str | None, wave: np.ndarray,
+                   what: str) -> tuple[str, dict]:
+    """(medium, extras): the argument, else CTYPE1, AIRORVAC/WAVEFRAM/VACUUM keys or the
+    instrument, else assumed from the wavelengths (see ``_common.assumed_medium``)."""
+    recorded = source = None
+    for key in ("CTYPE1", "AIRORVAC", "WAVEFRAM"):
+        found = medium_from_text(header_value(header, key))
         if found:
-            return found
+            recorded, source = found, f"header {key}"
+            break
     vac = header_value(header, "VACUUM")
-    if isinstance(vac, bool):
-        return "vacuum" if vac else "air"
-    return require_medium(instrument_medium(header_value(header, "INSTRUME")), what)
+    if recorded is None and isinstance(vac, bool):
+        recorded, source = ("vacuum" if vac else "air"), "header VACUUM"
+    if recorded is None:
+        instrument = header_value(header, "INSTRUME")
+        recorded = instrument_medium(instrument)
+        source = f"the {instrument} pipeline's convention" if recorded else None
+    return resolve_medium(medium, recorded, wave, what=what, recorded_source=source)
 
 
 def _wcs_wavelength(header, n: int, what: str, wavelength_unit: str | None) -> np.ndarray:
@@ -108,10 +118,10 @@ def _column(data, candidates: tuple[str, ...]) -> str | None:
 
 
 def _meta(header, path, extra: dict) -> SpectrumMeta:
-    return SpectrumMeta(object_name=header_value(header, "OBJECT"),
-                        instrument=header_value(header, "INSTRUME"),
+    instrument, instrument_extra = instrument_extras(header, path)
+    return SpectrumMeta(object_name=header_value(header, "OBJECT"), instrument=instrument,
                         snr=finite_or_none(header_value(header, "SNR")), source=str(path),
-                        extra=extra)
+                        extra={**instrument_extra, **extra})
 
 
 def read_fits1d(path: str | os.PathLike, *, medium: str | None = None,
@@ -150,9 +160,9 @@ def _read_image(hdul, path, what, medium, wavelength_unit, flux_unit, header=Non
                               "needed (echelle data: use read_e2ds or another echelle reader)")
     wave = _wcs_wavelength(header, flux.size, what, wavelength_unit)
     sigma = _find_sigma(hdul, flux.shape, what)
-    med = _header_medium(header, medium, what)
+    med, medium_extra = _header_medium(header, medium, wave, what)
     return _build(wave, flux, sigma, med, flux_unit or _flux_unit(header_value(header, "BUNIT")),
-                  _meta(header, path, {"product": "fits1d"}), what)
+                  _meta(header, path, {"product": "fits1d", **medium_extra}), what)
 
 
 def _read_table(hdu, primary_header, path, what, medium, wavelength_unit, flux_unit) -> Spectrum:
@@ -163,6 +173,11 @@ def _read_table(hdu, primary_header, path, what, medium, wavelength_unit, flux_u
                               "table needs a wavelength and a flux column")
     scol = _column(data, _SIGMA_COLS)
     icol = _column(data, ("ivar", "inverse_variance"))
+    for col in (wcol, fcol, scol, icol):
+        if col is not None and not np.issubdtype(np.asarray(data[col]).dtype, np.number):
+            raise FileFormatError(f"{what}: column {col!r} holds {np.asarray(data[col]).dtype} "
+                                  "values, not numbers; write it as a float column (TFORM "
+                                  "'D' or 'E')")
     units = {data.names[i]: hdu.header.get(f"TUNIT{i + 1}") for i in range(len(data.names))}
     wave = np.asarray(data[wcol], float).ravel()
     if wcol.lower() == "loglam":
@@ -180,8 +195,8 @@ def _read_table(hdu, primary_header, path, what, medium, wavelength_unit, flux_u
     header.update({k: v for k, v in hdu.header.items()
                    if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT",
                                 "GCOUNT", "TFIELDS", "COMMENT", "HISTORY", "")})
-    med = _header_medium(header, medium, what)
-    extra = {"product": "fits_table"}
+    med, medium_extra = _header_medium(header, medium, wave, what)
+    extra = {"product": "fits_table", **medium_extra}
     for key in ("BRVCORR", "BERV", "BCV"):
         v = header_float(header, key)
         if v is not None:

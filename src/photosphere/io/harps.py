@@ -22,6 +22,13 @@ import numpy as np
 from ..errors import FileFormatError, InvalidSpectrumError, MissingFileError
 from ..spectrum import EchelleSpectrum, Spectrum, SpectrumMeta
 from ._common import finite_or_none, header_float, header_value, open_fits
+from ._instrument import resolving_power
+
+
+def _resolution(header) -> dict:
+    """``resolution``/``resolution_source`` of a HARPS/HARPS-N frame (mode from the header)."""
+    r, source = resolving_power(header, _instrument(header))
+    return {"resolution": r, "resolution_source": source} if r else {}
 
 
 def _prefix(header) -> str:
@@ -158,7 +165,8 @@ def read_e2ds(path: str | os.PathLike, wave: str | os.PathLike | None = None,
         header_value(header, f"{prefix} OBS TARG NAME"),
         instrument=_instrument(header), barycentric_correction=berv,
         snr=float(np.nanmedian(snr)) if np.isfinite(snr).any() else None, source=str(p),
-        extra={"product": "e2ds", "snr_per_order": snr, "bjd": header_float(
+        extra={**_resolution(header), "product": "e2ds", "frame": "observed (topocentric)",
+               "snr_per_order": snr, "bjd": header_float(
             header, f"{prefix} DRS BJD"), "mjd_obs": header_float(header, "MJD-OBS"),
             "date_obs": header_value(header, "DATE-OBS"), "wavelength_source": wave_source,
             "blaze": blaze_arr, "blaze_source": None if blaze_path is None else str(blaze_path),
@@ -187,7 +195,8 @@ def read_s1d(path: str | os.PathLike) -> Spectrum:
         header_value(header, f"{prefix} OBS TARG NAME"),
         instrument=_instrument(header), barycentric_correction=0.0,
         snr=float(np.nanmedian(snr)) if np.isfinite(snr).any() else None, source=str(p),
-        extra={"product": "s1d", "berv_kms": header_float(header, f"{prefix} DRS BERV"),
+        extra={**_resolution(header), "product": "s1d",
+               "berv_kms": header_float(header, f"{prefix} DRS BERV"),
                "frame": "barycentric (BERV applied by the DRS)",
                "bjd": header_float(header, f"{prefix} DRS BJD"),
                "date_obs": header_value(header, "DATE-OBS"), "snr_per_order": snr})

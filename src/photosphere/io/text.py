@@ -3,7 +3,8 @@
 Comment lines start with ``#``; a ``# medium: air`` / ``# vacuum`` or ``# unit: nm`` comment, or
 a header row such as ``wavelength_A,flux``, is honoured. Whitespace- or comma-separated.
 The air/vacuum frame comes from (in order) the ``medium`` argument, the file's comments, or the
-known products in :data:`KNOWN_TEXT_PRODUCTS`; otherwise a :class:`UnitsError` asks for it.
+known products in :data:`KNOWN_TEXT_PRODUCTS`; otherwise it is assumed (air for optical
+wavelengths) and ``meta.extra['medium_assumed']`` says so.
 Wavelengths without a unit are accepted only when they look like Å.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import FileFormatError, InvalidSpectrumError
 from ..spectrum import Spectrum, SpectrumMeta
-from ._common import check_path, medium_from_text, require_medium, to_angstrom
+from ._common import check_path, medium_from_text, resolve_medium, to_angstrom
 
 #: File-name patterns of known text products -> (medium, instrument, description).
 KNOWN_TEXT_PRODUCTS = (
@@ -82,7 +83,7 @@ def read_text(path: str | os.PathLike, *, medium: str | None = None,
               merge_duplicates: bool = True) -> Spectrum:
     """Read a 2- or 3-column text spectrum into a :class:`Spectrum` (Å).
 
-    medium: 'air'/'vacuum' (required unless the file or a known product name says).
+    medium: 'air'/'vacuum' (default: the file's comment, a known product, else assumed).
     wavelength_unit: unit of column 1 when the file does not give it ('Angstrom', 'nm', 'um').
     Descending files are reversed; rows repeating a wavelength are averaged (unless
     ``merge_duplicates=False``); non-monotonic wavelengths raise InvalidSpectrumError.
@@ -110,15 +111,19 @@ def read_text(path: str | os.PathLike, *, medium: str | None = None,
     if data.shape[1] not in (2, 3):
         raise FileFormatError(f"{what}: {data.shape[1]} columns; expected 2 (wavelength, flux) "
                               "or 3 (wavelength, flux, sigma)")
-    med = require_medium(medium or file_medium or (known[0] if known else None), what)
     wave = to_angstrom(data[:, 0], wavelength_unit or file_unit, what=what)
+    recorded, source = (file_medium, "a comment in the file") if file_medium else \
+        (known[0], f"known product: {known[2]}") if known else (None, None)
+    med, medium_extra = resolve_medium(medium, recorded, wave, what=what,
+                                       recorded_source=source)
     flux = data[:, 1]
     sigma = data[:, 2] if data.shape[1] == 3 else None
     # the known text products are all continuum-normalised spectra
     unit = flux_unit or ("normalized" if known else "arbitrary")
     return build_1d(wave, flux, sigma, med, unit, what, SpectrumMeta(
         instrument=known[1] if known else None, source=str(p),
-        extra={"product": "text", "description": known[2] if known else None}),
+        extra={"product": "text", "description": known[2] if known else None,
+               **medium_extra}),
         merge_duplicates=merge_duplicates)
 
 

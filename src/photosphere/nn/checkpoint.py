@@ -90,17 +90,61 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
-    """A freshly initialised network of ``kind`` from a plain config dict."""
+#: Largest network a checkpoint may ask for (weights), and largest input image (orders × pixels):
+#: far above every shipped model (≈ 2 M weights, 8 × 4096 pixels), far below what would exhaust
+#: a workstation's memory.
+MAX_PARAMETERS = 200_000_000
+MAX_IMAGE_PIXELS = 4_000_000
+
+
+def _classes(kind: str):
     if kind == "dae":
-        return DenoisingAutoencoder(DAEConfig(**config))
+        return DenoisingAutoencoder, DAEConfig
     if kind not in ESTIMATORS:
         raise CheckpointError(f"model kind {kind!r} is not known; expected one of {KINDS}")
-    net_cls, cfg_cls = ESTIMATORS[kind]
+    return ESTIMATORS[kind]
+
+
+def _check_config(kind: str, config: Any):
+    """The config object of ``kind``, checked against :data:`MAX_PARAMETERS` and
+    :data:`MAX_IMAGE_PIXELS` by building the network on the ``meta`` device (shapes only, no
+    memory) before anything is allocated; CheckpointError for anything invalid."""
+    net_cls, cfg_cls = _classes(kind)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"the {kind} config in the checkpoint is not a mapping "
+                              f"({type(config).__name__})")
     try:
-        return net_cls(cfg_cls(**config))
+        cfg = cfg_cls(**config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"the {kind} config in the checkpoint is invalid: {exc}") from None
+    sizes = {k: v for k, v in config.items() if k in ("n_orders", "n_pixels")}
+    if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+        raise CheckpointError(f"the {kind} config in the checkpoint has invalid image sizes "
+                              f"{sizes}; they must be whole numbers >= 1")
+    n_image = int(sizes.get("n_orders", 1)) * int(sizes.get("n_pixels", 1))
+    if n_image > MAX_IMAGE_PIXELS:
+        raise CheckpointError(f"the {kind} config asks for {n_image} input pixels (limit "
+                              f"{MAX_IMAGE_PIXELS}); the checkpoint is crafted or damaged")
+    try:
+        with torch.device("meta"):
+            probe = net_cls(cfg)
+    except Exception as exc:  # any failure to build the shapes is an invalid config
+        raise CheckpointError(f"the {kind} config in the checkpoint does not build a network "
+                              f"({type(exc).__name__}: {exc}); the file is damaged or from "
+                              "another version") from None
+    n = sum(p.numel() for p in probe.parameters()) + sum(b.numel() for b in probe.buffers())
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"the {kind} config asks for {n:,} weights (limit "
+                              f"{MAX_PARAMETERS:,}, {4 * n / 1e9:.0f} GB); the checkpoint is "
+                              "crafted or damaged")
+    return cfg
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised network of ``kind`` from a plain config dict (checked first, see
+    :func:`_check_config`)."""
+    net_cls, _ = _classes(kind)
+    return net_cls(_check_config(kind, config))
 
 
 def _split(model: nn.Module) -> tuple[nn.Module, DenoisingAutoencoder | None]:
@@ -172,6 +216,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Rebuild the model (in eval mode) and everything needed to use or resume it from one file."""
     path = Path(path)
     payload = _read_payload(path)
+    states = [payload["state_dict"]] + (
+        [] if payload.get("dae") is None else [(payload["dae"] or {}).get("state_dict")]
+        if isinstance(payload["dae"], dict) else [None])
+    if not all(isinstance(st, dict) and all(isinstance(v, torch.Tensor) for v in st.values())
+               for st in states):
+        raise CheckpointError(f"{path}: the weights are not stored as a mapping; the file is "
+                              "damaged")
+    _check_config(payload["kind"], payload["config"])
+    if payload.get("dae") is not None:
+        _check_config("dae", payload["dae"].get("config"))
     digests = [_weights_digest(payload["state_dict"])]
     if payload.get("dae") is not None:
         digests.append(_weights_digest(payload["dae"]["state_dict"]))

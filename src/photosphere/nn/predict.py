@@ -117,6 +117,9 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     one its checkpoint names, when that is the embedded grid; models that name none were
     trained on the embedded grid).
     """
+    if not (isinstance(mc_samples, int) and 0 <= mc_samples <= 1000):
+        raise ModelError(f"mc_samples={mc_samples!r} must be a whole number in 0..1000 (0: no "
+                         "MC dropout)")
     members = model if isinstance(model, list) else [model]
     cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
     ck = cks[0]
@@ -157,6 +160,20 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "trained_snr": ck.data.get("snr"),
                     "line_strengths": _line_strengths_note(ck),
                     "consistency": consistency})
+
+
+def read_for_prediction(path: str | os.PathLike, *, wave: str | None = None,
+                        blaze: str | None = None, medium: str | None = None):
+    """Read a spectrum file as ``photosphere nn predict`` does: any reader of
+    :mod:`photosphere.io`, e2ds frames deblazed; ``wave``/``blaze`` files for e2ds frames and
+    ``medium`` ('air' or 'vacuum') for files that do not record it, when given."""
+    from ..infer.batch import read_spectrum
+    from ..io import identify
+
+    kw = {k: v for k, v in (("wave", wave), ("blaze", blaze), ("medium", medium)) if v}
+    if "e2ds" in identify(str(path)):
+        kw["deblaze"] = True
+    return read_spectrum(str(path), **kw)
 
 
 def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | None:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ModelError
 from ..model import ForwardModel
+from ._cpu import safe_training_function
 from .checkpoint import (
     ESTIMATORS,
     LabelScaling,
@@ -315,6 +316,7 @@ def _train_epoch(model: nn.Module, opt, train_set: EchelleDataset, config: Train
     return total / n
 
 
+@safe_training_function  # oneDNN's backward segfaults on AVX-512/AMX CPUs (nn/_cpu.py)
 def train(config: TrainConfig, source: ForwardModel, out: str | os.PathLike, *,
           layout: Layout | None = None, resume: bool = False, device: str | None = None,
           progress: bool = True, datasets: dict[str, EchelleDataset] | None = None,
@@ -391,10 +393,17 @@ def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> For
     the dict a checkpoint stores (``data["line_strengths"]``): the grid's spectra are then
     corrected by those empirical line strengths."""
     from ..grids.interpolate import GridInterpolator
-    from ..grids.line_strengths import CorrectedSource, LineStrengths
     from ..grids.store import GridStore
 
-    source = GridInterpolator(GridStore.open(path))
+    return with_line_strengths(GridInterpolator(GridStore.open(path)), line_strengths)
+
+
+def with_line_strengths(source: ForwardModel, line_strengths: Any = None) -> ForwardModel:
+    """``source`` corrected by empirical line strengths (a
+    :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or the dict a checkpoint
+    stores); ``source`` itself when ``line_strengths`` is None."""
+    from ..grids.line_strengths import CorrectedSource, LineStrengths
+
     if line_strengths is None:
         return source
     if isinstance(line_strengths, str | os.PathLike):

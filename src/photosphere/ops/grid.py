@@ -8,6 +8,7 @@ Doppler factor ``exp(Δlnλ)`` by ``O(Δlnλ³)``, i.e. < 1e-12 km/s for any spe
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -65,3 +66,34 @@ def velocity_step(wavelength, tolerance: float = 0.05) -> float:
             f"a constant-Δlnλ grid, tolerance {tolerance}); resample it onto "
             "ops.grid.log_uniform_wavelength(...) first")
     return slope * C_KMS
+
+
+def log_uniform_runs(wavelength, tolerance: float = 0.05) -> tuple[float, list[tuple[int, int]]]:
+    """Velocity step (km/s) and ``[(start, stop), ...]`` pixel runs of a piecewise log-uniform
+    grid: log-uniform windows with one common step, separated by gaps (a jump in ln λ of more
+    than 1.5 steps), as the line windows of a training set. A plain log-uniform grid is one run.
+
+    Raises :class:`InvalidSpectrumError` when a run is not log-uniform or the runs' steps differ
+    by more than ``tolerance`` of a step.
+    """
+    wave = np.asarray(wavelength, dtype=np.float64)
+    if wave.ndim != 1 or wave.size < 2 or np.any(wave <= 0) or not np.all(np.isfinite(wave)):
+        raise InvalidSpectrumError("log_uniform_runs: need a 1D grid of >= 2 finite, positive "
+                                   f"wavelengths (Å), got shape {wave.shape}")
+    dln = np.diff(np.log(wave))
+    if np.any(dln <= 0):
+        raise InvalidSpectrumError("log_uniform_runs: wavelengths must be strictly increasing")
+    typical = float(np.median(dln))
+    cuts = np.flatnonzero(dln > 1.5 * typical) + 1
+    bounds = [0, *cuts.tolist(), wave.size]
+    runs = list(itertools.pairwise(bounds))
+    if any(b - a < 2 for a, b in runs):
+        raise InvalidSpectrumError("log_uniform_runs: the grid is not log-uniform windows "
+                                   "with one velocity step (a run of fewer than 2 pixels "
+                                   "between jumps in ln λ); resample it onto one step")
+    steps = [velocity_step(wave[a:b], tolerance) for a, b in runs]
+    if max(steps) - min(steps) > tolerance * min(steps):
+        raise InvalidSpectrumError(
+            f"log_uniform_runs: the windows have different velocity steps ({min(steps):.6g}-"
+            f"{max(steps):.6g} km/s); resample them onto one step")
+    return float(np.mean(steps)), runs

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import DependencyError, FileFormatError, OutOfGridError
-from . import linelists
+from . import linelists, molecules
 from .atmospheres import Atmosphere, find_atmosphere
 from .build import TURBOSPECTRUM_VERSION, Installation, ensure_built, installation
 
@@ -186,14 +186,16 @@ def continuum_from(flux: np.ndarray, flux_absolute: np.ndarray,
 
 def synthesize(teff: float, logg: float, feh: float, alpha: float = 0.0, vmic: float = 1.0, *,
                wavelength_min: float, wavelength_max: float, step: float = 0.01,
-               atmosphere: str = "atlas9", workdir: str | os.PathLike | None = None
-               ) -> SyntheticSpectrum:
+               atmosphere: str = "atlas9", workdir: str | os.PathLike | None = None,
+               molecules: bool = False) -> SyntheticSpectrum:
     """Synthesise one LTE flux spectrum with Turbospectrum.
 
     ``teff`` K, ``logg`` dex (cgs), ``feh`` [Fe/H] dex (all metals), ``alpha`` [α/Fe] dex,
     ``vmic`` km/s; window ``wavelength_min``..``wavelength_max`` Å (air, inside 4200-9200 Å) at
     ``step`` Å. ``atmosphere``: "atlas9", "marcs" or "auto". ``workdir``: keep the input/output
-    files there (default: a temporary folder, removed afterwards).
+    files there (default: a temporary folder, removed afterwards). ``molecules``: add the
+    linemake molecular lines (CN, C₂, CH, MgH, SiH, FeH, minor TiO; :mod:`.molecules`) where
+    they cover the window.
     """
     if not (np.isfinite(wavelength_min) and np.isfinite(wavelength_max)
             and wavelength_min < wavelength_max):
@@ -214,15 +216,34 @@ def synthesize(teff: float, logg: float, feh: float, alpha: float = 0.0, vmic: f
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="photosphere-ts-") as tmp:
             return _synthesize_in(Path(tmp), inst, atm, teff, logg, feh, alpha, vmic,
-                                  wavelength_min, wavelength_max, step)
+                                  wavelength_min, wavelength_max, step, molecules)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     return _synthesize_in(work, inst, atm, teff, logg, feh, alpha, vmic, wavelength_min,
-                          wavelength_max, step)
+                          wavelength_max, step, molecules)
+
+
+def _molecular_window(work: Path, wavelength_min: float, wavelength_max: float
+                      ) -> tuple[list[str], dict]:
+    """Write the molecular lines of the window (± the wing margin) to ``work/molecules.txt``;
+    returns the bsyn line-list entries to add and the provenance items."""
+    mol_path = molecules.ensure_molecular_linelist()
+    text = linelists.window_lines(linelists.read_linelist(str(mol_path)),
+                                  wavelength_min - linelists.WING_MARGIN,
+                                  wavelength_max + linelists.WING_MARGIN)
+    n = sum(1 for t in text if not t.startswith("'"))
+    prov = {"molecular_linelist": mol_path.name,
+            "molecular_linelist_sha256": _file_sha256(str(mol_path), mol_path.stat().st_mtime),
+            "molecular_lines_used": n}
+    if not n:
+        return [], prov
+    (work / "molecules.txt").write_text("\n".join(text) + "\n")
+    return ["molecules.txt"], prov
 
 
 def _synthesize_in(work: Path, inst: Installation, atm: Atmosphere, teff, logg, feh, alpha,
-                   vmic, wavelength_min, wavelength_max, step) -> SyntheticSpectrum:
+                   vmic, wavelength_min, wavelength_max, step,
+                   with_molecules: bool = False) -> SyntheticSpectrum:
     data_link = work / "DATA"
     if data_link.is_symlink() or data_link.exists():
         data_link.unlink()
@@ -230,14 +251,16 @@ def _synthesize_in(work: Path, inst: Installation, atm: Atmosphere, teff, logg, 
     atm.write(work / "model.atm")
     n_lines = linelists.write_window(inst.linelist, wavelength_min, wavelength_max,
                                      work / "lines.txt")
-    for stale in ("model.opac", "spectrum.txt"):
+    for stale in ("model.opac", "spectrum.txt", "molecules.txt"):
         (work / stale).unlink(missing_ok=True)
+    extra, mol_prov = (_molecular_window(work, wavelength_min, wavelength_max)
+                       if with_molecules else ([], {}))
     _run(inst.babsma, babsma_input("model.atm", "model.opac", atm,
                                    wavelength_min - OPACITY_MARGIN,
                                    wavelength_max + OPACITY_MARGIN, 1.0, feh, alpha, vmic),
          work, "babsma.log")
     _run(inst.bsyn, bsyn_input("model.atm", "model.opac", "spectrum.txt",
-                               ["DATA/Hlinedata", "lines.txt"], atm, wavelength_min,
+                               ["DATA/Hlinedata", "lines.txt", *extra], atm, wavelength_min,
                                wavelength_max, step, feh, alpha), work, "bsyn.log")
     wavelength, flux, flux_abs = read_result(work / "spectrum.txt")
     labels = {"teff": float(teff), "logg": float(logg), "feh": float(feh),
@@ -260,7 +283,10 @@ def _synthesize_in(work: Path, inst: Installation, atm: Atmosphere, teff, logg, 
         "hydrogen_lines": "DATA/Hlinedata",
         "solar_abundances": SOLAR_ABUNDANCES,
         "alpha_elements": list(ALPHA_ELEMENTS),
-        "physics": "LTE, 1D hydrostatic, atomic + H lines only (no molecules)",
+        "physics": ("LTE, 1D hydrostatic, atomic + H + molecular lines (linemake: CN, C2, "
+                    "CH, MgH, SiH, FeH, TiO without 48TiO)" if with_molecules
+                    else "LTE, 1D hydrostatic, atomic + H lines only (no molecules)"),
+        **mol_prov,
         "step": float(step),
         "medium": "air",
     }

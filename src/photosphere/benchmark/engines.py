@@ -1,0 +1,205 @@
+"""The engines the benchmark runs on a star, each with only what a user knows: the file and the
+instrument's resolving power.
+
+An engine is a callable ``engine(star) -> Estimate`` with a ``name``; it loads its model once, on
+its first star. ``fit`` is ``photosphere fit FILE --resolution R`` (least squares with the
+command's defaults); ``nn`` is ``photosphere nn predict FILE`` with the default network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BenchmarkError
+from .stars import LABELS, Star
+
+CHI2_HIGH = 5.0
+"""χ²_red above which a fit is flagged ``chi2_high`` (the model does not describe the data)."""
+
+NODE_TOLERANCE = 0.02
+"""A label within this fraction of the local grid spacing of a grid node is *at* the node."""
+
+TINY_SIGMA = 0.05
+"""... and flagged ``at_node`` when its σ is below this fraction of the local grid spacing."""
+
+BOUND_TOLERANCE = 1e-3
+"""A label within this fraction of its box width of a bound is flagged ``at_bound``."""
+
+
+@dataclass
+class Estimate:
+    """What an engine found for one star.
+
+    labels: ``{label: (value, sigma)}`` in K / dex for teff, logg, feh (sigma NaN when absent).
+    resolution: the R used, and where it came from (``"header"`` or ``"table"``).
+    chi2_reduced: of the fit (None for engines without one). flags: short tokens (see
+    :func:`label_flags`, :func:`reference_flags`; ``not_converged``, ``chi2_high``,
+    ``out_of_distribution``).
+    """
+
+    labels: dict[str, tuple[float, float]]
+    resolution: float
+    resolution_source: str
+    chi2_reduced: float | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+def resolution_of(spectrum, star: Star) -> tuple[float, str]:
+    """The resolving power of ``spectrum``: the reader's (``meta.extra['resolution']`` or
+    ``['resolving_power']``, from the file header) when it gives one, else the table's."""
+    extra = getattr(spectrum.meta, "extra", {}) or {}
+    for key in ("resolution", "resolving_power"):
+        value = extra.get(key)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value, "header"
+    return float(star.resolution), "table"
+
+
+def label_flags(labels: dict[str, tuple[float, float]],
+                bounds: dict[str, tuple[float, float]] | None = None,
+                nodes: dict[str, np.ndarray] | None = None) -> list[str]:
+    """``at_bound=NAMES`` for labels within :data:`BOUND_TOLERANCE` of the box width of a bound,
+    ``at_node=NAMES`` for labels on a grid node (within :data:`NODE_TOLERANCE` of the local
+    spacing) with σ below :data:`TINY_SIGMA` of that spacing, i.e. pinned, not measured.
+
+    bounds: ``{label: (lo, hi)}``; nodes: ``{label: sorted node values}``.
+    """
+    at_bound, at_node = [], []
+    for name, (value, sigma) in labels.items():
+        if bounds and name in bounds:
+            lo, hi = bounds[name]
+            if min(value - lo, hi - value) <= BOUND_TOLERANCE * (hi - lo):
+                at_bound.append(name)
+                continue
+        axis = None if nodes is None else nodes.get(name)
+        if axis is not None and len(axis) > 1:
+            k = int(np.argmin(np.abs(axis - value)))
+            spacing = float(np.min(np.abs(np.diff(axis)[max(k - 1, 0):k + 1])))
+            if (abs(value - axis[k]) <= NODE_TOLERANCE * spacing
+                    and not sigma > TINY_SIGMA * spacing):
+                at_node.append(name)
+    out = []
+    if at_bound:
+        out.append("at_bound=" + ",".join(at_bound))
+    if at_node:
+        out.append("at_node=" + ",".join(at_node))
+    return out
+
+
+def reference_flags(star: Star, bounds: dict[str, tuple[float, float]]) -> list[str]:
+    """``ref_outside=NAMES``: the reference labels the engine's box does not cover (the star is
+    outside the model there; an answer at the bound is then expected, not a failure to fix in
+    the fit)."""
+    names = [n for n, (value, _) in star.reference.items()
+             if n in bounds and not bounds[n][0] <= value <= bounds[n][1]]
+    return ["ref_outside=" + ",".join(names)] if names else []
+
+
+def _labels(found: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    return {n: (float(found[n][0]), float(found[n][1])) if n in found else (math.nan, math.nan)
+            for n in LABELS}
+
+
+class FitEngine:
+    """``photosphere fit FILE --resolution R`` in process: the default grid model, the file
+    read and given σ as the command does (:func:`~photosphere.infer.batch.prepare_spectrum`),
+    then :func:`~photosphere.infer.optimize.fit` with the command's defaults."""
+
+    name = "fit"
+
+    def __init__(self) -> None:
+        self._model: Any = None
+
+    def model(self):
+        if self._model is None:
+            from ..infer.batch import load_grid_model
+
+            self._model = load_grid_model()
+        return self._model
+
+    def load(self) -> None:
+        """Load the grid model now (the benchmark does it before timing the first star)."""
+        self.model()
+
+    def nodes(self) -> dict[str, np.ndarray]:
+        """``{label: grid node values}`` of the model's grid (empty when it has no axes)."""
+        locator = getattr(self.model(), "locator", None)
+        if locator is None:
+            return {}
+        return {n: np.asarray(a.cpu().numpy(), float)
+                for n, a in zip(locator.label_names, locator.axes, strict=True)}
+
+    def __call__(self, star: Star) -> Estimate:
+        from ..infer.batch import prepare_spectrum
+        from ..infer.optimize import fit
+
+        spectrum = prepare_spectrum(str(star.path))
+        resolution, source = resolution_of(spectrum, star)
+        model = self.model()
+        result = fit(model, spectrum, source=str(star.path), resolution=resolution)
+        labels = _labels(result.labels)
+        flags = label_flags(labels, dict(model.bounds), self.nodes())
+        flags += reference_flags(star, dict(model.bounds))
+        if not result.converged:
+            flags.append("not_converged")
+        if not result.chi2_reduced <= CHI2_HIGH:
+            flags.append("chi2_high")
+        return Estimate(labels, resolution, source, float(result.chi2_reduced), flags)
+
+
+class NNEngine:
+    """``photosphere nn predict FILE`` in process: the default network, the file read as the
+    command reads it (:func:`~photosphere.nn.predict.read_for_prediction`), with its grid
+    consistency check (flag ``out_of_distribution``)."""
+
+    name = "nn"
+
+    def __init__(self) -> None:
+        self._checkpoint: Any = None
+
+    def checkpoint(self):
+        if self._checkpoint is None:
+            from ..nn.predict import load_model
+
+            self._checkpoint = load_model(None)
+        return self._checkpoint
+
+    def load(self) -> None:
+        """Load the network now (the benchmark does it before timing the first star)."""
+        self.checkpoint()
+
+    def __call__(self, star: Star) -> Estimate:
+        from ..nn.predict import predict_spectrum, read_for_prediction
+
+        spectrum = read_for_prediction(star.path)
+        resolution, source = resolution_of(spectrum, star)
+        ck = self.checkpoint()
+        result = predict_spectrum(spectrum, ck)
+        labels = _labels(result.labels)
+        box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
+        flags = label_flags(labels, box) + reference_flags(star, box)
+        check = result.provenance.get("consistency") or {}
+        if check.get("out_of_distribution"):
+            flags.append("out_of_distribution")
+        return Estimate(labels, resolution, source, None, flags)
+
+
+ENGINES = {"fit": FitEngine, "nn": NNEngine}
+
+
+def make_engines(name: str) -> list:
+    """The engines for ``--engine``: ``fit``, ``nn`` or ``all`` (both, fit first)."""
+    if name == "all":
+        return [cls() for cls in ENGINES.values()]
+    if name not in ENGINES:
+        raise BenchmarkError(f"engine {name!r} is not known; use one of "
+                             f"{', '.join([*ENGINES, 'all'])}")
+    return [ENGINES[name]()]

@@ -1,0 +1,46 @@
+"""The real stars (../shared/data/stars): the table's tiers, and a regression guard on two fast
+stars so that accuracy cannot silently get worse.
+
+The tolerances are the |error| measured on 2026-12-06 (docs/benchmark.md) widened by about a
+quarter (more for the smallest ones); tighten them when an improvement lands.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import shared_file
+from photosphere.benchmark import make_engines, read_stars, run_benchmark, select
+
+# engine, star (substring of name or file) -> {label: largest accepted |ours - reference|}
+# measured: fit UVES Sun -105 K, -0.44, +0.01; fit WASP-14 -109 K, -0.23, -0.25;
+#           nn  UVES Sun  +36 K, -0.08, -0.01; nn  WASP-14 -363 K, -0.12, -0.29
+TOLERANCE = {
+    ("fit", "uves_sun"): {"teff": 135.0, "logg": 0.55, "feh": 0.05},
+    ("fit", "WASP-14"): {"teff": 140.0, "logg": 0.30, "feh": 0.32},
+    ("nn", "uves_sun"): {"teff": 50.0, "logg": 0.12, "feh": 0.05},
+    ("nn", "WASP-14"): {"teff": 450.0, "logg": 0.16, "feh": 0.36},
+}
+
+
+@pytest.mark.realdata
+def test_real_table_tiers():
+    stars = read_stars(shared_file("stars/labels.csv"))
+    assert len(stars) == 56
+    tiers = [s.tier() for s in stars]
+    assert {t: tiers.count(t) for t in set(tiers)} == {
+        "FGK": 6, "metal-poor": 4, "M dwarf": 6, "giant": 2, "MILES": 38}
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_fast_real_stars_do_not_get_worse():
+    stars = select(read_stars(shared_file("stars/labels.csv")), ["uves_sun", "WASP-14"])
+    assert len(stars) == 2
+    rows = run_benchmark(stars, make_engines("all"), progress=False)
+    for row in rows:
+        key = next(k for k in TOLERANCE if k[0] == row["engine"]
+                   and (k[1] in row["file"] or k[1] in row["star"]))
+        assert row["status"] == "ok", row["message"]
+        for label, limit in TOLERANCE[key].items():
+            assert abs(row[f"{label}_diff"]) <= limit, (key, label, row[f"{label}_diff"])
