@@ -5,7 +5,7 @@ Spotted spectra are made with :class:`photosphere.models.mixture.SpotModel` (flu
 mixing absolute fluxes) from the embedded grid through the observation chain (R = 50 000,
 2 km/s pixels over 5070-5330 Å, vsini 8 km/s, rv 10 km/s, log g 4.5, [Fe/H] 0, a quadratic
 continuum, Gaussian noise σ = mean flux / S/N), then fitted with
-:func:`photosphere.models.mixture.api.fit_mixture` (single-star fit, then the two-component
+:func:`photosphere.infer.mixture.fit_mixture` (single-star fit, then the two-component
 least squares from starts seeded by it). Goal (issue 8): |Δc| ≤ 0.05 and |ΔTeff_spot| ≤ 150 K
 at S/N 100 wherever the spots give ≥ 10 % of the continuum light.
 
@@ -31,8 +31,8 @@ from photosphere import Spectrum
 from photosphere._files import atomic_path
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
+from photosphere.infer.mixture import fit_mixture, simulate
 from photosphere.models.mixture import SpotModel
-from photosphere.models.mixture.api import fit_mixture, simulate
 
 PAIRS = [(5000.0, 4000.0), (5000.0, 4500.0), (6000.0, 4000.0), (6000.0, 4500.0),
          (6000.0, 5000.0)]

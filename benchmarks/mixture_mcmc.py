@@ -2,7 +2,7 @@
 
 Both are made like benchmarks/injection_mixture.py (embedded grid, R = 50 000, S/N 100,
 vsini 8 km/s, log g 4.5, [Fe/H] 0) and sampled with emcee through
-:func:`photosphere.models.mixture.api.fit_mixture` (``mcmc=True``):
+:func:`photosphere.infer.mixture.fit_mixture` (``mcmc=True``):
 
 * ``undetermined``: Teff 5500 K, Teff_spot 5250 K, c = 0.03 (a tiny, barely cooler spot
   coverage: ~2 % of the light, 250 K of contrast);
@@ -31,9 +31,9 @@ from injection_mixture import RESOLUTION, SHARED, observation
 from photosphere._files import atomic_path
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
+from photosphere.infer.mixture import fit_mixture
+from photosphere.infer.selection import derived
 from photosphere.models.mixture import SpotModel
-from photosphere.models.mixture.api import fit_mixture
-from photosphere.models.mixture.selection import derived
 
 CASES = {"undetermined": {"teff": 5500.0, "teff_spot": 5250.0, "filling_factor": 0.03},
          "clear": {"teff": 5500.0, "teff_spot": 4500.0, "filling_factor": 0.40}}

@@ -173,10 +173,10 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
     """Run every stage, write files and plots into ``output_dir``; returns a DemoResult."""
     from .grids.interpolate import GridInterpolator
     from .grids.presets import require_default_grid
+    from .infer.mixture import fit_mixture, make_model
     from .infer.optimize import fit
     from .io import read
     from .io.writers import write_echelle_hdf5
-    from .models.mixture.api import fit_mixture, make_model
     from .nn.predict import load_model, predict_spectrum
     from .ops.continuum import normalize_upper_envelope
     from .ops.echelle import OrderLayout

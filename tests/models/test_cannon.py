@@ -256,6 +256,13 @@ def test_bounds_poor_fit_and_spectrum_input(rng):
     one = model.infer_spectrum(spec)
     np.testing.assert_allclose(one.labels[0], model.infer_labels(flux[0], ivar[0]).labels[0])
     assert set(one.as_dict(0)["labels"]) == set(NAMES)
+    # the one Result type: same labels, σ and χ², the model spectrum as a segment
+    result = one.to_result(0, spec)
+    assert result.method == "cannon" and result.free == tuple(NAMES)
+    assert result.labels[NAMES[0]] == (one.labels[0, 0], one.sigma[0, 0])
+    assert result.chi2 == one.chi2[0] and result.n_pixels == one.n_pixels[0]
+    np.testing.assert_array_equal(result.segments[0].model, one.model_flux[0])
+    assert fit.to_result(1).flags["cannon"] == fit.flag_names(1)
 
 
 def test_save_load_round_trip(rng, tmp_path):

@@ -11,10 +11,10 @@ from photosphere.errors import FitError, ModelError, OutOfGridError
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
 from photosphere.grids.store import GridStore
-from photosphere.models.base import check_model
+from photosphere.infer.epochs import EpochChain
+from photosphere.infer.mixture import check_distinct, fit_mixture, make_model, simulate
+from photosphere.model import check_model
 from photosphere.models.mixture import BinaryModel, SpotModel
-from photosphere.models.mixture.api import check_distinct, fit_mixture, make_model, simulate
-from photosphere.models.mixture.epochs import EpochChain
 from photosphere.models.mixture.flux_ratio import (
     ChunkAverager,
     ContinuumTable,

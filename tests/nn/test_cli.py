@@ -10,7 +10,8 @@ import torch
 from _toy import DATA_BOUNDS, ToyLayout, ToySource
 
 from photosphere import cli
-from photosphere.nn import commands, predict
+from photosphere.cli import nn as commands
+from photosphere.nn import predict
 from photosphere.nn.predict import load_model, predict_spectrum
 from photosphere.spectrum import EchelleSpectrum
 

@@ -109,7 +109,7 @@ def read_rows(output: str | os.PathLike) -> list[dict[str, Any]]:
 def document(rows: Sequence[dict[str, Any]], stars_dir: str | os.PathLike | None = None
              ) -> dict[str, Any]:
     """The JSON document of a run: rows, per-tier summary and provenance."""
-    from .. import __version__
+    from .._version import __version__
 
     return {"photosphere_version": __version__,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

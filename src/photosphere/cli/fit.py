@@ -74,11 +74,17 @@ def _macroturbulence(value: str | None) -> float | str | None:
     return zeta
 
 
+def _observation_settings(args: argparse.Namespace):
+    """The observation setup of every fit this command makes, built once from the options."""
+    from ..infer.settings import ObservationSettings
+
+    return ObservationSettings(
+        resolution=args.resolution, macroturbulence=_macroturbulence(args.macroturbulence),
+        continuum_degree=None if args.continuum_degree < 0 else args.continuum_degree)
+
+
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = {"resolution": args.resolution,
-                          "macroturbulence": _macroturbulence(args.macroturbulence),
-                          "continuum_degree": None if args.continuum_degree < 0
-                          else args.continuum_degree,
+    kw: dict[str, Any] = {"settings": _observation_settings(args),
                           "fixed": _name_values(args.fix, "--fix") or None,
                           "initial": _name_values(args.initial, "--initial") or None,
                           "noise": None if args.noise == "none" else "auto",
@@ -154,7 +160,7 @@ def _result_text(result) -> str:
 def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     """``--model spots|binary``: one spectrum (or, with --epochs, the exposures of one binary)."""
     from ..infer.batch import load_grid_model, prepare_spectrum
-    from ..models.mixture.api import fit_mixture, make_model
+    from ..infer.mixture import fit_mixture, make_model
 
     if len(files) > 1 and not args.epochs:
         raise FitError(f"--model {args.model} fits one spectrum at a time ({len(files)} given); "
@@ -182,10 +188,8 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     out = fit_mixture(model, spectra if len(spectra) > 1 else spectra[0], mcmc=args.mcmc,
                       initial=_name_values(args.initial, "--initial") or None,
                       fixed=_name_values(args.fix, "--fix") or None,
-                      resolution=args.resolution,
-                      continuum_degree=None if args.continuum_degree < 0
-                      else args.continuum_degree,
-                      n_walkers=args.walkers, n_steps=args.steps, progress=not args.json,
+                      settings=_observation_settings(args), n_walkers=args.walkers,
+                      n_steps=args.steps, progress=not args.json,
                       source=",".join(str(f) for f in files))
     doc = out.to_dict()
     cmp = doc["comparison"]

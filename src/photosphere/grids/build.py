@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .._lock import file_lock
+from .._version import __version__
 from ..errors import DependencyError, GridError, NetworkError, OutOfGridError
 from .presets import GridSpec
 from .store import GridSampling, NodeResult, reduce_node, write_grid

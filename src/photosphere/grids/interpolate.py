@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, OutOfGridError
-from ..models.base import labels_tensor
+from ..model import labels_tensor
 from . import interpolation_error
 from .presets import LABEL_UNITS
 from .store import GridStore

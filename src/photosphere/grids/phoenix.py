@@ -254,7 +254,7 @@ def ingest_phoenix(source: str | Path | Iterable[str | Path], output: str | Path
 
 
 def _code_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return f"photosphere {__version__}"
 

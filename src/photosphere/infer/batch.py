@@ -25,7 +25,12 @@ import numpy as np
 from .._files import atomic_path
 from .._lock import file_lock
 from ..errors import FileFormatError, FitError, MissingFileError, PhotosphereError
+from ..grids.load import load_grid_model
+from ..ops.noise import with_uncertainty
 from .validity import MIN_SNR, check_spectrum
+
+__all__ = ["expand_paths", "fit_file", "fit_many", "load_grid_model", "mask_nonpositive",
+           "prepare_spectrum", "read_spectrum", "rows_of", "with_uncertainty"]
 
 _MODEL_CACHE: dict[Any, Any] = {}
 
@@ -61,30 +66,6 @@ def _model(factory: Callable[[], Any]):
     return _MODEL_CACHE[key]
 
 
-def load_grid_model(path: str | None = None, line_strengths: str | None = None):
-    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid;
-    with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
-    corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
-    if path is None:
-        try:
-            from ..grids.presets import default_grid_path
-        except ImportError:
-            raise MissingFileError("no --grid given and this installation has no default grid; "
-                                   "pass --grid PATH (an HDF5 grid file)") from None
-        path = default_grid_path()
-    if not Path(path).is_file():
-        raise MissingFileError(f"grid file {path} does not exist; pass --grid PATH of an HDF5 "
-                               "grid (photosphere grid build makes one)")
-    from ..grids.interpolate import GridInterpolator
-
-    model = GridInterpolator(path)
-    if line_strengths is None:
-        return model
-    from ..grids.line_strengths import CorrectedSource, LineStrengths
-
-    return CorrectedSource(model, LineStrengths.read(line_strengths))
-
-
 def _default_reader(path: str, medium: str | None = None):
     return read_spectrum(path, **({"medium": medium} if medium else {}))
 
@@ -106,30 +87,6 @@ def read_spectrum(path: str, **kwargs):
         raise FileFormatError(f"{path} could not be read as a spectrum ({type(exc).__name__}: "
                               f"{exc}); check that it is a spectrum file of a supported "
                               "format") from None
-
-
-def with_uncertainty(spectrum):
-    """``spectrum`` unchanged if it has σ, else σ = median flux / S/N per order, the S/N
-    estimated from the flux alone (DER_SNR, :func:`photosphere.ops.noise.estimate_snr`).
-    The S/N used is recorded in ``meta.extra["sigma_estimated_snr"]``."""
-    from ..ops.noise import estimate_snr
-    from ..spectrum import EchelleSpectrum
-
-    if spectrum.has_uncertainty:
-        return spectrum
-    flux = np.atleast_2d(spectrum.flux)
-    mask = np.atleast_2d(spectrum.mask)
-    snr = np.atleast_1d(estimate_snr(flux, mask))
-    if not np.all(np.isfinite(snr) & (snr > 0)):
-        raise FitError("the spectrum has no uncertainties and its S/N cannot be estimated from "
-                       "the flux; pass sigma (or --snr)")
-    level = np.array([np.median(f[~m]) if np.any(~m) else 1.0 for f, m in zip(flux, mask,
-                                                                               strict=True)])
-    sigma = np.abs(level / snr)[:, None] * np.ones_like(flux)
-    sigma = sigma if isinstance(spectrum, EchelleSpectrum) else sigma[0]
-    meta = spectrum.meta.replace(extra={**spectrum.meta.extra,
-                                        "sigma_estimated_snr": snr.tolist()})
-    return spectrum.replace(sigma=sigma, meta=meta)
 
 
 def mask_nonpositive(spectrum):

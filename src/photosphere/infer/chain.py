@@ -38,9 +38,10 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, InvalidSpectrumError, OutOfGridError
-from ..models.base import ForwardModel, check_model
+from ..model import ForwardModel, check_model
 from ..ops import _kernels, doppler, grid, lsf, macroturbulence, resample, rotation
 from ..spectrum import EchelleSpectrum, Spectrum
+from .settings import ObservationSettings
 
 C_KMS = 299792.458
 DTYPE = torch.float64
@@ -158,7 +159,7 @@ def spline_basis(wavelength: np.ndarray, good: np.ndarray, knot_spacing: float) 
 class ObservationChain:
     """Forward model + instrument = predicted observation.
 
-    model: a :class:`~photosphere.models.base.ForwardModel` (log-uniform wavelength grid).
+    model: a :class:`~photosphere.model.ForwardModel` (log-uniform wavelength grid).
     observation: a :class:`Spectrum`, an :class:`EchelleSpectrum` (orders fitted jointly) or a
     list of them (exposures sharing labels, one RV each).
     resolution: None (model already at the instrument's resolution), R (float), one R per order
@@ -182,6 +183,13 @@ class ObservationChain:
     fitted), then ``rv`` (one exposure) or ``rv_0, rv_1, ...``.
     """
 
+    @classmethod
+    def from_settings(cls, model: ForwardModel, observation,
+                      settings: ObservationSettings) -> ObservationChain:
+        """The chain of ``settings`` (an :class:`~photosphere.infer.settings.
+        ObservationSettings` with ``rv_bounds`` set, or ±300 km/s)."""
+        return cls(model, observation, **settings.chain_kwargs())
+
     def __init__(self, model: ForwardModel, observation, resolution=None, telluric=None,
                  continuum_degree: int | None = 2, *, rotation: bool = True,
                  epsilon: float = 0.6, rv_bounds: tuple[float, float] = (-300.0, 300.0),
@@ -191,35 +199,25 @@ class ObservationChain:
                  continuum_knot_spacing: float | None = None) -> None:
         self.model = check_model(model)
         self.exposures = _exposures(observation)
+        # validated in one place; "auto" macroturbulence is resolved by fit/sample, not here
+        settings = ObservationSettings(
+            resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
+            rotation=rotation, epsilon=epsilon, macroturbulence=macroturbulence,
+            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, vmac_bounds=vmac_bounds,
+            continuum_knot_spacing=continuum_knot_spacing)
+        if settings.macroturbulence == "auto":
+            raise FitError("macroturbulence='auto' is not understood by the chain; pass None, a "
+                           "value in km/s or 'fit' (fit and sample resolve 'auto')")
+        self.settings = settings
         self.continuum_degree = continuum_degree
-        self.rotation = bool(rotation)
-        self.epsilon = float(epsilon)
-        self.fit_vmac = isinstance(macroturbulence, str)
-        if self.fit_vmac and macroturbulence != "fit":
-            raise FitError(f"macroturbulence={macroturbulence!r} is not understood; pass None, a "
-                           "value in km/s or 'fit'")
-        self.macroturbulence = (None if macroturbulence is None or self.fit_vmac
-                                else float(macroturbulence))
-        if self.macroturbulence is not None and not (math.isfinite(self.macroturbulence)
-                                                     and 0 <= self.macroturbulence <= 50):
-            raise FitError(f"macroturbulence={macroturbulence} km/s must be within 0..50")
-        self.vmac_bounds = (float(vmac_bounds[0]), float(vmac_bounds[1]))
-        if not 0 <= self.vmac_bounds[0] < self.vmac_bounds[1] <= 50:
-            raise FitError(f"vmac_bounds={vmac_bounds} must satisfy 0 <= low < high <= 50")
-        self.rv_bounds = (float(rv_bounds[0]), float(rv_bounds[1]))
-        self.vsini_bounds = (float(vsini_bounds[0]), float(vsini_bounds[1]))
-        if not self.rv_bounds[0] < self.rv_bounds[1]:
-            raise FitError(f"rv_bounds={rv_bounds} must be (low, high) with low < high")
-        if not 0 <= self.vsini_bounds[0] < self.vsini_bounds[1]:
-            raise FitError(f"vsini_bounds={vsini_bounds} must satisfy 0 <= low < high")
-        if continuum_degree is not None and not 0 <= continuum_degree <= 20:
-            raise FitError(f"continuum_degree={continuum_degree} must be None or 0..20")
-        self.continuum_knot_spacing = continuum_knot_spacing
-        if continuum_knot_spacing is not None and not (
-                math.isfinite(continuum_knot_spacing) and continuum_knot_spacing > 0
-                and continuum_degree is not None):
-            raise FitError(f"continuum_knot_spacing={continuum_knot_spacing} Å must be a "
-                           "positive number, with a continuum (continuum_degree not None)")
+        self.rotation = settings.rotation
+        self.epsilon = settings.epsilon
+        self.fit_vmac = settings.macroturbulence == "fit"
+        self.macroturbulence = None if self.fit_vmac else settings.macroturbulence
+        self.vmac_bounds = settings.vmac_bounds
+        self.rv_bounds = settings.rv_bounds or (-300.0, 300.0)
+        self.vsini_bounds = settings.vsini_bounds
+        self.continuum_knot_spacing = settings.continuum_knot_spacing
         self.model_wavelength = np.asarray(model.wavelength, float)
         # log-uniform grid, or log-uniform windows with one step (a training set's line
         # windows): inside a run ln λ_i = ln λ_start + (i - start) Δ (used by _shifted_rebin)
@@ -287,8 +285,9 @@ class ObservationChain:
             if not spec.has_uncertainty:
                 raise InvalidSpectrumError(
                     f"exposure {e} has no uncertainties (sigma); a fit needs them: pass "
-                    "sigma/ivar when building the spectrum, or estimate them "
-                    "(photosphere.ops.noise.estimate_snr)")
+                    "sigma/ivar when building the spectrum, or estimate them from the flux "
+                    "with photosphere.ops.noise.with_uncertainty(spectrum) (DER_SNR; "
+                    "photosphere.fit does this itself and notes it in the result)")
             rows = _rows(spec)
             n_orders, n_pix = len(rows), len(rows[0][0])
             res = self._per_order(resolution, n_orders, n_pix, e, "resolution")

@@ -17,19 +17,21 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import FitError, OutOfGridError
-from ..models.base import ForwardModel
+from ..model import ForwardModel
 from ..ops.macroturbulence import doyle_macroturbulence
+from ..result import Result
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .optimize import _segments, build_chain, fit
 from .parameters import Parameters
 from .priors import Prior, Uniform, log_prior_sum
-from .result import Result
+from .settings import ObservationSettings
 
 
 class LogProbability:
@@ -145,25 +147,21 @@ def _check_setup(params: Parameters, priors: Sequence[Prior], n_walkers: int) ->
                            f"label(s); its labels are {list(params.names)}")
 
 
-def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: int = 2000,
-           burn: int | None = None, priors: Sequence[Prior] = (),
-           initial: Mapping[str, float] | Result | None = None,
-           fixed: Mapping[str, float] | None = None, resolution=None, telluric=None,
-           continuum_degree: int | None = 2, rotation: bool = True,
-           rv_bounds: tuple[float, float] | None = None,
-           vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
-           noise: CorrelatedNoise | None = None, model_variance: bool = True,
-           model_error: str = "auto", seed: int | None = 0, progress: bool = True, pool=None,
-           chain: ObservationChain | None = None, source: str | None = None,
-           macroturbulence: float | str | None = None,
-           continuum_knot_spacing: float | None = None) -> Result:
+def sample(model: ForwardModel, observation, *, settings: ObservationSettings | None = None,
+           n_walkers: int = 32, n_steps: int = 2000, burn: int | None = None,
+           priors: Sequence[Prior] = (), initial: Mapping[str, float] | Result | None = None,
+           fixed: Mapping[str, float] | None = None, noise: CorrelatedNoise | None = None,
+           model_variance: bool = True, model_error: str = "auto", seed: int | None = 0,
+           progress: bool = True, pool=None, chain: ObservationChain | None = None,
+           source: str | None = None, **observation_settings: Any) -> Result:
     """Posterior samples of the labels.
 
     n_walkers, n_steps, burn: emcee settings (burn defaults to n_steps // 4, discarded).
     priors: extra priors (:class:`~photosphere.infer.priors.Gaussian`,
     :class:`~photosphere.infer.priors.IsochronePrior`, ...); uniform within the bounds always.
     initial: a least-squares :class:`Result` to start from, or starting values (a fit is run).
-    Other arguments as in :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
+    settings (or its fields as keywords) and the other arguments as in
+    :func:`~photosphere.infer.optimize.fit` (``model_error="auto"``: the
     log-likelihood marginalises the model's error templates, Woodbury log-determinant included,
     with their covariance frozen at the least-squares solution); ``macroturbulence="auto"``
     takes ζ from the least-squares start (fitted with ``"auto"`` when ``initial`` is not a
@@ -179,35 +177,10 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
     burn = n_steps // 4 if burn is None else int(burn)
     if not 0 <= burn < n_steps:
         raise FitError(f"burn={burn} must be in 0..n_steps-1 ({n_steps - 1})")
-    chain_kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-                    rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
-                    epsilon=epsilon, continuum_knot_spacing=continuum_knot_spacing)
-    if macroturbulence == "auto":
-        if not isinstance(initial, Result):
-            # the walkers and priors are checked before the least-squares start, not after it
-            probe = chain or build_chain(model, observation, **chain_kw, initial=initial,
-                                         fixed=fixed)
-            _check_setup(Parameters(probe.parameter_names, probe.bounds, fixed), priors,
-                         n_walkers)
-            initial = fit(model, observation, initial=initial, fixed=fixed, noise=noise,
-                          model_variance=model_variance, model_error=model_error,
-                          macroturbulence=macroturbulence, **chain_kw)
-        macroturbulence = initial.provenance.get("macroturbulence")
-        if macroturbulence is None:
-            macroturbulence = doyle_macroturbulence(initial.values["teff"],
-                                                    initial.values["logg"])
-    chain_kw["macroturbulence"] = macroturbulence
-    if isinstance(initial, Result):
-        start = initial
-        if chain is None:
-            chain = build_chain(model, observation, **chain_kw, initial=start.values,
-                                fixed=fixed)
-    else:
-        if chain is None:
-            chain = build_chain(model, observation, **chain_kw, initial=initial, fixed=fixed)
-        _check_setup(Parameters(chain.parameter_names, chain.bounds, fixed), priors, n_walkers)
-        start = fit(model, observation, initial=initial, fixed=fixed, chain=chain,
-                    noise=noise, model_variance=model_variance, model_error=model_error)
+    settings = ObservationSettings.of(settings, **observation_settings)
+    chain, start = _least_squares_start(model, observation, initial, fixed, chain, settings,
+                                        dict(noise=noise, model_variance=model_variance,
+                                             model_error=model_error), priors, n_walkers)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
     _check_setup(params, priors, n_walkers)
     # the model-error covariance is frozen at the least-squares solution, as in fit
@@ -215,7 +188,58 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                             templates_at=chain.theta_from(start.values))
     log_prob = LogProbability(likelihood, params, priors)
 
-    rng = np.random.default_rng(seed)
+    walkers = _initial_walkers(start, params, n_walkers, np.random.default_rng(seed))
+    sampler = emcee.EnsembleSampler(n_walkers, params.n_free, log_prob, vectorize=True,
+                                    pool=pool)
+    if seed is not None:
+        sampler.random_state = np.random.RandomState(seed).get_state()
+    with torch.no_grad(), _interruptible() as stop, contextlib.redirect_stdout(sys.stderr):
+        # emcee prints the walkers' parameters on stdout when the log-probability raises;
+        # stdout must stay one JSON document
+        for _ in sampler.sample(walkers, iterations=n_steps, progress=progress):
+            if stop.requested:
+                break
+    if stop.requested:
+        raise KeyboardInterrupt
+
+    return _posterior_result(sampler, burn, chain, params, likelihood, log_prob, start,
+                             source, time.perf_counter() - t0)
+
+
+def _least_squares_start(model, observation, initial, fixed, chain,
+                         settings: ObservationSettings, fit_kw: dict, priors: Sequence[Prior],
+                         n_walkers: int) -> tuple[ObservationChain, Result]:
+    """The chain and the least-squares Result the walkers start from (fitted here unless
+    ``initial`` is one); ``macroturbulence="auto"`` is resolved to a fixed ζ first. The walkers
+    and priors are checked before the least-squares start, not after it."""
+    if settings.macroturbulence == "auto":
+        if not isinstance(initial, Result):
+            probe = chain or build_chain(model, observation,
+                                         settings.replace(macroturbulence=None),
+                                         initial=initial, fixed=fixed)
+            _check_setup(Parameters(probe.parameter_names, probe.bounds, fixed), priors,
+                         n_walkers)
+            initial = fit(model, observation, settings=settings, initial=initial, fixed=fixed,
+                          **fit_kw)
+        zeta = initial.provenance.get("macroturbulence")
+        if zeta is None:
+            zeta = doyle_macroturbulence(initial.values["teff"], initial.values["logg"])
+        settings = settings.replace(macroturbulence=zeta)
+    if isinstance(initial, Result):
+        if chain is None:
+            chain = build_chain(model, observation, settings, initial=initial.values,
+                                fixed=fixed)
+        return chain, initial
+    if chain is None:
+        chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
+    _check_setup(Parameters(chain.parameter_names, chain.bounds, fixed), priors, n_walkers)
+    return chain, fit(model, observation, initial=initial, fixed=fixed, chain=chain, **fit_kw)
+
+
+def _initial_walkers(start: Result, params: Parameters, n_walkers: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``(n_walkers, n_free)`` starting points: a tight Gaussian ball (1 % of the least-squares
+    covariance) around ``start``, inside the bounds."""
     center = np.array([start.values[n] for n in params.free])
     center = np.clip(center, params.lower + 1e-6 * params.span, params.upper - 1e-6 * params.span)
     cov = np.asarray(start.covariance, float)
@@ -227,19 +251,16 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                                        method="eigh")
         if params.in_bounds(draw):
             walkers.append(draw)
-    sampler = emcee.EnsembleSampler(n_walkers, params.n_free, log_prob, vectorize=True,
-                                    pool=pool)
-    if seed is not None:
-        sampler.random_state = np.random.RandomState(seed).get_state()
-    with torch.no_grad(), _interruptible() as stop, contextlib.redirect_stdout(sys.stderr):
-        # emcee prints the walkers' parameters on stdout when the log-probability raises;
-        # stdout must stay one JSON document
-        for _ in sampler.sample(np.array(walkers), iterations=n_steps, progress=progress):
-            if stop.requested:
-                break
-    if stop.requested:
-        raise KeyboardInterrupt
+    return np.array(walkers)
 
+
+def _posterior_result(sampler, burn: int, chain: ObservationChain, params: Parameters,
+                      likelihood: Likelihood, log_prob: LogProbability, start: Result,
+                      source: str | None, elapsed: float) -> Result:
+    """The Result of a finished emcee run: median and 68 % interval, the draws, diagnostics."""
+    import emcee
+
+    n_walkers, n_steps = sampler.nwalkers, sampler.iteration
     samples = sampler.get_chain(discard=burn, flat=True)
     log_probs = sampler.get_log_prob(discard=burn, flat=True)
     tau, too_short = _autocorrelation(sampler, burn)
@@ -265,7 +286,7 @@ def sample(model: ForwardModel, observation, *, n_walkers: int = 32, n_steps: in
                                                            strict=True)},
              "priors": [type(p).__name__ for p in log_prob.priors]}
     provenance = {**start.provenance, "source": source or start.provenance.get("source", ""),
-                  "sampler": f"emcee {emcee.__version__}", "elapsed_s": time.perf_counter() - t0}
+                  "sampler": f"emcee {emcee.__version__}", "elapsed_s": elapsed}
     return Result(values=values, sigma=sigma, free=params.free,
                   covariance=np.atleast_2d(np.cov(samples, rowvar=False)), chi2=chi2,
                   n_pixels=chain.n_pixels, n_parameters=params.n_free + chain.n_continuum,

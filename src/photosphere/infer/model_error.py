@@ -1,7 +1,7 @@
 """The model's own error as low-rank templates, marginalised analytically.
 
 A model that offers ``predict_error_templates(labels) -> (..., K, n_pix)`` (grid interpolation
-error, emulator error; see :class:`~photosphere.models.base.ForwardModel`) says its flux is off
+error, emulator error; see :class:`~photosphere.model.ForwardModel`) says its flux is off
 by ``ε = Σ_k a_k T_k`` with independent ``a_k ~ N(0, 1)``. The templates go through the same
 linear chain as the flux (rotation, LSF, Doppler shift, rebinning, × telluric) and are multiplied
 by the continuum, so on the observed pixels of every segment the covariance of the data is

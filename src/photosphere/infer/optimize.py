@@ -1,7 +1,7 @@
 """Least-squares fitting: batched Levenberg–Marquardt with autodiff Jacobians.
 
 :func:`fit` is the easy call: forward model + observation ->
-:class:`~photosphere.infer.result.Result`. It
+:class:`~photosphere.result.Result`. It
 
 1. builds the :class:`~photosphere.infer.chain.ObservationChain` (continuum profiled out);
 2. initialises each RV by cross-correlation: χ² of the data against the model at the starting
@@ -29,19 +29,21 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
-from ..models.base import ForwardModel, check_labels_in_bounds
+from ..model import ForwardModel, check_labels_in_bounds
 from ..ops.macroturbulence import doyle_macroturbulence
+from ..result import Result, Segment
 from .chain import DTYPE, ObservationChain
 from .likelihood import CorrelatedNoise, Likelihood
 from .model_error import use_templates
 from .parameters import Parameters
-from .result import Result, Segment
+from .settings import ObservationSettings
 
 # ------------------------------------------------------------------------- autodiff Jacobian
 # torch's forward-mode dual level is process-wide: fits in threads of one process take turns
@@ -362,33 +364,29 @@ def _lm_functions(likelihood: Likelihood, params: Parameters):
     return residual, residual_and_jacobian
 
 
-def build_chain(model: ForwardModel, observation, *, resolution=None, telluric=None,
-                continuum_degree: int | None = 2, rotation: bool = True,
-                rv_bounds: tuple[float, float] | None = None,
-                vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
+def build_chain(model: ForwardModel, observation,
+                settings: ObservationSettings | None = None, *,
                 initial: Mapping[str, float] | None = None,
                 fixed: Mapping[str, float] | None = None,
-                macroturbulence: float | str | None = None,
-                continuum_knot_spacing: float | None = None) -> ObservationChain:
-    """The chain for a fit. Without ``rv_bounds`` the RV is searched over ±300 km/s by
-    cross-correlation first, then the chain is rebuilt for ±50 km/s around it (fewer pixels
-    lost to the model's edges)."""
-    kw = dict(resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-              rotation=rotation, vsini_bounds=vsini_bounds, epsilon=epsilon,
-              macroturbulence=macroturbulence, continuum_knot_spacing=continuum_knot_spacing)
-    if rv_bounds is not None:
-        return ObservationChain(model, observation, rv_bounds=rv_bounds, **kw)
+                **observation_settings: Any) -> ObservationChain:
+    """The chain for a fit (``settings`` and keyword overrides as in :func:`fit`). Without
+    ``rv_bounds`` the RV is searched over ±300 km/s by cross-correlation first, then the chain is
+    rebuilt for ±50 km/s around it (fewer pixels lost to the model's edges)."""
+    settings = ObservationSettings.of(settings, **observation_settings)
+    if settings.rv_bounds is not None:
+        return ObservationChain.from_settings(model, observation, settings)
     known = {**(initial or {}), **(fixed or {})}
     rv_values = [v for k, v in known.items() if k == "rv" or k.startswith("rv_")]
     if rv_values:
         center = float(np.mean(rv_values))
     else:
-        wide = ObservationChain(model, observation, rv_bounds=(-300.0, 300.0), **kw)
+        wide = ObservationChain.from_settings(model, observation,
+                                              settings.replace(rv_bounds=(-300.0, 300.0)))
         start = _start_values(wide, initial, fixed)
         center = initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
     spread = max([abs(v - center) for v in rv_values], default=0.0)
-    chain = ObservationChain(model, observation,
-                             rv_bounds=(center - 50.0 - spread, center + 50.0 + spread), **kw)
+    chain = ObservationChain.from_settings(model, observation, settings.replace(
+        rv_bounds=(center - 50.0 - spread, center + 50.0 + spread)))
     if not rv_values:
         chain.rv_initial = center  # the cross-correlation RV, so fit() need not scan again
     return chain
@@ -420,24 +418,60 @@ def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
     return start
 
 
-def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None = None,
-        fixed: Mapping[str, float] | None = None, resolution=None, telluric=None,
-        continuum_degree: int | None = 2, rotation: bool = True,
-        rv_bounds: tuple[float, float] | None = None,
-        vsini_bounds: tuple[float, float] = (0.0, 100.0), epsilon: float = 0.6,
+def _start_with_rv(chain: ObservationChain, params: Parameters,
+                   initial: Mapping[str, float] | None,
+                   fixed: Mapping[str, float] | None) -> dict[str, float]:
+    """Starting values of every parameter; a free RV not given in ``initial`` starts at the
+    chain's ``rv_initial`` or at the cross-correlation peak (:func:`initial_rv`)."""
+    start = _start_values(chain, initial, fixed)
+    explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
+    if not explicit_rv and any(n.startswith("rv") for n in params.free):
+        rv0 = chain.rv_initial
+        if rv0 is None:
+            rv0 = initial_rv(chain, chain.theta_from(start))
+        start.update({n: rv0 for n in chain.rv_names if n in params.free})
+    return start
+
+
+def _best_of_starts(likelihood: Likelihood, params: Parameters, start_free: np.ndarray,
+                    use_start: bool, n_grid: int, n_starts: int, max_iter: int
+                    ) -> tuple[np.ndarray, LMOutcome, int]:
+    """Levenberg–Marquardt from the ``n_starts`` best points (by χ²) of the coarse label grid,
+    plus ``start_free`` when ``use_start``: the scaled starts, the outcome, the best index."""
+    residual, residual_and_jacobian = _lm_functions(likelihood, params)
+    grid = _coarse_grid(params, likelihood.chain.label_names, start_free, n_grid)
+    grid_u = params.scale(grid)
+    chi2_grid = _chunked(lambda u: np.sum(residual(u) ** 2, -1), grid_u)
+    chi2_grid = np.where(np.isfinite(chi2_grid), chi2_grid, np.inf)
+    order = np.argsort(chi2_grid)[:max(n_starts, 1)]
+    starts = grid_u[order]
+    if use_start:
+        starts = np.vstack([params.scale(start_free)[None], starts])
+    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
+    ok = np.isfinite(outcome.chi2)
+    if not np.any(ok):
+        raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
+                       "and that the model covers the spectrum")
+    return starts, outcome, int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
+
+
+def fit(model: ForwardModel, observation, *, settings: ObservationSettings | None = None,
+        initial: Mapping[str, float] | None = None, fixed: Mapping[str, float] | None = None,
         noise: CorrelatedNoise | str | None = None, model_variance: bool = True,
         model_error: str = "auto", n_grid: int = 3, n_starts: int = 4, max_iter: int = 100,
         scale_covariance: bool = False, chain: ObservationChain | None = None,
-        source: str | None = None, clip: float | None = None,
-        clip_iterations: int = 10, macroturbulence: float | str | None = None,
-        misfit: str | None = None, continuum_knot_spacing: float | None = None) -> Result:
+        source: str | None = None, clip: float | None = None, clip_iterations: int = 10,
+        misfit: str | None = None, **observation_settings: Any) -> Result:
     """Least-squares labels of ``observation`` with ``model`` through the observation chain.
 
     observation: Spectrum, EchelleSpectrum (orders jointly) or a list of exposures (labels and
     vsini shared, one RV each: ``rv_0, rv_1, ...``).
     initial / fixed: ``{name: value}`` starting values / values held constant (physical units).
-    resolution, telluric, continuum_degree, continuum_knot_spacing, rotation, rv_bounds,
-    vsini_bounds, epsilon: see :class:`~photosphere.infer.chain.ObservationChain`.
+    settings: the observation setup, an :class:`~photosphere.infer.settings.ObservationSettings`
+    (resolution, telluric, continuum_degree, continuum_knot_spacing, rotation, epsilon,
+    macroturbulence, rv_bounds, vsini_bounds, vmac_bounds); any of its fields may be given as a
+    keyword instead, and a keyword overrides the object's field
+    (``fit(model, spectrum, resolution=60000)``).
     noise: None (independent pixels), a :class:`CorrelatedNoise`, or ``"auto"`` (estimate the
     kernel from the residuals of a first fit, then refit with it).
     model_variance: add the model's ``predict_variance`` to the data variance when it has one
@@ -472,54 +506,28 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
     (``flags["jitter"]``, the χ²_red before it in ``flags["chi2_reduced_before_jitter"]``).
     """
     t0 = time.perf_counter()
+    settings = ObservationSettings.of(settings, **observation_settings)
     templates = use_templates(model, model_error, noise)
-    if isinstance(macroturbulence, str) and macroturbulence != "fit":
+    if settings.macroturbulence == "auto":
         return _fit_auto_macroturbulence(
-            model, observation, macroturbulence, t0, initial=initial, fixed=fixed,
-            resolution=resolution, telluric=telluric, continuum_degree=continuum_degree,
-            rotation=rotation, rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
+            model, observation, settings, t0, initial=initial, fixed=fixed,
             noise=noise, model_variance=model_variance, model_error=model_error, n_grid=n_grid,
             n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
             chain=chain, source=source, clip=clip, clip_iterations=clip_iterations,
-            misfit=misfit, continuum_knot_spacing=continuum_knot_spacing)
+            misfit=misfit)
     if misfit not in (None, "jitter"):
         raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
     if isinstance(noise, str) and noise != "auto":
         raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
                        "CorrelatedNoise")
     if chain is None:
-        chain = build_chain(model, observation, resolution=resolution, telluric=telluric,
-                            continuum_degree=continuum_degree, rotation=rotation,
-                            rv_bounds=rv_bounds, vsini_bounds=vsini_bounds, epsilon=epsilon,
-                            initial=initial, fixed=fixed, macroturbulence=macroturbulence,
-                            continuum_knot_spacing=continuum_knot_spacing)
+        chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
-    start = _start_values(chain, initial, fixed)
-    explicit_rv = initial is not None and any(k.startswith("rv") for k in initial)
-    if not explicit_rv and any(n.startswith("rv") for n in params.free):
-        rv0 = chain.rv_initial
-        if rv0 is None:
-            rv0 = initial_rv(chain, chain.theta_from(start))
-        start.update({n: rv0 for n in chain.rv_names if n in params.free})
-    start_free = params.free_from_mapping(start)
+    start_free = params.free_from_mapping(_start_with_rv(chain, params, initial, fixed))
     noise_model = None if isinstance(noise, str) else noise
     likelihood = Likelihood(chain, noise_model, model_variance)
-    residual, residual_and_jacobian = _lm_functions(likelihood, params)
-
-    grid = _coarse_grid(params, chain.label_names, start_free, n_grid)
-    grid_u = params.scale(grid)
-    chi2_grid = _chunked(lambda u: np.sum(residual(u) ** 2, -1), grid_u)
-    chi2_grid = np.where(np.isfinite(chi2_grid), chi2_grid, np.inf)
-    order = np.argsort(chi2_grid)[:max(n_starts, 1)]
-    starts = grid_u[order]
-    if initial is not None:
-        starts = np.vstack([params.scale(start_free)[None], starts])
-    outcome = _multistart(residual_and_jacobian, residual, starts, max_iter)
-    ok = np.isfinite(outcome.chi2)
-    if not np.any(ok):
-        raise FitError("every start gave a non-finite χ²; check the data (σ > 0, finite flux) "
-                       "and that the model covers the spectrum")
-    best = int(np.argmin(np.where(ok, outcome.chi2, np.inf)))
+    starts, outcome, best = _best_of_starts(likelihood, params, start_free, initial is not None,
+                                            n_grid, n_starts, max_iter)
     u_best = outcome.u[best]
     flags: dict = {}
     if clip is not None:
@@ -547,24 +555,24 @@ def fit(model: ForwardModel, observation, *, initial: Mapping[str, float] | None
                    scale_covariance, flags, source, time.perf_counter() - t0)
 
 
-def _fit_auto_macroturbulence(model, observation, how: str, t0: float, *, chain, **kw) -> Result:
+def _fit_auto_macroturbulence(model, observation, settings: ObservationSettings, t0: float, *,
+                              chain, **kw) -> Result:
     """``fit(..., macroturbulence="auto")``: a first fit without macroturbulence gives Teff and
     log g, the Doyle et al. (2014) relation gives ζ there, and a second fit starts from the first
     with ζ fixed."""
-    if how != "auto":
-        raise FitError(f"macroturbulence={how!r} is not understood; pass None, a value in km/s "
-                       "or 'auto'")
     if chain is not None:
         raise FitError("macroturbulence='auto' builds its own chains; do not pass chain=")
     labels = tuple(model.label_names)
     if "teff" not in labels or "logg" not in labels:
         raise FitError(f"macroturbulence='auto' needs teff and logg labels; this model has "
                        f"{list(labels)}: pass a value in km/s instead")
-    first = fit(model, observation, chain=None, **kw)
+    first = fit(model, observation, settings=settings.replace(macroturbulence=None), chain=None,
+                **kw)
     zeta = doyle_macroturbulence(first.values["teff"], first.values["logg"])
     initial = {**(kw.pop("initial") or {}), **{n: v for n, v in first.values.items()
                                                if n not in (kw.get("fixed") or {})}}
-    result = fit(model, observation, initial=initial, macroturbulence=zeta, **kw)
+    result = fit(model, observation, settings=settings.replace(macroturbulence=zeta),
+                 initial=initial, **kw)
     result.provenance["macroturbulence_source"] = ("Doyle et al. (2014) at the first fit's "
                                                    f"Teff {first.values['teff']:.0f} K, "
                                                    f"log g {first.values['logg']:.2f}")

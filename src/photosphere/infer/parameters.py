@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import FitError, OutOfGridError
-from ..models.base import label_range_text
+from ..model import label_range_text
 from .chain import DTYPE
 
 

@@ -229,13 +229,6 @@ def download_apstar(apogee_id: str, field: str, telescope: str = "apo25m", *,
     return download(url, folder / url.rsplit("/", 1)[1], validate=validate_fits, **kwargs)
 
 
-def download_allstar(*, url: str = ALLSTAR_DR17_URL, cache: str | os.PathLike | None = None,
-                     **kwargs) -> Path:
-    """Fetch the DR17 allStar catalogue (about 4 GB) into ``<cache>/apogee/dr17/``."""
-    folder = Path(cache) if cache is not None else cache_dir("apogee", "dr17")
-    return download(url, folder / url.rsplit("/", 1)[1], validate=validate_fits, **kwargs)
-
-
 def download_phoenix_wavelength(*, base_url: str = PHOENIX_HIRES,
                                 cache: str | os.PathLike | None = None, **kwargs) -> Path:
     """Fetch ``WAVE_PHOENIX-ACES-AGSS-COND-2011.fits`` into ``<cache>/phoenix/``."""

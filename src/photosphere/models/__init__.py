@@ -1,5 +1,5 @@
 """Forward models: ``labels -> normalised flux`` on the model's own wavelength grid."""
 
-from .base import ForwardModel, check_labels_in_bounds, check_model
+from ..model import ForwardModel, check_labels_in_bounds, check_model
 
 __all__ = ["ForwardModel", "check_labels_in_bounds", "check_model"]

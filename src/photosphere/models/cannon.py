@@ -17,7 +17,7 @@ import datetime
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -70,6 +70,8 @@ class CannonModel:
     s2_grid: candidate scatter values for the global search (normalised-flux units squared).
     s2_tolerance_dex: precision of the refinement of log10 s² (bracketed parabolic search).
     progress: show progress bars on stderr.
+    medium: ``"air"`` or ``"vacuum"``, the medium of the training wavelengths (APOGEE's and the
+        APOGEE emulator's: vacuum; a model trained on a synthetic grid: the grid's medium).
 
     Learned attributes: ``theta_`` (n_pix, n_terms), ``s2_`` (n_pix,), ``fiducials_``,
     ``scales_`` (n_labels,), ``wavelength_`` (n_pix,) Å or None, ``training_labels_``,
@@ -82,8 +84,11 @@ class CannonModel:
                  regularization: float | np.ndarray = 0.0,
                  censors: Mapping[str, np.ndarray] | None = None,
                  s2_grid: Sequence[float] | None = None, s2_tolerance_dex: float = 0.01,
-                 progress: bool = False):
+                 progress: bool = False, medium: Literal["air", "vacuum"] = "vacuum"):
+        if medium not in ("air", "vacuum"):
+            raise ModelError(f"medium must be 'air' or 'vacuum', got {medium!r}")
         self.label_names = tuple(label_names)
+        self.medium = medium
         self.order = order
         self.cross_terms = cross_terms
         self.terms = None if terms is None else [tuple((t,) if isinstance(t, str) else t)
@@ -244,7 +249,7 @@ class CannonModel:
         self.training_labels_ = labels
         self.wavelength_ = wavelength
         self.sigma_scale_ = None
-        from .. import __version__
+        from .._version import __version__
 
         self.provenance_ = {
             "photosphere_version": __version__,
@@ -413,6 +418,7 @@ class CannonModel:
             "terms": None if self.terms is None else [list(t) for t in self.terms],
             "s2_grid": None if self.s2_grid is None else [float(v) for v in self.s2_grid],
             "s2_tolerance_dex": float(self.s2_tolerance_dex),
+            "medium": self.medium,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -467,7 +473,8 @@ class CannonModel:
                             cross_terms=settings["cross_terms"], terms=settings["terms"],
                             regularization=reg if np.any(reg != reg[0]) else float(reg[0]),
                             censors=censors, s2_grid=settings["s2_grid"],
-                            s2_tolerance_dex=settings["s2_tolerance_dex"])
+                            s2_tolerance_dex=settings["s2_tolerance_dex"],
+                            medium=settings.get("medium", "vacuum"))
                 for name in ("theta_", "s2_", "fiducials_", "scales_", "training_labels_",
                              "training_log_likelihood_"):
                     setattr(model, name, f[name.rstrip("_")][()])

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ModelError
+from ..result import Result, Segment
 from . import polynomial
 
 if TYPE_CHECKING:
@@ -84,6 +85,27 @@ class CannonLabelFit:
             "flags": self.flag_names(i),
             "n_iter": int(self.n_iter[i]),
         }
+
+    def to_result(self, i: int = 0, spectrum=None, source: str = "") -> Result:
+        """Spectrum ``i`` as a :class:`~photosphere.result.Result` (``method="cannon"``): labels,
+        σ, covariance, χ², the Cannon's bit flags by name (``flags["cannon"]``). With the fitted
+        ``spectrum`` (a Spectrum on the model grid) the data and model spectrum are kept as its
+        one segment."""
+        names = tuple(self.label_names)
+        segments = ()
+        if spectrum is not None:
+            ones = np.ones_like(self.model_flux[i])
+            sigma = spectrum.sigma if spectrum.has_uncertainty else np.full_like(ones, np.nan)
+            segments = (Segment(spectrum.wavelength, spectrum.flux, sigma, spectrum.mask,
+                                self.model_flux[i], ones),)
+        return Result(
+            values={n: float(self.labels[i, k]) for k, n in enumerate(names)},
+            sigma={n: float(self.sigma[i, k]) for k, n in enumerate(names)}, free=names,
+            covariance=np.asarray(self.covariance[i]), chi2=float(self.chi2[i]),
+            n_pixels=int(self.n_pixels[i]), n_parameters=len(names), segments=segments,
+            flags={"converged": not self.flags[i] & FLAG_NOT_CONVERGED,
+                   "cannon": self.flag_names(i), "n_iter": int(self.n_iter[i])},
+            provenance={"source": source}, method="cannon")
 
 
 class _SpectrumForms:

@@ -1,6 +1,6 @@
 """On-the-fly training data: 2D échelle images simulated from a spectrum source.
 
-A *spectrum source* is any forward model (``photosphere.models.base.ForwardModel``): the
+A *spectrum source* is any forward model (``photosphere.model.ForwardModel``): the
 :class:`~photosphere.grids.interpolate.GridInterpolator` over the ATLAS9 grid (linear
 interpolation between grid nodes gives continuous labels, as in the study), or a tiny analytic
 model in the tests. For each star (teff, logg, feh, vsini):
@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ModelError, OutOfGridError
+from ..model import ForwardModel
 from .augment import (
     curvature_factors,
     line_strength_jitter,
@@ -50,17 +51,6 @@ _CHUNK = 1024  # labels drawn at a time
 Validity = Callable[[torch.Tensor], torch.Tensor]  # labels (m, 4) -> bool (m,)
 C_KMS = 299_792.458
 _IMAGE_VERSION = 1  # bump when EchelleSimulator.images changes, to invalidate disk caches
-
-
-class SpectrumSource(Protocol):
-    """What the simulator needs from a forward model (a subset of ``ForwardModel``)."""
-
-    label_names: tuple[str, ...]
-    bounds: Mapping[str, tuple[float, float]]
-    wavelength: np.ndarray  # (n_pix,) Å, log-uniform
-    medium: str
-
-    def predict(self, labels: torch.Tensor) -> torch.Tensor: ...
 
 
 class Layout(Protocol):
@@ -87,7 +77,7 @@ class StoredLayout:
 SOURCE_MARGIN_KMS = 50.0  # room at the layout edges for 30 km/s rotation + LSF + RV shifts
 
 
-def default_layout(source: SpectrumSource | None = None) -> Layout:
+def default_layout(source: ForwardModel | None = None) -> Layout:
     """The HARPS-N 5050–5350 Å layout of the study: 8 orders × 4096 pixels.
 
     With ``source``, the window is narrowed (to 0.1 Å) where needed so that the source covers it
@@ -237,7 +227,7 @@ def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int, sp
     return torch.cat(kept)[:n]
 
 
-def source_coverage(source: SpectrumSource,
+def source_coverage(source: ForwardModel,
                     fixed: Mapping[str, float] | None = None) -> Validity | None:
     """A ``valid`` function for :func:`draw_labels`: True where the source can make a spectrum
     (not in a hole of the grid), probed with the source's cheap ``predict_mean_flux``
@@ -285,7 +275,7 @@ def make_splits(config: DataConfig, valid: Validity | None = None) -> dict[str, 
     return labels
 
 
-def _source_columns(source: SpectrumSource,
+def _source_columns(source: ForwardModel,
                     fixed: Mapping[str, float]) -> list[tuple[str, int | float]]:
     """Per source label: the index of the estimator label that feeds it, or a fixed value."""
     cols: list[tuple[str, int | float]] = []
@@ -312,7 +302,7 @@ def _to_source(labels: torch.Tensor, columns: list[tuple[str, int | float]]) -> 
 class EchelleSimulator:
     """Noise-free échelle images (B, n_orders, n_pixels) of stars with given labels."""
 
-    def __init__(self, source: SpectrumSource, layout: Layout, resolution: float = 115_000.0,
+    def __init__(self, source: ForwardModel, layout: Layout, resolution: float = 115_000.0,
                  epsilon: float = 0.6, fixed: Mapping[str, float] | None = None):
         from ..ops.grid import velocity_step
 
@@ -614,7 +604,7 @@ class EchelleDataset:
             yield self.batch(order[s:s + batch_size], epoch, batch_size)
 
 
-def build_datasets(source: SpectrumSource, config: DataConfig, layout: Layout | None = None,
+def build_datasets(source: ForwardModel, config: DataConfig, layout: Layout | None = None,
                    cache: bool = True, cache_dir: str | Path | None = None,
                    ) -> dict[str, EchelleDataset]:
     """Train, validation and test datasets over one source with leak-free splits.

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..spectrum import EchelleSpectrum, Spectrum
 from .checkpoint import Checkpoint, load_checkpoint
 from .evaluate import predict_ensemble
 from .inputs import prepare_image
+
+if TYPE_CHECKING:
+    from ..result import Result
 
 TRAIN_COMMAND = "photosphere nn train --preset cpu --grid GRID --out MODEL.pt"
 
@@ -81,6 +84,22 @@ class NNPrediction:
         return {"labels": {k: {"value": v, "sigma": s} for k, (v, s) in self.labels.items()},
                 "covariance": self.covariance.tolist(), "label_names": list(self.label_names),
                 "provenance": self.provenance}
+
+    def to_result(self) -> Result:
+        """The same labels as a :class:`~photosphere.result.Result` (``method="network"``;
+        no χ² or model spectrum: a network does not fit the data). The grid-consistency check's
+        ``out_of_distribution`` verdict, when it ran, is in ``flags``."""
+        from ..result import Result
+
+        consistency = self.provenance.get("consistency") or {}
+        flags: dict[str, Any] = {"converged": True}
+        if "out_of_distribution" in consistency:
+            flags["out_of_distribution"] = bool(consistency["out_of_distribution"])
+        return Result(values={k: float(v) for k, (v, _) in self.labels.items()},
+                      sigma={k: float(s) for k, (_, s) in self.labels.items()},
+                      free=tuple(self.label_names), covariance=np.asarray(self.covariance),
+                      chi2=float("nan"), n_pixels=0, n_parameters=len(self.label_names),
+                      flags=flags, provenance=dict(self.provenance), method="network")
 
 
 def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,

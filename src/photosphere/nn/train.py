@@ -18,7 +18,6 @@ statistics recomputed for the averaged weights) as the final model.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -33,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ModelError
+from ..model import ForwardModel
 from ._cpu import safe_training_function
 from .checkpoint import (
     ESTIMATORS,
@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .dae import DenoisedEstimator
-from .data import DataConfig, EchelleDataset, Layout, SpectrumSource, build_datasets
+from .data import DataConfig, EchelleDataset, Layout, build_datasets
 from .evaluate import fit_temperature, predict_split
 
 MODELS = ("resnet", "attention", "dae")
@@ -260,8 +260,64 @@ def _validation_loss(model, dataset, config, scaling, device) -> float:
     return total / max(n, 1)
 
 
+def _resume_state(out: Path, config: TrainConfig, model: nn.Module, opt
+                  ) -> tuple[int, list[dict[str, Any]], dict[str, Any] | None]:
+    """Load the run stored at ``out`` into ``model`` and ``opt``: (next epoch, history,
+    weight average so far)."""
+    ck = load_checkpoint(out)
+    state = ck.training or {}
+    if state.get("config") != config.to_dict():
+        raise CheckpointError(f"{out} was trained with a different configuration; resume "
+                              "with the same options or start a new file")
+    _estimator(model).load_state_dict(_estimator(ck.model).state_dict())
+    if "optimizer" not in state:
+        raise CheckpointError(f"{out} holds no resume state (a recalibrated or released "
+                              "model); start a new file, or fine-tune it with --init")
+    opt.load_state_dict(state["optimizer"])
+    return int(state["epoch"]) + 1, list(state["history"]), state.get("average")
+
+
+def _stored_data(data_cfg: DataConfig, simulator) -> dict[str, Any]:
+    """What the checkpoint records about the data: the configuration, the order layout, the
+    grid (name and SHA-256, which predict checks inputs against) and its line strengths."""
+    stored = {**data_cfg.to_dict(), "layout_wavelength": simulator.layout_wavelength.clone(),
+              "layout_medium": str(simulator.layout.medium)}
+    grid_path = getattr(simulator.source, "path", None)
+    if grid_path is not None and Path(grid_path).is_file():
+        from .._files import sha256_file as file_sha256
+
+        stored["grid"] = {"name": Path(grid_path).name, "sha256": file_sha256(grid_path)}
+    else:  # an in-memory source: nothing to check against later
+        stored["grid"] = {"name": type(simulator.source).__name__, "sha256": None}
+    strengths = getattr(simulator.source, "strengths", None)
+    if strengths is not None:  # eval must rebuild the same corrected source
+        stored["line_strengths"] = strengths.to_dict()
+    return stored
+
+
+def _train_epoch(model: nn.Module, opt, train_set: EchelleDataset, config: TrainConfig,
+                 scaling: LabelScaling, epoch: int, device: str, progress: bool) -> float:
+    """One pass over the training images; the mean training loss."""
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(train_set.batches(config.batch_size, epoch, shuffle=True),
+               total=math.ceil(len(train_set) / config.batch_size),
+               desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
+    for batch in bar:
+        loss = _step_loss(model, batch, scaling, config.model == "dae", device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        total += loss.item() * len(batch.index)
+        n += len(batch.index)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total / n
+
+
 @safe_training_function  # oneDNN's backward segfaults on AVX-512/AMX CPUs (nn/_cpu.py)
-def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *,
+def train(config: TrainConfig, source: ForwardModel, out: str | os.PathLike, *,
           layout: Layout | None = None, resume: bool = False, device: str | None = None,
           progress: bool = True, datasets: dict[str, EchelleDataset] | None = None,
           stop_after: int | None = None, cache_dir: str | os.PathLike | None = None,
@@ -281,61 +337,24 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
     datasets = datasets or build_datasets(source, data_cfg, layout, cache_dir=cache_dir)
     scaling = LabelScaling.from_bounds(data_cfg.bounds)
     model, opt, init_sha256 = _build(config, datasets)
-    start, history, average = 0, [], None
-    if resume:
-        ck = load_checkpoint(out)
-        state = ck.training or {}
-        if state.get("config") != config.to_dict():
-            raise CheckpointError(f"{out} was trained with a different configuration; resume "
-                                  "with the same options or start a new file")
-        _estimator(model).load_state_dict(_estimator(ck.model).state_dict())
-        if "optimizer" not in state:
-            raise CheckpointError(f"{out} holds no resume state (a recalibrated or released "
-                                  "model); start a new file, or fine-tune it with --init")
-        opt.load_state_dict(state["optimizer"])
-        start, history = int(state["epoch"]) + 1, list(state["history"])
-        average = state.get("average")
+    start, history, average = (_resume_state(out, config, model, opt) if resume
+                               else (0, [], None))
     model.to(device)
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     is_dae = config.model == "dae"
     kind = config.model
-    simulator = datasets["train"].simulator
-    stored_data = {**data_cfg.to_dict(), "layout_wavelength": simulator.layout_wavelength.clone(),
-                   "layout_medium": str(simulator.layout.medium)}
-    grid_path = getattr(simulator.source, "path", None)  # predict checks inputs against it
-    if grid_path is not None and Path(grid_path).is_file():
-        from .._files import sha256_file as file_sha256
-
-        stored_data["grid"] = {"name": Path(grid_path).name, "sha256": file_sha256(grid_path)}
-    else:  # an in-memory source: nothing to check against later
-        stored_data["grid"] = {"name": type(simulator.source).__name__, "sha256": None}
-    strengths = getattr(simulator.source, "strengths", None)
-    if strengths is not None:  # eval must rebuild the same corrected source
-        stored_data["line_strengths"] = strengths.to_dict()
+    stored_data = _stored_data(data_cfg, datasets["train"].simulator)
     for epoch in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(config, epoch)
         torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout: same on resume
-        model.train()
-        total, n = 0.0, 0
-        bar = tqdm(datasets["train"].batches(config.batch_size, epoch, shuffle=True),
-                   total=math.ceil(len(datasets["train"]) / config.batch_size),
-                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
-        for batch in bar:
-            loss = _step_loss(model, batch, scaling, is_dae, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            total += loss.item() * len(batch.index)
-            n += len(batch.index)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_loss = _train_epoch(model, opt, datasets["train"], config, scaling, epoch,
+                                  device, progress)
         val = _validation_loss(model, datasets["val"], config, scaling, device)
-        history.append({"epoch": epoch, "lr": lr_at(config, epoch), "train_loss": total / n,
+        history.append({"epoch": epoch, "lr": lr_at(config, epoch), "train_loss": train_loss,
                         "val_loss": val})
         if progress:
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train {total / n:.4f}  "
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train {train_loss:.4f}  "
                        f"val {val:.4f}  lr {lr_at(config, epoch):.1e}", file=sys.stderr)
         if epoch >= config.epochs - config.average_epochs:
             average = _accumulate(average, _estimator(model))
@@ -367,7 +386,7 @@ def train(config: TrainConfig, source: SpectrumSource, out: str | os.PathLike, *
                        time.perf_counter() - t0)
 
 
-def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> SpectrumSource:
+def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> ForwardModel:
     """The linear interpolator over an HDF5 grid file (``photosphere.grids``).
 
     line_strengths: a :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or
@@ -379,7 +398,7 @@ def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> Spe
     return with_line_strengths(GridInterpolator(GridStore.open(path)), line_strengths)
 
 
-def with_line_strengths(source: SpectrumSource, line_strengths: Any = None) -> SpectrumSource:
+def with_line_strengths(source: ForwardModel, line_strengths: Any = None) -> ForwardModel:
     """``source`` corrected by empirical line strengths (a
     :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or the dict a checkpoint
     stores); ``source`` itself when ``line_strengths`` is None."""
@@ -392,9 +411,3 @@ def with_line_strengths(source: SpectrumSource, line_strengths: Any = None) -> S
     elif isinstance(line_strengths, dict):
         line_strengths = LineStrengths.from_dict(line_strengths)
     return CorrectedSource(source, line_strengths)
-
-
-def config_with(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with fields replaced (``data`` merged)."""
-    data = {**config.data, **changes.pop("data", {})}
-    return dataclasses.replace(config, data=data, **changes)

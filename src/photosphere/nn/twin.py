@@ -41,7 +41,7 @@ LABEL_TOLERANCE = 1e-3  # K or dex: how far asked labels may be from a FixedSour
 
 @dataclass(frozen=True)
 class FixedSource:
-    """A spectrum source (``nn.data.SpectrumSource``) that holds one spectrum.
+    """A spectrum source (a ``photosphere.model.ForwardModel``) that holds one spectrum.
 
     wavelength: (n_pix,) Å, log-uniform; flux: (n_pix,) normalised; labels: teff (K), logg,
     feh (dex) it was made at; ``predict`` returns it for those labels only, within

@@ -29,12 +29,6 @@ def as_float_tensor(x: Any, name: str = "value", dtype: torch.dtype | None = Non
     return torch.tensor(np.array(arr, order="C"), dtype=dtype or torch.float64)
 
 
-def common_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The widest floating dtype among ``tensors`` (float64 wins)."""
-    dtypes = [t.dtype for t in tensors]
-    return torch.float64 if torch.float64 in dtypes else dtypes[0]
-
-
 def require_finite(x: torch.Tensor, name: str, fix: str) -> None:
     """Raise :class:`InvalidSpectrumError` naming ``name`` if ``x`` holds NaN or inf."""
     if not bool(torch.isfinite(x.detach()).all()):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import InvalidSpectrumError
+from ..errors import FitError, InvalidSpectrumError
 
 _DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
 
@@ -100,3 +100,26 @@ def estimate_snr(flux, mask=None):
     rows = f.reshape(-1, f.shape[-1])
     out = np.array([_der_snr_1d(row) for row in rows]).reshape(f.shape[:-1])
     return float(out) if out.ndim == 0 else out
+
+
+def with_uncertainty(spectrum):
+    """``spectrum`` unchanged if it has σ, else σ = median flux / S/N per order, the S/N
+    estimated from the flux alone (DER_SNR, :func:`estimate_snr`).
+    The S/N used is recorded in ``meta.extra["sigma_estimated_snr"]``."""
+    from ..spectrum import EchelleSpectrum
+
+    if spectrum.has_uncertainty:
+        return spectrum
+    flux = np.atleast_2d(spectrum.flux)
+    mask = np.atleast_2d(spectrum.mask)
+    snr = np.atleast_1d(estimate_snr(flux, mask))
+    if not np.all(np.isfinite(snr) & (snr > 0)):
+        raise FitError("the spectrum has no uncertainties and its S/N cannot be estimated from "
+                       "the flux; pass sigma (or --snr)")
+    level = np.array([np.median(f[~m]) if np.any(~m) else 1.0 for f, m in zip(flux, mask,
+                                                                               strict=True)])
+    sigma = np.abs(level / snr)[:, None] * np.ones_like(flux)
+    sigma = sigma if isinstance(spectrum, EchelleSpectrum) else sigma[0]
+    meta = spectrum.meta.replace(extra={**spectrum.meta.extra,
+                                        "sigma_estimated_snr": snr.tolist()})
+    return spectrum.replace(sigma=sigma, meta=meta)

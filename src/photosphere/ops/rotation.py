@@ -47,17 +47,6 @@ def _check(velocity_step: float, vsini: torch.Tensor, epsilon: torch.Tensor) -> 
             f"epsilon (linear limb darkening) must lie in [0, 1], got {e.flatten().tolist()[:4]}")
 
 
-def _gray_antiderivatives(x: torch.Tensor, epsilon: torch.Tensor):
-    """P0(x) = ∫_0^x g, P1(x) = ∫_0^x t·g(t) dt for the unit-width Gray profile g (|x| ≤ 1)."""
-    norm = math.pi * (1 - epsilon / 3)
-    root = torch.sqrt(1 - x * x)
-    p0 = ((1 - epsilon) * (x * root + torch.asin(x))
-          + (math.pi * epsilon / 2) * (x - x**3 / 3)) / norm
-    p1 = (2 * (1 - epsilon) * (1 - root**3) / 3
-          + (math.pi * epsilon / 2) * (x * x / 2 - x**4 / 4)) / norm
-    return p0, p1
-
-
 def _safe_asin_limit(x: torch.Tensor) -> torch.Tensor:
     """asin(clip(x, −1, 1)) with finite gradients (zero where clipped)."""
     inside = x.abs() < 1

@@ -396,34 +396,16 @@ def report_data(model: CannonModel, n_validation: int = 300, data_dir=None,
     if kind == "apogee_allstar":
         from ..workflows import cannon_allstar as wa
 
-        return wa.report_data(model, progress=progress)
+        return ReportData(*wa.report_stars(model, progress=progress))
     return _apogee_data(model, n_validation, data_dir, fit_real)
 
 
-def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 300,
-                 data_dir=None, nn_epochs: int = 80, mcmc_steps: int = 1500,
-                 fit_real: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Every plot of the lab, a summary table (``cannon_report.ecsv``) and ``cannon_report.json``.
-
-    The training spectra are rebuilt from the recipe in the model provenance; the validation set
-    is a fresh held-out set made the same way (emulated APOGEE or grid spectra), or the stored
-    validation stars of an allStar-trained model.
-    """
-    from ..isochrones import mist_isochrone
-    from ..nn.label_regressor import LabelRegressor, RegressorConfig
-    from ..workflows import cannon_apogee as wf
-
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(model.label_names)
-    data = report_data(model, n_validation, data_dir, fit_real, progress)
-    train, val, medium = data.train, data.validation, data.medium
-    files: dict[str, str] = {}
-
-    def keep(key: str, path: Path) -> None:
-        files[key] = str(path)
-
-    keep("training_labels_corner", plot_training_corner(train.labels, names,
+def _model_plots(model: CannonModel, data: ReportData, out: Path,
+                 keep: Callable[[str, Path], None]) -> None:
+    """The training set and the model itself: label corner, continuum fit (when a real visit is
+    at hand), a training star against the model, gradient spectra and the scatter s²."""
+    train, medium = data.train, data.medium
+    keep("training_labels_corner", plot_training_corner(train.labels, list(model.label_names),
                                                         out / "training_labels_corner.png"))
     example = data.continuum() if data.continuum is not None else None
     if example is not None:
@@ -439,7 +421,14 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
                                                    lines=data.lines, medium=medium))
     keep("scatter", plot_scatter(model, out / "scatter_s2.png", medium=medium))
 
-    fit, stats = wf.validate(model, val)
+
+def _validation_plots(model: CannonModel, data: ReportData, fit, stats: dict, out: Path,
+                      keep: Callable[[str, Path], None]) -> None:
+    """The held-out stars: one-to-one labels, the Kiel diagram with MIST isochrones, and the
+    model along an isochrone and across [Fe/H]."""
+    from ..isochrones import mist_isochrone
+
+    val, medium, names = data.validation, data.medium, list(model.label_names)
     keep("cross_validation", plot_one_to_one(
         val.labels, fit.labels, names, stats,
         f"The Cannon on {len(val)} held-out spectra (S/N {val.snr.min():.0f}-{val.snr.max():.0f})",
@@ -453,6 +442,33 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
     if "feh" in names:
         keep("model_vs_feh", plot_model_vs_feh(model, out / "model_vs_feh.png",
                                                window=data.model_window, medium=medium))
+
+
+def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 300,
+                 data_dir=None, nn_epochs: int = 80, mcmc_steps: int = 1500,
+                 fit_real: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Every plot of the lab, a summary table (``cannon_report.ecsv``) and ``cannon_report.json``.
+
+    The training spectra are rebuilt from the recipe in the model provenance; the validation set
+    is a fresh held-out set made the same way (emulated APOGEE or grid spectra), or the stored
+    validation stars of an allStar-trained model.
+    """
+    from ..nn.label_regressor import LabelRegressor, RegressorConfig
+    from ..workflows import cannon_apogee as wf
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(model.label_names)
+    data = report_data(model, n_validation, data_dir, fit_real, progress)
+    train, val = data.train, data.validation
+    files: dict[str, str] = {}
+
+    def keep(key: str, path: Path) -> None:
+        files[key] = str(path)
+
+    _model_plots(model, data, out, keep)
+    fit, stats = wf.validate(model, val)
+    _validation_plots(model, data, fit, stats, out, keep)
 
     mc = mcmc_fit(model, val.flux[0], val.ivar[0], fit.labels[0], n_steps=mcmc_steps)
     keep("mcmc_corner", plot_mcmc_corner(mc["samples"], names, val.labels[0],
@@ -468,18 +484,14 @@ def write_report(model: CannonModel, outdir: str | Path, *, n_validation: int = 
         f"neural-network regressor on the same {len(val)} held-out spectra",
         out / "nn_cross_validation.png"))
 
-    rows = []
-    for k, name in enumerate(names):
-        rows.append({"label": name, "cannon_bias": stats[name]["bias"],
-                     "cannon_scatter": stats[name]["scatter"],
-                     "cannon_median_sigma": float(np.median(fit.sigma[:, k])),
-                     "cannon_coverage_1sigma": stats[name]["coverage_1sigma"],
-                     "nn_bias": nn_stats[name]["bias"], "nn_scatter": nn_stats[name]["scatter"],
-                     "mcmc_star0_median": float(q50[k]),
-                     "mcmc_star0_sigma": float((q84[k] - q16[k]) / 2),
-                     "lm_star0_value": float(fit.labels[0, k]),
-                     "lm_star0_sigma": float(fit.sigma[0, k]),
-                     "star0_truth": float(val.labels[0, k])})
+    rows = [{"label": name, "cannon_bias": stats[name]["bias"],
+             "cannon_scatter": stats[name]["scatter"],
+             "cannon_median_sigma": float(np.median(fit.sigma[:, k])),
+             "cannon_coverage_1sigma": stats[name]["coverage_1sigma"],
+             "nn_bias": nn_stats[name]["bias"], "nn_scatter": nn_stats[name]["scatter"],
+             "mcmc_star0_median": float(q50[k]), "mcmc_star0_sigma": float((q84[k] - q16[k]) / 2),
+             "lm_star0_value": float(fit.labels[0, k]), "lm_star0_sigma": float(fit.sigma[0, k]),
+             "star0_truth": float(val.labels[0, k])} for k, name in enumerate(names)]
     keep("table", write_table(rows, out / "cannon_report.ecsv"))
     summary = {"model": repr(model), "training_set": model.provenance_.get("training_set"),
                "n_training": len(train), "n_validation": len(val),

@@ -230,14 +230,12 @@ def validation_stars(model: CannonModel, data_dir=None, progress: bool = False) 
     return load_stars(spec, val_rows, data_dir, progress)[0]
 
 
-def report_data(model: CannonModel, data_dir=None, progress: bool = False):
-    """Report inputs: training and validation stars (ASPCAP labels as the truth)."""
-    from ..reports.cannon_report import ReportData
-
+def report_stars(model: CannonModel, data_dir=None, progress: bool = False):
+    """The report's inputs: ``(training, validation)`` stars (ASPCAP labels as the truth)."""
     spec = training_spec(model)
     table = spec.select()
     train_rows, val_rows = spec.split(len(table))
     if val_rows.size == 0:
         raise ModelError("the model was trained with validation_fraction=0: no held-out stars")
-    return ReportData(load_stars(spec, train_rows, data_dir, progress)[0],
-                      load_stars(spec, val_rows, data_dir, progress)[0])
+    return (load_stars(spec, train_rows, data_dir, progress)[0],
+            load_stars(spec, val_rows, data_dir, progress)[0])

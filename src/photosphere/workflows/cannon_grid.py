@@ -192,8 +192,8 @@ def train_on_grid(spec: GridDatasetSpec, *, order: int = 2, regularization: floa
     interpolator = interpolator or GridInterpolator(grid_path(spec.grid))
     train = spec.build(interpolator, progress=progress)
     model = CannonModel(train.label_names, order=order, regularization=regularization,
-                        progress=progress).fit(train.labels, train.flux, train.ivar,
-                                               train.wavelength)
+                        progress=progress, medium=interpolator.medium)
+    model.fit(train.labels, train.flux, train.ivar, train.wavelength)
     stored = spec.to_dict()
     if spec.grid != "default":
         stored["grid"] = str(Path(spec.grid).resolve())

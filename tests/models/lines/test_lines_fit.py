@@ -53,6 +53,10 @@ def test_injected_rv_vsini_and_amplitudes_are_recovered(rng):
     assert result.rv == pytest.approx(RV, abs=0.2)
     assert result.vsini == pytest.approx(VSINI, abs=0.5)
     assert 0.8 < result.chi2_per_pixel < 1.2
+    one = result.to_result()  # the one Result type
+    assert one.method == "lines" and one.values == {"rv": result.rv, "vsini": result.vsini}
+    assert one.chi2 / one.n_pixels == pytest.approx(result.chi2_per_pixel)
+    assert one.segments[0].model.shape == wave.shape
     inside = (centre > 6005) & (centre < 6013)
     before = np.log(perturbed / amp)[inside]
     after = (start.log_amplitude.detach().numpy() - np.log(amp))[inside]

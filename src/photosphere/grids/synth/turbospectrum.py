@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import DependencyError, FileFormatError, OutOfGridError
 from . import linelists, molecules
 from .atmospheres import Atmosphere, find_atmosphere

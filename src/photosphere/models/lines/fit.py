@@ -32,6 +32,7 @@ from ...ops.lsf import gaussian_broaden
 from ...ops.noise import estimate_snr
 from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
+from ...result import Result, Segment
 from .clone import ResidualStats, optimise
 from .model import LineModel
 from .telluric import TelluricModel
@@ -236,6 +237,26 @@ class FitResult:
                 "chi2_per_pixel": self.chi2_per_pixel, "rms_over_noise": self.rms_over_noise,
                 "n_lines": self.model.stellar.n_lines, "n_pixels": int(self.observation.flux.size),
                 "steps": len(self.history), "seconds": self.seconds}
+
+    def to_result(self, source: str = "") -> Result:
+        """The fit as a :class:`~photosphere.result.Result` (``method="lines"``): rv and vsini
+        (km/s; this optimiser gives no σ, so σ and the covariance are NaN), χ² over the unmasked
+        pixels, the data and model spectrum as one segment, the summary in ``flags`` (no
+        ``converged``: the fit runs a fixed number of Adam steps, it has no convergence test)."""
+        obs = self.observation
+        good = int(np.count_nonzero(~obs.mask))
+        with torch.no_grad():
+            model, continuum = self.model().numpy(), self.model.continuum().numpy()
+        free = ("rv", "vsini")
+        return Result(
+            values={"rv": self.rv, "vsini": self.vsini},
+            sigma={n: float("nan") for n in free}, free=free,
+            covariance=np.full((2, 2), np.nan), chi2=self.chi2_per_pixel * good, n_pixels=good,
+            n_parameters=len(free) + self.model.settings.continuum_degree + 1,
+            segments=(Segment(obs.wavelength, np.where(obs.mask, np.nan, obs.flux), obs.sigma,
+                              obs.mask, model, continuum),),
+            flags={"lines": self.summary()},
+            provenance={"source": source}, method="lines")
 
 
 def scan_rv(stellar: LineModel, obs: Observation, settings: FitSettings, *,

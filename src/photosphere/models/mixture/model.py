@@ -16,7 +16,7 @@ grid's wavelengths, so the general fitter (:func:`photosphere.infer.fit`,
     the primary's. ``flux_ratio="radii"``: ``radius_ratio = R_b/R_a`` ∈ (0, 1] and the physical
     wavelength-dependent ratio ``(R_b/R_a)² C_b/C_a``; ``"free"``: ``light_ratio = L_b/L_a`` of
     the continua, constant over the window. ``n_epochs > 1``: one ``delta_rv_e`` per exposure,
-    fitted through :class:`~photosphere.models.mixture.epochs.EpochChain`.
+    fitted through :class:`~photosphere.infer.epochs.EpochChain`.
 
 Optional ``veiling``: a featureless continuum component of ``veiling`` × the stellar
 continuum, ``(f + v) / (1 + v)`` (a hot spot, accretion shock or dust emission).
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from ...errors import ModelError, OutOfGridError
+from ...model import labels_tensor
 from ...ops.doppler import doppler_factor
 from ...ops.rotation import rotational_broaden
-from ..base import labels_tensor
 from .flux_ratio import (
     ChunkAverager,
     ContinuumTable,

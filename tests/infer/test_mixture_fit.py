@@ -13,10 +13,10 @@ from photosphere import cli
 from photosphere.errors import FitError
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
-from photosphere.infer.result import Result
+from photosphere.infer.mixture import fit_mixture, simulate
+from photosphere.infer.selection import bic, compare_models, laplace_log_evidence
 from photosphere.models.mixture import BinaryModel, SpotModel
-from photosphere.models.mixture.api import fit_mixture, simulate
-from photosphere.models.mixture.selection import bic, compare_models, laplace_log_evidence
+from photosphere.result import Result
 
 SPOTS = {"teff": 5500.0, "teff_spot": 4500.0, "logg": 4.5, "feh": 0.0, "filling_factor": 0.4,
          "vsini": 6.0, "rv": 12.0}
@@ -68,6 +68,9 @@ def test_spots_are_recovered_and_preferred_over_one_star(grid):
     assert r.chi2_reduced == pytest.approx(1.0, abs=0.1)
     cmp = out.compare()
     assert cmp.delta_bic > 10 and cmp.delta_chi2 > 0
+    one = out.to_result()  # the one Result type, with the single-star fit and the comparison
+    assert one.values == r.values and one.flags["comparison"] == cmp.to_dict()
+    assert one.flags["single_star"]["teff"]["value"] == out.single.values["teff"]
     light = out.derived(n=200)["spot_light_fraction"]
     labels = torch.tensor([[SPOTS[n] for n in model.label_names]], dtype=torch.float64)
     assert np.median(light) == pytest.approx(float(model.spot_light_fraction(labels).mean()),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import FitError
-from ...infer.chain import DTYPE, ObservationChain
-from ...ops import lsf
+from ..errors import FitError
+from ..ops import lsf
+from .chain import DTYPE, ObservationChain
 
 
 class EpochChain(ObservationChain):
-    """Observation chain of a multi-epoch :class:`~.model.BinaryModel`.
+    """Observation chain of a multi-epoch :class:`~photosphere.models.mixture.model.BinaryModel`.
 
     model: a BinaryModel with ``n_epochs`` equal to the number of exposures; observation: the
     list of exposures; other arguments as ObservationChain. Rotation belongs to the model

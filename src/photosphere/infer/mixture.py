@@ -8,20 +8,22 @@ optionally, MCMC, all through the general fitter (:func:`photosphere.infer.fit` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ...errors import FitError, ModelError
-from ...infer.chain import DTYPE, ObservationChain
-from ...infer.likelihood import Likelihood
-from ...infer.optimize import build_chain, fit
-from ...infer.result import Result
-from ...spectrum import EchelleSpectrum, Spectrum
+from ..errors import FitError, ModelError
+from ..models.mixture.model import BinaryModel, SpotModel
+from ..result import Result
+from ..spectrum import EchelleSpectrum, Spectrum
+from .chain import DTYPE, ObservationChain
 from .epochs import EpochChain
-from .model import BinaryModel, SpotModel
+from .likelihood import Likelihood
+from .optimize import build_chain, fit
+from .settings import ObservationSettings
 
 MODES = ("spots", "binary")
 
@@ -132,6 +134,14 @@ class MixtureFit:
 
         return corner_plot(self.model, self.result, self.bounds, path, truths, names)
 
+    def to_result(self) -> Result:
+        """The two-component fit as one :class:`~photosphere.result.Result`, with the single-star
+        labels (``flags["single_star"]``) and the comparison (``flags["comparison"]``: Δχ², ΔBIC,
+        Laplace evidence ratio) beside its own flags."""
+        return dataclasses.replace(self.result, flags={
+            **self.result.flags, "single_star": self.single.to_dict()["labels"],
+            "comparison": self.compare().to_dict()})
+
     def to_dict(self) -> dict:
         """The ``--json`` document: both fits, the comparison and the light fraction."""
         light = {k: {"median": float(np.median(v)),
@@ -142,12 +152,15 @@ class MixtureFit:
                 "comparison": self.compare().to_dict()}
 
 
-def _chain(model, observation, *, resolution, continuum_degree, rv_bounds, vsini_bounds,
-           initial, fixed):
-    kw = dict(resolution=resolution, continuum_degree=continuum_degree)
+def _chain(model, observation, settings: ObservationSettings, *, initial, fixed):
+    """The chain of a two-component fit: a spot model rotates as one star; a binary's
+    components carry their own vsini (no chain rotation), one RV per exposure."""
+    kw = dict(resolution=settings.resolution, continuum_degree=settings.continuum_degree)
+    rv_bounds = settings.rv_bounds
     if isinstance(model, SpotModel):
         return build_chain(model, observation, rotation=True, rv_bounds=rv_bounds,
-                           vsini_bounds=vsini_bounds, initial=initial, fixed=fixed, **kw)
+                           vsini_bounds=settings.vsini_bounds, initial=initial, fixed=fixed,
+                           **kw)
     exposures = _exposures(observation)
     if model.n_epochs != len(exposures):
         raise FitError(f"the binary model has {model.n_epochs} epochs but {len(exposures)} "
@@ -216,11 +229,10 @@ def _starts(model, single: Result, chain: ObservationChain,
     return start
 
 
-def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = False,
+def fit_mixture(model: SpotModel | BinaryModel, observation, *,
+                settings: ObservationSettings | None = None, mcmc: bool = False,
                 initial: Mapping[str, float] | None = None,
-                fixed: Mapping[str, float] | None = None, resolution=None,
-                continuum_degree: int | None = 2, rv_bounds: tuple[float, float] | None = None,
-                vsini_bounds: tuple[float, float] = (0.0, 100.0), n_walkers: int = 32,
+                fixed: Mapping[str, float] | None = None, n_walkers: int = 32,
                 n_steps: int = 2000, seed: int = 0, progress: bool = True,
                 single: Result | None = None, source: str | None = None,
                 **fit_kwargs) -> MixtureFit:
@@ -231,8 +243,12 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
     seed the two-component starts (binary: ``delta_rv`` found by a χ² scan). initial / fixed:
     ``{name: value}`` of the two-component parameters (checked: identical components raise
     ModelError). mcmc: sample the posterior (emcee; n_walkers, n_steps, seed) from the least-
-    squares solution. Other keywords go to :func:`photosphere.infer.fit`.
+    squares solution. settings: the observation setup (resolution, continuum_degree, rv_bounds,
+    vsini_bounds are used; its fields may be given as keywords, as in :func:`photosphere.infer.
+    fit`). Other keywords go to :func:`photosphere.infer.fit`.
     """
+    observed, fit_kwargs = ObservationSettings.split(fit_kwargs)
+    settings = ObservationSettings.of(settings, **observed)
     check_distinct(model, {**(initial or {}), **(fixed or {})})
     exposures = _exposures(observation)
     if single is None or single.provenance.get("model_error") == "templates":
@@ -240,24 +256,23 @@ def fit_mixture(model: SpotModel | BinaryModel, observation, *, mcmc: bool = Fal
         # model_error="none": the mixture has no error templates, and the two fits are
         # compared by χ², so both treat the grid as exact (a given single-star fit made with
         # templates has the marginal χ², not comparable: it is refitted)
-        single = fit(model.grid, single_obs, resolution=resolution,
-                     continuum_degree=continuum_degree, rv_bounds=rv_bounds,
-                     vsini_bounds=vsini_bounds, source=source, model_error="none")
+        single = fit(model.grid, single_obs, resolution=settings.resolution,
+                     continuum_degree=settings.continuum_degree, rv_bounds=settings.rv_bounds,
+                     vsini_bounds=settings.vsini_bounds, source=source, model_error="none")
     seeded = {n: v for n, v in single.values.items() if n.startswith("rv")}
-    chain = _chain(model, observation, resolution=resolution, continuum_degree=continuum_degree,
-                   rv_bounds=rv_bounds, vsini_bounds=vsini_bounds,
-                   initial={**seeded, **(initial or {})}, fixed=fixed)
+    chain = _chain(model, observation, settings, initial={**seeded, **(initial or {})},
+                   fixed=fixed)
     start = _starts(model, single, chain, initial, fixed)
     free_start = {n: v for n, v in start.items() if n not in (fixed or {})}
     result = fit(model, observation, initial=free_start, fixed=fixed, chain=chain,
                  source=source, **fit_kwargs)
     if mcmc:
-        from ...infer.mcmc import sample
+        from .mcmc import sample
 
         result = sample(model, observation, initial=result, fixed=fixed, chain=chain,
                         n_walkers=n_walkers, n_steps=n_steps, seed=seed, progress=progress,
                         source=source)
-    single_bounds = {**model.grid.bounds, "vsini": tuple(vsini_bounds),
+    single_bounds = {**model.grid.bounds, "vsini": tuple(settings.vsini_bounds),
                      **{n: tuple(single.provenance["rv_bounds"]) for n in single.free
                         if n.startswith("rv")}}
     return MixtureFit(result=result, single=single, model=model, bounds=dict(chain.bounds),

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import FitError
-from ...infer.result import Result
-from .model import BinaryModel, SpotModel
+from ..errors import FitError
+from ..models.mixture.model import BinaryModel, SpotModel
+from ..result import Result
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def corner_plot(model: SpotModel | BinaryModel, result: Result,
     fig.suptitle("posterior samples" if result.samples is not None
                  else "Gaussian approximation (covariance)", fontsize=9)
     if path is not None:
-        from ..._files import atomic_path
+        from .._files import atomic_path
 
         with atomic_path(path, suffix=Path(path).suffix) as tmp:
             fig.savefig(tmp, dpi=90)

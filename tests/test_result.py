@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from photosphere.errors import FitError
-from photosphere.infer.result import Result, Segment
+from photosphere.result import Result, Segment
 
 
 @pytest.fixture

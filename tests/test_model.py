@@ -9,7 +9,7 @@ import pytest
 
 from analytic_model import AnalyticModel
 from photosphere.errors import ModelError, OutOfGridError
-from photosphere.models.base import ForwardModel, check_labels_in_bounds, check_model
+from photosphere.model import ForwardModel, check_labels_in_bounds, check_model
 
 BOUNDS = {"teff": (3500.0, 9750.0), "logg": (0.0, 5.0), "feh": (-2.5, 0.5)}
 

@@ -14,7 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..errors import ModelError, OutOfGridError
+from .errors import ModelError, OutOfGridError
 
 #: Physical units of the shared label vocabulary, used in messages and tables.
 LABEL_UNITS: dict[str, str] = {
@@ -60,7 +60,7 @@ def check_model(model: object) -> ForwardModel:
     if missing:
         raise ModelError(f"{type(model).__name__} is not a forward model: it lacks "
                          f"{', '.join(missing)}; implement label_names, bounds, wavelength, medium "
-                         "and predict(labels) (see photosphere.models.base.ForwardModel)")
+                         "and predict(labels) (see photosphere.model.ForwardModel)")
     unbounded = [n for n in model.label_names if n not in model.bounds]  # type: ignore[attr-defined]
     if unbounded:
         raise ModelError(f"{type(model).__name__}.bounds has no entry for {unbounded}; "

@@ -1,0 +1,153 @@
+"""The easy calls: read a spectrum, load a model, fit or sample its labels, predict with a network.
+
+>>> import photosphere
+>>> spectrum = photosphere.read("star.fits")
+>>> result = photosphere.fit(spectrum, resolution=115_000)  # the embedded grid by default
+
+Each call is a thin layer over the primitives it names (:func:`photosphere.io.read`,
+:func:`photosphere.infer.optimize.fit`, :func:`photosphere.infer.mcmc.sample`,
+:func:`photosphere.nn.predict.predict_spectrum`) and gives the same answer as chaining them by
+hand; the only thing added is σ for a spectrum without uncertainties: it is estimated from the
+flux (DER_SNR, :func:`photosphere.ops.noise.with_uncertainty`) and the result says so in
+``flags["sigma_estimated"]`` (the S/N per order used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingFileError, ModelError
+from .spectrum import EchelleSpectrum, Spectrum
+
+#: What :func:`load_model` understands by name.
+MODEL_NAMES = ("grid", "default")
+
+
+def read(path: str | os.PathLike, **kwargs: Any) -> Spectrum | EchelleSpectrum:
+    """Read any supported spectrum file (:func:`photosphere.io.read`)."""
+    from .io import read as read_file
+
+    return read_file(path, **kwargs)
+
+
+def _hdf5_format(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("format", "")) or None
+    except OSError:
+        return None
+
+
+def load_model(model: str | os.PathLike | None = None):
+    """A model by path or name.
+
+    None, ``"grid"`` or ``"default"``: the embedded default grid (a GridInterpolator); an HDF5
+    file: a grid, an emulator or a Cannon model, told apart by its ``format`` attribute; a
+    ``.pt`` file or the name of a shipped network: the network checkpoint (for :func:`predict`).
+    """
+    from .grids.load import load_grid_model
+
+    if model is None or str(model) in MODEL_NAMES:
+        return load_grid_model()
+    path = Path(model)
+    if not path.exists() and path.suffix in (".h5", ".hdf5"):
+        raise MissingFileError(f"model file {path} does not exist; pass a grid, emulator or "
+                               "Cannon file, or None for the embedded grid")
+    if path.suffix == ".pt" or not path.exists():
+        from .nn.predict import load_model as load_network
+
+        return load_network(model)
+    kind = _hdf5_format(path)
+    if kind is None:
+        raise ModelError(f"{path} is not an HDF5 model file; pass a grid, emulator or Cannon "
+                         "(.h5) or a network checkpoint (.pt)")
+    from .grids import emulator, store
+    from .models import cannon
+
+    if kind == cannon.FORMAT:
+        return cannon.CannonModel.load(path)
+    if kind == emulator.FORMAT:
+        return emulator.PCAGPEmulator.load(path)
+    if kind == store.FORMAT:
+        return load_grid_model(str(path))
+    raise ModelError(f"{path} has format {kind!r}; load_model reads {store.FORMAT!r}, "
+                     f"{emulator.FORMAT!r} and {cannon.FORMAT!r} files and .pt networks")
+
+
+def _observation(spectrum) -> tuple[Any, list[float] | None]:
+    """The spectrum (read when a path) as the CLI fits it: refused when it cannot be a star
+    (:func:`photosphere.infer.validity.check_spectrum`), flux ≤ 0 masked, and σ, with the S/N
+    used when σ had to be estimated."""
+    from .infer.batch import mask_nonpositive
+    from .infer.validity import check_spectrum
+    from .ops.noise import with_uncertainty
+
+    where = str(spectrum) if isinstance(spectrum, str | os.PathLike) else "the spectrum"
+    if isinstance(spectrum, str | os.PathLike):
+        spectrum = read(spectrum)
+    if isinstance(spectrum, list | tuple):
+        prepared = [_observation(s) for s in spectrum]
+        snrs = [snr for _, s in prepared if s is not None for snr in s]
+        return [s for s, _ in prepared], (snrs or None)
+    check_spectrum(spectrum, where)
+    spectrum = mask_nonpositive(spectrum)
+    if spectrum.has_uncertainty:
+        return spectrum, None
+    spectrum = with_uncertainty(spectrum)
+    return spectrum, list(spectrum.meta.extra["sigma_estimated_snr"])
+
+
+def _forward_model(model):
+    if model is None or isinstance(model, str | os.PathLike):
+        model = load_model(model)
+    if not hasattr(model, "predict") or not hasattr(model, "label_names"):
+        raise ModelError(f"{type(model).__name__} is not a forward model (a network checkpoint?); "
+                         "fit and sample need a grid, emulator or Cannon model, and "
+                         "photosphere.predict takes networks")
+    return model
+
+
+def _noted(result, snr: list[float] | None):
+    if snr is None:
+        return result
+    note = {"method": "DER_SNR", "snr": snr}
+    return dataclasses.replace(result, flags={**result.flags, "sigma_estimated": note})
+
+
+def fit(spectrum, model=None, **settings: Any):
+    """Least-squares labels of ``spectrum`` (a Spectrum, EchelleSpectrum, list of exposures, or
+    a file path) with ``model`` (a forward model, a path or name for :func:`load_model`; None:
+    the embedded grid). ``settings`` go to :func:`photosphere.infer.optimize.fit`
+    (``resolution=``, ``fixed=``, ``settings=`` ...). Returns a :class:`~photosphere.infer.
+    result.Result`."""
+    from .infer.optimize import fit as least_squares
+
+    model = _forward_model(model)
+    observation, snr = _observation(spectrum)
+    return _noted(least_squares(model, observation, **settings), snr)
+
+
+def sample(spectrum, model=None, **settings: Any):
+    """Posterior samples of the labels (emcee), as :func:`fit`; ``settings`` go to
+    :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
+    from .infer.mcmc import sample as mcmc
+
+    model = _forward_model(model)
+    observation, snr = _observation(spectrum)
+    return _noted(mcmc(model, observation, **settings), snr)
+
+
+def predict(spectrum, model=None, **settings: Any):
+    """Labels from a neural network (a checkpoint, a path, a shipped name; None: the default
+    network) for one spectrum or file; ``settings`` go to
+    :func:`photosphere.nn.predict.predict_spectrum`. Returns a Result (``method="network"``)."""
+    from .nn.predict import predict_spectrum
+
+    if isinstance(spectrum, str | os.PathLike):
+        spectrum = read(spectrum)
+    return predict_spectrum(spectrum, model, **settings).to_result()

@@ -1,0 +1,31 @@
+"""Load the grid forward model that ``fit`` uses: a grid file, or the embedded default grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import MissingFileError
+
+
+def load_grid_model(path: str | None = None, line_strengths: str | None = None):
+    """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid;
+    with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
+    corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
+    if path is None:
+        try:
+            from ..grids.presets import default_grid_path
+        except ImportError:
+            raise MissingFileError("no --grid given and this installation has no default grid; "
+                                   "pass --grid PATH (an HDF5 grid file)") from None
+        path = default_grid_path()
+    if not Path(path).is_file():
+        raise MissingFileError(f"grid file {path} does not exist; pass --grid PATH of an HDF5 "
+                               "grid (photosphere grid build makes one)")
+    from ..grids.interpolate import GridInterpolator
+
+    model = GridInterpolator(path)
+    if line_strengths is None:
+        return model
+    from ..grids.line_strengths import CorrectedSource, LineStrengths
+
+    return CorrectedSource(model, LineStrengths.read(line_strengths))

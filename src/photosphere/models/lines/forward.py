@@ -1,0 +1,57 @@
+"""The line model as a :class:`~photosphere.model.ForwardModel`: labels -> flux on its own grid.
+
+A cloned :class:`~.model.LineModel` has no stellar labels of its own; what the inference layer can
+vary is the strength of its lines. The one label ``line_strength`` multiplies every line's
+opacity area A_i (1 = the lines as cloned; for weak lines, ``ln line_strength`` ≈ the change in
+ln abundance). τ(λ) is linear in the A_i, so the opacity on the model's grid is computed once and
+``predict`` is ``exp(−line_strength · τ₁(λ))``, batched and differentiable in the label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+
+from ...errors import ModelError
+from ...ops.grid import log_uniform_wavelength
+from .model import LineModel
+
+
+class LineForwardModel:
+    """``line_strength -> exp(−line_strength · τ(λ))`` on a log-uniform grid.
+
+    lines: the cloned :class:`LineModel` (its current parameters, not learned further here);
+    velocity_step: km/s of the grid that covers ``lines.wavelength_range``; medium: the medium of
+    the line centres (``"air"`` or ``"vacuum"``); max_strength: upper bound of the label.
+    """
+
+    label_names: tuple[str, ...] = ("line_strength",)
+
+    def __init__(self, lines: LineModel, *, velocity_step: float = 0.5,
+                 medium: Literal["air", "vacuum"] = "air", max_strength: float = 10.0):
+        if medium not in ("air", "vacuum"):
+            raise ModelError(f"medium must be 'air' or 'vacuum', got {medium!r}")
+        if not max_strength > 0:
+            raise ModelError(f"max_strength must be > 0, got {max_strength}")
+        lo, hi = lines.wavelength_range
+        self.wavelength = log_uniform_wavelength(lo, hi, velocity_step)
+        self.medium = medium
+        self.bounds: Mapping[str, tuple[float, float]] = {"line_strength": (0.0,
+                                                                            float(max_strength))}
+        with torch.no_grad():
+            self._opacity = lines.opacity(torch.as_tensor(self.wavelength)).detach()
+
+    def predict(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels ``(..., 1)`` -> ``(..., n_pix)`` normalised flux on :attr:`wavelength`."""
+        labels = torch.as_tensor(labels, dtype=self._opacity.dtype)
+        if labels.shape[-1:] != (1,):
+            raise ModelError(f"labels must end in 1 value ('line_strength'), got shape "
+                             f"{tuple(labels.shape)}")
+        return torch.exp(-labels * self._opacity.to(labels.device))
+
+    def __repr__(self) -> str:
+        return (f"LineForwardModel({self.wavelength.size} px, {self.wavelength[0]:.1f}-"
+                f"{self.wavelength[-1]:.1f} Å {self.medium})")
+
