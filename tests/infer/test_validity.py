@@ -88,7 +88,7 @@ def test_prepare_spectrum_applies_the_gate_and_wraps_reader_errors(tmp_path):
            "flux": np.ones(300)}).write(bad)
     from photosphere.errors import FileFormatError
 
-    with pytest.raises(FileFormatError, match="not numbers|could not be read as a spectrum"):
+    with pytest.raises(FileFormatError, match=r"not numbers|could not be read as a spectrum"):
         prepare_spectrum(str(bad))
     with pytest.raises(Exception, match="below 3"):
         prepare_spectrum(str(_text(tmp_path / "ok.txt", star())), snr=1.0)
