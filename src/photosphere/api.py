@@ -123,23 +123,30 @@ def fit(spectrum, model=None, **settings: Any):
     """Least-squares labels of ``spectrum`` (a Spectrum, EchelleSpectrum, list of exposures, or
     a file path) with ``model`` (a forward model, a path or name for :func:`load_model`; None:
     the embedded grid). ``settings`` go to :func:`photosphere.infer.optimize.fit`
-    (``resolution=``, ``fixed=``, ``settings=`` ...). Returns a :class:`~photosphere.infer.
-    result.Result`."""
+    (``resolution=``, ``fixed=``, ``settings=`` ...); where they are silent the protocol for
+    real spectra applies (:mod:`photosphere.infer.protocol`: spline continuum, clipping, misfit
+    jitter, R from the file). Returns a :class:`~photosphere.infer.result.Result`."""
     from .infer.optimize import fit as least_squares
+    from .infer.protocol import merge_defaults, noted, with_file_resolution
 
     model = _forward_model(model)
     observation, snr = _observation(spectrum)
-    return _noted(least_squares(model, observation, **settings), snr)
+    kwargs = merge_defaults(settings)
+    kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
+    return noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
 
 
 def sample(spectrum, model=None, **settings: Any):
     """Posterior samples of the labels (emcee), as :func:`fit`; ``settings`` go to
     :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
     from .infer.mcmc import sample as mcmc
+    from .infer.protocol import merge_defaults, noted, with_file_resolution
 
     model = _forward_model(model)
     observation, snr = _observation(spectrum)
-    return _noted(mcmc(model, observation, **settings), snr)
+    kwargs = merge_defaults(settings, mcmc=True)
+    kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
+    return noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)
 
 
 def predict(spectrum, model=None, **settings: Any):

@@ -111,12 +111,16 @@ def _labels(found: dict[str, tuple[float, float]]) -> dict[str, tuple[float, flo
 class FitEngine:
     """``photosphere fit FILE --resolution R`` in process: the default grid model, the file
     read and given σ as the command does (:func:`~photosphere.infer.batch.prepare_spectrum`),
-    then :func:`~photosphere.infer.optimize.fit` with the command's defaults."""
+    then :func:`~photosphere.infer.optimize.fit` with the command's defaults (the protocol for
+    real spectra, :mod:`photosphere.infer.protocol`)."""
 
     name = "fit"
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        """options: keyword arguments of the fit overriding the command's protocol
+        (:func:`~photosphere.infer.protocol.merge_defaults`), to compare protocols."""
         self._model: Any = None
+        self.options = options
 
     def model(self):
         if self._model is None:
@@ -140,19 +144,23 @@ class FitEngine:
     def __call__(self, star: Star) -> Estimate:
         from ..infer.batch import prepare_spectrum
         from ..infer.optimize import fit
+        from ..infer.protocol import merge_defaults
 
         spectrum = prepare_spectrum(str(star.path))
         resolution, source = resolution_of(spectrum, star)
         model = self.model()
-        result = fit(model, spectrum, source=str(star.path), resolution=resolution)
+        options = merge_defaults({**self.options, "resolution": resolution})
+        result = fit(model, spectrum, source=str(star.path), **options)
         labels = _labels(result.labels)
         flags = label_flags(labels, dict(model.bounds), self.nodes())
         flags += reference_flags(star, dict(model.bounds))
         if not result.converged:
             flags.append("not_converged")
-        if not result.chi2_reduced <= CHI2_HIGH:
+        # the misfit jitter brings χ²_red to 1: judge the model by the χ²_red before it
+        chi2 = float(result.flags.get("chi2_reduced_before_jitter", result.chi2_reduced))
+        if not chi2 <= CHI2_HIGH:
             flags.append("chi2_high")
-        return Estimate(labels, resolution, source, float(result.chi2_reduced), flags)
+        return Estimate(labels, resolution, source, chi2, flags)
 
 
 class NNEngine:

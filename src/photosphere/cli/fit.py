@@ -74,13 +74,28 @@ def _macroturbulence(value: str | None) -> float | str | None:
     return zeta
 
 
+def _protocol_knots() -> float:
+    from ..infer.protocol import CONTINUUM_KNOT_SPACING
+
+    return CONTINUUM_KNOT_SPACING
+
+
+def _nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
 def _observation_settings(args: argparse.Namespace):
     """The observation setup of every fit this command makes, built once from the options."""
     from ..infer.settings import ObservationSettings
 
+    degree = None if args.continuum_degree < 0 else args.continuum_degree
+    knots = args.continuum_knots if args.continuum_knots > 0 and degree is not None else None
     return ObservationSettings(
         resolution=args.resolution, macroturbulence=_macroturbulence(args.macroturbulence),
-        continuum_degree=None if args.continuum_degree < 0 else args.continuum_degree)
+        continuum_degree=degree, continuum_knot_spacing=knots)
 
 
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,13 +114,19 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if args.clip is not None:
             raise FitError("--clip is for least squares; with --mcmc fit once with --clip and "
                            "mask those pixels, or leave --clip out")
+        if args.misfit == "jitter":
+            raise FitError("--misfit jitter is for least squares; with --mcmc leave it out")
         if kw["noise"] == "auto":
             raise FitError("--noise auto is for least squares; with --mcmc use --noise none")
         kw.pop("noise")
     else:
+        from ..infer.protocol import CLIP, MISFIT
+
         kw["scale_covariance"] = args.scale_covariance
-        if args.clip is not None:
-            kw["clip"] = args.clip
+        if not args.no_clip:
+            kw["clip"] = CLIP if args.clip is None else args.clip
+        kw["misfit"] = MISFIT if args.misfit is None else (None if args.misfit == "none"
+                                                              else args.misfit)
     return kw
 
 
@@ -224,8 +245,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return _cmd_fit_mixture(args, files, wrange)
     kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
+        from ..infer.protocol import noted, with_file_resolution
+
         spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr, args.medium)
         model = load_grid_model(args.grid, args.line_strengths)
+        kw["settings"], r_source = with_file_resolution(kw["settings"], spectrum)
         if args.mcmc:
             from ..infer.mcmc import sample
 
@@ -234,6 +258,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from ..infer.optimize import fit
 
             result = fit(model, spectrum, source=str(files[0]), **kw)
+        result = noted(result, r_source)
         warnings = result_warnings(result)
         emit(args, {**result.to_dict(), "warnings": warnings}, _result_text(result))
         return _finish(args, warnings, _plots(args, result))
@@ -312,8 +337,14 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                         "with DER_SNR)")
     p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", help="hold labels fixed")
     p.add_argument("--initial", nargs="+", metavar="NAME=VALUE", help="starting values")
+    p.add_argument("--continuum-knots", type=_nonnegative_float, metavar="Å",
+                   default=_protocol_knots(),
+                   help="a cubic B-spline continuum with knots this far apart in every order "
+                        f"(default {_protocol_knots():g} Å: follows unnormalised spectra); 0: "
+                        "one Chebyshev polynomial per order of --continuum-degree")
     p.add_argument("--continuum-degree", type=bounded_int(-1, 30), default=2,
-                   help="Chebyshev continuum degree per order (-1: none; default 2)")
+                   help="Chebyshev continuum degree per order when --continuum-knots 0 (-1: no "
+                        "continuum at all; default 2)")
     p.add_argument("--noise", choices=("none", "auto"), default="none",
                    help="'auto': estimate a correlated-noise kernel from the residuals and refit")
     p.add_argument("--model-error", choices=("auto", "none"), default="auto",
@@ -322,7 +353,13 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                         "the model as exact (single-star model)")
     p.add_argument("--clip", type=positive_float, metavar="K",
                    help="mask pixels whose residual is more than K robust standard deviations "
-                        "off (lines the model lacks, cosmics) and refit until none is added")
+                        "off (lines the model lacks, cosmics) and refit until none is added "
+                        "(least squares; default 3)")
+    p.add_argument("--no-clip", action="store_true", help="no clipping (least squares)")
+    p.add_argument("--misfit", choices=("jitter", "none"),
+                   help="'jitter' (default for least squares): add a misfit term to every "
+                        "pixel's variance so that χ²_red = 1 and refit, so σ of a model that "
+                        "does not describe the data are inflated, not formal; 'none': formal σ")
     p.add_argument("--scale-covariance", action="store_true",
                    help="scale the covariance by the reduced chi2")
     p.add_argument("--plot", help="write data/model/residuals per order to this image")

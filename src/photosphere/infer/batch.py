@@ -146,18 +146,25 @@ def fit_file(path: str, model_factory: Callable[[], Any],
 
     torch.set_num_threads(1)
     try:
+        from .protocol import noted, with_file_resolution
+
         spectrum = (reader or _default_reader)(path)
         check_spectrum(spectrum, str(path))
         model = _model(model_factory)
+        kwargs = dict(fit_kwargs or {})
+        r_source = None
+        if "settings" in kwargs:  # R from the file when the command gave none
+            kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], spectrum)
         if mcmc:
             from .mcmc import sample
 
-            result = sample(model, spectrum, progress=False, source=str(path),
-                            **dict(fit_kwargs or {}))
+            result = sample(model, spectrum, progress=False, source=str(path), **kwargs)
         else:
             from .optimize import fit
 
-            result = fit(model, spectrum, source=str(path), **dict(fit_kwargs or {}))
+            result = fit(model, spectrum, source=str(path), **kwargs)
+        if r_source is not None:
+            result = noted(result, r_source)
         row = result.to_row()
         row["status"] = "ok"
         row["warnings"] = "; ".join(result_warnings(result))

@@ -1,0 +1,96 @@
+"""The default protocol for real spectra: what ``photosphere fit FILE`` and ``photosphere.fit``
+do when the user gives nothing but the file, chosen on the real-star benchmark (docs/benchmark.md,
+"Choosing the default protocol").
+
+* **Continuum**: a cubic B-spline with knots every :data:`CONTINUUM_KNOT_SPACING` Å in every
+  order (or model window), solved linearly at each step: it follows normalised and
+  unnormalised spectra (blaze, flux calibration) alike, where one quadratic per order did not.
+* **Clipping** at :data:`CLIP` robust σ: pixels the model cannot make (lines missing from the
+  line list, cosmic rays, telluric residuals) are masked and the fit repeated.
+* **Misfit jitter**: a per-spectrum term added to every pixel's variance so that χ²_red = 1;
+  the σ of a model that does not describe the data are inflated rather than formal.
+* **Resolution** from the file when the reader knows it (header keywords or the instrument's
+  documented R, ``meta.extra["resolution"]``) and the caller gave none.
+
+The low-level :func:`~photosphere.infer.optimize.fit` keeps its plain defaults (one polynomial,
+no clipping, no jitter): the protocol is a choice for real data, applied by the command line,
+the batch runner and the public API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .settings import ObservationSettings
+
+#: Å between the knots of the default continuum spline.
+CONTINUUM_KNOT_SPACING = 50.0
+#: robust standard deviations beyond which a pixel is clipped.
+CLIP = 3.0
+#: the misfit treatment of least-squares fits.
+MISFIT = "jitter"
+
+
+def file_resolution(spectrum) -> float | None:
+    """R the file records (``meta.extra["resolution"]``), or None; for a list of exposures
+    the first one's."""
+    if isinstance(spectrum, list | tuple):
+        return file_resolution(spectrum[0]) if spectrum else None
+    meta = getattr(spectrum, "meta", None)
+    value = (getattr(meta, "extra", None) or {}).get("resolution")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def least_squares_defaults() -> dict[str, Any]:
+    """Keyword arguments of :func:`~photosphere.infer.optimize.fit` beyond the observation
+    setup: clipping and the misfit jitter."""
+    return {"clip": CLIP, "misfit": MISFIT}
+
+
+def default_settings(**fields: Any) -> ObservationSettings:
+    """The protocol's observation setup (the spline continuum), with ``fields`` overriding."""
+    return ObservationSettings(**{"continuum_knot_spacing": CONTINUUM_KNOT_SPACING, **fields})
+
+
+def with_file_resolution(settings: ObservationSettings | None, spectrum
+                         ) -> tuple[ObservationSettings, str]:
+    """``settings`` with R from the file when they have none; and where R came from:
+    ``"given"``, ``"file"`` or ``"none"`` (no LSF is applied: the model is compared at its own
+    resolution)."""
+    settings = settings if settings is not None else default_settings()
+    if settings.resolution is not None:
+        return settings, "given"
+    r = file_resolution(spectrum)
+    if r is None:
+        return settings, "none"
+    return dataclasses.replace(settings, resolution=r), "file"
+
+
+def noted(result, source: str):
+    """``result`` with ``provenance["resolution_source"]`` set."""
+    return dataclasses.replace(result, provenance={**result.provenance,
+                                                   "resolution_source": source})
+
+
+def merge_defaults(kwargs: Mapping[str, Any], mcmc: bool = False) -> dict[str, Any]:
+    """``kwargs`` of a fit/sample call completed with the protocol where the caller is silent:
+    ``settings`` (the spline continuum) unless observation fields or ``settings`` are given,
+    and, for least squares, clipping and the jitter unless given."""
+    out = dict(kwargs)
+    setting_fields = {f.name for f in dataclasses.fields(ObservationSettings)}
+    if "settings" not in out:
+        given = {k: out.pop(k) for k in list(out) if k in setting_fields}
+        if "continuum_degree" in given and given["continuum_degree"] is None:
+            given.setdefault("continuum_knot_spacing", None)  # no continuum: no spline either
+        out["settings"] = default_settings(**given)
+    if not mcmc:
+        for key, value in least_squares_defaults().items():
+            out.setdefault(key, value)
+    return out

@@ -1,0 +1,74 @@
+"""The default protocol for real spectra: what it sets, what callers override, R from the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from photosphere import Spectrum
+from photosphere.infer.protocol import (
+    CLIP,
+    CONTINUUM_KNOT_SPACING,
+    MISFIT,
+    file_resolution,
+    merge_defaults,
+    with_file_resolution,
+)
+from photosphere.infer.settings import ObservationSettings
+from photosphere.spectrum import SpectrumMeta
+
+
+def _spectrum(resolution=None):
+    wave = np.linspace(5000.0, 5100.0, 200)
+    extra = {} if resolution is None else {"resolution": resolution}
+    return Spectrum(wave, np.ones_like(wave), np.full_like(wave, 0.01), medium="air",
+                    meta=SpectrumMeta(extra=extra))
+
+
+def test_silent_callers_get_the_protocol():
+    kw = merge_defaults({})
+    assert kw["settings"].continuum_knot_spacing == CONTINUUM_KNOT_SPACING
+    assert kw["clip"] == CLIP and kw["misfit"] == MISFIT
+    assert "clip" not in merge_defaults({}, mcmc=True)
+
+
+def test_callers_override_every_part():
+    kw = merge_defaults({"clip": 5.0, "misfit": None, "resolution": 40_000,
+                         "continuum_knot_spacing": 20.0})
+    assert kw["clip"] == 5.0 and kw["misfit"] is None
+    assert kw["settings"].resolution == 40_000 and kw["settings"].continuum_knot_spacing == 20.0
+    own = ObservationSettings(continuum_degree=3)
+    assert merge_defaults({"settings": own})["settings"] is own
+    none = merge_defaults({"continuum_degree": None})["settings"]
+    assert none.continuum_degree is None and none.continuum_knot_spacing is None
+
+
+def test_resolution_comes_from_the_file_only_when_none_is_given():
+    assert file_resolution(_spectrum(115_000)) == 115_000
+    assert file_resolution(_spectrum()) is None
+    assert file_resolution(_spectrum("n/a")) is None
+    assert file_resolution([_spectrum(60_000), _spectrum()]) == 60_000
+    settings, source = with_file_resolution(ObservationSettings(), _spectrum(115_000))
+    assert settings.resolution == 115_000 and source == "file"
+    settings, source = with_file_resolution(ObservationSettings(resolution=50_000),
+                                            _spectrum(115_000))
+    assert settings.resolution == 50_000 and source == "given"
+    settings, source = with_file_resolution(None, _spectrum())
+    assert settings.resolution is None and source == "none"
+    assert settings.continuum_knot_spacing == CONTINUUM_KNOT_SPACING
+
+
+@pytest.mark.parametrize("argv, expect", [
+    ([], {"clip": CLIP, "misfit": MISFIT, "knots": CONTINUUM_KNOT_SPACING}),
+    (["--no-clip", "--misfit", "none", "--continuum-knots", "0"],
+     {"clip": None, "misfit": None, "knots": None}),
+    (["--clip", "4", "--continuum-knots", "25"], {"clip": 4.0, "misfit": MISFIT, "knots": 25.0}),
+])
+def test_the_command_line_builds_the_protocol(argv, expect):
+    from photosphere.cli import build_parser
+    from photosphere.cli.fit import _fit_kwargs
+
+    args = build_parser().parse_args(["fit", "star.fits", *argv])
+    kw = _fit_kwargs(args)
+    assert kw.get("clip") == expect["clip"] and kw.get("misfit") == expect["misfit"]
+    assert kw["settings"].continuum_knot_spacing == expect["knots"]
