@@ -142,3 +142,23 @@ def test_the_mismatch_flag_scales_chi2_by_the_noise():
     assert model_mismatch(at(400, 222.0)) == pytest.approx(np.sqrt(221) / 400)
     assert result_warnings(at(400, 222.0)) == []
     assert "misses the data by 15%" in result_warnings(at(100, 222.0))[0]
+
+
+def test_the_mismatch_of_a_jitter_fit_is_its_jitter():
+    """A fit with the misfit jitter has χ²_red = 1 by construction; the jitter measured the
+    mismatch, and the warning quotes the χ²_red before it."""
+    from photosphere.infer.result import Segment
+    from photosphere.infer.validity import model_mismatch
+
+    n = 501
+    seg = Segment(np.linspace(5000, 5100, n), np.ones(n), np.full(n, 0.01), np.zeros(n, bool),
+                  np.ones(n), np.ones(n))
+    res = Result(values={"teff": 5800.0}, sigma={"teff": 30.0}, free=("teff",),
+                 covariance=np.eye(1), chi2=float(n - 1), n_pixels=n, n_parameters=1,
+                 segments=(seg,), flags={"converged": True, "at_bound": [], "jitter": 0.14,
+                                         "chi2_reduced_before_jitter": 197.0})
+    assert model_mismatch(res) == pytest.approx(0.14)
+    (warning,) = result_warnings(res)
+    assert "chi2_reduced 197" in warning and "14%" in warning
+    calm = Result(**{**res.__dict__, "flags": {**res.flags, "jitter": 0.02}})
+    assert result_warnings(calm) == []

@@ -217,7 +217,11 @@ def _snr(spectrum) -> float:
 def model_mismatch(result) -> float:
     """rms of the residuals beyond the noise, as a fraction of the model flux:
     sqrt(max(χ²_red − 1, 0)) × the median σ / |model| over the fitted pixels. NaN when the
-    result holds no data/model segments."""
+    result holds no data/model segments. A fit with the misfit jitter
+    (``flags["jitter"]``) measured exactly this: the jitter is returned."""
+    jitter = result.flags.get("jitter")
+    if jitter is not None and math.isfinite(float(jitter)):
+        return float(jitter)
     rel = [np.abs(s.sigma[~s.mask] / s.model[~s.mask]) for s in result.segments
            if np.any(~s.mask)]
     rel = np.concatenate(rel) if rel else np.array([])
@@ -238,7 +242,7 @@ def result_warnings(result, mismatch_limit: float = MISMATCH_FLAG,
     if at_bound:
         out.append(f"{', '.join(at_bound)} at a bound of the model: the answer is the edge of "
                    "the grid, not the star")
-    chi2 = result.chi2_reduced
+    chi2 = float(result.flags.get("chi2_reduced_before_jitter", result.chi2_reduced))
     mismatch = model_mismatch(result)
     if math.isfinite(mismatch):
         if mismatch > mismatch_limit:
