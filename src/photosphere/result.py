@@ -105,12 +105,21 @@ class Result:
         return f"Result({self.method}: {body}; χ²_red={self.chi2_reduced:.3f})"
 
     # ------------------------------------------------------------------ serialisation
+    def _label_entry(self, name: str, value: float) -> dict[str, float]:
+        entry = {"value": float(value), "sigma": float(self.sigma.get(name, float("nan")))}
+        stat = (self.flags.get("sigma_stat") or {}).get(name)
+        if stat is not None:
+            entry["sigma_stat"] = float(stat)
+            entry["sigma_sys"] = float(self.flags["systematic_floor"][name])
+        return entry
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: ``{"labels": {"teff": {"value": 5790.0, "sigma": 35.0}, ...},
-        "chi2_reduced": 1.03, ...}`` (sigma null for fixed parameters)."""
+        "chi2_reduced": 1.03, ...}`` (sigma null for fixed parameters). With a systematic floor
+        (``flags["sigma_stat"]``) a label also gives ``sigma_stat`` and ``sigma_sys``, and
+        ``sigma`` is their sum in quadrature."""
         return _plain({
-            "labels": {n: {"value": float(v), "sigma": float(self.sigma.get(n, float("nan")))}
-                       for n, v in self.values.items()},
+            "labels": {n: self._label_entry(n, v) for n, v in self.values.items()},
             "chi2": float(self.chi2),
             "chi2_reduced": self.chi2_reduced,
             "n_pixels": int(self.n_pixels),

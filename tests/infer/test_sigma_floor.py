@@ -21,7 +21,12 @@ def test_floor_adds_in_quadrature_and_is_recorded():
     floored = sigma_floor(_result(), {"feh": 0.10})
     assert math.isclose(floored.sigma["feh"], math.hypot(0.008, 0.10))
     assert floored.sigma["teff"] == 7.0 and floored.values == _result().values
-    assert floored.flags == {"converged": True, "systematic_floor": {"feh": 0.10}}
+    assert floored.flags == {"converged": True, "systematic_floor": {"feh": 0.10},
+                             "sigma_stat": {"feh": 0.008}}
+    entry = floored.to_dict()["labels"]["feh"]
+    assert entry["sigma_stat"] == 0.008 and entry["sigma_sys"] == 0.10
+    assert math.isclose(entry["sigma"], math.hypot(0.008, 0.10))
+    assert "sigma_stat" not in floored.to_dict()["labels"]["teff"]
 
 
 def test_fixed_parameters_and_unknown_names_are_left_alone():

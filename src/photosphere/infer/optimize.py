@@ -777,10 +777,16 @@ def _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
 
 def sigma_floor(result: Result, floor: Mapping[str, float]) -> Result:
     """A copy of ``result`` whose σ are at least the systematic ``floor`` ``{name: σ}``
-    (added in quadrature), recorded in the flags."""
+    (added in quadrature: σ_total = σ_stat ⊕ σ_sys), recorded in the flags: the floor as
+    ``systematic_floor`` and the σ before it as ``sigma_stat`` (the JSON document then gives
+    ``sigma_stat``, ``sigma_sys`` and ``sigma`` = σ_total per label)."""
     sigma = dict(result.sigma)
+    applied = {}
     for n, f in floor.items():
         if n in sigma and math.isfinite(sigma[n]):
             sigma[n] = math.hypot(sigma[n], float(f))
+            applied[n] = float(f)
+    stat = {n: result.sigma[n] for n in applied}
     return Result(**{**result.__dict__, "sigma": sigma,
-                     "flags": {**result.flags, "systematic_floor": dict(floor)}})
+                     "flags": {**result.flags, "systematic_floor": dict(floor),
+                               "sigma_stat": stat}})
