@@ -19,6 +19,7 @@ from photosphere.errors import MissingFileError, ModelError
 from photosphere.grids.interpolate import GridInterpolator
 from photosphere.grids.presets import default_grid_path
 from photosphere.infer.optimize import fit as least_squares
+from photosphere.infer.protocol import merge_defaults
 from photosphere.models.cannon import CannonModel
 from photosphere.nn.predict import NNPrediction
 from photosphere.ops.noise import with_uncertainty
@@ -93,14 +94,15 @@ def test_readme_example_on_the_uves_sun():
 
 
 def test_fit_equals_the_primitives_chained_by_hand():
-    """Korg's two tiers: the easy call is the primitives, plus σ estimated and noted."""
+    """Korg's two tiers: the easy call is the primitives with the protocol for real spectra
+    (spline continuum, clipping, misfit jitter), plus σ estimated and noted."""
     model = AnalyticModel(5000, 5030, n_lines=12)
     truth = {"teff": 5600.0, "logg": 4.2, "feh": -0.1, "rv": 3.0, "vsini": 5.0}
     observed, _ = simulate(model, truth, model.wavelength[300:-300], resolution=50_000, seed=1)
     bare = observed.replace(sigma=None)
     easy = photosphere.fit(bare, model, resolution=50_000, n_grid=2, n_starts=1)
-    by_hand = least_squares(model, with_uncertainty(bare), resolution=50_000, n_grid=2,
-                            n_starts=1)
+    by_hand = least_squares(model, with_uncertainty(bare), n_grid=2, n_starts=1,
+                            **merge_defaults({"resolution": 50_000}))
     assert isinstance(easy, Result)
     assert easy.values == by_hand.values and easy.sigma == by_hand.sigma
     assert "sigma_estimated" not in by_hand.flags
