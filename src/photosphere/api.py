@@ -125,28 +125,31 @@ def fit(spectrum, model=None, **settings: Any):
     the embedded grid). ``settings`` go to :func:`photosphere.infer.optimize.fit`
     (``resolution=``, ``fixed=``, ``settings=`` ...); where they are silent the protocol for
     real spectra applies (:mod:`photosphere.infer.protocol`: spline continuum, clipping, misfit
-    jitter, R from the file). Returns a :class:`~photosphere.infer.result.Result`."""
+    jitter, R from the file, and the σ_sys measured on real stars for the embedded grid).
+    Returns a :class:`~photosphere.infer.result.Result`."""
     from .infer.optimize import fit as least_squares
-    from .infer.protocol import merge_defaults, noted, with_file_resolution
+    from .infer.protocol import merge_defaults, noted, with_file_resolution, with_systematic_floor
 
     model = _forward_model(model)
     observation, snr = _observation(spectrum)
     kwargs = merge_defaults(settings)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
-    return noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
+    result = noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
+    return with_systematic_floor(result, model, kwargs["settings"].resolution)
 
 
 def sample(spectrum, model=None, **settings: Any):
     """Posterior samples of the labels (emcee), as :func:`fit`; ``settings`` go to
     :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
     from .infer.mcmc import sample as mcmc
-    from .infer.protocol import merge_defaults, noted, with_file_resolution
+    from .infer.protocol import merge_defaults, noted, with_file_resolution, with_systematic_floor
 
     model = _forward_model(model)
     observation, snr = _observation(spectrum)
     kwargs = merge_defaults(settings, mcmc=True)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
-    return noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)
+    result = noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)
+    return with_systematic_floor(result, model, kwargs["settings"].resolution)
 
 
 def predict(spectrum, model=None, **settings: Any):

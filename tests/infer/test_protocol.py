@@ -72,3 +72,30 @@ def test_the_command_line_builds_the_protocol(argv, expect):
     kw = _fit_kwargs(args)
     assert kw.get("clip") == expect["clip"] and kw.get("misfit") == expect["misfit"]
     assert kw["settings"].continuum_knot_spacing == expect["knots"]
+
+
+def _result():
+    from photosphere.result import Result
+
+    return Result(values={"teff": 5800.0, "logg": 4.4, "feh": 0.0, "vsini": 2.0},
+                  sigma={"teff": 10.0, "logg": 0.01, "feh": 0.01, "vsini": 0.5},
+                  free=("teff", "logg", "feh", "vsini"), covariance=np.eye(4), chi2=100.0,
+                  n_pixels=110, n_parameters=5, flags={"converged": True})
+
+
+def test_the_embedded_grid_gets_its_measured_floor_and_other_models_none(tmp_path):
+    from analytic_model import AnalyticModel
+    from photosphere.grids.load import load_grid_model
+    from photosphere.infer.protocol import SYSTEMATIC_FLOOR, with_systematic_floor
+
+    grid = load_grid_model()
+    high = with_systematic_floor(_result(), grid, 115_000)
+    floor = SYSTEMATIC_FLOOR["high_resolution"]
+    assert high.sigma["teff"] == pytest.approx(np.hypot(10.0, floor["teff"]))
+    assert high.sigma["vsini"] == 0.5                   # not a label the floor was measured on
+    doc = high.to_dict()["labels"]["feh"]
+    assert doc["sigma_stat"] == 0.01 and doc["sigma_sys"] == floor["feh"]
+    low = with_systematic_floor(_result(), grid, 2200)
+    assert low.flags["systematic_floor"] == SYSTEMATIC_FLOOR["low_resolution"]
+    other = with_systematic_floor(_result(), AnalyticModel(5000, 5030), 115_000)
+    assert other.sigma == _result().sigma and other.flags["systematic_floor"] is None

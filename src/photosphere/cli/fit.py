@@ -245,7 +245,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return _cmd_fit_mixture(args, files, wrange)
     kw = _fit_kwargs(args)
     if len(files) == 1 and args.output is None:
-        from ..infer.protocol import noted, with_file_resolution
+        from ..infer.protocol import noted, with_file_resolution, with_systematic_floor
 
         spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr, args.medium)
         model = load_grid_model(args.grid, args.line_strengths)
@@ -258,7 +258,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from ..infer.optimize import fit
 
             result = fit(model, spectrum, source=str(files[0]), **kw)
-        result = noted(result, r_source)
+        result = with_systematic_floor(noted(result, r_source), model,
+                                       kw["settings"].resolution)
         warnings = result_warnings(result)
         emit(args, {**result.to_dict(), "warnings": warnings}, _result_text(result))
         return _finish(args, warnings, _plots(args, result))

@@ -146,7 +146,7 @@ def fit_file(path: str, model_factory: Callable[[], Any],
 
     torch.set_num_threads(1)
     try:
-        from .protocol import noted, with_file_resolution
+        from .protocol import noted, with_file_resolution, with_systematic_floor
 
         spectrum = (reader or _default_reader)(path)
         check_spectrum(spectrum, str(path))
@@ -163,8 +163,9 @@ def fit_file(path: str, model_factory: Callable[[], Any],
             from .optimize import fit
 
             result = fit(model, spectrum, source=str(path), **kwargs)
-        if r_source is not None:
-            result = noted(result, r_source)
+        if r_source is not None:  # a command's fit: its source of R and measured σ_sys
+            result = with_systematic_floor(noted(result, r_source), model,
+                                           kwargs["settings"].resolution)
         row = result.to_row()
         row["status"] = "ok"
         row["warnings"] = "; ".join(result_warnings(result))

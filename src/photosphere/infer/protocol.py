@@ -32,6 +32,17 @@ CONTINUUM_KNOT_SPACING = 50.0
 CLIP = 3.0
 #: the misfit treatment of least-squares fits.
 MISFIT = "jitter"
+#: resolving power below which a spectrum counts as low resolution (the benchmark's MILES tier)
+LOW_RESOLUTION = 20_000.0
+#: σ_sys of the embedded default grid fitted with this protocol: what its σ miss on real stars,
+#: measured on the benchmark (``photosphere benchmark --engine fit --systematic-floor``,
+#: 2026-12-06; docs/benchmark.md) as the floor giving unit mean-square normalised errors:
+#: high resolution over its 5 FGK stars (Teff 4000-7000 K, [Fe/H] >= -1.5), low resolution
+#: over the 38 MILES stars (R ~ 2200). Stars judged leave-one-out in the benchmark's tables.
+SYSTEMATIC_FLOOR = {
+    "high_resolution": {"teff": 90.0, "logg": 0.042, "feh": 0.096},
+    "low_resolution": {"teff": 360.0, "logg": 0.64, "feh": 0.72},
+}
 
 
 def file_resolution(spectrum) -> float | None:
@@ -94,3 +105,35 @@ def merge_defaults(kwargs: Mapping[str, Any], mcmc: bool = False) -> dict[str, A
         for key, value in least_squares_defaults().items():
             out.setdefault(key, value)
     return out
+
+
+def systematic_floor_for(model, resolution: float | None) -> dict[str, float] | None:
+    """The measured σ_sys for ``model`` at this resolving power, or None when it was not
+    measured for that model (only the embedded default grid, uncorrected, has one)."""
+    from pathlib import Path
+
+    from ..grids.presets import default_grid_path
+
+    path = getattr(model, "path", None)
+    if path is None or type(model).__name__ != "GridInterpolator":
+        return None
+    try:
+        embedded = Path(path).resolve() == default_grid_path().resolve()
+    except OSError:
+        return None
+    if not embedded:
+        return None
+    low = resolution is not None and resolution < LOW_RESOLUTION
+    return dict(SYSTEMATIC_FLOOR["low_resolution" if low else "high_resolution"])
+
+
+def with_systematic_floor(result, model, resolution: float | None):
+    """``result`` with the model's measured σ_sys added in quadrature
+    (:func:`~photosphere.infer.optimize.sigma_floor`: σ_stat, σ_sys and σ_total in the JSON),
+    or unchanged, noted in ``flags["systematic_floor"] = None``, when none was measured."""
+    from .optimize import sigma_floor
+
+    floor = systematic_floor_for(model, resolution)
+    if floor is None:
+        return dataclasses.replace(result, flags={**result.flags, "systematic_floor": None})
+    return sigma_floor(result, floor)
