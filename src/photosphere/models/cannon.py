@@ -247,11 +247,13 @@ class CannonModel:
                     else np.asarray(self.s2_grid, dtype=float))
             theta, s2, loglike = optimise_scatter(solver, grid, self.s2_tolerance_dex,
                                                   progress=self.progress)
+            search = {}
             method = ("Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
                       "bracketed parabolic/golden refinement")
         else:
             newton = ScatterNewton(design, flux, ivar, terms, self._term_mask(n_pix))
-            theta, s2, loglike, _ = newton.run(self.s2_tolerance_dex, progress=self.progress)
+            theta, s2, loglike, search = newton.run(self.s2_tolerance_dex,
+                                                    progress=self.progress)
             method = ("Ness et al. 2015; s² by safeguarded Newton steps on the profile "
                       "likelihood, all pixels batched")
         self.theta_ = theta
@@ -268,6 +270,7 @@ class CannonModel:
             "n_training_stars": int(n_stars),
             "n_pixels": int(n_pix),
             "method": method,
+            "s2_search": search,
         }
         return self
 

@@ -77,15 +77,18 @@ class ScatterNewton:
         self.monomials = np.ascontiguousarray(products.T, dtype=self.precision)
         self.design_t = np.ascontiguousarray(self.design.T)
         self.rows, self.cols, self.inverse = rows, cols, inverse
+        self.evaluated_pixels = 0
 
     @property
     def n_monomials(self) -> int:
         return self.monomials.shape[0]
 
-    def flops_per_evaluation(self, n_pix: int) -> float:
-        """Floating-point operations of the matrix products of one evaluation of n_pix pixels."""
+    def flops_per_pixel(self) -> float:
+        """Floating-point operations of the matrix products of one evaluation of one pixel
+        (the normal-matrix build, the refinement and the P'' products)."""
         n_stars, n_terms = self.design.shape
-        return 2.0 * n_stars * n_pix * (self.n_monomials + 3 * n_terms)
+        refinements = 1 if self.precision == np.float64 else 2
+        return 2.0 * n_stars * (self.n_monomials + (2 * refinements + 1) * n_terms)
 
     # ------------------------------------------------------------------ one block
     def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None):
@@ -115,6 +118,7 @@ class ScatterNewton:
         import torch
 
         w = ivar / (1.0 + s2 * ivar)
+        self.evaluated_pixels += w.shape[1]
         factor = self._normal_factor(w, keep)
         wr = np.empty_like(w)
         for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
@@ -199,7 +203,9 @@ class ScatterNewton:
     def run(self, tolerance_dex: float = 0.01, loglike_tolerance: float = 1e-4,
             max_iter: int = 50,
             progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-        """θ (n_pix, P), s² (n_pix,), ln L (n_pix,) and a summary dict (iterations, flops)."""
+        """θ (n_pix, P), s² (n_pix,), ln L (n_pix,) and a summary: the most Newton iterations
+        of a block, the pixel evaluations (one per pixel per normal-matrix build) and their
+        matrix-product flops."""
         from tqdm.auto import tqdm
 
         n_pix = self.flux.shape[1]
@@ -218,7 +224,11 @@ class ScatterNewton:
             theta[sl], s2[sl], loglike[sl], it = self._solve_block(
                 flux, ivar, keep, tol, loglike_tolerance, max_iter)
             total_iter = max(total_iter, it)
-        return theta, s2, loglike, {"max_newton_iterations": total_iter}
+        return theta, s2, loglike, {
+            "max_newton_iterations": total_iter,
+            "pixel_evaluations": self.evaluated_pixels,
+            "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
+            "flop": self.evaluated_pixels * self.flops_per_pixel()}
 
 
 def _sum_log_rows(x: np.ndarray, largest: float) -> np.ndarray:
