@@ -164,10 +164,15 @@ class ScatterNewton:
         iterations = 0
         while active.any() and iterations < max_iter:
             iterations += 1
-            # every pixel of the block is evaluated (fewer copies); the converged ones stay put
             idx = np.flatnonzero(active)
-            d1, d2 = self._evaluate(np.exp(t), theta, resid, ivar, keep)
-            d1, d2 = d1[idx], d2[idx]
+            if idx.size > 0.75 * nb:   # most pixels: evaluate the block (converged ones stay put)
+                d1, d2 = self._evaluate(np.exp(t), theta, resid, ivar, keep)
+                d1, d2 = d1[idx], d2[idx]
+            else:                      # a few stragglers: evaluate copies of their columns
+                th, rs = theta[:, idx], resid[:, idx]
+                d1, d2 = self._evaluate(np.exp(t[idx]), th, rs, ivar[:, idx],
+                                        None if keep is None else keep[idx])
+                theta[:, idx], resid[:, idx] = th, rs
             s = np.exp(t[idx])
             g = s * d1                                            # dP/dt
             h = s * s * d2 + g                                    # d²P/dt²
