@@ -30,15 +30,12 @@ BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_VERBOSE",
                   "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                   "MKL_DEBUG_CPU_TYPE", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
                   "GOTO_NUM_THREADS", "BLIS_NUM_THREADS")
-# variables that change which kernel runs (not only how many threads)
-KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_DEBUG_CPU_TYPE",
-                    "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
 def thread_env(threads: int, base: dict | None = None) -> dict:
     """A copy of ``base`` (default: this process's environment) with every BLAS/OpenMP thread
     variable set to ``threads``; kernel-forcing variables are passed through unchanged (they
-    are recorded, and two sides are compared only when they agree)."""
+    are recorded, and the kernels they select are compared)."""
     env = dict(os.environ if base is None else base)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(threads)
@@ -77,12 +74,29 @@ def environment() -> dict:
     return record
 
 
-def _kernels(record: dict) -> dict:
-    """{library api: set of (architecture, threads)} of one record."""
-    out: dict = {}
+# OpenBLAS core types by the vector instructions of their kernels: what sets the speed of the
+# BLAS calls (Cooperlake and SapphireRapids add bf16 routines to the SkylakeX double kernels).
+KERNEL_FAMILY = {
+    **dict.fromkeys(("skylakex", "cooperlake", "sapphirerapids"), "avx512"),
+    **dict.fromkeys(("haswell", "zen", "skylake"), "avx2"),
+    **dict.fromkeys(("sandybridge", "bulldozer", "piledriver", "steamroller", "excavator"),
+                    "avx"),
+    **dict.fromkeys(("prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "opteron",
+                     "barcelona", "nano", "katmai", "coppermine", "northwood"), "sse"),
+}
+BLAS_APIS = ("openblas", "mkl", "blis", "flexiblas")
+
+
+def _blas(record: dict) -> tuple[set, set]:
+    """(kernel families, thread counts) of the BLAS libraries loaded in one record."""
+    families, threads = set(), set()
     for lib in record["libraries"]:
-        out.setdefault(lib["api"], set()).add((lib["architecture"], lib["threads"]))
-    return out
+        if lib["api"] not in BLAS_APIS:
+            continue
+        arch = (lib["architecture"] or lib["api"]).lower()
+        families.add(KERNEL_FAMILY.get(arch, arch))
+        threads.add(lib["threads"])
+    return families, threads
 
 
 def ratio_refusals(ours: dict, peer: dict, loads: list[float] | None = None) -> list[str]:
@@ -90,24 +104,23 @@ def ratio_refusals(ours: dict, peer: dict, loads: list[float] | None = None) -> 
 
     ours, peer: :func:`environment` records of the two sides; loads: every 1-minute load
     average sampled around the runs (the records' own are added). Reasons: threadpoolctl missing
-    on a side (the BLAS in use is unknown), a kernel-forcing variable that differs, a BLAS or
-    OpenMP library present on both sides with a different kernel or thread count, a load
-    average above the core count.
+    on a side (the BLAS in use is unknown); BLAS kernels of different vector instruction sets
+    (e.g. an OpenBLAS too old for this CPU falling back to its generic SSE kernel, or a core type
+    forced by OPENBLAS_CORETYPE on one side only); different BLAS or torch thread counts; a
+    load average above the core count. The variables themselves are recorded, not compared:
+    what they change is the kernel, which is.
     """
     reasons = []
     for who, rec in (("ours", ours), ("peer", peer)):
         if not rec.get("threadpoolctl"):
             reasons.append(f"{who}: threadpoolctl is not installed in {rec.get('executable')}, "
                            "so the BLAS library and kernel in use are unknown")
-    for name in KERNEL_VARIABLES:
-        a, b = ours["variables"].get(name), peer["variables"].get(name)
-        if a != b:
-            reasons.append(f"{name} differs: ours {a!r}, peer {b!r}")
-    mine, theirs = _kernels(ours), _kernels(peer)
-    for api in sorted(set(mine) & set(theirs), key=str):
-        if mine[api] != theirs[api]:
-            reasons.append(f"{api} kernel/threads differ: ours {sorted(mine[api], key=str)}, "
-                           f"peer {sorted(theirs[api], key=str)}")
+    (fam_a, thr_a), (fam_b, thr_b) = _blas(ours), _blas(peer)
+    if fam_a and fam_b and fam_a != fam_b:
+        reasons.append(f"BLAS kernels differ: ours {sorted(fam_a)}, peer {sorted(fam_b)} "
+                       f"(ours: {describe(ours)}; peer: {describe(peer)})")
+    if thr_a and thr_b and thr_a != thr_b:
+        reasons.append(f"BLAS threads differ: ours {sorted(thr_a)}, peer {sorted(thr_b)}")
     if ours.get("torch_threads") and peer.get("torch_threads") and (
             ours["torch_threads"] != peer["torch_threads"]):
         reasons.append(f"torch threads differ: ours {ours['torch_threads']}, "
