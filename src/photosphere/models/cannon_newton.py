@@ -77,6 +77,8 @@ class ScatterNewton:
         self.monomials = np.ascontiguousarray(products.T, dtype=self.precision)
         self.design_t = np.ascontiguousarray(self.design.T)
         self.rows, self.cols, self.inverse = rows, cols, inverse
+        # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
+        self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
 
     @property
@@ -93,7 +95,7 @@ class ScatterNewton:
     # ------------------------------------------------------------------ one block
     def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None):
         """Cholesky factors (B, P, P) (torch, lower) of the normal matrices for weights w
-        (n_stars, B)."""
+        (n_stars, B), and Σ_n w (B,)."""
         import torch
 
         flat = (self.monomials @ w.astype(self.precision, copy=False)).T.astype(np.float64)
@@ -110,16 +112,19 @@ class ScatterNewton:
                 "the weighted normal equations are singular at some pixel: the training labels "
                 "or unmasked pixels do not constrain every polynomial term; use fewer terms "
                 "(lower order / no cross terms) or more training stars")
-        return factor
+        sum_w = w.sum(axis=0) if self._sum_w is None else flat[:, self._sum_w]
+        return factor, sum_w
 
-    def _evaluate(self, s2, theta, resid, ivar, keep):
-        """At scatter s2 (B,) from θ (P, B) with residuals resid (n_stars, B) of that θ: the
-        least-squares θ̂, its residuals (both updated in place), P' and P'' (B,)."""
+    def _evaluate(self, s2, theta, resid, var, keep):
+        """At scatter s2 (B,) from θ (P, B) with residuals resid (n_stars, B) of that θ, noise
+        variances var = 1/ivar (n_stars, B; inf where masked): the least-squares θ̂, its
+        residuals (both updated in place), P' and P'' (B,)."""
         import torch
 
-        w = ivar / (1.0 + s2 * ivar)
+        w = var + s2
+        np.reciprocal(w, out=w)                                   # 1/(s² + σ²), 0 if masked
         self.evaluated_pixels += w.shape[1]
-        factor = self._normal_factor(w, keep)
+        factor, sum_w = self._normal_factor(w, keep)
         wr = np.empty_like(w)
         for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
             np.multiply(w, resid, out=wr)
@@ -132,7 +137,7 @@ class ScatterNewton:
             resid -= self.design @ delta
         np.multiply(w, resid, out=wr)
         wr2 = wr * wr
-        d1 = 0.5 * (wr2.sum(axis=0) - w.sum(axis=0))
+        d1 = 0.5 * (wr2.sum(axis=0) - sum_w)
         w3r2 = np.einsum("nb,nb->b", wr2, w)
         wr *= w                                                   # w² r
         c = self.design_t @ wr
@@ -148,7 +153,9 @@ class ScatterNewton:
         theta = np.zeros((n_terms, nb))
         resid = flux.copy()
         zeros = np.zeros(nb)
-        d1, _ = self._evaluate(zeros, theta, resid, ivar, keep)
+        with np.errstate(divide="ignore"):
+            var = 1.0 / ivar
+        d1, _ = self._evaluate(zeros, theta, resid, var, keep)
         theta0, resid0 = theta.copy(), resid.copy()
         chi2_0 = np.einsum("nb,nb,nb->b", resid0, resid0, ivar)
         # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² where P'(0) > 0
@@ -166,11 +173,11 @@ class ScatterNewton:
             iterations += 1
             idx = np.flatnonzero(active)
             if idx.size > 0.75 * nb:   # most pixels: evaluate the block (converged ones stay put)
-                d1, d2 = self._evaluate(np.exp(t), theta, resid, ivar, keep)
+                d1, d2 = self._evaluate(np.exp(t), theta, resid, var, keep)
                 d1, d2 = d1[idx], d2[idx]
             else:                      # a few stragglers: evaluate copies of their columns
                 th, rs = theta[:, idx], resid[:, idx]
-                d1, d2 = self._evaluate(np.exp(t[idx]), th, rs, ivar[:, idx],
+                d1, d2 = self._evaluate(np.exp(t[idx]), th, rs, var[:, idx],
                                         None if keep is None else keep[idx])
                 theta[:, idx], resid[:, idx] = th, rs
             s = np.exp(t[idx])
