@@ -80,17 +80,18 @@ class ScatterNewton:
         # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
         self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
+        self.flop = 0.0
 
     @property
     def n_monomials(self) -> int:
         return self.monomials.shape[0]
 
-    def flops_per_pixel(self) -> float:
+    def flops_per_pixel(self, second: bool = True) -> float:
         """Floating-point operations of the matrix products of one evaluation of one pixel
-        (the normal-matrix build, the refinement and the P'' products)."""
+        (the normal-matrix build, the refinement, and with ``second`` the P'' product)."""
         n_stars, n_terms = self.design.shape
         refinements = 1 if self.precision == np.float64 else 2
-        return 2.0 * n_stars * (self.n_monomials + (2 * refinements + 1) * n_terms)
+        return 2.0 * n_stars * (self.n_monomials + (2 * refinements + int(second)) * n_terms)
 
     # ------------------------------------------------------------------ one block
     def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None):
@@ -115,15 +116,16 @@ class ScatterNewton:
         sum_w = w.sum(axis=0) if self._sum_w is None else flat[:, self._sum_w]
         return factor, sum_w
 
-    def _evaluate(self, s2, theta, resid, var, keep):
+    def _evaluate(self, s2, theta, resid, var, keep, second: bool = True):
         """At scatter s2 (B,) from θ (P, B) with residuals resid (n_stars, B) of that θ, noise
         variances var = 1/ivar (n_stars, B; inf where masked): the least-squares θ̂, its
-        residuals (both updated in place), P' and P'' (B,)."""
+        residuals (both updated in place), P' and P'' (B,) (P'' None unless ``second``)."""
         import torch
 
         w = var + s2
         np.reciprocal(w, out=w)                                   # 1/(s² + σ²), 0 if masked
         self.evaluated_pixels += w.shape[1]
+        self.flop += w.shape[1] * self.flops_per_pixel(second)
         factor, sum_w = self._normal_factor(w, keep)
         wr = np.empty_like(w)
         for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
@@ -138,6 +140,8 @@ class ScatterNewton:
         np.multiply(w, resid, out=wr)
         wr2 = wr * wr
         d1 = 0.5 * (wr2.sum(axis=0) - sum_w)
+        if not second:
+            return d1, None
         w3r2 = np.einsum("nb,nb->b", wr2, w)
         wr *= w                                                   # w² r
         c = self.design_t @ wr
@@ -155,7 +159,7 @@ class ScatterNewton:
         zeros = np.zeros(nb)
         with np.errstate(divide="ignore"):
             var = 1.0 / ivar
-        d1, _ = self._evaluate(zeros, theta, resid, var, keep)
+        d1, _ = self._evaluate(zeros, theta, resid, var, keep, second=False)
         theta0, resid0 = theta.copy(), resid.copy()
         chi2_0 = np.einsum("nb,nb,nb->b", resid0, resid0, ivar)
         # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² where P'(0) > 0
@@ -240,7 +244,7 @@ class ScatterNewton:
             "max_newton_iterations": total_iter,
             "pixel_evaluations": self.evaluated_pixels,
             "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
-            "flop": self.evaluated_pixels * self.flops_per_pixel()}
+            "flop": self.flop}
 
 
 def _sum_log_rows(x: np.ndarray, largest: float) -> np.ndarray:
