@@ -28,7 +28,7 @@ def _env() -> dict:
     src = str(Path(photosphere.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                MKL_NUM_THREADS="1", DASK_DISTRIBUTED__WORKER__DAEMON="False")
+                MKL_NUM_THREADS="1")
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
