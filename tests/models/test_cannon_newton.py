@@ -104,3 +104,18 @@ def test_float32_normal_matrices_keep_float64_theta(rng):
     for pix in range(8):
         exact_theta, _ = _profile(a, flux[:, pix], ivar[:, pix], s32[pix])
         np.testing.assert_allclose(t32[pix], exact_theta, rtol=1e-6, atol=1e-9)
+
+
+def test_blocks_on_several_threads_give_the_same_result(rng):
+    import torch
+    from threadpoolctl import threadpool_info
+
+    terms, a, flux, ivar = _data(rng, n_pix=40)
+    before = (torch.get_num_threads(), [lib["num_threads"] for lib in threadpool_info()])
+    one = ScatterNewton(a, flux, ivar, terms, block=8).run(threads=1)
+    two = ScatterNewton(a, flux, ivar, terms, block=8).run(threads=3)
+    for x, y in zip(one[:3], two[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert one[3]["pixel_evaluations"] == two[3]["pixel_evaluations"]
+    # the single-thread limit is lifted afterwards
+    assert (torch.get_num_threads(), [lib["num_threads"] for lib in threadpool_info()]) == before

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._threads import single_threaded
 from ..errors import ModelError
 from . import polynomial
 
@@ -208,24 +209,25 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
                       disable=not progress, leave=False):
         sl = slice(start, min(start + chunk_size, n_spec))
         forms = _SpectrumForms(model.theta_, terms, flux[sl], weight[sl])
-        m = forms.c.shape[0]
-        order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
-        x0 = candidates[order].reshape(m * n_starts, k)
-        rows = np.repeat(np.arange(m), n_starts)
-        x, chi2, c, it = _levenberg_marquardt(forms, x0, rows, lo, hi, max_iter)
-        chi2 = chi2.reshape(m, n_starts)
-        best = np.argmin(chi2, axis=1)
-        pick_rows = np.arange(m) * n_starts + best
-        best_x[sl] = x[pick_rows]
-        best_chi2[sl] = chi2[np.arange(m), best]
-        conv[sl] = c[pick_rows]
-        iters[sl] = it.reshape(m, n_starts).sum(axis=1)
-        h, _ = forms.normal(best_x[sl], np.arange(m))
-        try:
-            cov = np.linalg.inv(h)
-        except np.linalg.LinAlgError:
-            cov = np.linalg.pinv(h)
-        covariance[sl] = cov * np.outer(model.scales_, model.scales_)
+        with single_threaded():   # small products: one thread (threaded BLAS is slower)
+            m = forms.c.shape[0]
+            order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
+            x0 = candidates[order].reshape(m * n_starts, k)
+            rows = np.repeat(np.arange(m), n_starts)
+            x, chi2, c, it = _levenberg_marquardt(forms, x0, rows, lo, hi, max_iter)
+            chi2 = chi2.reshape(m, n_starts)
+            best = np.argmin(chi2, axis=1)
+            pick_rows = np.arange(m) * n_starts + best
+            best_x[sl] = x[pick_rows]
+            best_chi2[sl] = chi2[np.arange(m), best]
+            conv[sl] = c[pick_rows]
+            iters[sl] = it.reshape(m, n_starts).sum(axis=1)
+            h, _ = forms.normal(best_x[sl], np.arange(m))
+            try:
+                cov = np.linalg.inv(h)
+            except np.linalg.LinAlgError:
+                cov = np.linalg.pinv(h)
+            covariance[sl] = cov * np.outer(model.scales_, model.scales_)
     model_flux = polynomial.design_matrix(best_x, terms) @ model.theta_.T
     # χ² recomputed directly (the quadratic form loses a few digits to cancellation)
     resid = flux - model_flux

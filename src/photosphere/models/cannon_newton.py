@@ -23,10 +23,13 @@ be built in float32 (twice as fast) without losing float64 accuracy in θ.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._threads import single_threaded, thread_budget
 from ..errors import ModelError
 
 LN10 = float(np.log(10.0))
@@ -81,6 +84,7 @@ class ScatterNewton:
         self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
         self.flop = 0.0
+        self._lock = threading.Lock()
 
     @property
     def n_monomials(self) -> int:
@@ -124,8 +128,9 @@ class ScatterNewton:
 
         w = var + s2
         np.reciprocal(w, out=w)                                   # 1/(s² + σ²), 0 if masked
-        self.evaluated_pixels += w.shape[1]
-        self.flop += w.shape[1] * self.flops_per_pixel(second)
+        with self._lock:
+            self.evaluated_pixels += w.shape[1]
+            self.flop += w.shape[1] * self.flops_per_pixel(second)
         factor, sum_w = self._normal_factor(w, keep)
         wr = np.empty_like(w)
         for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
@@ -217,11 +222,15 @@ class ScatterNewton:
 
     # ------------------------------------------------------------------ all pixels
     def run(self, tolerance_dex: float = 0.01, loglike_tolerance: float = 1e-4,
-            max_iter: int = 50,
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+            max_iter: int = 50, progress: bool = False, threads: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """θ (n_pix, P), s² (n_pix,), ln L (n_pix,) and a summary: the most Newton iterations
         of a block, the pixel evaluations (one per pixel per normal-matrix build) and their
-        matrix-product flops."""
+        matrix-product flops.
+
+        threads: blocks solved at once (default: the configured BLAS/torch thread count); each
+        block runs on one thread, since its products are too small for threaded BLAS.
+        """
         from tqdm.auto import tqdm
 
         n_pix = self.flux.shape[1]
@@ -229,22 +238,38 @@ class ScatterNewton:
         theta = np.empty((n_pix, n_terms))
         s2 = np.empty(n_pix)
         loglike = np.empty(n_pix)
-        total_iter = 0
         tol = tolerance_dex * LN10
-        for start in tqdm(range(0, n_pix, self.block), desc="Cannon training",
-                          disable=not progress, leave=False):
+
+        def solve(start: int) -> int:
             sl = slice(start, min(start + self.block, n_pix))
             keep = None if self.term_mask is None else self.term_mask[sl]
             flux = np.ascontiguousarray(self.flux[:, sl], dtype=np.float64)
             ivar = np.ascontiguousarray(self.ivar[:, sl], dtype=np.float64)
             theta[sl], s2[sl], loglike[sl], it = self._solve_block(
                 flux, ivar, keep, tol, loglike_tolerance, max_iter)
-            total_iter = max(total_iter, it)
+            return it
+
+        threads = thread_budget() if threads is None else max(int(threads), 1)
+        starts = range(0, n_pix, self.block)
+        bar = tqdm(total=len(starts), desc="Cannon training", disable=not progress, leave=False)
+        iterations = [0]
+        with single_threaded():
+            if threads == 1:
+                for start in starts:
+                    iterations.append(solve(start))
+                    bar.update()
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for it in pool.map(solve, starts):
+                        iterations.append(it)
+                        bar.update()
+        bar.close()
         return theta, s2, loglike, {
-            "max_newton_iterations": total_iter,
+            "max_newton_iterations": max(iterations),
             "pixel_evaluations": self.evaluated_pixels,
             "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
-            "flop": self.flop}
+            "flop": self.flop,
+            "threads": threads}
 
 
 def _sum_log_rows(x: np.ndarray, largest: float) -> np.ndarray:
