@@ -136,10 +136,13 @@ class _SpectrumForms:
 
 def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
                          lo: np.ndarray, hi: np.ndarray, max_iter: int,
-                         rtol: float = 1e-12, xtol: float = 1e-10):
+                         rtol: float = 1e-10, xtol: float = 1e-10):
     """Minimise χ² for every row (spectrum ``rows[i]`` from start ``x[i]``).
 
     Returns (x, chi2, converged, n_iter); steps are projected onto [lo, hi] (scaled units).
+    A row has converged when an accepted step lowers χ² by less than ``rtol`` × χ² or moves
+    by less than ``xtol`` (on the APOGEE benchmark rtol = 1e-12 took 43 instead of 19
+    iterations per spectrum, summed over 3 starts, for label changes below 2 mK in Teff).
     """
     n = x.shape[0]
     x = np.clip(x, lo, hi)
