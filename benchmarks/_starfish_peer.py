@@ -109,9 +109,11 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             seconds = likelihood_timing(emu, args.likelihood_pixels, args.min_seconds)
+        from _shared import environment  # this script's folder: stdlib + threadpoolctl only
+
         print(json.dumps({"starfish_version": getattr(Starfish, "__version__", "?"),
                           "n_components": emu.ncomps, "pca_s": build_s,
-                          "log_likelihood_s": seconds}))
+                          "log_likelihood_s": seconds, "environment": environment()}))
         return
     train_s = None
     if args.train_maxiter:

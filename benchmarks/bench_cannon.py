@@ -3,16 +3,22 @@
 Same data, same run, same thread count: 1 855 training stars x 7 214 APOGEE pixels, 5 labels
 (Teff, log g, [Fe/H], [α/Fe], vmacro), quadratic model, S/N 50-200 with APOGEE-like bad-pixel
 masks, made from the Payne emulator (photosphere.datasets.apogee_emulated); 1 000 held-out stars
-for the test step. Prints training time, test-step throughput and per-label bias/scatter of
-both implementations side by side.
+for the test step. Prints training time (with the achieved GFLOP/s of our matrix products),
+test-step throughput and per-label bias/scatter of both implementations side by side.
 
 The reference needs numpy < 2.4, so it runs in its own environment, fed with .npy files:
 
-    python3.11 -m venv /tmp/cannon-peer
-    /tmp/cannon-peer/bin/pip install annieslasso "numpy<2.4" scipy
-    PYTHONPATH=src python benchmarks/bench_cannon.py --peer-python /tmp/cannon-peer/bin/python
+    python3.11 -m venv /work/peers/annieslasso
+    /work/peers/annieslasso/bin/pip install annieslasso "numpy<2.4" scipy threadpoolctl
+    PYTHONPATH=src python benchmarks/bench_cannon.py    # --peer-python: that venv's python
 
-Each implementation runs in a subprocess with OPENBLAS/OMP/MKL_NUM_THREADS = --threads.
+Each implementation runs in a subprocess with OPENBLAS/OMP/MKL_NUM_THREADS = --threads and
+otherwise the same environment. Each side records the BLAS library and kernel it loaded
+(threadpoolctl), the thread and kernel variables and the load average (benchmarks/_shared.py);
+the speed ratios are printed only when both sides ran under the same BLAS conditions and the
+load average stayed at or below the core count, otherwise the reasons are printed instead.
+To compare with OpenBLAS choosing its own kernel on a machine that forces one, run the command
+under ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`` (both sides inherit it).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _shared import describe, environment, print_ratio, ratio_refusals, thread_env
+
+HERE = Path(__file__).resolve().parent
 LABELS = ("teff", "logg", "feh", "alpha", "vmacro")
 
 PEER_SCRIPT = r'''
@@ -35,6 +44,8 @@ import json, logging, sys, time
 import numpy as np
 logging.disable(logging.CRITICAL)
 import thecannon as tc
+sys.path.insert(0, sys.argv[3])
+import _shared
 d = sys.argv[1]
 lab, flux, ivar = (np.load(f"{d}/train_{k}.npy") for k in ("labels", "flux", "ivar"))
 tflux, tivar = np.load(f"{d}/test_flux.npy"), np.load(f"{d}/test_ivar.npy")
@@ -49,7 +60,8 @@ test_wall, test_cpu = time.perf_counter() - t0, time.process_time() - c0
 np.save(f"{d}/peer_labels.npy", np.asarray(labels, dtype=float))
 print(json.dumps({"train_wall_s": train_wall, "train_cpu_s": train_cpu,
                   "test_wall_s": test_wall, "test_cpu_s": test_cpu,
-                  "version": getattr(tc, "__version__", "unknown")}))
+                  "version": getattr(tc, "__version__", "unknown"),
+                  "environment": _shared.environment()}))
 '''
 
 
@@ -82,8 +94,12 @@ def run_ours(directory: Path) -> dict:
     test_wall, test_cpu = time.perf_counter() - t0, time.process_time() - c0
     np.save(d / "ours_labels.npy", fit.labels)
     np.save(d / "ours_sigma.npy", fit.sigma)
+    search = model.provenance_.get("s2_search", {})
     return {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "test_wall_s": test_wall,
-            "test_cpu_s": test_cpu, "n_flagged": int(np.count_nonzero(fit.flags))}
+            "test_cpu_s": test_cpu, "n_flagged": int(np.count_nonzero(fit.flags)),
+            "train_flop": search.get("flop"),
+            "evaluations_per_pixel": search.get("evaluations_per_pixel"),
+            "environment": environment()}
 
 
 def accuracy(labels: np.ndarray, truth: np.ndarray) -> dict:
@@ -97,8 +113,9 @@ def accuracy(labels: np.ndarray, truth: np.ndarray) -> dict:
 
 def _subprocess(cmd: list[str], threads: int) -> dict:
     """Run one worker; its JSON result plus the 1-minute load average before and after it."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+    env = thread_env(threads)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"),
+                                                    str(HERE)) if p)
     load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -110,12 +127,12 @@ def _subprocess(cmd: list[str], threads: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peer-python", default="/tmp/cannon-peer/bin/python",
+    p.add_argument("--peer-python", default="/work/peers/annieslasso/bin/python",
                    help="python of the environment with annieslasso (numpy < 2.4)")
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--n-train", type=int, default=1855)
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="shared data folder (holds apogee/payne/)")
     p.add_argument("--workdir", default=None, help="keep the .npy files here")
@@ -140,12 +157,16 @@ def main() -> int:
         if not args.skip_peer:
             script = work / "peer_worker.py"
             script.write_text(PEER_SCRIPT)
-            peer = _subprocess([args.peer_python, str(script), str(work), ",".join(LABELS)],
-                               args.threads)
+            peer = _subprocess([args.peer_python, str(script), str(work), ",".join(LABELS),
+                                str(HERE)], args.threads)
             peer["accuracy"] = accuracy(np.load(work / "peer_labels.npy"), truth)
             result["peer"] = peer
+            loads = [*ours["load_average_1min"], *peer["load_average_1min"]]
+            result["ratio_refusals"] = ratio_refusals(ours["environment"], peer["environment"],
+                                                      loads)
             result["train_speedup"] = peer["train_wall_s"] / ours["train_wall_s"]
             result["test_throughput_ratio"] = peer["test_wall_s"] / ours["test_wall_s"]
+            result["comparable"] = not result["ratio_refusals"]
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -164,6 +185,10 @@ def _print_table(r: dict) -> None:
         print(f"{name:34s}{fmt.format(a):>16s}{bs:>16s}")
 
     row("training wall time [s]", o["train_wall_s"], q and q["train_wall_s"])
+    if o.get("train_flop"):
+        print(f"{'  our matrix products':34s}{o['train_flop'] / 1e9:>12.1f} GFLOP, "
+              f"{o['train_flop'] / 1e9 / o['train_wall_s']:.1f} GFLOP/s "
+              f"({o['evaluations_per_pixel']:.2f} normal-matrix builds per pixel)")
     row("training CPU time [s]", o["train_cpu_s"], q and q["train_cpu_s"])
     row("test step wall time [s]", o["test_wall_s"], q and q["test_wall_s"])
     row("test step CPU time [s]", o["test_cpu_s"], q and q["test_cpu_s"])
@@ -179,9 +204,13 @@ def _print_table(r: dict) -> None:
         if res:
             before, after = res["load_average_1min"]
             print(f"load average (1 min) around the {who} run: {before:.2f} -> {after:.2f}")
+    for who, res in (("photosphere", o), ("annieslasso", q)):
+        if res:
+            print(f"{who}: {describe(res['environment'])}")
     if q:
-        print(f"training speed-up {r['train_speedup']:.1f}x, test throughput ratio "
-              f"{r['test_throughput_ratio']:.1f}x")
+        print_ratio("training speed-up (wall)", r["train_speedup"], r["ratio_refusals"])
+        print_ratio("test throughput ratio (wall)", r["test_throughput_ratio"],
+                    r["ratio_refusals"])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ grid) + the per-order continuum.
 Run:  PYTHONPATH=src python benchmarks/bench_fit.py [--grid PATH] [--steps 2000] [--batch 8] \
           [--starfish-python /path/to/py39/bin/python]
 
+Both sides run on one thread (torch, and every BLAS through threadpoolctl / the thread variables
+of the peer's process) and record the BLAS library and kernel they loaded, the kernel and thread
+variables and the load average (benchmarks/_shared.py); the per-call ratios are printed only
+when the kernels are of the same vector instruction set and the load stayed at or below the core
+count, otherwise the reasons are printed instead.
+
 The peer (Starfish, Czekala et al. 2015; ``astrostarfish`` needs Python 3.9): with
 ``--starfish-python`` the same run times Starfish's ``SpectrumModel.log_likelihood`` on the same
 grid file (its PCA emulator with 4 components, vsini, RV, Chebyshev continuum, dense N×N global
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _shared import SHARED
+from _shared import SHARED, describe, environment, print_ratio, ratio_refusals, thread_env
 from photosphere import EchelleSpectrum, Spectrum
 from photosphere.infer.chain import ObservationChain
 from photosphere.infer.likelihood import Likelihood
@@ -145,8 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-batch", action="store_true")
     p.add_argument("--starfish-python", help="a Python 3.9 with astrostarfish: time the peer")
     p.add_argument("--starfish-pixels", type=int, nargs="+", default=[1000, 4000, 8000])
+    p.add_argument("--starfish-coretype", metavar="CORE",
+                   help="OPENBLAS_CORETYPE for the peer only, when its OpenBLAS does not know "
+                        "this CPU and falls back to a generic kernel (e.g. SkylakeX; recorded)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
     model, what = load_model(args.grid)
     spec, truth, kw = observation(model)
     kw["model_error"] = args.model_error
@@ -186,11 +202,21 @@ def main(argv: list[str] | None = None) -> int:
           f"batch of 16 (model-error templates: "
           f"{likelihood.n_residuals - likelihood.n_pixels})")
     if args.starfish_python:
-        peer = starfish_likelihood(args.starfish_python, model, args.starfish_pixels)
+        ours_env = environment()
+        peer = starfish_likelihood(args.starfish_python, model, args.starfish_pixels,
+                                   args.starfish_coretype)
         report["starfish"] = peer
+        report["environment"] = ours_env
         print(f"Starfish {peer['starfish_version']} log-likelihood per call (same run, same grid "
               "file, 4 PCA components): " + ", ".join(
                   f"{k} px: {v:.2f} s" for k, v in peer["log_likelihood_s"].items()))
+        print(f"ours: {describe(ours_env)}")
+        print(f"Starfish: {describe(peer['environment'])}")
+        reasons = ratio_refusals(ours_env, peer["environment"], [peer["load_before"]])
+        report["ratio_refusals"] = reasons
+        for k, v in peer["log_likelihood_s"].items():
+            print_ratio(f"Starfish per call at {k} px / ours at {chain.n_pixels} px",
+                        v / report["log_likelihood_s"], reasons, "{:.0f}x")
     else:
         print("Starfish (quoted from the issue, not re-measured): likelihood alone per call "
               + ", ".join(f"{k}: {v} s" for k, v in STARFISH_QUOTED.items()))
@@ -240,18 +266,26 @@ def _per_call(fn, min_seconds: float = 2.0) -> float:
     return (time.perf_counter() - start) / n
 
 
-def starfish_likelihood(python: str, model, pixels: list[int]) -> dict:
-    """Run ``_starfish_peer.py --likelihood-pixels`` under ``python`` on the model's grid."""
+def starfish_likelihood(python: str, model, pixels: list[int],
+                        coretype: str | None = None) -> dict:
+    """Run ``_starfish_peer.py --likelihood-pixels`` under ``python`` on the model's grid, one
+    thread (``coretype``: OPENBLAS_CORETYPE for the peer's process)."""
     path = getattr(model, "path", None)
     if path is None:
         raise SystemExit("--starfish-python needs a grid model (the peer reads the grid file)")
     script = Path(__file__).with_name("_starfish_peer.py")
+    env = thread_env(1)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    load_before = os.getloadavg()[0]
     done = subprocess.run([python, str(script), str(path), "--components", "4",
                            "--likelihood-pixels", *map(str, pixels), "--min-seconds", "0"],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"the Starfish peer failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["load_before"] = load_before
+    return out
 
 
 def load_model_only(grid: str | None):

@@ -2,7 +2,7 @@
 
 Usage:
     PYTHONPATH=src python benchmarks/bench_lines.py [--threads 2] [--lines 9000] [--pixels 60000]
-        [--peer-python /tmp/blase-env/bin/python] [--peer-window 1000]
+        [--peer-python /work/peers/blase/bin/python] [--peer-window 1000]
         [--sun /path/uves_sun_norm.txt --sun-min 5000 --sun-max 5600 --optimizer adam|lm]
 
 1. Per-epoch cost (forward + backward of χ² + one Adam step) for N lines on a P-pixel 0.01 Å
@@ -11,9 +11,12 @@ Usage:
    its ``SparseLinearEmulator`` (window ``--peer-window`` px, its default 1000) built from our
    line list (``init_state_dict``) and timed through its own ``optimize`` loop (Adam). The peer
    runs in its own Python environment (``--peer-python``; make one outside the repository, e.g.
-   ``python -m venv /tmp/blase-env`` + ``pip install --no-deps`` of a fetched
+   ``python -m venv /work/peers/blase`` + ``pip install --no-deps`` of a fetched
    github.com/gully/blase); when that environment or ``import blase`` is missing, the peer is
-   skipped with a message. The dense lines × pixels sum on a subset gives the scale.
+   skipped with a message. The dense lines × pixels sum on a subset gives the scale. Both sides
+   run on ``--threads`` threads (torch, and numpy's BLAS) and record the BLAS kernel, thread and
+   kernel variables and load average (benchmarks/_shared.py); the ratios are printed only when
+   those agree and the load stayed at or below the core count, else the reasons are printed.
 2. Time to convergence of a clone of a real spectrum (UVES Sun by default), Levenberg–Marquardt
    (``--optimizer lm``) or Adam; converged = an LM iteration lowers the loss by < 0.1 %.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _shared import describe, environment, print_ratio, ratio_refusals, thread_env
 from photosphere.io import read
 from photosphere.models.lines.clone import clone_spectrum, optimise
 from photosphere.models.lines.model import LineModel, dense_opacity
@@ -41,7 +45,7 @@ QUOTED = [
 ]
 
 # Runs inside the peer's environment: builds blasé's sparse emulator from our line list and
-# times its own training loop. argv: input .npz, threads, epochs, window (px).
+# times its own training loop. argv: input .npz, threads, epochs, window (px), benchmarks dir.
 PEER_SCRIPT = r"""
 import json, sys, time
 import numpy as np, torch
@@ -56,7 +60,9 @@ emulator = SparseLinearEmulator(data["wavelength"], data["flux"], device="cpu",
 emulator.optimize(epochs=1, LR=0.01, verbose=False)  # warm-up
 t0, c0 = time.perf_counter(), time.process_time()
 emulator.optimize(epochs=epochs, LR=0.01, verbose=False)
-print(json.dumps({"wall": (time.perf_counter() - t0) / epochs,
+sys.path.insert(0, sys.argv[5])
+from _shared import environment
+print(json.dumps({"environment": environment(), "wall": (time.perf_counter() - t0) / epochs,
                   "cpu": (time.process_time() - c0) / epochs,
                   "n_lines": int(emulator.n_lines), "n_pix": int(emulator.n_pix),
                   "torch": torch.__version__}))
@@ -83,7 +89,7 @@ def peer_epoch(peer_python: str, wave: np.ndarray, target: np.ndarray, params, *
     message) when its environment is absent."""
     if not Path(peer_python).exists():
         print(f"   peer  blasé SKIPPED: no peer environment at {peer_python} (make one outside "
-              "the repository: python -m venv /tmp/blase-env; pip install --no-deps a fetched "
+              "the repository: python -m venv /work/peers/blase; pip install --no-deps a fetched "
               "github.com/gully/blase)")
         return None
     centre, amplitude, sigma, gamma = params
@@ -92,14 +98,18 @@ def peer_epoch(peer_python: str, wave: np.ndarray, target: np.ndarray, params, *
         np.savez(path, wavelength=wave, flux=target, lam_centers=centre,
                  amplitudes=np.log(amplitude), sigma_widths=np.log(sigma),
                  gamma_widths=np.log(gamma))
+        load_before = os.getloadavg()[0]
         run = subprocess.run([peer_python, "-c", PEER_SCRIPT, str(path), str(threads),
-                              str(epochs), str(window)], capture_output=True, text=True,
-                             cwd=tmp, env={**os.environ, "PYTHONPATH": ""})
+                              str(epochs), str(window), str(Path(__file__).resolve().parent)],
+                             capture_output=True, text=True, cwd=tmp,
+                             env=thread_env(threads, {**os.environ, "PYTHONPATH": ""}))
     if run.returncode != 0:
         print(f"   peer  blasé SKIPPED: it failed in {peer_python}: "
               f"{run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
         return None
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out["load_before"] = load_before
+    return out
 
 
 def bench_epoch(n_lines: int, n_pixels: int, peer_python: str, peer_windows: list[int],
@@ -112,6 +122,7 @@ def bench_epoch(n_lines: int, n_pixels: int, peer_python: str, peer_windows: lis
     truth = LineModel(*params, half_window=2.0, pair_dtype=torch.float64)
     with torch.no_grad():  # the target: the same lines, ±2 Å windows
         target = truth(wave)
+    load_start = os.getloadavg()[0]
     print(f"\n1. per-epoch cost (forward + backward + Adam step), {n_lines} lines on {n_pixels} "
           f"px (0.01 Å), {torch.get_num_threads()} thread(s)")
     cases = [("pseudo_voigt", None), ("pseudo_voigt", 1.0), ("pseudo_voigt", 5.0),
@@ -132,6 +143,8 @@ def bench_epoch(n_lines: int, n_pixels: int, peer_python: str, peer_windows: lis
     torch.sum((torch.exp(-tau) - target) ** 2).backward()
     dense = (time.perf_counter() - t0) * n_lines / sub
     print(f"   dense lines × pixels sum (extrapolated from {sub} lines): {dense:8.1f} s/epoch")
+    ours_env = environment()
+    ours_env["load_average_1min"] = max(ours_env["load_average_1min"], load_start)
     for window in peer_windows:
         peer = peer_epoch(peer_python, wave.numpy(), target.numpy(), params,
                           threads=torch.get_num_threads(), epochs=peer_epochs, window=window)
@@ -139,9 +152,14 @@ def bench_epoch(n_lines: int, n_pixels: int, peer_python: str, peer_windows: lis
             break
         print(f"   peer  blasé SparseLinearEmulator window {window} px ({peer['n_lines']} lines, "
               f"torch {peer['torch']}): {peer['wall'] * 1000:8.1f} ms/epoch wall, "
-              f"{peer['cpu'] * 1000:8.1f} ms CPU  ->  ours (auto windows) is "
-              f"{peer['wall'] / ours[0]:.1f}× lower wall, {peer['cpu'] / ours[1]:.1f}× lower CPU",
-              flush=True)
+              f"{peer['cpu'] * 1000:8.1f} ms CPU", flush=True)
+        print(f"   ours: {describe(ours_env)}\n   peer: {describe(peer['environment'])}")
+        reasons = ratio_refusals(ours_env, peer["environment"],
+                                 [peer["load_before"], os.getloadavg()[0]])
+        print_ratio("   blasé / ours (auto windows) per epoch, wall", peer["wall"] / ours[0],
+                    reasons)
+        print_ratio("   blasé / ours (auto windows) per epoch, CPU", peer["cpu"] / ours[1],
+                    reasons)
     for label, value in QUOTED:
         print(f"   peer  [QUOTED from the paper, not run here] {label}: {value}")
 
@@ -182,7 +200,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prominence", type=float, default=0.002)
     p.add_argument("--optimizer", choices=["adam", "lm"], default="adam")
-    p.add_argument("--peer-python", default="/tmp/blase-env/bin/python",
+    p.add_argument("--peer-python", default="/work/peers/blase/bin/python",
                    help="python of an environment where `import blase` works")
     p.add_argument("--peer-window", type=int, nargs="+", default=[1000],
                    help="blasé wing_cut_pixels to time (its default 1000)")
@@ -190,6 +208,12 @@ def main() -> None:
     p.add_argument("--skip-epoch", action="store_true", help="only the clone benchmark")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    try:   # numpy's BLAS on the same thread count as torch (the peer gets it by variables)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if not args.skip_epoch:
         bench_epoch(args.lines, args.pixels, args.peer_python, args.peer_window,

@@ -25,6 +25,7 @@ from .._files import atomic_path
 from ..errors import CheckpointError, ModelError
 from . import polynomial
 from .cannon_inference import FLAG_AT_BOUND, FLAG_NOT_CONVERGED, CannonLabelFit, fit_labels
+from .cannon_newton import ScatterNewton
 from .cannon_training import PixelSolver, optimise_scatter
 
 FORMAT = "photosphere.cannon"
@@ -67,8 +68,12 @@ class CannonModel:
         pixel is -ln L + Λ Σ_{j≥1} |θ_j| (0 = plain least squares, the original Cannon).
     censors: ``{label: (n_pix,) bool}``, True where that label may influence the pixel; terms
         involving a label are dropped at pixels where it is censored.
-    s2_grid: candidate scatter values for the global search (normalised-flux units squared).
-    s2_tolerance_dex: precision of the refinement of log10 s² (bracketed parabolic search).
+    s2_grid: candidate scatter values (normalised-flux units squared) for a global grid search
+        followed by a bracketed parabolic refinement; that search is always used with L1
+        regularisation. None (default) without regularisation: safeguarded Newton steps on the
+        profile likelihood (:mod:`photosphere.models.cannon_newton`), several times faster.
+    s2_tolerance_dex: precision of log10 s² (both searches also stop when a step would raise
+        ln L by less than 1e-4).
     progress: show progress bars on stderr.
     medium: ``"air"`` or ``"vacuum"``, the medium of the training wavelengths (APOGEE's and the
         APOGEE emulator's: vacuum; a model trained on a synthetic grid: the grid's medium).
@@ -193,13 +198,15 @@ class CannonModel:
             raise ModelError(
                 f"flux and ivar must both have shape (n_stars={n_stars}, n_pix); got flux "
                 f"{flux.shape} and ivar {ivar.shape}")
-        if np.any(ivar < 0) or np.any(np.isnan(ivar)):
+        lowest, highest = ivar.min(initial=0.0), ivar.max(initial=0.0)   # NaN propagates
+        if np.isnan(lowest) or lowest < 0:
             raise ModelError("ivar has negative or NaN values; use ivar = 0 for bad pixels")
-        bad_flux = ~np.isfinite(flux)
-        if bad_flux.any():
+        if not np.isfinite(flux.sum()):
+            bad_flux = ~np.isfinite(flux)
             ivar = np.where(bad_flux, 0.0, ivar)
             flux = np.where(bad_flux, 1.0, flux)
-        ivar = np.where(np.isfinite(ivar), ivar, 0.0)
+        if not np.isfinite(highest):
+            ivar = np.where(np.isfinite(ivar), ivar, 0.0)
         n_pix = flux.shape[1]
         if wavelength is not None:
             wavelength = np.asarray(wavelength, dtype=float)
@@ -239,10 +246,21 @@ class CannonModel:
         reg = np.broadcast_to(np.asarray(self.regularization, dtype=float), (n_pix,)).copy()
         if np.any(reg < 0) or not np.all(np.isfinite(reg)):
             raise ModelError(f"regularization must be finite and >= 0, got {self.regularization}")
-        solver = PixelSolver(design, flux, ivar, self._term_mask(n_pix), reg)
-        grid = DEFAULT_S2_GRID if self.s2_grid is None else np.asarray(self.s2_grid, dtype=float)
-        theta, s2, loglike = optimise_scatter(solver, grid, self.s2_tolerance_dex,
-                                              progress=self.progress)
+        if np.any(reg > 0) or self.s2_grid is not None:
+            solver = PixelSolver(design, flux, ivar, self._term_mask(n_pix), reg)
+            grid = (DEFAULT_S2_GRID if self.s2_grid is None
+                    else np.asarray(self.s2_grid, dtype=float))
+            theta, s2, loglike = optimise_scatter(solver, grid, self.s2_tolerance_dex,
+                                                  progress=self.progress)
+            search = {}
+            method = ("Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
+                      "bracketed parabolic/golden refinement")
+        else:
+            newton = ScatterNewton(design, flux, ivar, terms, self._term_mask(n_pix))
+            theta, s2, loglike, search = newton.run(self.s2_tolerance_dex,
+                                                    progress=self.progress)
+            method = ("Ness et al. 2015; s² by safeguarded Newton steps on the profile "
+                      "likelihood, all pixels batched")
         self.theta_ = theta
         self.s2_ = s2
         self.training_log_likelihood_ = loglike
@@ -256,8 +274,8 @@ class CannonModel:
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "n_training_stars": int(n_stars),
             "n_pixels": int(n_pix),
-            "method": "Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
-                      "bracketed parabolic/golden refinement",
+            "method": method,
+            "s2_search": search,
         }
         return self
 

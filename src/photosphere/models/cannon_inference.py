@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._threads import single_threaded
 from ..errors import ModelError
 from ..result import Result, Segment
 from . import polynomial
@@ -122,42 +123,48 @@ class _SpectrumForms:
         self.terms = terms
         n_terms = theta.shape[1]
         rows, cols = np.triu_indices(n_terms)
-        flat = weight @ (theta[:, rows] * theta[:, cols])          # (n, P(P+1)/2)
+        self.rows, self.cols = rows, cols
+        self.flat = weight @ (theta[:, rows] * theta[:, cols])     # (n, P(P+1)/2)
         self.t = np.empty((flux.shape[0], n_terms, n_terms))
-        self.t[:, rows, cols] = flat
-        self.t[:, cols, rows] = flat
+        self.t[:, rows, cols] = self.flat
+        self.t[:, cols, rows] = self.flat
         wf = weight * flux
         self.u = wf @ theta                                          # (n, P)
         self.c = np.einsum("bl,bl->b", wf, flux)                     # (n,)
 
     def chi2(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         lv = polynomial.design_matrix(x, self.terms)
+        pairs = lv[:, self.rows] * lv[:, self.cols] * np.where(self.rows == self.cols, 1.0, 2.0)
         return (self.c[rows] - 2 * np.einsum("bp,bp->b", lv, self.u[rows])
-                + np.einsum("bp,bpq,bq->b", lv, self.t[rows], lv))
+                + np.einsum("bp,bp->b", pairs, self.flat[rows]))
 
     def chi2_candidates(self, candidates: np.ndarray) -> np.ndarray:
         """(n, c) χ² of every spectrum at every candidate (scaled) label vector."""
         lv = polynomial.design_matrix(candidates, self.terms)         # (c, P)
-        quad = np.einsum("cp,bpq,cq->bc", lv, self.t, lv, optimize=True)
-        return self.c[:, None] - 2 * self.u @ lv.T + quad
+        # ℓᵀTℓ = Σ_{p≤q} T_pq ℓ_p ℓ_q (2 - δ_pq): one product with the triangle of T
+        pairs = lv[:, self.rows] * lv[:, self.cols] * np.where(self.rows == self.cols, 1.0, 2.0)
+        return self.c[:, None] - 2 * self.u @ lv.T + self.flat @ pairs.T
 
     def normal(self, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gauss–Newton Hessian JᵀWJ (b, k, k) and gradient JᵀW r (b, k) at scaled labels x."""
         lv = polynomial.design_matrix(x, self.terms)                  # (b, P)
         dl = polynomial.design_jacobian(x, self.terms)                # (b, P, k)
         t = self.t[rows]
-        resid = self.u[rows] - np.einsum("bpq,bq->bp", t, lv)         # θᵀW(f - θℓ)
-        h = np.einsum("bpk,bpq,bqj->bkj", dl, t, dl, optimize=True)
-        g = np.einsum("bpk,bp->bk", dl, resid)
+        resid = self.u[rows] - (t @ lv[:, :, None])[:, :, 0]          # θᵀW(f - θℓ)
+        h = np.swapaxes(dl, 1, 2) @ (t @ dl)
+        g = (resid[:, None, :] @ dl)[:, 0, :]
         return h, g
 
 
 def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
                          lo: np.ndarray, hi: np.ndarray, max_iter: int,
-                         rtol: float = 1e-12, xtol: float = 1e-10):
+                         rtol: float = 1e-10, xtol: float = 1e-10):
     """Minimise χ² for every row (spectrum ``rows[i]`` from start ``x[i]``).
 
     Returns (x, chi2, converged, n_iter); steps are projected onto [lo, hi] (scaled units).
+    A row has converged when an accepted step lowers χ² by less than ``rtol`` × χ² or moves
+    by less than ``xtol`` (on the APOGEE benchmark rtol = 1e-12 took 43 instead of 19
+    iterations per spectrum, summed over 3 starts, for label changes below 2 mK in Teff).
     """
     n = x.shape[0]
     x = np.clip(x, lo, hi)
@@ -195,15 +202,22 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
                poor_fit_chi2_reduced: float = 3.0, progress: bool = False) -> CannonLabelFit:
     """Batched multi-start LM fit; see :meth:`CannonModel.infer_labels` for the arguments."""
     terms = model.term_indices
-    good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-    empty = good.sum(axis=1) <= len(model.label_names)
+    if np.isfinite(flux.sum()) and ivar.min() >= 0 and np.isfinite(ivar.max()):   # fewer passes
+        good = ivar > 0
+    else:
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+        flux = np.where(good, flux, 1.0)
+        ivar = np.where(good, ivar, 0.0)
+    n_pixels = np.count_nonzero(good, axis=1)
+    empty = n_pixels <= len(model.label_names)
     if empty.all():
         raise ModelError(
             f"none of the {flux.shape[0]} test spectra has more usable pixels (finite flux, "
             f"ivar > 0) than the {len(model.label_names)} labels; they are all-masked: check "
             "the masks/ivar or the wavelength overlap with the model")
-    flux = np.where(good, flux, 1.0)
-    weight = np.where(good, ivar / (1.0 + model.s2_ * np.where(good, ivar, 0.0)), 0.0)
+    weight = model.s2_ * ivar
+    weight += 1.0
+    np.divide(ivar, weight, out=weight)                        # 0 where ivar = 0
     n_spec, k = flux.shape[0], len(model.label_names)
 
     train_x = model.scale_labels(model.training_labels_)
@@ -220,29 +234,30 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
                       disable=not progress, leave=False):
         sl = slice(start, min(start + chunk_size, n_spec))
         forms = _SpectrumForms(model.theta_, terms, flux[sl], weight[sl])
-        m = forms.c.shape[0]
-        order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
-        x0 = candidates[order].reshape(m * n_starts, k)
-        rows = np.repeat(np.arange(m), n_starts)
-        x, chi2, c, it = _levenberg_marquardt(forms, x0, rows, lo, hi, max_iter)
-        chi2 = chi2.reshape(m, n_starts)
-        best = np.argmin(chi2, axis=1)
-        pick_rows = np.arange(m) * n_starts + best
-        best_x[sl] = x[pick_rows]
-        best_chi2[sl] = chi2[np.arange(m), best]
-        conv[sl] = c[pick_rows]
-        iters[sl] = it.reshape(m, n_starts).sum(axis=1)
-        h, _ = forms.normal(best_x[sl], np.arange(m))
-        try:
-            cov = np.linalg.inv(h)
-        except np.linalg.LinAlgError:
-            cov = np.linalg.pinv(h)
-        covariance[sl] = cov * np.outer(model.scales_, model.scales_)
+        with single_threaded():   # small products: one thread (threaded BLAS is slower)
+            m = forms.c.shape[0]
+            order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
+            x0 = candidates[order].reshape(m * n_starts, k)
+            rows = np.repeat(np.arange(m), n_starts)
+            x, chi2, c, it = _levenberg_marquardt(forms, x0, rows, lo, hi, max_iter)
+            chi2 = chi2.reshape(m, n_starts)
+            best = np.argmin(chi2, axis=1)
+            pick_rows = np.arange(m) * n_starts + best
+            best_x[sl] = x[pick_rows]
+            best_chi2[sl] = chi2[np.arange(m), best]
+            conv[sl] = c[pick_rows]
+            iters[sl] = it.reshape(m, n_starts).sum(axis=1)
+            h, _ = forms.normal(best_x[sl], np.arange(m))
+            try:
+                cov = np.linalg.inv(h)
+            except np.linalg.LinAlgError:
+                cov = np.linalg.pinv(h)
+            covariance[sl] = cov * np.outer(model.scales_, model.scales_)
     model_flux = polynomial.design_matrix(best_x, terms) @ model.theta_.T
     # χ² recomputed directly (the quadratic form loses a few digits to cancellation)
-    best_chi2 = np.einsum("bl,bl->b", weight * (flux - model_flux), flux - model_flux)
+    resid = flux - model_flux
+    best_chi2 = np.einsum("bl,bl,bl->b", weight, resid, resid)
 
-    n_pixels = good.sum(axis=1)
     dof = np.maximum(n_pixels - k, 1)
     chi2_reduced = best_chi2 / dof
     labels = model.unscale_labels(best_x)
