@@ -190,7 +190,10 @@ class NNEngine:
         spectrum = read_for_prediction(star.path)
         resolution, source = resolution_of(spectrum, star)
         ck = self.checkpoint()
-        result = predict_spectrum(spectrum, ck)
+        from ..nn.rv import estimate_rv
+
+        # as `nn predict` does by default (--rv auto): the network reads rest-frame spectra
+        result = predict_spectrum(spectrum, ck, rv=estimate_rv(spectrum, resolution))
         labels = _labels(result.labels)
         box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
         flags = label_flags(labels, box) + reference_flags(star, box)

@@ -9,6 +9,7 @@ prints one (and its warnings: a flagged prediction exits 3). The work itself liv
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,19 @@ from ._common import _add_json, emit
 #: Most MC-dropout passes per spectrum: σ converges in tens; thousands only cost time and memory.
 MAX_MC_SAMPLES = 1000
 
+
+
+def _rv_option(text: str) -> float | str:
+    """``--rv``: 'auto' or a finite velocity in km/s."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a velocity in km/s")
+    return value
 
 def _mc_samples(text: str) -> int:
     """argparse type of --mc-samples: a whole number in 0..MAX_MC_SAMPLES."""
@@ -181,8 +195,10 @@ def _add_predict(nsub: argparse._SubParsersAction) -> None:
     p.add_argument("--medium", choices=("air", "vacuum"),
                    help="air/vacuum frame of the spectrum's wavelengths, for files that do not "
                         "record it (default: air for optical wavelengths, marked as assumed)")
-    p.add_argument("--rv", type=float, default=0.0,
-                   help="km/s of the star in the file's wavelength frame (removed first)")
+    p.add_argument("--rv", type=_rv_option, default="auto",
+                   help="km/s of the star in the file's wavelength frame (removed first); "
+                        "'auto' (default): measured by cross-correlation with the embedded "
+                        "grid (photosphere.nn.rv)")
     p.add_argument("--mc-samples", type=_mc_samples, default=0,
                    help=f"MC-dropout passes, 0..{MAX_MC_SAMPLES} (default 0: off)")
     p.add_argument("--allow-flagged", action="store_true",
@@ -480,7 +496,12 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                                    medium=args.medium)
     trained = np.atleast_1d(np.asarray(cks[0].data.get("snr") or MIN_SNR, dtype=float))
     check_spectrum(spectrum, args.file, min_snr=max(MIN_SNR, 0.25 * float(trained.min())))
-    result = predict_spectrum(spectrum, cks, rv=args.rv, mc_samples=args.mc_samples,
+    rv = args.rv
+    if rv == "auto":
+        from ..nn.rv import estimate_rv
+
+        rv = estimate_rv(spectrum)
+    result = predict_spectrum(spectrum, cks, rv=rv, mc_samples=args.mc_samples,
                               calibrated=not args.no_calibration,
                               check_grid=not args.no_grid_check, grid=args.grid)
     scaling = cks[0].label_scaling

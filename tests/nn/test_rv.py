@@ -1,0 +1,40 @@
+"""The RV the network's input is shifted by: cross-correlation with the embedded grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from photosphere import Spectrum
+from photosphere.grids.load import load_grid_model
+from photosphere.infer.chain import ObservationChain
+from photosphere.nn.rv import estimate_rv
+from photosphere.spectrum import SpectrumMeta
+
+
+@pytest.mark.parametrize("rv", [-47.3, 0.0, 18.3])
+def test_estimate_rv_finds_the_shift_of_a_grid_star(rv):
+    """A 6200 K star (not the G-dwarf template) shifted by rv, at R 60 000, S/N 150."""
+    model = load_grid_model()
+    wave = np.linspace(5080.0, 5320.0, 12000)
+    dummy = Spectrum(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
+    chain = ObservationChain(model, dummy, resolution=60_000, continuum_degree=None,
+                             rv_bounds=(rv - 1, rv + 1))
+    theta = chain.theta_from({"teff": 6200.0, "logg": 4.2, "feh": -0.3, "vsini": 6.0, "rv": rv})
+    with torch.no_grad():
+        (flux,), _ = chain.predict(torch.as_tensor(theta))
+    noisy = flux.numpy() + np.random.default_rng(3).normal(0, 1 / 150, flux.shape)
+    star = Spectrum(wave, noisy, np.full_like(wave, 1 / 150), medium="air",
+                    meta=SpectrumMeta(extra={"resolution": 60_000.0}))
+    assert estimate_rv(star) == pytest.approx(rv, abs=0.5)
+
+
+def test_the_command_takes_auto_or_a_velocity():
+    import argparse
+
+    from photosphere.cli.nn import _rv_option
+
+    assert _rv_option("auto") == "auto" and _rv_option("-4.8") == -4.8
+    with pytest.raises(argparse.ArgumentTypeError):
+        _rv_option("nan")
