@@ -24,14 +24,13 @@ def estimate_rv(spectrum, resolution: float | None = None) -> float:
     lies in the grid's window."""
     import torch
 
+    from ..errors import OutOfGridError
     from ..grids.load import load_grid_model
     from ..infer.batch import mask_nonpositive
     from ..infer.chain import ObservationChain
     from ..infer.optimize import initial_rv
     from ..infer.protocol import file_resolution
     from ..ops.noise import with_uncertainty
-
-    from ..errors import OutOfGridError
 
     model = load_grid_model()
     observed = with_uncertainty(mask_nonpositive(spectrum))
