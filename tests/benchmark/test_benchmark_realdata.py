@@ -15,12 +15,12 @@ from photosphere.benchmark import make_engines, read_stars, run_benchmark, selec
 # engine, star (substring of name or file) -> {label: largest accepted |ours - reference|}
 # measured: fit UVES Sun +25 K, -0.03, -0.09; fit WASP-14 -156 K, -0.18, -0.30 (the protocol
 #           for real spectra, docs/fitting.md; before it: -105 K, -0.44, +0.01 and -109 K,
-#           -0.23, -0.25); nn UVES Sun +36 K, -0.08, -0.01; nn WASP-14 +25 K, +0.00, -0.31 (with
+#           -0.23, -0.25); nn UVES Sun +48 K, -0.07, +0.00; nn WASP-14 +25 K, +0.00, -0.31 (with
 #           --rv auto; -363 K, -0.12, -0.29 before it)
 TOLERANCE = {
     ("fit", "uves_sun"): {"teff": 40.0, "logg": 0.08, "feh": 0.12},
     ("fit", "WASP-14"): {"teff": 195.0, "logg": 0.23, "feh": 0.38},
-    ("nn", "uves_sun"): {"teff": 50.0, "logg": 0.12, "feh": 0.05},
+    ("nn", "uves_sun"): {"teff": 60.0, "logg": 0.12, "feh": 0.05},
     ("nn", "WASP-14"): {"teff": 60.0, "logg": 0.08, "feh": 0.38},
 }
 
