@@ -183,3 +183,45 @@ def test_a_second_writer_of_a_locked_output_refuses(tmp_path):
                 pass
     with file_lock(out, wait=False, what="grid"):  # released: free again
         pass
+
+
+def test_files_claimed_by_a_live_run_are_left_to_it_and_a_dead_runs_claims_are_taken(
+        tmp_path):
+    """Two batches on one table never fit the same file twice: a file another live process
+    has claimed is skipped (listed in meta["busy"]); the claims of a process that is gone
+    (killed) do not count."""
+    files = [str(_write(tmp_path, f"s{i}.npz", seed=i)) for i in range(3)]
+    out = tmp_path / "results.ecsv"
+    live = os.getppid()                                   # the parent of this test: alive
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    claims = tmp_path / ".results.ecsv.claims.json"
+    claims.write_text(json.dumps({files[0]: live, files[1]: int(dead)}))
+    kw = dict(reader=read_npz, fit_kwargs=FIT, processes=False, progress=False, n_workers=1)
+    table = fit_many(files, functools.partial(small_model), out, **kw)
+    assert table.meta["busy"] == {files[0]: live}
+    assert sorted(table["source"]) == sorted(files[1:])  # the dead run's file was retaken
+    # our own claims are released when the batch ends; the live one stays
+    assert json.loads(claims.read_text()) == {files[0]: live}
+    claims.unlink()
+    table = fit_many(files, functools.partial(small_model), out, **kw)
+    assert table.meta["busy"] == {} and sorted(table["source"]) == sorted(files)
+    assert not claims.exists()
+
+
+def test_the_command_says_which_files_another_run_is_fitting(tmp_path, monkeypatch, capsys):
+    def fake(files, factory, output, **kw):
+        t = Table(rows=[["a.fits", "ok", ""]], names=("source", "status", "warnings"))
+        t.write(output, format="ascii.ecsv", overwrite=True)
+        t.meta["busy"] = {"b.fits": 4242}
+        return t
+
+    monkeypatch.setattr(batch, "fit_many", fake)
+    for name in ("a.fits", "b.fits"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["fit", "a.fits", "b.fits", "-o", "results.ecsv", "--json"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert code == 0 and doc["busy"] == {"b.fits": 4242}
+    assert "being fitted by another photosphere run" in captured.err and "4242" in captured.err

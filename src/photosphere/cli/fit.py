@@ -280,9 +280,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     n_ok = sum(r.get("status") == "ok" for r in rows)
     failed = [r for r in rows if r.get("status") != "ok"]
     flagged = [r for r in rows if r.get("status") == "ok" and r.get("warnings")]
+    busy = dict(table.meta.get("busy") or {})
     emit(args, {"output": str(output), "n_spectra": len(rows), "n_ok": n_ok,
-                "n_failed": len(failed), "n_flagged": len(flagged), "rows": rows},
+                "n_failed": len(failed), "n_flagged": len(flagged), "rows": rows,
+                "busy": busy},
          f"{n_ok}/{len(rows)} spectra fitted; results in {output}")
+    if busy:
+        pids = ", ".join(sorted({str(p) for p in busy.values()}))
+        print(f"photosphere fit: {len(busy)} file(s) are being fitted by another photosphere "
+              f"run on {output} (pid {pids}); they are left to it and their rows will be in "
+              "the table when it finishes", file=sys.stderr)
     for r in failed:
         print(f"photosphere fit: error: {r['source']}: {str(r['status']).removeprefix('error: ')}",
               file=sys.stderr)

@@ -243,6 +243,68 @@ class _Table:
             self._stamp = self._stat()
 
 
+class _Claims:
+    """Which files of a results table a live batch is fitting now, so that a concurrent batch
+    on the same table leaves them to it instead of fitting them twice.
+
+    A JSON map ``{file: pid}`` beside the table (``.NAME.claims.json``), read and written under
+    the table's lock. A claim whose process is gone (killed, crashed) no longer counts, so a
+    rerun after a kill takes its files back.
+    """
+
+    def __init__(self, table: Path):
+        self.table = table
+        self.path = table.parent / f".{table.name}.claims.json"
+        self.mine: set[str] = set()
+
+    def _read(self) -> dict[str, int]:
+        import json
+
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items() if _alive(int(v))}
+
+    def _write(self, claims: dict[str, int]) -> None:
+        import json
+
+        if not claims:
+            self.path.unlink(missing_ok=True)
+            return
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(claims))
+
+    def take(self, files: list[str]) -> tuple[list[str], dict[str, int]]:
+        """Claim the ``files`` no live process holds; returns them, and the others with the
+        pid holding each."""
+        with file_lock(self.table, what="results table"):
+            claims = self._read()
+            busy = {f: claims[f] for f in files if f in claims and claims[f] != os.getpid()}
+            free = [f for f in files if f not in busy]
+            claims.update({f: os.getpid() for f in free})
+            self._write(claims)
+        self.mine.update(free)
+        return free, busy
+
+    def release(self) -> None:
+        with file_lock(self.table, what="results table"):
+            claims = {f: pid for f, pid in self._read().items() if f not in self.mine}
+            self._write(claims)
+        self.mine.clear()
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this id exists (this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def rows_of(table) -> list[dict[str, Any]]:
     """The rows of a results table as plain dicts (an empty text cell, which ECSV reads back
     masked, as "")."""
@@ -273,10 +335,10 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
     (or :func:`~photosphere.infer.mcmc.sample` with ``mcmc=True``).
     scheduler: address of an existing Dask scheduler; otherwise a LocalCluster of ``n_workers``
     single-threaded workers (``processes=False``: threads in this process).
+    Files already fitted (an "ok" row) are not fitted again; files that another live batch on
+    the same table is fitting are left to it and listed in the returned table's
+    ``meta["busy"]`` (``{file: pid}``).
     """
-    from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm import tqdm
-
     files = expand_paths(paths)
     output = Path(output)
     if n_workers < 1:
@@ -287,9 +349,29 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
                                "path")
     table = _Table(output)
     done = {r["source"] for r in table.rows if r.get("status") == "ok"}
-    todo = [p for p in files if str(p) not in done]
-    if not todo:
-        return read_table(output)
+    claims = _Claims(output)
+    free, busy = claims.take([str(p) for p in files if str(p) not in done])
+    try:
+        if free:
+            _fit_files(free, table, model_factory, reader, fit_kwargs, mcmc, scheduler,
+                       n_workers, processes, progress)
+    finally:
+        claims.release()
+    from astropy.table import Table
+
+    result = read_table(output)
+    result = Table() if result is None else result
+    # files another live batch on this table is fitting now: left to it, not fitted twice
+    result.meta["busy"] = busy
+    return result
+
+
+def _fit_files(todo: list[str], table: _Table, model_factory, reader, fit_kwargs, mcmc,
+               scheduler, n_workers, processes, progress) -> None:
+    """Fit ``todo`` on a Dask cluster, each row put in ``table`` as it comes (see fit_many)."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
@@ -302,8 +384,8 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
             raise FitError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it "
                            "(dask scheduler) or omit --scheduler for a local cluster") from None
     try:
-        futures = {client.submit(fit_file, str(p), model_factory, reader,
-                                 dict(fit_kwargs or {}), mcmc, pure=False): str(p) for p in todo}
+        futures = {client.submit(fit_file, p, model_factory, reader, dict(fit_kwargs or {}),
+                                 mcmc, pure=False): p for p in todo}
         bar = tqdm(total=len(futures), desc="fitting", unit="spectrum", file=sys.stderr,
                    disable=not progress)
         for future in as_completed(futures):
@@ -319,4 +401,3 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
         client.close()
         if cluster is not None:
             cluster.close()
-    return read_table(output)
