@@ -162,3 +162,24 @@ def test_the_mismatch_of_a_jitter_fit_is_its_jitter():
     assert "chi2_reduced 197" in warning and "14%" in warning
     calm = Result(**{**res.__dict__, "flags": {**res.flags, "jitter": 0.02}})
     assert result_warnings(calm) == []
+
+
+def test_a_label_pinned_on_a_grid_node_is_warned_about():
+    """The embedded grid's Teff nodes are 250 K apart: 5750.0 ± 1 K is pinned, 5750 ± 40 K or
+    5800 ± 1 K is measured; the fit's own σ (before a systematic floor) decides."""
+    from photosphere.grids.load import load_grid_model
+    from photosphere.infer.validity import grid_nodes, pinned_labels
+
+    grid = load_grid_model()
+    nodes = grid_nodes(grid)
+    assert 5750.0 in nodes["teff"] and np.allclose(np.diff(nodes["teff"]), 250.0)
+    assert pinned_labels({"teff": (5750.0, 1.0)}, nodes) == ["teff"]
+    assert pinned_labels({"teff": (5750.0, 40.0), "logg": (4.37, 0.001)}, nodes) == []
+    assert pinned_labels({"teff": (5800.0, 1.0)}, nodes) == []
+    res = Result(values={"teff": 5750.0, "logg": 4.37, "vsini": 2.0},
+                 sigma={"teff": 90.0, "logg": 0.05, "vsini": 0.3}, free=("teff", "logg", "vsini"),
+                 covariance=np.eye(3), chi2=100.0, n_pixels=110, n_parameters=3,
+                 flags={"converged": True, "at_bound": [], "sigma_stat": {"teff": 1.0}})
+    (warning,) = result_warnings(res, model=grid)
+    assert warning.startswith("teff on a grid node")
+    assert result_warnings(res) == []               # no model: nothing to check against

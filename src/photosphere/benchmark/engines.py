@@ -15,16 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import BenchmarkError
+from ..infer.validity import grid_nodes, pinned_labels
 from .stars import LABELS, Star
 
 CHI2_HIGH = 5.0
 """χ²_red above which a fit is flagged ``chi2_high`` (the model does not describe the data)."""
-
-NODE_TOLERANCE = 0.02
-"""A label within this fraction of the local grid spacing of a grid node is *at* the node."""
-
-TINY_SIGMA = 0.05
-"""... and flagged ``at_node`` when its σ is below this fraction of the local grid spacing."""
 
 BOUND_TOLERANCE = 1e-3
 """A label within this fraction of its box width of a bound is flagged ``at_bound``."""
@@ -67,8 +62,8 @@ def label_flags(labels: dict[str, tuple[float, float]],
                 bounds: dict[str, tuple[float, float]] | None = None,
                 nodes: dict[str, np.ndarray] | None = None) -> list[str]:
     """``at_bound=NAMES`` for labels within :data:`BOUND_TOLERANCE` of the box width of a bound,
-    ``at_node=NAMES`` for labels on a grid node (within :data:`NODE_TOLERANCE` of the local
-    spacing) with σ below :data:`TINY_SIGMA` of that spacing, i.e. pinned, not measured.
+    ``at_node=NAMES`` for labels on a grid node with σ far below the node spacing
+    (:func:`photosphere.infer.validity.pinned_labels`), i.e. pinned, not measured.
 
     bounds: ``{label: (lo, hi)}``; nodes: ``{label: sorted node values}``.
     """
@@ -79,13 +74,8 @@ def label_flags(labels: dict[str, tuple[float, float]],
             if min(value - lo, hi - value) <= BOUND_TOLERANCE * (hi - lo):
                 at_bound.append(name)
                 continue
-        axis = None if nodes is None else nodes.get(name)
-        if axis is not None and len(axis) > 1:
-            k = int(np.argmin(np.abs(axis - value)))
-            spacing = float(np.min(np.abs(np.diff(axis)[max(k - 1, 0):k + 1])))
-            if (abs(value - axis[k]) <= NODE_TOLERANCE * spacing
-                    and not sigma > TINY_SIGMA * spacing):
-                at_node.append(name)
+        if nodes and pinned_labels({name: (value, sigma)}, nodes):
+            at_node.append(name)
     out = []
     if at_bound:
         out.append("at_bound=" + ",".join(at_bound))
@@ -135,11 +125,7 @@ class FitEngine:
 
     def nodes(self) -> dict[str, np.ndarray]:
         """``{label: grid node values}`` of the model's grid (empty when it has no axes)."""
-        locator = getattr(self.model(), "locator", None)
-        if locator is None:
-            return {}
-        return {n: np.asarray(a.cpu().numpy(), float)
-                for n, a in zip(locator.label_names, locator.axes, strict=True)}
+        return grid_nodes(self.model())
 
     def __call__(self, star: Star) -> Estimate:
         from ..infer.batch import prepare_spectrum

@@ -260,7 +260,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             result = fit(model, spectrum, source=str(files[0]), **kw)
         result = with_systematic_floor(noted(result, r_source), model,
                                        kw["settings"].resolution)
-        warnings = result_warnings(result)
+        warnings = result_warnings(result, model=model)
         emit(args, {**result.to_dict(), "warnings": warnings}, _result_text(result))
         return _finish(args, warnings, _plots(args, result))
     if args.plot or args.corner:

@@ -168,7 +168,7 @@ def fit_file(path: str, model_factory: Callable[[], Any],
                                            kwargs["settings"].resolution)
         row = result.to_row()
         row["status"] = "ok"
-        row["warnings"] = "; ".join(result_warnings(result))
+        row["warnings"] = "; ".join(result_warnings(result, model=model))
     except PhotosphereError as exc:
         row = {"source": str(path), "status": f"error: {exc}"}
     except Exception as exc:  # one file's failure must not end the batch

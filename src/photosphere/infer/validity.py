@@ -232,12 +232,54 @@ def model_mismatch(result) -> float:
     return math.sqrt(max(chi2 - 1.0, 0.0)) * float(np.median(rel))
 
 
+#: a label within this fraction of the local node spacing of a grid node, ...
+NODE_TOLERANCE = 0.02
+#: ... with σ (the fit's own, before any systematic floor) below this fraction of the
+#: spacing, sits pinned on the node by the kinks of linear interpolation: not measured
+TINY_SIGMA = 0.05
+
+
+def grid_nodes(model) -> dict[str, np.ndarray]:
+    """``{label: node values}`` of a grid model's axes (empty for models without a grid)."""
+    locator = getattr(model, "locator", None) or getattr(
+        getattr(model, "source", None), "locator", None)
+    if locator is None:
+        return {}
+    return {n: np.asarray(a.cpu().numpy(), float)
+            for n, a in zip(locator.label_names, locator.axes, strict=True)}
+
+
+def pinned_labels(labels: dict[str, tuple[float, float]],
+                  nodes: dict[str, np.ndarray]) -> list[str]:
+    """Labels ``{name: (value, sigma)}`` on a grid node (within :data:`NODE_TOLERANCE` of the
+    local spacing) with σ below :data:`TINY_SIGMA` of that spacing."""
+    out = []
+    for name, (value, sigma) in labels.items():
+        axis = nodes.get(name)
+        if axis is None or len(axis) < 2 or not math.isfinite(value):
+            continue
+        k = int(np.argmin(np.abs(axis - value)))
+        spacing = float(np.min(np.abs(np.diff(axis)[max(k - 1, 0):k + 1])))
+        if abs(value - axis[k]) <= NODE_TOLERANCE * spacing and not sigma > TINY_SIGMA * spacing:
+            out.append(name)
+    return out
+
+
 def result_warnings(result, mismatch_limit: float = MISMATCH_FLAG,
-                    chi2_limit: float = CHI2_FLAG) -> list[str]:
+                    chi2_limit: float = CHI2_FLAG, model=None) -> list[str]:
     """Reasons not to trust a fit :class:`~photosphere.infer.result.Result` (empty: none):
-    labels at a bound, or a model mismatch above ``mismatch_limit`` (χ²_red above
-    ``chi2_limit`` when the result holds no segments)."""
+    labels at a bound, labels pinned on a node of ``model``'s grid (:func:`pinned_labels`, with
+    the fit's own σ before any systematic floor), or a model mismatch above ``mismatch_limit``
+    (χ²_red above ``chi2_limit`` when the result holds no segments)."""
     out: list[str] = []
+    if model is not None:
+        stat = result.flags.get("sigma_stat") or {}
+        labels = {n: (v, stat.get(n, result.sigma.get(n, math.nan)))
+                  for n, v in result.values.items() if n in result.free}
+        pinned = pinned_labels(labels, grid_nodes(model))
+        if pinned:
+            out.append(f"{', '.join(pinned)} on a grid node with a σ far below the node "
+                       "spacing: pinned there by the interpolation, not measured")
     at_bound = list(result.flags.get("at_bound") or ())
     if at_bound:
         out.append(f"{', '.join(at_bound)} at a bound of the model: the answer is the edge of "
