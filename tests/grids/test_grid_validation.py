@@ -80,3 +80,23 @@ def test_a_second_build_of_the_same_output_refuses(tmp_path):
                        progress=False)
     assert not out.exists()
     assert not (tmp_path / "g.h5.partial").exists()   # nothing was synthesised
+
+
+def test_the_embedded_grid_is_checked_against_its_shipped_checksum(tmp_path, monkeypatch,
+                                                                  capsys):
+    """The shipped grid predates checksums (and its bytes are pinned by the networks' grid
+    digests): its content checksum ships in the package, so damage to it is seen too."""
+
+    from photosphere.grids import presets
+    from photosphere.grids.store import DEFAULT_GRID_CONTENT_SHA256
+
+    with GridStore(presets.default_grid_path()) as store:
+        assert store.verify() == {"checksum": "ok",
+                                  "content_sha256": DEFAULT_GRID_CONTENT_SHA256}
+    copy = tmp_path / "default.h5"
+    shutil.copy(presets.default_grid_path(), copy)
+    with h5py.File(copy, "r+") as f:
+        f["flux"][5, :100] = 17
+    monkeypatch.setattr(presets, "default_grid_path", lambda: copy)
+    assert cli.main(["grid", "info", "--check"]) == 2
+    assert "does not match the checksum" in capsys.readouterr().err
