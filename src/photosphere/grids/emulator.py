@@ -42,6 +42,19 @@ FORMAT = "photosphere-emulator"
 FORMAT_VERSION = 2  # 2: one calibrated sigma_scale instead of per-component variance scales
 
 
+def _typical_spacing(column: np.ndarray, n: int, d: int) -> float:
+    """Starting length scale /2 of one label (scaled to 0..1): the node step of a grid axis, or,
+    for scattered labels (a training set: nearly every value unique), the typical distance
+    between n points in d dimensions, n^(-1/d). (The median gap between unique values of
+    scattered labels is ~1/n: a GP started there is nearly diagonal and never recovers.)"""
+    values = np.unique(column)
+    if values.size < 2:
+        return 1.0
+    if values.size > n / 2:
+        return float(n ** (-1.0 / d))
+    return float(np.median(np.diff(values)))
+
+
 def _kernel(xa: torch.Tensor, xb: torch.Tensor, log_amp: torch.Tensor,
             log_len: torch.Tensor) -> torch.Tensor:
     """Squared-exponential kernel per component: xa (A, d), xb (B, d) -> (k, A, B)."""
@@ -189,8 +202,7 @@ class PCAGPEmulator:
             if n > self.n_hyper_nodes else np.arange(n)
         xs = torch.as_tensor(x[sub])
         ys = torch.as_tensor(w[sub].T)  # (k, m)
-        spacing = np.array([np.median(np.diff(np.unique(x[:, j]))) if np.unique(x[:, j]).size > 1
-                            else 1.0 for j in range(d)])
+        spacing = np.array([_typical_spacing(x[:, j], n, d) for j in range(d)])
         std = ys.std(dim=1).clamp_min(1e-12)
         log_amp = torch.log(std).clone().requires_grad_(True)
         log_len = torch.log(torch.as_tensor(np.tile(2 * spacing, (k, 1)))).requires_grad_(True)
