@@ -49,6 +49,8 @@ def load_model(model: str | os.PathLike | None = None):
     None, ``"grid"`` or ``"default"``: the embedded default grid (a GridInterpolator); an HDF5
     file: a grid, an emulator or a Cannon model, told apart by its ``format`` attribute; a
     ``.pt`` file or the name of a shipped network: the network checkpoint (for :func:`predict`).
+    An emulator file holding a line calibration (``photosphere grid calibrate-stars``) gives the
+    calibrated model (:class:`~photosphere.models.calibrated.CalibratedModel`).
     """
     from .grids.load import load_grid_model
 
@@ -72,7 +74,10 @@ def load_model(model: str | os.PathLike | None = None):
     if kind == cannon.FORMAT:
         return cannon.CannonModel.load(path)
     if kind == emulator.FORMAT:
-        return emulator.PCAGPEmulator.load(path)
+        from .models.calibrated import CalibratedModel, has_calibration, read_calibration
+
+        em = emulator.PCAGPEmulator.load(path)
+        return CalibratedModel(em, read_calibration(path)) if has_calibration(path) else em
     if kind == store.FORMAT:
         return load_grid_model(str(path))
     raise ModelError(f"{path} has format {kind!r}; load_model reads {store.FORMAT!r}, "

@@ -106,17 +106,19 @@ class FitEngine:
 
     name = "fit"
 
-    def __init__(self, **options: Any) -> None:
-        """options: keyword arguments of the fit overriding the command's protocol
-        (:func:`~photosphere.infer.protocol.merge_defaults`), to compare protocols."""
+    def __init__(self, model: str | None = None, **options: Any) -> None:
+        """model: a model file or name for :func:`photosphere.load_model` (None: the embedded
+        grid, as the command); options: keyword arguments of the fit overriding the command's
+        protocol (:func:`~photosphere.infer.protocol.merge_defaults`), to compare protocols."""
         self._model: Any = None
+        self.model_name = model
         self.options = options
 
     def model(self):
         if self._model is None:
-            from ..infer.batch import load_grid_model
+            from ..api import load_model
 
-            self._model = load_grid_model()
+            self._model = load_model(self.model_name)
         return self._model
 
     def load(self) -> None:
@@ -135,6 +137,8 @@ class FitEngine:
         spectrum = prepare_spectrum(str(star.path))
         resolution, source = resolution_of(spectrum, star)
         model = self.model()
+        if hasattr(model, "without"):  # a model calibrated on real stars: judge leave-one-out
+            model = model.without(star.file)
         options = merge_defaults({**self.options, "resolution": resolution})
         result = fit(model, spectrum, source=str(star.path), **options)
         labels = _labels(result.labels)
@@ -192,11 +196,11 @@ class NNEngine:
 ENGINES = {"fit": FitEngine, "nn": NNEngine}
 
 
-def make_engines(name: str) -> list:
-    """The engines for ``--engine``: ``fit``, ``nn`` or ``all`` (both, fit first)."""
-    if name == "all":
-        return [cls() for cls in ENGINES.values()]
-    if name not in ENGINES:
+def make_engines(name: str, model: str | None = None) -> list:
+    """The engines for ``--engine``: ``fit``, ``nn`` or ``all`` (both, fit first); ``model``
+    the fit engine's model file (None: the embedded grid)."""
+    if name not in (*ENGINES, "all"):
         raise BenchmarkError(f"engine {name!r} is not known; use one of "
                              f"{', '.join([*ENGINES, 'all'])}")
-    return [ENGINES[name]()]
+    names = list(ENGINES) if name == "all" else [name]
+    return [FitEngine(model) if n == "fit" else ENGINES[n]() for n in names]

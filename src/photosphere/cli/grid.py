@@ -366,3 +366,71 @@ def _register_grid_calibrate_lines(gsub: argparse._SubParsersAction) -> None:
 
 
 GRID_REGISTRARS.append(_register_grid_calibrate_lines)
+
+
+#: benchmark tiers whose stars calibrate line data by default (not the M dwarfs, which lie
+#: outside the models' molecular physics, nor the low-resolution MILES spectra)
+CALIBRATION_TIERS = ("FGK", "metal-poor", "giant")
+
+
+def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..api import load_model
+    from ..benchmark import read_stars, select
+    from ..benchmark.engines import resolution_of
+    from ..benchmark.stars import default_stars_dir
+    from ..errors import ModelError
+    from ..grids.emulator import PCAGPEmulator
+    from ..infer.batch import prepare_spectrum
+    from ..infer.line_calibration import calibrate_lines
+    from ..models.calibrated import CalibratedModel, write_calibration
+
+    model = load_model(args.model)
+    if isinstance(model, CalibratedModel):
+        model = model.base
+    if not isinstance(model, PCAGPEmulator):
+        raise ModelError(f"{args.model} is not an emulator file; calibrate-stars stores the "
+                         "calibration in an emulator (`photosphere grid emulator train`)")
+    stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
+    stars = select(read_stars(stars_dir / "labels.csv"), args.stars, None, None)
+    chosen = [s for s in stars if s.tier(s.resolution) in CALIBRATION_TIERS
+              and all(model.bounds[k][0] <= s.reference[k][0] <= model.bounds[k][1]
+                      for k in ("teff", "logg") if k in model.bounds)]
+
+    def jobs():
+        for s in chosen:
+            spectrum = prepare_spectrum(str(s.path))
+            resolution, _ = resolution_of(spectrum, s)
+            yield (s.file, spectrum, {k: v[0] for k, v in s.reference.items()},
+                   {"resolution": resolution})
+
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    calibration = calibrate_lines(model, jobs(), progress=say)
+    write_calibration(args.model, calibration)
+    summary = {**calibration.summary(), "model": str(args.model)}
+    emit(args, summary, f"calibrated {args.model} on {len(calibration.stars)} stars: "
+                        f"{summary['changed_fraction']:.1%} of {summary['n_pixels']} px changed "
+                        f"(log10 c 5-95 %: {summary['log10_exponent_p5_p95'][0]:+.2f} to "
+                        f"{summary['log10_exponent_p5_p95'][1]:+.2f}), "
+                        f"{summary['masked_fraction']:.1%} masked")
+    return 0
+
+
+def _register_grid_calibrate_stars(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("calibrate-stars", help="line strengths and a line mask of an emulator, "
+                        "calibrated on the real stars with reference labels (docs/grids.md)")
+    p.add_argument("model", metavar="EMULATOR.h5", help="emulator file; the calibration is "
+                                                         "written into it (atomically)")
+    p.add_argument("stars_dir", nargs="?", metavar="STARS_DIR",
+                   help="folder with labels.csv (default: the benchmark's stars)")
+    p.add_argument("--stars", nargs="+", metavar="NAME",
+                   help="only stars whose name or file contains one of these")
+    _add_json(p)
+    p.set_defaults(func=_cmd_calibrate_stars)
+
+
+GRID_REGISTRARS.append(_register_grid_calibrate_stars)

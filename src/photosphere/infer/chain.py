@@ -156,6 +156,24 @@ def spline_basis(wavelength: np.ndarray, good: np.ndarray, knot_spacing: float) 
     return BSpline.design_matrix(x, knots, 3).toarray()
 
 
+#: Å (air) of the Balmer lines in the optical: their wings span tens of Å, which a spline
+#: continuum with knots every few tens of Å would absorb.
+BALMER_LINES = (4101.73, 4340.46, 4861.33, 6562.80)
+#: Å of spectrum a segment needs on each side of a Balmer line for its wings to be fitted:
+#: such a segment gets a straight-line continuum (anchored by the far wings) instead of the spline.
+BALMER_HALF_WIDTH = 25.0
+
+
+def holds_balmer_line(wavelength: np.ndarray, good: np.ndarray) -> bool:
+    """Whether the good pixels extend at least :data:`BALMER_HALF_WIDTH` Å on both sides of a
+    Balmer line (air or vacuum: the 1-2 Å between them does not matter here)."""
+    if not good.any():
+        return False
+    lo, hi = float(wavelength[good].min()), float(wavelength[good].max())
+    return any(lo <= c - BALMER_HALF_WIDTH and c + BALMER_HALF_WIDTH <= hi
+               for c in BALMER_LINES)
+
+
 class ObservationChain:
     """Forward model + instrument = predicted observation.
 
@@ -170,7 +188,8 @@ class ObservationChain:
     data are compared with the model as they are).
     continuum_knot_spacing: Å; instead of one polynomial per segment, a cubic B-spline with knots
     about this far apart (follows unnormalised spectra over hundreds of Å); needs a
-    continuum_degree (not None).
+    continuum_degree (not None). A segment holding a Balmer line with its wings
+    (:func:`holds_balmer_line`) gets a straight line instead, which cannot absorb the wings.
     rotation: include vsini as a parameter (rotational broadening, limb darkening ``epsilon``).
     macroturbulence: None, ζ_RT in km/s (fixed), or ``"fit"`` (a free parameter ``vmac`` within
     ``vmac_bounds``): the radial-tangential macroturbulence the 1D model lacks (ops.
@@ -305,8 +324,8 @@ class ObservationChain:
                 d_hi = math.sqrt((1 + self.rv_bounds[1] / C_KMS) / (1 - self.rv_bounds[1] / C_KMS))
                 need_lo = wave / d_hi * (1 - margin / C_KMS)
                 need_hi = wave / d_lo * (1 + margin / C_KMS)
-                ivar = np.where(mask, 0.0, spec.ivar[o] if isinstance(spec, EchelleSpectrum)
-                                else spec.ivar)
+                ivar = np.where(mask | self._model_masked(wave), 0.0,
+                                spec.ivar[o] if isinstance(spec, EchelleSpectrum) else spec.ivar)
                 name = self._segment_name(spec, e, o)
                 for w, (a, b) in enumerate(self.model_runs):
                     # one segment per order and model window: its pixels the window predicts
@@ -329,6 +348,18 @@ class ObservationChain:
                 f"in {self.rv_bounds} km/s and broadening); use a model covering the spectrum, "
                 "narrow rv_bounds, or check that some pixels are unmasked")
         return segments
+
+    def _model_masked(self, wave: np.ndarray) -> np.ndarray:
+        """Observed pixels (``wave`` in the model's medium) that fall on the model's own mask
+        (``model.model_mask``, e.g. lines a line calibration found bad), placed in the rest
+        frame at the middle of the RV bounds."""
+        model_mask = getattr(self.model, "model_mask", None)
+        if model_mask is None or not np.any(model_mask):
+            return np.zeros(len(wave), bool)
+        rv = 0.5 * (self.rv_bounds[0] + self.rv_bounds[1])
+        rest = np.asarray(wave, float) / math.sqrt((1 + rv / C_KMS) / (1 - rv / C_KMS))
+        return np.interp(rest, self.model_wavelength, np.asarray(model_mask, float),
+                         left=0.0, right=0.0) > 0
 
     def _segment(self, wave, flux, sigma, ivar, good, need_lo, need_hi, r, tel_row, medium,
                  run: tuple[int, int], e: int, o: int, name: str) -> SegmentData | None:
@@ -370,6 +401,8 @@ class ObservationChain:
             return 0
         if self.continuum_knot_spacing is None:
             return self.continuum_degree + 1
+        if holds_balmer_line(wave, good):
+            return 2
         span = float(wave[good].max() - wave[good].min())
         return max(1, round(span / self.continuum_knot_spacing)) + 3
 
@@ -378,6 +411,8 @@ class ObservationChain:
             return None
         if self.continuum_knot_spacing is None:
             basis = chebyshev_basis(wave, good, self.continuum_degree)
+        elif holds_balmer_line(wave, good):
+            basis = chebyshev_basis(wave, good, 1)
         else:
             basis = spline_basis(wave, good, self.continuum_knot_spacing)
         return torch.as_tensor(basis, dtype=DTYPE)

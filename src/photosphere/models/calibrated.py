@@ -1,0 +1,251 @@
+"""Line data calibrated on real stars with known labels, in flux space.
+
+A synthesis carries the errors of its line list (log gf, damping, missing lines) into every fit:
+a line too strong in the model is absorbed into [Fe/H], a missing blend into Teff. The classical
+remedy fits astrophysical log gf to the Sun; here the line strengths are calibrated on *several*
+real stars at once (the Sun, Procyon, giants, metal-poor stars) and applied to the model's
+flux, so that no re-synthesis is needed:
+
+* **Exponent** ``c(λ)`` per model pixel: the model becomes ``f ** c``, i.e. the pseudo optical
+  depth ``-ln f`` scaled by c, as in the Sun-only calibration of the embedded grid
+  (:mod:`photosphere.grids.line_strengths`). For a weak line ``-ln f`` is proportional to gf,
+  so ``log10 c`` plays the part of an astrophysical Δlog gf, pixel by pixel; for saturated lines
+  it scales the wings (damping). ``c`` is the least-squares ratio of observed to model
+  ``ln f`` over every calibration star, each fitted with its *reference* Teff, log g and [Fe/H]
+  held fixed (RV, vsini, [α/Fe], vmic and the continuum free), shrunk towards 1 where the stars
+  say little.
+* **Mask**: pixels the scale cannot fix (lines missing from the list, lines wrong in shape, the
+  stars disagreeing) stay bad after scaling; where the depth-weighted rms residual over the
+  stars exceeds :data:`MASK_RMS`, the pixel (and its neighbours) is left out of fits.
+
+Each star's contribution is kept (:class:`StarResiduals`), so the calibration without any one
+star is exact and cheap (:meth:`LineCalibration.without`): the benchmark judges every
+calibration star leave-one-out.
+
+The residuals are taken in the observed frame (after the instrument's broadening) and moved to
+the model's rest-frame pixels by the fitted RV; for weak lines broadening is linear in depth,
+so the depth ratio is nearly independent of resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ModelError
+
+C_KMS = 299_792.458
+#: model depth (1 - f) below which a pixel carries no information on its line strength
+MIN_DEPTH = 0.02
+#: weight of the prior c = 1, in units of one star at depth 0.1 and S/N 100
+PRIOR = 1.0
+#: c is kept in this range (a factor 5 in gf either way)
+EXPONENT_RANGE = (0.2, 5.0)
+#: normalised flux floor before taking logarithms
+FLUX_FLOOR = 1e-3
+#: depth-weighted rms residual (normalised flux) beyond which a pixel is masked after scaling
+MASK_RMS = 0.04
+#: pixels on each side of a masked pixel also masked (the line's wings; RV and resolution)
+MASK_DILATE = 3
+#: HDF5 group of a model file holding the calibration
+GROUP = "line_calibration"
+
+
+@dataclasses.dataclass(frozen=True)
+class StarResiduals:
+    """One calibration star's data and model on the model's rest-frame pixels.
+
+    star: the star's name. data, model: ``(n_pix,)`` continuum-normalised observed flux and the
+    model at the star's reference labels (NaN where the star has no pixel). weight: ``(n_pix,)``
+    1/σ² of the normalised data (0 where absent or masked). labels: the labels of that model
+    (reference Teff, log g, [Fe/H]; fitted [α/Fe], vmic, vsini, RV).
+    """
+
+    star: str
+    data: np.ndarray
+    model: np.ndarray
+    weight: np.ndarray
+    labels: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class LineCalibration:
+    """Per-pixel exponents and mask on a model's wavelength grid, from real stars.
+
+    wavelength: ``(n_pix,)`` Å, the model's grid. exponent: ``(n_pix,)`` c (1 = as
+    synthesised). mask: ``(n_pix,)`` True = left out of fits. stars: the calibration stars'
+    residuals (kept so that any star can be left out).
+    """
+
+    wavelength: np.ndarray
+    exponent: np.ndarray
+    mask: np.ndarray
+    stars: tuple[StarResiduals, ...]
+
+    @property
+    def star_names(self) -> tuple[str, ...]:
+        return tuple(s.star for s in self.stars)
+
+    @classmethod
+    def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals]
+                   ) -> LineCalibration:
+        """Combine stars: the least-squares ratio of ``ln f`` per pixel with the prior c = 1,
+        then the mask from the residuals left after the correction."""
+        wavelength = np.asarray(wavelength, float)
+        n = len(wavelength)
+        if not stars:
+            return cls(wavelength, np.ones(n), np.zeros(n, bool), ())
+        model = np.stack([np.clip(np.nan_to_num(s.model, nan=1.0), FLUX_FLOOR, None)
+                          for s in stars])
+        data = np.stack([np.clip(np.nan_to_num(s.data, nan=1.0), FLUX_FLOOR, None)
+                         for s in stars])
+        w = np.stack([np.where(np.isfinite(s.data) & np.isfinite(s.model), s.weight, 0.0)
+                      for s in stars])
+        tau_m, tau_d = -np.log(model), -np.log(data)
+        # σ(ln f) = σ(f) / f: weights of the log-flux residuals
+        informative = w * data ** 2 * ((1.0 - model) > MIN_DEPTH)
+        prior = PRIOR * 1e4 * 0.1 ** 2  # one star at S/N 100 and depth 0.1
+        a = np.sum(informative * tau_m ** 2, axis=0) + prior
+        b = np.sum(informative * tau_m * tau_d, axis=0) + prior
+        exponent = np.clip(b / a, *EXPONENT_RANGE)
+        resid = data - model ** exponent
+        covered = w > 0
+        n_cov = covered.sum(0)
+        rms = np.sqrt(np.sum(np.where(covered, resid ** 2, 0.0), 0) / np.maximum(n_cov, 1))
+        bad = (rms > MASK_RMS) & (n_cov > 0)
+        if MASK_DILATE:
+            kernel = np.ones(2 * MASK_DILATE + 1)
+            bad = np.convolve(bad.astype(float), kernel, mode="same") > 0
+        return cls(wavelength, exponent, bad, tuple(stars))
+
+    def without(self, star: str) -> LineCalibration:
+        """The calibration made from every star but ``star`` (leave-one-out)."""
+        kept = [s for s in self.stars if s.star != star]
+        if len(kept) == len(self.stars):
+            return self
+        return LineCalibration.from_stars(self.wavelength, kept)
+
+    def summary(self) -> dict[str, Any]:
+        """Stars, fraction of pixels masked and changed, spread of log10 c."""
+        log_c = np.log10(self.exponent)
+        return {"stars": list(self.star_names), "n_pixels": len(self.wavelength),
+                "masked_fraction": float(self.mask.mean()),
+                "changed_fraction": float(np.mean(np.abs(log_c) > 0.01)),
+                "log10_exponent_p5_p95": [float(np.percentile(log_c, q)) for q in (5, 95)]}
+
+    # -- storage -------------------------------------------------------------------------------
+    def write(self, group) -> None:
+        """Write into an open HDF5 group."""
+        group.attrs["stars"] = json.dumps([s.star for s in self.stars])
+        group.attrs["labels"] = json.dumps([s.labels for s in self.stars])
+        for name in ("wavelength", "exponent", "mask"):
+            group.create_dataset(name, data=getattr(self, name), compression="gzip")
+        for key in ("data", "model", "weight"):
+            group.create_dataset(f"star_{key}", data=np.stack(
+                [getattr(s, key) for s in self.stars]).astype(np.float32), compression="gzip",
+                shuffle=True)
+
+    @classmethod
+    def read(cls, group) -> LineCalibration:
+        """Read what :meth:`write` wrote."""
+        names = json.loads(group.attrs["stars"])
+        labels = json.loads(group.attrs["labels"])
+        arrays = {k: group[f"star_{k}"][:].astype(float) for k in ("data", "model", "weight")}
+        stars = tuple(StarResiduals(n, arrays["data"][i], arrays["model"][i],
+                                    arrays["weight"][i], labels[i]) for i, n in enumerate(names))
+        return cls(group["wavelength"][:], group["exponent"][:],
+                   group["mask"][:].astype(bool), stars)
+
+
+def has_calibration(path: str | Path) -> bool:
+    """Whether the model file at ``path`` holds a line calibration."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return GROUP in f
+    except OSError:
+        return False
+
+
+def read_calibration(path: str | Path) -> LineCalibration:
+    """The line calibration stored in a model file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if GROUP not in f:
+                raise CheckpointError(f"{path} holds no line calibration; make one with "
+                                      "`photosphere grid calibrate-lines MODEL.h5`")
+            return LineCalibration.read(f[GROUP])
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"the line calibration in {path} is corrupt or incomplete "
+                              f"({exc}); make it again with `photosphere grid calibrate-lines`"
+                              ) from None
+
+
+def write_calibration(path: str | Path, calibration: LineCalibration) -> Path:
+    """Store ``calibration`` in the model file at ``path`` (replacing any before), atomically:
+    the file is copied, the group written into the copy, and the copy renamed over the file."""
+    import shutil
+
+    import h5py
+
+    from .._files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            if GROUP in f:
+                del f[GROUP]
+            calibration.write(f.create_group(GROUP))
+    return path
+
+
+class CalibratedModel:
+    """A forward model with a :class:`LineCalibration` applied: ``f ** c``, and the
+    calibration's mask offered to the observation chain (``model_mask``).
+
+    The base model's own error terms are not offered: the calibrated model is fitted as exact,
+    its remaining error (emulation, line list) is in the misfit jitter and the σ_sys measured on
+    real stars.
+    """
+
+    def __init__(self, base, calibration: LineCalibration) -> None:
+        if len(calibration.wavelength) != len(base.wavelength) or not np.allclose(
+                calibration.wavelength, base.wavelength, rtol=0, atol=1e-6):
+            raise ModelError("the line calibration was made on another wavelength grid than "
+                             "this model's; make it again for this model")
+        self.base = base
+        self.calibration = calibration
+        self.label_names = tuple(base.label_names)
+        self.bounds = dict(base.bounds)
+        self.wavelength = base.wavelength
+        self.medium = base.medium
+        self._exponent = torch.as_tensor(calibration.exponent, dtype=torch.float64)
+
+    @property
+    def model_mask(self) -> np.ndarray:
+        """``(n_pix,)`` True where the model is not to be trusted (left out of fits)."""
+        return self.calibration.mask
+
+    def without(self, star: str) -> CalibratedModel:
+        """This model calibrated without ``star`` (leave-one-out)."""
+        return CalibratedModel(self.base, self.calibration.without(star))
+
+    def predict(self, labels) -> torch.Tensor:
+        flux = self.base.predict(labels).clamp(min=FLUX_FLOOR)
+        return flux ** self._exponent.to(flux.dtype)
+
+    def __getattr__(self, name: str):
+        # velocity_step, summary, ... of the base model (not its error terms: see the class doc)
+        if name in ("predict_error_templates", "predict_variance") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["base"], name)

@@ -1,0 +1,155 @@
+"""Line data calibrated on stars of known labels (models.calibrated, infer.line_calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analytic_model import AnalyticModel, simulate
+from photosphere.errors import CheckpointError, ModelError
+from photosphere.infer.line_calibration import calibrate_lines, star_residuals
+from photosphere.models.calibrated import (
+    CalibratedModel,
+    LineCalibration,
+    StarResiduals,
+    has_calibration,
+    read_calibration,
+    write_calibration,
+)
+
+
+class TooStrong(AnalyticModel):
+    """The analytic model with its first lines' optical depths doubled: a line list whose log gf
+    are 0.3 dex too high for a few lines (what the calibration must find)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        near = torch.zeros(len(self.wavelength), dtype=torch.float64)
+        for c in self.centers[:10]:
+            near = torch.maximum(near, torch.exp(-0.5 * (torch.as_tensor(self.wavelength) - c)
+                                                 ** 2 / 0.15 ** 2))
+        self.exponent = 1.0 + near  # up to 2 at those lines' centres
+
+    def predict(self, labels):
+        return super().predict(labels).clamp(min=1e-3) ** self.exponent
+
+
+def _stars(truth_model, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    wave = np.linspace(5005.0, 5095.0, 6000)
+    out = []
+    for i in range(n):
+        labels = {"teff": 5000.0 + 800 * rng.random(), "logg": 3.5 + rng.random(),
+                  "feh": -0.5 + 0.6 * rng.random()}
+        spec, _ = simulate(truth_model, {**labels, "rv": 0.0}, wave, snr=300.0, seed=seed + i)
+        out.append((f"star{i}", spec, labels, {"continuum_degree": 1}))
+    return out
+
+
+def test_exponents_are_recovered_where_the_model_errs_and_one_elsewhere():
+    truth = AnalyticModel()
+    wrong = TooStrong()
+    cal = calibrate_lines(wrong, _stars(truth))
+    # where the model is twice too deep in optical depth, c approaches 1/2; elsewhere c stays 1
+    strong = wrong.exponent.numpy() > 1.8
+    line = (1 - truth.predict(torch.tensor([5500.0, 4.0, 0.0])).numpy()) > 0.1
+    assert np.median(cal.exponent[strong & line]) == pytest.approx(0.5, abs=0.12)
+    untouched = (wrong.exponent.numpy() < 1.01) & line
+    assert np.median(np.abs(cal.exponent[untouched] - 1)) < 0.03
+    # the corrected model is closer to the truth at new labels
+    x = torch.tensor([5600.0, 4.2, -0.2])
+    before = np.abs(wrong.predict(x).numpy() - truth.predict(x).numpy())[strong].mean()
+    after = np.abs(CalibratedModel(wrong, cal).predict(x).numpy()
+                   - truth.predict(x).numpy())[strong].mean()
+    assert after < 0.5 * before
+
+
+def test_lines_missing_from_the_model_get_masked():
+    truth = AnalyticModel()
+    missing = AnalyticModel()
+    missing.depth = missing.depth.clone()
+    missing.depth[:3] = 0.0  # three lines absent from the "line list"
+    cal = calibrate_lines(missing, _stars(truth))
+    w = torch.as_tensor(truth.wavelength)
+    for c in truth.centers[:3]:
+        at = int(torch.argmin(torch.abs(w - c)))
+        deep = (1 - truth.predict(torch.tensor([5400.0, 4.0, -0.2])).numpy()[at]) > 0.1
+        if deep:
+            assert cal.mask[at]
+    assert cal.mask.mean() < 0.2
+
+
+def test_leave_one_out_equals_a_calibration_without_that_star():
+    rng = np.random.default_rng(3)
+    wave = np.linspace(5000, 5010, 50)
+    stars = [StarResiduals(f"s{i}", 1 - rng.random(50) * 0.5, 1 - rng.random(50) * 0.5,
+                           np.full(50, 1e4), {"teff": 5000.0}) for i in range(3)]
+    full = LineCalibration.from_stars(wave, stars)
+    loo = full.without("s1")
+    direct = LineCalibration.from_stars(wave, [stars[0], stars[2]])
+    np.testing.assert_allclose(loo.exponent, direct.exponent)
+    np.testing.assert_array_equal(loo.mask, direct.mask)
+    assert full.without("not a star") is full
+    assert loo.star_names == ("s0", "s2")
+
+
+def test_the_calibration_round_trips_through_a_model_file(tmp_path):
+    import h5py
+
+    path = tmp_path / "emulator.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "something"
+    assert not has_calibration(path)
+    wave = np.linspace(5000, 5010, 20)
+    star = StarResiduals("a", np.full(20, 0.9), np.full(20, 0.8), np.full(20, 1e4),
+                         {"teff": 5777.0})
+    cal = LineCalibration.from_stars(wave, [star])
+    write_calibration(path, cal)
+    write_calibration(path, cal)  # replacing it works
+    back = read_calibration(path)
+    np.testing.assert_allclose(back.exponent, cal.exponent)
+    assert back.star_names == ("a",) and back.stars[0].labels == {"teff": 5777.0}
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "something"  # the rest of the file is kept
+    with pytest.raises(CheckpointError, match="no line calibration"):
+        other = tmp_path / "other.h5"
+        with h5py.File(other, "w"):
+            pass
+        read_calibration(other)
+
+
+def test_a_calibration_for_another_grid_is_refused():
+    model = AnalyticModel()
+    cal = LineCalibration.from_stars(np.linspace(4000, 4100, 10), [])
+    with pytest.raises(ModelError, match="another wavelength grid"):
+        CalibratedModel(model, cal)
+
+
+def test_the_model_mask_leaves_those_pixels_out_of_the_fit():
+    from photosphere.infer.chain import ObservationChain
+
+    base = AnalyticModel()
+    n = len(base.wavelength)
+    mask = np.zeros(n, bool)
+    mask[n // 2: n // 2 + 200] = True
+    model = CalibratedModel(base, LineCalibration(base.wavelength, np.ones(n), mask, ()))
+    spec, _ = simulate(base, {"teff": 5500.0, "logg": 4.0, "feh": 0.0, "rv": 0.0},
+                    np.linspace(5010, 5090, 4000))
+    plain = ObservationChain(base, spec, rv_bounds=(-5.0, 5.0))
+    masked = ObservationChain(model, spec, rv_bounds=(-5.0, 5.0))
+    lo, hi = base.wavelength[n // 2], base.wavelength[n // 2 + 199]
+    inside = (spec.wavelength > lo + 0.05) & (spec.wavelength < hi - 0.05)
+    assert masked.n_pixels <= plain.n_pixels - inside.sum()
+    assert masked.n_pixels >= plain.n_pixels - inside.sum() - 10
+
+
+def test_star_residuals_hold_the_reference_labels():
+    truth = AnalyticModel()
+    name, spec, labels, settings = _stars(truth, n=1)[0]
+    res = star_residuals(truth, spec, labels, name, **settings)
+    for k in ("teff", "logg", "feh"):
+        assert res.labels[k] == pytest.approx(labels[k])
+    ok = res.weight > 0
+    assert ok.mean() > 0.8
+    assert np.median(np.abs(res.data[ok] - res.model[ok])) < 0.005
