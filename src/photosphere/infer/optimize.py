@@ -28,7 +28,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
 from ..model import ForwardModel, check_labels_in_bounds
+from ..ops.levenberg_marquardt import Damping, LMOutcome, box_step, minimise
 from ..ops.macroturbulence import doyle_macroturbulence
 from ..result import Result, Segment
 from .chain import DTYPE, ObservationChain
@@ -94,41 +94,30 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     return value, jac.contiguous()
 
 
-@dataclass(frozen=True)
-class LMOutcome:
-    """Per start: ``u (B, P)`` solution (unit box), ``chi2 (B,)``, ``iterations (B,)``,
-    ``converged (B,)`` bool and ``reason`` (B,) strings."""
+class _UnitBoxProblem:
+    """A residual function of ``u ∈ [0, 1]^P`` as a :func:`~photosphere.ops.
+    levenberg_marquardt.minimise` problem: loss Σ r², dense normal equations, bound-aware
+    steps (:func:`~photosphere.ops.levenberg_marquardt.box_step`), clipping to the box."""
 
-    u: np.ndarray
-    chi2: np.ndarray
-    iterations: np.ndarray
-    converged: np.ndarray
-    reason: list[str]
+    def __init__(self, residual_and_jacobian, residual):
+        self.residual_and_jacobian = residual_and_jacobian
+        self.residual = residual
 
+    def loss(self, u: np.ndarray) -> np.ndarray:
+        return np.sum(self.residual(u) ** 2, -1)
 
-def _solve_step(jtj: np.ndarray, grad: np.ndarray, lam: float, u: np.ndarray) -> np.ndarray:
-    """Marquardt step with bound-aware active set: parameters at a bound whose step points
-    outward are held there and the step re-solved for the others."""
-    p = len(grad)
-    diag = np.maximum(np.diag(jtj), 1e-12 * max(np.max(np.diag(jtj)), 1e-300))
-    held = np.zeros(p, bool)
-    step = np.zeros(p)
-    for _ in range(2):
-        a = jtj + lam * np.diag(diag)
-        b = -grad.copy()
-        a[held, :] = 0.0
-        a[:, held] = 0.0
-        a[held, held] = 1.0
-        b[held] = 0.0
-        try:
-            step = np.linalg.solve(a, b)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(a, b, rcond=None)[0]
-        outward = ((u <= 0.0) & (step < 0)) | ((u >= 1.0) & (step > 0))
-        if not np.any(outward & ~held):
-            break
-        held |= outward
-    return step
+    def linearise(self, u: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        r, jac = self.residual_and_jacobian(u)
+        return list(zip(np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r),
+                        strict=True))
+
+    def step(self, system: tuple[np.ndarray, np.ndarray], lam: float, u: np.ndarray
+             ) -> np.ndarray:
+        jtj, grad = system
+        return box_step(jtj, grad, lam, u)
+
+    def project(self, u: np.ndarray) -> np.ndarray:
+        return np.clip(u, 0.0, 1.0)
 
 
 def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.ndarray,
@@ -140,53 +129,12 @@ def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.n
 
     residual_and_jacobian(u (B, P)) -> r (B, N), J (B, N, P); residual(u) -> r (B, N).
     Converged when an accepted step lowers χ² by less than ``ftol`` relatively, or moves every
-    parameter by less than ``xtol``, or when no step can lower χ² (λ beyond 1e12).
+    parameter by less than ``xtol``, or when no step can lower χ² (λ beyond 1e12). The loop is
+    :func:`photosphere.ops.levenberg_marquardt.minimise` (λ ÷ 3 after an accepted step, × 4
+    after a rejected one, each trial one iteration).
     """
-    u = np.clip(np.atleast_2d(np.asarray(u0, float)), 0.0, 1.0)
-    n_b = u.shape[0]
-    lam = np.full(n_b, lam0)
-    r0 = residual(u)
-    chi2 = np.sum(r0 ** 2, -1)
-    iterations = np.zeros(n_b, int)
-    converged = np.zeros(n_b, bool)
-    reason = ["max_iter"] * n_b
-    active = np.isfinite(chi2)
-    for b in np.flatnonzero(~active):
-        reason[b] = "non-finite residuals at the start"
-    n_p = u.shape[1]
-    jtj_all = np.zeros((n_b, n_p, n_p))
-    grad_all = np.zeros((n_b, n_p))
-    stale = np.ones(n_b, bool)          # the Jacobian must be recomputed (after a moved point)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        need = idx[stale[idx]]
-        if need.size:
-            r, jac = residual_and_jacobian(u[need])
-            grad_all[need] = np.einsum("bnp,bn->bp", jac, r)
-            jtj_all[need] = np.einsum("bnp,bnq->bpq", jac, jac)
-            stale[need] = False
-        grad, jtj = grad_all[idx], jtj_all[idx]
-        steps = np.stack([_solve_step(jtj[k], grad[k], lam[b], u[b]) for k, b in enumerate(idx)])
-        trial = np.clip(u[idx] + steps, 0.0, 1.0)
-        chi2_trial = np.sum(residual(trial) ** 2, -1)
-        for k, b in enumerate(idx):
-            iterations[b] += 1
-            moved = np.max(np.abs(trial[k] - u[b]))
-            if np.isfinite(chi2_trial[k]) and chi2_trial[k] <= chi2[b]:
-                decrease = (chi2[b] - chi2_trial[k]) / max(chi2[b], 1e-300)
-                u[b], chi2[b] = trial[k], chi2_trial[k]
-                stale[b] = True
-                lam[b] = max(lam[b] / 3.0, 1e-12)
-                if decrease < ftol or moved < xtol:
-                    converged[b], active[b], reason[b] = True, False, (
-                        "ftol" if decrease < ftol else "xtol")
-            else:
-                lam[b] *= 4.0
-                if lam[b] > 1e12 or moved < xtol:
-                    converged[b], active[b], reason[b] = True, False, "no further decrease"
-    return LMOutcome(u=u, chi2=chi2, iterations=iterations, converged=converged, reason=reason)
+    return minimise(_UnitBoxProblem(residual_and_jacobian, residual), u0, max_iter=max_iter,
+                    ftol=ftol, xtol=xtol, damping=Damping(initial=lam0))
 
 
 # ------------------------------------------------------------------------- the easy call
