@@ -227,12 +227,17 @@ def initial_rv(chain: ObservationChain, theta: np.ndarray, center: float | None 
     step = 1.0 if step is None else step
     grid = np.arange(lo, hi + 0.5 * step, step)
     chi2 = rv_scan(chain, theta, grid)
-    k = int(np.nanargmin(chi2))
+    return parabola_minimum(grid, chi2, int(np.nanargmin(chi2)))
+
+
+def parabola_minimum(grid: np.ndarray, chi2: np.ndarray, k: int) -> float:
+    """The minimum of the parabola through ``chi2[k-1:k+2]`` on the uniform ``grid`` (the scan
+    refined below its step), or ``grid[k]`` at an edge or where the three do not curve up."""
     if 0 < k < len(grid) - 1:
         y0, y1, y2 = chi2[k - 1:k + 2]
         denom = y0 - 2 * y1 + y2
         if denom > 0:
-            return float(grid[k] + 0.5 * step * (y0 - y2) / denom)
+            return float(grid[k] + 0.5 * (grid[k + 1] - grid[k]) * (y0 - y2) / denom)
     return float(grid[k])
 
 

@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from photosphere.errors import FitError, InvalidSpectrumError
-from photosphere.models.lines.fit import (
-    FitSettings,
-    Observation,
-    ObservedLineModel,
-    fit_lines,
-    fitted_line_table,
-    plot_fit,
-)
+from photosphere.infer.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
+from photosphere.infer.lines.table import fitted_line_table, plot_fit
 from photosphere.models.lines.model import LineModel, read_line_model, write_table
 from photosphere.models.lines.telluric import TelluricModel
 
@@ -111,7 +105,7 @@ def test_bad_observations_are_clear_errors(rng):
 
 @pytest.mark.slow
 def test_a_line_missing_from_the_clone_is_added_and_flagged(rng):
-    from photosphere.models.lines.missing import fit_adding_lines
+    from photosphere.infer.lines.missing import fit_adding_lines
 
     settings = FitSettings(resolution=60000, n_global_steps=50, n_steps=60,
                            amplitude_l1=0.1, amplitude_l2=1.0, rv_search=40.0)
