@@ -19,8 +19,8 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     ``observed``: a star's spectrum to fit, refused when it cannot be one
     (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
-    from ..infer.batch import read_spectrum
     from ..infer.validity import check_spectrum
+    from ..io.prepare import read_spectrum
 
     spec = read_spectrum(path, **({"medium": medium} if medium else {}))
     if np.ndim(spec.flux) != 1:

@@ -333,16 +333,27 @@ def build_chain(model: ForwardModel, observation,
     if rv_values:
         center = float(np.mean(rv_values))
     else:
-        wide = ObservationChain.from_settings(model, observation,
-                                              settings.replace(rv_bounds=(-300.0, 300.0)))
-        start = _start_values(wide, initial, fixed)
-        center = initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
+        center = cross_correlation_rv(model, observation, settings, initial=initial,
+                                      fixed=fixed)
     spread = max([abs(v - center) for v in rv_values], default=0.0)
     chain = ObservationChain.from_settings(model, observation, settings.replace(
         rv_bounds=(center - 50.0 - spread, center + 50.0 + spread)))
     if not rv_values:
         chain.rv_initial = center  # the cross-correlation RV, so fit() need not scan again
     return chain
+
+
+def cross_correlation_rv(model: ForwardModel, observation, settings: ObservationSettings, *,
+                         initial: Mapping[str, float] | None = None,
+                         fixed: Mapping[str, float] | None = None) -> float:
+    """The RV (km/s) of ``observation`` by cross-correlation over ±300 km/s
+    (:func:`initial_rv` on the chain of ``settings`` with those RV bounds), the model at the
+    start values of a fit (:func:`_start_values`: ``fixed`` > ``initial`` > the bounds'
+    centre, vsini 5 km/s) and RV 0."""
+    wide = ObservationChain.from_settings(model, observation,
+                                          settings.replace(rv_bounds=(-300.0, 300.0)))
+    start = _start_values(wide, initial, fixed)
+    return initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
 
 
 def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
