@@ -479,11 +479,7 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
             n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
             chain=chain, source=source, clip=clip, clip_iterations=clip_iterations,
             misfit=misfit)
-    if misfit not in (None, "jitter"):
-        raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
-    if isinstance(noise, str) and noise != "auto":
-        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
-                       "CorrelatedNoise")
+    _check_options(misfit, noise)
     if chain is None:
         chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
@@ -492,13 +488,37 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
     likelihood = Likelihood(chain, noise_model, model_variance)
     starts, outcome, best = _best_of_starts(likelihood, params, start_free, initial is not None,
                                             n_grid, n_starts, max_iter)
+    chain, likelihood, u_best, outcome, chi2_best, flags = _refine(
+        chain, params, likelihood, outcome, best, clip=clip, clip_iterations=clip_iterations,
+        misfit=misfit, templates=templates, noise=noise, model_variance=model_variance,
+        max_iter=max_iter)
+    return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
+                   scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def _check_options(misfit: str | None, noise) -> None:
+    if misfit not in (None, "jitter"):
+        raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
+    if isinstance(noise, str) and noise != "auto":
+        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
+                       "CorrelatedNoise")
+
+
+def _refine(chain: ObservationChain, params: Parameters, likelihood: Likelihood,
+            outcome: LMOutcome, best: int, *, clip: float | None, clip_iterations: int,
+            misfit: str | None, templates: bool, noise, model_variance: bool, max_iter: int):
+    """The refinements of :func:`fit` after its multi-start fit, in this order: outlier
+    clipping (``clip``), the misfit jitter, the model's error templates, a correlated-noise
+    kernel (``noise="auto"``). Returns the chain (clipped, inflated), the likelihood of the
+    solution, the solution (unit box), the outcome with the best start updated, its χ² and
+    the flags of what was done."""
     u_best = outcome.u[best]
     flags: dict = {}
     if clip is not None:
         chain, u_best, outcome, flags = _clipped_refit(chain, params, u_best, outcome, best,
                                                        float(clip), clip_iterations,
                                                        likelihood, max_iter)
-        likelihood = Likelihood(chain, noise_model, model_variance)
+        likelihood = _like(likelihood, chain)
     if misfit == "jitter":
         chain, u_best, outcome, jitter_flags = _jitter_refit(chain, params, u_best, outcome,
                                                              best, likelihood, max_iter)
@@ -515,8 +535,7 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
         chi2_best = float(outcome.chi2[best])
-    return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
-                   scale_covariance, flags, source, time.perf_counter() - t0)
+    return chain, likelihood, u_best, outcome, chi2_best, flags
 
 
 def _fit_auto_macroturbulence(model, observation, settings: ObservationSettings, t0: float, *,
