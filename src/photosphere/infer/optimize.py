@@ -16,7 +16,8 @@
    covariance marginalised over them). It is *not* scaled by χ²_red unless
    ``scale_covariance=True`` (use it when the noise is known to be mis-estimated by a constant).
 
-:func:`levenberg_marquardt` is the reusable primitive: any residual function, batched over starts.
+:func:`levenberg_marquardt` is the reusable primitive: any residual function, batched over starts
+(the unit-box problem of the project's one loop, :mod:`photosphere.ops.levenberg_marquardt`).
 """
 
 from __future__ import annotations
