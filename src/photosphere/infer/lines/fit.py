@@ -47,7 +47,8 @@ SPEED_OF_LIGHT = 299792.458  # km/s
 @dataclass(frozen=True)
 class Observation:
     """An observed 1-D spectrum to fit: wavelength (n_pix,) Å, flux (n_pix,), sigma (n_pix,)
-    1σ (inf where masked). Built with :meth:`from_arrays`, which validates; without sigma, one
+    1σ (inf where masked). Built with :meth:`from_arrays`, which validates, or from a
+    :class:`~photosphere.spectrum.Spectrum` (:meth:`from_spectrum`); without sigma, one
     σ = median flux / S/N (DER_SNR, ``ops.noise.estimate_snr``) is used for every pixel."""
 
     wavelength: np.ndarray
@@ -86,6 +87,17 @@ class Observation:
         if bad.all():
             raise InvalidSpectrumError("every pixel is masked; nothing to fit")
         return cls(wave, np.where(bad, 0.0, flux), np.where(bad, np.inf, sig))
+
+    @classmethod
+    def from_spectrum(cls, spectrum: Spectrum) -> Observation:
+        """The pixels, σ (when it has them) and mask of a 1-D ``spectrum``."""
+        if not isinstance(spectrum, Spectrum):
+            raise InvalidSpectrumError(
+                f"the line model fits one 1-D Spectrum, got {type(spectrum).__name__}; pass one "
+                "order (EchelleSpectrum.order(k))")
+        return cls.from_arrays(spectrum.wavelength, spectrum.flux,
+                               spectrum.sigma if spectrum.has_uncertainty else None,
+                               mask=spectrum.mask)
 
     @property
     def mask(self) -> np.ndarray:
@@ -296,16 +308,19 @@ def initial_rv_of(stellar: LineModel, obs: Observation, settings: FitSettings, *
     return parabola_minimum(trials, chi2, best)
 
 
-def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | None = None,
-              telluric: TelluricModel | None = None, rv: float | None = None,
-              progress: bool = True) -> FitResult:
+def fit_lines(stellar: LineModel, obs: Observation | Spectrum, *,
+              settings: FitSettings | None = None, telluric: TelluricModel | None = None,
+              rv: float | None = None, progress: bool = True) -> FitResult:
     """Fit line corrections, RV, vsini, continuum and tellurics of ``stellar`` to ``obs``.
 
+    obs: an :class:`Observation` or a 1-D :class:`~photosphere.spectrum.Spectrum`.
     stellar: cloned lines (rest frame, same air/vacuum medium as ``obs``); modified in place.
     rv: initial RV (km/s); ``None`` scans ±settings.rv_search. Raises :class:`FitError` when the
     line list does not overlap the observation.
     """
     settings = settings or FitSettings()
+    if not isinstance(obs, Observation):
+        obs = Observation.from_spectrum(obs)
     lo, hi = stellar.wavelength_range
     centre = stellar.reference_centre.numpy()
     overlap = np.sum((centre > obs.wavelength[0]) & (centre < obs.wavelength[-1]))
