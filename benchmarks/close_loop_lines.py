@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from _shared import SHARED
+from photosphere.infer.lines.fit import FitSettings, Observation, fit_lines
+from photosphere.infer.lines.table import fitted_line_table
 from photosphere.io import read
-from photosphere.models.lines.fit import FitSettings, Observation, fit_lines, fitted_line_table
 from photosphere.models.lines.model import read_line_model, write_table
 
 

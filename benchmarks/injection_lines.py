@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import torch
 
-from photosphere.models.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
+from photosphere.infer.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
 from photosphere.models.lines.model import LineModel
 from photosphere.models.lines.telluric import TelluricModel
 

@@ -199,5 +199,70 @@ def test_models_and_grids_know_nothing_of_inference():
                 f"{lower} imports {upper}: {edges.get((lower, upper))}")
 
 
+#: Modules that still run a damped Gauss–Newton loop of their own instead of
+#: :func:`photosphere.ops.levenberg_marquardt.minimise`: The Cannon's per-star label fit (its
+#: move is with The Cannon's own work). The test fails on any other.
+OWN_LM_LOOPS = {"models/cannon_inference.py"}
+#: The one loop, and the one RV scan (of the chain's RVs, the labels held).
+LM_LOOP = "ops/levenberg_marquardt.py"
+RV_SCAN = "infer/optimize.py"
+#: Other χ² scans with RV in their name that are not the star's RV: the binary's ``delta_rv``
+#: is a label of the two-component model, scanned through the likelihood.
+OTHER_SCANS = {"infer/mixture.py": ["_delta_rv_scan"]}
+
+
+def _functions(src: Path):
+    """``(path relative to the package, FunctionDef)`` of every function in the package."""
+    for path in sorted((src / PACKAGE).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield str(path.relative_to(src / PACKAGE)), node
+
+
+def _calls(node: ast.AST) -> set[str]:
+    return {c.func.id if isinstance(c.func, ast.Name) else getattr(c.func, "attr", "")
+            for c in ast.walk(node) if isinstance(c, ast.Call)}
+
+
+def own_lm_loops(src: Path = SRC) -> dict[str, list[str]]:
+    """Functions named after Levenberg–Marquardt that neither are the one loop nor call it."""
+    out: dict[str, list[str]] = {}
+    for where, node in _functions(src):
+        if (where != LM_LOOP and "marquardt" in node.name.lower()
+                and "minimise" not in _calls(node)):
+            out.setdefault(where, []).append(node.name)
+    return out
+
+
+def rv_scans(src: Path = SRC) -> dict[str, list[str]]:
+    """Functions named like an RV scan (``*rv_scan*``, ``*scan_rv*``) and where they are."""
+    out: dict[str, list[str]] = {}
+    for where, node in _functions(src):
+        if "rv_scan" in node.name or "scan_rv" in node.name:
+            out.setdefault(where, []).append(node.name)
+    return out
+
+
+def test_the_solver_checks_see_a_loop_of_its_own(tmp_path):
+    package = tmp_path / PACKAGE / "models"
+    package.mkdir(parents=True)
+    (package / "a.py").write_text(
+        "def levenberg_marquardt(x):\n    return minimise(x)\n\n"
+        "def _my_levenberg_marquardt(x):\n    while x:\n        x -= 1\n\n"
+        "def scan_rv(x):\n    return x\n")
+    assert own_lm_loops(tmp_path) == {"models/a.py": ["_my_levenberg_marquardt"]}
+    assert rv_scans(tmp_path) == {"models/a.py": ["scan_rv"]}
+
+
+def test_one_levenberg_marquardt_loop_and_one_rv_scan():
+    loops = own_lm_loops()
+    assert set(loops) <= OWN_LM_LOOPS, (
+        f"Levenberg–Marquardt loops of their own: {loops}; make the problem a "
+        f"photosphere.ops.levenberg_marquardt.minimise problem instead")
+    scans = {k: v for k, v in rv_scans().items() if OTHER_SCANS.get(k) != v}
+    assert set(scans) == {RV_SCAN}, (
+        f"RV scans outside {RV_SCAN}: {scans}; use photosphere.infer.optimize.rv_scan")
+
+
 if __name__ == "__main__":
     sys.stdout.write(render(import_edges()) + "\n")

@@ -33,16 +33,6 @@ def read(path: str | os.PathLike, **kwargs: Any) -> Spectrum | EchelleSpectrum:
     return read_file(path, **kwargs)
 
 
-def _hdf5_format(path: Path) -> str | None:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("format", "")) or None
-    except OSError:
-        return None
-
-
 def load_model(model: str | os.PathLike | None = None):
     """A model by path or name.
 
@@ -64,13 +54,13 @@ def load_model(model: str | os.PathLike | None = None):
         from .nn.predict import load_model as load_network
 
         return load_network(model)
-    kind = _hdf5_format(path)
-    if kind is None:
-        raise ModelError(f"{path} is not an HDF5 model file; pass a grid, emulator or Cannon "
-                         "(.h5) or a network checkpoint (.pt)")
     from .grids import emulator, store
     from .models import cannon
 
+    kind = store.hdf5_format(path)
+    if kind is None:
+        raise ModelError(f"{path} is not an HDF5 model file; pass a grid, emulator or Cannon "
+                         "(.h5) or a network checkpoint (.pt)")
     if kind == cannon.FORMAT:
         return cannon.CannonModel.load(path)
     if kind == emulator.FORMAT:
@@ -88,8 +78,8 @@ def _observation(spectrum) -> tuple[Any, list[float] | None]:
     """The spectrum (read when a path) as the CLI fits it: refused when it cannot be a star
     (:func:`photosphere.infer.validity.check_spectrum`), flux ≤ 0 masked, and σ, with the S/N
     used when σ had to be estimated."""
-    from .infer.batch import mask_nonpositive
     from .infer.validity import check_spectrum
+    from .io.prepare import mask_nonpositive
     from .ops.noise import with_uncertainty
 
     where = str(spectrum) if isinstance(spectrum, str | os.PathLike) else "the spectrum"

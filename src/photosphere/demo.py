@@ -22,8 +22,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,18 +171,77 @@ def simulate_observation(truth, wavelength: np.ndarray, seed: int,
     return spec, clean * continuum
 
 
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of the ``with`` block as ``seconds[stage]``."""
+    t0 = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t0
+
+
+def _truth(truth_path: Path, cached):
+    """Stage 1: the synthesised star (``cached`` when an earlier run left it)."""
+    if cached is not None:
+        _log(f"1/6 reusing the synthesised star {truth_path}")
+        return cached
+    _log("1/6 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
+         "[Fe/H] {feh}; ATLAS9 interpolated; {lo:.0f}-{hi:.0f} Å); rerunning reuses it"
+         .format(**TRUTH, lo=SYNTHESIS_RANGE[0], hi=SYNTHESIS_RANGE[1]))
+    return synthesize_truth(truth_path)
+
+
+def _observation(truth, seed: int):
+    """Stage 2: the star seen through a HARPS-N-like echelle layout (an EchelleSpectrum)."""
+    from .ops.echelle import OrderLayout
+
+    _log(f"2/6 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
+         f"{len(ORDER_NUMBERS)} orders, S/N {SNR:.0f})")
+    layout = OrderLayout.from_instrument(*ORDERS_RANGE, n_orders=len(ORDER_NUMBERS),
+                                         overlap=0.1, resolving_power=RESOLUTION, sampling=3.3,
+                                         medium="air", name="HARPS-N-like 5140-5290 Å",
+                                         order_numbers=list(ORDER_NUMBERS))
+    observed, _ = simulate_observation(truth, layout.wavelength, seed, layout.order_numbers)
+    return observed
+
+
+def _round_trip(observed, out: Path):
+    """Stage 3: the observation written as a TRES-layout HDF5 file and read back: the file,
+    the spectrum read, its DER_SNR S/N and its upper-envelope normalisation."""
+    from .io import read
+    from .io.writers import write_echelle_hdf5
+    from .ops.continuum import normalize_upper_envelope
+    from .ops.noise import estimate_snr
+
+    _log("3/6 writing and reading back the observation (TRES-layout echelle HDF5)")
+    echelle_file = write_echelle_hdf5(observed, out / "demo-observation.hdf5")
+    spec = read(echelle_file)
+    if not np.allclose(spec.flux, observed.flux):
+        raise RuntimeError("demo: the observation read back differs from what was written")
+    return echelle_file, spec, float(np.median(estimate_snr(spec.flux))), \
+        normalize_upper_envelope(spec)
+
+
+def _network_guess(truth, seed: int) -> dict[str, Any]:
+    """Stage 6: the shipped network's labels of the star on its own 8-order layout."""
+    from .nn.predict import load_model, predict_spectrum
+
+    _log("6/6 the shipped neural network on the same star observed on the full HARPS-N 8-order "
+         "layout (5050-5350 Å)")
+    network = load_model()
+    image, _ = simulate_observation(truth, np.asarray(network.data["layout_wavelength"]),
+                                    seed + 1)
+    guess = predict_spectrum(image, network, rv=TRUTH["rv"])
+    return {"model": str(network.path),
+            "labels": {k: {"value": v, "sigma": s} for k, (v, s) in guess.labels.items()},
+            "consistency": guess.provenance["consistency"]}
+
+
 def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> DemoResult:
     """Run every stage, write files and plots into ``output_dir``; returns a DemoResult."""
     from .grids.interpolate import GridInterpolator
     from .grids.presets import require_default_grid
     from .infer.mixture import fit_mixture, make_model
     from .infer.optimize import fit
-    from .io import read
-    from .io.writers import write_echelle_hdf5
-    from .nn.predict import load_model, predict_spectrum
-    from .ops.continuum import normalize_upper_envelope
-    from .ops.echelle import OrderLayout
-    from .ops.noise import estimate_snr
 
     out = Path(output_dir)
     grid_path = require_default_grid()
@@ -190,63 +251,25 @@ def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> 
         require_synthesis()
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    if cached is not None:
-        _log(f"1/6 reusing the synthesised star {truth_path}")
-    else:
-        _log("1/6 synthesising the star with Turbospectrum (Teff {teff:.0f} K, log g {logg}, "
-             "[Fe/H] {feh}; ATLAS9 interpolated; {lo:.0f}-{hi:.0f} Å); rerunning reuses it"
-             .format(**TRUTH, lo=SYNTHESIS_RANGE[0], hi=SYNTHESIS_RANGE[1]))
-    truth = cached if cached is not None else synthesize_truth(truth_path)
-    seconds["synthesis"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _log(f"2/6 simulating a HARPS-N-like observation (R={RESOLUTION:.0f}, "
-         f"{len(ORDER_NUMBERS)} orders, S/N {SNR:.0f})")
-    layout = OrderLayout.from_instrument(*ORDERS_RANGE, n_orders=len(ORDER_NUMBERS),
-                                         overlap=0.1, resolving_power=RESOLUTION, sampling=3.3,
-                                         medium="air", name="HARPS-N-like 5140-5290 Å",
-                                         order_numbers=list(ORDER_NUMBERS))
-    observed, _ = simulate_observation(truth, layout.wavelength, seed, layout.order_numbers)
-    seconds["observation"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _log("3/6 writing and reading back the observation (TRES-layout echelle HDF5)")
-    echelle_file = write_echelle_hdf5(observed, out / "demo-observation.hdf5")
-    spec = read(echelle_file)
-    if not np.allclose(spec.flux, observed.flux):
-        raise RuntimeError("demo: the observation read back differs from what was written")
-    snr_est = float(np.median(estimate_snr(spec.flux)))
-    normalised = normalize_upper_envelope(spec)
-    seconds["files"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _log("4/6 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
-         "embedded default grid")
-    model = GridInterpolator(grid_path)
-    result = fit(model, spec, resolution=RESOLUTION, source=str(echelle_file))
-    seconds["fit"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _log("5/6 is the star spotted? fitting a two-component (spot) photosphere and comparing "
-         "it with the single star (BIC)")
-    spots = fit_mixture(make_model("spots", model), spec, resolution=RESOLUTION, single=result,
-                        source=str(echelle_file))
-    comparison = spots.compare()
-    seconds["spot model"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _log("6/6 the shipped neural network on the same star observed on the full HARPS-N 8-order "
-         "layout (5050-5350 Å)")
-    network = load_model()
-    image, _ = simulate_observation(truth, np.asarray(network.data["layout_wavelength"]),
-                                    seed + 1)
-    guess = predict_spectrum(image, network, rv=TRUTH["rv"])
-    neural = {"model": str(network.path),
-              "labels": {k: {"value": v, "sigma": s} for k, (v, s) in guess.labels.items()},
-              "consistency": guess.provenance["consistency"]}
-    seconds["neural network"] = time.perf_counter() - t0
+    with _timed(seconds, "synthesis"):
+        truth = _truth(truth_path, cached)
+    with _timed(seconds, "observation"):
+        observed = _observation(truth, seed)
+    with _timed(seconds, "files"):
+        echelle_file, spec, snr_est, normalised = _round_trip(observed, out)
+    with _timed(seconds, "fit"):
+        _log("4/6 fitting Teff, log g, [Fe/H], vsini, RV and a continuum per order with the "
+             "embedded default grid")
+        model = GridInterpolator(grid_path)
+        result = fit(model, spec, resolution=RESOLUTION, source=str(echelle_file))
+    with _timed(seconds, "spot model"):
+        _log("5/6 is the star spotted? fitting a two-component (spot) photosphere and "
+             "comparing it with the single star (BIC)")
+        spots = fit_mixture(make_model("spots", model), spec, resolution=RESOLUTION,
+                            single=result, source=str(echelle_file))
+        comparison = spots.compare()
+    with _timed(seconds, "neural network"):
+        neural = _network_guess(truth, seed)
     result.to_json(out / "demo-result.json")
     result.plot(out / "demo-fit.png")
     _plot_overview(out / "demo-overview.png", truth, spec, normalised)

@@ -10,7 +10,7 @@ from _analytic import build_small, small_spec, synthesize
 from photosphere.errors import GridError, MissingFileError
 from photosphere.grids import _sampling
 from photosphere.grids.presets import GridSpec
-from photosphere.grids.store import GridStore
+from photosphere.grids.store import GridStore, hdf5_format
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +134,18 @@ def test_subset_keeps_the_chosen_nodes_exactly(tmp_path, grid_path):
             assert err <= sub.info()["quantisation_max_error"] + 1e-7
         with pytest.raises(GridError, match=r"teff values \[5600.0\] are not nodes"):
             store.subset(tmp_path / "bad.h5", teff=[5500.0, 5600.0])
+
+
+def test_hdf5_format_names_the_kind_of_file_or_none(tmp_path):
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.attrs["format"] = "photosphere-emulator"
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f.attrs["format"] = b"photosphere-grid"  # written as bytes by an older h5py
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("x", data=[1.0])
+    (tmp_path / "d.h5").write_text("not HDF5")
+    assert hdf5_format(tmp_path / "a.h5") == "photosphere-emulator"
+    assert hdf5_format(tmp_path / "b.h5") == "photosphere-grid"
+    assert hdf5_format(tmp_path / "c.h5") is None
+    assert hdf5_format(tmp_path / "d.h5") is None
+    assert hdf5_format(tmp_path / "missing.h5") is None

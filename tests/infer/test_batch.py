@@ -83,7 +83,8 @@ def test_batch_writes_one_table_and_rerun_skips_finished(tmp_path):
 def test_nonpositive_flux_is_masked_before_sigma_is_estimated(tmp_path):
     """A CCD gap stored as zeros (as in HARPS s1d files) is masked and does not enter DER_SNR."""
     from photosphere import Spectrum
-    from photosphere.infer.batch import mask_nonpositive, prepare_spectrum
+    from photosphere.infer.batch import prepare_spectrum
+    from photosphere.io.prepare import mask_nonpositive
 
     rng = np.random.default_rng(5)
     wave = np.linspace(5000.0, 5100.0, 4000)

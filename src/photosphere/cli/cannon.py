@@ -132,8 +132,8 @@ def _cmd_cannon_test(args: argparse.Namespace) -> int:
     if args.real:
         real += wf.fit_all_real(model, args.data_dir)
     for path in args.spectrum or []:
-        from ..infer.batch import read_spectrum
         from ..infer.validity import check_spectrum
+        from ..io.prepare import read_spectrum
 
         spectrum = read_spectrum(path, **medium_kwargs(args))
         check_spectrum(spectrum, str(path))  # a non-star gets an error, not labels

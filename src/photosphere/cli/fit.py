@@ -300,10 +300,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return batch_exit_code(len(failed), len(flagged), args.allow_flagged)
 
 
-def _register_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit stellar labels to one or many spectra (least squares "
-                                   "or MCMC)")
-    p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
+def _fit_model_args(p: argparse.ArgumentParser) -> None:
+    """The forward model: grid, line strengths, single star or a mixture."""
     p.add_argument("--grid", help="HDF5 model grid (default: the embedded grid)")
     p.add_argument("--line-strengths", metavar="ECSV",
                    help="correct the grid's line strengths with this table (`photosphere grid "
@@ -323,6 +321,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="spots/binary: add a featureless continuum component (veiling)")
     p.add_argument("--epochs", action="store_true",
                    help="binary: the files are exposures of one binary (per-epoch RVs)")
+
+
+def _fit_mcmc_args(p: argparse.ArgumentParser) -> None:
+    """MCMC instead of least squares: priors, walkers, steps."""
     p.add_argument("--mcmc", action="store_true", help="sample the posterior with emcee")
     p.add_argument("--prior", nargs="+", metavar="PRIOR",
                    help="with --mcmc: 'isochrone' (MIST v2.5 density in Teff, log g, [Fe/H]) "
@@ -331,6 +333,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="emcee walkers, at least 2 × the free parameters (default 32)")
     p.add_argument("--steps", type=bounded_int(2, 10_000_000), default=2000,
                    help="emcee steps (default 2000)")
+
+
+def _fit_observation_args(p: argparse.ArgumentParser) -> None:
+    """The observation setup (ObservationSettings) and what of the file to fit."""
     p.add_argument("--resolution", type=positive_float, help="instrumental resolving power R")
     p.add_argument("--macroturbulence", metavar="KMS|auto|fit",
                    help="radial-tangential macroturbulence ζ: a value in km/s (fixed), 'auto' "
@@ -353,6 +359,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--continuum-degree", type=bounded_int(-1, 30), default=2,
                    help="Chebyshev continuum degree per order when --continuum-knots 0 (-1: no "
                         "continuum at all; default 2)")
+
+
+def _fit_refinement_args(p: argparse.ArgumentParser) -> None:
+    """Noise, model error, clipping, misfit and covariance of the least-squares fit."""
     p.add_argument("--noise", choices=("none", "auto"), default="none",
                    help="'auto': estimate a correlated-noise kernel from the residuals and refit")
     p.add_argument("--model-error", choices=("auto", "none"), default="auto",
@@ -370,6 +380,10 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                         "does not describe the data are inflated, not formal; 'none': formal σ")
     p.add_argument("--scale-covariance", action="store_true",
                    help="scale the covariance by the reduced chi2")
+
+
+def _fit_output_args(p: argparse.ArgumentParser) -> None:
+    """Figures, the results table and the Dask workers."""
     p.add_argument("--plot", help="write data/model/residuals per order to this image")
     p.add_argument("--corner", help="write a corner plot to this image")
     p.add_argument("-o", "--output", help="results table (.ecsv; its folder must exist); a "
@@ -380,5 +394,16 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-flagged", action="store_true",
                    help="exit 0 even when a result is flagged (labels at a bound, χ²_red far "
                         "above 1); the warnings are still printed on stderr")
+
+
+def _register_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit stellar labels to one or many spectra (least squares "
+                                   "or MCMC)")
+    p.add_argument("files", nargs="+", help="spectrum files or glob patterns")
+    _fit_model_args(p)
+    _fit_mcmc_args(p)
+    _fit_observation_args(p)
+    _fit_refinement_args(p)
+    _fit_output_args(p)
     _add_json(p)
     p.set_defaults(func=_cmd_fit)

@@ -19,8 +19,8 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
     ``observed``: a star's spectrum to fit, refused when it cannot be one
     (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
-    from ..infer.batch import read_spectrum
     from ..infer.validity import check_spectrum
+    from ..io.prepare import read_spectrum
 
     spec = read_spectrum(path, **({"medium": medium} if medium else {}))
     if np.ndim(spec.flux) != 1:
@@ -106,13 +106,8 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
 def _cmd_lines_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from ..models.lines.fit import (
-        FitSettings,
-        Observation,
-        fit_lines,
-        fitted_line_table,
-        plot_fit,
-    )
+    from ..infer.lines.fit import FitSettings, Observation, fit_lines
+    from ..infer.lines.table import fitted_line_table, plot_fit
     from ..models.lines.model import read_line_model, write_table
     from ..models.lines.telluric import clone_telluric, read_telluric
 
@@ -137,7 +132,7 @@ def _cmd_lines_fit(args: argparse.Namespace) -> int:
                            fit_line_parameters=not args.fix_lines)
     added = None
     if args.add_missing is not None:
-        from ..models.lines.missing import fit_adding_lines
+        from ..infer.lines.missing import fit_adding_lines
 
         _, result, added = fit_adding_lines(stellar, obs, settings=settings, telluric=telluric,
                                             rv=args.rv, n_sigma=args.add_missing,

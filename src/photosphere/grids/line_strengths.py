@@ -218,6 +218,40 @@ def _source_labels(source, labels: dict[str, float]) -> torch.Tensor:
     return torch.tensor([row], dtype=torch.float64)
 
 
+def _overlap(observed, wave_src: np.ndarray, medium: str) -> tuple[np.ndarray, np.ndarray]:
+    """The observed wavelengths and flux that the grid covers (with 60 km/s to spare for
+    rotation, macroturbulence and rv) and that are finite; at least 100 pixels."""
+    if getattr(observed, "medium", medium) != medium:
+        raise InvalidSpectrumError(f"the observed spectrum is in {observed.medium} wavelengths, "
+                                   f"the grid in {medium}; convert it first (ops.airvac)")
+    wave_obs = np.asarray(observed.wavelength, dtype=float)
+    flux_obs = np.asarray(observed.flux, dtype=float)
+    margin = 1 + 60.0 / 299_792.458  # rotation + macroturbulence + rv inside the grid
+    keep = (wave_obs > wave_src[0] * margin) & (wave_obs < wave_src[-1] / margin)
+    keep &= np.isfinite(flux_obs)
+    if keep.sum() < 100:
+        raise InvalidSpectrumError(
+            f"the observed spectrum ({wave_obs[0]:.1f}-{wave_obs[-1]:.1f} Å) overlaps the grid "
+            f"({wave_src[0]:.1f}-{wave_src[-1]:.1f} Å) in {int(keep.sum())} finite pixels; "
+            "need at least 100")
+    return wave_obs[keep], flux_obs[keep]
+
+
+def _exponent_ratio(model: np.ndarray, obs: np.ndarray, min_depth: float,
+                    max_exponent: float) -> np.ndarray:
+    """Per observed pixel, ln(observed) / ln(model) where a line is informative (deeper than
+    ``min_depth`` in either, the model at least half that), 1 elsewhere; clipped to
+    [0, max_exponent]."""
+    depth_model, depth_obs = 1.0 - model, 1.0 - obs
+    # a line the grid barely has is not boosted to stand in for a missing one
+    informative = ((np.maximum(depth_model, depth_obs) > min_depth)
+                   & (depth_model > min_depth / 2))
+    ratio = np.ones_like(model)
+    ratio[informative] = (np.log(np.clip(obs[informative], 1e-6, 1 - 1e-6))
+                          / np.log(np.clip(model[informative], 1e-6, 1 - 1e-6)))
+    return np.clip(ratio, 0.0, max_exponent)
+
+
 def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: float = 1.9,
                           n_iter: int = 8, min_depth: float = MIN_DEPTH,
                           max_exponent: float = MAX_EXPONENT, continuum_degree: int = 2,
@@ -239,20 +273,7 @@ def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: 
 
     wave_src = np.asarray(source.wavelength, dtype=float)
     medium = getattr(source, "medium", "air")
-    if getattr(observed, "medium", medium) != medium:
-        raise InvalidSpectrumError(f"the observed spectrum is in {observed.medium} wavelengths, "
-                                   f"the grid in {medium}; convert it first (ops.airvac)")
-    wave_obs = np.asarray(observed.wavelength, dtype=float)
-    flux_obs = np.asarray(observed.flux, dtype=float)
-    margin = 1 + 60.0 / 299_792.458  # rotation + macroturbulence + rv inside the grid
-    keep = (wave_obs > wave_src[0] * margin) & (wave_obs < wave_src[-1] / margin)
-    keep &= np.isfinite(flux_obs)
-    if keep.sum() < 100:
-        raise InvalidSpectrumError(
-            f"the observed spectrum ({wave_obs[0]:.1f}-{wave_obs[-1]:.1f} Å) overlaps the grid "
-            f"({wave_src[0]:.1f}-{wave_src[-1]:.1f} Å) in {int(keep.sum())} finite pixels; "
-            "need at least 100")
-    wave_obs, flux_obs = wave_obs[keep], flux_obs[keep]
+    wave_obs, flux_obs = _overlap(observed, wave_src, medium)
     with torch.no_grad():
         base = source.predict(_source_labels(source, labels))[0].double().numpy()
     fit_model, broadening = fit_to_observation(SimpleNamespace(wavelength=wave_src, flux=base),
@@ -280,14 +301,7 @@ def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: 
         models.append(model)
         if len(history) == n_iter + 1:
             break
-        depth_model, depth_obs = 1.0 - model, 1.0 - obs
-        # a line the grid barely has is not boosted to stand in for a missing one
-        informative = ((np.maximum(depth_model, depth_obs) > min_depth)
-                       & (depth_model > min_depth / 2))
-        ratio = np.ones_like(model)
-        ratio[informative] = (np.log(np.clip(obs[informative], 1e-6, 1 - 1e-6))
-                              / np.log(np.clip(model[informative], 1e-6, 1 - 1e-6)))
-        ratio = np.clip(ratio, 0.0, max_exponent)
+        ratio = _exponent_ratio(model, obs, min_depth, max_exponent)
         on_src = np.interp(shifted_src, wave_obs, ratio, left=1.0, right=1.0)
         exponent = np.where(lines, np.clip(exponent * on_src, 0.0, max_exponent), 1.0)
     reference = {"labels": {k: float(v) for k, v in labels.items()}, "vsini": float(vsini),

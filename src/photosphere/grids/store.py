@@ -493,6 +493,18 @@ class GridStore:
         }
 
 
+def hdf5_format(path: str | Path) -> str | None:
+    """The ``format`` attribute of an HDF5 file (a grid's :data:`FORMAT`, a training set's, an
+    emulator's, The Cannon's), or None when it has none or does not open as HDF5 (its own
+    reader then gives the clear error)."""
+    try:
+        with h5py.File(path, "r") as f:
+            value = _attr(f.attrs.get("format", ""))
+    except OSError:
+        return None
+    return str(value) or None
+
+
 def _attr(v: Any) -> Any:
     if isinstance(v, bytes):
         v = v.decode()

@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import GridError, MissingFileError, OutOfGridError
 from . import _sampling
 from .presets import LABEL_UNITS
-from .store import NodeResult
+from .store import NodeResult, hdf5_format
 
 FORMAT = "photosphere-training-set"
 FORMAT_VERSION = 1
@@ -339,11 +339,7 @@ def write_training_set(path: str | Path, spec: TrainingSetSpec, nodes: list[Node
 def is_training_set(path: str | Path) -> bool:
     """True when ``path`` is an HDF5 file in the training-set format (False for anything else,
     including files that do not open: their own reader gives the clear error)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT
-    except OSError:
-        return False
+    return hdf5_format(path) == FORMAT
 
 
 class TrainingSet:

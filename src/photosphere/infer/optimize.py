@@ -16,7 +16,8 @@
    covariance marginalised over them). It is *not* scaled by χ²_red unless
    ``scale_covariance=True`` (use it when the noise is known to be mis-estimated by a constant).
 
-:func:`levenberg_marquardt` is the reusable primitive: any residual function, batched over starts.
+:func:`levenberg_marquardt` is the reusable primitive: any residual function, batched over starts
+(the unit-box problem of the project's one loop, :mod:`photosphere.ops.levenberg_marquardt`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ import torch.autograd.forward_ad as fwAD
 
 from ..errors import FitError, OutOfGridError
 from ..model import ForwardModel, check_labels_in_bounds
+from ..ops.levenberg_marquardt import Damping, LMOutcome, box_step, minimise
 from ..ops.macroturbulence import doyle_macroturbulence
 from ..result import Result, Segment
 from .chain import DTYPE, ObservationChain
@@ -94,41 +95,30 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     return value, jac.contiguous()
 
 
-@dataclass(frozen=True)
-class LMOutcome:
-    """Per start: ``u (B, P)`` solution (unit box), ``chi2 (B,)``, ``iterations (B,)``,
-    ``converged (B,)`` bool and ``reason`` (B,) strings."""
+class _UnitBoxProblem:
+    """A residual function of ``u ∈ [0, 1]^P`` as a :func:`~photosphere.ops.
+    levenberg_marquardt.minimise` problem: loss Σ r², dense normal equations, bound-aware
+    steps (:func:`~photosphere.ops.levenberg_marquardt.box_step`), clipping to the box."""
 
-    u: np.ndarray
-    chi2: np.ndarray
-    iterations: np.ndarray
-    converged: np.ndarray
-    reason: list[str]
+    def __init__(self, residual_and_jacobian, residual):
+        self.residual_and_jacobian = residual_and_jacobian
+        self.residual = residual
 
+    def loss(self, u: np.ndarray) -> np.ndarray:
+        return np.sum(self.residual(u) ** 2, -1)
 
-def _solve_step(jtj: np.ndarray, grad: np.ndarray, lam: float, u: np.ndarray) -> np.ndarray:
-    """Marquardt step with bound-aware active set: parameters at a bound whose step points
-    outward are held there and the step re-solved for the others."""
-    p = len(grad)
-    diag = np.maximum(np.diag(jtj), 1e-12 * max(np.max(np.diag(jtj)), 1e-300))
-    held = np.zeros(p, bool)
-    step = np.zeros(p)
-    for _ in range(2):
-        a = jtj + lam * np.diag(diag)
-        b = -grad.copy()
-        a[held, :] = 0.0
-        a[:, held] = 0.0
-        a[held, held] = 1.0
-        b[held] = 0.0
-        try:
-            step = np.linalg.solve(a, b)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(a, b, rcond=None)[0]
-        outward = ((u <= 0.0) & (step < 0)) | ((u >= 1.0) & (step > 0))
-        if not np.any(outward & ~held):
-            break
-        held |= outward
-    return step
+    def linearise(self, u: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        r, jac = self.residual_and_jacobian(u)
+        return list(zip(np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r),
+                        strict=True))
+
+    def step(self, system: tuple[np.ndarray, np.ndarray], lam: float, u: np.ndarray
+             ) -> np.ndarray:
+        jtj, grad = system
+        return box_step(jtj, grad, lam, u)
+
+    def project(self, u: np.ndarray) -> np.ndarray:
+        return np.clip(u, 0.0, 1.0)
 
 
 def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.ndarray,
@@ -140,53 +130,12 @@ def levenberg_marquardt(residual_and_jacobian: Callable[[np.ndarray], tuple[np.n
 
     residual_and_jacobian(u (B, P)) -> r (B, N), J (B, N, P); residual(u) -> r (B, N).
     Converged when an accepted step lowers χ² by less than ``ftol`` relatively, or moves every
-    parameter by less than ``xtol``, or when no step can lower χ² (λ beyond 1e12).
+    parameter by less than ``xtol``, or when no step can lower χ² (λ beyond 1e12). The loop is
+    :func:`photosphere.ops.levenberg_marquardt.minimise` (λ ÷ 3 after an accepted step, × 4
+    after a rejected one, each trial one iteration).
     """
-    u = np.clip(np.atleast_2d(np.asarray(u0, float)), 0.0, 1.0)
-    n_b = u.shape[0]
-    lam = np.full(n_b, lam0)
-    r0 = residual(u)
-    chi2 = np.sum(r0 ** 2, -1)
-    iterations = np.zeros(n_b, int)
-    converged = np.zeros(n_b, bool)
-    reason = ["max_iter"] * n_b
-    active = np.isfinite(chi2)
-    for b in np.flatnonzero(~active):
-        reason[b] = "non-finite residuals at the start"
-    n_p = u.shape[1]
-    jtj_all = np.zeros((n_b, n_p, n_p))
-    grad_all = np.zeros((n_b, n_p))
-    stale = np.ones(n_b, bool)          # the Jacobian must be recomputed (after a moved point)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        need = idx[stale[idx]]
-        if need.size:
-            r, jac = residual_and_jacobian(u[need])
-            grad_all[need] = np.einsum("bnp,bn->bp", jac, r)
-            jtj_all[need] = np.einsum("bnp,bnq->bpq", jac, jac)
-            stale[need] = False
-        grad, jtj = grad_all[idx], jtj_all[idx]
-        steps = np.stack([_solve_step(jtj[k], grad[k], lam[b], u[b]) for k, b in enumerate(idx)])
-        trial = np.clip(u[idx] + steps, 0.0, 1.0)
-        chi2_trial = np.sum(residual(trial) ** 2, -1)
-        for k, b in enumerate(idx):
-            iterations[b] += 1
-            moved = np.max(np.abs(trial[k] - u[b]))
-            if np.isfinite(chi2_trial[k]) and chi2_trial[k] <= chi2[b]:
-                decrease = (chi2[b] - chi2_trial[k]) / max(chi2[b], 1e-300)
-                u[b], chi2[b] = trial[k], chi2_trial[k]
-                stale[b] = True
-                lam[b] = max(lam[b] / 3.0, 1e-12)
-                if decrease < ftol or moved < xtol:
-                    converged[b], active[b], reason[b] = True, False, (
-                        "ftol" if decrease < ftol else "xtol")
-            else:
-                lam[b] *= 4.0
-                if lam[b] > 1e12 or moved < xtol:
-                    converged[b], active[b], reason[b] = True, False, "no further decrease"
-    return LMOutcome(u=u, chi2=chi2, iterations=iterations, converged=converged, reason=reason)
+    return minimise(_UnitBoxProblem(residual_and_jacobian, residual), u0, max_iter=max_iter,
+                    ftol=ftol, xtol=xtol, damping=Damping(initial=lam0))
 
 
 # ------------------------------------------------------------------------- the easy call
@@ -279,12 +228,17 @@ def initial_rv(chain: ObservationChain, theta: np.ndarray, center: float | None 
     step = 1.0 if step is None else step
     grid = np.arange(lo, hi + 0.5 * step, step)
     chi2 = rv_scan(chain, theta, grid)
-    k = int(np.nanargmin(chi2))
+    return parabola_minimum(grid, chi2, int(np.nanargmin(chi2)))
+
+
+def parabola_minimum(grid: np.ndarray, chi2: np.ndarray, k: int) -> float:
+    """The minimum of the parabola through ``chi2[k-1:k+2]`` on the uniform ``grid`` (the scan
+    refined below its step), or ``grid[k]`` at an edge or where the three do not curve up."""
     if 0 < k < len(grid) - 1:
         y0, y1, y2 = chi2[k - 1:k + 2]
         denom = y0 - 2 * y1 + y2
         if denom > 0:
-            return float(grid[k] + 0.5 * step * (y0 - y2) / denom)
+            return float(grid[k] + 0.5 * (grid[k + 1] - grid[k]) * (y0 - y2) / denom)
     return float(grid[k])
 
 
@@ -380,16 +334,27 @@ def build_chain(model: ForwardModel, observation,
     if rv_values:
         center = float(np.mean(rv_values))
     else:
-        wide = ObservationChain.from_settings(model, observation,
-                                              settings.replace(rv_bounds=(-300.0, 300.0)))
-        start = _start_values(wide, initial, fixed)
-        center = initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
+        center = cross_correlation_rv(model, observation, settings, initial=initial,
+                                      fixed=fixed)
     spread = max([abs(v - center) for v in rv_values], default=0.0)
     chain = ObservationChain.from_settings(model, observation, settings.replace(
         rv_bounds=(center - 50.0 - spread, center + 50.0 + spread)))
     if not rv_values:
         chain.rv_initial = center  # the cross-correlation RV, so fit() need not scan again
     return chain
+
+
+def cross_correlation_rv(model: ForwardModel, observation, settings: ObservationSettings, *,
+                         initial: Mapping[str, float] | None = None,
+                         fixed: Mapping[str, float] | None = None) -> float:
+    """The RV (km/s) of ``observation`` by cross-correlation over ±300 km/s
+    (:func:`initial_rv` on the chain of ``settings`` with those RV bounds), the model at the
+    start values of a fit (:func:`_start_values`: ``fixed`` > ``initial`` > the bounds'
+    centre, vsini 5 km/s) and RV 0."""
+    wide = ObservationChain.from_settings(model, observation,
+                                          settings.replace(rv_bounds=(-300.0, 300.0)))
+    start = _start_values(wide, initial, fixed)
+    return initial_rv(wide, wide.theta_from({**start, "rv": 0.0}))
 
 
 def _start_values(chain: ObservationChain, initial: Mapping[str, float] | None,
@@ -515,11 +480,7 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
             n_starts=n_starts, max_iter=max_iter, scale_covariance=scale_covariance,
             chain=chain, source=source, clip=clip, clip_iterations=clip_iterations,
             misfit=misfit)
-    if misfit not in (None, "jitter"):
-        raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
-    if isinstance(noise, str) and noise != "auto":
-        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
-                       "CorrelatedNoise")
+    _check_options(misfit, noise)
     if chain is None:
         chain = build_chain(model, observation, settings, initial=initial, fixed=fixed)
     params = Parameters(chain.parameter_names, chain.bounds, fixed)
@@ -528,13 +489,37 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
     likelihood = Likelihood(chain, noise_model, model_variance)
     starts, outcome, best = _best_of_starts(likelihood, params, start_free, initial is not None,
                                             n_grid, n_starts, max_iter)
+    chain, likelihood, u_best, outcome, chi2_best, flags = _refine(
+        chain, params, likelihood, outcome, best, clip=clip, clip_iterations=clip_iterations,
+        misfit=misfit, templates=templates, noise=noise, model_variance=model_variance,
+        max_iter=max_iter)
+    return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
+                   scale_covariance, flags, source, time.perf_counter() - t0)
+
+
+def _check_options(misfit: str | None, noise) -> None:
+    if misfit not in (None, "jitter"):
+        raise FitError(f"misfit={misfit!r} is not understood; pass None or 'jitter'")
+    if isinstance(noise, str) and noise != "auto":
+        raise FitError(f"noise={noise!r} is not understood; pass None, 'auto' or a "
+                       "CorrelatedNoise")
+
+
+def _refine(chain: ObservationChain, params: Parameters, likelihood: Likelihood,
+            outcome: LMOutcome, best: int, *, clip: float | None, clip_iterations: int,
+            misfit: str | None, templates: bool, noise, model_variance: bool, max_iter: int):
+    """The refinements of :func:`fit` after its multi-start fit, in this order: outlier
+    clipping (``clip``), the misfit jitter, the model's error templates, a correlated-noise
+    kernel (``noise="auto"``). Returns the chain (clipped, inflated), the likelihood of the
+    solution, the solution (unit box), the outcome with the best start updated, its χ² and
+    the flags of what was done."""
     u_best = outcome.u[best]
     flags: dict = {}
     if clip is not None:
         chain, u_best, outcome, flags = _clipped_refit(chain, params, u_best, outcome, best,
                                                        float(clip), clip_iterations,
                                                        likelihood, max_iter)
-        likelihood = Likelihood(chain, noise_model, model_variance)
+        likelihood = _like(likelihood, chain)
     if misfit == "jitter":
         chain, u_best, outcome, jitter_flags = _jitter_refit(chain, params, u_best, outcome,
                                                              best, likelihood, max_iter)
@@ -551,8 +536,7 @@ def fit(model: ForwardModel, observation, *, settings: ObservationSettings | Non
         chi2_best = float(likelihood.chi2(params.theta(torch.as_tensor(u_best)).numpy()))
     else:
         chi2_best = float(outcome.chi2[best])
-    return _result(chain, likelihood, params, u_best, chi2_best, outcome, best, starts,
-                   scale_covariance, flags, source, time.perf_counter() - t0)
+    return chain, likelihood, u_best, outcome, chi2_best, flags
 
 
 def _fit_auto_macroturbulence(model, observation, settings: ObservationSettings, t0: float, *,

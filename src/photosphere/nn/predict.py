@@ -167,8 +167,8 @@ def read_for_prediction(path: str | os.PathLike, *, wave: str | None = None,
     """Read a spectrum file as ``photosphere nn predict`` does: any reader of
     :mod:`photosphere.io`, e2ds frames deblazed; ``wave``/``blaze`` files for e2ds frames and
     ``medium`` ('air' or 'vacuum') for files that do not record it, when given."""
-    from ..infer.batch import read_spectrum
     from ..io import identify
+    from ..io.prepare import read_spectrum
 
     kw = {k: v for k, v in (("wave", wave), ("blaze", blaze), ("medium", medium)) if v}
     if "e2ds" in identify(str(path)):

@@ -7,7 +7,7 @@ observed one (then the clone is a deconvolution into lines).
 
 Optimisers: Adam with per-group learning rates and cosine decay (``"adam"``, the default; the
 only one for the exact Voigt profile) or Levenberg–Marquardt on the sparse analytic Jacobian
-(``"lm"``, :mod:`.levenberg_marquardt`; fewer, costlier steps, see docs/lines.md). L-BFGS
+(``"lm"``, :mod:`.jacobian`; fewer, costlier steps, see docs/lines.md). L-BFGS
 (strong-Wolfe line search) was measured on the same problems and stalls or diverges.
 """
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ...errors import ModelError
 from .detect import LineGuess, check_normalised_spectrum, find_lines
-from .levenberg_marquardt import levenberg_marquardt
+from .jacobian import refine_lines
 from .model import LineModel
 
 OPTIMIZERS = ("lm", "adam")
@@ -80,7 +80,7 @@ def optimise(loss_fn, model: torch.nn.Module, *, optimizer: str, n_steps: int,
     Adam with cosine learning-rate decay; ``n_steps`` epochs. ``groups`` overrides the default
     parameter groups (line centre shifts at 2 % of ``learning_rate``, the rest at it).
     ``optimizer`` must be ``"adam"`` here (the clone's ``"lm"`` works on line models only,
-    :func:`.levenberg_marquardt.levenberg_marquardt`).
+    :func:`.jacobian.refine_lines`).
     """
     if optimizer != "adam":
         raise ModelError(f"optimizer={optimizer!r} is not known here; use 'adam'")
@@ -168,7 +168,7 @@ def clone_spectrum(wavelength, flux, *, prominence: float = 0.005, half_window=N
 
         label = f"clone round {round_ + 1}/{n_rounds}"
         if optimizer == "lm":
-            history += levenberg_marquardt(
+            history += refine_lines(
                 model, wave_t, flux_t, weight=torch.full_like(flux_t, _NOMINAL_ERROR**-2),
                 max_iterations=n_steps, tolerance=tolerance, progress=progress,
                 description=label)

@@ -24,18 +24,21 @@ class LineForwardModel:
 
     lines: the cloned :class:`LineModel` (its current parameters, not learned further here);
     velocity_step: km/s of the grid that covers ``lines.wavelength_range``; medium: the medium of
-    the line centres (``"air"`` or ``"vacuum"``); max_strength: upper bound of the label.
+    the line centres (``"air"`` or ``"vacuum"``); max_strength: upper bound of the label;
+    wavelength_range: (low, high) Å of the grid, default ``lines.wavelength_range`` (beyond the
+    lines the flux is 1).
     """
 
     label_names: tuple[str, ...] = ("line_strength",)
 
     def __init__(self, lines: LineModel, *, velocity_step: float = 0.5,
-                 medium: Literal["air", "vacuum"] = "air", max_strength: float = 10.0):
+                 medium: Literal["air", "vacuum"] = "air", max_strength: float = 10.0,
+                 wavelength_range: tuple[float, float] | None = None):
         if medium not in ("air", "vacuum"):
             raise ModelError(f"medium must be 'air' or 'vacuum', got {medium!r}")
         if not max_strength > 0:
             raise ModelError(f"max_strength must be > 0, got {max_strength}")
-        lo, hi = lines.wavelength_range
+        lo, hi = wavelength_range or lines.wavelength_range
         self.wavelength = log_uniform_wavelength(lo, hi, velocity_step)
         self.medium = medium
         self.bounds: Mapping[str, tuple[float, float]] = {"line_strength": (0.0,

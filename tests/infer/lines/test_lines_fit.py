@@ -7,16 +7,11 @@ import pytest
 import torch
 
 from photosphere.errors import FitError, InvalidSpectrumError
-from photosphere.models.lines.fit import (
-    FitSettings,
-    Observation,
-    ObservedLineModel,
-    fit_lines,
-    fitted_line_table,
-    plot_fit,
-)
+from photosphere.infer.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
+from photosphere.infer.lines.table import fitted_line_table, plot_fit
 from photosphere.models.lines.model import LineModel, read_line_model, write_table
 from photosphere.models.lines.telluric import TelluricModel
+from photosphere.spectrum import EchelleSpectrum, Spectrum
 
 RV, VSINI = 12.3, 4.0
 
@@ -107,11 +102,33 @@ def test_bad_observations_are_clear_errors(rng):
     far = LineModel(centre + 1000, amp, sigma, gamma)
     with pytest.raises(FitError, match="falls in the observed range"):
         fit_lines(far, obs, progress=False)
+    spectrum = Spectrum(wave, np.where(np.isfinite(flux), flux, 0.0), np.full_like(wave, 0.01),
+                        mask=~np.isfinite(flux))
+    with pytest.raises(FitError, match="falls in the observed range"):  # a Spectrum as well
+        fit_lines(far, spectrum, progress=False)
+    echelle = EchelleSpectrum(np.stack([wave, wave + 20]), np.ones((2, wave.size)))
+    with pytest.raises(InvalidSpectrumError, match="one order"):
+        Observation.from_spectrum(echelle)
+
+
+def test_an_observation_from_a_spectrum(rng):
+    wave = np.linspace(6000, 6010, 500)
+    flux = 1 + rng.normal(0, 0.01, wave.size)
+    mask = np.zeros(wave.size, bool)
+    mask[40:45] = True
+    sigma = np.full_like(wave, 0.01)
+    got = Observation.from_spectrum(Spectrum(wave, flux, sigma, mask=mask))
+    want = Observation.from_arrays(wave, flux, sigma, mask=mask)
+    for name in ("wavelength", "flux", "sigma"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    no_sigma = Observation.from_spectrum(Spectrum(wave, flux))  # σ from DER_SNR, one value
+    good = no_sigma.sigma[np.isfinite(no_sigma.sigma)]
+    assert np.all(good == good[0]) and good[0] == pytest.approx(0.01, rel=0.2)
 
 
 @pytest.mark.slow
 def test_a_line_missing_from_the_clone_is_added_and_flagged(rng):
-    from photosphere.models.lines.missing import fit_adding_lines
+    from photosphere.infer.lines.missing import fit_adding_lines
 
     settings = FitSettings(resolution=60000, n_global_steps=50, n_steps=60,
                            amplitude_l1=0.1, amplitude_l2=1.0, rv_search=40.0)

@@ -1,4 +1,4 @@
-"""The Levenberg–Marquardt clone optimiser: analytic pair derivatives and convergence."""
+"""The clone's least-squares problem: analytic pair derivatives, convergence of LM on it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from photosphere.errors import ModelError
 from photosphere.models.lines.clone import clone_spectrum
-from photosphere.models.lines.levenberg_marquardt import levenberg_marquardt, pseudo_voigt_pairs
+from photosphere.models.lines.jacobian import pseudo_voigt_pairs, refine_lines
 from photosphere.models.lines.model import LineModel, line_windows
 
 
@@ -41,15 +41,15 @@ def test_pair_derivatives_equal_autograd(rng):
     torch.testing.assert_close(summed, leaf.grad, rtol=1e-10, atol=1e-10)
 
 
-def test_levenberg_marquardt_recovers_known_lines(rng):
+def test_refine_lines_recovers_known_lines(rng):
     truth = _lines(rng)
     wave = np.arange(6000.0, 6010.0, 0.01)
     flux = truth(torch.as_tensor(wave)).detach().numpy()
     p = truth.parameters_numpy()
     start = LineModel(p["centre"] + 0.004, p["amplitude"] * 1.3, p["sigma"] * 0.8,
                       p["gamma"] * 1.2, half_window=p["half_window"])
-    history = levenberg_marquardt(start, wave, flux, weight=np.full(wave.size, 1e6),
-                                  max_iterations=30, tolerance=1e-6, progress=False)
+    history = refine_lines(start, wave, flux, weight=np.full(wave.size, 1e6),
+                           max_iterations=30, tolerance=1e-6, progress=False)
     assert history[-1] < 1e-4 * history[0]
     fitted = start.parameters_numpy()
     np.testing.assert_allclose(fitted["centre"], p["centre"], atol=1e-4)
@@ -77,4 +77,4 @@ def test_lm_needs_the_pseudo_voigt(rng):
         clone_spectrum(wave, flux, profile="voigt", optimizer="lm", progress=False)
     model = LineModel([5005.0], [0.05], [0.04], [0.01], profile="voigt")
     with pytest.raises(ModelError, match="pseudo_voigt"):
-        levenberg_marquardt(model, wave, flux, progress=False)
+        refine_lines(model, wave, flux, progress=False)

@@ -1,14 +1,18 @@
-"""Levenberg–Marquardt on the sparse line Jacobian: the clone's second-order optimiser.
+"""The line clone's least-squares problem: the sparse line Jacobian, for Levenberg–Marquardt.
 
 Every (line, pixel) pair of the sparse model depends on the four parameters of one line only
 (centre shift, ln A, ln σ, ln γ), so the Jacobian of the flux ``F = exp(−τ)`` has exactly
 4 × n_pairs non-zeros: ``∂F_p/∂θ_ik = −F_p ∂τ_ip/∂θ_ik``. The per-pair derivatives of the
 shared-FWHM pseudo-Voigt are analytic (:func:`pseudo_voigt_pairs`), the Jacobian is assembled
-column by column in CSC form without sorting, and each iteration solves the damped normal
-equations ``(JᵀWJ + λ D) δ = −JᵀW r`` (``D`` = diag(JᵀWJ), Marquardt's scaling) with a sparse LU
-factorisation. JᵀWJ is block-banded (only lines whose windows overlap couple), so the solve
-costs about n_lines × (overlapping lines)² — a few tenths of a second for 10⁴ lines.
+column by column in CSC form without sorting, and each step solves the damped normal equations
+``(JᵀWJ + λ D) δ = −JᵀW r`` (``D`` = diag(JᵀWJ), Marquardt's scaling) by conjugate gradients
+with each line's 4 × 4 block as preconditioner. JᵀWJ is block-banded (only lines whose windows
+overlap couple), so a step costs about n_lines × (overlapping lines)² — a few tenths of a
+second for 10⁴ lines.
 
+The iteration itself is the project's one Levenberg–Marquardt loop,
+:func:`photosphere.ops.levenberg_marquardt.minimise`, with this module's :class:`LineProblem`
+(λ × 10 after a rejected step, ÷ 10 after an accepted one, an iteration = one accepted step).
 Converged means an accepted step lowered the loss by less than ``tolerance`` (relative), or no
 step of any damping lowers it. Measured on the UVES Sun this reaches in ~10–20 iterations the
 loss that Adam needs hundreds of epochs for (docs/lines.md).
@@ -16,16 +20,16 @@ loss that Adam needs hundreds of epochs for (docs/lines.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spl
 import torch
-from tqdm.auto import tqdm
 
 from ...errors import ModelError
+from ...ops.levenberg_marquardt import Damping, block_jacobi_cg_step, diagonal_blocks, minimise
 from .model import LineModel, line_windows
 from .profiles import FWHM_PER_SIGMA, pseudo_voigt_coefficients
 
@@ -35,7 +39,9 @@ _K_GAUSS = math.sqrt(_LN2 / math.pi)
 _FWHM_COEFFS = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
 _ETA_COEFFS = (1.36603, -0.47719, 0.11116)
 _PARAMETERS = ("centre_shift", "log_amplitude", "log_sigma", "log_gamma")
-DAMPING_UP, DAMPING_DOWN = 10.0, 10.0  # λ factors after a rejected / an accepted step (measured)
+# λ × 10 after a rejected step, ÷ 10 after an accepted one (measured, docs/lines.md)
+DAMPING = Damping(initial=1e-2, up=10.0, down=10.0, floor=1e-7, ceiling=1e10,
+                  count_rejected=False)
 MAX_CENTRAL_DEPTH = 20.0  # optical depth: a central flux of 2e-9
 CG_TOLERANCE = 1e-2
 CG_ITERATIONS = 50
@@ -94,14 +100,22 @@ def pseudo_voigt_pairs(wavelength: torch.Tensor, reference_centre: torch.Tensor,
 
 
 @dataclass(frozen=True)
-class _Problem:
-    """Fixed parts of one LM run: pixels, target, weights, windows and the CSC layout of the
-    Jacobian's line cores (the pairs within ``core_fwhm`` FWHM of the line, used for JᵀWJ)."""
+class LineProblem:
+    """One clone fit as a :func:`~photosphere.ops.levenberg_marquardt.minimise` problem.
+
+    x (B, 4 n_lines) flattens θ (n_lines, 4) = centre shift (Å), ln A, ln σ, ln γ row by row
+    (column 4 i + k). Fixed parts: pixels, target, weights, windows, the projection's limits
+    and the CSC layout of the Jacobian's line cores (the pairs within ``core_fwhm`` FWHM of
+    the line, used for JᵀWJ; the gradient is exact over all pairs). The loss is
+    ½ Σ weight (exp(−τ) − target)².
+    """
 
     wavelength: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor
     reference_centre: torch.Tensor
+    half_window: torch.Tensor
+    log_sigma_min: torch.Tensor  # (n_lines,) ln of half a pixel at each line
     line_id: torch.Tensor
     pixel: torch.Tensor
     core: torch.Tensor  # (n_core,) indices of the pairs kept in the approximate JᵀWJ
@@ -111,7 +125,7 @@ class _Problem:
 
     @classmethod
     def build(cls, model: LineModel, wavelength: torch.Tensor, target: torch.Tensor,
-              weight: torch.Tensor, core_fwhm: float) -> _Problem:
+              weight: torch.Tensor, core_fwhm: float) -> LineProblem:
         line_id, pixel = line_windows(wavelength, model.reference_centre, model.half_window)
         with torch.no_grad():
             fwhm = FWHM_PER_SIGMA * model.sigma + 2.0 * model.gamma
@@ -128,8 +142,44 @@ class _Problem:
         rows = np.empty(4 * lid.size, dtype=np.int64)
         rows[position.ravel()] = np.repeat(pixel[core].numpy(), 4)
         indptr = np.concatenate([[0], np.cumsum(np.repeat(counts, 4))])
-        return cls(wavelength, target, weight, model.reference_centre, line_id, pixel, core,
-                   position.ravel(), rows, indptr)
+        pixel_step = torch.diff(wavelength)
+        at = torch.clamp(torch.searchsorted(wavelength, model.reference_centre), 1,
+                         wavelength.numel() - 1) - 1
+        return cls(wavelength, target, weight, model.reference_centre, model.half_window,
+                   torch.log(0.5 * pixel_step[at]), line_id, pixel, core, position.ravel(),
+                   rows, indptr)
+
+    # ------------------------------------------------------------ the minimise() protocol
+    def loss(self, x: np.ndarray) -> np.ndarray:
+        return np.array([self._loss(self.flux(self._theta(row), derivatives=False)[0])
+                         for row in x])
+
+    def linearise(self, x: np.ndarray) -> list[tuple]:
+        """Per row: the normal matrix JᵀWJ over the line cores (CSR), its 4 × 4 diagonal
+        blocks, its diagonal (floored at 10⁻⁹ of the largest) and the exact gradient."""
+        systems = []
+        for row in x:
+            flux, d = self.flux(self._theta(row))
+            jac = self.jacobian(flux, d)
+            normal = (jac.T.tocsr() @ jac).tocsr()
+            diag = normal.diagonal()
+            diag = np.maximum(diag, 1e-9 * max(float(diag.max()), 1e-300))
+            systems.append((normal, diagonal_blocks(normal, 4), diag, self.gradient(flux, d)))
+        return systems
+
+    def step(self, system: tuple, lam: float, x: np.ndarray) -> np.ndarray:
+        normal, blocks, diag, gradient = system
+        return block_jacobi_cg_step(normal, blocks, diag, lam, -gradient,
+                                    tolerance=CG_TOLERANCE, max_iter=CG_ITERATIONS)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([_project(self._theta(row), self.half_window, self.log_sigma_min)
+                         .cpu().numpy().ravel() for row in x])
+
+    # ------------------------------------------------------------ the model's numbers
+    def _theta(self, row: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(row.reshape(-1, 4), dtype=torch.float64,
+                               device=self.wavelength.device)
 
     def flux(self, theta: torch.Tensor, derivatives: bool = True):
         tau_pairs, d = pseudo_voigt_pairs(self.wavelength, self.reference_centre, self.line_id,
@@ -137,7 +187,7 @@ class _Problem:
         tau = torch.zeros_like(self.wavelength).index_add(0, self.pixel, tau_pairs)
         return torch.exp(-tau), d
 
-    def loss(self, flux: torch.Tensor) -> float:
+    def _loss(self, flux: torch.Tensor) -> float:
         return float(0.5 * torch.sum(self.weight * (flux - self.target) ** 2))
 
     def gradient(self, flux: torch.Tensor, d: torch.Tensor) -> np.ndarray:
@@ -178,40 +228,16 @@ def _project(theta: torch.Tensor, half_window: torch.Tensor, log_sigma_min: torc
     return theta
 
 
-def _diagonal_blocks(normal: sp.spmatrix, n_lines: int) -> np.ndarray:
-    """The (n_lines, 4, 4) diagonal blocks of the (4 n_lines)² normal matrix."""
-    coo = normal.tocoo()
-    same = (coo.row // 4) == (coo.col // 4)
-    blocks = np.zeros((n_lines, 4, 4))
-    np.add.at(blocks, (coo.row[same] // 4, coo.row[same] % 4, coo.col[same] % 4), coo.data[same])
-    return blocks
-
-
-def _solve_damped(normal: sp.spmatrix, blocks: np.ndarray, diag: np.ndarray, lam: float,
-                  rhs: np.ndarray) -> np.ndarray:
-    """(N + λ D) δ = rhs by conjugate gradients preconditioned with the inverse 4 × 4 blocks
-    of each line (block Jacobi): an inexact Gauss–Newton step, as in truncated-Newton LM."""
-    n_lines = blocks.shape[0]
-    damped_blocks = blocks + lam * diag.reshape(n_lines, 4)[:, :, None] * np.eye(4)
-    inverse = np.linalg.inv(damped_blocks)
-    damped = normal + sp.diags(lam * diag, format="csr")
-    precondition = spl.LinearOperator(
-        damped.shape, matvec=lambda v: np.einsum("nij,nj->ni", inverse,
-                                                 v.reshape(n_lines, 4)).ravel())
-    step, _ = spl.cg(damped, rhs, M=precondition, rtol=CG_TOLERANCE, maxiter=CG_ITERATIONS)
-    return step
-
-
-def levenberg_marquardt(model: LineModel, wavelength, target, *, weight=None,
-                        max_iterations: int = 50, tolerance: float = 1e-3,
-                        damping: float = 1e-2, core_fwhm: float = 8.0, progress: bool = True,
-                        description: str = "LM") -> list[float]:
+def refine_lines(model: LineModel, wavelength, target, *, weight=None,
+                 max_iterations: int = 50, tolerance: float = 1e-3,
+                 damping: float = 1e-2, core_fwhm: float = 8.0, progress: bool = True,
+                 description: str = "LM") -> list[float]:
     """Fit ``model``'s line parameters to ``target`` by Levenberg–Marquardt; in place.
 
     wavelength, target: (n_pix,) Å and normalised flux; weight: (n_pix,) inverse variance
     (default 1). The loss is ½ Σ weight (exp(−τ) − target)². Stops when an accepted step lowers
-    the loss by less than ``tolerance`` relative to it, when no damping up to 10¹⁰ × the scale
-    finds a lower loss, or after ``max_iterations``. Returns the loss after each iteration
+    the loss by less than ``tolerance`` relative to it, when no damping up to 10¹⁰ finds a lower
+    loss, or after ``max_iterations`` accepted steps. Returns the loss after each iteration
     (starting with the initial loss). Pseudo-Voigt models only (analytic Jacobian).
     """
     if model.profile != "pseudo_voigt":
@@ -222,52 +248,15 @@ def levenberg_marquardt(model: LineModel, wavelength, target, *, weight=None,
     target = torch.as_tensor(target, dtype=torch.float64, device=device)
     weight = (torch.ones_like(target) if weight is None
               else torch.as_tensor(weight, dtype=torch.float64, device=device))
-    problem = _Problem.build(model, wave, target, weight, core_fwhm)
-    pixel_step = torch.diff(wave)
-    at = torch.clamp(torch.searchsorted(wave, model.reference_centre), 1, wave.numel() - 1) - 1
-    log_sigma_min = torch.log(0.5 * pixel_step[at])
-
-    def project(values: torch.Tensor) -> torch.Tensor:
-        return _project(values, model.half_window, log_sigma_min)
-
+    problem = LineProblem.build(model, wave, target, weight, core_fwhm)
     with torch.no_grad():
-        theta = torch.stack([getattr(model, n).detach() for n in _PARAMETERS], 1).clone()
-        theta = project(theta)
-    flux, d = problem.flux(theta)
-    loss = problem.loss(flux)
-    history = [loss]
-    lam = damping
-    bar = tqdm(total=max_iterations, desc=description, disable=not progress, leave=False)
-    for _ in range(max_iterations):
-        jac = problem.jacobian(flux, d)
-        gradient = problem.gradient(flux, d)
-        normal = (jac.T.tocsr() @ jac).tocsr()
-        diag = normal.diagonal()
-        diag = np.maximum(diag, 1e-9 * max(float(diag.max()), 1e-300))
-        blocks = _diagonal_blocks(normal, diag.size // 4)
-        accepted = False
-        while lam < 1e10:
-            step = _solve_damped(normal, blocks, diag, lam, -gradient)
-            trial = project(theta + torch.as_tensor(step.reshape(-1, 4), device=device))
-            trial_flux, _ = problem.flux(trial, derivatives=False)
-            trial_loss = problem.loss(trial_flux)
-            if math.isfinite(trial_loss) and trial_loss < loss:
-                accepted = True
-                break
-            lam *= DAMPING_UP
-        bar.update(1)
-        if not accepted:
-            break
-        relative = (loss - trial_loss) / loss
-        theta, loss = trial, trial_loss
-        history.append(loss)
-        lam = max(lam / DAMPING_DOWN, 1e-7)
-        flux, d = problem.flux(theta)
-        bar.set_postfix(loss=f"{loss:.4g}")
-        if relative < tolerance:
-            break
-    bar.close()
+        theta = torch.stack([getattr(model, n).detach() for n in _PARAMETERS], 1)
+    outcome = minimise(problem, theta.cpu().numpy().ravel()[None], max_iter=max_iterations,
+                       ftol=tolerance, xtol=0.0,
+                       damping=dataclasses.replace(DAMPING, initial=damping),
+                       progress=progress, description=description)
     with torch.no_grad():
+        solution = problem._theta(outcome.u[0])
         for k, name in enumerate(_PARAMETERS):
-            getattr(model, name).copy_(theta[:, k])
-    return history
+            getattr(model, name).copy_(solution[:, k])
+    return outcome.history[0]

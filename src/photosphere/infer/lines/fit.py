@@ -26,6 +26,10 @@ import numpy as np
 import torch
 
 from ...errors import FitError, InvalidSpectrumError
+from ...models.lines.clone import ResidualStats, optimise
+from ...models.lines.forward import LineForwardModel
+from ...models.lines.model import LineModel
+from ...models.lines.telluric import TelluricModel
 from ...ops.doppler import doppler_factor
 from ...ops.grid import log_uniform_wavelength
 from ...ops.lsf import gaussian_broaden
@@ -33,9 +37,9 @@ from ...ops.noise import estimate_snr
 from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
 from ...result import Result, Segment
-from .clone import ResidualStats, optimise
-from .model import LineModel
-from .telluric import TelluricModel
+from ...spectrum import Spectrum
+from ..chain import ObservationChain
+from ..optimize import parabola_minimum, rv_scan
 
 SPEED_OF_LIGHT = 299792.458  # km/s
 
@@ -43,7 +47,8 @@ SPEED_OF_LIGHT = 299792.458  # km/s
 @dataclass(frozen=True)
 class Observation:
     """An observed 1-D spectrum to fit: wavelength (n_pix,) Å, flux (n_pix,), sigma (n_pix,)
-    1σ (inf where masked). Built with :meth:`from_arrays`, which validates; without sigma, one
+    1σ (inf where masked). Built with :meth:`from_arrays`, which validates, or from a
+    :class:`~photosphere.spectrum.Spectrum` (:meth:`from_spectrum`); without sigma, one
     σ = median flux / S/N (DER_SNR, ``ops.noise.estimate_snr``) is used for every pixel."""
 
     wavelength: np.ndarray
@@ -82,6 +87,17 @@ class Observation:
         if bad.all():
             raise InvalidSpectrumError("every pixel is masked; nothing to fit")
         return cls(wave, np.where(bad, 0.0, flux), np.where(bad, np.inf, sig))
+
+    @classmethod
+    def from_spectrum(cls, spectrum: Spectrum) -> Observation:
+        """The pixels, σ (when it has them) and mask of a 1-D ``spectrum``."""
+        if not isinstance(spectrum, Spectrum):
+            raise InvalidSpectrumError(
+                f"the line model fits one 1-D Spectrum, got {type(spectrum).__name__}; pass one "
+                "order (EchelleSpectrum.order(k))")
+        return cls.from_arrays(spectrum.wavelength, spectrum.flux,
+                               spectrum.sigma if spectrum.has_uncertainty else None,
+                               mask=spectrum.mask)
 
     @property
     def mask(self) -> np.ndarray:
@@ -259,51 +275,52 @@ class FitResult:
             provenance={"source": source}, method="lines")
 
 
-def scan_rv(stellar: LineModel, obs: Observation, settings: FitSettings, *,
-            step: float | None = None) -> float:
-    """RV (km/s) minimising χ² of the unbroadened-by-rotation template over ±rv_search, with a
-    best-fit linear continuum at each trial; the template is built once and only rebinned."""
+def initial_rv_of(stellar: LineModel, obs: Observation, settings: FitSettings, *,
+                  step: float | None = None) -> float:
+    """RV (km/s) minimising χ² of the lines as cloned over ±``settings.rv_search``: the
+    inference layer's RV scan (:func:`photosphere.infer.optimize.rv_scan`) of the line model as
+    a forward model (:class:`~photosphere.models.lines.forward.LineForwardModel`, flat beyond
+    its lines) through the observation chain (rotation at ``vsini_initial``, the Gaussian LSF,
+    a linear continuum re-fitted at every trial), every ``step`` km/s (default: a third of the
+    resolution element or the pixel, at least 0.25 km/s), refined by a parabola through the
+    minimum. Raises :class:`FitError` when the minimum sits at the edge of the range."""
     wave = obs.wavelength
-    margin = 1.0 + (settings.rv_search + 50.0) / SPEED_OF_LIGHT
     vstep = min(SPEED_OF_LIGHT / settings.resolution / 3.0,
                 SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave)))))
-    fine = torch.as_tensor(log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, vstep))
-    with torch.no_grad():
-        template = gaussian_broaden(stellar(fine), settings.resolution, vstep)
-        template = rotational_broaden(template, settings.vsini_initial, vstep, settings.epsilon)
-        step = step or max(vstep, 0.25)
-        trials = np.arange(-settings.rv_search, settings.rv_search + step, step)
-        w = torch.as_tensor(np.where(obs.mask, 0.0, 1.0 / obs.sigma**2))
-        d = torch.as_tensor(obs.flux)
-        x = torch.as_tensor(np.linspace(-1, 1, wave.size))
-        chi2 = []
-        for rv in trials:
-            m = rebin(fine * float(doppler_factor(rv)), template, torch.as_tensor(wave))
-            basis = torch.stack([m, m * x], 1)
-            wb = basis * w[:, None]
-            coef = torch.linalg.lstsq(basis.T @ wb, wb.T @ d).solution
-            chi2.append(float((w * (d - basis @ coef) ** 2).sum()))
+    step = step or max(vstep, 0.25)
+    vsini_max = max(10.0, 3.0 * settings.vsini_initial)
+    margin = 1.0 + (settings.rv_search + vsini_max + 5.0 * SPEED_OF_LIGHT / settings.resolution
+                    + 50.0) / SPEED_OF_LIGHT
+    template = LineForwardModel(stellar, velocity_step=vstep,
+                                wavelength_range=(wave[0] / margin, wave[-1] * margin))
+    spectrum = Spectrum(wave, obs.flux, obs.sigma, mask=obs.mask, medium=template.medium)
+    chain = ObservationChain(template, spectrum, resolution=settings.resolution,
+                             continuum_degree=1, epsilon=settings.epsilon,
+                             rv_bounds=(-settings.rv_search, settings.rv_search),
+                             vsini_bounds=(0.0, vsini_max))
+    trials = np.arange(-settings.rv_search, settings.rv_search + step, step)
+    chi2 = rv_scan(chain, np.array([1.0, settings.vsini_initial, 0.0]), trials)
     best = int(np.argmin(chi2))
     if best in (0, len(trials) - 1):
         raise FitError(f"the RV scan's best χ² sits at the edge of ±{settings.rv_search} km/s; "
                        "the line list may not match this star or range; widen rv_search or "
                        "pass rv=")
-    # parabola through the minimum refines the RV below the scan step
-    y0, y1, y2 = chi2[best - 1], chi2[best], chi2[best + 1]
-    denom = y0 - 2 * y1 + y2
-    return float(trials[best] + (0.5 * step * (y0 - y2) / denom if denom > 0 else 0.0))
+    return parabola_minimum(trials, chi2, best)
 
 
-def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | None = None,
-              telluric: TelluricModel | None = None, rv: float | None = None,
-              progress: bool = True) -> FitResult:
+def fit_lines(stellar: LineModel, obs: Observation | Spectrum, *,
+              settings: FitSettings | None = None, telluric: TelluricModel | None = None,
+              rv: float | None = None, progress: bool = True) -> FitResult:
     """Fit line corrections, RV, vsini, continuum and tellurics of ``stellar`` to ``obs``.
 
+    obs: an :class:`Observation` or a 1-D :class:`~photosphere.spectrum.Spectrum`.
     stellar: cloned lines (rest frame, same air/vacuum medium as ``obs``); modified in place.
     rv: initial RV (km/s); ``None`` scans ±settings.rv_search. Raises :class:`FitError` when the
     line list does not overlap the observation.
     """
     settings = settings or FitSettings()
+    if not isinstance(obs, Observation):
+        obs = Observation.from_spectrum(obs)
     lo, hi = stellar.wavelength_range
     centre = stellar.reference_centre.numpy()
     overlap = np.sum((centre > obs.wavelength[0]) & (centre < obs.wavelength[-1]))
@@ -313,7 +330,7 @@ def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | N
             f"range {obs.wavelength[0]:.1f}–{obs.wavelength[-1]:.1f} Å; clone a spectrum that "
             "covers the observation (check air vs vacuum too)")
     if rv is None:
-        rv = scan_rv(stellar, obs, settings)
+        rv = initial_rv_of(stellar, obs, settings)
     model = ObservedLineModel(stellar, obs.wavelength, settings, telluric, rv=rv)
     with torch.no_grad():  # continuum in units of the data's upper envelope level
         model.flux_scale.fill_(float(np.percentile(obs.flux[~obs.mask], 95)))
@@ -358,104 +375,3 @@ def fit_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings | N
         residual=ResidualStats.of(resid), chi2_per_pixel=float(np.sum((resid / sig) ** 2) / n_good),
         rms_over_noise=float(np.sqrt(np.mean(resid**2)) / np.median(sig)),
         history=history, seconds=seconds)
-
-
-def initial_line_model(model: ObservedLineModel) -> LineModel:
-    """The stellar lines as they were before the fit (the prior means)."""
-    stellar = model.stellar
-    with torch.no_grad():
-        return LineModel((stellar.reference_centre + model.initial_centre_shift).numpy(),
-                         torch.exp(model.initial_log_amplitude).numpy(),
-                         torch.exp(model.initial_log_sigma).numpy(),
-                         torch.exp(model.initial_log_gamma).numpy(),
-                         half_window=stellar.half_window.numpy(), profile=stellar.profile,
-                         wavelength_range=stellar.wavelength_range)
-
-
-def fitted_line_table(result: FitResult, *, vanish_fraction: float = 0.1,
-                      telluric_depth: float = 0.01, added: np.ndarray | None = None):
-    """Astropy Table of every line: ``*_initial`` and ``*_fit`` centre, amplitude, sigma, gamma,
-    depth and equivalent_width (Å), and flags ``vanished`` (fitted depth below
-    ``vanish_fraction`` of the initial one) and ``telluric_blended`` (the fitted telluric
-    model absorbs more than ``telluric_depth`` within ±1 FWHM of the observed line centre).
-    Lines outside the observed range have ``observed = False``; ``added`` (n_lines,) marks lines
-    that were not in the clone but added from the residuals (:mod:`.missing`)."""
-    from astropy.table import Table
-
-    model = result.model
-    before, after = initial_line_model(model), model.stellar
-    table = Table()
-    for label, lines in (("initial", before), ("fit", after)):
-        p = lines.parameters_numpy()
-        for name in ("centre", "amplitude", "sigma", "gamma"):
-            table[f"{name}_{label}"] = p[name]
-            table[f"{name}_{label}"].unit = "Angstrom"
-        table[f"depth_{label}"] = lines.depth()
-        table[f"equivalent_width_{label}"] = lines.equivalent_width()
-        table[f"equivalent_width_{label}"].unit = "Angstrom"
-    table["half_window"] = after.half_window.numpy()
-    with torch.no_grad():
-        observed_centre = after.centre * doppler_factor(model.rv)
-    wave = result.observation.wavelength
-    table["observed"] = ((observed_centre.numpy() > wave[0])
-                         & (observed_centre.numpy() < wave[-1]))
-    table["vanished"] = table["depth_fit"] < vanish_fraction * table["depth_initial"]
-    blended = np.zeros(len(table), bool)
-    if model.telluric is not None:
-        with torch.no_grad():
-            fwhm = 2.3548 * after.sigma + 2.0 * after.gamma
-            probe = observed_centre[:, None] + fwhm[:, None] * torch.linspace(
-                -1, 1, 9, dtype=torch.float64)
-            order = torch.argsort(probe.reshape(-1))
-            tau = torch.empty(probe.numel(), dtype=torch.float64)
-            tau[order] = model.telluric.opacity(probe.reshape(-1)[order])
-            blended = (1.0 - torch.exp(-tau.reshape(probe.shape).max(1).values)
-                       > telluric_depth).numpy()
-    table["telluric_blended"] = blended
-    table["added"] = (np.zeros(len(table), bool) if added is None
-                      else np.asarray(added, bool))
-    table.meta.update({"rv_kms": result.rv, "vsini_kms": result.vsini,
-                       "telluric_scale": dict(result.telluric_scale),
-                       "telluric_rv_kms": result.telluric_rv, "profile": after.profile,
-                       "wavelength_range": list(after.wavelength_range)})
-    return table
-
-
-def plot_fit(result: FitResult, path, *, n_regions: int = 4) -> None:
-    """Save a figure of data, stellar model, telluric model and residual in ``n_regions``
-    equal wavelength regions (one column each), written atomically to ``path`` (png/pdf)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..._files import atomic_path
-
-    obs = result.observation
-    with torch.no_grad():
-        parts = {k: v.numpy() for k, v in result.model.components().items()}
-    wave, good = obs.wavelength, ~obs.mask
-    edges = np.linspace(wave[0], wave[-1], n_regions + 1)
-    fig, axes = plt.subplots(2, n_regions, figsize=(4 * n_regions, 5), sharex="col",
-                             gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
-    cont = parts["continuum"]
-    for j in range(n_regions):
-        sel = good & (wave >= edges[j]) & (wave <= edges[j + 1])
-        top, bottom = axes[0, j], axes[1, j]
-        top.plot(wave[sel], obs.flux[sel] / cont[sel], "k.", ms=2, label="data / continuum")
-        top.plot(wave[sel], parts["stellar"][sel], "C0", lw=1, label="stellar")
-        top.plot(wave[sel], parts["telluric"][sel], "C2", lw=1, label="telluric")
-        top.plot(wave[sel], parts["model"][sel] / cont[sel], "C3", lw=1, label="model")
-        bottom.plot(wave[sel], (obs.flux[sel] - parts["model"][sel]) / cont[sel], "k.", ms=2)
-        bottom.axhline(0, color="C3", lw=0.8)
-        bottom.set_xlabel("wavelength (Å)")
-    axes[0, 0].set_ylabel("normalised flux")
-    axes[1, 0].set_ylabel("residual")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"rv = {result.rv:.2f} km/s, vsini = {result.vsini:.2f} km/s, "
-                 f"rms/noise = {result.rms_over_noise:.2f}")
-    fig.tight_layout()
-    suffix = "." + str(path).rsplit(".", 1)[-1]
-    with atomic_path(path, suffix=suffix) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ...errors import ModelError
+from ...models.lines.detect import LineGuess, _pseudo_voigt_peak, find_lines
+from ...models.lines.model import LineModel
+from ...models.lines.telluric import TelluricModel
 from ...ops.doppler import doppler_factor
-from .detect import LineGuess, _pseudo_voigt_peak, find_lines
 from .fit import FitResult, FitSettings, Observation, fit_lines
-from .model import LineModel
-from .telluric import TelluricModel
 
 
 def find_missing_lines(result: FitResult, *, n_sigma: float = 5.0,
