@@ -64,10 +64,9 @@ def load_model(model: str | os.PathLike | None = None):
     if kind == cannon.FORMAT:
         return cannon.CannonModel.load(path)
     if kind == emulator.FORMAT:
-        from .models.calibrated import CalibratedModel, has_calibration, read_calibration
+        from .grids.load import load_emulator
 
-        em = emulator.PCAGPEmulator.load(path)
-        return CalibratedModel(em, read_calibration(path)) if has_calibration(path) else em
+        return load_emulator(path)
     if kind == store.FORMAT:
         return load_grid_model(str(path))
     raise ModelError(f"{path} has format {kind!r}; load_model reads {store.FORMAT!r}, "

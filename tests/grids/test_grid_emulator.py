@@ -179,3 +179,24 @@ def test_scattered_labels_in_five_dimensions_are_emulated():
     error = emu.predict(torch.as_tensor(labels[140:])).numpy() - spectra(unit[140:])
     baseline = spectra(unit[:140]).mean(0) - spectra(unit[140:])
     assert np.sqrt(np.mean(error**2)) < 0.1 * np.sqrt(np.mean(baseline**2))
+
+
+def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, grid_path, emulator):
+    import photosphere
+    from photosphere.grids.load import load_grid_model
+    from photosphere.models.calibrated import CalibratedModel, LineCalibration, write_calibration
+
+    path = emulator.save(tmp_path / "emu.h5")
+    assert isinstance(load_grid_model(str(path)), PCAGPEmulator)
+    n = len(emulator.wavelength)
+    exponent = np.full(n, 1.5)
+    write_calibration(path, LineCalibration(emulator.wavelength, exponent, np.zeros(n, bool), ()))
+    for model in (load_grid_model(str(path)), photosphere.load_model(path)):
+        assert isinstance(model, CalibratedModel)
+        x = torch.tensor([5750.0, 2.5, -0.5])
+        np.testing.assert_allclose(model.predict(x).numpy(),
+                                   emulator.predict(x).clamp(min=1e-3).numpy() ** 1.5,
+                                   rtol=1e-10)
+        assert not hasattr(model, "predict_error_templates")
+    with pytest.raises(ModelError, match="line calibration"):
+        load_grid_model(str(path), line_strengths="table.ecsv")

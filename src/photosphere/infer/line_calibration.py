@@ -50,8 +50,8 @@ def star_residuals(model, spectrum, reference: Mapping[str, float], star: str,
     fixed = {k: float(np.clip(v, *lo_hi[k])) for k, v in fixed.items()}
     options = merge_defaults({**fit_settings, "fixed": fixed})
     result = fit(model, spectrum, **options)
-    # the residuals on every pixel, the clipped ones included: the lines the model gets wrong
-    # are what clipping removes and what the calibration is for
+    # the residuals on every pixel, the clipped ones included (marked): the lines the model
+    # gets wrong are what clipping removes, and what the mask is made from
     chain = build_chain(model, spectrum, options["settings"], fixed=result.values)
     segments = _segments(chain, chain.theta_from(result.values))
     rv = float(result.values.get("rv", np.mean([v for k, v in result.values.items()
@@ -75,8 +75,14 @@ def star_residuals(model, spectrum, reference: Mapping[str, float], star: str,
         weight[here] = 1.0 / s[here] ** 2
     if not np.any(weight > 0):
         raise FitError(f"{star}: no pixel of the spectrum falls on the model's wavelengths")
+    kept = np.zeros(n)
+    for seg in result.segments:  # the fit's own segments: masked = masked before or clipped
+        wave = np.asarray(seg.wavelength, float)
+        used = _rest_frame(wavelength, wave, (~np.asarray(seg.mask)).astype(float), rv)
+        kept = np.fmax(kept, np.nan_to_num(used))
+    clipped = (weight > 0) & (kept < 0.5)
     labels = {k: float(v) for k, v in result.values.items()}
-    return StarResiduals(star, data, pred, weight, labels)
+    return StarResiduals(star, data, pred, weight, labels, clipped)
 
 
 def calibrate_lines(model, stars: Iterable[tuple[str, Any, Mapping[str, float], dict]],

@@ -14,9 +14,11 @@ flux, so that no re-synthesis is needed:
   ``ln f`` over every calibration star, each fitted with its *reference* Teff, log g and [Fe/H]
   held fixed (RV, vsini, [α/Fe], vmic and the continuum free), shrunk towards 1 where the stars
   say little.
-* **Mask**: pixels the scale cannot fix (lines missing from the list, lines wrong in shape, the
-  stars disagreeing) stay bad after scaling; where the depth-weighted rms residual over the
-  stars exceeds :data:`MASK_RMS`, the pixel (and its neighbours) is left out of fits.
+* **Mask**: pixels the exponent cannot fix (lines missing from the list, lines wrong in shape or
+  position) are those the protocol's robust clipping removes in the calibration fits: a pixel
+  clipped in at least :data:`MASK_FRACTION` of the stars that cover it (two at least) is left
+  out of fits, with its neighbours. The clipping is relative to each star's own scatter, so noisy
+  stars do not mask pixels by their noise. The exponents are fitted on the unclipped pixels.
 
 Each star's contribution is kept (:class:`StarResiduals`), so the calibration without any one
 star is exact and cheap (:meth:`LineCalibration.without`): the benchmark judges every
@@ -49,8 +51,8 @@ PRIOR = 1.0
 EXPONENT_RANGE = (0.2, 5.0)
 #: normalised flux floor before taking logarithms
 FLUX_FLOOR = 1e-3
-#: depth-weighted rms residual (normalised flux) beyond which a pixel is masked after scaling
-MASK_RMS = 0.04
+#: fraction of the covering stars whose fit clipped a pixel, from which it is masked
+MASK_FRACTION = 0.5
 #: pixels on each side of a masked pixel also masked (the line's wings; RV and resolution)
 MASK_DILATE = 3
 #: HDF5 group of a model file holding the calibration
@@ -64,7 +66,8 @@ class StarResiduals:
     star: the star's name. data, model: ``(n_pix,)`` continuum-normalised observed flux and the
     model at the star's reference labels (NaN where the star has no pixel). weight: ``(n_pix,)``
     1/σ² of the normalised data (0 where absent or masked). labels: the labels of that model
-    (reference Teff, log g, [Fe/H]; fitted [α/Fe], vmic, vsini, RV).
+    (reference Teff, log g, [Fe/H]; fitted [α/Fe], vmic, vsini, RV). clipped: ``(n_pix,)``
+    True where the star's fit clipped the pixel (None: nothing clipped).
     """
 
     star: str
@@ -72,6 +75,11 @@ class StarResiduals:
     model: np.ndarray
     weight: np.ndarray
     labels: dict[str, float]
+    clipped: np.ndarray | None = None
+
+    def clipped_mask(self) -> np.ndarray:
+        return (np.zeros(len(self.data), bool) if self.clipped is None
+                else np.asarray(self.clipped, bool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +103,8 @@ class LineCalibration:
     @classmethod
     def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals]
                    ) -> LineCalibration:
-        """Combine stars: the least-squares ratio of ``ln f`` per pixel with the prior c = 1,
-        then the mask from the residuals left after the correction."""
+        """Combine stars: the least-squares ratio of ``ln f`` per pixel over the unclipped
+        pixels with the prior c = 1, and the mask from how often the pixel was clipped."""
         wavelength = np.asarray(wavelength, float)
         n = len(wavelength)
         if not stars:
@@ -107,18 +115,16 @@ class LineCalibration:
                          for s in stars])
         w = np.stack([np.where(np.isfinite(s.data) & np.isfinite(s.model), s.weight, 0.0)
                       for s in stars])
+        clipped = np.stack([s.clipped_mask() for s in stars]) & (w > 0)
         tau_m, tau_d = -np.log(model), -np.log(data)
         # σ(ln f) = σ(f) / f: weights of the log-flux residuals
-        informative = w * data ** 2 * ((1.0 - model) > MIN_DEPTH)
+        informative = np.where(clipped, 0.0, w * data ** 2 * ((1.0 - model) > MIN_DEPTH))
         prior = PRIOR * 1e4 * 0.1 ** 2  # one star at S/N 100 and depth 0.1
         a = np.sum(informative * tau_m ** 2, axis=0) + prior
         b = np.sum(informative * tau_m * tau_d, axis=0) + prior
         exponent = np.clip(b / a, *EXPONENT_RANGE)
-        resid = data - model ** exponent
-        covered = w > 0
-        n_cov = covered.sum(0)
-        rms = np.sqrt(np.sum(np.where(covered, resid ** 2, 0.0), 0) / np.maximum(n_cov, 1))
-        bad = (rms > MASK_RMS) & (n_cov > 0)
+        n_cov = (w > 0).sum(0)
+        bad = (n_cov >= 2) & (clipped.sum(0) >= MASK_FRACTION * np.maximum(n_cov, 1))
         if MASK_DILATE:
             kernel = np.ones(2 * MASK_DILATE + 1)
             bad = np.convolve(bad.astype(float), kernel, mode="same") > 0
@@ -146,19 +152,23 @@ class LineCalibration:
         group.attrs["labels"] = json.dumps([s.labels for s in self.stars])
         for name in ("wavelength", "exponent", "mask"):
             group.create_dataset(name, data=getattr(self, name), compression="gzip")
-        for key in ("data", "model", "weight"):
-            group.create_dataset(f"star_{key}", data=np.stack(
-                [getattr(s, key) for s in self.stars]).astype(np.float32), compression="gzip",
-                shuffle=True)
+        n = len(self.wavelength)
+        for key in ("data", "model", "weight", "clipped"):
+            rows = [s.clipped_mask() if key == "clipped" else getattr(s, key)
+                    for s in self.stars]
+            group.create_dataset(f"star_{key}", data=np.reshape(rows, (len(rows), n)).astype(
+                np.float32), compression="gzip", shuffle=True)
 
     @classmethod
     def read(cls, group) -> LineCalibration:
         """Read what :meth:`write` wrote."""
         names = json.loads(group.attrs["stars"])
         labels = json.loads(group.attrs["labels"])
-        arrays = {k: group[f"star_{k}"][:].astype(float) for k in ("data", "model", "weight")}
+        arrays = {k: group[f"star_{k}"][:].astype(float)
+                  for k in ("data", "model", "weight", "clipped")}
         stars = tuple(StarResiduals(n, arrays["data"][i], arrays["model"][i],
-                                    arrays["weight"][i], labels[i]) for i, n in enumerate(names))
+                                    arrays["weight"][i], labels[i], arrays["clipped"][i] > 0)
+                      for i, n in enumerate(names))
         return cls(group["wavelength"][:], group["exponent"][:],
                    group["mask"][:].astype(bool), stars)
 
