@@ -31,6 +31,7 @@ import numpy as np
 
 from .._threads import single_threaded, thread_budget
 from ..errors import ModelError
+from .cannon_training import _sum_log
 
 LN10 = float(np.log(10.0))
 
@@ -49,7 +50,8 @@ class ScatterNewton:
     def __init__(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                  terms: Sequence[tuple[int, ...]] | None = None,
                  term_mask: np.ndarray | None = None, block: int = 64,
-                 precision: type = np.float64):
+                 precision: type = np.float64, first_refinements: int = 3,
+                 cheap_change: float = 0.1):
         self.design = np.ascontiguousarray(design, dtype=np.float64)
         n_stars, n_terms = self.design.shape
         if flux.shape != ivar.shape or flux.shape[0] != n_stars:
@@ -60,6 +62,9 @@ class ScatterNewton:
         self.term_mask = term_mask
         self.block = int(block)
         self.precision = np.dtype(precision)
+        # refinement steps of the first solve (from θ = 0); later ones start from a nearby θ
+        self.first_refinements = 1 if self.precision == np.float64 else int(first_refinements)
+        self.cheap_change = float(cheap_change)
         rows, cols = np.triu_indices(n_terms)
         if terms is None:
             keys = list(zip(rows.tolist(), cols.tolist(), strict=True))
@@ -77,12 +82,13 @@ class ScatterNewton:
             inverse[k] = unique[key]
         products = self.design[:, rows[first]] * self.design[:, cols[first]]
         # (n_monomials, n_stars): M's distinct entries are monomials @ w
-        self.monomials = np.ascontiguousarray(products.T, dtype=self.precision)
-        self.design_t = np.ascontiguousarray(self.design.T)
+        self.monomials64 = np.ascontiguousarray(products.T)
+        self.monomials = self.monomials64.astype(self.precision)
         self.rows, self.cols, self.inverse = rows, cols, inverse
         # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
         self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
+        self.update_steps = 0
         self.flop = 0.0
         self._lock = threading.Lock()
 
@@ -90,105 +96,229 @@ class ScatterNewton:
     def n_monomials(self) -> int:
         return self.monomials.shape[0]
 
-    def flops_per_pixel(self, second: bool = True) -> float:
+    def flops_per_pixel(self, second: bool = True, refinements: int = 1) -> float:
         """Floating-point operations of the matrix products of one evaluation of one pixel
-        (the normal-matrix build, the refinement, and with ``second`` the P'' product)."""
+        (the normal-matrix build, the refinement steps, and with ``second`` the P'' product)."""
         n_stars, n_terms = self.design.shape
-        refinements = 1 if self.precision == np.float64 else 2
         return 2.0 * n_stars * (self.n_monomials + (2 * refinements + int(second)) * n_terms)
 
     # ------------------------------------------------------------------ one block
-    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None):
-        """Cholesky factors (B, P, P) (torch, lower) of the normal matrices for weights w
-        (n_stars, B), and Σ_n w (B,)."""
+    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None, precise: bool):
+        """Cholesky factors (B, P, P) (torch, lower, float64) of the normal matrices for
+        weights w (B, n_stars) float64; the product in float64 if ``precise``, else in the
+        ``precision`` dtype."""
         import torch
 
-        flat = (self.monomials @ w.astype(self.precision, copy=False)).T.astype(np.float64)
+        if precise or self.precision == np.float64:
+            flat = self.monomials64 @ w.T                                     # (n_mono, B)
+        else:
+            flat = self.monomials @ w.astype(self.precision).T
         n_terms = self.design.shape[1]
-        m = np.empty((w.shape[1], n_terms, n_terms))
-        m[:, self.rows, self.cols] = flat[:, self.inverse]
-        m[:, self.cols, self.rows] = flat[:, self.inverse]
+        m = np.empty((w.shape[0], n_terms, n_terms))
+        upper = flat[self.inverse].T                                         # (B, n_upper)
+        m[:, self.rows, self.cols] = upper
+        m[:, self.cols, self.rows] = upper
         if keep is not None:
             m *= keep[:, :, None] & keep[:, None, :]
             m[:, np.arange(n_terms), np.arange(n_terms)] += ~keep
         factor, info = torch.linalg.cholesky_ex(torch.from_numpy(m))
-        if bool((info != 0).any()):
+        if info.numpy().any():
             raise ModelError(
                 "the weighted normal equations are singular at some pixel: the training labels "
                 "or unmasked pixels do not constrain every polynomial term; use fewer terms "
                 "(lower order / no cross terms) or more training stars")
-        sum_w = w.sum(axis=0) if self._sum_w is None else flat[:, self._sum_w]
-        return factor, sum_w
+        return factor
 
-    def _evaluate(self, s2, theta, resid, var, keep, second: bool = True):
-        """At scatter s2 (B,) from θ (P, B) with residuals resid (n_stars, B) of that θ, noise
-        variances var = 1/ivar (n_stars, B; inf where masked): the least-squares θ̂, its
-        residuals (both updated in place), P' and P'' (B,) (P'' None unless ``second``)."""
+    def _weights(self, s2, var, ivar):
+        """w = 1/(s² + σ²) (B, n_stars) (0 where masked); s2 None: ivar itself."""
+        if s2 is None:
+            return ivar
+        w = np.add(var, s2[:, None])
+        return np.reciprocal(w, out=w)
+
+    def _refine(self, factor, w, theta, resid, keep, steps: int, rhs=None):
+        """``steps`` refinement steps θ ← θ + M⁻¹ Σ w r ℓ (r = resid in float64, updated in
+        place with θ); ``rhs`` (B, P, k): the first step's right-hand side in column 0 is
+        given (then the solutions of all k columns are returned)."""
         import torch
 
-        w = var + s2
-        np.reciprocal(w, out=w)                                   # 1/(s² + σ²), 0 if masked
-        with self._lock:
-            self.evaluated_pixels += w.shape[1]
-            self.flop += w.shape[1] * self.flops_per_pixel(second)
-        factor, sum_w = self._normal_factor(w, keep)
-        wr = np.empty_like(w)
-        for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
-            np.multiply(w, resid, out=wr)
-            grad = self.design_t @ wr                             # Σ w r ℓ  (P, B)
-            if keep is not None:
-                grad *= keep.T
-            delta = torch.cholesky_solve(torch.from_numpy(grad.T[:, :, None]), factor)
-            delta = delta[:, :, 0].numpy().T
+        resid_t = torch.from_numpy(resid)
+        design_t = torch.from_numpy(self.design).T
+        solution = None
+        for step in range(steps):
+            if step == 0 and rhs is not None:
+                solution = torch.cholesky_solve(torch.from_numpy(rhs), factor).numpy()
+                delta = np.ascontiguousarray(solution[:, :, 0])
+            else:
+                grad = (w * resid) @ self.design
+                if keep is not None:
+                    grad *= keep
+                delta = torch.cholesky_solve(torch.from_numpy(grad[:, :, None]),
+                                             factor)[:, :, 0].numpy()
             theta += delta
-            resid -= self.design @ delta
-        np.multiply(w, resid, out=wr)
-        wr2 = wr * wr
-        d1 = 0.5 * (wr2.sum(axis=0) - sum_w)
-        if not second:
-            return d1, None
-        w3r2 = np.einsum("nb,nb->b", wr2, w)
-        wr *= w                                                   # w² r
-        c = self.design_t @ wr
+            resid_t.addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+        return solution
+
+    def _evaluate(self, s2, theta, resid, var, ivar, keep, second: bool = True,
+                  precise: bool = False):
+        """One full evaluation of a block of B pixels at scatter s2 (B,) (None: s² = 0), from
+        θ (B, P) with residuals resid (B, n_stars) of that θ; var = 1/ivar (inf where masked),
+        ivar (B, n_stars). Updates θ to the least-squares θ̂(s²) and resid to its residuals
+        (in place) and returns P', P'' (B,) (None unless ``second``), the Cholesky factors
+        and dθ̂/ds² (B, P) (None unless ``second``).
+
+        The normal matrices are built in the ``precision`` dtype (float64 if ``precise``), θ
+        by refinement steps with float64 residuals: one from a nearby θ, ``first_refinements``
+        from θ = 0 in float32. The first step's right-hand side Σ w r ℓ and c = Σ w² r ℓ
+        (for P'') come from one product with the residuals before the update; c enters only
+        the Newton step (P''), where the update's effect on it (relative size ~ Δs²/σ²)
+        does not matter.
+        """
+        nb, n_stars = resid.shape
+        n_terms = self.design.shape[1]
+        w = self._weights(s2, var, ivar)
+        exact = precise or self.precision == np.float64
+        steps = 1 if exact or s2 is not None else self.first_refinements
+        with self._lock:
+            self.evaluated_pixels += nb
+            self.flop += nb * self.flops_per_pixel(second, steps)
+        factor = self._normal_factor(w, keep, precise)
+        wr = np.empty((2 * nb if second else nb, n_stars))
+        np.multiply(w, resid, out=wr[:nb])                            # w r
+        if second:
+            np.multiply(w, wr[:nb], out=wr[nb:])                      # w² r
+        rhs = wr @ self.design                                        # (B or 2B, P)
+        rhs = np.ascontiguousarray(rhs.reshape(-1, nb, n_terms).transpose(1, 2, 0))
         if keep is not None:
-            c *= keep.T
-        z = torch.linalg.solve_triangular(factor, torch.from_numpy(c.T[:, :, None]), upper=False)
-        d2 = 0.5 * np.einsum("nb,nb->b", w, w) - w3r2 + (z[:, :, 0] ** 2).sum(1).numpy()
-        return d1, d2
+            rhs *= keep[:, :, None]
+        solution = self._refine(factor, w, theta, resid, keep, steps, rhs)
+        q = np.multiply(w, resid, out=wr[:nb])                        # w r at θ̂
+        d1 = 0.5 * (np.vecdot(q, q) - w.sum(axis=1))
+        if not second:
+            return d1, None, factor, None
+        w3r2 = np.vecdot(wr[nb:], q)                                  # Σ w³ r²
+        d2 = (0.5 * np.vecdot(w, w) - w3r2
+              + np.einsum("bp,bp->b", rhs[:, :, 1], solution[:, :, 1]))   # + cᵀ M⁻¹ c
+        return d1, d2, factor, -solution[:, :, 1]                     # dθ̂/ds² = -M⁻¹c
+
+    def _update(self, s2, theta, resid, var, ivar, keep, factor, slope, shift, contraction,
+                max_steps: int = 4):
+        """A cheap evaluation at s2 (B,) close to the s² of ``factor`` (the Cholesky factors of
+        the normal matrices of an earlier full evaluation): θ̂(s²) from the first-order
+        prediction θ + slope × shift (slope = dθ̂/ds² = -M⁻¹c there, shift = the change of s²),
+        then refinement steps θ ← θ + M⁻¹ Σ w r ℓ preconditioned with that factor; each
+        shrinks the error by at most ``contraction`` (B,) (the largest relative weight change,
+        plus the product's rounding), and they stop when the error left is below 1e-10 of
+        θ's size (or after ``max_steps``). Returns P' (B,) and whether θ converged (B,)."""
+        import torch
+
+        w = self._weights(s2, var, ivar)
+        design_t = torch.from_numpy(self.design).T
+        delta = slope * shift[:, None]
+        theta += delta
+        torch.from_numpy(resid).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+        scale = np.abs(theta).max(axis=1)
+        converged = np.zeros(w.shape[0], dtype=bool)
+        rows = np.arange(w.shape[0])                  # the rows still refined
+        ww, rr, th, fac = w, resid, theta, factor
+        for _ in range(max_steps):
+            grad = (ww * rr) @ self.design
+            if keep is not None:
+                grad *= keep[rows]
+            delta = torch.cholesky_solve(torch.from_numpy(grad[:, :, None]),
+                                         fac)[:, :, 0].numpy()
+            th += delta
+            torch.from_numpy(rr).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+            with self._lock:
+                self.flop += rows.size * 4.0 * resid.shape[1] * self.design.shape[1]
+                self.update_steps += 1
+            if rr is not resid:
+                theta[rows], resid[rows] = th, rr
+            done = np.abs(delta).max(axis=1) * contraction[rows] <= 1e-10 * scale[rows]
+            converged[rows[done]] = True
+            rows = rows[~done]
+            if rows.size == 0:
+                break
+            ww, rr, th, fac = w[rows], resid[rows], theta[rows], factor[rows]
+        q = w * resid
+        return 0.5 * (np.vecdot(q, q) - w.sum(axis=1)), converged
 
     def _solve_block(self, flux, ivar, keep, tolerance, loglike_tolerance, max_iter):
-        nb = flux.shape[1]
+        """θ (B, P), s² (B,), ln L (B,) and the Newton iterations for one block; flux, ivar
+        (B, n_stars) float64 contiguous (flux is overwritten: it becomes the residuals)."""
+        nb = flux.shape[0]
         n_terms = self.design.shape[1]
-        theta = np.zeros((n_terms, nb))
-        resid = flux.copy()
-        zeros = np.zeros(nb)
+        theta = np.zeros((nb, n_terms))
+        resid = flux
         with np.errstate(divide="ignore"):
-            var = 1.0 / ivar
-        d1, _ = self._evaluate(zeros, theta, resid, var, keep, second=False)
-        theta0, resid0 = theta.copy(), resid.copy()
-        chi2_0 = np.einsum("nb,nb,nb->b", resid0, resid0, ivar)
+            var = np.reciprocal(ivar)
+        d1, _, _, _ = self._evaluate(None, theta, resid, var, ivar, keep, second=False,
+                                  precise=True)
+        theta0 = theta.copy()
+        chi2_0 = np.vecdot(resid * ivar, resid)
         # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² where P'(0) > 0
         active = d1 > 0
-        sum_ivar2 = np.einsum("nb,nb->b", ivar, ivar)
-        s2 = np.where(active, 2 * np.maximum(d1, 0) / np.maximum(sum_ivar2, 1e-300), 0.0)
-        t = np.log(np.where(active, s2, 1.0))
+        sum_ivar2 = np.vecdot(ivar, ivar)
+        with np.errstate(divide="ignore"):
+            t = np.log(np.where(active, 2 * d1 / np.maximum(sum_ivar2, 1e-300), 0.0))
         # t below which s² is negligible against every σ² (then s² = 0 is taken)
-        t_floor = np.log(1e-10 / np.maximum(ivar.max(axis=0), 1e-300))
+        iv_max = ivar.max(axis=1)
+        t_floor = np.log(1e-10 / np.maximum(iv_max, 1e-300))
         lo = np.full(nb, -np.inf)
         hi = np.full(nb, np.inf)
         max_step = 3.0
         iterations = 0
+        # per pixel: the factor and P'' (in s²) of its last full evaluation, and whether its
+        # last evaluation was a full one (then a small Newton step is evaluated cheaply)
+        factor = None
+        t_factor = np.full(nb, np.nan)
+        d2_factor = np.zeros(nb)
+        slope = np.zeros((nb, n_terms))
+        last_full = np.zeros(nb, dtype=bool)
         while active.any() and iterations < max_iter:
             iterations += 1
             idx = np.flatnonzero(active)
-            if idx.size > 0.75 * nb:   # most pixels: evaluate the block (converged ones stay put)
-                d1, d2 = self._evaluate(np.exp(t), theta, resid, var, keep)
-                d1, d2 = d1[idx], d2[idx]
-            else:                      # a few stragglers: evaluate copies of their columns
-                th, rs = theta[:, idx], resid[:, idx]
-                d1, d2 = self._evaluate(np.exp(t[idx]), th, rs, var[:, idx],
-                                        None if keep is None else keep[idx])
-                theta[:, idx], resid[:, idx] = th, rs
+            # largest relative weight change since the pixel's last full evaluation
+            with np.errstate(invalid="ignore", over="ignore"):
+                s_new, s_old = np.exp(t[idx]), np.exp(t_factor[idx])
+                change = np.abs(s_new - s_old) * iv_max[idx] / (
+                    1 + np.minimum(s_new, s_old) * iv_max[idx])
+            cheap = last_full[idx] & (change < self.cheap_change)
+            d1 = np.empty(idx.size)
+            d2 = np.empty(idx.size)
+            full = idx[~cheap]
+            if full.size:
+                if full.size > 0.75 * nb and not cheap.any():
+                    # most pixels: evaluate the whole block (finished ones stay put)
+                    f1, f2, fac, dth = self._evaluate(np.exp(t), theta, resid, var, ivar, keep)
+                    f1, f2, rows = f1[full], f2[full], slice(None)
+                else:
+                    th, rs = theta[full], resid[full]
+                    f1, f2, fac, dth = self._evaluate(
+                        np.exp(t[full]), th, rs, var[full], ivar[full],
+                        None if keep is None else keep[full])
+                    theta[full], resid[full] = th, rs
+                    rows = full
+                if factor is None:
+                    factor = fac.new_empty((nb, n_terms, n_terms))
+                factor[rows] = fac
+                slope[rows] = dth
+                t_factor[full], d2_factor[full] = t[full], f2
+                d1[~cheap], d2[~cheap] = f1, f2
+            if cheap.any():
+                part = idx[cheap]
+                th, rs = theta[part], resid[part]
+                d1[cheap], ok = self._update(
+                    s_new[cheap], th, rs, var[part], ivar[part],
+                    None if keep is None else keep[part], factor[part], slope[part],
+                    s_new[cheap] - s_old[cheap], change[cheap] + 1e-4)
+                theta[part], resid[part] = th, rs
+                d2[cheap] = d2_factor[part]            # P'' of the full evaluation
+            last_full[idx] = ~cheap
+            if cheap.any() and not ok.all():   # θ not converged: a full evaluation next time
+                keep_rows = np.ones(idx.size, dtype=bool)
+                keep_rows[np.flatnonzero(cheap)[~ok]] = False
+                idx, d1, d2 = idx[keep_rows], d1[keep_rows], d2[keep_rows]
             s = np.exp(t[idx])
             g = s * d1                                            # dP/dt
             h = s * s * d2 + g                                    # d²P/dt²
@@ -206,19 +336,31 @@ class ScatterNewton:
                 np.abs(g * (new - t[idx])) < 2 * loglike_tolerance)
             to_zero = (new < t_floor[idx]) & (g < 0)
             t[idx] = np.where(done | to_zero, t[idx], new)
-            zero_idx = idx[to_zero & ~done]
-            t[zero_idx] = -np.inf
-            theta[:, zero_idx], resid[:, zero_idx] = theta0[:, zero_idx], resid0[:, zero_idx]
+            self._restore(idx[to_zero & ~done], t, theta, theta0, resid)
             active[idx[done | to_zero]] = False
         s2 = np.exp(t)
-        w = ivar / (1.0 + s2 * ivar)
-        chi2 = np.einsum("nb,nb,nb->b", resid, resid, w)
-        loglike = -0.5 * (chi2 + _sum_log_rows(1.0 + s2 * ivar, float(s2.max() * ivar.max())))
-        worse = loglike < -0.5 * chi2_0
-        s2[worse] = 0.0
-        theta[:, worse] = theta0[:, worse]
-        loglike[worse] = -0.5 * chi2_0[worse]
-        return theta.T, s2, loglike, iterations
+        loglike = -0.5 * chi2_0
+        pos = np.flatnonzero(s2 > 0)
+        if pos.size:
+            every = pos.size == nb
+            iv = ivar if every else ivar[pos]
+            rs = resid if every else resid[pos]
+            x = s2[pos, None] * iv
+            x += 1.0                                              # 1 + s² ivar = (s² + σ²) ivar
+            chi2 = np.vecdot(rs * (iv / x), rs)
+            loglike[pos] = -0.5 * (chi2 + _sum_log(x, float(s2[pos].max() * iv.max())))
+            worse = pos[loglike[pos] < -0.5 * chi2_0[pos]]
+            self._restore(worse, t, theta, theta0, resid)
+            s2[worse] = 0.0
+            loglike[worse] = -0.5 * chi2_0[worse]
+        return theta, s2, loglike, iterations
+
+    def _restore(self, rows, t, theta, theta0, resid):
+        """Back to s² = 0 at these rows of a block: θ̂(0) and its residuals."""
+        if rows.size:
+            resid[rows] += (theta[rows] - theta0[rows]) @ self.design.T
+            theta[rows] = theta0[rows]
+            t[rows] = -np.inf
 
     # ------------------------------------------------------------------ all pixels
     def run(self, tolerance_dex: float = 0.01, loglike_tolerance: float = 1e-4,
@@ -243,8 +385,8 @@ class ScatterNewton:
         def solve(start: int) -> int:
             sl = slice(start, min(start + self.block, n_pix))
             keep = None if self.term_mask is None else self.term_mask[sl]
-            flux = np.ascontiguousarray(self.flux[:, sl], dtype=np.float64)
-            ivar = np.ascontiguousarray(self.ivar[:, sl], dtype=np.float64)
+            flux = np.ascontiguousarray(self.flux[:, sl].T, dtype=np.float64)
+            ivar = np.ascontiguousarray(self.ivar[:, sl].T, dtype=np.float64)
             theta[sl], s2[sl], loglike[sl], it = self._solve_block(
                 flux, ivar, keep, tol, loglike_tolerance, max_iter)
             return it
@@ -271,14 +413,3 @@ class ScatterNewton:
             "flop": self.flop,
             "threads": threads}
 
-
-def _sum_log_rows(x: np.ndarray, largest: float) -> np.ndarray:
-    """Σ_n ln x_n along axis 0 of x (n_stars, B), x ≥ 1 and x ≤ 1 + largest, as logs of products
-    of k rows (one logarithm per k elements; k small enough that no product overflows)."""
-    n_stars = x.shape[0]
-    k = min(int(np.clip(280 / max(np.log10(1.0 + largest), 1e-3), 1, 64)), n_stars)
-    m = n_stars // k
-    total = np.log(np.multiply.reduce(x[:m * k].reshape(k, m, -1), axis=0)).sum(axis=0)
-    if m * k < n_stars:
-        total += np.log(x[m * k:]).sum(axis=0)
-    return total
