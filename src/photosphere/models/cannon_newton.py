@@ -8,17 +8,24 @@ solution (M θ̂ = b, M = Σ w ℓℓᵀ), the profile log-likelihood P(s²) = l
     P'  = ½ Σ w² r² - ½ Σ w                                  (envelope theorem: θ̂ is optimal)
     P'' = -Σ w³ r² + ½ Σ w² + cᵀ M⁻¹ c,   c = Σ w² r ℓ         (θ̂ moves with s²: dθ̂/ds² = -M⁻¹c)
 
-so one evaluation (one weighted normal-equation build, the only large product) gives the exact
-Newton step. The search runs in t = ln s² from the moment estimate at s² = 0, each step kept
-inside the bracket that the signs of P' have established (bisection otherwise), until the step is
-below the tolerance; pixels whose P' ≤ 0 at s² = 0 keep s² = 0, and the best of the Newton point
-and s² = 0 is returned, so the result is never worse than the ivar-weighted fit.
+so one evaluation gives the exact Newton step. The search runs in t = ln s² from the moment
+estimate at s² = 0, each step kept inside the bracket that the signs of P' have established
+(bisection otherwise), until the step is below the tolerance; pixels whose P' ≤ 0 at s² = 0 keep
+s² = 0, and the best of the Newton point and s² = 0 is returned, so the result is never worse
+than the ivar-weighted fit.
 
-The normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ have P(P+1)/2 distinct entries, but these are
-monomials of the labels of degree ≤ 2·order, fewer still (126 instead of 231 for the quadratic
-model in 5 labels): one (monomials × stars) @ (stars × pixels) product per evaluation builds them.
-θ is updated by iterative refinement, θ ← θ + M⁻¹ Σ w r ℓ with r computed in float64, so M may
-be built in float32 (twice as fast) without losing float64 accuracy in θ.
+Two kinds of evaluation. A *full* one builds the weighted normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ
+(their P(P+1)/2 distinct entries are monomials of the labels of degree ≤ 2·order, fewer still:
+126 instead of 231 for the quadratic model in 5 labels, so one (monomials × stars) @
+(stars × pixels) product builds them) and factors them; θ is updated by one refinement step
+θ ← θ + M⁻¹ Σ w r ℓ with r in float64 (exact: from any θ this is the least-squares solution).
+A *cheap* one, for a step that changes every weight by less than ``cheap_change`` (relative)
+since the pixel's last full evaluation, builds nothing: θ̂ at the new s² starts from the
+first-order prediction θ + (dθ̂/ds²) Δs² and is refined with the old factor (each step shrinks
+the error by at most the largest relative weight change) until the error left is below 1e-10
+of θ's size; P'' is taken from the full evaluation. Near convergence the Newton steps are small,
+so most pixels need two full evaluations (s² = 0 and the moment estimate) and one cheap one.
+Blocks are pixel-major (pixels × stars), so every per-pixel sum is a contiguous dot product.
 """
 
 from __future__ import annotations
@@ -44,14 +51,17 @@ class ScatterNewton:
     the distinct monomials of M (None: every product ℓ_i ℓ_j is its own column);
     term_mask: (n_pix, n_terms) bool or None (censoring: False terms are fixed at 0);
     block: pixels per block (the block's arrays should fit the CPU cache);
-    precision: dtype of the normal-matrix product, float32 or float64 (θ is float64 either way).
+    precision: dtype of the normal-matrix product of the Newton evaluations, float32 or float64
+    (θ is float64 either way: the first build, at s² = 0, is always float64 and later ones
+    start from a nearby θ, so one refinement step with float64 residuals corrects them);
+    cheap_change: largest relative weight change for which a Newton step is evaluated by
+    refinement from the last factor instead of a new normal-matrix build.
     """
 
     def __init__(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                  terms: Sequence[tuple[int, ...]] | None = None,
                  term_mask: np.ndarray | None = None, block: int = 64,
-                 precision: type = np.float64, first_refinements: int = 3,
-                 cheap_change: float = 0.1):
+                 precision: type = np.float64, cheap_change: float = 0.1):
         self.design = np.ascontiguousarray(design, dtype=np.float64)
         n_stars, n_terms = self.design.shape
         if flux.shape != ivar.shape or flux.shape[0] != n_stars:
@@ -62,8 +72,6 @@ class ScatterNewton:
         self.term_mask = term_mask
         self.block = int(block)
         self.precision = np.dtype(precision)
-        # refinement steps of the first solve (from θ = 0); later ones start from a nearby θ
-        self.first_refinements = 1 if self.precision == np.float64 else int(first_refinements)
         self.cheap_change = float(cheap_change)
         rows, cols = np.triu_indices(n_terms)
         if terms is None:
@@ -88,6 +96,7 @@ class ScatterNewton:
         # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
         self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
+        self.cheap_evaluations = 0
         self.update_steps = 0
         self.flop = 0.0
         self._lock = threading.Lock()
@@ -136,28 +145,25 @@ class ScatterNewton:
         w = np.add(var, s2[:, None])
         return np.reciprocal(w, out=w)
 
-    def _refine(self, factor, w, theta, resid, keep, steps: int, rhs=None):
-        """``steps`` refinement steps θ ← θ + M⁻¹ Σ w r ℓ (r = resid in float64, updated in
-        place with θ); ``rhs`` (B, P, k): the first step's right-hand side in column 0 is
-        given (then the solutions of all k columns are returned)."""
+    def _solve(self, factor, rhs):
+        """M⁻¹ rhs (B, P) for the Cholesky factors (B, P, P)."""
         import torch
 
-        resid_t = torch.from_numpy(resid)
+        return torch.cholesky_solve(torch.from_numpy(rhs[:, :, None]), factor)[:, :, 0].numpy()
+
+    def _refine(self, factor, w, theta, resid, keep, steps: int):
+        """``steps`` refinement steps θ ← θ + M⁻¹ Σ w r ℓ (r = resid in float64, updated in
+        place with θ)."""
+        import torch
+
         design_t = torch.from_numpy(self.design).T
-        solution = None
-        for step in range(steps):
-            if step == 0 and rhs is not None:
-                solution = torch.cholesky_solve(torch.from_numpy(rhs), factor).numpy()
-                delta = np.ascontiguousarray(solution[:, :, 0])
-            else:
-                grad = (w * resid) @ self.design
-                if keep is not None:
-                    grad *= keep
-                delta = torch.cholesky_solve(torch.from_numpy(grad[:, :, None]),
-                                             factor)[:, :, 0].numpy()
+        for _ in range(steps):
+            grad = (w * resid) @ self.design
+            if keep is not None:
+                grad *= keep
+            delta = self._solve(factor, grad)
             theta += delta
-            resid_t.addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
-        return solution
+            torch.from_numpy(resid).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
 
     def _evaluate(self, s2, theta, resid, var, ivar, keep, second: bool = True,
                   precise: bool = False):
@@ -165,41 +171,31 @@ class ScatterNewton:
         θ (B, P) with residuals resid (B, n_stars) of that θ; var = 1/ivar (inf where masked),
         ivar (B, n_stars). Updates θ to the least-squares θ̂(s²) and resid to its residuals
         (in place) and returns P', P'' (B,) (None unless ``second``), the Cholesky factors
-        and dθ̂/ds² (B, P) (None unless ``second``).
+        and dθ̂/ds² = -M⁻¹c (B, P) (None unless ``second``).
 
-        The normal matrices are built in the ``precision`` dtype (float64 if ``precise``), θ
-        by refinement steps with float64 residuals: one from a nearby θ, ``first_refinements``
-        from θ = 0 in float32. The first step's right-hand side Σ w r ℓ and c = Σ w² r ℓ
-        (for P'') come from one product with the residuals before the update; c enters only
-        the Newton step (P''), where the update's effect on it (relative size ~ Δs²/σ²)
-        does not matter.
+        The normal matrices are built in the ``precision`` dtype (float64 if ``precise``); θ by
+        one refinement step with float64 residuals (exact with a float64 M: θ + M⁻¹ Σ w r ℓ
+        is the least-squares solution; with a float32 M, from a nearby θ, its error is
+        ~cond(M) × 1e-7 of the change).
         """
-        nb, n_stars = resid.shape
-        n_terms = self.design.shape[1]
+        nb = resid.shape[0]
         w = self._weights(s2, var, ivar)
-        exact = precise or self.precision == np.float64
-        steps = 1 if exact or s2 is not None else self.first_refinements
         with self._lock:
             self.evaluated_pixels += nb
-            self.flop += nb * self.flops_per_pixel(second, steps)
+            self.flop += nb * self.flops_per_pixel(second)
         factor = self._normal_factor(w, keep, precise)
-        wr = np.empty((2 * nb if second else nb, n_stars))
-        np.multiply(w, resid, out=wr[:nb])                            # w r
-        if second:
-            np.multiply(w, wr[:nb], out=wr[nb:])                      # w² r
-        rhs = wr @ self.design                                        # (B or 2B, P)
-        rhs = np.ascontiguousarray(rhs.reshape(-1, nb, n_terms).transpose(1, 2, 0))
-        if keep is not None:
-            rhs *= keep[:, :, None]
-        solution = self._refine(factor, w, theta, resid, keep, steps, rhs)
-        q = np.multiply(w, resid, out=wr[:nb])                        # w r at θ̂
+        self._refine(factor, w, theta, resid, keep, 1)
+        q = w * resid                                                 # w r at θ̂
         d1 = 0.5 * (np.vecdot(q, q) - w.sum(axis=1))
         if not second:
             return d1, None, factor, None
-        w3r2 = np.vecdot(wr[nb:], q)                                  # Σ w³ r²
-        d2 = (0.5 * np.vecdot(w, w) - w3r2
-              + np.einsum("bp,bp->b", rhs[:, :, 1], solution[:, :, 1]))   # + cᵀ M⁻¹ c
-        return d1, d2, factor, -solution[:, :, 1]                     # dθ̂/ds² = -M⁻¹c
+        p = w * q                                                     # w² r
+        c = p @ self.design
+        if keep is not None:
+            c *= keep
+        y = self._solve(factor, c)                                    # M⁻¹ c = -dθ̂/ds²
+        d2 = 0.5 * np.vecdot(w, w) - np.vecdot(p, q) + np.vecdot(c, y)
+        return d1, d2, factor, -y
 
     def _update(self, s2, theta, resid, var, ivar, keep, factor, slope, shift, contraction,
                 max_steps: int = 4):
@@ -213,6 +209,8 @@ class ScatterNewton:
         import torch
 
         w = self._weights(s2, var, ivar)
+        with self._lock:
+            self.cheap_evaluations += w.shape[0]
         design_t = torch.from_numpy(self.design).T
         delta = slope * shift[:, None]
         theta += delta
@@ -225,13 +223,12 @@ class ScatterNewton:
             grad = (ww * rr) @ self.design
             if keep is not None:
                 grad *= keep[rows]
-            delta = torch.cholesky_solve(torch.from_numpy(grad[:, :, None]),
-                                         fac)[:, :, 0].numpy()
+            delta = self._solve(fac, grad)
             th += delta
             torch.from_numpy(rr).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
             with self._lock:
                 self.flop += rows.size * 4.0 * resid.shape[1] * self.design.shape[1]
-                self.update_steps += 1
+                self.update_steps += rows.size
             if rr is not resid:
                 theta[rows], resid[rows] = th, rr
             done = np.abs(delta).max(axis=1) * contraction[rows] <= 1e-10 * scale[rows]
@@ -268,13 +265,15 @@ class ScatterNewton:
         hi = np.full(nb, np.inf)
         max_step = 3.0
         iterations = 0
-        # per pixel: the factor and P'' (in s²) of its last full evaluation, and whether its
-        # last evaluation was a full one (then a small Newton step is evaluated cheaply)
+        # per pixel: the factor, P'' (in s²) and dθ̂/ds² of its last full evaluation, the t at
+        # which θ is θ̂ now, and whether its last cheap evaluation left θ unconverged (then
+        # the next one is full); a step that changes the weights little is evaluated cheaply
         factor = None
         t_factor = np.full(nb, np.nan)
+        t_theta = np.full(nb, np.nan)
         d2_factor = np.zeros(nb)
         slope = np.zeros((nb, n_terms))
-        last_full = np.zeros(nb, dtype=bool)
+        need_full = np.zeros(nb, dtype=bool)
         while active.any() and iterations < max_iter:
             iterations += 1
             idx = np.flatnonzero(active)
@@ -283,7 +282,7 @@ class ScatterNewton:
                 s_new, s_old = np.exp(t[idx]), np.exp(t_factor[idx])
                 change = np.abs(s_new - s_old) * iv_max[idx] / (
                     1 + np.minimum(s_new, s_old) * iv_max[idx])
-            cheap = last_full[idx] & (change < self.cheap_change)
+            cheap = ~need_full[idx] & (change < self.cheap_change)
             d1 = np.empty(idx.size)
             d2 = np.empty(idx.size)
             full = idx[~cheap]
@@ -311,13 +310,15 @@ class ScatterNewton:
                 d1[cheap], ok = self._update(
                     s_new[cheap], th, rs, var[part], ivar[part],
                     None if keep is None else keep[part], factor[part], slope[part],
-                    s_new[cheap] - s_old[cheap], change[cheap] + 1e-4)
+                    s_new[cheap] - np.exp(t_theta[part]), change[cheap] + 1e-4)
                 theta[part], resid[part] = th, rs
                 d2[cheap] = d2_factor[part]            # P'' of the full evaluation
-            last_full[idx] = ~cheap
+            t_theta[idx] = t[idx]
+            need_full[idx] = False
             if cheap.any() and not ok.all():   # θ not converged: a full evaluation next time
                 keep_rows = np.ones(idx.size, dtype=bool)
                 keep_rows[np.flatnonzero(cheap)[~ok]] = False
+                need_full[idx[~keep_rows]] = True
                 idx, d1, d2 = idx[keep_rows], d1[keep_rows], d2[keep_rows]
             s = np.exp(t[idx])
             g = s * d1                                            # dP/dt
@@ -410,6 +411,8 @@ class ScatterNewton:
             "max_newton_iterations": max(iterations),
             "pixel_evaluations": self.evaluated_pixels,
             "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
+            "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
+            "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
             "flop": self.flop,
             "threads": threads}
 
