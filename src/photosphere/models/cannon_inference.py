@@ -130,7 +130,7 @@ class _SpectrumForms:
         self.t[:, cols, rows] = self.flat
         wf = weight * flux
         self.u = wf @ theta                                          # (n, P)
-        self.c = np.einsum("bl,bl->b", wf, flux)                     # (n,)
+        self.c = np.vecdot(wf, flux)                                 # (n,)
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(T, u, c) of the spectra ``rows`` (one row per start point)."""
