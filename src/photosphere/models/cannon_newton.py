@@ -55,13 +55,15 @@ class ScatterNewton:
     (θ is float64 either way: the first build, at s² = 0, is always float64 and later ones
     start from a nearby θ, so one refinement step with float64 residuals corrects them);
     cheap_change: largest relative weight change for which a Newton step is evaluated by
-    refinement from the last factor instead of a new normal-matrix build.
+    refinement from the last factor instead of a new normal-matrix build;
+    sub_block: rows per element-wise chain inside a block (their arrays should fit the L2).
     """
 
     def __init__(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                  terms: Sequence[tuple[int, ...]] | None = None,
                  term_mask: np.ndarray | None = None, block: int = 64,
-                 precision: type = np.float64, cheap_change: float = 0.1):
+                 precision: type = np.float64, cheap_change: float = 0.1,
+                 sub_block: int = 16):
         self.design = np.ascontiguousarray(design, dtype=np.float64)
         n_stars, n_terms = self.design.shape
         if flux.shape != ivar.shape or flux.shape[0] != n_stars:
@@ -73,6 +75,7 @@ class ScatterNewton:
         self.block = int(block)
         self.precision = np.dtype(precision)
         self.cheap_change = float(cheap_change)
+        self.sub_block = max(int(sub_block), 1)
         rows, cols = np.triu_indices(n_terms)
         if terms is None:
             keys = list(zip(rows.tolist(), cols.tolist(), strict=True))
@@ -151,19 +154,11 @@ class ScatterNewton:
 
         return torch.cholesky_solve(torch.from_numpy(rhs[:, :, None]), factor)[:, :, 0].numpy()
 
-    def _refine(self, factor, w, theta, resid, keep, steps: int):
-        """``steps`` refinement steps θ ← θ + M⁻¹ Σ w r ℓ (r = resid in float64, updated in
-        place with θ)."""
-        import torch
-
-        design_t = torch.from_numpy(self.design).T
-        for _ in range(steps):
-            grad = (w * resid) @ self.design
-            if keep is not None:
-                grad *= keep
-            delta = self._solve(factor, grad)
-            theta += delta
-            torch.from_numpy(resid).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+    def _sub_blocks(self, nb: int):
+        """Row slices of at most ``sub_block`` rows: the element-wise chains of an evaluation
+        run on these, so that a slice's w, r, w r and w² r stay in the L2 cache from one
+        operation to the next (a 64-pixel block's arrays do not)."""
+        return [slice(i, min(i + self.sub_block, nb)) for i in range(0, nb, self.sub_block)]
 
     def _evaluate(self, s2, theta, resid, var, ivar, keep, second: bool = True,
                   precise: bool = False):
@@ -178,24 +173,37 @@ class ScatterNewton:
         is the least-squares solution; with a float32 M, from a nearby θ, its error is
         ~cond(M) × 1e-7 of the change).
         """
+        import torch
+
         nb = resid.shape[0]
         w = self._weights(s2, var, ivar)
         with self._lock:
             self.evaluated_pixels += nb
             self.flop += nb * self.flops_per_pixel(second)
         factor = self._normal_factor(w, keep, precise)
-        self._refine(factor, w, theta, resid, keep, 1)
-        q = w * resid                                                 # w r at θ̂
-        d1 = 0.5 * (np.vecdot(q, q) - w.sum(axis=1))
-        if not second:
-            return d1, None, factor, None
-        p = w * q                                                     # w² r
-        c = p @ self.design
-        if keep is not None:
-            c *= keep
-        y = self._solve(factor, c)                                    # M⁻¹ c = -dθ̂/ds²
-        d2 = 0.5 * np.vecdot(w, w) - np.vecdot(p, q) + np.vecdot(c, y)
-        return d1, d2, factor, -y
+        design_t = torch.from_numpy(self.design).T
+        d1 = np.empty(nb)
+        d2 = np.empty(nb) if second else None
+        slope = np.empty_like(theta) if second else None
+        for sl in self._sub_blocks(nb):
+            ws, rs, fs = w[sl], resid[sl], factor[sl]
+            grad = (ws * rs) @ self.design                            # Σ w r ℓ
+            if keep is not None:
+                grad *= keep[sl]
+            delta = self._solve(fs, grad)
+            theta[sl] += delta
+            torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+            q = ws * rs                                               # w r at θ̂
+            d1[sl] = 0.5 * (np.vecdot(q, q) - ws.sum(axis=1))
+            if second:
+                p = ws * q                                            # w² r
+                c = p @ self.design
+                if keep is not None:
+                    c *= keep[sl]
+                y = self._solve(fs, c)                                # M⁻¹ c = -dθ̂/ds²
+                d2[sl] = 0.5 * np.vecdot(ws, ws) - np.vecdot(p, q) + np.vecdot(c, y)
+                slope[sl] = -y
+        return d1, d2, factor, slope
 
     def _update(self, s2, theta, resid, var, ivar, keep, factor, slope, shift, contraction,
                 max_steps: int = 4):
@@ -208,37 +216,37 @@ class ScatterNewton:
         θ's size (or after ``max_steps``). Returns P' (B,) and whether θ converged (B,)."""
         import torch
 
+        nb = resid.shape[0]
         w = self._weights(s2, var, ivar)
-        with self._lock:
-            self.cheap_evaluations += w.shape[0]
         design_t = torch.from_numpy(self.design).T
-        delta = slope * shift[:, None]
-        theta += delta
-        torch.from_numpy(resid).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
-        scale = np.abs(theta).max(axis=1)
-        converged = np.zeros(w.shape[0], dtype=bool)
-        rows = np.arange(w.shape[0])                  # the rows still refined
-        ww, rr, th, fac = w, resid, theta, factor
-        for _ in range(max_steps):
-            grad = (ww * rr) @ self.design
-            if keep is not None:
-                grad *= keep[rows]
-            delta = self._solve(fac, grad)
+        d1 = np.empty(nb)
+        converged = np.zeros(nb, dtype=bool)
+        steps = 0
+        for sl in self._sub_blocks(nb):
+            ws, rs, th, fs = w[sl], resid[sl], theta[sl], factor[sl]
+            delta = slope[sl] * shift[sl, None]
             th += delta
-            torch.from_numpy(rr).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
-            with self._lock:
-                self.flop += rows.size * 4.0 * resid.shape[1] * self.design.shape[1]
-                self.update_steps += rows.size
-            if rr is not resid:
-                theta[rows], resid[rows] = th, rr
-            done = np.abs(delta).max(axis=1) * contraction[rows] <= 1e-10 * scale[rows]
-            converged[rows[done]] = True
-            rows = rows[~done]
-            if rows.size == 0:
-                break
-            ww, rr, th, fac = w[rows], resid[rows], theta[rows], factor[rows]
-        q = w * resid
-        return 0.5 * (np.vecdot(q, q) - w.sum(axis=1)), converged
+            torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+            limit = 1e-10 * np.abs(th).max(axis=1) / contraction[sl]
+            for _ in range(max_steps):
+                grad = (ws * rs) @ self.design
+                if keep is not None:
+                    grad *= keep[sl]
+                delta = self._solve(fs, grad)
+                th += delta
+                torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+                steps += th.shape[0]
+                done = np.abs(delta).max(axis=1) <= limit
+                if done.all():
+                    break
+            converged[sl] = done
+            q = ws * rs
+            d1[sl] = 0.5 * (np.vecdot(q, q) - ws.sum(axis=1))
+        with self._lock:
+            self.cheap_evaluations += nb
+            self.update_steps += steps
+            self.flop += steps * 4.0 * resid.shape[1] * self.design.shape[1]
+        return d1, converged
 
     def _solve_block(self, flux, ivar, keep, tolerance, loglike_tolerance, max_iter):
         """θ (B, P), s² (B,), ln L (B,) and the Newton iterations for one block; flux, ivar
