@@ -17,11 +17,12 @@ than the ivar-weighted fit.
 Two kinds of evaluation. A *full* one builds the weighted normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ
 (their P(P+1)/2 distinct entries are monomials of the labels of degree ≤ 2·order, fewer still:
 126 instead of 231 for the quadratic model in 5 labels, so one (monomials × stars) @
-(stars × pixels) product builds them) and factors them; θ is updated by one refinement step
+(stars × pixels) product builds them) and inverts them (by Cholesky: every later solve is a
+batched matrix-vector product); θ is updated by one refinement step
 θ ← θ + M⁻¹ Σ w r ℓ with r in float64 (exact: from any θ this is the least-squares solution).
 A *cheap* one, for a step that changes every weight by less than ``cheap_change`` (relative)
 since the pixel's last full evaluation, builds nothing: θ̂ at the new s² starts from the
-first-order prediction θ + (dθ̂/ds²) Δs² and is refined with the old factor (each step shrinks
+first-order prediction θ + (dθ̂/ds²) Δs² and is refined with the old inverse (each step shrinks
 the error by at most the largest relative weight change) until the error left is below 1e-10
 of θ's size; P'' is taken from the full evaluation. Near convergence the Newton steps are small,
 so most pixels need two full evaluations (s² = 0 and the moment estimate) and one cheap one.
