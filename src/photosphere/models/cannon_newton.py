@@ -116,8 +116,10 @@ class ScatterNewton:
         return 2.0 * n_stars * (self.n_monomials + (2 * refinements + int(second)) * n_terms)
 
     # ------------------------------------------------------------------ one block
-    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None, precise: bool):
-        """Inverses (B, P, P) (float64, by Cholesky) of the normal matrices for
+    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None, precise: bool,
+                       invert: bool = True):
+        """Inverses (B, P, P) (float64, by Cholesky; with ``invert`` False the Cholesky
+        factors, a torch tensor, for a single solve) of the normal matrices for
         weights w (B, n_stars) float64; the product in float64 if ``precise``, else in the
         ``precision`` dtype."""
         import torch
@@ -143,7 +145,7 @@ class ScatterNewton:
         # explicit inverses: every later solve is a batched matrix-vector product (0.2 µs
         # per pixel against ~1 µs for a LAPACK triangular solve pair through torch); their
         # error, ~cond(M) × 1e-16, is far below what the refinement steps need
-        return torch.cholesky_inverse(factor).numpy()
+        return torch.cholesky_inverse(factor).numpy() if invert else factor
 
     def _weights(self, s2, var, ivar):
         """w = 1/(s² + σ²) (B, n_stars) (0 where masked); s2 None: ivar itself."""
@@ -154,8 +156,13 @@ class ScatterNewton:
 
     @staticmethod
     def _solve(inverse, rhs):
-        """M⁻¹ rhs (B, P) for the inverses (B, P, P)."""
-        return np.matmul(inverse, rhs[:, :, None])[:, :, 0]
+        """M⁻¹ rhs (B, P) for the inverses (B, P, P) (or torch Cholesky factors)."""
+        if isinstance(inverse, np.ndarray):
+            return np.matmul(inverse, rhs[:, :, None])[:, :, 0]
+        import torch
+
+        return torch.cholesky_solve(torch.from_numpy(rhs[:, :, None]),
+                                    inverse)[:, :, 0].numpy()
 
     def _sub_blocks(self, nb: int):
         """Row slices of at most ``sub_block`` rows: the element-wise chains of an evaluation
@@ -183,7 +190,8 @@ class ScatterNewton:
         with self._lock:
             self.evaluated_pixels += nb
             self.flop += nb * self.flops_per_pixel(second)
-        factor = self._normal_factor(w, keep, precise)
+        # the s² = 0 build is used for one solve only: its Cholesky factor is enough
+        factor = self._normal_factor(w, keep, precise, invert=second)
         design_t = torch.from_numpy(self.design).T
         d1 = np.empty(nb)
         d2 = np.empty(nb) if second else None
