@@ -97,8 +97,6 @@ class ScatterNewton:
         self.monomials64 = np.ascontiguousarray(products.T)
         self.monomials = self.monomials64.astype(self.precision)
         self.rows, self.cols, self.inverse = rows, cols, inverse
-        # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
-        self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
         self.cheap_evaluations = 0
         self.update_steps = 0
@@ -387,8 +385,9 @@ class ScatterNewton:
             max_iter: int = 50, progress: bool = False, threads: int | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """θ (n_pix, P), s² (n_pix,), ln L (n_pix,) and a summary: the most Newton iterations
-        of a block, the pixel evaluations (one per pixel per normal-matrix build) and their
-        matrix-product flops.
+        of a block, the pixel evaluations (one per pixel per normal-matrix build), the cheap
+        (refinement-only) evaluations and their refinement steps per pixel, and the flops of
+        all matrix products.
 
         threads: blocks solved at once (default: the configured BLAS/torch thread count); each
         block runs on one thread, since its products are too small for threaded BLAS.
