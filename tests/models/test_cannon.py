@@ -242,6 +242,27 @@ def test_batched_inference_equals_one_at_a_time_and_multistart_never_worse(rng):
     assert np.all(batch.chi2 <= single.chi2 * (1 + 1e-9))
 
 
+def test_reported_chi2_and_labels_equal_a_direct_per_spectrum_solve(rng):
+    """The batched LM works on quadratic forms (T = θᵀWθ per spectrum); its χ² must equal the
+    direct Σ w (f - model)², and its labels a plain per-spectrum scipy least-squares fit."""
+    from scipy.optimize import least_squares
+
+    model, theta, s2, scaling, _ = trained(rng, n_train=400, n_pix=60)
+    _, flux, ivar = _test_set(rng, model, theta, s2, scaling, 5)
+    fit = model.infer_labels(flux, ivar)
+    w = ivar / (1 + model.s2_ * ivar)
+    direct = np.sum(w * (flux - model.predict(fit.labels)) ** 2, axis=1)
+    np.testing.assert_allclose(fit.chi2, direct, rtol=1e-9)
+    for i in range(5):
+        ref = least_squares(lambda lab, i=i: (flux[i] - model.predict(lab)) * np.sqrt(w[i]),
+                            fit.labels[i] + np.array([30.0, 0.05, 0.03]),
+                            x_scale=np.array([100.0, 0.1, 0.1]), xtol=1e-12, ftol=1e-12,
+                            gtol=1e-12)
+        assert 2 * ref.cost >= fit.chi2[i] * (1 - 1e-9)
+        assert np.all(np.abs(fit.labels[i] - ref.x) < 1e-3 * fit.sigma[i]), (
+            fit.labels[i], ref.x, fit.sigma[i])
+
+
 def test_bounds_poor_fit_and_spectrum_input(rng):
     model, theta, s2, scaling, _ = trained(rng, n_train=300, n_pix=50)
     labels, flux, ivar = _test_set(rng, model, theta, s2, scaling, 3)

@@ -321,7 +321,7 @@ class CannonModel:
     def infer_labels(self, flux: np.ndarray, ivar: np.ndarray, *,
                      wavelength: np.ndarray | None = None, n_starts: int = 3,
                      bounds: Mapping[str, tuple[float, float]] | None = None,
-                     max_iter: int = 100, chunk_size: int = 256,
+                     max_iter: int = 100, chunk_size: int = 1024,
                      poor_fit_chi2_reduced: float = 3.0) -> CannonLabelFit:
         """Labels of many spectra at once (batched Levenberg–Marquardt, analytic Jacobian).
 

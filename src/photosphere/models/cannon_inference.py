@@ -130,13 +130,17 @@ class _SpectrumForms:
         self.t[:, cols, rows] = self.flat
         wf = weight * flux
         self.u = wf @ theta                                          # (n, P)
-        self.c = np.einsum("bl,bl->b", wf, flux)                     # (n,)
+        self.c = np.vecdot(wf, flux)                                 # (n,)
 
-    def chi2(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T, u, c) of the spectra ``rows`` (one row per start point)."""
+        return self.t[rows], self.u[rows], self.c[rows]
+
+    def chi2(self, x: np.ndarray, t: np.ndarray, u: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """χ² (b,) at scaled labels x (b, k) of the spectra whose forms are (t, u, c)."""
         lv = polynomial.design_matrix(x, self.terms)
-        pairs = lv[:, self.rows] * lv[:, self.cols] * np.where(self.rows == self.cols, 1.0, 2.0)
-        return (self.c[rows] - 2 * np.einsum("bp,bp->b", lv, self.u[rows])
-                + np.einsum("bp,bp->b", pairs, self.flat[rows]))
+        tl = (t @ lv[:, :, None])[:, :, 0]
+        return c - 2 * np.vecdot(lv, u) + np.vecdot(lv, tl)
 
     def chi2_candidates(self, candidates: np.ndarray) -> np.ndarray:
         """(n, c) χ² of every spectrum at every candidate (scaled) label vector."""
@@ -145,12 +149,13 @@ class _SpectrumForms:
         pairs = lv[:, self.rows] * lv[:, self.cols] * np.where(self.rows == self.cols, 1.0, 2.0)
         return self.c[:, None] - 2 * self.u @ lv.T + self.flat @ pairs.T
 
-    def normal(self, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gauss–Newton Hessian JᵀWJ (b, k, k) and gradient JᵀW r (b, k) at scaled labels x."""
+    def normal(self, x: np.ndarray, t: np.ndarray, u: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Gauss–Newton Hessian JᵀWJ (b, k, k) and gradient JᵀW r (b, k) at scaled labels x,
+        for the spectra whose forms are (t, u)."""
         lv = polynomial.design_matrix(x, self.terms)                  # (b, P)
         dl = polynomial.design_jacobian(x, self.terms)                # (b, P, k)
-        t = self.t[rows]
-        resid = self.u[rows] - (t @ lv[:, :, None])[:, :, 0]          # θᵀW(f - θℓ)
+        resid = u - (t @ lv[:, :, None])[:, :, 0]                     # θᵀW(f - θℓ)
         h = np.swapaxes(dl, 1, 2) @ (t @ dl)
         g = (resid[:, None, :] @ dl)[:, 0, :]
         return h, g
@@ -168,7 +173,8 @@ def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
     """
     n = x.shape[0]
     x = np.clip(x, lo, hi)
-    chi2 = forms.chi2(x, rows)
+    t_all, u_all, c_all = forms.take(rows)
+    chi2 = forms.chi2(x, t_all, u_all, c_all)
     damping = np.full(n, 1e-3)
     converged = np.zeros(n, dtype=bool)
     n_iter = np.zeros(n, dtype=int)
@@ -178,12 +184,16 @@ def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
         if act.size == 0:
             break
         n_iter[act] += 1
-        h, g = forms.normal(x[act], rows[act])
+        if act.size == n:
+            t, u, c = t_all, u_all, c_all
+        else:
+            t, u, c = t_all[act], u_all[act], c_all[act]
+        h, g = forms.normal(x[act], t, u)
         diag = np.diagonal(h, axis1=1, axis2=2)
         a = h + (damping[act, None] * diag + 1e-12)[:, :, None] * eye
         step = np.linalg.solve(a, g[:, :, None])[:, :, 0]
         trial = np.clip(x[act] + step, lo, hi)
-        trial_chi2 = forms.chi2(trial, rows[act])
+        trial_chi2 = forms.chi2(trial, t, u, c)
         better = trial_chi2 <= chi2[act]
         moved = np.abs(trial - x[act]).max(axis=1)
         gain = chi2[act] - trial_chi2
@@ -198,17 +208,17 @@ def _levenberg_marquardt(forms: _SpectrumForms, x: np.ndarray, rows: np.ndarray,
 
 
 def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.ndarray,
-               hi: np.ndarray, *, n_starts: int = 3, max_iter: int = 100, chunk_size: int = 256,
+               hi: np.ndarray, *, n_starts: int = 3, max_iter: int = 100, chunk_size: int = 1024,
                poor_fit_chi2_reduced: float = 3.0, progress: bool = False) -> CannonLabelFit:
     """Batched multi-start LM fit; see :meth:`CannonModel.infer_labels` for the arguments."""
     terms = model.term_indices
     if np.isfinite(flux.sum()) and ivar.min() >= 0 and np.isfinite(ivar.max()):   # fewer passes
-        good = ivar > 0
+        n_pixels = np.count_nonzero(ivar, axis=1)            # ivar ≥ 0: nonzero = usable
     else:
         good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
         flux = np.where(good, flux, 1.0)
         ivar = np.where(good, ivar, 0.0)
-    n_pixels = np.count_nonzero(good, axis=1)
+        n_pixels = np.count_nonzero(good, axis=1)
     empty = n_pixels <= len(model.label_names)
     if empty.all():
         raise ModelError(
@@ -247,16 +257,15 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
             best_chi2[sl] = chi2[np.arange(m), best]
             conv[sl] = c[pick_rows]
             iters[sl] = it.reshape(m, n_starts).sum(axis=1)
-            h, _ = forms.normal(best_x[sl], np.arange(m))
+            h, _ = forms.normal(best_x[sl], forms.t, forms.u)
             try:
                 cov = np.linalg.inv(h)
             except np.linalg.LinAlgError:
                 cov = np.linalg.pinv(h)
             covariance[sl] = cov * np.outer(model.scales_, model.scales_)
     model_flux = polynomial.design_matrix(best_x, terms) @ model.theta_.T
-    # χ² recomputed directly (the quadratic form loses a few digits to cancellation)
-    resid = flux - model_flux
-    best_chi2 = np.einsum("bl,bl,bl->b", weight, resid, resid)
+    # best_chi2 is the quadratic form c - 2ℓ·u + ℓᵀTℓ: its cancellation (c ~ Σ w f² against
+    # χ² ~ n_pix) costs ~4 of float64's 16 digits, so it stays exact to ~1e-12 of χ²
 
     dof = np.maximum(n_pixels - k, 1)
     chi2_reduced = best_chi2 / dof

@@ -8,17 +8,25 @@ solution (M θ̂ = b, M = Σ w ℓℓᵀ), the profile log-likelihood P(s²) = l
     P'  = ½ Σ w² r² - ½ Σ w                                  (envelope theorem: θ̂ is optimal)
     P'' = -Σ w³ r² + ½ Σ w² + cᵀ M⁻¹ c,   c = Σ w² r ℓ         (θ̂ moves with s²: dθ̂/ds² = -M⁻¹c)
 
-so one evaluation (one weighted normal-equation build, the only large product) gives the exact
-Newton step. The search runs in t = ln s² from the moment estimate at s² = 0, each step kept
-inside the bracket that the signs of P' have established (bisection otherwise), until the step is
-below the tolerance; pixels whose P' ≤ 0 at s² = 0 keep s² = 0, and the best of the Newton point
-and s² = 0 is returned, so the result is never worse than the ivar-weighted fit.
+so one evaluation gives the exact Newton step. The search runs in t = ln s² from the moment
+estimate at s² = 0, each step kept inside the bracket that the signs of P' have established
+(bisection otherwise), until the step is below the tolerance; pixels whose P' ≤ 0 at s² = 0 keep
+s² = 0, and the best of the Newton point and s² = 0 is returned, so the result is never worse
+than the ivar-weighted fit.
 
-The normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ have P(P+1)/2 distinct entries, but these are
-monomials of the labels of degree ≤ 2·order, fewer still (126 instead of 231 for the quadratic
-model in 5 labels): one (monomials × stars) @ (stars × pixels) product per evaluation builds them.
-θ is updated by iterative refinement, θ ← θ + M⁻¹ Σ w r ℓ with r computed in float64, so M may
-be built in float32 (twice as fast) without losing float64 accuracy in θ.
+Two kinds of evaluation. A *full* one builds the weighted normal matrices M_λ = Σ_n w_nλ ℓ_n ℓ_nᵀ
+(their P(P+1)/2 distinct entries are monomials of the labels of degree ≤ 2·order, fewer still:
+126 instead of 231 for the quadratic model in 5 labels, so one (monomials × stars) @
+(stars × pixels) product builds them) and inverts them (by Cholesky: every later solve is a
+batched matrix-vector product); θ is updated by one refinement step
+θ ← θ + M⁻¹ Σ w r ℓ with r in float64 (exact: from any θ this is the least-squares solution).
+A *cheap* one, for a step that changes every weight by less than ``cheap_change`` (relative)
+since the pixel's last full evaluation, builds nothing: θ̂ at the new s² starts from the
+first-order prediction θ + (dθ̂/ds²) Δs² and is refined with the old inverse (each step shrinks
+the error by at most the largest relative weight change) until the error left is below 1e-10
+of θ's size; P'' is taken from the full evaluation. Near convergence the Newton steps are small,
+so most pixels need two full evaluations (s² = 0 and the moment estimate) and one cheap one.
+Blocks are pixel-major (pixels × stars), so every per-pixel sum is a contiguous dot product.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 
 from .._threads import single_threaded, thread_budget
 from ..errors import ModelError
+from .cannon_training import _sum_log
 
 LN10 = float(np.log(10.0))
 
@@ -43,13 +52,19 @@ class ScatterNewton:
     the distinct monomials of M (None: every product ℓ_i ℓ_j is its own column);
     term_mask: (n_pix, n_terms) bool or None (censoring: False terms are fixed at 0);
     block: pixels per block (the block's arrays should fit the CPU cache);
-    precision: dtype of the normal-matrix product, float32 or float64 (θ is float64 either way).
+    precision: dtype of the normal-matrix product of the Newton evaluations, float32 or float64
+    (θ is float64 either way: the first build, at s² = 0, is always float64 and later ones
+    start from a nearby θ, so one refinement step with float64 residuals corrects them);
+    cheap_change: largest relative weight change for which a Newton step is evaluated by
+    refinement from the last factor instead of a new normal-matrix build;
+    sub_block: rows per element-wise chain inside a block (their arrays should fit the L2).
     """
 
     def __init__(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                  terms: Sequence[tuple[int, ...]] | None = None,
                  term_mask: np.ndarray | None = None, block: int = 64,
-                 precision: type = np.float64):
+                 precision: type = np.float64, cheap_change: float = 0.1,
+                 sub_block: int = 16):
         self.design = np.ascontiguousarray(design, dtype=np.float64)
         n_stars, n_terms = self.design.shape
         if flux.shape != ivar.shape or flux.shape[0] != n_stars:
@@ -60,6 +75,8 @@ class ScatterNewton:
         self.term_mask = term_mask
         self.block = int(block)
         self.precision = np.dtype(precision)
+        self.cheap_change = float(cheap_change)
+        self.sub_block = max(int(sub_block), 1)
         rows, cols = np.triu_indices(n_terms)
         if terms is None:
             keys = list(zip(rows.tolist(), cols.tolist(), strict=True))
@@ -77,12 +94,12 @@ class ScatterNewton:
             inverse[k] = unique[key]
         products = self.design[:, rows[first]] * self.design[:, cols[first]]
         # (n_monomials, n_stars): M's distinct entries are monomials @ w
-        self.monomials = np.ascontiguousarray(products.T, dtype=self.precision)
-        self.design_t = np.ascontiguousarray(self.design.T)
+        self.monomials64 = np.ascontiguousarray(products.T)
+        self.monomials = self.monomials64.astype(self.precision)
         self.rows, self.cols, self.inverse = rows, cols, inverse
-        # the column of M's product entries that is Σ_n w_n (the constant term squared), if any
-        self._sum_w = int(inverse[0]) if terms is not None and tuple(terms[0]) == () else None
         self.evaluated_pixels = 0
+        self.cheap_evaluations = 0
+        self.update_steps = 0
         self.flop = 0.0
         self._lock = threading.Lock()
 
@@ -90,105 +107,236 @@ class ScatterNewton:
     def n_monomials(self) -> int:
         return self.monomials.shape[0]
 
-    def flops_per_pixel(self, second: bool = True) -> float:
+    def flops_per_pixel(self, second: bool = True, refinements: int = 1) -> float:
         """Floating-point operations of the matrix products of one evaluation of one pixel
-        (the normal-matrix build, the refinement, and with ``second`` the P'' product)."""
+        (the normal-matrix build, the refinement steps, and with ``second`` the P'' product)."""
         n_stars, n_terms = self.design.shape
-        refinements = 1 if self.precision == np.float64 else 2
         return 2.0 * n_stars * (self.n_monomials + (2 * refinements + int(second)) * n_terms)
 
     # ------------------------------------------------------------------ one block
-    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None):
-        """Cholesky factors (B, P, P) (torch, lower) of the normal matrices for weights w
-        (n_stars, B), and Σ_n w (B,)."""
+    def _normal_factor(self, w: np.ndarray, keep: np.ndarray | None, precise: bool,
+                       invert: bool = True):
+        """Inverses (B, P, P) (float64, by Cholesky; with ``invert`` False the Cholesky
+        factors, a torch tensor, for a single solve) of the normal matrices for
+        weights w (B, n_stars) float64; the product in float64 if ``precise``, else in the
+        ``precision`` dtype."""
         import torch
 
-        flat = (self.monomials @ w.astype(self.precision, copy=False)).T.astype(np.float64)
+        if precise or self.precision == np.float64:
+            flat = self.monomials64 @ w.T                                     # (n_mono, B)
+        else:
+            flat = self.monomials @ w.astype(self.precision).T
         n_terms = self.design.shape[1]
-        m = np.empty((w.shape[1], n_terms, n_terms))
-        m[:, self.rows, self.cols] = flat[:, self.inverse]
-        m[:, self.cols, self.rows] = flat[:, self.inverse]
+        m = np.empty((w.shape[0], n_terms, n_terms))
+        upper = flat[self.inverse].T                                         # (B, n_upper)
+        m[:, self.rows, self.cols] = upper
+        m[:, self.cols, self.rows] = upper
         if keep is not None:
             m *= keep[:, :, None] & keep[:, None, :]
             m[:, np.arange(n_terms), np.arange(n_terms)] += ~keep
         factor, info = torch.linalg.cholesky_ex(torch.from_numpy(m))
-        if bool((info != 0).any()):
+        if info.numpy().any():
             raise ModelError(
                 "the weighted normal equations are singular at some pixel: the training labels "
                 "or unmasked pixels do not constrain every polynomial term; use fewer terms "
                 "(lower order / no cross terms) or more training stars")
-        sum_w = w.sum(axis=0) if self._sum_w is None else flat[:, self._sum_w]
-        return factor, sum_w
+        # explicit inverses: every later solve is a batched matrix-vector product (0.2 µs
+        # per pixel against ~1 µs for a LAPACK triangular solve pair through torch); their
+        # error, ~cond(M) × 1e-16, is far below what the refinement steps need
+        return torch.cholesky_inverse(factor).numpy() if invert else factor
 
-    def _evaluate(self, s2, theta, resid, var, keep, second: bool = True):
-        """At scatter s2 (B,) from θ (P, B) with residuals resid (n_stars, B) of that θ, noise
-        variances var = 1/ivar (n_stars, B; inf where masked): the least-squares θ̂, its
-        residuals (both updated in place), P' and P'' (B,) (P'' None unless ``second``)."""
+    def _weights(self, s2, var, ivar):
+        """w = 1/(s² + σ²) (B, n_stars) (0 where masked); s2 None: ivar itself."""
+        if s2 is None:
+            return ivar
+        w = np.add(var, s2[:, None])
+        return np.reciprocal(w, out=w)
+
+    @staticmethod
+    def _solve(inverse, rhs):
+        """M⁻¹ rhs (B, P) for the inverses (B, P, P) (or torch Cholesky factors)."""
+        if isinstance(inverse, np.ndarray):
+            return np.matmul(inverse, rhs[:, :, None])[:, :, 0]
         import torch
 
-        w = var + s2
-        np.reciprocal(w, out=w)                                   # 1/(s² + σ²), 0 if masked
+        return torch.cholesky_solve(torch.from_numpy(rhs[:, :, None]),
+                                    inverse)[:, :, 0].numpy()
+
+    def _sub_blocks(self, nb: int):
+        """Row slices of at most ``sub_block`` rows: the element-wise chains of an evaluation
+        run on these, so that a slice's w, r, w r and w² r stay in the L2 cache from one
+        operation to the next (a 64-pixel block's arrays do not)."""
+        return [slice(i, min(i + self.sub_block, nb)) for i in range(0, nb, self.sub_block)]
+
+    def _evaluate(self, s2, theta, resid, var, ivar, keep, second: bool = True,
+                  precise: bool = False):
+        """One full evaluation of a block of B pixels at scatter s2 (B,) (None: s² = 0), from
+        θ (B, P) with residuals resid (B, n_stars) of that θ; var = 1/ivar (inf where masked),
+        ivar (B, n_stars). Updates θ to the least-squares θ̂(s²) and resid to its residuals
+        (in place) and returns P', P'' (B,) (None unless ``second``), M⁻¹ (B, P, P) and
+        dθ̂/ds² = -M⁻¹c (B, P) (None unless ``second``).
+
+        The normal matrices are built in the ``precision`` dtype (float64 if ``precise``); θ by
+        one refinement step with float64 residuals (exact with a float64 M: θ + M⁻¹ Σ w r ℓ
+        is the least-squares solution; with a float32 M, from a nearby θ, its error is
+        ~cond(M) × 1e-7 of the change).
+        """
+        import torch
+
+        nb = resid.shape[0]
+        w = self._weights(s2, var, ivar)
         with self._lock:
-            self.evaluated_pixels += w.shape[1]
-            self.flop += w.shape[1] * self.flops_per_pixel(second)
-        factor, sum_w = self._normal_factor(w, keep)
-        wr = np.empty_like(w)
-        for _ in range(1 if self.precision == np.float64 else 2):   # iterative refinement
-            np.multiply(w, resid, out=wr)
-            grad = self.design_t @ wr                             # Σ w r ℓ  (P, B)
+            self.evaluated_pixels += nb
+            self.flop += nb * self.flops_per_pixel(second)
+        # the s² = 0 build is used for one solve only: its Cholesky factor is enough
+        factor = self._normal_factor(w, keep, precise, invert=second)
+        design_t = torch.from_numpy(self.design).T
+        d1 = np.empty(nb)
+        d2 = np.empty(nb) if second else None
+        slope = np.empty_like(theta) if second else None
+        for sl in self._sub_blocks(nb):
+            ws, rs, fs = w[sl], resid[sl], factor[sl]
+            grad = (ws * rs) @ self.design                            # Σ w r ℓ
             if keep is not None:
-                grad *= keep.T
-            delta = torch.cholesky_solve(torch.from_numpy(grad.T[:, :, None]), factor)
-            delta = delta[:, :, 0].numpy().T
-            theta += delta
-            resid -= self.design @ delta
-        np.multiply(w, resid, out=wr)
-        wr2 = wr * wr
-        d1 = 0.5 * (wr2.sum(axis=0) - sum_w)
-        if not second:
-            return d1, None
-        w3r2 = np.einsum("nb,nb->b", wr2, w)
-        wr *= w                                                   # w² r
-        c = self.design_t @ wr
-        if keep is not None:
-            c *= keep.T
-        z = torch.linalg.solve_triangular(factor, torch.from_numpy(c.T[:, :, None]), upper=False)
-        d2 = 0.5 * np.einsum("nb,nb->b", w, w) - w3r2 + (z[:, :, 0] ** 2).sum(1).numpy()
-        return d1, d2
+                grad *= keep[sl]
+            delta = self._solve(fs, grad)
+            theta[sl] += delta
+            torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+            q = ws * rs                                               # w r at θ̂
+            d1[sl] = 0.5 * (np.vecdot(q, q) - ws.sum(axis=1))
+            if second:
+                p = ws * q                                            # w² r
+                c = p @ self.design
+                if keep is not None:
+                    c *= keep[sl]
+                y = self._solve(fs, c)                                # M⁻¹ c = -dθ̂/ds²
+                d2[sl] = 0.5 * np.vecdot(ws, ws) - np.vecdot(p, q) + np.vecdot(c, y)
+                slope[sl] = -y
+        return d1, d2, factor, slope
+
+    def _update(self, s2, theta, resid, var, ivar, keep, factor, slope, shift, contraction,
+                max_steps: int = 4):
+        """A cheap evaluation at s2 (B,) close to the s² of ``factor`` (the inverse normal
+        matrices of an earlier full evaluation): θ̂(s²) from the first-order
+        prediction θ + slope × shift (slope = dθ̂/ds² = -M⁻¹c there, shift = the change of s²),
+        then refinement steps θ ← θ + M⁻¹ Σ w r ℓ preconditioned with that factor; each
+        shrinks the error by at most ``contraction`` (B,) (the largest relative weight change,
+        plus the product's rounding), and they stop when the error left is below 1e-10 of
+        θ's size (or after ``max_steps``). Returns P' (B,) and whether θ converged (B,)."""
+        import torch
+
+        nb = resid.shape[0]
+        w = self._weights(s2, var, ivar)
+        design_t = torch.from_numpy(self.design).T
+        d1 = np.empty(nb)
+        converged = np.zeros(nb, dtype=bool)
+        steps = 0
+        for sl in self._sub_blocks(nb):
+            ws, rs, th, fs = w[sl], resid[sl], theta[sl], factor[sl]
+            delta = slope[sl] * shift[sl, None]
+            th += delta
+            torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+            limit = 1e-10 * np.abs(th).max(axis=1) / contraction[sl]
+            for _ in range(max_steps):
+                grad = (ws * rs) @ self.design
+                if keep is not None:
+                    grad *= keep[sl]
+                delta = self._solve(fs, grad)
+                th += delta
+                torch.from_numpy(rs).addmm_(torch.from_numpy(delta), design_t, alpha=-1.0)
+                steps += th.shape[0]
+                done = np.abs(delta).max(axis=1) <= limit
+                if done.all():
+                    break
+            converged[sl] = done
+            q = ws * rs
+            d1[sl] = 0.5 * (np.vecdot(q, q) - ws.sum(axis=1))
+        with self._lock:
+            self.cheap_evaluations += nb
+            self.update_steps += steps
+            self.flop += steps * 4.0 * resid.shape[1] * self.design.shape[1]
+        return d1, converged
 
     def _solve_block(self, flux, ivar, keep, tolerance, loglike_tolerance, max_iter):
-        nb = flux.shape[1]
+        """θ (B, P), s² (B,), ln L (B,) and the Newton iterations for one block; flux, ivar
+        (B, n_stars) float64 contiguous (flux is overwritten: it becomes the residuals)."""
+        nb = flux.shape[0]
         n_terms = self.design.shape[1]
-        theta = np.zeros((n_terms, nb))
-        resid = flux.copy()
-        zeros = np.zeros(nb)
+        theta = np.zeros((nb, n_terms))
+        resid = flux
         with np.errstate(divide="ignore"):
-            var = 1.0 / ivar
-        d1, _ = self._evaluate(zeros, theta, resid, var, keep, second=False)
-        theta0, resid0 = theta.copy(), resid.copy()
-        chi2_0 = np.einsum("nb,nb,nb->b", resid0, resid0, ivar)
+            var = np.reciprocal(ivar)
+        d1, _, _, _ = self._evaluate(None, theta, resid, var, ivar, keep, second=False,
+                                  precise=True)
+        theta0 = theta.copy()
+        chi2_0 = np.vecdot(resid * ivar, resid)
         # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² where P'(0) > 0
         active = d1 > 0
-        sum_ivar2 = np.einsum("nb,nb->b", ivar, ivar)
-        s2 = np.where(active, 2 * np.maximum(d1, 0) / np.maximum(sum_ivar2, 1e-300), 0.0)
-        t = np.log(np.where(active, s2, 1.0))
+        sum_ivar2 = np.vecdot(ivar, ivar)
+        with np.errstate(divide="ignore"):
+            t = np.log(np.where(active, 2 * d1 / np.maximum(sum_ivar2, 1e-300), 0.0))
         # t below which s² is negligible against every σ² (then s² = 0 is taken)
-        t_floor = np.log(1e-10 / np.maximum(ivar.max(axis=0), 1e-300))
+        iv_max = ivar.max(axis=1)
+        t_floor = np.log(1e-10 / np.maximum(iv_max, 1e-300))
         lo = np.full(nb, -np.inf)
         hi = np.full(nb, np.inf)
         max_step = 3.0
         iterations = 0
+        # per pixel: the factor, P'' (in s²) and dθ̂/ds² of its last full evaluation, the t at
+        # which θ is θ̂ now, and whether its last cheap evaluation left θ unconverged (then
+        # the next one is full); a step that changes the weights little is evaluated cheaply
+        factor = None
+        t_factor = np.full(nb, np.nan)
+        t_theta = np.full(nb, np.nan)
+        d2_factor = np.zeros(nb)
+        slope = np.zeros((nb, n_terms))
+        need_full = np.zeros(nb, dtype=bool)
         while active.any() and iterations < max_iter:
             iterations += 1
             idx = np.flatnonzero(active)
-            if idx.size > 0.75 * nb:   # most pixels: evaluate the block (converged ones stay put)
-                d1, d2 = self._evaluate(np.exp(t), theta, resid, var, keep)
-                d1, d2 = d1[idx], d2[idx]
-            else:                      # a few stragglers: evaluate copies of their columns
-                th, rs = theta[:, idx], resid[:, idx]
-                d1, d2 = self._evaluate(np.exp(t[idx]), th, rs, var[:, idx],
-                                        None if keep is None else keep[idx])
-                theta[:, idx], resid[:, idx] = th, rs
+            # largest relative weight change since the pixel's last full evaluation
+            with np.errstate(invalid="ignore", over="ignore"):
+                s_new, s_old = np.exp(t[idx]), np.exp(t_factor[idx])
+                change = np.abs(s_new - s_old) * iv_max[idx] / (
+                    1 + np.minimum(s_new, s_old) * iv_max[idx])
+            cheap = ~need_full[idx] & (change < self.cheap_change)
+            d1 = np.empty(idx.size)
+            d2 = np.empty(idx.size)
+            full = idx[~cheap]
+            if full.size:
+                if full.size > 0.75 * nb and not cheap.any():
+                    # most pixels: evaluate the whole block (finished ones stay put)
+                    f1, f2, fac, dth = self._evaluate(np.exp(t), theta, resid, var, ivar, keep)
+                    f1, f2, rows = f1[full], f2[full], slice(None)
+                else:
+                    th, rs = theta[full], resid[full]
+                    f1, f2, fac, dth = self._evaluate(
+                        np.exp(t[full]), th, rs, var[full], ivar[full],
+                        None if keep is None else keep[full])
+                    theta[full], resid[full] = th, rs
+                    rows = full
+                if factor is None:
+                    factor = np.empty((nb, n_terms, n_terms))
+                factor[rows] = fac
+                slope[rows] = dth
+                t_factor[full], d2_factor[full] = t[full], f2
+                d1[~cheap], d2[~cheap] = f1, f2
+            if cheap.any():
+                part = idx[cheap]
+                th, rs = theta[part], resid[part]
+                d1[cheap], ok = self._update(
+                    s_new[cheap], th, rs, var[part], ivar[part],
+                    None if keep is None else keep[part], factor[part], slope[part],
+                    s_new[cheap] - np.exp(t_theta[part]), change[cheap] + 1e-4)
+                theta[part], resid[part] = th, rs
+                d2[cheap] = d2_factor[part]            # P'' of the full evaluation
+            t_theta[idx] = t[idx]
+            need_full[idx] = False
+            if cheap.any() and not ok.all():   # θ not converged: a full evaluation next time
+                keep_rows = np.ones(idx.size, dtype=bool)
+                keep_rows[np.flatnonzero(cheap)[~ok]] = False
+                need_full[idx[~keep_rows]] = True
+                idx, d1, d2 = idx[keep_rows], d1[keep_rows], d2[keep_rows]
             s = np.exp(t[idx])
             g = s * d1                                            # dP/dt
             h = s * s * d2 + g                                    # d²P/dt²
@@ -206,27 +354,40 @@ class ScatterNewton:
                 np.abs(g * (new - t[idx])) < 2 * loglike_tolerance)
             to_zero = (new < t_floor[idx]) & (g < 0)
             t[idx] = np.where(done | to_zero, t[idx], new)
-            zero_idx = idx[to_zero & ~done]
-            t[zero_idx] = -np.inf
-            theta[:, zero_idx], resid[:, zero_idx] = theta0[:, zero_idx], resid0[:, zero_idx]
+            self._restore(idx[to_zero & ~done], t, theta, theta0, resid)
             active[idx[done | to_zero]] = False
         s2 = np.exp(t)
-        w = ivar / (1.0 + s2 * ivar)
-        chi2 = np.einsum("nb,nb,nb->b", resid, resid, w)
-        loglike = -0.5 * (chi2 + _sum_log_rows(1.0 + s2 * ivar, float(s2.max() * ivar.max())))
-        worse = loglike < -0.5 * chi2_0
-        s2[worse] = 0.0
-        theta[:, worse] = theta0[:, worse]
-        loglike[worse] = -0.5 * chi2_0[worse]
-        return theta.T, s2, loglike, iterations
+        loglike = -0.5 * chi2_0
+        pos = np.flatnonzero(s2 > 0)
+        if pos.size:
+            every = pos.size == nb
+            iv = ivar if every else ivar[pos]
+            rs = resid if every else resid[pos]
+            x = s2[pos, None] * iv
+            x += 1.0                                              # 1 + s² ivar = (s² + σ²) ivar
+            chi2 = np.vecdot(rs * (iv / x), rs)
+            loglike[pos] = -0.5 * (chi2 + _sum_log(x, float(s2[pos].max() * iv.max())))
+            worse = pos[loglike[pos] < -0.5 * chi2_0[pos]]
+            self._restore(worse, t, theta, theta0, resid)
+            s2[worse] = 0.0
+            loglike[worse] = -0.5 * chi2_0[worse]
+        return theta, s2, loglike, iterations
+
+    def _restore(self, rows, t, theta, theta0, resid):
+        """Back to s² = 0 at these rows of a block: θ̂(0) and its residuals."""
+        if rows.size:
+            resid[rows] += (theta[rows] - theta0[rows]) @ self.design.T
+            theta[rows] = theta0[rows]
+            t[rows] = -np.inf
 
     # ------------------------------------------------------------------ all pixels
     def run(self, tolerance_dex: float = 0.01, loglike_tolerance: float = 1e-4,
             max_iter: int = 50, progress: bool = False, threads: int | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """θ (n_pix, P), s² (n_pix,), ln L (n_pix,) and a summary: the most Newton iterations
-        of a block, the pixel evaluations (one per pixel per normal-matrix build) and their
-        matrix-product flops.
+        of a block, the pixel evaluations (one per pixel per normal-matrix build), the cheap
+        (refinement-only) evaluations and their refinement steps per pixel, and the flops of
+        all matrix products.
 
         threads: blocks solved at once (default: the configured BLAS/torch thread count); each
         block runs on one thread, since its products are too small for threaded BLAS.
@@ -240,11 +401,19 @@ class ScatterNewton:
         loglike = np.empty(n_pix)
         tol = tolerance_dex * LN10
 
+        buffers = threading.local()    # block copies, reused: a fresh copy per block costs
+        n_stars = self.flux.shape[0]   # page faults and runs ~3x slower than filling these
+
         def solve(start: int) -> int:
             sl = slice(start, min(start + self.block, n_pix))
+            nb = sl.stop - sl.start
             keep = None if self.term_mask is None else self.term_mask[sl]
-            flux = np.ascontiguousarray(self.flux[:, sl], dtype=np.float64)
-            ivar = np.ascontiguousarray(self.ivar[:, sl], dtype=np.float64)
+            if not hasattr(buffers, "flux"):
+                buffers.flux = np.empty((self.block, n_stars))
+                buffers.ivar = np.empty((self.block, n_stars))
+            flux, ivar = buffers.flux[:nb], buffers.ivar[:nb]
+            np.copyto(flux, self.flux[:, sl].T)
+            np.copyto(ivar, self.ivar[:, sl].T)
             theta[sl], s2[sl], loglike[sl], it = self._solve_block(
                 flux, ivar, keep, tol, loglike_tolerance, max_iter)
             return it
@@ -268,17 +437,8 @@ class ScatterNewton:
             "max_newton_iterations": max(iterations),
             "pixel_evaluations": self.evaluated_pixels,
             "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
+            "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
+            "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
             "flop": self.flop,
             "threads": threads}
 
-
-def _sum_log_rows(x: np.ndarray, largest: float) -> np.ndarray:
-    """Σ_n ln x_n along axis 0 of x (n_stars, B), x ≥ 1 and x ≤ 1 + largest, as logs of products
-    of k rows (one logarithm per k elements; k small enough that no product overflows)."""
-    n_stars = x.shape[0]
-    k = min(int(np.clip(280 / max(np.log10(1.0 + largest), 1e-3), 1, 64)), n_stars)
-    m = n_stars // k
-    total = np.log(np.multiply.reduce(x[:m * k].reshape(k, m, -1), axis=0)).sum(axis=0)
-    if m * k < n_stars:
-        total += np.log(x[m * k:]).sum(axis=0)
-    return total
