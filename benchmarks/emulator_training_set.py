@@ -19,23 +19,14 @@ import numpy as np
 import torch
 
 from photosphere._files import cache_dir
-from photosphere.grids.build import Journal
 from photosphere.grids.emulator import PCAGPEmulator
-from photosphere.grids.training_set import TRAINING_PRESETS, TrainingSet, WindowSampling
+from photosphere.grids.training_set import read_built
 
 
 def load(preset: str, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
     """(labels, flux, wavelength, spec) of the finished file, or of the journal so far."""
-    spec = TRAINING_PRESETS[preset]()
-    if path.is_file():
-        ts = TrainingSet(path)
-        return ts.labels, ts.flux.astype(float), ts.wavelength, ts.spec
-    journal = Journal(path, spec)
-    nodes = [journal.load(i) for i in sorted(journal.done())]
-    nodes = [n for n in nodes if not n.missing]
-    labels = spec.labels[[n.index for n in nodes]]
-    flux = np.stack([n.flux for n in nodes]).astype(float)
-    return labels, flux, WindowSampling.from_spec(spec).wavelength, spec
+    labels, flux, wave, spec, _ = read_built(preset, path)
+    return labels, flux, wave, spec
 
 
 def main() -> None:

@@ -200,3 +200,31 @@ def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, gri
         assert not hasattr(model, "predict_error_templates")
     with pytest.raises(ModelError, match="line calibration"):
         load_grid_model(str(path), line_strengths="table.ecsv")
+
+
+def test_grid_info_describes_an_emulator_and_its_calibration(tmp_path, emulator, capsys):
+    import json
+
+    from photosphere import cli
+    from photosphere.models.calibrated import LineCalibration, StarResiduals, write_calibration
+
+    path = emulator.save(tmp_path / "emu.h5")
+    assert cli.main(["grid", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["line_calibration"] is None and info["n_components"] == emulator.n_components_
+    assert info["windows"] == [[pytest.approx(emulator.wavelength[0]),
+                                pytest.approx(emulator.wavelength[-1])]]
+    n = len(emulator.wavelength)
+    star = StarResiduals("sun.fits", np.full(n, 0.9), np.full(n, 0.8), np.full(n, 1e4),
+                         {"teff": 5772.0})
+    write_calibration(path, LineCalibration.from_stars(emulator.wavelength, [star]))
+    assert cli.main(["grid", "info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated on 1 stars" in text and "sun.fits" in text
+
+
+def test_calibrate_stars_refuses_a_grid_file(grid_path, capsys):
+    from photosphere import cli
+
+    assert cli.main(["grid", "calibrate-stars", str(grid_path)]) == 2
+    assert "not an emulator" in capsys.readouterr().err

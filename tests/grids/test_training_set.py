@@ -221,3 +221,34 @@ def test_an_emulator_trained_on_a_training_set_predicts_held_out_spectra(tmp_pat
     expect = np.interp(emu.wavelength, held_wave, held_out)
     pred = emu.predict(torch.as_tensor(truth)).numpy()
     assert np.max(np.abs(pred - expect)) < 0.02
+
+
+def test_read_built_gives_the_journal_so_far_then_the_finished_file(tmp_path, monkeypatch):
+    from photosphere.grids import training_set
+    from photosphere.grids.training_set import read_built
+
+    monkeypatch.setitem(training_set.TRAINING_PRESETS, "test-ts",
+                        lambda: small(n_samples=12))
+    out = tmp_path / "ts.h5"
+    calls = {"n": 0}
+
+    def dies_after_six(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 12:  # two windows per spectrum: six spectra done
+            raise KeyboardInterrupt
+        return synthesize(*args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_grid(small(n_samples=12), out, synthesizer=dies_after_six,
+                   scheduler="synchronous", progress=False)
+    labels, flux, wave, spec, planned = read_built("test-ts", out)
+    assert planned == 12 and len(labels) == 6 and flux.shape == (6, len(wave))
+    np.testing.assert_allclose(labels, spec.labels[:6])
+    build_grid(small(n_samples=12), out, synthesizer=synthesize, scheduler="synchronous",
+               progress=False)
+    labels, flux, wave, spec, planned = read_built("test-ts", out)
+    assert planned == 12 and len(labels) == 12
+    with pytest.raises(GridError, match="no training-set preset"):
+        read_built("nonsense", out)
+    with pytest.raises(GridError, match="build it with"):
+        read_built("test-ts", tmp_path / "never.h5")

@@ -42,6 +42,10 @@ def _cmd_grid_info(args: argparse.Namespace) -> int:
         info = TrainingSet(path).info()
         emit(args, info, _training_set_text(info))
         return 0
+    if _is_emulator(path):
+        info = _emulator_info(path)
+        emit(args, info, _emulator_text(info))
+        return 0
     with GridStore.open(path) as store:  # opening checks the structure (store._check_structure)
         info = store.info()
         if args.check:
@@ -53,6 +57,52 @@ def _cmd_grid_info(args: argparse.Namespace) -> int:
             "absent (a grid written before checksums existed: structure checked only)"))
     emit(args, info, text)
     return 0
+
+
+def _is_emulator(path) -> bool:
+    from pathlib import Path
+
+    from ..grids.emulator import FORMAT
+    from ..grids.store import hdf5_format
+
+    return Path(path).is_file() and hdf5_format(Path(path)) == FORMAT
+
+
+def _emulator_info(path) -> dict[str, Any]:
+    """An emulator file's summary, coverage and line calibration (if any)."""
+    from ..grids.load import load_emulator
+    from ..ops.grid import log_uniform_runs
+
+    model = load_emulator(path)
+    base = getattr(model, "base", model)
+    _, runs = log_uniform_runs(np.asarray(base.wavelength, float))
+    info = {**base.summary(), "path": str(path), "medium": base.medium,
+            "windows": [[float(base.wavelength[a]), float(base.wavelength[b - 1])]
+                        for a, b in runs]}
+    calibration = getattr(model, "calibration", None)
+    info["line_calibration"] = None if calibration is None else calibration.summary()
+    return info
+
+
+def _emulator_text(info: dict[str, Any]) -> str:
+    lines = [f"emulator: {info['path']} ({info['kind']}), {info['n_components']} components "
+             f"from {info['n_training_nodes']} spectra; leave-one-out |error| median "
+             f"{info['loo_abs_error_median']:.4f}, 95 % {info['loo_abs_error_p95']:.4f}"]
+    for name, (lo, hi) in info["bounds"].items():
+        lines.append(f"  {name:<10} {lo:g} .. {hi:g}")
+    windows = ", ".join(f"{lo:.0f}-{hi:.0f}" for lo, hi in info["windows"])
+    lines.append(f"windows:      {windows} Å ({info['medium']}), {info['n_pixels']} px")
+    cal = info["line_calibration"]
+    if cal is None:
+        lines.append("line data:    as synthesised (no calibration on real stars; "
+                     "`photosphere grid calibrate-stars` makes one)")
+    else:
+        lines.append(f"line data:    calibrated on {len(cal['stars'])} stars: "
+                     f"{cal['changed_fraction']:.1%} of pixels changed (log10 c 5-95 %: "
+                     f"{cal['log10_exponent_p5_p95'][0]:+.3f} to "
+                     f"{cal['log10_exponent_p5_p95'][1]:+.3f}), {cal['masked_fraction']:.1%} "
+                     f"masked; stars: {', '.join(cal['stars'])}")
+    return "\n".join(lines)
 
 
 def _training_set_text(info: dict[str, Any]) -> str:
@@ -156,10 +206,27 @@ def _cmd_grid_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_grid_emulator_train(args: argparse.Namespace) -> int:
-    from ..grids.emulator import train_emulator
+    from ..errors import ModelError
+    from ..grids.emulator import PCAGPEmulator, train_emulator
 
-    em = train_emulator(args.grid, args.output, n_components=args.components,
-                        n_iter=args.iterations)
+    if (args.grid is None) == (args.preset is None):
+        raise ModelError("give a grid or training-set file, or --preset NAME (a training set "
+                         "built with `photosphere grid build --preset NAME`), not both")
+    if args.preset is not None:
+        from ..grids.training_set import read_built
+
+        labels, flux, wavelength, spec, planned = read_built(args.preset)
+        if not args.json:
+            print(f"training on {len(labels)} spectra of the {planned} of preset "
+                  f"{args.preset!r}" + ("" if len(labels) + 32 >= planned else
+                                        " (its build is not finished: the spectra so far)"),
+                  file=sys.stderr)
+        em = PCAGPEmulator(n_components=args.components, n_iter=args.iterations).fit_arrays(
+            labels, flux, label_names=spec.label_names, wavelength=wavelength, bounds=spec.box)
+        em.save(args.output)
+    else:
+        em = train_emulator(args.grid, args.output, n_components=args.components,
+                            n_iter=args.iterations)
     s = {**em.summary(), "path": str(args.output)}
     emit(args, s, f"wrote {args.output}: {s['n_components']} components, "
                   f"{s['n_training_nodes']} nodes; leave-one-out |error| median "
@@ -260,7 +327,10 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     esub.required = True
     p = esub.add_parser("train", help="train an emulator from a grid file; report its "
                         "leave-one-out error")
-    p.add_argument("grid", help="grid HDF5 file")
+    p.add_argument("grid", nargs="?", help="grid or training-set HDF5 file")
+    p.add_argument("--preset", help="instead of a file: the training set of this preset (e.g. "
+                                    "optical) in the photosphere cache, finished or as far as "
+                                    "its build has got")
     p.add_argument("-o", "--output", required=True, help="output emulator HDF5 file")
     p.add_argument("--components", type=int, help="PCA components (default: 99.99%% variance)")
     p.add_argument("--iterations", type=int, default=150, help="hyperparameter optimiser steps")

@@ -408,3 +408,33 @@ TRAINING_PRESETS = {
         # stars are near solar, yet the metal-poor tail must be covered down to -4
         warps={"feh": ((0.0, 0.10, 0.25, 1.0), (-4.0, -2.5, -1.5, 0.5))}),
 }
+
+
+def read_built(preset: str, path: str | Path | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, TrainingSetSpec, int]:
+    """A preset's spectra as built so far: ``(labels (n, L), flux (n, n_pix), wavelength
+    (n_pix,) Å, spec, n_planned)`` from the finished file at ``path`` (default: the preset's
+    output in the photosphere cache) or, while its build runs, from the spectra journalled in
+    ``PATH.partial/nodes`` (spectra without a model atmosphere left out)."""
+    from .._files import cache_dir
+    from .build import Journal
+
+    if preset not in TRAINING_PRESETS:
+        raise GridError(f"no training-set preset {preset!r}; choose from "
+                        f"{', '.join(TRAINING_PRESETS)}")
+    spec = TRAINING_PRESETS[preset]()
+    path = Path(path) if path is not None else cache_dir("grids") / f"{preset}.h5"
+    if path.is_file():
+        ts = TrainingSet(path)  # spectra without a model atmosphere are already left out
+        return (ts.labels, np.asarray(ts.flux, float), ts.wavelength, ts.spec,
+                len(ts.labels) + ts.n_missing)
+    journal = Journal(path, spec)
+    nodes = [journal.load(i) for i in sorted(journal.done())]
+    nodes = [n for n in nodes if not n.missing]
+    if len(nodes) < 2:
+        raise GridError(f"the {preset!r} training set has {len(nodes)} spectra built at {path} "
+                        f"(or its .partial journal); build it with `photosphere grid build "
+                        f"--preset {preset}` first")
+    labels = spec.labels[[n.index for n in nodes]]
+    flux = np.stack([n.flux for n in nodes]).astype(float)
+    return labels, flux, WindowSampling.from_spec(spec).wavelength, spec, len(spec.labels)
