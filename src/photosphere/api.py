@@ -40,7 +40,7 @@ def load_model(model: str | os.PathLike | None = None):
     file: a grid, an emulator or a Cannon model, told apart by its ``format`` attribute; a
     ``.pt`` file or the name of a shipped network: the network checkpoint (for :func:`predict`).
     An emulator file holding a line calibration (``photosphere grid calibrate-stars``) gives the
-    calibrated model (:class:`~photosphere.models.calibrated.CalibratedModel`).
+    calibrated model (:class:`~photosphere.grids.calibrated.CalibratedModel`).
     """
     from .grids.load import load_grid_model
 

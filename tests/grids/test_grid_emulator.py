@@ -183,8 +183,8 @@ def test_scattered_labels_in_five_dimensions_are_emulated():
 
 def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, grid_path, emulator):
     import photosphere
+    from photosphere.grids.calibrated import CalibratedModel, LineCalibration, write_calibration
     from photosphere.grids.load import load_grid_model
-    from photosphere.models.calibrated import CalibratedModel, LineCalibration, write_calibration
 
     path = emulator.save(tmp_path / "emu.h5")
     assert isinstance(load_grid_model(str(path)), PCAGPEmulator)
@@ -206,7 +206,7 @@ def test_grid_info_describes_an_emulator_and_its_calibration(tmp_path, emulator,
     import json
 
     from photosphere import cli
-    from photosphere.models.calibrated import LineCalibration, StarResiduals, write_calibration
+    from photosphere.grids.calibrated import LineCalibration, StarResiduals, write_calibration
 
     path = emulator.save(tmp_path / "emu.h5")
     assert cli.main(["grid", "info", str(path), "--json"]) == 0

@@ -451,10 +451,10 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
     from ..benchmark.engines import resolution_of
     from ..benchmark.stars import default_stars_dir
     from ..errors import ModelError
+    from ..grids.calibrated import CalibratedModel, write_calibration
     from ..grids.emulator import PCAGPEmulator
     from ..infer.batch import prepare_spectrum
     from ..infer.line_calibration import calibrate_lines
-    from ..models.calibrated import CalibratedModel, write_calibration
 
     model = load_model(args.model)
     if isinstance(model, CalibratedModel):

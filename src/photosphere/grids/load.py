@@ -43,8 +43,8 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
 
 def load_emulator(path: str | Path):
     """The emulator in ``path``, with its line calibration applied when the file holds one
-    (:class:`~photosphere.models.calibrated.CalibratedModel`)."""
-    from ..models.calibrated import CalibratedModel, has_calibration, read_calibration
+    (:class:`~photosphere.grids.calibrated.CalibratedModel`)."""
+    from .calibrated import CalibratedModel, has_calibration, read_calibration
     from .emulator import PCAGPEmulator
 
     em = PCAGPEmulator.load(path)

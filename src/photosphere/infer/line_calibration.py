@@ -1,4 +1,4 @@
-"""Measure a :class:`~photosphere.models.calibrated.LineCalibration` on real stars.
+"""Measure a :class:`~photosphere.grids.calibrated.LineCalibration` on real stars.
 
 Each calibration star is fitted with the protocol for real spectra (spline continuum, clipping,
 R from the file) with its reference Teff, log g and [Fe/H] held fixed; what the model still
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitError
-from ..models.calibrated import C_KMS, LineCalibration, StarResiduals
+from ..grids.calibrated import C_KMS, LineCalibration, StarResiduals
 
 #: labels held at the reference values in a calibration fit
 REFERENCE_LABELS = ("teff", "logg", "feh")

@@ -8,8 +8,7 @@ import torch
 
 from analytic_model import AnalyticModel, simulate
 from photosphere.errors import CheckpointError, ModelError
-from photosphere.infer.line_calibration import calibrate_lines, star_residuals
-from photosphere.models.calibrated import (
+from photosphere.grids.calibrated import (
     CalibratedModel,
     LineCalibration,
     StarResiduals,
@@ -17,6 +16,7 @@ from photosphere.models.calibrated import (
     read_calibration,
     write_calibration,
 )
+from photosphere.infer.line_calibration import calibrate_lines, star_residuals
 
 
 class TooStrong(AnalyticModel):
