@@ -66,3 +66,28 @@ def test_reference_outside_the_box():
                 reference={"teff": (3228.0, 60.0), "logg": (5.09, 0.05), "feh": (-0.4, 0.1)})
     assert reference_flags(cool, box) == ["ref_outside=teff,logg"]
     assert reference_flags(cool, {}) == []
+
+
+def test_the_fit_engine_judges_a_calibrated_model_without_the_star(tmp_path, monkeypatch):
+    """A model calibrated on real stars (``without``) is used without the judged star."""
+    from analytic_model import AnalyticModel, simulate
+    from photosphere.benchmark.engines import FitEngine
+
+    left_out = []
+
+    class Calibrated(AnalyticModel):
+        def without(self, star):
+            left_out.append(star)
+            return self
+
+    truth = {"teff": 5600.0, "logg": 4.2, "feh": -0.1, "rv": 0.0}
+    spec, _ = simulate(AnalyticModel(), truth, np.linspace(5005, 5095, 4000), snr=200.0)
+    monkeypatch.setattr("photosphere.infer.batch.prepare_spectrum", lambda path: spec)
+    star = Star(star="S", file="s.txt", path=tmp_path / "s.txt", instrument="I",
+                resolution=60000.0,
+                reference={"teff": (5600.0, 50.0), "logg": (4.2, 0.1), "feh": (-0.1, 0.1)})
+    engine = FitEngine()
+    engine._model = Calibrated()
+    estimate = engine(star)
+    assert left_out == ["s.txt"]
+    assert abs(estimate.labels["teff"][0] - 5600.0) < 100.0
