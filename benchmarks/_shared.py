@@ -64,7 +64,7 @@ def environment() -> dict:
         "cores": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
     }
-    for name in ("numpy", "scipy", "torch"):
+    for name in ("numpy", "scipy", "torch", "numba"):
         module = sys.modules.get(name)
         if module is not None:
             record[f"{name}_version"] = getattr(module, "__version__", "?")

@@ -321,7 +321,6 @@ def solve_block(flux, ivar_all, normal0, start, nb, keep_all, has_keep, design, 
     the matrix products, and keep the most Newton iterations of a block. Returns 0, or SINGULAR.
     """
     n_terms, n_stars = design_t.shape
-    n_pix = flux.shape[1]
     n_mono = monomials_t.shape[1]
     chunk = max(min(chunk, nb), 1)
     work = np.empty(8, dtype=np.int32)

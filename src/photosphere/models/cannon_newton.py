@@ -492,10 +492,10 @@ class ScatterNewton:
         def solve(task: tuple[int, int]) -> int:
             worker, start = task
             return cannon_kernel.solve_block(
-                flux, ivar, normal0, start, min(self.block, n_pix - start), keep, has_keep, self.design,
-                design_t, monomials_t, inverse, rows, cols, float(tolerance), float(loglike_tolerance),
-                int(max_iter), self.cheap_change, self.sub_block, theta, s2, loglike,
-                counters[worker])
+                flux, ivar, normal0, start, min(self.block, n_pix - start), keep, has_keep,
+                self.design, design_t, monomials_t, inverse, rows, cols, float(tolerance),
+                float(loglike_tolerance), int(max_iter), self.cheap_change, self.sub_block,
+                theta, s2, loglike, counters[worker])
 
         tasks = [(k % threads, start) for k, start in enumerate(starts)]
         with single_threaded():
