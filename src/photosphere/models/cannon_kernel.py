@@ -96,6 +96,32 @@ if AVAILABLE:
                _ptr(scalars[1:]), _ptr(c), _ptr(work[5:]))
 
 
+@_jit()
+def input_summary(flux, ivar):
+    """One pass over the training arrays (n_stars, n_pix) for CannonModel.fit's checks: the
+    smallest ivar (NaN if any is NaN), whether every flux and every ivar is finite, and per
+    pixel the stars usable after cleaning (ivar > 0, finite ivar and flux) (n_pix,) int64."""
+    n_stars, n_pix = flux.shape
+    lowest = 0.0
+    has_nan = False
+    flux_finite = True
+    ivar_finite = True
+    n_valid = np.zeros(n_pix, dtype=np.int64)
+    for s in range(n_stars):
+        for p in range(n_pix):
+            iv = ivar[s, p]
+            f = flux[s, p]
+            ok_f = math.isfinite(f)
+            ok_iv = math.isfinite(iv)
+            flux_finite &= ok_f
+            ivar_finite &= ok_iv
+            has_nan |= iv != iv
+            if iv < lowest:                     # -inf included, NaN not
+                lowest = iv
+            n_valid[p] += ok_f and ok_iv and iv > 0
+    return (np.nan if has_nan else lowest), flux_finite, ivar_finite, n_valid
+
+
 @_jit(_FAST)
 def _subtract_rows(at, d, r):
     """r[n] -= Σ_j d[j] at[j, n] (one pixel's residual change for a θ step d)."""
