@@ -27,6 +27,10 @@ the error by at most the largest relative weight change) until the error left is
 of θ's size; P'' is taken from the full evaluation. Near convergence the Newton steps are small,
 so most pixels need two full evaluations (s² = 0 and the moment estimate) and one cheap one.
 Blocks are pixel-major (pixels × stars), so every per-pixel sum is a contiguous dot product.
+
+With numba installed, :meth:`ScatterNewton.run` runs each block through the compiled kernel of
+:mod:`photosphere.models.cannon_kernel` (same evaluations and decisions, the element-wise chains
+and the bookkeeping compiled); the array code below is the fallback (``engine="numpy"``).
 """
 
 from __future__ import annotations
@@ -409,7 +413,10 @@ class ScatterNewton:
         all matrix products.
 
         threads: blocks solved at once (default: the configured BLAS/torch thread count); each
-        block runs on one thread, since its products are too small for threaded BLAS.
+        block runs on one thread, since its products are too small for threaded BLAS (the
+        compiled kernel releases the GIL, so its blocks run in parallel on Python threads).
+        The summary also names the ``engine`` that ran; the numba engine counts only the
+        builds it makes (the NumPy code also counts finished pixels of whole-block builds).
         """
         from tqdm.auto import tqdm
 
