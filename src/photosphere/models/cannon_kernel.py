@@ -1,5 +1,6 @@
 """The compiled (numba) kernel of :class:`photosphere.models.cannon_newton.ScatterNewton`: the whole
-s² Newton search of one block of pixels in one call, float64 throughout.
+s² Newton search of one block of pixels in one call (from the normal matrices at s² = 0, one
+product for all pixels made by the caller), float64 throughout.
 
 Same algorithm, same decisions as the NumPy path (that module's docstring): every Newton
 iteration evaluates the block's active pixels together, fully (normal matrices from the distinct
@@ -7,7 +8,8 @@ label monomials, Cholesky factor, one refinement step of θ, P', P'', dθ̂/ds²
 (θ̂ predicted to first order and refined with the last factor). What is compiled is everything
 between the matrix products: each pixel's element-wise chain (weights, w r, the sums of P' and
 P'', the residual update) is one loop over its stars, the 21 × 21 factorisations, solves and the
-Newton bookkeeping are scalar loops, and nothing is allocated per iteration. The products that
+Newton bookkeeping are scalar loops, and no array is allocated per iteration but two scalars
+for each BLAS call. The products that
 need many pixels to be efficient stay BLAS products over the pixels of a set — the normal
 matrices (pixels × stars) @ (stars × monomials), Σ w r ℓ (pixels × stars) @ (stars × terms), the
 residual change (pixels × terms) @ (terms × stars) — called from the kernel through SciPy's
