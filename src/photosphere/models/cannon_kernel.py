@@ -9,9 +9,8 @@ label monomials, Cholesky factor, one refinement step of θ, P', P'', dθ̂/ds²
 between the matrix products: each pixel's element-wise chain (weights, w r, the sums of P' and
 P'', the residual update) is one loop over its stars, the 21 × 21 factorisations, solves and the
 Newton bookkeeping are scalar loops, and no array is allocated per iteration but two scalars
-for each BLAS call. The products that
-need many pixels to be efficient stay BLAS products over the pixels of a set — the normal
-matrices (pixels × stars) @ (stars × monomials), Σ w r ℓ (pixels × stars) @ (stars × terms), the
+for each BLAS call. The products that need many pixels to be efficient stay BLAS products over
+the pixels of a set — the normal matrices (pixels × stars) @ (stars × monomials), Σ w r ℓ (pixels × stars) @ (stars × terms), the
 residual change (pixels × terms) @ (terms × stars) — called from the kernel through SciPy's
 BLAS (``scipy.linalg.cython_blas.dgemm``). A pixel's refinement steps stop as soon as its own θ
 has converged (the NumPy path refines a slice of pixels until all of them have).
