@@ -10,10 +10,11 @@ between the matrix products: each pixel's element-wise chain (weights, w r, the 
 P'', the residual update) is one loop over its stars, the 21 × 21 factorisations, solves and the
 Newton bookkeeping are scalar loops, and no array is allocated per iteration but two scalars
 for each BLAS call. The products that need many pixels to be efficient stay BLAS products over
-the pixels of a set — the normal matrices (pixels × stars) @ (stars × monomials), Σ w r ℓ (pixels × stars) @ (stars × terms), the
-residual change (pixels × terms) @ (terms × stars) — called from the kernel through SciPy's
-BLAS (``scipy.linalg.cython_blas.dgemm``). A pixel's refinement steps stop as soon as its own θ
-has converged (the NumPy path refines a slice of pixels until all of them have).
+the pixels of a set — the normal matrices (pixels × stars) @ (stars × monomials), Σ w r ℓ
+(pixels × stars) @ (stars × terms), the residual change (pixels × terms) @ (terms × stars) —
+called from the kernel through SciPy's BLAS (``scipy.linalg.cython_blas.dgemm``). A pixel's
+refinement steps stop as soon as its own θ has converged (the NumPy path refines a slice of
+pixels until all of them have).
 
 numba is optional: :data:`AVAILABLE` says whether it (and this kernel) could be loaded; without
 it the NumPy path is used. The functions are compiled on the first call and cached on disk
