@@ -496,13 +496,19 @@ class ScatterNewton:
             normal0 = self.monomials64 @ ivar
         self.flop += 2.0 * normal0.size * n_stars
 
+        # work space of each worker, reused from block to block
+        chunk = min(self.sub_block, self.block)
+        spaces = [(*(np.empty((self.block, n_stars)) for _ in range(3)),
+                   *(np.empty((chunk, n_stars)) for _ in range(3)),
+                   np.empty((self.block, n_terms, n_terms))) for _ in range(threads)]
+
         def solve(task: tuple[int, int]) -> int:
             worker, start = task
             return cannon_kernel.solve_block(
                 flux, ivar, normal0, start, min(self.block, n_pix - start), keep, has_keep,
                 self.design, design_t, monomials_t, inverse, rows, cols, float(tolerance),
-                float(loglike_tolerance), int(max_iter), self.cheap_change, self.sub_block,
-                theta, s2, loglike, counters[worker])
+                float(loglike_tolerance), int(max_iter), self.cheap_change, theta, s2, loglike,
+                counters[worker], *spaces[worker])
 
         tasks = [(k % threads, start) for k, start in enumerate(starts)]
         with single_threaded():
