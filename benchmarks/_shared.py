@@ -29,7 +29,7 @@ SHARED = Path(os.environ.get("PHOTOSPHERE_SHARED_DATA",
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_VERBOSE",
                   "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                   "MKL_DEBUG_CPU_TYPE", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
-                  "GOTO_NUM_THREADS", "BLIS_NUM_THREADS")
+                  "GOTO_NUM_THREADS", "BLIS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def thread_env(threads: int, base: dict | None = None) -> dict:
@@ -37,7 +37,8 @@ def thread_env(threads: int, base: dict | None = None) -> dict:
     variable set to ``threads``; kernel-forcing variables are passed through unchanged (they
     are recorded, and the kernels they select are compared)."""
     env = dict(os.environ if base is None else base)
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
         env[name] = str(threads)
     return env
 
@@ -64,7 +65,7 @@ def environment() -> dict:
         "cores": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
     }
-    for name in ("numpy", "scipy", "torch"):
+    for name in ("numpy", "scipy", "torch", "numba"):
         module = sys.modules.get(name)
         if module is not None:
             record[f"{name}_version"] = getattr(module, "__version__", "?")

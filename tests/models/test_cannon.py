@@ -306,6 +306,42 @@ def test_save_load_round_trip(rng, tmp_path):
         CannonModel.load(bogus)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_ivar_and_flux_checks_in_both_paths(rng, monkeypatch, compiled):
+    """Negative, NaN or -inf ivar is refused; non-finite flux and +inf ivar are masked (the
+    result equals training with those values masked by hand). ``compiled``: the checks by the
+    numba pass (when numba is installed) or by the NumPy reductions."""
+    from photosphere.models import cannon_kernel
+
+    if compiled and not cannon_kernel.AVAILABLE:
+        pytest.skip("numba is not installed")
+    if not compiled:
+        monkeypatch.setattr(cannon_kernel, "AVAILABLE", False)
+    _, theta, s2, scaling, _ = trained(rng, n_train=100, n_pix=10)
+    labels, flux, ivar = draw(rng, theta, s2, 100, scaling)
+    for bad in (-1.0, np.nan, -np.inf):
+        wrong = ivar.copy()
+        wrong[3, 2] = bad
+        with pytest.raises(ModelError, match="ivar has negative or NaN values"):
+            CannonModel(NAMES).fit(labels, flux, wrong)
+    dirty_flux, dirty_ivar = flux.copy(), ivar.copy()
+    dirty_flux[5, 1], dirty_flux[6, 2] = np.nan, np.inf
+    dirty_ivar[8, 3] = np.inf
+    clean_ivar = ivar.copy()
+    clean_ivar[5, 1] = clean_ivar[6, 2] = clean_ivar[8, 3] = 0.0
+    clean_flux = flux.copy()
+    clean_flux[5, 1] = clean_flux[6, 2] = 1.0
+    dirty = CannonModel(NAMES).fit(labels, dirty_flux, dirty_ivar)
+    clean = CannonModel(NAMES).fit(labels, clean_flux, clean_ivar)
+    np.testing.assert_array_equal(dirty.theta_, clean.theta_)
+    np.testing.assert_array_equal(dirty.s2_, clean.s2_)
+    masked = ivar.copy()
+    masked[:95, 4] = 0                       # 5 usable stars, 10 terms
+    masked[95:, 4] = np.inf                  # ... of which none after cleaning: still refused
+    with pytest.raises(ModelError, match=r"pixel 4 .*with 0"):
+        CannonModel(NAMES).fit(labels, flux, masked)
+
+
 def test_bad_input_is_refused_with_clear_errors(rng):
     model, theta, s2, scaling, _ = trained(rng, n_train=100, n_pix=10)
     labels, flux, ivar = draw(rng, theta, s2, 100, scaling)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from photosphere.models import polynomial
+from photosphere.errors import ModelError
+from photosphere.models import cannon_kernel, polynomial
 from photosphere.models.cannon_newton import ScatterNewton
 
 
@@ -149,3 +150,62 @@ def test_blocks_on_several_threads_give_the_same_result(rng):
     assert one[3]["pixel_evaluations"] == two[3]["pixel_evaluations"]
     # the single-thread limit is lifted afterwards
     assert (torch.get_num_threads(), [lib["num_threads"] for lib in threadpool_info()]) == before
+
+
+# ---------------------------------------------------------------- the compiled kernel (numba)
+needs_numba = pytest.mark.skipif(not cannon_kernel.AVAILABLE,
+                                 reason="numba is not installed: the NumPy path is used")
+
+
+@needs_numba
+@pytest.mark.parametrize("censored", [False, True])
+def test_numba_kernel_equals_the_numpy_path(rng, censored):
+    """Same seeded problem, both engines: ln L within the search tolerance at every pixel (here
+    both make the same decisions, so s², θ and ln L agree to rounding), θ the exact weighted
+    least-squares solution at the returned s² either way."""
+    terms, a, flux, ivar = _data(rng, n_stars=400, n_pix=70)
+    keep = None
+    if censored:
+        keep = np.ones((70, len(terms)), dtype=bool)
+        keep[::3] = ~np.array([1 in t for t in terms])         # label 1 censored
+    fast = ScatterNewton(a, flux, ivar, terms, keep, block=32, engine="numba")
+    slow = ScatterNewton(a, flux, ivar, terms, keep, block=32, engine="numpy")
+    t_fast, s_fast, l_fast, info_fast = fast.run()
+    t_slow, s_slow, l_slow, info_slow = slow.run()
+    assert (info_fast["engine"], info_slow["engine"]) == ("numba", "numpy")
+    np.testing.assert_allclose(l_fast, l_slow, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(l_fast, l_slow, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(s_fast > 0, s_slow > 0)
+    np.testing.assert_allclose(s_fast, s_slow, rtol=1e-7)
+    np.testing.assert_allclose(t_fast, t_slow, rtol=1e-8, atol=1e-10)
+    for pix in range(0, 70, 7):
+        exact_theta, exact_ll = _profile(a, flux[:, pix], ivar[:, pix], s_fast[pix],
+                                         None if keep is None else keep[pix])
+        np.testing.assert_allclose(t_fast[pix], exact_theta, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(l_fast[pix], exact_ll, rtol=1e-10)
+    if censored:
+        assert np.all(t_fast[::3][:, [1 in t for t in terms]] == 0)
+    # the kernel builds no normal matrix the NumPy path does not (it skips finished pixels)
+    assert info_fast["pixel_evaluations"] <= info_slow["pixel_evaluations"]
+    assert info_fast["max_newton_iterations"] == info_slow["max_newton_iterations"]
+
+
+@needs_numba
+def test_numba_kernel_reports_singular_normal_equations(rng):
+    _, a, flux, ivar = _data(rng, n_pix=3)
+    a = a.copy()
+    a[:, 2] = 0.0                              # a term that nothing constrains: M singular
+    for engine in ("numba", "numpy"):          # (terms=None: M from the columns themselves)
+        with pytest.raises(ModelError, match="singular"):
+            ScatterNewton(a, flux, ivar, None, engine=engine).run()
+
+
+def test_engine_choice_and_fallback(rng, monkeypatch):
+    terms, a, flux, ivar = _data(rng, n_pix=2)
+    with pytest.raises(ModelError, match="engine must be one of"):
+        ScatterNewton(a, flux, ivar, terms, engine="fortran")
+    assert ScatterNewton(a, flux, ivar, terms, precision=np.float32).engine == "numpy"
+    monkeypatch.setattr(cannon_kernel, "AVAILABLE", False)      # as without numba
+    assert ScatterNewton(a, flux, ivar, terms).engine == "numpy"
+    with pytest.raises(ModelError, match="needs the numba package"):
+        ScatterNewton(a, flux, ivar, terms, engine="numba")

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import CheckpointError, ModelError
-from . import polynomial
+from . import cannon_kernel, polynomial
 from .cannon_inference import FLAG_AT_BOUND, FLAG_NOT_CONVERGED, CannonLabelFit, fit_labels
 from .cannon_newton import ScatterNewton
 from .cannon_training import PixelSolver, optimise_scatter
@@ -198,14 +198,20 @@ class CannonModel:
             raise ModelError(
                 f"flux and ivar must both have shape (n_stars={n_stars}, n_pix); got flux "
                 f"{flux.shape} and ivar {ivar.shape}")
-        lowest, highest = ivar.min(initial=0.0), ivar.max(initial=0.0)   # NaN propagates
+        n_valid = None
+        if cannon_kernel.AVAILABLE and flux.flags.c_contiguous and ivar.flags.c_contiguous:
+            # the checks below in one compiled pass over both arrays
+            lowest, flux_finite, ivar_finite, n_valid = cannon_kernel.input_summary(flux, ivar)
+        else:
+            lowest, highest = ivar.min(initial=0.0), ivar.max(initial=0.0)   # NaN propagates
+            flux_finite, ivar_finite = bool(np.isfinite(flux.sum())), bool(np.isfinite(highest))
         if np.isnan(lowest) or lowest < 0:
             raise ModelError("ivar has negative or NaN values; use ivar = 0 for bad pixels")
-        if not np.isfinite(flux.sum()):
+        if not flux_finite:
             bad_flux = ~np.isfinite(flux)
             ivar = np.where(bad_flux, 0.0, ivar)
             flux = np.where(bad_flux, 1.0, flux)
-        if not np.isfinite(highest):
+        if not ivar_finite:
             ivar = np.where(np.isfinite(ivar), ivar, 0.0)
         n_pix = flux.shape[1]
         if wavelength is not None:
@@ -220,7 +226,8 @@ class CannonModel:
                 f"{n_stars} training stars cannot constrain {n_terms} terms per pixel "
                 f"({len(self.label_names)} labels, order {self.order}); use at least {n_terms} "
                 "stars (many more in practice) or a lower order / fewer cross terms")
-        n_valid = (ivar > 0).sum(axis=0)
+        if n_valid is None:
+            n_valid = (ivar > 0).sum(axis=0)
         empty = np.flatnonzero(n_valid < n_terms)
         if empty.size:
             where = (f" at {wavelength[empty[0]]:.3f} Å" if wavelength is not None else "")

@@ -27,6 +27,10 @@ the error by at most the largest relative weight change) until the error left is
 of θ's size; P'' is taken from the full evaluation. Near convergence the Newton steps are small,
 so most pixels need two full evaluations (s² = 0 and the moment estimate) and one cheap one.
 Blocks are pixel-major (pixels × stars), so every per-pixel sum is a contiguous dot product.
+
+With numba installed, :meth:`ScatterNewton.run` runs each block through the compiled kernel of
+:mod:`photosphere.models.cannon_kernel` (same evaluations and decisions, the element-wise chains
+and the bookkeeping compiled); the array code below is the fallback (``engine="numpy"``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ import numpy as np
 
 from .._threads import single_threaded, thread_budget
 from ..errors import ModelError
+from . import cannon_kernel
 from .cannon_training import _sum_log
+
+ENGINES = ("auto", "numba", "numpy")
 
 LN10 = float(np.log(10.0))
 
@@ -57,14 +64,18 @@ class ScatterNewton:
     start from a nearby θ, so one refinement step with float64 residuals corrects them);
     cheap_change: largest relative weight change for which a Newton step is evaluated by
     refinement from the last factor instead of a new normal-matrix build;
-    sub_block: rows per element-wise chain inside a block (their arrays should fit the L2).
+    sub_block: rows per element-wise chain inside a block (their arrays should fit the L2);
+    engine: "numba" (the compiled kernel of :mod:`photosphere.models.cannon_kernel`: each
+    pixel's evaluations fused into loops over its stars, float64 only), "numpy" (the batched
+    array code of this module), or "auto": numba when it is installed and ``precision`` is
+    float64, else numpy. Both give the same s², θ and ln L within the search tolerance.
     """
 
     def __init__(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                  terms: Sequence[tuple[int, ...]] | None = None,
                  term_mask: np.ndarray | None = None, block: int = 64,
                  precision: type = np.float64, cheap_change: float = 0.1,
-                 sub_block: int = 16):
+                 sub_block: int = 16, engine: str = "auto"):
         self.design = np.ascontiguousarray(design, dtype=np.float64)
         n_stars, n_terms = self.design.shape
         if flux.shape != ivar.shape or flux.shape[0] != n_stars:
@@ -77,6 +88,18 @@ class ScatterNewton:
         self.precision = np.dtype(precision)
         self.cheap_change = float(cheap_change)
         self.sub_block = max(int(sub_block), 1)
+        if engine not in ENGINES:
+            raise ModelError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "numba" and not cannon_kernel.AVAILABLE:
+            raise ModelError("engine='numba' needs the numba package (pip install numba); "
+                             "use engine='numpy' or 'auto'")
+        if engine == "numba" and self.precision != np.float64:
+            raise ModelError(f"engine='numba' computes in float64 only, got precision="
+                             f"{self.precision}; use engine='numpy' for float32 products")
+        if engine == "auto":
+            engine = ("numba" if cannon_kernel.AVAILABLE and self.precision == np.float64
+                      else "numpy")
+        self.engine = engine
         rows, cols = np.triu_indices(n_terms)
         if terms is None:
             keys = list(zip(rows.tolist(), cols.tolist(), strict=True))
@@ -390,7 +413,10 @@ class ScatterNewton:
         all matrix products.
 
         threads: blocks solved at once (default: the configured BLAS/torch thread count); each
-        block runs on one thread, since its products are too small for threaded BLAS.
+        block runs on one thread, since its products are too small for threaded BLAS (the
+        compiled kernel releases the GIL, so its blocks run in parallel on Python threads).
+        The summary also names the ``engine`` that ran; the numba engine counts only the
+        builds it makes (the NumPy code also counts finished pixels of whole-block builds).
         """
         from tqdm.auto import tqdm
 
@@ -421,6 +447,8 @@ class ScatterNewton:
         threads = thread_budget() if threads is None else max(int(threads), 1)
         starts = range(0, n_pix, self.block)
         bar = tqdm(total=len(starts), desc="Cannon training", disable=not progress, leave=False)
+        if self.engine == "numba":
+            return self._run_compiled(starts, threads, tol, loglike_tolerance, max_iter, bar)
         iterations = [0]
         with single_threaded():
             if threads == 1:
@@ -440,5 +468,84 @@ class ScatterNewton:
             "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
             "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
             "flop": self.flop,
-            "threads": threads}
+            "threads": threads,
+            "engine": "numpy"}
+
+    def _run_compiled(self, starts, threads, tolerance, loglike_tolerance, max_iter, bar):
+        """:meth:`run` with the numba kernel, one call per block (several blocks at once on
+        ``threads`` threads: the kernel releases the GIL)."""
+        from threadpoolctl import threadpool_limits
+
+        n_stars, n_pix = self.flux.shape
+        n_terms = self.design.shape[1]
+        flux = np.ascontiguousarray(self.flux, dtype=np.float64)
+        ivar = np.ascontiguousarray(self.ivar, dtype=np.float64)
+        has_keep = self.term_mask is not None
+        keep = (np.ascontiguousarray(self.term_mask, dtype=bool) if has_keep
+                else np.ones((1, n_terms), dtype=bool))
+        design_t = np.ascontiguousarray(self.design.T)
+        monomials_t = np.ascontiguousarray(self.monomials64.T)
+        inverse = self.inverse.astype(np.int64)
+        rows, cols = self.rows.astype(np.int64), self.cols.astype(np.int64)
+        theta = np.empty((n_pix, n_terms))
+        s2 = np.empty(n_pix)
+        loglike = np.empty(n_pix)
+        counters = np.zeros((threads, 5))
+        # the normal matrices at s² = 0 (weights ivar) of all pixels: one large product
+        with threadpool_limits(limits=threads, user_api="blas"):
+            normal0 = self.monomials64 @ ivar
+        self.flop += 2.0 * normal0.size * n_stars
+
+        # work space of each worker, reused from block to block
+        chunk = min(self.sub_block, self.block)
+        spaces = [(*(np.empty((self.block, n_stars)) for _ in range(3)),
+                   *(np.empty((chunk, n_stars)) for _ in range(3)),
+                   np.empty((self.block, n_terms, n_terms))) for _ in range(threads)]
+
+        def solve(task: tuple[int, int]) -> int:
+            worker, start = task
+            return cannon_kernel.solve_block(
+                flux, ivar, normal0, start, min(self.block, n_pix - start), keep, has_keep,
+                self.design, design_t, monomials_t, inverse, rows, cols, float(tolerance),
+                float(loglike_tolerance), int(max_iter), self.cheap_change, theta, s2, loglike,
+                counters[worker], *spaces[worker])
+
+        tasks = [(k % threads, start) for k, start in enumerate(starts)]
+        with single_threaded():
+            if threads == 1:
+                status = []
+                for task in tasks:
+                    status.append(solve(task))
+                    bar.update()
+            else:
+                # one worker per counter row: blocks are dealt round-robin to fixed workers
+                def worker(k: int) -> list[int]:
+                    out = []
+                    for task in tasks[k::threads]:
+                        out.append(solve(task))
+                        bar.update()
+                    return out
+
+                with ThreadPoolExecutor(threads) as pool:
+                    status = [x for part in pool.map(worker, range(threads)) for x in part]
+        bar.close()
+        if any(status):
+            raise ModelError(
+                "the weighted normal equations are singular at some pixel: the training labels "
+                "or unmasked pixels do not constrain every polynomial term; use fewer terms "
+                "(lower order / no cross terms) or more training stars")
+        total = counters.sum(axis=0)
+        self.evaluated_pixels = int(total[0])
+        self.cheap_evaluations = int(total[1])
+        self.update_steps = int(total[2])
+        self.flop += float(total[3])
+        return theta, s2, loglike, {
+            "max_newton_iterations": int(counters[:, 4].max()),
+            "pixel_evaluations": self.evaluated_pixels,
+            "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
+            "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
+            "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
+            "flop": self.flop,
+            "threads": threads,
+            "engine": "numba"}
 
