@@ -228,3 +228,27 @@ def test_calibrate_stars_refuses_a_grid_file(grid_path, capsys):
 
     assert cli.main(["grid", "calibrate-stars", str(grid_path)]) == 2
     assert "not an emulator" in capsys.readouterr().err
+
+
+def test_calibrate_stars_writes_a_calibration_into_the_emulator(tmp_path, shared_data, capsys):
+    """End to end on one real star (the UVES Sun) with a small analytic emulator around it."""
+    import json
+
+    from photosphere import cli
+    from photosphere.grids.calibrated import read_calibration
+
+    if not (shared_data / "stars" / "labels.csv").is_file():
+        pytest.skip("the benchmark's stars are absent")
+    grid = build_small(tmp_path / "sunlike.h5",
+                       axes={"teff": (5500.0, 6000.0), "logg": (4.0, 4.5), "feh": (-0.5, 0.0)})
+    torch.manual_seed(0)
+    path = PCAGPEmulator(n_iter=20).fit(grid).save(tmp_path / "emu.h5")
+    assert cli.main(["grid", "calibrate-stars", str(path), "--stars", "uves_sun",
+                     "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stars"] == ["../optical/uves_sun_norm.txt"]
+    cal = read_calibration(path)
+    assert cal.star_names == ("../optical/uves_sun_norm.txt",)
+    assert np.all(np.isfinite(cal.exponent))
+    assert cal.exponent.shape == PCAGPEmulator.load(path).wavelength.shape
+    assert cal.stars[0].labels["teff"] == pytest.approx(5772.0)

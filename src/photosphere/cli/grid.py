@@ -468,8 +468,12 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
               and all(model.bounds[k][0] <= s.reference[k][0] <= model.bounds[k][1]
                       for k in ("teff", "logg") if k in model.bounds)]
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(chosen, desc="calibrating line data", unit="star", disable=args.json)
+
     def jobs():
-        for s in chosen:
+        for s in bar:
             spectrum = prepare_spectrum(str(s.path))
             resolution, _ = resolution_of(spectrum, s)
             yield (s.file, spectrum, {k: v[0] for k, v in s.reference.items()},
@@ -477,7 +481,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
 
     def say(message: str) -> None:
         if not args.json:
-            print(message, file=sys.stderr, flush=True)
+            tqdm.write(message, file=sys.stderr)
 
     calibration = calibrate_lines(model, jobs(), progress=say)
     write_calibration(args.model, calibration)
