@@ -118,19 +118,23 @@ def test_build_writes_a_training_set_and_resumes(tmp_path, monkeypatch):
         build_grid(spec, out, synthesizer=synthesize, scheduler="synchronous", progress=False)
 
 
-def test_killed_build_keeps_finished_spectra(tmp_path, monkeypatch):
-    out = tmp_path / "ts.h5"
+def _killed_build(spec, out, n_done):
+    """Build ``spec`` and interrupt it (Ctrl-C) once ``n_done`` spectra are synthesised."""
     calls = {"n": 0}
 
-    def dies_after_three(*args, **kwargs):
+    def dies_after(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] > 6:  # two windows per spectrum: three spectra done
+        if calls["n"] > n_done * len(spec.windows):  # one synthesis per window
             raise KeyboardInterrupt
         return synthesize(*args, **kwargs)
 
     with pytest.raises(KeyboardInterrupt):
-        build_grid(small(), out, synthesizer=dies_after_three, scheduler="synchronous",
-                   progress=False)
+        build_grid(spec, out, synthesizer=dies_after, scheduler="synchronous", progress=False)
+
+
+def test_killed_build_keeps_finished_spectra(tmp_path, monkeypatch):
+    out = tmp_path / "ts.h5"
+    _killed_build(small(), out, n_done=3)
     assert not out.exists()
     log = tmp_path / "calls.txt"
     monkeypatch.setenv("PHOTOSPHERE_TEST_CALL_LOG", str(log))
@@ -230,17 +234,7 @@ def test_read_built_gives_the_journal_so_far_then_the_finished_file(tmp_path, mo
     monkeypatch.setitem(training_set.TRAINING_PRESETS, "test-ts",
                         lambda: small(n_samples=12))
     out = tmp_path / "ts.h5"
-    calls = {"n": 0}
-
-    def dies_after_six(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 12:  # two windows per spectrum: six spectra done
-            raise KeyboardInterrupt
-        return synthesize(*args, **kwargs)
-
-    with pytest.raises(KeyboardInterrupt):
-        build_grid(small(n_samples=12), out, synthesizer=dies_after_six,
-                   scheduler="synchronous", progress=False)
+    _killed_build(small(n_samples=12), out, n_done=6)
     labels, flux, wave, spec, planned = read_built("test-ts", out)
     assert planned == 12 and len(labels) == 6 and flux.shape == (6, len(wave))
     np.testing.assert_allclose(labels, spec.labels[:6])

@@ -42,7 +42,6 @@ import torch
 
 from ..errors import CheckpointError, ModelError
 
-C_KMS = 299_792.458
 #: model depth (1 - f) below which a pixel carries no information on its line strength
 MIN_DEPTH = 0.02
 #: weight of the prior c = 1, in units of one star at depth 0.1 and S/N 100

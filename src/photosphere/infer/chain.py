@@ -357,7 +357,7 @@ class ObservationChain:
         if model_mask is None or not np.any(model_mask):
             return np.zeros(len(wave), bool)
         rv = 0.5 * (self.rv_bounds[0] + self.rv_bounds[1])
-        rest = np.asarray(wave, float) / math.sqrt((1 + rv / C_KMS) / (1 - rv / C_KMS))
+        rest = np.asarray(wave, float) / doppler.doppler_factor(rv)
         return np.interp(rest, self.model_wavelength, np.asarray(model_mask, float),
                          left=0.0, right=0.0) > 0
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitError
-from ..grids.calibrated import C_KMS, LineCalibration, StarResiduals
+from ..grids.calibrated import LineCalibration, StarResiduals
+from ..ops.doppler import doppler_factor
 
 #: labels held at the reference values in a calibration fit
 REFERENCE_LABELS = ("teff", "logg", "feh")
@@ -25,7 +26,7 @@ def _rest_frame(model_wavelength: np.ndarray, wave: np.ndarray, values: np.ndarr
                 rv: float) -> np.ndarray:
     """``values`` at observed ``wave`` (model medium) moved to the model's pixels at ``rv``;
     NaN outside the observed span and where a value is NaN."""
-    rest = wave / np.sqrt((1 + rv / C_KMS) / (1 - rv / C_KMS))
+    rest = wave / doppler_factor(rv)
     out = np.interp(model_wavelength, rest, values, left=np.nan, right=np.nan)
     # no value across a gap between segments or masked stretches wider than 3 observed pixels
     step = np.median(np.diff(rest)) if len(rest) > 1 else np.inf

@@ -461,15 +461,17 @@ class ScatterNewton:
                         iterations.append(it)
                         bar.update()
         bar.close()
-        return theta, s2, loglike, {
-            "max_newton_iterations": max(iterations),
-            "pixel_evaluations": self.evaluated_pixels,
-            "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
-            "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
-            "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
-            "flop": self.flop,
-            "threads": threads,
-            "engine": "numpy"}
+        return theta, s2, loglike, self._summary(max(iterations), n_pix, threads, "numpy")
+
+    def _summary(self, max_iterations: int, n_pix: int, threads: int, engine: str
+                 ) -> dict[str, object]:
+        """The search's counters per pixel, as both engines report them."""
+        return {"max_newton_iterations": max_iterations,
+                "pixel_evaluations": self.evaluated_pixels,
+                "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
+                "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
+                "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
+                "flop": self.flop, "threads": threads, "engine": engine}
 
     def _run_compiled(self, starts, threads, tolerance, loglike_tolerance, max_iter, bar):
         """:meth:`run` with the numba kernel, one call per block (several blocks at once on
@@ -539,13 +541,6 @@ class ScatterNewton:
         self.cheap_evaluations = int(total[1])
         self.update_steps = int(total[2])
         self.flop += float(total[3])
-        return theta, s2, loglike, {
-            "max_newton_iterations": int(counters[:, 4].max()),
-            "pixel_evaluations": self.evaluated_pixels,
-            "evaluations_per_pixel": self.evaluated_pixels / max(n_pix, 1),
-            "cheap_evaluations_per_pixel": self.cheap_evaluations / max(n_pix, 1),
-            "refinement_steps_per_pixel": self.update_steps / max(n_pix, 1),
-            "flop": self.flop,
-            "threads": threads,
-            "engine": "numba"}
+        return theta, s2, loglike, self._summary(int(counters[:, 4].max()), n_pix, threads,
+                                                 "numba")
 
