@@ -36,7 +36,8 @@ def read(path: str | os.PathLike, **kwargs: Any) -> Spectrum | EchelleSpectrum:
 def load_model(model: str | os.PathLike | None = None):
     """A model by path or name.
 
-    None, ``"grid"`` or ``"default"``: the embedded default grid (a GridInterpolator); an HDF5
+    None, ``"grid"`` or ``"default"``: the embedded default grid (a GridInterpolator);
+    ``"optical"``: the shipped optical emulator calibrated on real stars; an HDF5
     file: a grid, an emulator or a Cannon model, told apart by its ``format`` attribute; a
     ``.pt`` file or the name of a shipped network: the network checkpoint (for :func:`predict`).
     An emulator file holding a line calibration (``photosphere grid calibrate-stars``) gives the
@@ -46,6 +47,10 @@ def load_model(model: str | os.PathLike | None = None):
 
     if model is None or str(model) in MODEL_NAMES:
         return load_grid_model()
+    from .grids.load import SHIPPED_MODELS
+
+    if str(model) in SHIPPED_MODELS and not Path(model).exists():
+        return load_grid_model(str(model))
     path = Path(model)
     if not path.exists() and path.suffix in (".h5", ".hdf5"):
         raise MissingFileError(f"model file {path} does not exist; pass a grid, emulator or "

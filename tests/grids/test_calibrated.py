@@ -13,6 +13,8 @@ from photosphere.grids.calibrated import (
     LineCalibration,
     StarResiduals,
     has_calibration,
+    same_star,
+    star_aliases,
     read_calibration,
     write_calibration,
 )
@@ -94,6 +96,24 @@ def test_leave_one_out_equals_a_calibration_without_that_star():
     np.testing.assert_array_equal(loo.mask, direct.mask)
     assert full.without("not a star") is full
     assert loo.star_names == ("s0", "s2")
+
+
+def test_stars_are_told_apart_by_name_not_by_file():
+    """One star in several spectra (the Sun from HARPS and UVES, Aldebaran at high and low
+    resolution) is one star: leaving it out removes every spectrum of it."""
+    assert star_aliases("alf Tau / Aldebaran (K5 III)") == {"alftau", "aldebaran"}
+    assert star_aliases("HD009826 (MILES 0063)") == {"hd9826"}
+    assert same_star("Sun (light reflected by Ganymede)", "Sun")
+    assert same_star("alf Tau (MILES 0157)", "alf Tau / Aldebaran (K5 III)")
+    assert not same_star("HD 22072 (G7 IV)", "HD 220009 (MILES 0874)")
+    assert not same_star("Gl 15 B (MILES 0012)", "Gl 15 A")
+    wave = np.linspace(5000, 5010, 50)
+    rng = np.random.default_rng(4)
+    names = ["Sun (light reflected by Ganymede)", "Procyon (F5 IV-V)", "Sun"]
+    stars = [StarResiduals(n, 1 - rng.random(50) * 0.5, 1 - rng.random(50) * 0.5,
+                           np.full(50, 1e4), {"teff": 5000.0}) for n in names]
+    loo = LineCalibration.from_stars(wave, stars).without("Sun")
+    assert loo.star_names == ("Procyon (F5 IV-V)",)
 
 
 def test_the_calibration_round_trips_through_a_model_file(tmp_path):

@@ -202,6 +202,25 @@ def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, gri
         load_grid_model(str(path), line_strengths="table.ecsv")
 
 
+def test_the_shipped_optical_model_is_loaded_by_name(tmp_path, emulator, monkeypatch):
+    """``fit --grid optical`` / ``load_model("optical")``: the emulator shipped in the package's
+    data folder; an installation without it says which commands make it."""
+    import photosphere
+    from photosphere.errors import MissingFileError
+    from photosphere.grids import load
+
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path)
+    with pytest.raises(MissingFileError, match="grid build --preset optical"):
+        load.load_grid_model("optical")
+    (tmp_path / "emulators").mkdir()
+    emulator.save(tmp_path / "emulators" / "optical.h5")
+    for model in (load.load_grid_model("optical"), photosphere.load_model("optical")):
+        assert isinstance(model, PCAGPEmulator)
+        np.testing.assert_allclose(model.wavelength, emulator.wavelength)
+    with pytest.raises(ModelError, match="no shipped model"):
+        load.shipped_model_path("infrared")
+
+
 def test_grid_info_describes_an_emulator_and_its_calibration(tmp_path, emulator, capsys):
     import json
 

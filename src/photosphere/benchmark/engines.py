@@ -138,7 +138,7 @@ class FitEngine:
         resolution, source = resolution_of(spectrum, star)
         model = self.model()
         if hasattr(model, "without"):  # a model calibrated on real stars: judge leave-one-out
-            model = model.without(star.file)
+            model = model.without(star.star)
         options = merge_defaults({**self.options, "resolution": resolution})
         result = fit(model, spectrum, source=str(star.path), **options)
         labels = _labels(result.labels)

@@ -476,7 +476,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
         for s in bar:
             spectrum = prepare_spectrum(str(s.path))
             resolution, _ = resolution_of(spectrum, s)
-            yield (s.file, spectrum, {k: v[0] for k, v in s.reference.items()},
+            yield (s.star, spectrum, {k: v[0] for k, v in s.reference.items()},
                    {"resolution": resolution})
 
     def say(message: str) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,25 @@ MASK_FRACTION = 0.5
 MASK_DILATE = 3
 #: HDF5 group of a model file holding the calibration
 GROUP = "line_calibration"
+
+
+def star_aliases(name: str) -> frozenset[str]:
+    """The names a star goes by in ``name``: the part before any parenthesis, split at ``/``,
+    lower-cased without spaces or leading zeros of numbers ("alf Tau / Aldebaran (K5 III)" ->
+    {"alftau", "aldebaran"}; "HD009826 (MILES 0063)" -> {"hd9826"})."""
+    head = name.split("(", 1)[0] if not name.startswith("(") else name
+    out = set()
+    for alias in head.split("/"):
+        key = re.sub(r"\s+", "", alias).lower()
+        key = re.sub(r"(?<!\d)0+(?=\d)", "", key)
+        if key:
+            out.add(key)
+    return frozenset(out or {name})
+
+
+def same_star(a: str, b: str) -> bool:
+    """True when the names ``a`` and ``b`` share an alias (:func:`star_aliases`)."""
+    return a == b or bool(star_aliases(a) & star_aliases(b))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +150,10 @@ class LineCalibration:
         return cls(wavelength, exponent, bad, tuple(stars))
 
     def without(self, star: str) -> LineCalibration:
-        """The calibration made from every star but ``star`` (leave-one-out)."""
-        kept = [s for s in self.stars if s.star != star]
+        """The calibration made from every star but ``star`` (leave-one-out): every
+        calibration spectrum of the same star goes (:func:`same_star`: the Sun's HARPS and
+        UVES spectra, Aldebaran at high resolution and in MILES)."""
+        kept = [s for s in self.stars if not same_star(s.star, star)]
         if len(kept) == len(self.stars):
             return self
         return LineCalibration.from_stars(self.wavelength, kept)

@@ -6,10 +6,34 @@ from pathlib import Path
 
 from ..errors import MissingFileError, ModelError
 
+#: Models shipped inside the package, by name (``fit --grid NAME``, ``load_model(NAME)``):
+#: ``optical`` is the calibrated emulator of the ``optical`` training set (docs/grids.md).
+SHIPPED_MODELS = {"optical": "emulators/optical.h5"}
+#: the package's data folder
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+#: How each shipped model is made again (the package may lack it, e.g. in a source checkout).
+SHIPPED_BUILD = {"optical": "`photosphere grid build --preset optical`, then `photosphere grid "
+                            "emulator train --preset optical --components 30 --iterations 80 -o "
+                            "FILE` and `photosphere grid calibrate-stars FILE`"}
+
+
+def shipped_model_path(name: str) -> Path:
+    """Where the shipped model ``name`` lies, ``photosphere/data/<SHIPPED_MODELS[name]>``;
+    a MissingFileError naming the commands that make it when this installation lacks it."""
+    if name not in SHIPPED_MODELS:
+        raise ModelError(f"no shipped model {name!r}; choose from {', '.join(SHIPPED_MODELS)}")
+    path = DATA_DIR / SHIPPED_MODELS[name]
+    if not path.is_file():
+        raise MissingFileError(f"the shipped model {name!r} ({path}) is not in this "
+                               f"installation; make it with {SHIPPED_BUILD[name]} and pass "
+                               "--grid FILE")
+    return path
+
 
 def load_grid_model(path: str | None = None, line_strengths: str | None = None):
     """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid, or
-    the emulator of an emulator file (:func:`load_emulator`);
+    the emulator of an emulator file (:func:`load_emulator`), or a shipped model by name
+    (:data:`SHIPPED_MODELS`: ``"optical"``);
     with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
     corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
     if path is None:
@@ -19,6 +43,8 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
             raise MissingFileError("no --grid given and this installation has no default grid; "
                                    "pass --grid PATH (an HDF5 grid file)") from None
         path = default_grid_path()
+    elif str(path) in SHIPPED_MODELS and not Path(path).exists():
+        path = shipped_model_path(str(path))
     if not Path(path).is_file():
         raise MissingFileError(f"grid file {path} does not exist; pass --grid PATH of an HDF5 "
                                "grid (photosphere grid build makes one)")
