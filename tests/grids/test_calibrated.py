@@ -13,9 +13,9 @@ from photosphere.grids.calibrated import (
     LineCalibration,
     StarResiduals,
     has_calibration,
+    read_calibration,
     same_star,
     star_aliases,
-    read_calibration,
     write_calibration,
 )
 from photosphere.infer.line_calibration import calibrate_lines, star_residuals
