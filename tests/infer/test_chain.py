@@ -364,3 +364,27 @@ def test_knot_spacing_needs_a_continuum(model):
                 {"continuum_knot_spacing": -1.0}, {"continuum_knot_spacing": float("nan")}):
         with pytest.raises(FitError, match="continuum_knot_spacing"):
             ObservationChain(model, obs, **bad)
+
+
+@pytest.mark.parametrize("taps", [31, 481])
+def test_fft_convolution_equals_the_direct_one_and_carries_tangents(taps, rng):
+    """Long kernels (low resolution) and float64 models are convolved by FFT: the same numbers
+    as the direct convolution, and forward-mode tangents pass through."""
+    import torch.autograd.forward_ad as fwAD
+
+    from photosphere.infer.chain import _convolve
+    from photosphere.infer.optimize import _load_forward_ad
+
+    _load_forward_ad()  # torch's first dual number warns from inside torch otherwise
+    flux = torch.as_tensor(1.0 - 0.5 * rng.random((3, 5000)))
+    kernel = torch.as_tensor(rng.random((3, taps)))
+    kernel = (kernel + kernel.flip(-1)) / (kernel + kernel.flip(-1)).sum(-1, keepdim=True)
+    direct = _convolve(flux, kernel, torch.float32)  # float32 direct when the kernel is short
+    by_fft = _convolve(flux, kernel, torch.float64)
+    np.testing.assert_allclose(by_fft.numpy(), direct.numpy(), rtol=0, atol=3e-6)
+    tangent = torch.as_tensor(rng.normal(size=(3, taps)))
+    with fwAD.dual_level():
+        out = _convolve(flux, fwAD.make_dual(kernel, tangent), torch.float64)
+        _, jvp = fwAD.unpack_dual(out)
+    expected = _convolve(flux, tangent, torch.float64)
+    np.testing.assert_allclose(jvp.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
