@@ -153,32 +153,66 @@ def test_sigma_is_calibrated_on_held_out_nodes_of_the_embedded_grid():
     assert abs(np.mean(z < 1) - 0.683) < abs(np.mean(raw < 1) - 0.683)
 
 
+FIVE = ("teff", "logg", "feh", "alpha", "vmic")
+FIVE_BOUNDS = {"teff": (4000.0, 7000.0), "logg": (1.0, 5.0), "feh": (-2.0, 0.5),
+               "alpha": (0.0, 0.4), "vmic": (0.5, 2.5)}
+
+
+def _five_label_set(n: int = 160):
+    """Scattered labels (Sobol) in the five labels of the optical training set and smooth
+    one-line spectra of them: (labels (n, 5), flux (n, 60), unit labels (n, 5))."""
+    from scipy.stats import qmc
+
+    lo = np.array([FIVE_BOUNDS[k][0] for k in FIVE])
+    hi = np.array([FIVE_BOUNDS[k][1] for k in FIVE])
+    unit = qmc.Sobol(5, scramble=True, seed=4).random_base2(m=8)[:n]
+    pix = np.linspace(0, 1, 60)
+    depth = (0.3 + 0.3 * unit[:, :1] - 0.2 * unit[:, 1:2] + 0.25 * unit[:, 2:3]
+             + 0.1 * unit[:, 3:4] + 0.05 * unit[:, 4:5])
+    flux = 1 - depth * np.exp(-0.5 * ((pix - 0.5) / (0.05 + 0.05 * unit[:, 4:5])) ** 2)
+    return lo + unit * (hi - lo), flux, unit
+
+
 def test_scattered_labels_in_five_dimensions_are_emulated():
     """A training set's labels are scattered (every value unique): the GP must start from the
     typical distance between the points, not from the ~1/n gap between unique values, or it
     predicts the mean spectrum everywhere (a 10 % error on the optical training set)."""
-    from scipy.stats import qmc
-
-    names = ("teff", "logg", "feh", "alpha", "vmic")
-    bounds = {"teff": (4000.0, 7000.0), "logg": (1.0, 5.0), "feh": (-2.0, 0.5),
-              "alpha": (0.0, 0.4), "vmic": (0.5, 2.5)}
-    lo = np.array([bounds[n][0] for n in names])
-    hi = np.array([bounds[n][1] for n in names])
-    unit = qmc.Sobol(5, scramble=True, seed=4).random_base2(m=8)[:160]
-    labels = lo + unit * (hi - lo)
-    pix = np.linspace(0, 1, 60)
-
-    def spectra(u):  # smooth line depths in all five labels
-        depth = (0.3 + 0.3 * u[:, :1] - 0.2 * u[:, 1:2] + 0.25 * u[:, 2:3] + 0.1 * u[:, 3:4]
-                 + 0.05 * u[:, 4:5])
-        return 1 - depth * np.exp(-0.5 * ((pix - 0.5) / (0.05 + 0.05 * u[:, 4:5])) ** 2)
-
+    labels, flux, _ = _five_label_set()
     emu = PCAGPEmulator(max_components=6, n_iter=60).fit_arrays(
-        labels[:140], spectra(unit[:140]), label_names=names, wavelength=5000 + pix,
-        bounds=bounds)
-    error = emu.predict(torch.as_tensor(labels[140:])).numpy() - spectra(unit[140:])
-    baseline = spectra(unit[:140]).mean(0) - spectra(unit[140:])
+        labels[:140], flux[:140], label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
+        bounds=FIVE_BOUNDS)
+    error = emu.predict(torch.as_tensor(labels[140:])).numpy() - flux[140:]
+    baseline = flux[:140].mean(0) - flux[140:]
     assert np.sqrt(np.mean(error**2)) < 0.1 * np.sqrt(np.mean(baseline**2))
+
+
+def test_a_calibration_made_with_tied_labels_ties_them_when_loaded(tmp_path, capsys):
+    """A calibration whose star fits tied [α/Fe] to [Fe/H] gives, loaded, a model fitted in
+    Teff, log g, [Fe/H] and vmic with [α/Fe] from the relation; `grid info` says so."""
+    from photosphere import cli
+    from photosphere.grids.calibrated import LineCalibration, write_calibration
+    from photosphere.grids.load import load_emulator
+    from photosphere.grids.tied_labels import TiedLabels, alpha_trend
+
+    labels, flux, _ = _five_label_set(80)
+    emu = PCAGPEmulator(max_components=4, n_iter=20).fit_arrays(
+        labels, flux, label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
+        bounds=FIVE_BOUNDS)
+    path = emu.save(tmp_path / "emu.h5")
+    n = len(emu.wavelength)
+    write_calibration(path, LineCalibration(emu.wavelength, np.full(n, 1.2), np.zeros(n, bool),
+                                            (), ("alpha",)))
+    model = load_emulator(path)
+    assert isinstance(model, TiedLabels)
+    assert model.label_names == ("teff", "logg", "feh", "vmic")
+    assert model.calibration.tied == ("alpha",)
+    x = torch.tensor([5500.0, 4.0, -0.5, 1.2], dtype=torch.float64)
+    full = torch.tensor([5500.0, 4.0, -0.5, float(alpha_trend(-0.5)), 1.2], dtype=torch.float64)
+    np.testing.assert_allclose(model.predict(x).numpy(),
+                               emu.predict(full).clamp(min=1e-3).numpy() ** 1.2, rtol=1e-10)
+    assert not hasattr(model, "predict_error_templates")
+    assert cli.main(["grid", "info", str(path)]) == 0
+    assert "tied labels:  alpha" in capsys.readouterr().out
 
 
 def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, grid_path, emulator):
@@ -265,9 +299,9 @@ def test_calibrate_stars_writes_a_calibration_into_the_emulator(tmp_path, shared
     assert cli.main(["grid", "calibrate-stars", str(path), "--stars", "uves_sun",
                      "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["stars"] == ["../optical/uves_sun_norm.txt"]
+    assert summary["stars"] == ["Sun"]  # stars by name: leave-one-out takes all their spectra
     cal = read_calibration(path)
-    assert cal.star_names == ("../optical/uves_sun_norm.txt",)
+    assert cal.star_names == ("Sun",)
     assert np.all(np.isfinite(cal.exponent))
     assert cal.exponent.shape == PCAGPEmulator.load(path).wavelength.shape
     assert cal.stars[0].labels["teff"] == pytest.approx(5772.0)

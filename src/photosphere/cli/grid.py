@@ -81,6 +81,7 @@ def _emulator_info(path) -> dict[str, Any]:
                         for a, b in runs]}
     calibration = getattr(model, "calibration", None)
     info["line_calibration"] = None if calibration is None else calibration.summary()
+    info["labels"] = list(model.label_names)
     return info
 
 
@@ -102,6 +103,9 @@ def _emulator_text(info: dict[str, Any]) -> str:
                      f"{cal['log10_exponent_p5_p95'][0]:+.3f} to "
                      f"{cal['log10_exponent_p5_p95'][1]:+.3f}), {cal['masked_fraction']:.1%} "
                      f"masked; stars: {', '.join(cal['stars'])}")
+        if cal.get("tied"):
+            lines.append(f"tied labels:  {', '.join(cal['tied'])} (from relations; fitted "
+                         f"labels: {', '.join(info['labels'])})")
     return "\n".join(lines)
 
 
@@ -464,6 +468,11 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
                          "calibration in an emulator (`photosphere grid emulator train`)")
     stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
     stars = select(read_stars(stars_dir / "labels.csv"), args.stars, None, None)
+    tied = tuple(args.tie or ())
+    if tied:
+        from ..grids.tied_labels import TiedLabels
+
+        model = TiedLabels(model, tied)
     chosen = [s for s in stars if s.tier(s.resolution) in CALIBRATION_TIERS
               and all(model.bounds[k][0] <= s.reference[k][0] <= model.bounds[k][1]
                       for k in ("teff", "logg") if k in model.bounds)]
@@ -483,7 +492,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
         if not args.json:
             tqdm.write(message, file=sys.stderr)
 
-    calibration = calibrate_lines(model, jobs(), progress=say)
+    calibration = calibrate_lines(model, jobs(), progress=say, tied=tied)
     write_calibration(args.model, calibration)
     summary = {**calibration.summary(), "model": str(args.model)}
     emit(args, summary, f"calibrated {args.model} on {len(calibration.stars)} stars: "
@@ -503,6 +512,10 @@ def _register_grid_calibrate_stars(gsub: argparse._SubParsersAction) -> None:
                    help="folder with labels.csv (default: the benchmark's stars)")
     p.add_argument("--stars", nargs="+", metavar="NAME",
                    help="only stars whose name or file contains one of these")
+    p.add_argument("--tie", nargs="+", metavar="LABEL", choices=("alpha", "vmic"),
+                   help="labels tied to the others by relations in the calibration fits and in "
+                        "every fit with the calibrated model: alpha ([α/Fe] from [Fe/H]), vmic "
+                        "(from Teff, log g); default: all labels free")
     _add_json(p)
     p.set_defaults(func=_cmd_calibrate_stars)
 

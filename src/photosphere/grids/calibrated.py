@@ -107,27 +107,30 @@ class LineCalibration:
 
     wavelength: ``(n_pix,)`` Å, the model's grid. exponent: ``(n_pix,)`` c (1 = as
     synthesised). mask: ``(n_pix,)`` True = left out of fits. stars: the calibration stars'
-    residuals (kept so that any star can be left out).
+    residuals (kept so that any star can be left out). tied: labels the stars' fits tied to
+    the others by relations (:mod:`.tied_labels`), to be tied the same way in every fit with
+    the calibrated model.
     """
 
     wavelength: np.ndarray
     exponent: np.ndarray
     mask: np.ndarray
     stars: tuple[StarResiduals, ...]
+    tied: tuple[str, ...] = ()
 
     @property
     def star_names(self) -> tuple[str, ...]:
         return tuple(s.star for s in self.stars)
 
     @classmethod
-    def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals]
-                   ) -> LineCalibration:
+    def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals],
+                   tied: Sequence[str] = ()) -> LineCalibration:
         """Combine stars: the least-squares ratio of ``ln f`` per pixel over the unclipped
         pixels with the prior c = 1, and the mask from how often the pixel was clipped."""
         wavelength = np.asarray(wavelength, float)
         n = len(wavelength)
         if not stars:
-            return cls(wavelength, np.ones(n), np.zeros(n, bool), ())
+            return cls(wavelength, np.ones(n), np.zeros(n, bool), (), tuple(tied))
         model = np.stack([np.clip(np.nan_to_num(s.model, nan=1.0), FLUX_FLOOR, None)
                           for s in stars])
         data = np.stack([np.clip(np.nan_to_num(s.data, nan=1.0), FLUX_FLOOR, None)
@@ -147,7 +150,7 @@ class LineCalibration:
         if MASK_DILATE:
             kernel = np.ones(2 * MASK_DILATE + 1)
             bad = np.convolve(bad.astype(float), kernel, mode="same") > 0
-        return cls(wavelength, exponent, bad, tuple(stars))
+        return cls(wavelength, exponent, bad, tuple(stars), tuple(tied))
 
     def without(self, star: str) -> LineCalibration:
         """The calibration made from every star but ``star`` (leave-one-out): every
@@ -156,12 +159,13 @@ class LineCalibration:
         kept = [s for s in self.stars if not same_star(s.star, star)]
         if len(kept) == len(self.stars):
             return self
-        return LineCalibration.from_stars(self.wavelength, kept)
+        return LineCalibration.from_stars(self.wavelength, kept, self.tied)
 
     def summary(self) -> dict[str, Any]:
         """Stars, fraction of pixels masked and changed, spread of log10 c."""
         log_c = np.log10(self.exponent)
-        return {"stars": list(self.star_names), "n_pixels": len(self.wavelength),
+        return {"stars": list(self.star_names), "tied": list(self.tied),
+                "n_pixels": len(self.wavelength),
                 "masked_fraction": float(self.mask.mean()),
                 "changed_fraction": float(np.mean(np.abs(log_c) > 0.01)),
                 "log10_exponent_p5_p95": [float(np.percentile(log_c, q)) for q in (5, 95)]}
@@ -171,6 +175,7 @@ class LineCalibration:
         """Write into an open HDF5 group."""
         group.attrs["stars"] = json.dumps([s.star for s in self.stars])
         group.attrs["labels"] = json.dumps([s.labels for s in self.stars])
+        group.attrs["tied"] = json.dumps(list(self.tied))
         for name in ("wavelength", "exponent", "mask"):
             group.create_dataset(name, data=getattr(self, name), compression="gzip")
         n = len(self.wavelength)
@@ -190,8 +195,9 @@ class LineCalibration:
         stars = tuple(StarResiduals(n, arrays["data"][i], arrays["model"][i],
                                     arrays["weight"][i], labels[i], arrays["clipped"][i] > 0)
                       for i, n in enumerate(names))
+        tied = tuple(json.loads(group.attrs.get("tied", "[]")))
         return cls(group["wavelength"][:], group["exponent"][:],
-                   group["mask"][:].astype(bool), stars)
+                   group["mask"][:].astype(bool), stars, tied)
 
 
 def has_calibration(path: str | Path) -> bool:

@@ -69,9 +69,15 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
 
 def load_emulator(path: str | Path):
     """The emulator in ``path``, with its line calibration applied when the file holds one
-    (:class:`~photosphere.grids.calibrated.CalibratedModel`)."""
+    (:class:`~photosphere.grids.calibrated.CalibratedModel`), and the labels that calibration
+    tied by relations tied again (:class:`~photosphere.grids.tied_labels.TiedLabels`)."""
     from .calibrated import CalibratedModel, has_calibration, read_calibration
     from .emulator import PCAGPEmulator
+    from .tied_labels import TiedLabels
 
     em = PCAGPEmulator.load(path)
-    return CalibratedModel(em, read_calibration(path)) if has_calibration(path) else em
+    if not has_calibration(path):
+        return em
+    calibration = read_calibration(path)
+    model = CalibratedModel(em, calibration)
+    return TiedLabels(model, calibration.tied) if calibration.tied else model

@@ -1,4 +1,4 @@
-"""Labels tied to others by empirical relations (models.tied_labels)."""
+"""Labels tied to others by empirical relations (grids.tied_labels)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from analytic_model import AnalyticModel
 from photosphere.errors import ModelError
-from photosphere.models.tied_labels import TiedLabels, alpha_trend, vmic_relation
+from photosphere.grids.tied_labels import TiedLabels, alpha_trend, vmic_relation
 
 
 def test_the_vmic_relation_gives_the_published_values():

@@ -109,3 +109,10 @@ class TiedLabels:
     def without(self, star: str) -> TiedLabels:
         """Leave-one-out of a calibrated base model (see CalibratedModel.without)."""
         return TiedLabels(self.base.without(star), self.tied)
+
+    def __getattr__(self, name: str):
+        # calibration, summary, velocity_step ... of the base model; not its error terms, which
+        # are functions of the base model's labels
+        if name in ("predict_error_templates", "predict_variance") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["base"], name)
