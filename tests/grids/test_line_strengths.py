@@ -20,7 +20,7 @@ from photosphere.grids.line_strengths import (
     derive_line_strengths,
     plot_line_strengths,
 )
-from photosphere.grids.synth.validation import Broadener
+from photosphere.grids.synth.validation_fit import Broadener
 from photosphere.ops.grid import log_uniform_wavelength
 from photosphere.spectrum import Spectrum
 

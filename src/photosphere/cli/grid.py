@@ -351,39 +351,77 @@ def _default_uves_sun() -> str:
     return os.path.join(root, "optical", "uves_sun_norm.txt")
 
 
-def _cmd_validate_sun(args: argparse.Namespace) -> int:
-    from ..grids.synth.validation import validate_sun
+def _validation_text(result: Any, plot: str) -> str:
+    from ..grids.synth.validation import BAR
 
-    result = validate_sun(args.observed, atmosphere=args.atmosphere, plot=args.plot)
-    d = {**result.summary(), "plot": args.plot}
-    text = "\n".join([
-        f"Pearson r:            {result.pearson_r:.4f}   (bar >= 0.96)",
-        f"median |residual|:    {result.median_abs_residual:.4f}   (bar <= 0.015)",
-        f"95th pct |residual|:  {result.p95_abs_residual:.4f}   (bar <= 0.09)",
+    rows = [f"{'window (Å)':<13} {'pixels':>7} {'r':>7} {'med|res|':>9} {'p95|res|':>9}  verdict"
+            "  continuum"]
+    for f in (*result.windows, result.overall):
+        name = "all" if f is result.overall else f"{f.window[0]:g}-{f.window[1]:g}"
+        rows.append(f"{name:<13} {f.n_pixels:>7} {f.pearson_r:>7.4f} "
+                    f"{f.median_abs_residual:>9.4f} {f.p95_abs_residual:>9.4f}  "
+                    f"{'PASS' if f.passes else 'FAIL':<7}  {f.continuum}")
+    rows += [f"  no data in the observation: {lo:g}-{hi:g} Å" for lo, hi in result.uncovered]
+    prov = result.provenance
+    return "\n".join([
+        f"{result.star} ({', '.join(f'{k} {v:g}' for k, v in result.labels.items())}); "
+        f"windows: {result.window_set}; atmosphere {prov.get('atmosphere')}, molecules "
+        f"{'on' if prov.get('molecules') else 'off'}",
+        *rows,
+        f"bar:                  r >= {BAR['pearson_r']}, median |res| <= "
+        f"{BAR['median_abs_residual']}, p95 <= {BAR['p95_abs_residual']} (every window and all)",
         f"fitted broadening:    R={result.resolution:,.0f}, zeta={result.macroturbulence:.2f} "
         f"km/s, vsini={result.vsini:.1f} km/s (fixed), rv={result.rv:+.3f} km/s"
         + (" (R at its upper bound: the data prefer zeta alone)"
            if result.resolution_at_bound else ""),
-        f"atmosphere:           {result.provenance.get('atmosphere_id', '')}",
-        f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {args.plot}",
+        f"atmosphere:           {str(prov.get('atmosphere_id', '')).split('<-')[0]}",
+        f"verdict:              {'PASS' if result.passes else 'FAIL'}; plot: {plot}",
     ])
-    emit(args, d, text)
+
+
+def _cmd_validate_star(args: argparse.Namespace) -> int:
+    from ..grids.synth.validation import validate_star
+
+    star = getattr(args, "star", "sun")
+    plot = args.plot or f"validate-{star.lower()}.png"
+    result = validate_star(star, args.observed, windows=args.windows,
+                           atmosphere=args.atmosphere, molecules=args.molecules, plot=plot,
+                           data_dir=args.data_dir)
+    emit(args, {**result.summary(), "plot": plot}, _validation_text(result, plot))
     return 0 if result.passes else 1
 
 
-def _register_grid_validate_sun(gsub: argparse._SubParsersAction) -> None:
-    p = gsub.add_parser("validate-sun", help="synthesise the Sun and compare with UVES "
-                        "(5050-5350 Å): Pearson r, median and p95 |residual|")
-    p.add_argument("--observed", default=_default_uves_sun(),
-                   help="UVES solar spectrum (default: $PHOTOSPHERE_SHARED_DATA or "
-                        "../shared/data, optical/uves_sun_norm.txt)")
-    p.add_argument("--atmosphere", choices=("atlas9", "marcs", "auto"), default="atlas9")
-    p.add_argument("--plot", default="validate-sun.png", help="overlay plot (PNG)")
+def _add_validation_options(p: argparse.ArgumentParser) -> None:
+    from ..grids.synth.validation_stars import WINDOW_SETS
+
+    p.add_argument("--windows", choices=tuple(WINDOW_SETS), default="optical",
+                   help="optical: the optical model's 7 windows (4821-6610 Å, MARCS where it "
+                        "exists, molecules); embedded: 5050-5350 Å (ATLAS9, atoms only)")
+    p.add_argument("--atmosphere", choices=("atlas9", "marcs", "auto"), default=None,
+                   help="override the window set's model atmospheres")
+    p.add_argument("--molecules", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the window set's molecular lines")
+    p.add_argument("--observed", default=None,
+                   help="the observed spectrum (default: the star's file in the shared data)")
+    p.add_argument("--data-dir", default=None,
+                   help="shared data folder (default: $PHOTOSPHERE_SHARED_DATA or ../shared/data)")
     _add_json(p)
-    p.set_defaults(func=_cmd_validate_sun)
+    p.set_defaults(func=_cmd_validate_star)
 
 
-GRID_REGISTRARS.append(_register_grid_validate_sun)
+def _register_grid_validate(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("validate-sun", help="synthesise the Sun and compare with UVES "
+                        "per window: Pearson r, median and p95 |residual|")
+    p.add_argument("--plot", default="validate-sun.png", help="overlay plot (PNG)")
+    _add_validation_options(p)
+    p = gsub.add_parser("validate-star", help="synthesise a reference star (sun, procyon) at "
+                        "its reference labels and compare with its spectrum per window")
+    p.add_argument("star", help="sun or procyon")
+    p.add_argument("--plot", default=None, help="overlay plot (PNG; default validate-STAR.png)")
+    _add_validation_options(p)
+
+
+GRID_REGISTRARS.append(_register_grid_validate)
 
 
 def _cmd_calibrate_lines(args: argparse.Namespace) -> int:

@@ -263,13 +263,13 @@ def derive_line_strengths(observed, source, labels: dict[str, float], *, vsini: 
     grid; source: a forward model (e.g. ``GridInterpolator``); labels: the star's grid labels
     (e.g. ``{"teff": 5772, "logg": 4.44, "feh": 0.0}``); vsini: km/s, fixed (the Sun: 1.9).
     R, ζ_RT and rv are fitted once to the uncorrected spectrum
-    (:func:`~photosphere.grids.synth.validation.fit_to_observation`), the continuum (Legendre
+    (:func:`~photosphere.grids.synth.validation_fit.fit_to_observation`), the continuum (Legendre
     of ``continuum_degree``) in every iteration. Only pixels where the observed or the model
     line is deeper than ``min_depth`` (and the model at least half as deep) update c; c is
     clipped to [0, ``max_exponent``]. provenance: extra entries for ``reference`` (e.g. the
     observed file's and the grid's names).
     """
-    from .synth.validation import Broadener, fit_to_observation, legendre_basis
+    from .synth.validation_fit import Broadener, fit_to_observation, legendre_basis
 
     wave_src = np.asarray(source.wavelength, dtype=float)
     medium = getattr(source, "medium", "air")
