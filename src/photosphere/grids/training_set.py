@@ -161,7 +161,9 @@ class TrainingSetSpec:
                 "velocity_step": self.velocity_step, "synthesis_step": self.synthesis_step,
                 "atmosphere": self.atmosphere, "medium": self.medium,
                 "warps": {k: [list(u), list(x)] for k, (u, x) in self.warps.items()},
-                "molecules": self.molecules}
+                "molecules": self.molecules,
+                # the molecular list's identity: a build with another list is another set
+                **({"molecular_list": molecular_list_id()} if self.molecules else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -170,10 +172,18 @@ class TrainingSetSpec:
     def from_json(cls, text: str) -> TrainingSetSpec:
         d = json.loads(text)
         d.pop("kind", None)
+        d.pop("molecular_list", None)
         d["windows"] = tuple(tuple(w) for w in d["windows"])
         d["box"] = {k: tuple(v) for k, v in d["box"].items()}
         d["warps"] = {k: (tuple(u), tuple(x)) for k, (u, x) in (d.get("warps") or {}).items()}
         return cls(**d)
+
+
+def molecular_list_id() -> str:
+    """The identity of the molecular line list syntheses use (:data:`.synth.molecules.LIST_ID`)."""
+    from .synth.molecules import LIST_ID
+
+    return LIST_ID
 
 
 def draw_labels(box: Mapping[str, tuple[float, float]], n: int, seed: int,

@@ -66,6 +66,21 @@ def test_convert_writes_blocks_turbospectrum_and_our_parser_read(tmp_path):
     assert first[6:] == ["'x'", "'x'"]
 
 
+def test_convert_drops_the_impossibly_strong_red_ch_lines(tmp_path):
+    """CH lines with log gf > -1 redward of 4700 Å are 30-65 % deep in synthetic Suns where the
+    Sun shows nothing (module docstring): dropped; weak CH and strong lines of others kept."""
+    src = tmp_path / "mooghyd"
+    src.write_text("  5314.415  106.00112   1.314   0.442  3.464  BX10P285\n"
+                   "  5314.500  106.00112   1.314  -1.000  3.464\n"
+                   "  5320.000  106.00113   1.900  -0.500  3.464\n"
+                   "  5321.000  112.00124   0.500   0.800  1.340\n")
+    out = tmp_path / "mol.ts"
+    assert molecules.convert([src], 4700.0, 6900.0, out) == 2
+    species = {s.code.strip(): s for s in linelists.read_linelist(str(out))}
+    assert species["0106.001012"].wavelength == (5314.5,)
+    assert "0106.001013" not in species and "0112.001024" in species
+
+
 def test_convert_rejects_a_corrupt_row(tmp_path):
     bad = tmp_path / "bad"
     bad.write_text("title\n  4800.0 607.01214 0.5 -2.0\n  4800.5 607.01214 abc -2.0\n")

