@@ -129,11 +129,14 @@ def _cmd_grid_build(args: argparse.Namespace) -> int:
     from .._files import cache_dir
     from ..grids.build import build_grid
     from ..grids.presets import default_grid_path, resolve_spec
+    from ..grids.seed import seed_path
     from ..grids.training_set import TRAINING_PRESETS
 
+    seed = None
     if args.preset in TRAINING_PRESETS:
         spec = TRAINING_PRESETS[args.preset]()
         output = Path(args.output) if args.output else cache_dir("grids") / f"{spec.name}.h5"
+        seed = None if args.no_seed else seed_path(args.preset)
     else:
         spec = resolve_spec(args.spec or args.preset)
         output = Path(args.output) if args.output else (
@@ -141,7 +144,7 @@ def _cmd_grid_build(args: argparse.Namespace) -> int:
             else Path(f"{spec.name}.h5"))
     report = build_grid(spec, output, scheduler=args.scheduler, n_workers=args.workers,
                         overwrite=args.overwrite, progress=not args.no_progress,
-                        command=" ".join(["photosphere", *sys.argv[1:]]))
+                        command=" ".join(["photosphere", *sys.argv[1:]]), seed=seed)
     emit(args, report.as_dict(), f"wrote {report.path}\n{report.throughput_line()}")
     return 0
 
@@ -239,6 +242,21 @@ def _cmd_grid_emulator_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grid_seed(args: argparse.Namespace) -> int:
+    from ..grids.seed import write_seed
+    from ..grids.training_set import built_nodes
+
+    spec, nodes = built_nodes(args.preset)
+    path = write_seed(args.output, spec, nodes)
+    n_ok = sum(not n.missing for n in nodes)
+    size = path.stat().st_size / 1e6
+    emit(args, {"path": str(path), "preset": args.preset, "n_spectra": n_ok,
+                "n_missing": len(nodes) - n_ok, "n_planned": spec.n_nodes, "size_mb": size},
+         f"wrote {path}: {n_ok} spectra (+{len(nodes) - n_ok} without a model atmosphere) of "
+         f"the {spec.n_nodes} of {args.preset!r}, {size:.1f} MB")
+    return 0
+
+
 def _cmd_grid_ingest_phoenix(args: argparse.Namespace) -> int:
     from ..grids.phoenix import ingest_phoenix
     from ..grids.store import GridStore
@@ -276,6 +294,13 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
                         "(exit 2 when the flux or labels were changed)")
     p.set_defaults(func=_cmd_grid_info)
 
+    p = gsub.add_parser("seed", help="write the spectra of a training-set build so far as a "
+                        "compressed seed (what the package ships; builds start from it)")
+    p.add_argument("--preset", required=True, help="training-set preset, e.g. optical")
+    p.add_argument("-o", "--output", required=True, help="seed file to write (.h5)")
+    _add_json(p)
+    p.set_defaults(func=_cmd_grid_seed)
+
     p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--preset", help="a named grid: default, harpsn-dl; or the training "
@@ -291,6 +316,8 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
                    "in this process without Dask")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-seed", action="store_true", help="a training-set preset: synthesise "
+                   "every spectrum, not starting from those shipped with the package")
     _add_json(p)
     p.set_defaults(func=_cmd_grid_build)
 

@@ -238,6 +238,13 @@ def _provenance(spec: GridSpec, synthesizer: Synthesizer, nodes: list[NodeResult
     return prov
 
 
+def seed_journal(journal, seed, quiet: bool = False) -> int:
+    """:func:`photosphere.grids.seed.seed_journal` (imported here, where builds use it)."""
+    from .seed import seed_journal as copy_seed
+
+    return copy_seed(journal, seed, quiet=quiet)
+
+
 def _kind(spec) -> tuple[Callable[..., NodeResult], Callable[..., Path]]:
     """The node synthesis and the file writer of a grid or a training set."""
     from .training_set import TrainingSetSpec, synthesize_sample, write_training_set
@@ -250,7 +257,8 @@ def _kind(spec) -> tuple[Callable[..., NodeResult], Callable[..., Path]]:
 def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer | None = None,
                scheduler: str | None = None, n_workers: int | None = None,
                processes: bool = True, client=None, progress: bool = True,
-               overwrite: bool = False, command: str | None = None) -> BuildReport:
+               overwrite: bool = False, command: str | None = None,
+               seed: str | Path | None = None) -> BuildReport:
     """Synthesise every node of ``spec`` and write the grid file ``output`` (resumable).
 
     spec: a :class:`GridSpec` (rectilinear grid) or a
@@ -260,6 +268,8 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
     (``processes=False`` keeps them as threads), a scheduler address (``"tcp://host:8786"``) to
     use an existing cluster, or ``"synchronous"`` to run in this process without Dask.
     client: an existing ``dask.distributed.Client`` (overrides ``scheduler``).
+    seed: a training-set seed file (:mod:`.seed`) whose spectra are journalled first, so only
+    the rest is synthesised (ignored when made for another definition).
     Returns a :class:`BuildReport`; prints the throughput line on stderr. Holds the output's
     lock (:mod:`photosphere._lock`) throughout: a second build of the same output raises
     :class:`~photosphere.errors.BusyError` at once.
@@ -273,11 +283,12 @@ def build_grid(spec: GridSpec, output: str | Path, *, synthesizer: Synthesizer |
                         "another -o"):
         return _build_grid(spec, output, synthesizer=synthesizer, scheduler=scheduler,
                            n_workers=n_workers, processes=processes, client=client,
-                           progress=progress, overwrite=overwrite, command=command)
+                           progress=progress, overwrite=overwrite, command=command,
+                           seed=seed)
 
 
 def _build_grid(spec: GridSpec, output: Path, *, synthesizer, scheduler, n_workers, processes,
-                client, progress, overwrite, command) -> BuildReport:
+                client, progress, overwrite, command, seed=None) -> BuildReport:
     from tqdm import tqdm
 
     if output.exists() and not overwrite:
@@ -285,6 +296,9 @@ def _build_grid(spec: GridSpec, output: Path, *, synthesizer, scheduler, n_worke
                         "it, or choose another output path")
     synthesizer = synthesizer or default_synthesizer()
     journal = Journal(output, spec)
+    seeded = seed_journal(journal, seed, quiet=not progress)
+    if progress and seeded:
+        print(f"{seeded} spectra taken from the shipped seed {seed}", file=sys.stderr)
     done = journal.done()
     todo = [i for i in range(spec.n_nodes) if i not in done]
     if progress and done:

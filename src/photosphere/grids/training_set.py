@@ -420,26 +420,49 @@ TRAINING_PRESETS = {
 }
 
 
-def read_built(preset: str, path: str | Path | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, TrainingSetSpec, int]:
-    """A preset's spectra as built so far: ``(labels (n, L), flux (n, n_pix), wavelength
-    (n_pix,) Å, spec, n_planned)`` from the finished file at ``path`` (default: the preset's
-    output in the photosphere cache) or, while its build runs, from the spectra journalled in
-    ``PATH.partial/nodes`` (spectra without a model atmosphere left out)."""
+def built_nodes(preset: str, path: str | Path | None = None) -> tuple[TrainingSetSpec, list]:
+    """``(spec, nodes)``: the spectra of a preset built so far, from its build's journal
+    (``PATH.partial/nodes``; default PATH: the preset's output in the photosphere cache) and
+    the package's shipped seed (:mod:`.seed`, when made for this definition), journal first."""
     from .._files import cache_dir
     from .build import Journal
+    from .seed import read_seed, seed_path
 
     if preset not in TRAINING_PRESETS:
         raise GridError(f"no training-set preset {preset!r}; choose from "
                         f"{', '.join(TRAINING_PRESETS)}")
     spec = TRAINING_PRESETS[preset]()
     path = Path(path) if path is not None else cache_dir("grids") / f"{preset}.h5"
+    nodes = {}
+    if Path(str(path) + ".partial").is_dir():
+        journal = Journal(path, spec)
+        nodes = {i: journal.load(i) for i in sorted(journal.done())}
+    if seed_path(preset).is_file():
+        spec_json, seeded = read_seed(seed_path(preset))
+        if spec_json == spec.to_json():
+            for node in seeded:
+                nodes.setdefault(node.index, node)
+    return spec, [nodes[i] for i in sorted(nodes)]
+
+
+def read_built(preset: str, path: str | Path | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, TrainingSetSpec, int]:
+    """A preset's spectra as built so far: ``(labels (n, L), flux (n, n_pix), wavelength
+    (n_pix,) Å, spec, n_planned)`` from the finished file at ``path`` (default: the preset's
+    output in the photosphere cache) or, while its build runs, from the spectra journalled in
+    ``PATH.partial/nodes`` and those shipped in the package's seed (:func:`built_nodes`;
+    spectra without a model atmosphere left out)."""
+    from .._files import cache_dir
+
+    if preset not in TRAINING_PRESETS:
+        raise GridError(f"no training-set preset {preset!r}; choose from "
+                        f"{', '.join(TRAINING_PRESETS)}")
+    path = Path(path) if path is not None else cache_dir("grids") / f"{preset}.h5"
     if path.is_file():
         ts = TrainingSet(path)  # spectra without a model atmosphere are already left out
         return (ts.labels, np.asarray(ts.flux, float), ts.wavelength, ts.spec,
                 len(ts.labels) + ts.n_missing)
-    journal = Journal(path, spec)
-    nodes = [journal.load(i) for i in sorted(journal.done())]
+    spec, nodes = built_nodes(preset, path)
     nodes = [n for n in nodes if not n.missing]
     if len(nodes) < 2:
         raise GridError(f"the {preset!r} training set has {len(nodes)} spectra built at {path} "
