@@ -636,13 +636,15 @@ class ObservationChain:
             out.append(m)
         return out
 
-    def _basis_products(self, i: int) -> torch.Tensor:
-        """``(n_pix, K²)`` products T_j T_k of segment ``i``'s Chebyshev basis (cached; the
-        basis does not change when pixels are masked)."""
+    def _basis_products(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n_pix, K(K+1)/2)`` products T_j T_k (j ≤ k) of segment ``i``'s continuum basis and
+        the (2, K(K+1)/2) indices (j, k) (cached; the basis does not change when pixels are
+        masked). The normal matrix is symmetric: its upper triangle is all that is summed."""
         cache = self.__dict__.setdefault("_products", {})
         t = self.segments[i].continuum_basis
         if i not in cache:
-            cache[i] = (t.unsqueeze(-1) * t.unsqueeze(-2)).reshape(t.shape[0], -1)
+            upper = torch.triu_indices(t.shape[-1], t.shape[-1])
+            cache[i] = (t[:, upper[0]] * t[:, upper[1]]).contiguous(), upper
         return cache[i]
 
     def continuum(self, stellar: list[torch.Tensor], weights: list[torch.Tensor] | None = None,
@@ -657,8 +659,13 @@ class ObservationChain:
             w = seg.ivar if weights is None else weights[i]
             k = seg.continuum_basis.shape[-1]
             ws = w * s
-            # normal matrix AᵀWA with A = s·T, as (s² w) @ (T_j T_k): no (..., n_pix, K) design
-            normal = ((ws * s) @ self._basis_products(i)).reshape(*s.shape[:-1], k, k)
+            # normal matrix AᵀWA with A = s·T, as (s² w) @ (T_j T_k), j ≤ k: no (..., n_pix, K)
+            # design, and each symmetric pair summed once
+            products, (rows, cols) = self._basis_products(i)
+            upper = (ws * s) @ products                                          # (..., K(K+1)/2)
+            normal = upper.new_zeros(*upper.shape[:-1], k, k)
+            normal[..., rows, cols] = upper
+            normal[..., cols, rows] = upper
             rhs = (ws * seg.flux) @ seg.continuum_basis                          # (..., K)
             eye = torch.eye(k, dtype=DTYPE)
             scale = normal.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
