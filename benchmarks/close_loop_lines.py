@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from _shared import SHARED
-from photosphere.infer.lines.fit import FitSettings, Observation, fit_lines
+from photosphere.infer.lines.fit import FitSettings, fit_lines
 from photosphere.infer.lines.table import fitted_line_table
 from photosphere.io import read
 from photosphere.models.lines.model import read_line_model, write_table
@@ -56,8 +56,7 @@ def main() -> None:
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    sun = read(data / "optical" / "uves_sun_norm.txt").slice(5050.0, 5350.0)
-    obs = Observation.from_arrays(sun.wavelength, sun.flux)
+    obs = read(data / "optical" / "uves_sun_norm.txt").slice(5050.0, 5350.0)  # no σ: DER_SNR
     base = read_line_model(args.lines, medium="air")
     settings = FitSettings(resolution=args.resolution, continuum_degree=2, n_steps=args.steps,
                            vsini_initial=2.0, rv_search=20.0)
@@ -97,9 +96,8 @@ def main() -> None:
         lo, hi = order.wavelength_range
         if lo < 5052 or hi > 5348:
             continue
-        o = Observation.from_arrays(order.wavelength, order.flux, order.sigma, mask=order.mask)
         for label, lines in (("synthetic", base), ("corrected", corrected)):
-            r = fit_lines(copy.deepcopy(lines), o, settings=held, progress=False)
+            r = fit_lines(copy.deepcopy(lines), order, settings=held, progress=False)
             print(f"  order {k} {lo:.0f}-{hi:.0f} Å {label:9s}: chi2/px {r.chi2_per_pixel:6.2f}"
                   f"  rms/noise {r.rms_over_noise:5.2f}  rv {r.rv:+.3f}  vsini {r.vsini:.2f}")
 

@@ -20,9 +20,10 @@ import argparse
 import numpy as np
 import torch
 
-from photosphere.infer.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
+from photosphere.infer.lines.fit import FitSettings, ObservedLineModel, fit_lines
 from photosphere.models.lines.model import LineModel
 from photosphere.models.lines.telluric import TelluricModel
+from photosphere.spectrum import Spectrum
 
 RV, VSINI, SCALES = 12.3, 4.0, (1.3, 0.7)
 
@@ -59,8 +60,7 @@ def one_trial(seed: int, n_lines: int, snr: float, steps: int) -> dict:
         tell.log_scale.copy_(torch.log(torch.tensor(SCALES, dtype=torch.float64)))
         flux = observe().numpy()
     noise = 1.0 / snr
-    obs = Observation.from_arrays(wave, flux + rng.normal(0, noise, flux.size),
-                                  np.full(flux.size, noise))
+    obs = Spectrum(wave, flux + rng.normal(0, noise, flux.size), np.full(flux.size, noise))
     d_amp0 = rng.normal(0, 0.2, n_lines)
     d_sig0 = rng.normal(0, 0.1, n_lines)
     start = LineModel(centre, amp * np.exp(d_amp0), sigma * np.exp(d_sig0), gamma)

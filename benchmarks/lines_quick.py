@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from photosphere.infer.lines.fit import FitSettings, Observation, fit_lines, initial_rv_of
+from photosphere.infer.lines.fit import FitSettings, fit_lines, initial_rv_of
 from photosphere.io import read
 from photosphere.models.lines.clone import clone_spectrum
 from photosphere.models.lines.model import read_line_model, write_table
@@ -58,12 +58,11 @@ def main() -> None:
         write_table(lines_table, table)
     lines = read_line_model(table, medium="air")
     order = read(data / "tres" / "WASP14-2009-06-14.hdf5").order(22)
-    obs = Observation.from_arrays(order.wavelength, order.flux, order.sigma, mask=order.mask)
     settings = FitSettings(resolution=44000, continuum_degree=5, n_global_steps=100,
                            n_steps=150)
-    report["tres_order22_scan_rv"] = initial_rv_of(copy.deepcopy(lines), obs, settings)
+    report["tres_order22_scan_rv"] = initial_rv_of(copy.deepcopy(lines), order, settings)
     t0 = time.perf_counter()
-    fit = fit_lines(copy.deepcopy(lines), obs, settings=settings, progress=False)
+    fit = fit_lines(copy.deepcopy(lines), order, settings=settings, progress=False)
     report["tres_order22_fit"] = {"n_lines": lines.n_lines, "rv": fit.rv, "vsini": fit.vsini,
                                   "rms_over_noise": fit.rms_over_noise,
                                   "chi2_per_pixel": fit.chi2_per_pixel,

@@ -14,10 +14,10 @@ LINES_MIN_PIXELS = 20
 
 def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float | None,
                 medium: str | None = None, observed: bool = False):
-    """(wavelength Å, flux, sigma or None, mask, medium) of a 1-D spectrum file (any
-    ``io.read`` product), cut to [wavelength_min, wavelength_max] Å (``Spectrum.slice``);
-    ``observed``: a star's spectrum to fit, refused when it cannot be one
-    (:func:`~photosphere.infer.validity.check_spectrum`)."""
+    """The 1-D :class:`~photosphere.spectrum.Spectrum` of a file (any ``io.read`` product), cut
+    to [wavelength_min, wavelength_max] Å (``Spectrum.slice``), without σ when the file gives
+    none above 0 (the line fit then estimates one); ``observed``: a star's spectrum to fit,
+    refused when it cannot be one (:func:`~photosphere.infer.validity.check_spectrum`)."""
     from ..errors import FileFormatError
     from ..infer.validity import check_spectrum
     from ..io.prepare import read_spectrum
@@ -31,12 +31,12 @@ def _lines_read(path: str, wavelength_min: float | None, wavelength_max: float |
                           np.inf if wavelength_max is None else wavelength_max)
     if observed:  # a local line model needs fewer pixels than a full fit, but a star
         check_spectrum(spec, path, min_pixels=LINES_MIN_PIXELS)
-    wave, flux, mask = (np.asarray(a) for a in (spec.wavelength, spec.flux, spec.mask))
-    sigma = np.asarray(spec.sigma) if np.any(np.asarray(spec.sigma) > 0) else None
-    if wave.size < 5:
+    if spec.has_uncertainty and not np.any(spec.sigma > 0):
+        spec = spec.replace(sigma=None)
+    if spec.wavelength.size < 5:
         raise FileFormatError(f"{path}: fewer than 5 pixels in {wavelength_min}–{wavelength_max} "
                               f"Å; widen the range")
-    return wave, flux, sigma, mask, spec.medium
+    return spec
 
 
 def _lines_settings_args(p: argparse.ArgumentParser) -> None:
@@ -72,8 +72,9 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
         wave, flux, source = synth.wavelength, synth.flux, f"turbospectrum {teff} {logg} {feh}"
         medium = "air"
     elif args.spectrum:
-        wave, flux, _, mask, medium = _lines_read(args.spectrum, args.wavelength_min,
-                                                  args.wavelength_max, args.medium)
+        spec = _lines_read(args.spectrum, args.wavelength_min, args.wavelength_max,
+                           args.medium)
+        wave, flux, mask, medium = spec.wavelength, spec.flux, spec.mask, spec.medium
         if mask.any():
             from ..errors import InvalidSpectrumError
 
@@ -106,18 +107,17 @@ def _cmd_lines_clone(args: argparse.Namespace) -> int:
 def _cmd_lines_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from ..infer.lines.fit import FitSettings, Observation, fit_lines
+    from ..infer.lines.fit import FitSettings, fit_lines
     from ..infer.lines.table import fitted_line_table, plot_fit
     from ..models.lines.model import read_line_model, write_table
     from ..models.lines.telluric import clone_telluric, read_telluric
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    wave, flux, sigma, mask, medium = _lines_read(args.observed, args.wavelength_min,
-                                                  args.wavelength_max, args.medium,
-                                                  observed=True)
-    obs = Observation.from_arrays(wave, flux, sigma, mask=mask)
-    stellar = read_line_model(args.lines, medium=medium)
+    obs = _lines_read(args.observed, args.wavelength_min, args.wavelength_max, args.medium,
+                      observed=True)
+    wave = obs.wavelength
+    stellar = read_line_model(args.lines, medium=obs.medium)
     telluric = None
     if args.telluric:
         groups = {}

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from photosphere.errors import FitError, InvalidSpectrumError
-from photosphere.infer.lines.fit import FitSettings, Observation, ObservedLineModel, fit_lines
+from photosphere.infer.lines.fit import (
+    FitSettings,
+    ObservedLineModel,
+    fit_lines,
+    initial_rv_of,
+    observed_spectrum,
+)
 from photosphere.infer.lines.table import fitted_line_table, plot_fit
 from photosphere.models.lines.model import LineModel, read_line_model, write_table
 from photosphere.models.lines.telluric import TelluricModel
+from photosphere.ops.noise import estimate_snr
 from photosphere.spectrum import EchelleSpectrum, Spectrum
 
 RV, VSINI = 12.3, 4.0
@@ -29,8 +38,7 @@ def _observe(truth, wave, settings, telluric=None, noise=0.003, seed=3):
         obs_model.continuum_coeffs.copy_(torch.tensor([1.0, 0.02, -0.01, 0.0]))
         flux = obs_model().numpy()
     rng = np.random.default_rng(seed)
-    return Observation.from_arrays(wave, flux + rng.normal(0, noise, flux.size),
-                                   np.full(flux.size, noise))
+    return Spectrum(wave, flux + rng.normal(0, noise, flux.size), np.full(flux.size, noise))
 
 
 @pytest.mark.slow
@@ -90,40 +98,108 @@ def test_fit_with_tellurics_flags_blended_lines_and_writes_outputs(rng, tmp_path
     assert (tmp_path / "fit.png").stat().st_size > 10_000
 
 
-def test_bad_observations_are_clear_errors(rng):
+def test_a_spectrum_off_the_line_list_is_a_clear_error(rng):
     centre, amp, sigma, gamma = _lines(rng, 5, 6002, 6008)
     wave = np.linspace(6000, 6010, 500)
     flux = np.ones_like(wave)
     flux[7] = np.nan
-    with pytest.raises(InvalidSpectrumError, match="mask them"):
-        Observation.from_arrays(wave, flux, np.full_like(wave, 0.01))
-    obs = Observation.from_arrays(wave, flux, np.full_like(wave, 0.01), mask=~np.isfinite(flux))
-    assert obs.mask.sum() == 1
+    spectrum = Spectrum(wave, flux, np.full_like(wave, 0.01), mask=~np.isfinite(flux))
+    assert observed_spectrum(spectrum).mask.sum() == 1
     far = LineModel(centre + 1000, amp, sigma, gamma)
     with pytest.raises(FitError, match="falls in the observed range"):
-        fit_lines(far, obs, progress=False)
-    spectrum = Spectrum(wave, np.where(np.isfinite(flux), flux, 0.0), np.full_like(wave, 0.01),
-                        mask=~np.isfinite(flux))
-    with pytest.raises(FitError, match="falls in the observed range"):  # a Spectrum as well
         fit_lines(far, spectrum, progress=False)
-    echelle = EchelleSpectrum(np.stack([wave, wave + 20]), np.ones((2, wave.size)))
-    with pytest.raises(InvalidSpectrumError, match="one order"):
-        Observation.from_spectrum(echelle)
 
 
-def test_an_observation_from_a_spectrum(rng):
+def _bad_inputs():
+    """(what, build): each build() makes an input that the line fit must refuse."""
+    wave = np.linspace(6000, 6010, 200)
+    flux = 1 + np.random.default_rng(5).normal(0, 0.01, wave.size)
+    sigma = np.full_like(wave, 0.01)
+
+    def with_value(array, index, value):
+        out = array.copy()
+        out[index] = value
+        return out
+
+    return {
+        "nan flux": (lambda: Spectrum(wave, with_value(flux, 7, np.nan), sigma), "mask them"),
+        "inf flux": (lambda: Spectrum(wave, with_value(flux, 7, np.inf), sigma), "mask them"),
+        "nan sigma": (lambda: Spectrum(wave, flux, with_value(sigma, 7, np.nan)), "NaN"),
+        "zero sigma": (lambda: Spectrum(wave, flux, with_value(sigma, 7, 0.0)),
+                       r"σ = 0 on 1 unmasked pixel\(s\), first at 6000.352 Å; mask them"),
+        "negative sigma": (lambda: Spectrum(wave, flux, with_value(sigma, 7, -0.01)),
+                           "non-negative"),
+        "all masked": (lambda: Spectrum(wave, flux, sigma, mask=np.ones(wave.size, bool)),
+                       "every pixel"),
+        "2-D": (lambda: Spectrum(np.stack([wave, wave]), np.stack([flux, flux])), "1D"),
+        "shapes differ": (lambda: Spectrum(wave, flux[:-1]), "does not match"),
+        "decreasing wavelengths": (lambda: Spectrum(wave[::-1], flux, sigma),
+                                   "strictly increasing"),
+        "echelle": (lambda: EchelleSpectrum(np.stack([wave, wave + 20]),
+                                            np.stack([flux, flux])), "one order"),
+        "flat flux without sigma": (lambda: Spectrum(wave, np.ones_like(wave)),
+                                    "noise cannot be estimated"),
+        "nothing to estimate sigma from": (
+            lambda: Spectrum(wave, flux, mask=np.arange(wave.size) > 3), "pass sigma"),
+        "zero median flux without sigma": (
+            lambda: Spectrum(wave, np.where(np.arange(wave.size) % 3 == 0, flux, 0.0)),
+            "σ = 0 estimated from the flux"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_inputs()))
+def test_inputs_the_line_fit_cannot_use_are_clear_errors(rng, case):
+    """Each bad input raises InvalidSpectrumError naming the fix, whether ``Spectrum`` itself
+    refuses it or :func:`observed_spectrum` (the entry of fit_lines and initial_rv_of) does."""
+    build, message = _bad_inputs()[case]
+    lines = LineModel(*_lines(rng, 5, 6002, 6008))
+    for entry in (observed_spectrum, lambda s: fit_lines(lines, s, progress=False),
+                  lambda s: initial_rv_of(lines, s, FitSettings())):
+        with pytest.raises(InvalidSpectrumError, match=message):
+            entry(build())
+
+
+def test_an_infinite_sigma_masks_its_pixel():
+    """σ = inf is how a Spectrum marks a masked pixel, so the fit leaves it out, not refuses."""
+    wave = np.linspace(6000, 6010, 200)
+    sigma = np.full_like(wave, 0.01)
+    sigma[[3, 50]] = np.inf
+    got = observed_spectrum(Spectrum(wave, np.ones_like(wave), sigma))
+    np.testing.assert_array_equal(np.flatnonzero(got.mask), [3, 50])
+
+
+def test_the_observed_spectrum_keeps_sigma_or_estimates_one_value(rng):
     wave = np.linspace(6000, 6010, 500)
     flux = 1 + rng.normal(0, 0.01, wave.size)
     mask = np.zeros(wave.size, bool)
     mask[40:45] = True
+    flux[41] = 1e6  # a masked cosmic ray: no part of the σ estimate
     sigma = np.full_like(wave, 0.01)
-    got = Observation.from_spectrum(Spectrum(wave, flux, sigma, mask=mask))
-    want = Observation.from_arrays(wave, flux, sigma, mask=mask)
-    for name in ("wavelength", "flux", "sigma"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
-    no_sigma = Observation.from_spectrum(Spectrum(wave, flux))  # σ from DER_SNR, one value
-    good = no_sigma.sigma[np.isfinite(no_sigma.sigma)]
-    assert np.all(good == good[0]) and good[0] == pytest.approx(0.01, rel=0.2)
+    given = Spectrum(wave, flux, sigma, mask=mask)
+    assert observed_spectrum(given) is given
+    got = observed_spectrum(Spectrum(wave, flux, mask=mask))
+    good = ~mask
+    want = np.median(flux[good]) / estimate_snr(flux[good])  # one σ: median flux / DER_SNR S/N
+    np.testing.assert_array_equal(got.sigma[good], np.full(good.sum(), want))
+    assert np.all(np.isinf(got.sigma[mask])) and want == pytest.approx(0.01, rel=0.2)
+
+
+def test_masked_flux_values_do_not_change_the_fit(rng):
+    lines = LineModel(*_lines(rng, 6, 6002, 6008))
+    wave = np.linspace(6001, 6009, 400)
+    flux = 1 + rng.normal(0, 0.003, wave.size)
+    mask = np.zeros(wave.size, bool)
+    mask[100:103] = True
+    settings = FitSettings(n_global_steps=3, n_steps=2)
+    histories = []
+    for masked_value in (1.0, 1e300):
+        spectrum = Spectrum(wave, np.where(mask, masked_value, flux), np.full_like(wave, 0.003),
+                            mask=mask)
+        result = fit_lines(copy.deepcopy(lines), spectrum, settings=settings, rv=0.0,
+                           progress=False)
+        histories.append(result.history)
+    assert np.all(np.isfinite(histories[0]))
+    assert histories[0] == histories[1]
 
 
 @pytest.mark.slow

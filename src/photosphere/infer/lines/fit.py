@@ -13,7 +13,8 @@ atmosphere's lines as well as the star's. Learned: per-line corrections (Δ ln A
 Priors keep the line changes physical: an L1 + L2 penalty on Δ ln A (as blasé), Gaussian priors
 on the width and centre changes. Fitting runs in two stages: the few global parameters first
 (L-BFGS), then everything jointly (Adam; measured faster than L-BFGS on ~10⁴ lines, see
-docs/lines.md).
+docs/lines.md). The observation is the library's 1-D :class:`~photosphere.spectrum.Spectrum`;
+:func:`observed_spectrum` adds the checks the fit needs (and σ when the spectrum has none).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ...models.lines.telluric import TelluricModel
 from ...ops.doppler import doppler_factor
 from ...ops.grid import log_uniform_wavelength
 from ...ops.lsf import gaussian_broaden
-from ...ops.noise import estimate_snr
+from ...ops.noise import with_uncertainty
 from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
 from ...result import Result, Segment
@@ -44,64 +45,41 @@ from ..optimize import parabola_minimum, rv_scan
 SPEED_OF_LIGHT = 299792.458  # km/s
 
 
-@dataclass(frozen=True)
-class Observation:
-    """An observed 1-D spectrum to fit: wavelength (n_pix,) Å, flux (n_pix,), sigma (n_pix,)
-    1σ (inf where masked). Built with :meth:`from_arrays`, which validates, or from a
-    :class:`~photosphere.spectrum.Spectrum` (:meth:`from_spectrum`); without sigma, one
-    σ = median flux / S/N (DER_SNR, ``ops.noise.estimate_snr``) is used for every pixel."""
+def observed_spectrum(spectrum: Spectrum) -> Spectrum:
+    """``spectrum`` as the line fit uses it: one 1-D :class:`~photosphere.spectrum.Spectrum`
+    with a positive, finite σ on every unmasked pixel, at least one of them unmasked.
 
-    wavelength: np.ndarray
-    flux: np.ndarray
-    sigma: np.ndarray
-
-    @classmethod
-    def from_arrays(cls, wavelength, flux, sigma=None, mask=None) -> Observation:
-        wave = np.array(wavelength, float)  # copies: torch needs writable arrays
-        flux = np.array(flux, float)
-        if wave.ndim != 1 or wave.shape != flux.shape:
-            raise InvalidSpectrumError(f"wavelength {wave.shape} and flux {flux.shape} must be "
-                                       "1-D and the same shape")
-        if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
-            raise InvalidSpectrumError("wavelengths must be finite and strictly increasing")
-        bad = np.zeros(flux.shape, bool) if mask is None else np.asarray(mask, bool).copy()
-        if sigma is None:  # no uncertainties: one σ for all pixels from DER_SNR
-            good = ~bad & np.isfinite(flux)
-            snr = estimate_snr(flux[good]) if good.sum() > 4 else float("nan")
-            level = float(np.median(flux[good])) if good.any() else float("nan")
-            if not (math.isfinite(snr) and snr > 0 and level / snr > 0):
-                raise InvalidSpectrumError(
-                    f"no uncertainties given and the noise cannot be estimated from the flux "
-                    f"(DER_SNR S/N = {snr}); pass sigma (or an error column in the file)")
-            sig = np.full_like(flux, level / snr)
-        else:
-            sig = np.array(sigma, float)
-        nonfinite = ~np.isfinite(flux) | ~np.isfinite(sig) | (sig <= 0)
-        if np.any(nonfinite & ~bad):
-            n = int(np.sum(nonfinite & ~bad))
-            first = float(wave[np.argmax(nonfinite & ~bad)])
+    A :class:`Spectrum` already refuses non-1-D or mismatched arrays, non-finite or
+    non-increasing wavelengths, NaN/inf flux on unmasked pixels and NaN or negative σ (σ = inf
+    marks a masked pixel). Refused here, with an :class:`InvalidSpectrumError` naming the fix:
+    anything that is not one 1-D spectrum (an ``EchelleSpectrum``), every pixel masked, σ = 0 on
+    an unmasked pixel, no σ and no noise estimate from the flux. Without σ, every pixel gets one
+    σ = median unmasked flux / S/N, the S/N from the flux alone (DER_SNR,
+    :func:`~photosphere.ops.noise.with_uncertainty`, which notes it in ``meta``).
+    """
+    if not isinstance(spectrum, Spectrum):
+        raise InvalidSpectrumError(
+            f"the line fit takes one 1-D Spectrum, got {type(spectrum).__name__}; pass one "
+            "order (EchelleSpectrum.order(k)) or build Spectrum(wavelength, flux, sigma)")
+    if spectrum.mask.all():
+        raise InvalidSpectrumError(f"every pixel of {spectrum!r} is masked; nothing to fit")
+    estimated = not spectrum.has_uncertainty
+    if estimated:
+        try:
+            spectrum = with_uncertainty(spectrum)
+        except (FitError, InvalidSpectrumError) as exc:
             raise InvalidSpectrumError(
-                f"{n} pixel(s) have NaN/inf flux or a non-positive uncertainty (first at "
-                f"{first:.3f} Å); mask them (mask=...)")
-        bad |= nonfinite
-        if bad.all():
-            raise InvalidSpectrumError("every pixel is masked; nothing to fit")
-        return cls(wave, np.where(bad, 0.0, flux), np.where(bad, np.inf, sig))
-
-    @classmethod
-    def from_spectrum(cls, spectrum: Spectrum) -> Observation:
-        """The pixels, σ (when it has them) and mask of a 1-D ``spectrum``."""
-        if not isinstance(spectrum, Spectrum):
-            raise InvalidSpectrumError(
-                f"the line model fits one 1-D Spectrum, got {type(spectrum).__name__}; pass one "
-                "order (EchelleSpectrum.order(k))")
-        return cls.from_arrays(spectrum.wavelength, spectrum.flux,
-                               spectrum.sigma if spectrum.has_uncertainty else None,
-                               mask=spectrum.mask)
-
-    @property
-    def mask(self) -> np.ndarray:
-        return ~np.isfinite(self.sigma)
+                f"no uncertainties given and the noise cannot be estimated from the flux "
+                f"({exc}); pass sigma (or an error column in the file)") from None
+    zero = ~spectrum.mask & ~(spectrum.sigma > 0)
+    if zero.any():
+        where = (f"{int(zero.sum())} unmasked pixel(s), first at "
+                 f"{float(spectrum.wavelength[np.argmax(zero)]):.3f} Å")
+        raise InvalidSpectrumError(
+            f"σ = 0 estimated from the flux (median flux / DER_SNR S/N) on {where}; pass sigma"
+            if estimated else f"σ = 0 on {where}; mask them (Spectrum.with_mask) or give "
+            "their uncertainty")
+    return spectrum
 
 
 @dataclass(frozen=True)
@@ -149,7 +127,7 @@ class ObservedLineModel(torch.nn.Module):
         with torch.no_grad():
             for name in ("log_amplitude", "log_sigma", "log_gamma", "centre_shift"):
                 self.register_buffer(f"initial_{name}", getattr(stellar, name).detach().clone())
-        wave = np.asarray(data_wavelength, float)
+        wave = np.array(data_wavelength, float)  # a copy: torch needs writable arrays
         data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave))))
         self.velocity_step = min(SPEED_OF_LIGHT / settings.resolution / settings.oversample,
                                  data_step / 2.0)
@@ -232,11 +210,13 @@ class ObservedLineModel(torch.nn.Module):
 
 @dataclass
 class FitResult:
-    """What :func:`fit_lines` learned: the fitted ``model``, rv and vsini (km/s), the telluric
-    scalings, residual statistics (flux and in units of σ), the loss history and the time."""
+    """What :func:`fit_lines` learned: the fitted ``model``, the ``observation`` fitted (the
+    1-D :class:`~photosphere.spectrum.Spectrum` of :func:`observed_spectrum`, σ included), rv
+    and vsini (km/s), the telluric scalings, residual statistics (flux and in units of σ), the
+    loss history and the time."""
 
     model: ObservedLineModel
-    observation: Observation
+    observation: Spectrum
     rv: float
     vsini: float
     telluric_scale: dict[str, float]
@@ -275,7 +255,7 @@ class FitResult:
             provenance={"source": source}, method="lines")
 
 
-def initial_rv_of(stellar: LineModel, obs: Observation, settings: FitSettings, *,
+def initial_rv_of(stellar: LineModel, spectrum: Spectrum, settings: FitSettings, *,
                   step: float | None = None) -> float:
     """RV (km/s) minimising χ² of the lines as cloned over ±``settings.rv_search``: the
     inference layer's RV scan (:func:`photosphere.infer.optimize.rv_scan`) of the line model as
@@ -283,17 +263,18 @@ def initial_rv_of(stellar: LineModel, obs: Observation, settings: FitSettings, *
     its lines) through the observation chain (rotation at ``vsini_initial``, the Gaussian LSF,
     a linear continuum re-fitted at every trial), every ``step`` km/s (default: a third of the
     resolution element or the pixel, at least 0.25 km/s), refined by a parabola through the
-    minimum. Raises :class:`FitError` when the minimum sits at the edge of the range."""
-    wave = obs.wavelength
+    minimum. spectrum: a 1-D Spectrum (:func:`observed_spectrum`; the lines are taken in its
+    medium). Raises :class:`FitError` when the minimum sits at the edge of the range."""
+    spectrum = observed_spectrum(spectrum)
+    wave = spectrum.wavelength
     vstep = min(SPEED_OF_LIGHT / settings.resolution / 3.0,
                 SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave)))))
     step = step or max(vstep, 0.25)
     vsini_max = max(10.0, 3.0 * settings.vsini_initial)
     margin = 1.0 + (settings.rv_search + vsini_max + 5.0 * SPEED_OF_LIGHT / settings.resolution
                     + 50.0) / SPEED_OF_LIGHT
-    template = LineForwardModel(stellar, velocity_step=vstep,
+    template = LineForwardModel(stellar, velocity_step=vstep, medium=spectrum.medium,
                                 wavelength_range=(wave[0] / margin, wave[-1] * margin))
-    spectrum = Spectrum(wave, obs.flux, obs.sigma, mask=obs.mask, medium=template.medium)
     chain = ObservationChain(template, spectrum, resolution=settings.resolution,
                              continuum_degree=1, epsilon=settings.epsilon,
                              rv_bounds=(-settings.rv_search, settings.rv_search),
@@ -308,35 +289,37 @@ def initial_rv_of(stellar: LineModel, obs: Observation, settings: FitSettings, *
     return parabola_minimum(trials, chi2, best)
 
 
-def fit_lines(stellar: LineModel, obs: Observation | Spectrum, *,
+def fit_lines(stellar: LineModel, spectrum: Spectrum, *,
               settings: FitSettings | None = None, telluric: TelluricModel | None = None,
               rv: float | None = None, progress: bool = True) -> FitResult:
-    """Fit line corrections, RV, vsini, continuum and tellurics of ``stellar`` to ``obs``.
+    """Fit line corrections, RV, vsini, continuum and tellurics of ``stellar`` to ``spectrum``.
 
-    obs: an :class:`Observation` or a 1-D :class:`~photosphere.spectrum.Spectrum`.
-    stellar: cloned lines (rest frame, same air/vacuum medium as ``obs``); modified in place.
-    rv: initial RV (km/s); ``None`` scans ±settings.rv_search. Raises :class:`FitError` when the
-    line list does not overlap the observation.
+    spectrum: one 1-D :class:`~photosphere.spectrum.Spectrum` (checked, and σ estimated when
+    absent, by :func:`observed_spectrum`). stellar: cloned lines (rest frame, same air/vacuum
+    medium as ``spectrum``); modified in place. rv: initial RV (km/s); ``None`` scans
+    ±settings.rv_search. Raises :class:`InvalidSpectrumError` for a spectrum the fit cannot use,
+    :class:`FitError` when the line list does not overlap it.
     """
     settings = settings or FitSettings()
-    if not isinstance(obs, Observation):
-        obs = Observation.from_spectrum(obs)
+    obs = observed_spectrum(spectrum)
+    wave, mask = obs.wavelength, obs.mask
     lo, hi = stellar.wavelength_range
     centre = stellar.reference_centre.numpy()
-    overlap = np.sum((centre > obs.wavelength[0]) & (centre < obs.wavelength[-1]))
+    overlap = np.sum((centre > wave[0]) & (centre < wave[-1]))
     if overlap == 0:
         raise FitError(
             f"none of the {stellar.n_lines} lines ({lo:.1f}–{hi:.1f} Å) falls in the observed "
-            f"range {obs.wavelength[0]:.1f}–{obs.wavelength[-1]:.1f} Å; clone a spectrum that "
-            "covers the observation (check air vs vacuum too)")
+            f"range {wave[0]:.1f}–{wave[-1]:.1f} Å; clone a spectrum that covers the "
+            "observation (check air vs vacuum too)")
     if rv is None:
         rv = initial_rv_of(stellar, obs, settings)
-    model = ObservedLineModel(stellar, obs.wavelength, settings, telluric, rv=rv)
+    model = ObservedLineModel(stellar, wave, settings, telluric, rv=rv)
     with torch.no_grad():  # continuum in units of the data's upper envelope level
-        model.flux_scale.fill_(float(np.percentile(obs.flux[~obs.mask], 95)))
-    flux = torch.as_tensor(obs.flux)
-    ivar = torch.as_tensor(np.where(obs.mask, 0.0, 1.0 / obs.sigma**2))
-    n_good = int((~obs.mask).sum())
+        model.flux_scale.fill_(float(np.percentile(obs.flux[~mask], 95)))
+    # masked pixels: flux 0 and ivar 0, so that no masked value (even 1e300) reaches the χ²
+    flux = torch.as_tensor(np.where(mask, 0.0, obs.flux))
+    ivar = torch.as_tensor(np.where(mask, 0.0, 1.0 / obs.sigma**2))
+    n_good = int((~mask).sum())
 
     def chi2():
         return 0.5 * torch.sum(ivar * (model() - flux) ** 2)
@@ -365,8 +348,8 @@ def fit_lines(stellar: LineModel, obs: Observation | Spectrum, *,
         raise FitError("the fit diverged (non-finite loss); lower learning_rate or check the "
                        "uncertainties")
     with torch.no_grad():
-        resid = (flux - model()).numpy()[~obs.mask]
-        sig = obs.sigma[~obs.mask]
+        resid = (flux - model()).numpy()[~mask]
+        sig = obs.sigma[~mask]
     return FitResult(
         model=model, observation=obs, rv=float(model.rv.detach()),
         vsini=float(model.vsini.detach()),

@@ -18,7 +18,8 @@ from ...models.lines.detect import LineGuess, _pseudo_voigt_peak, find_lines
 from ...models.lines.model import LineModel
 from ...models.lines.telluric import TelluricModel
 from ...ops.doppler import doppler_factor
-from .fit import FitResult, FitSettings, Observation, fit_lines
+from ...spectrum import Spectrum
+from .fit import FitResult, FitSettings, fit_lines
 
 
 def find_missing_lines(result: FitResult, *, n_sigma: float = 5.0,
@@ -85,22 +86,23 @@ def with_added_lines(stellar: LineModel, extra: LineGuess) -> tuple[LineModel, n
     return model, added[order]
 
 
-def fit_adding_lines(stellar: LineModel, obs: Observation, *, settings: FitSettings,
+def fit_adding_lines(stellar: LineModel, spectrum: Spectrum, *, settings: FitSettings,
                      telluric: TelluricModel | None = None, rv: float | None = None,
                      n_sigma: float = 5.0, progress: bool = True
                      ) -> tuple[FitResult, FitResult, np.ndarray]:
-    """Fit, add the missing lines (:func:`find_missing_lines`), refit from the first fit's RV.
+    """Fit ``spectrum`` (one 1-D Spectrum, as :func:`.fit.fit_lines`), add the missing lines
+    (:func:`find_missing_lines`), refit from the first fit's RV.
 
     Returns the first fit, the final fit (whose ``model.stellar`` holds every line) and the
     (n_lines,) mask of added lines in the final model (all False when none was missing; the
     final fit is then the first one).
     """
-    first = fit_lines(stellar, obs, settings=settings, telluric=telluric, rv=rv,
+    first = fit_lines(stellar, spectrum, settings=settings, telluric=telluric, rv=rv,
                       progress=progress)
     extra = find_missing_lines(first, n_sigma=n_sigma)
     if extra.n_lines == 0:
         return first, first, np.zeros(stellar.n_lines, bool)
     grown, added = with_added_lines(first.model.stellar, extra)
-    final = fit_lines(grown, obs, settings=settings, telluric=telluric, rv=first.rv,
+    final = fit_lines(grown, first.observation, settings=settings, telluric=telluric, rv=first.rv,
                       progress=progress)
     return first, final, added
