@@ -39,7 +39,7 @@ from ...ops.resample import rebin
 from ...ops.rotation import rotational_broaden
 from ...result import Result, Segment
 from ...spectrum import Spectrum
-from ..chain import ObservationChain
+from ..chain import ObservationChain, chebyshev_basis
 from ..optimize import parabola_minimum, rv_scan
 
 SPEED_OF_LIGHT = 299792.458  # km/s
@@ -136,8 +136,8 @@ class ObservedLineModel(torch.nn.Module):
         fine = log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, self.velocity_step)
         self.register_buffer("fine_wavelength", torch.as_tensor(fine))
         self.register_buffer("data_wavelength", torch.as_tensor(wave))
-        x = 2.0 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1.0
-        cheb = np.polynomial.chebyshev.chebvander(x, settings.continuum_degree)
+        # the chain's continuum basis over all pixels (masked ones included, as the data span)
+        cheb = chebyshev_basis(wave, np.ones(wave.size, bool), settings.continuum_degree)
         self.register_buffer("chebyshev", torch.as_tensor(cheb))  # (n_pix, degree + 1)
         self.register_buffer("flux_scale", torch.tensor(1.0, dtype=torch.float64))
         self.continuum_coeffs = torch.nn.Parameter(
