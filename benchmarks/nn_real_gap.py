@@ -52,7 +52,7 @@ from _shared import SHARED
 from nn_sun_gap import depth_ratios
 from photosphere._files import atomic_path, cache_dir
 from photosphere.benchmark.engines import resolution_of
-from photosphere.benchmark.stars import HIGH_RESOLUTION, LABELS, Star, read_stars, select
+from photosphere.datasets.reference_stars import HIGH_RESOLUTION, LABELS, Star, read_stars, select
 from photosphere.errors import PhotosphereError
 from photosphere.grids.store import GridStore
 from photosphere.nn.augment import pixel_velocity

@@ -11,7 +11,7 @@ from photosphere.benchmark.engines import (
     reference_flags,
     resolution_of,
 )
-from photosphere.benchmark.stars import Star
+from photosphere.datasets.reference_stars import Star
 from photosphere.errors import BenchmarkError
 from photosphere.spectrum import Spectrum, SpectrumMeta
 

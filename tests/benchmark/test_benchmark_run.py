@@ -11,8 +11,8 @@ from photosphere._json import plain
 from photosphere.benchmark.engines import Estimate
 from photosphere.benchmark.report import star_table, summary_table
 from photosphere.benchmark.run import COLUMNS, read_rows, run_benchmark
-from photosphere.benchmark.stars import Star
 from photosphere.benchmark.stats import summarise
+from photosphere.datasets.reference_stars import Star
 from photosphere.errors import BenchmarkError, FileFormatError
 
 

@@ -5,9 +5,9 @@ on one star, ``run`` runs them over the stars into a resumable table, ``stats`` 
 ``report`` and ``plot`` show it. ``photosphere benchmark`` is the command (docs/benchmark.md).
 """
 
+from ..datasets.reference_stars import LABELS, TIERS, Star, read_stars, select, tier_of
 from .engines import FitEngine, NNEngine, make_engines
 from .run import run_benchmark
-from .stars import LABELS, TIERS, Star, read_stars, select, tier_of
 from .stats import summarise
 
 __all__ = ["LABELS", "TIERS", "FitEngine", "NNEngine", "Star", "make_engines", "read_stars",

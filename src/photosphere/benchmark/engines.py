@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.reference_stars import LABELS, Star
 from ..errors import BenchmarkError
 from ..infer.validity import grid_nodes, pinned_labels
-from .stars import LABELS, Star
 
 CHI2_HIGH = 5.0
 """χ²_red above which a fit is flagged ``chi2_high`` (the model does not describe the data)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .stars import LABELS
+from ..datasets.reference_stars import LABELS
 
 
 def floor_for(diff: Sequence[float], sigma: Sequence[float], reference_err: Sequence[float]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_path
-from .stars import LABELS, TIERS
+from ..datasets.reference_stars import LABELS, TIERS
 
 _TITLE = {"teff": "Teff (K)", "logg": "log g (dex)", "feh": "[Fe/H] (dex)"}
 _COLOURS = dict(zip(TIERS, ("tab:blue", "tab:purple", "tab:red", "tab:orange", "tab:green",

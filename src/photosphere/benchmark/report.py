@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .stars import LABELS
+from ..datasets.reference_stars import LABELS
 
 _FORMAT = {"teff": ("{:.0f}", "{:.0f}"), "logg": ("{:.2f}", "{:.2f}"),
            "feh": ("{:.2f}", "{:.2f}")}

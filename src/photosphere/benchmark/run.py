@@ -24,9 +24,9 @@ import numpy as np
 
 from .._files import atomic_path
 from .._json import plain
+from ..datasets.reference_stars import LABELS, Star
 from ..errors import BenchmarkError
 from .engines import Estimate
-from .stars import LABELS, Star
 from .stats import add_differences, summarise
 
 TEXT_COLUMNS = ("engine", "star", "file", "instrument", "tier", "resolution_source", "status",

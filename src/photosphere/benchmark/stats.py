@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .stars import LABELS, TIERS
+from ..datasets.reference_stars import LABELS, TIERS
 
 
 def sigma_total(sigma: float, reference_err: float) -> float:

@@ -12,7 +12,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from ..benchmark import make_engines, read_stars, run_benchmark, select, summarise
     from ..benchmark.plot import plot_benchmark
     from ..benchmark.report import star_table, summary_table
-    from ..benchmark.stars import default_stars_dir
+    from ..datasets.reference_stars import default_stars_dir
 
     stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
     stars = select(read_stars(stars_dir / "labels.csv"), args.stars, args.tier, args.limit)
@@ -38,7 +38,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _register_benchmark(sub: argparse._SubParsersAction) -> None:
-    from ..benchmark.stars import TIERS
+    from ..datasets.reference_stars import TIERS
 
     p = sub.add_parser("benchmark", help="run fit / nn on real stars with reference labels and "
                                          "compare per tier (docs/benchmark.md)")

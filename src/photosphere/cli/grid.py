@@ -518,7 +518,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
     from ..api import load_model
     from ..benchmark import read_stars, select
     from ..benchmark.engines import resolution_of
-    from ..benchmark.stars import default_stars_dir
+    from ..datasets.reference_stars import default_stars_dir
     from ..errors import ModelError
     from ..grids.calibrated import CalibratedModel, write_calibration
     from ..grids.emulator import PCAGPEmulator

@@ -9,9 +9,10 @@ list's identity): a seed of another definition is ignored with a note, never mix
 
 Compression: the normalised flux is quantised in steps of 1e-4 of the continuum over
 [0, :data:`FLUX_MAX`] (a hundred times below the emulator's error and below the noise of any
-real spectrum) into 16-bit integers, gzip + shuffle: about 31 kB per spectrum (measured:
-41 kB at 1.9e-5 steps, 38 kB / 31 kB with adjacent-pixel differences stored instead); the continuum stays float32. ``photosphere grid seed --preset NAME
--o FILE`` writes one from a build's journal.
+real spectrum) into 16-bit integers, gzip + shuffle: about 31 kB per spectrum (measured: 41 kB
+at 1.9e-5 steps; storing adjacent-pixel differences instead saved only 6 %); the continuum
+stays float32. ``photosphere grid seed --preset NAME -o FILE`` writes one from a build's
+journal.
 
 File layout (format ``photosphere-training-seed`` version 1)::
 

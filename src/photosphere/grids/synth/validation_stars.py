@@ -97,7 +97,7 @@ def validation_star(name: str, data_dir: str | os.PathLike | None = None) -> Val
         return ValidationStar("Sun", data / UVES_SUN, dict(SUN_LABELS), SUN_VSINI, True,
                               "IAU 2015 nominal Sun; vmic 1.0 km/s")
     if key == "procyon":
-        from ...benchmark.stars import read_stars, select
+        from ...datasets.reference_stars import read_stars, select
 
         row = select(read_stars(data / "stars" / "labels.csv"), ["procyon"])[0]
         labels = {k: float(v) for k, (v, _) in row.reference.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from photosphere.benchmark.stars import TIERS, read_stars, select, tier_of
+from photosphere.datasets.reference_stars import TIERS, read_stars, select, tier_of
 from photosphere.errors import BenchmarkError
 
 HEADER = ("file,star,instrument,resolution,teff,teff_err,logg,logg_err,feh,feh_err,vsini,"

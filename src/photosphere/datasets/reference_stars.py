@@ -1,4 +1,4 @@
-"""The benchmark's stars: the reference-label table and the tier each star belongs to.
+"""Real stars with reference labels (the benchmark's table) and the tier each star belongs to.
 
 ``labels.csv`` (one row per star) has the columns ``file`` (relative to the table's folder; it may
 point outside it, e.g. ``../optical/...``), ``star``, ``instrument``, ``resolution`` (resolving
