@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from photosphere.errors import FitError
 from photosphere.infer.optimize import batched_jacobian, levenberg_marquardt
 
 T = torch.linspace(0, 4, 200, dtype=torch.float64)
@@ -35,12 +37,19 @@ def _numpy_functions(fn):
 
 
 def test_jacobian_matches_reverse_mode(rng):
+    """Forward-mode autodiff to rounding; forward differences (the default) to ~1e-5 of the
+    largest derivative, backwards at the edge of the box (u = 1)."""
     _, fn, _, _ = _problem(rng)
-    u = torch.tensor([[0.3, 0.2, 0.5], [0.7, 0.9, 0.1]], dtype=torch.float64)
-    _, jac = batched_jacobian(fn, u)
-    for b in range(2):
-        ref = torch.autograd.functional.jacobian(fn, u[b:b + 1])[0, :, 0, :]
-        np.testing.assert_allclose(jac[b].numpy(), ref.numpy(), rtol=1e-10, atol=1e-8)
+    u = torch.tensor([[0.3, 0.2, 0.5], [0.7, 0.9, 0.1], [1.0, 0.5, 1.0]], dtype=torch.float64)
+    _, exact = batched_jacobian(fn, u, method="forward-ad")
+    _, differences = batched_jacobian(fn, u)
+    for b in range(3):
+        ref = torch.autograd.functional.jacobian(fn, u[b:b + 1])[0, :, 0, :].numpy()
+        np.testing.assert_allclose(exact[b].numpy(), ref, rtol=1e-10, atol=1e-8)
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(differences[b].numpy(), ref, rtol=0, atol=1e-5 * scale)
+    with pytest.raises(FitError, match="jacobian method"):
+        batched_jacobian(fn, u, method="complex-step")
 
 
 def test_recovers_truth_from_several_starts(rng):

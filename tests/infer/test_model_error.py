@@ -97,7 +97,8 @@ def test_without_continuum_and_two_exposures_shapes_and_jacobian(model):
     assert float((like.residuals(torch.as_tensor(theta)) ** 2).sum()) == pytest.approx(chi2,
                                                                                        rel=1e-8)
     assert float(like.log_likelihood(theta)) == pytest.approx(-0.5 * m2loglike, rel=1e-10)
-    value, jac = batched_jacobian(like.residuals, torch.as_tensor(theta)[None])
+    value, jac = batched_jacobian(like.residuals, torch.as_tensor(theta)[None],
+                                  method="forward-ad")
     assert value.shape == (1, chain.n_pixels + 2) and jac.shape == (1, chain.n_pixels + 2, 6)
     assert torch.isfinite(jac).all() and jac[0, -2:].abs().sum() > 0
     # the forward-mode Jacobian agrees with a finite difference (teff, then rv_1)
