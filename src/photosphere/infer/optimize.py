@@ -82,9 +82,10 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
     ``method`` (default :data:`JACOBIAN`): ``"finite-difference"``: one call of ``fn`` on the
     B rows and their P·B copies with one parameter moved by ``step`` (backwards where that
-    would leave the box; :func:`fd_step` gives the step for a model's precision), so the cost is one pass of a (P + 1)-times larger batch of plain
-    tensors; ``"forward-ad"``: forward-mode autodiff in one pass, copy p of the rows carrying
-    the unit tangent of parameter p (falls back to the double-backward trick, P passes, when
+    would leave the box; :func:`fd_step` gives the step for a model's precision), so the cost
+    is one pass of a (P + 1)-times larger batch of plain tensors; ``"forward-ad"``:
+    forward-mode autodiff in one pass, copy p of the rows carrying the unit tangent of
+    parameter p (falls back to the double-backward trick, P passes, when
     an operator lacks a forward-mode rule).
     """
     x = torch.as_tensor(x, dtype=DTYPE)
