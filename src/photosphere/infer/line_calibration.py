@@ -39,7 +39,8 @@ def star_residuals(model, spectrum, reference: Mapping[str, float], star: str,
                    **fit_settings: Any) -> StarResiduals:
     """One star's normalised data and model on ``model``'s pixels at its reference labels.
 
-    model: the uncalibrated forward model. spectrum: the star's spectrum with σ. reference:
+    model: the uncalibrated forward model, fitted as exact (no error templates or model
+    variance, as the calibrated model is). spectrum: the star's spectrum with σ. reference:
     ``{teff, logg, feh}`` (K, dex, dex). fit_settings: keyword arguments of
     :func:`~photosphere.infer.optimize.fit` (``resolution=`` ...) over the protocol.
     """
@@ -49,7 +50,10 @@ def star_residuals(model, spectrum, reference: Mapping[str, float], star: str,
     fixed = {k: float(reference[k]) for k in REFERENCE_LABELS if k in model.label_names}
     lo_hi = {k: model.bounds[k] for k in fixed}
     fixed = {k: float(np.clip(v, *lo_hi[k])) for k, v in fixed.items()}
-    options = merge_defaults({**fit_settings, "fixed": fixed})
+    # the model as exact, as the calibrated model is fitted (grids.calibrated.CalibratedModel):
+    # its own error terms would absorb part of the misfit the calibration is to measure
+    options = merge_defaults({"model_error": "none", "model_variance": False, **fit_settings,
+                              "fixed": fixed})
     result = fit(model, spectrum, **options)
     # the residuals on every pixel, the clipped ones included (marked): the lines the model
     # gets wrong are what clipping removes, and what the mask is made from
