@@ -87,3 +87,17 @@ def test_nonfinite_start_is_reported_not_raised():
     out = levenberg_marquardt(resid_jac, resid, np.array([[0.1]]))
     assert not out.converged[0]
     assert "non-finite" in out.reason[0]
+
+
+def test_the_difference_step_follows_the_models_precision():
+    """float32 predictions (the grid interpolator) need a larger step than float64 ones, or
+    rounding swamps the differences."""
+    from analytic_model import AnalyticModel
+    from photosphere.infer.optimize import FD_STEP, fd_step
+
+    class Single(AnalyticModel):
+        def predict(self, labels):
+            return super().predict(labels).to(torch.float32)
+
+    assert fd_step(AnalyticModel()) == FD_STEP[torch.float64]
+    assert fd_step(Single()) == FD_STEP[torch.float32] > FD_STEP[torch.float64]
