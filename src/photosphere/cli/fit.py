@@ -303,8 +303,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _fit_model_args(p: argparse.ArgumentParser) -> None:
     """The forward model: grid, line strengths, single star or a mixture."""
     p.add_argument("--grid", help="HDF5 model grid or emulator (with its line calibration, `grid "
-                                   "calibrate-stars`), or 'optical': the shipped optical emulator "
-                                   "(docs/grids.md); default: the embedded grid")
+                                   "calibrate-stars`), or 'optical': the optical emulator in the "
+                                   "package's data folder when there is one (docs/grids.md); "
+                                   "default: the embedded grid")
     p.add_argument("--line-strengths", metavar="ECSV",
                    help="correct the grid's line strengths with this table (`photosphere grid "
                         "calibrate-lines`, e.g. made on the Sun); single-star model only")
