@@ -39,6 +39,7 @@ from .._lock import file_lock
 from .._version import __version__
 from ..errors import DependencyError, GridError, NetworkError, OutOfGridError
 from .presets import GridSpec
+from .seed import seed_journal
 from .store import GridSampling, NodeResult, reduce_node, write_grid
 
 Synthesizer = Callable[..., Any]
@@ -236,13 +237,6 @@ def _provenance(spec: GridSpec, synthesizer: Synthesizer, nodes: list[NodeResult
             key = k if k not in prov or k == "linelist_sha256" else f"synthesis_{k}"
             prov[key] = next(iter(values))
     return prov
-
-
-def seed_journal(journal, seed, quiet: bool = False) -> int:
-    """:func:`photosphere.grids.seed.seed_journal` (imported here, where builds use it)."""
-    from .seed import seed_journal as copy_seed
-
-    return copy_seed(journal, seed, quiet=quiet)
 
 
 def _kind(spec) -> tuple[Callable[..., NodeResult], Callable[..., Path]]:

@@ -118,23 +118,16 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 def fd_step(model) -> float:
     """The finite-difference step (unit box) for ``model``: :data:`FD_STEP` of the precision of
-    its predictions (float32 for the grid interpolator, float64 for emulators)."""
-    cached = getattr(model, "_photosphere_fd_step", None)
-    if cached is not None:
-        return cached
+    its predictions (float32 for the grid interpolator, float64 for emulators), read from one
+    prediction at the centre of its box (float32's step when there is a hole there)."""
     mid = torch.as_tensor([0.5 * (lo + hi) for lo, hi in
                            (model.bounds[n] for n in model.label_names)], dtype=DTYPE)
     try:
         with torch.no_grad():
             dtype = model.predict(mid).dtype
-    except Exception:  # a model that cannot predict at the box centre: assume float32
+    except OutOfGridError:
         dtype = torch.float32
-    step = FD_STEP.get(dtype, FD_STEP[torch.float32])
-    try:
-        model._photosphere_fd_step = step
-    except AttributeError:  # pragma: no cover - a model with __slots__
-        pass
-    return step
+    return FD_STEP.get(dtype, FD_STEP[torch.float32])
 
 
 def _fd_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, h: float
