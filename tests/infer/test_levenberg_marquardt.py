@@ -101,3 +101,19 @@ def test_the_difference_step_follows_the_models_precision():
 
     assert fd_step(AnalyticModel()) == FD_STEP[torch.float64]
     assert fd_step(Single()) == FD_STEP[torch.float32] > FD_STEP[torch.float64]
+
+
+def test_the_difference_step_of_a_model_over_several_epochs():
+    """A binary over several epochs refuses ``predict`` (one spectrum per epoch); its step is
+    read through ``predict_epochs``."""
+    from analytic_model import AnalyticModel
+    from photosphere.infer.optimize import FD_STEP, fd_step
+
+    class Epochs(AnalyticModel):
+        def predict(self, labels):
+            raise ValueError("predicts one spectrum per epoch")
+
+        def predict_epochs(self, labels):
+            return torch.stack([super().predict(labels)] * 2, -2).to(torch.float32)
+
+    assert fd_step(Epochs()) == FD_STEP[torch.float32]

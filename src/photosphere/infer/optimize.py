@@ -119,12 +119,13 @@ def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 def fd_step(model) -> float:
     """The finite-difference step (unit box) for ``model``: :data:`FD_STEP` of the precision of
     its predictions (float32 for the grid interpolator, float64 for emulators), read from one
-    prediction at the centre of its box (float32's step when there is a hole there)."""
+    prediction at the centre of its box (float32's step when there is a hole there). A binary
+    over several epochs predicts through ``predict_epochs``."""
     mid = torch.as_tensor([0.5 * (lo + hi) for lo, hi in
                            (model.bounds[n] for n in model.label_names)], dtype=DTYPE)
     try:
         with torch.no_grad():
-            dtype = model.predict(mid).dtype
+            dtype = getattr(model, "predict_epochs", model.predict)(mid).dtype
     except OutOfGridError:
         dtype = torch.float32
     return FD_STEP.get(dtype, FD_STEP[torch.float32])
