@@ -215,6 +215,39 @@ def test_a_calibration_made_with_tied_labels_ties_them_when_loaded(tmp_path, cap
     assert "tied labels:  alpha" in capsys.readouterr().out
 
 
+def test_labels_held_only_in_the_calibration_stay_free_when_loaded(tmp_path, capsys):
+    """`calibrate-stars --hold vmic`: the stars' fits took vmic from its relation, but the
+    calibrated model is fitted in all five labels; the record survives the file and a
+    leave-one-out; `grid info` says so."""
+    from photosphere import cli
+    from photosphere.grids.calibrated import (
+        CalibratedModel,
+        LineCalibration,
+        StarResiduals,
+        write_calibration,
+    )
+    from photosphere.grids.load import load_emulator
+
+    labels, flux, _ = _five_label_set(80)
+    emu = PCAGPEmulator(max_components=4, n_iter=20).fit_arrays(
+        labels, flux, label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
+        bounds=FIVE_BOUNDS)
+    path = emu.save(tmp_path / "emu.h5")
+    n = len(emu.wavelength)
+    stars = [StarResiduals(name, np.full(n, 0.9), np.full(n, 0.8), np.full(n, 1e4),
+                           {"teff": 5777.0}) for name in ("Sun", "Procyon")]
+    write_calibration(path, LineCalibration.from_stars(emu.wavelength, stars, held=("vmic",)))
+    model = load_emulator(path)
+    assert isinstance(model, CalibratedModel)
+    assert model.label_names == FIVE
+    assert model.calibration.held == ("vmic",) and model.calibration.tied == ()
+    assert model.without("Sun").calibration.held == ("vmic",)
+    assert model.without("Sun").calibration.star_names == ("Procyon",)
+    assert cli.main(["grid", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "held labels:  vmic" in out and "tied labels" not in out
+
+
 def test_an_emulator_file_with_a_line_calibration_loads_calibrated(tmp_path, grid_path, emulator):
     import photosphere
     from photosphere.grids.calibrated import CalibratedModel, LineCalibration, write_calibration

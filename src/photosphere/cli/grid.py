@@ -106,6 +106,9 @@ def _emulator_text(info: dict[str, Any]) -> str:
         if cal.get("tied"):
             lines.append(f"tied labels:  {', '.join(cal['tied'])} (from relations; fitted "
                          f"labels: {', '.join(info['labels'])})")
+        if cal.get("held"):
+            lines.append(f"held labels:  {', '.join(cal['held'])} (from relations in the "
+                         f"calibration stars' fits only; free in fits)")
     return "\n".join(lines)
 
 
@@ -534,10 +537,11 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
     stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
     stars = select(read_stars(stars_dir / "labels.csv"), args.stars, None, None)
     tied = tuple(args.tie or ())
-    if tied:
+    held = tuple(k for k in (args.hold or ()) if k not in tied)
+    if tied or held:
         from ..grids.tied_labels import TiedLabels
 
-        model = TiedLabels(model, tied)
+        model = TiedLabels(model, tied + held)
     chosen = [s for s in stars if s.tier(s.resolution) in CALIBRATION_TIERS
               and all(model.bounds[k][0] <= s.reference[k][0] <= model.bounds[k][1]
                       for k in ("teff", "logg") if k in model.bounds)]
@@ -557,7 +561,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
         if not args.json:
             tqdm.write(message, file=sys.stderr)
 
-    calibration = calibrate_lines(model, jobs(), progress=say, tied=tied)
+    calibration = calibrate_lines(model, jobs(), progress=say, tied=tied, held=held)
     write_calibration(args.model, calibration)
     summary = {**calibration.summary(), "model": str(args.model)}
     emit(args, summary, f"calibrated {args.model} on {len(calibration.stars)} stars: "
@@ -581,6 +585,10 @@ def _register_grid_calibrate_stars(gsub: argparse._SubParsersAction) -> None:
                    help="labels tied to the others by relations in the calibration fits and in "
                         "every fit with the calibrated model: alpha ([α/Fe] from [Fe/H]), vmic "
                         "(from Teff, log g); default: all labels free")
+    p.add_argument("--hold", nargs="+", metavar="LABEL", choices=("alpha", "vmic"),
+                   help="labels tied by the same relations in the calibration fits only, free "
+                        "in fits with the calibrated model: the stars' fits cannot then trade a "
+                        "line-strength error for a vmic or [α/Fe] off its relation")
     _add_json(p)
     p.set_defaults(func=_cmd_calibrate_stars)
 

@@ -109,7 +109,9 @@ class LineCalibration:
     synthesised). mask: ``(n_pix,)`` True = left out of fits. stars: the calibration stars'
     residuals (kept so that any star can be left out). tied: labels the stars' fits tied to
     the others by relations (:mod:`.tied_labels`), to be tied the same way in every fit with
-    the calibrated model.
+    the calibrated model. held: labels tied by relations in the stars' fits only (so that a
+    free label cannot absorb a line-strength error the exponents should take); free in fits
+    with the calibrated model.
     """
 
     wavelength: np.ndarray
@@ -117,6 +119,7 @@ class LineCalibration:
     mask: np.ndarray
     stars: tuple[StarResiduals, ...]
     tied: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
 
     @property
     def star_names(self) -> tuple[str, ...]:
@@ -124,13 +127,13 @@ class LineCalibration:
 
     @classmethod
     def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals],
-                   tied: Sequence[str] = ()) -> LineCalibration:
+                   tied: Sequence[str] = (), held: Sequence[str] = ()) -> LineCalibration:
         """Combine stars: the least-squares ratio of ``ln f`` per pixel over the unclipped
         pixels with the prior c = 1, and the mask from how often the pixel was clipped."""
         wavelength = np.asarray(wavelength, float)
         n = len(wavelength)
         if not stars:
-            return cls(wavelength, np.ones(n), np.zeros(n, bool), (), tuple(tied))
+            return cls(wavelength, np.ones(n), np.zeros(n, bool), (), tuple(tied), tuple(held))
         model = np.stack([np.clip(np.nan_to_num(s.model, nan=1.0), FLUX_FLOOR, None)
                           for s in stars])
         data = np.stack([np.clip(np.nan_to_num(s.data, nan=1.0), FLUX_FLOOR, None)
@@ -150,7 +153,7 @@ class LineCalibration:
         if MASK_DILATE:
             kernel = np.ones(2 * MASK_DILATE + 1)
             bad = np.convolve(bad.astype(float), kernel, mode="same") > 0
-        return cls(wavelength, exponent, bad, tuple(stars), tuple(tied))
+        return cls(wavelength, exponent, bad, tuple(stars), tuple(tied), tuple(held))
 
     def without(self, star: str) -> LineCalibration:
         """The calibration made from every star but ``star`` (leave-one-out): every
@@ -159,12 +162,13 @@ class LineCalibration:
         kept = [s for s in self.stars if not same_star(s.star, star)]
         if len(kept) == len(self.stars):
             return self
-        return LineCalibration.from_stars(self.wavelength, kept, self.tied)
+        return LineCalibration.from_stars(self.wavelength, kept, self.tied, self.held)
 
     def summary(self) -> dict[str, Any]:
         """Stars, fraction of pixels masked and changed, spread of log10 c."""
         log_c = np.log10(self.exponent)
         return {"stars": list(self.star_names), "tied": list(self.tied),
+                "held": list(self.held),
                 "n_pixels": len(self.wavelength),
                 "masked_fraction": float(self.mask.mean()),
                 "changed_fraction": float(np.mean(np.abs(log_c) > 0.01)),
@@ -176,6 +180,7 @@ class LineCalibration:
         group.attrs["stars"] = json.dumps([s.star for s in self.stars])
         group.attrs["labels"] = json.dumps([s.labels for s in self.stars])
         group.attrs["tied"] = json.dumps(list(self.tied))
+        group.attrs["held"] = json.dumps(list(self.held))
         for name in ("wavelength", "exponent", "mask"):
             group.create_dataset(name, data=getattr(self, name), compression="gzip")
         n = len(self.wavelength)
@@ -196,8 +201,9 @@ class LineCalibration:
                                     arrays["weight"][i], labels[i], arrays["clipped"][i] > 0)
                       for i, n in enumerate(names))
         tied = tuple(json.loads(group.attrs.get("tied", "[]")))
+        held = tuple(json.loads(group.attrs.get("held", "[]")))
         return cls(group["wavelength"][:], group["exponent"][:],
-                   group["mask"][:].astype(bool), stars, tied)
+                   group["mask"][:].astype(bool), stars, tied, held)
 
 
 def has_calibration(path: str | Path) -> bool:

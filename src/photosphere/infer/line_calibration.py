@@ -92,11 +92,13 @@ def star_residuals(model, spectrum, reference: Mapping[str, float], star: str,
 
 def calibrate_lines(model, stars: Iterable[tuple[str, Any, Mapping[str, float], dict]],
                     progress: Callable[[str], None] | None = None,
-                    tied: tuple[str, ...] = ()) -> LineCalibration:
+                    tied: tuple[str, ...] = (), held: tuple[str, ...] = ()
+                    ) -> LineCalibration:
     """The line calibration of ``model`` on ``stars``: ``(name, spectrum, reference labels,
     fit settings)`` each. A star whose fit fails is reported through ``progress`` and left out.
     tied: the labels ``model`` ties by relations (a :class:`~photosphere.grids.tied_labels.
-    TiedLabels`), recorded in the calibration so that fits with it tie them too."""
+    TiedLabels`), recorded in the calibration so that fits with it tie them too. held: labels
+    ``model`` ties in these fits only (recorded; free in fits with the calibrated model)."""
     residuals = []
     for name, spectrum, reference, settings in stars:
         try:
@@ -107,4 +109,4 @@ def calibrate_lines(model, stars: Iterable[tuple[str, Any, Mapping[str, float], 
             continue
         if progress:
             progress(f"{name}: done")
-    return LineCalibration.from_stars(np.asarray(model.wavelength, float), residuals, tied)
+    return LineCalibration.from_stars(np.asarray(model.wavelength, float), residuals, tied, held)
