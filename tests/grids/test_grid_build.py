@@ -67,14 +67,14 @@ def test_killed_build_resumes_without_recomputing(tmp_path, reference, monkeypat
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{HERE}",
            "PHOTOSPHERE_TEST_CALL_LOG": str(log1), "PHOTOSPHERE_TEST_SLEEP": "0.3"}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
-    journal_nodes = Path(str(out) + ".partial") / "nodes"
+    journal_nodes = Path(str(out) + ".partial") / "nodes"  # finished nodes; ".N.tmp.npz" are not
     deadline = time.time() + 180
-    while time.time() < deadline and len(list(journal_nodes.glob("*.npz"))) < 6:
+    while time.time() < deadline and len(list(journal_nodes.glob("[0-9]*.npz"))) < 6:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists(), "a killed build must not leave a grid file"
-    done = {int(p.stem) for p in journal_nodes.glob("*.npz")}
+    done = {int(p.stem) for p in journal_nodes.glob("[0-9]*.npz")}
     assert 6 <= len(done) < 24, "the kill must land mid-build"
     with pytest.raises(GridError, match="unfinished grid build"):
         GridStore.open(Path(str(out) + ".partial"))
