@@ -156,11 +156,14 @@ def minimise(problem: LeastSquaresProblem, x0: np.ndarray, *, max_iter: int = 10
             bar.update(int(iterations[0] - first))
             bar.set_postfix(loss=f"{loss[0]:.4g}")
     bar.close()
-    rows = history[:, :n_accepted.max() + 1].tolist()   # one conversion, then list slices
+    # the filled entries only, in one conversion, then cut into rows (thousands of starts)
+    lengths = n_accepted + 1
+    values = history[np.arange(history.shape[1]) < lengths[:, None]].tolist()
+    ends = np.cumsum(lengths).tolist()
     return LMOutcome(u=x, chi2=loss, iterations=iterations, converged=converged,
                      reason=[_REASONS[c] for c in reason],
-                     history=[row[:n + 1] for row, n in zip(rows, n_accepted.tolist(),
-                                                           strict=True)])
+                     history=[values[end - n:end] for end, n in zip(ends, lengths.tolist(),
+                                                                    strict=True)])
 
 
 def object_rows(systems: Sequence[Any]) -> tuple[np.ndarray]:
