@@ -36,6 +36,25 @@ def _lm_clone(sun, lo: float, hi: float, prominence: float, n_steps: int) -> dic
             "final_loss": r.history[-1], "cpu_s": time.process_time() - t0}
 
 
+#: The TRES WASP-14 order 22 fit: R 44 000, continuum degree 5, 100 + 150 epochs.
+TRES_SETTINGS = FitSettings(resolution=44000, continuum_degree=5, n_global_steps=100,
+                            n_steps=150)
+
+
+def adam_clone(sun, out: Path):
+    """The UVES Sun 5125–5245 Å cloned with Adam (prominence 0.003, 2 × 150 epochs) as a
+    LineModel (air), cached as an ECSV table in ``out`` and read from there when present."""
+    table = out / "uves_sun_5125_5245_lines.ecsv"
+    if not table.exists():
+        part = sun.slice(5125.0, 5245.0)
+        clone = clone_spectrum(part.wavelength, part.flux, prominence=0.003, n_rounds=2,
+                               n_steps=150, progress=False)
+        lines_table = clone.model.to_table()
+        lines_table.meta["medium"] = "air"
+        write_table(lines_table, table)
+    return read_line_model(table, medium="air")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="the shared data folder")
@@ -48,18 +67,9 @@ def main() -> None:
     sun = read(data / "optical" / "uves_sun_norm.txt")
     report = {"lm_clone_5150_5200": _lm_clone(sun, 5150.0, 5200.0, 0.002, 40),
               "lm_clone_5100_5300": _lm_clone(sun, 5100.0, 5300.0, 0.001, 30)}
-    table = out / "uves_sun_5125_5245_lines.ecsv"
-    if not table.exists():
-        part = sun.slice(5125.0, 5245.0)
-        clone = clone_spectrum(part.wavelength, part.flux, prominence=0.003, n_rounds=2,
-                               n_steps=150, progress=False)
-        lines_table = clone.model.to_table()
-        lines_table.meta["medium"] = "air"
-        write_table(lines_table, table)
-    lines = read_line_model(table, medium="air")
+    lines = adam_clone(sun, out)
     order = read(data / "tres" / "WASP14-2009-06-14.hdf5").order(22)
-    settings = FitSettings(resolution=44000, continuum_degree=5, n_global_steps=100,
-                           n_steps=150)
+    settings = TRES_SETTINGS
     report["tres_order22_scan_rv"] = initial_rv_of(copy.deepcopy(lines), order, settings)
     t0 = time.perf_counter()
     fit = fit_lines(copy.deepcopy(lines), order, settings=settings, progress=False)

@@ -10,6 +10,7 @@ from photosphere.ops.levenberg_marquardt import (
     block_jacobi_cg_step,
     box_step,
     diagonal_blocks,
+    marquardt_steps,
     minimise,
 )
 
@@ -23,19 +24,19 @@ class _Rosenbrock:
     def residual(self, x):
         return np.stack([10 * (x[:, 1] - x[:, 0] ** 2), 1 - x[:, 0]], -1)
 
-    def loss(self, x):
+    def loss(self, x, rows):
         return np.sum(self.residual(x) ** 2, -1)
 
-    def linearise(self, x):
-        out = []
-        for row, r in zip(x, self.residual(x), strict=True):
-            jac = np.array([[-20 * row[0], 10.0], [-1.0, 0.0]])
-            out.append((jac.T @ jac, jac.T @ r))
-        return out
+    def linearise(self, x, rows):
+        jac = np.zeros((len(x), 2, 2))
+        jac[:, 0, 0], jac[:, 0, 1], jac[:, 1, 0] = -20 * x[:, 0], 10.0, -1.0
+        r = self.residual(x)
+        return np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r)
 
     def step(self, system, lam, x):
         jtj, grad = system
-        return np.linalg.solve(jtj + lam * np.diag(np.diag(jtj)), -grad)
+        return np.stack([np.linalg.solve(a + lam_b * np.diag(np.diag(a)), -g)
+                         for a, g, lam_b in zip(jtj, grad, lam, strict=True)])
 
     def project(self, x):
         return np.minimum(x, self.upper)
@@ -87,3 +88,50 @@ def test_block_jacobi_cg_solves_the_damped_normal_equations(rng):
     exact = np.linalg.solve(normal.toarray() + 0.1 * np.diag(diag), rhs)
     np.testing.assert_allclose(step, exact, rtol=1e-8)
     np.testing.assert_allclose(diagonal_blocks(normal, 4)[1], normal.toarray()[4:8, 4:8])
+
+
+class _PerRowTargets:
+    """Start b fits its own data: r_b = A x − y[b] (the Cannon's case, one spectrum per start),
+    with one batched Marquardt solve for all rows; ``rows`` picks each start's target."""
+
+    def __init__(self, a, targets):
+        self.a, self.targets = a, targets
+
+    def loss(self, x, rows):
+        return np.sum((x @ self.a.T - self.targets[rows]) ** 2, -1)
+
+    def linearise(self, x, rows):
+        r = x @ self.a.T - self.targets[rows]
+        return np.broadcast_to(self.a.T @ self.a, (len(x), 3, 3)).copy(), -(r @ self.a)
+
+    def step(self, system, lam, x):
+        return marquardt_steps(*system, lam)
+
+    def project(self, x):
+        return np.clip(x, -1.0, 1.0)
+
+
+def test_each_start_fits_its_own_data_through_rows(rng):
+    a = rng.normal(size=(12, 3))
+    truth = rng.uniform(-0.5, 0.5, size=(5, 3))
+    truth[4, 0] = 3.0  # outside the box: that start ends at the bound
+    targets = truth @ a.T
+    starts = rng.uniform(-1, 1, size=(5, 3))
+    out = minimise(_PerRowTargets(a, targets), starts, max_iter=200, ftol=1e-14, xtol=1e-12)
+    np.testing.assert_allclose(out.u[:4], truth[:4], atol=1e-6)
+    assert out.u[4, 0] == 1.0
+    for b in (0, 4):  # the same as the start alone with its own target
+        alone = minimise(_PerRowTargets(a, targets[b:b + 1]), starts[b], max_iter=200,
+                         ftol=1e-14, xtol=1e-12)
+        np.testing.assert_allclose(alone.u[0], out.u[b], rtol=1e-12)
+        assert alone.iterations[0] == out.iterations[b]
+
+
+def test_marquardt_steps_solve_each_damped_system(rng):
+    jac = rng.normal(size=(4, 10, 3))
+    jtj, rhs = np.einsum("bnp,bnq->bpq", jac, jac), rng.normal(size=(4, 3))
+    lam = np.array([0.0, 0.1, 1.0, 10.0])
+    steps = marquardt_steps(jtj, rhs, lam, ridge=1e-3)
+    for b in range(4):
+        damped = jtj[b] + lam[b] * np.diag(np.diag(jtj[b])) + 1e-3 * np.eye(3)
+        np.testing.assert_allclose(steps[b], np.linalg.solve(damped, rhs[b]), rtol=1e-10)

@@ -155,18 +155,18 @@ class _UnitBoxProblem:
         self.residual_and_jacobian = residual_and_jacobian
         self.residual = residual
 
-    def loss(self, u: np.ndarray) -> np.ndarray:
+    def loss(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return np.sum(self.residual(u) ** 2, -1)
 
-    def linearise(self, u: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def linearise(self, u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """JᵀJ (b, P, P) and Jᵀr (b, P) at u (b, P); every start fits the same residuals."""
         r, jac = self.residual_and_jacobian(u)
-        return list(zip(np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r),
-                        strict=True))
+        return np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r)
 
-    def step(self, system: tuple[np.ndarray, np.ndarray], lam: float, u: np.ndarray
+    def step(self, system: tuple[np.ndarray, np.ndarray], lam: np.ndarray, u: np.ndarray
              ) -> np.ndarray:
-        jtj, grad = system
-        return box_step(jtj, grad, lam, u)
+        return np.stack([box_step(jtj, grad, lam_b, u_b)
+                         for jtj, grad, lam_b, u_b in zip(*system, lam, u, strict=True)])
 
     def project(self, u: np.ndarray) -> np.ndarray:
         return np.clip(u, 0.0, 1.0)

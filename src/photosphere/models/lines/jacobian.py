@@ -29,7 +29,13 @@ import scipy.sparse as sp
 import torch
 
 from ...errors import ModelError
-from ...ops.levenberg_marquardt import Damping, block_jacobi_cg_step, diagonal_blocks, minimise
+from ...ops.levenberg_marquardt import (
+    Damping,
+    block_jacobi_cg_step,
+    diagonal_blocks,
+    minimise,
+    object_rows,
+)
 from .model import LineModel, line_windows
 from .profiles import FWHM_PER_SIGMA, pseudo_voigt_coefficients
 
@@ -150,13 +156,14 @@ class LineProblem:
                    rows, indptr)
 
     # ------------------------------------------------------------ the minimise() protocol
-    def loss(self, x: np.ndarray) -> np.ndarray:
+    def loss(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return np.array([self._loss(self.flux(self._theta(row), derivatives=False)[0])
                          for row in x])
 
-    def linearise(self, x: np.ndarray) -> list[tuple]:
-        """Per row: the normal matrix JᵀWJ over the line cores (CSR), its 4 × 4 diagonal
-        blocks, its diagonal (floored at 10⁻⁹ of the largest) and the exact gradient."""
+    def linearise(self, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray]:
+        """Per row (packed by :func:`~photosphere.ops.levenberg_marquardt.object_rows`): the
+        normal matrix JᵀWJ over the line cores (CSR), its 4 × 4 diagonal blocks, its diagonal
+        (floored at 10⁻⁹ of the largest) and the exact gradient."""
         systems = []
         for row in x:
             flux, d = self.flux(self._theta(row))
@@ -165,12 +172,13 @@ class LineProblem:
             diag = normal.diagonal()
             diag = np.maximum(diag, 1e-9 * max(float(diag.max()), 1e-300))
             systems.append((normal, diagonal_blocks(normal, 4), diag, self.gradient(flux, d)))
-        return systems
+        return object_rows(systems)
 
-    def step(self, system: tuple, lam: float, x: np.ndarray) -> np.ndarray:
-        normal, blocks, diag, gradient = system
-        return block_jacobi_cg_step(normal, blocks, diag, lam, -gradient,
-                                    tolerance=CG_TOLERANCE, max_iter=CG_ITERATIONS)
+    def step(self, system: tuple[np.ndarray], lam: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.stack([block_jacobi_cg_step(normal, blocks, diag, lam_b, -gradient,
+                                              tolerance=CG_TOLERANCE, max_iter=CG_ITERATIONS)
+                         for (normal, blocks, diag, gradient), lam_b
+                         in zip(system[0], lam, strict=True)])
 
     def project(self, x: np.ndarray) -> np.ndarray:
         return np.stack([_project(self._theta(row), self.half_window, self.log_sigma_min)
