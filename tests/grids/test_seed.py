@@ -104,3 +104,29 @@ def test_the_seed_command_writes_the_journal_so_far(preset, tmp_path, capsys, mo
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_spectra"] + summary["n_missing"] == 6 and summary["n_planned"] == 12
     assert len(seed.read_seed(target)[1]) == 6
+
+
+def test_a_finished_build_seeds_every_spectrum(preset, tmp_path, monkeypatch, capsys):
+    """Once the build is finished its journal is gone: the seed is written from the file."""
+    from photosphere import cli
+
+    _, where = preset
+    cache = tmp_path / "cache"
+    monkeypatch.setattr("photosphere._files.cache_dir", lambda *parts: cache)
+    finished = cache / "test-ts.h5"
+    build_grid(small(n_samples=12), finished, synthesizer=synthesize, scheduler="synchronous",
+               progress=False)
+    assert cli.main(["grid", "seed", "--preset", "test-ts", "-o", str(where), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_spectra"] + summary["n_missing"] == 12
+    ts = TrainingSet(finished)
+    _, back = seed.read_seed(where)
+    step = seed.FLUX_MAX / seed._LEVELS
+    kept = [n for n in back if not n.missing]
+    np.testing.assert_allclose(np.stack([n.flux for n in kept]), ts.flux, rtol=0,
+                               atol=0.51 * step)
+    report = build_grid(small(n_samples=12), tmp_path / "again.h5", synthesizer=synthesize,
+                        scheduler="synchronous", progress=False, seed=where)
+    assert report.n_reused == 12 and report.n_computed == 0
+    np.testing.assert_allclose(TrainingSet(tmp_path / "again.h5").flux, ts.flux, rtol=0,
+                               atol=0.51 * step)

@@ -421,9 +421,10 @@ TRAINING_PRESETS = {
 
 
 def built_nodes(preset: str, path: str | Path | None = None) -> tuple[TrainingSetSpec, list]:
-    """``(spec, nodes)``: the spectra of a preset built so far, from its build's journal
-    (``PATH.partial/nodes``; default PATH: the preset's output in the photosphere cache) and
-    the package's shipped seed (:mod:`.seed`, when made for this definition), journal first."""
+    """``(spec, nodes)``: the spectra of a preset built so far: every spectrum of its finished
+    file at PATH (default: the preset's output in the photosphere cache) when the build is
+    complete; else its build's journal (``PATH.partial/nodes``) and the package's shipped seed
+    (:mod:`.seed`, when made for this definition), journal first."""
     from .._files import cache_dir
     from .build import Journal
     from .seed import read_seed, seed_path
@@ -433,6 +434,13 @@ def built_nodes(preset: str, path: str | Path | None = None) -> tuple[TrainingSe
                         f"{', '.join(TRAINING_PRESETS)}")
     spec = TRAINING_PRESETS[preset]()
     path = Path(path) if path is not None else cache_dir("grids") / f"{preset}.h5"
+    if path.is_file():
+        finished_spec, nodes = finished_nodes(path)
+        if finished_spec.to_json() != spec.to_json():
+            raise GridError(f"{path} was built from another definition of {preset!r} than "
+                            "this photosphere's; build it again (`photosphere grid build "
+                            f"--preset {preset}`)")
+        return spec, nodes
     nodes = {}
     if Path(str(path) + ".partial").is_dir():
         journal = Journal(path, spec)
@@ -443,6 +451,38 @@ def built_nodes(preset: str, path: str | Path | None = None) -> tuple[TrainingSe
             for node in seeded:
                 nodes.setdefault(node.index, node)
     return spec, [nodes[i] for i in sorted(nodes)]
+
+
+def finished_nodes(path: str | Path) -> tuple[TrainingSetSpec, list[NodeResult]]:
+    """``(spec, nodes)`` of a finished training-set file: every spectrum as the build's journal
+    held it (those without a model atmosphere marked missing), so that a finished build can be
+    written as a seed. The file keeps the continuum only at its coarse sampling and no per-node
+    provenance: ``mean_flux`` is taken over the continuum interpolated from it, ``continuum_error``
+    is NaN (not known) and ``provenance`` is the file's."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT or not f.attrs.get("complete", False):
+                raise GridError(f"{path} is not a finished training set")
+            spec = TrainingSetSpec.from_json(f.attrs["spec"])
+            flux, cont = f["flux"][:], f["continuum"][:]
+            missing, atm = f["missing"][:], f["atmosphere_id"].asstr()[:]
+            provenance = {k[len("provenance_"):]: v for k, v in f.attrs.items()
+                          if k.startswith("provenance_")}
+    except (OSError, KeyError) as exc:
+        raise GridError(f"{path} cannot be read as a training set ({exc}); build it again with "
+                        "`photosphere grid build --preset NAME`") from None
+    sampling = WindowSampling.from_spec(spec)
+    nodes = []
+    for i in range(len(missing)):
+        if missing[i]:
+            nodes.append(NodeResult(index=i, missing=True, atmosphere_id=str(atm[i])))
+            continue
+        absolute = flux[i] * sampling.expand_continuum(cont[i])
+        mean = np.array([absolute[sampling.window == k].mean() for k in range(len(spec.windows))])
+        nodes.append(NodeResult(index=i, flux=flux[i], continuum=cont[i], mean_flux=mean,
+                                continuum_error=float("nan"), atmosphere_id=str(atm[i]),
+                                provenance=dict(provenance)))
+    return spec, nodes
 
 
 def read_built(preset: str, path: str | Path | None = None
