@@ -175,3 +175,96 @@ def test_star_residuals_hold_the_reference_labels():
     ok = res.weight > 0
     assert ok.mean() > 0.8
     assert np.median(np.abs(res.data[ok] - res.model[ok])) < 0.005
+
+
+def _offset_calibration(wave):
+    rng = np.random.default_rng(5)
+    names = ["Sun (light reflected by Ganymede)", "Procyon (F5 IV-V)", "Sun", "Arcturus"]
+    stars = [StarResiduals(n, 1 - rng.random(len(wave)) * 0.5, 1 - rng.random(len(wave)) * 0.5,
+                           np.full(len(wave), 1e4), {"teff": 5000.0}) for n in names]
+    # offsets[k, j]: star j fitted without j and without k (rows 0 and 2 are the Sun twice)
+    offsets = np.array([[-0.10, -0.20, -0.12, 0.30],
+                        [-0.11, -0.18, -0.13, 0.31],
+                        [-0.10, -0.20, -0.12, 0.30],
+                        [-0.09, -0.22, -0.14, 0.28]])
+    return LineCalibration.from_stars(wave, stars).with_offsets(offsets)
+
+
+def test_the_feh_zero_point_is_the_median_offset_and_left_out_with_the_star():
+    wave = np.linspace(5000, 5010, 50)
+    cal = _offset_calibration(wave)
+    assert cal.zero_point == pytest.approx(np.median([-0.10, -0.18, -0.12, 0.28]))
+    # judging Procyon: the others' offsets measured without them and without Procyon
+    assert cal.without("Procyon").zero_point == pytest.approx(np.median([-0.11, -0.13, 0.31]))
+    # judging the Sun: both its spectra leave; Procyon's and Arcturus's offsets without the Sun
+    assert cal.without("Sun").zero_point == pytest.approx(np.median([-0.20, 0.30]))
+    assert cal.without("Sun").star_names == ("Procyon (F5 IV-V)", "Arcturus")
+    nan = cal.with_offsets(np.full((4, 4), np.nan))
+    assert nan.zero_point == 0.0  # every fit failed: no zero point
+    with pytest.raises(ModelError, match="one row and column per calibration star"):
+        cal.with_offsets(np.zeros((3, 3)))
+
+
+def test_the_calibrated_model_reports_feh_on_the_stars_scale(tmp_path):
+    """The base model is evaluated at [Fe/H] + zero point, and the bounds move with it: a
+    star the base fits at [Fe/H] = -0.1 is reported at 0 when the stars say so."""
+    base = AnalyticModel()
+    n = len(base.wavelength)
+    stars = [StarResiduals(name, np.full(n, 0.9), np.full(n, 0.9), np.full(n, 1e4),
+                           {"teff": 5000.0}) for name in ("a", "b")]
+    cal = LineCalibration.from_stars(base.wavelength, stars).with_offsets(
+        np.array([[-0.1, -0.1], [-0.1, -0.1]]))
+    model = CalibratedModel(base, cal)
+    x = torch.tensor([[5500.0, 4.0, 0.0]], dtype=torch.float64)
+    shifted = torch.tensor([[5500.0, 4.0, -0.1]], dtype=torch.float64)
+    np.testing.assert_allclose(model.predict(x).numpy(),
+                               base.predict(shifted).clamp(min=1e-3).numpy() ** cal.exponent,
+                               rtol=1e-12)
+    lo, hi = base.bounds["feh"]
+    assert model.bounds["feh"] == pytest.approx((lo + 0.1, hi + 0.1))
+    path = tmp_path / "model.h5"
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "something"
+    write_calibration(path, cal)
+    back = read_calibration(path)
+    np.testing.assert_allclose(back.offsets, cal.offsets)
+    assert back.zero_point == pytest.approx(-0.1)
+    assert CalibratedModel(base, back.without("a")).zero_point == pytest.approx(-0.1)
+
+
+def test_the_offsets_are_measured_once_per_pair_and_resume_from_a_journal(monkeypatch):
+    """Each star is fitted without itself and without each other star (not again for another
+    spectrum of its own star); finished fits are not repeated; a failed fit is NaN."""
+    from photosphere.infer import line_calibration as lc
+
+    wave = np.linspace(5000, 5010, 50)
+    cal = _offset_calibration(wave)
+    names = cal.star_names
+    pairs = lc.offset_pairs(names)
+    assert (0, 2) not in pairs and (2, 0) not in pairs  # the Sun's two spectra
+    assert (2, 1) not in pairs and (0, 1) in pairs  # leaving out the Sun: fitted once
+    assert len(pairs) == 4 + 4 * 2  # the diagonal; each spectrum without each other star
+    calls = []
+
+    def fake(model_path, star_name, left_out, spectrum_path, reference_feh, settings):
+        calls.append(left_out)
+        if star_name == "Arcturus" and "Procyon (F5 IV-V)" in left_out:
+            return float("nan")
+        return -0.1 * len(left_out) - reference_feh
+
+    monkeypatch.setattr(lc, "offset_of", fake)
+    jobs = [(f"{n}.fits", 0.5, {}) for n in names]
+    saved = []
+    offsets = lc.measure_offsets("model.h5", cal, jobs, journal=saved.append,
+                                 done={"0,0": -0.7})
+    assert len(calls) == len(pairs) - 1 and ("Sun (light reflected by Ganymede)",) not in calls
+    assert offsets[0, 0] == -0.7
+    assert offsets[1, 1] == pytest.approx(-0.6) and offsets[0, 1] == pytest.approx(-0.7)
+    assert offsets[2, 0] == offsets[0, 0] and offsets[0, 2] == offsets[2, 2]
+    assert offsets[2, 1] == offsets[0, 1] and offsets[2, 3] == offsets[0, 3]
+    assert np.isnan(offsets[1, 3])
+    assert len(saved[-1]) == len(pairs)
+    with pytest.raises(ValueError, match="jobs for"):
+        lc.measure_offsets("model.h5", cal, jobs[:2])

@@ -338,3 +338,8 @@ def test_calibrate_stars_writes_a_calibration_into_the_emulator(tmp_path, shared
     assert np.all(np.isfinite(cal.exponent))
     assert cal.exponent.shape == PCAGPEmulator.load(path).wavelength.shape
     assert cal.stars[0].labels["teff"] == pytest.approx(5772.0)
+    # the [Fe/H] zero point: the Sun fitted freely with the calibration made without it
+    assert cal.offsets.shape == (1, 1) and np.isfinite(cal.offsets[0, 0])
+    assert summary["feh_zero_point"] == pytest.approx(cal.offsets[0, 0])
+    assert cal.zero_point == pytest.approx(cal.offsets[0, 0])
+    assert not (tmp_path / "emu.h5.offsets.json").exists()  # the journal goes when done

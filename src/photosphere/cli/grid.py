@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,14 @@ def _emulator_text(info: dict[str, Any]) -> str:
         if cal.get("held"):
             lines.append(f"held labels:  {', '.join(cal['held'])} (from relations in the "
                          f"calibration stars' fits only; free in fits)")
+        if cal.get("feh_offsets") is not None:
+            offsets = ", ".join("failed" if v is None else f"{v:+.2f}"
+                                for v in cal["feh_offsets"])
+            lines.append(f"[Fe/H] zero point: {cal['feh_zero_point']:+.3f} dex, the median of "
+                         f"the stars' leave-one-out offsets ({offsets})")
+        else:
+            lines.append("[Fe/H] zero point: not measured (`grid calibrate-stars` without "
+                         "--no-zero-point measures it)")
     return "\n".join(lines)
 
 
@@ -563,13 +572,64 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
 
     calibration = calibrate_lines(model, jobs(), progress=say, tied=tied, held=held)
     write_calibration(args.model, calibration)
+    if not args.no_zero_point:
+        calibration = _measure_zero_point(args, calibration, chosen)
+        write_calibration(args.model, calibration)
     summary = {**calibration.summary(), "model": str(args.model)}
     emit(args, summary, f"calibrated {args.model} on {len(calibration.stars)} stars: "
                         f"{summary['changed_fraction']:.1%} of {summary['n_pixels']} px changed "
                         f"(log10 c 5-95 %: {summary['log10_exponent_p5_p95'][0]:+.2f} to "
                         f"{summary['log10_exponent_p5_p95'][1]:+.2f}), "
-                        f"{summary['masked_fraction']:.1%} masked")
+                        f"{summary['masked_fraction']:.1%} masked; [Fe/H] zero point "
+                        f"{summary['feh_zero_point']:+.3f} dex")
     return 0
+
+
+def _measure_zero_point(args: argparse.Namespace, calibration, stars):
+    """The calibration with its stars' [Fe/H] offsets (``infer.line_calibration.
+    measure_offsets``), journalled beside the model file so that a killed run resumes."""
+    import hashlib
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .._files import atomic_path
+    from ..benchmark.engines import resolution_of
+    from ..infer.batch import prepare_spectrum
+    from ..infer.line_calibration import measure_offsets, offset_pairs
+
+    by_name = {s.star: s for s in stars}
+    jobs = []
+    for name in calibration.star_names:
+        star = by_name[name]
+        resolution, _ = resolution_of(prepare_spectrum(str(star.path)), star)
+        jobs.append((str(star.path), star.reference["feh"][0], {"resolution": resolution}))
+    key = hashlib.sha256(json.dumps([list(calibration.star_names), jobs], default=str).encode()
+                         + calibration.exponent.tobytes()).hexdigest()
+    journal_path = Path(str(args.model) + ".offsets.json")
+    done = {}
+    if journal_path.is_file():
+        try:
+            saved = json.loads(journal_path.read_text())
+            done = saved["done"] if saved.get("key") == key else {}
+        except (ValueError, KeyError, TypeError):
+            done = {}
+    total = len(offset_pairs(calibration.star_names))
+    bar = tqdm(total=total, initial=len(done), desc="[Fe/H] zero point", unit="fit",
+               disable=args.json)
+
+    def journal(found: dict) -> None:
+        with atomic_path(journal_path, suffix=".json.tmp") as tmp:
+            tmp.write_text(json.dumps({"key": key, "done": found}))
+
+    def progress(finished: int, _total: int) -> None:
+        bar.update(finished - bar.n)
+
+    offsets = measure_offsets(str(args.model), calibration, jobs, workers=args.workers,
+                              journal=journal, done=done, progress=progress)
+    bar.close()
+    journal_path.unlink(missing_ok=True)
+    return calibration.with_offsets(offsets)
 
 
 def _register_grid_calibrate_stars(gsub: argparse._SubParsersAction) -> None:
@@ -589,6 +649,11 @@ def _register_grid_calibrate_stars(gsub: argparse._SubParsersAction) -> None:
                    help="labels tied by the same relations in the calibration fits only, free "
                         "in fits with the calibrated model: the stars' fits cannot then trade a "
                         "line-strength error for a vmic or [α/Fe] off its relation")
+    p.add_argument("--no-zero-point", action="store_true",
+                   help="do not measure the [Fe/H] zero point (free fits of every star without "
+                        "itself and each other star: ~130 fits of ~10 s; docs/grids.md)")
+    p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                   help="processes for the zero point's fits (default: 2, or 1 on one core)")
     _add_json(p)
     p.set_defaults(func=_cmd_calibrate_stars)
 

@@ -24,6 +24,17 @@ Each star's contribution is kept (:class:`StarResiduals`), so the calibration wi
 star is exact and cheap (:meth:`LineCalibration.without`): the benchmark judges every
 calibration star leave-one-out.
 
+* **[Fe/H] zero point**. The exponents do not make the model self-consistent in [Fe/H]: in the
+  calibration fits (Teff, log g, [Fe/H] held) vmic and [α/Fe] absorb part of a line-strength
+  error (the Sun's vmic goes to 0.6 km/s), and the free fit slides back along the
+  vmic–[Fe/H] valley: a star calibrated on itself alone is fitted 0.1–0.3 dex low. The
+  calibration therefore also records, per star, the [Fe/H] offset (fitted − reference) of a
+  free fit with the calibrated model made *without* that star (:attr:`LineCalibration.offsets`),
+  and the model evaluates its base at ``[Fe/H] + zero_point``, the median offset, so that the
+  [Fe/H] it reports is on the stars' scale. Judging star k, the zero point is the median of the
+  other stars' offsets each measured with the calibration made without both them and k: no
+  star's reference labels enter its own judgement.
+
 The residuals are taken in the observed frame (after the instrument's broadening) and moved to
 the model's rest-frame pixels by the fitted RV; for weak lines broadening is linear in depth,
 so the depth ratio is nearly independent of resolution.
@@ -111,7 +122,9 @@ class LineCalibration:
     the others by relations (:mod:`.tied_labels`), to be tied the same way in every fit with
     the calibrated model. held: labels tied by relations in the stars' fits only (so that a
     free label cannot absorb a line-strength error the exponents should take); free in fits
-    with the calibrated model.
+    with the calibrated model. offsets: ``(n_star, n_star)`` [Fe/H] offsets of free fits
+    (:meth:`with_offsets`), or None when not measured. zero_point: dex added to [Fe/H] before
+    the base model is evaluated (the median offset; 0 without offsets).
     """
 
     wavelength: np.ndarray
@@ -120,10 +133,25 @@ class LineCalibration:
     stars: tuple[StarResiduals, ...]
     tied: tuple[str, ...] = ()
     held: tuple[str, ...] = ()
+    offsets: np.ndarray | None = None
+    zero_point: float = 0.0
 
     @property
     def star_names(self) -> tuple[str, ...]:
         return tuple(s.star for s in self.stars)
+
+    def with_offsets(self, offsets: np.ndarray) -> LineCalibration:
+        """This calibration with the stars' [Fe/H] offsets (dex): ``offsets[k, j]`` = fitted −
+        reference [Fe/H] of star j, fitted with this calibration made without j and without
+        star k (``k == j``, or k another spectrum of the same star: without j only); NaN where
+        the fit failed. The zero point becomes the median of the diagonal."""
+        offsets = np.asarray(offsets, float)
+        n = len(self.stars)
+        if offsets.shape != (n, n):
+            raise ModelError(f"offsets must be ({n}, {n}), one row and column per calibration "
+                             f"star; got {offsets.shape}")
+        return dataclasses.replace(self, offsets=offsets,
+                                   zero_point=_median_or_zero(np.diag(offsets)))
 
     @classmethod
     def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals],
@@ -159,10 +187,16 @@ class LineCalibration:
         """The calibration made from every star but ``star`` (leave-one-out): every
         calibration spectrum of the same star goes (:func:`same_star`: the Sun's HARPS and
         UVES spectra, Aldebaran at high resolution and in MILES)."""
-        kept = [s for s in self.stars if not same_star(s.star, star)]
+        kept = [i for i, s in enumerate(self.stars) if not same_star(s.star, star)]
         if len(kept) == len(self.stars):
             return self
-        return LineCalibration.from_stars(self.wavelength, kept, self.tied, self.held)
+        out = LineCalibration.from_stars(self.wavelength, [self.stars[i] for i in kept],
+                                         self.tied, self.held)
+        if self.offsets is None:
+            return dataclasses.replace(out, zero_point=self.zero_point)
+        row = next(i for i, s in enumerate(self.stars) if same_star(s.star, star))
+        # the other stars' offsets, each measured without them and without `star`
+        return dataclasses.replace(out, zero_point=_median_or_zero(self.offsets[row, kept]))
 
     def summary(self) -> dict[str, Any]:
         """Stars, fraction of pixels masked and changed, spread of log10 c."""
@@ -172,7 +206,11 @@ class LineCalibration:
                 "n_pixels": len(self.wavelength),
                 "masked_fraction": float(self.mask.mean()),
                 "changed_fraction": float(np.mean(np.abs(log_c) > 0.01)),
-                "log10_exponent_p5_p95": [float(np.percentile(log_c, q)) for q in (5, 95)]}
+                "log10_exponent_p5_p95": [float(np.percentile(log_c, q)) for q in (5, 95)],
+                "feh_zero_point": float(self.zero_point),
+                "feh_offsets": (None if self.offsets is None
+                                else [None if not np.isfinite(v) else float(v)
+                                      for v in np.diag(self.offsets)])}
 
     # -- storage -------------------------------------------------------------------------------
     def write(self, group) -> None:
@@ -181,6 +219,9 @@ class LineCalibration:
         group.attrs["labels"] = json.dumps([s.labels for s in self.stars])
         group.attrs["tied"] = json.dumps(list(self.tied))
         group.attrs["held"] = json.dumps(list(self.held))
+        group.attrs["zero_point"] = float(self.zero_point)
+        if self.offsets is not None:
+            group.create_dataset("offsets", data=self.offsets)
         for name in ("wavelength", "exponent", "mask"):
             group.create_dataset(name, data=getattr(self, name), compression="gzip")
         n = len(self.wavelength)
@@ -202,8 +243,17 @@ class LineCalibration:
                       for i, n in enumerate(names))
         tied = tuple(json.loads(group.attrs.get("tied", "[]")))
         held = tuple(json.loads(group.attrs.get("held", "[]")))
+        offsets = group["offsets"][:] if "offsets" in group else None
         return cls(group["wavelength"][:], group["exponent"][:],
-                   group["mask"][:].astype(bool), stars, tied, held)
+                   group["mask"][:].astype(bool), stars, tied, held, offsets,
+                   float(group.attrs.get("zero_point", 0.0)))
+
+
+def _median_or_zero(values: np.ndarray) -> float:
+    """The median of the finite ``values``, 0 when there is none."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else 0.0
 
 
 def has_calibration(path: str | Path) -> bool:
@@ -253,8 +303,9 @@ def write_calibration(path: str | Path, calibration: LineCalibration) -> Path:
 
 
 class CalibratedModel:
-    """A forward model with a :class:`LineCalibration` applied: ``f ** c``, and the
-    calibration's mask offered to the observation chain (``model_mask``).
+    """A forward model with a :class:`LineCalibration` applied: ``f ** c`` of the base model
+    at ``[Fe/H] + zero_point`` (the [Fe/H] bounds shifted to match), and the calibration's mask
+    offered to the observation chain (``model_mask``).
 
     The base model's own error terms are not offered: the calibrated model is fitted as exact,
     its remaining error (emulation, line list) is in the misfit jitter and the σ_sys measured on
@@ -270,6 +321,12 @@ class CalibratedModel:
         self.calibration = calibration
         self.label_names = tuple(base.label_names)
         self.bounds = dict(base.bounds)
+        self._feh = self.label_names.index("feh") if "feh" in self.label_names else None
+        zero_point = float(calibration.zero_point) if self._feh is not None else 0.0
+        self.zero_point = zero_point
+        if zero_point:
+            lo, hi = self.bounds["feh"]
+            self.bounds["feh"] = (lo - zero_point, hi - zero_point)
         self.wavelength = base.wavelength
         self.medium = base.medium
         self._exponent = torch.as_tensor(calibration.exponent, dtype=torch.float64)
@@ -284,6 +341,13 @@ class CalibratedModel:
         return CalibratedModel(self.base, self.calibration.without(star))
 
     def predict(self, labels) -> torch.Tensor:
+        """labels (..., d) -> (..., n_pix) calibrated normalised flux."""
+        if self.zero_point:
+            labels = torch.as_tensor(labels)
+            labels = labels.to(torch.float64) if not labels.is_floating_point() else labels
+            shift = torch.zeros(labels.shape[-1], dtype=labels.dtype)
+            shift[self._feh] = self.zero_point
+            labels = labels + shift
         flux = self.base.predict(labels).clamp(min=FLUX_FLOOR)
         return flux ** self._exponent.to(flux.dtype)
 
