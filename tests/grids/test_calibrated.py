@@ -179,14 +179,19 @@ def test_star_residuals_hold_the_reference_labels():
 
 def _offset_calibration(wave):
     rng = np.random.default_rng(5)
-    names = ["Sun (light reflected by Ganymede)", "Procyon (F5 IV-V)", "Sun", "Arcturus"]
+    names = ["Sun (light reflected by Ganymede)", "Procyon (F5 IV-V)", "Sun", "Arcturus",
+             "CD-38 245"]
+    fehs = [0.0, 0.01, 0.0, -0.52, -4.19]
     stars = [StarResiduals(n, 1 - rng.random(len(wave)) * 0.5, 1 - rng.random(len(wave)) * 0.5,
-                           np.full(len(wave), 1e4), {"teff": 5000.0}) for n in names]
-    # offsets[k, j]: star j fitted without j and without k (rows 0 and 2 are the Sun twice)
-    offsets = np.array([[-0.10, -0.20, -0.12, 0.30],
-                        [-0.11, -0.18, -0.13, 0.31],
-                        [-0.10, -0.20, -0.12, 0.30],
-                        [-0.09, -0.22, -0.14, 0.28]])
+                           np.full(len(wave), 1e4), {"teff": 5000.0, "feh": f})
+             for n, f in zip(names, fehs, strict=True)]
+    # offsets[k, j]: star j fitted without j and without k (rows 0 and 2 are the Sun twice);
+    # the ultra metal-poor giant's own offsets (last column) never enter the zero point
+    offsets = np.array([[-0.10, -0.20, -0.12, 0.30, 0.9],
+                        [-0.11, -0.18, -0.13, 0.31, 0.9],
+                        [-0.10, -0.20, -0.12, 0.30, 0.9],
+                        [-0.09, -0.22, -0.14, 0.28, 0.9],
+                        [-0.08, -0.21, -0.15, 0.29, 0.9]])
     return LineCalibration.from_stars(wave, stars).with_offsets(offsets)
 
 
@@ -198,8 +203,10 @@ def test_the_feh_zero_point_is_the_median_offset_and_left_out_with_the_star():
     assert cal.without("Procyon").zero_point == pytest.approx(np.median([-0.11, -0.13, 0.31]))
     # judging the Sun: both its spectra leave; Procyon's and Arcturus's offsets without the Sun
     assert cal.without("Sun").zero_point == pytest.approx(np.median([-0.20, 0.30]))
-    assert cal.without("Sun").star_names == ("Procyon (F5 IV-V)", "Arcturus")
-    nan = cal.with_offsets(np.full((4, 4), np.nan))
+    assert cal.without("Sun").star_names == ("Procyon (F5 IV-V)", "Arcturus", "CD-38 245")
+    assert cal.without("CD-38 245").zero_point == pytest.approx(
+        np.median([-0.08, -0.21, -0.15, 0.29]))
+    nan = cal.with_offsets(np.full((5, 5), np.nan))
     assert nan.zero_point == 0.0  # every fit failed: no zero point
     with pytest.raises(ModelError, match="one row and column per calibration star"):
         cal.with_offsets(np.zeros((3, 3)))
@@ -211,17 +218,23 @@ def test_the_calibrated_model_reports_feh_on_the_stars_scale(tmp_path):
     base = AnalyticModel()
     n = len(base.wavelength)
     stars = [StarResiduals(name, np.full(n, 0.9), np.full(n, 0.9), np.full(n, 1e4),
-                           {"teff": 5000.0}) for name in ("a", "b")]
+                           {"teff": 5000.0, "feh": 0.0}) for name in ("a", "b")]
     cal = LineCalibration.from_stars(base.wavelength, stars).with_offsets(
         np.array([[-0.1, -0.1], [-0.1, -0.1]]))
     model = CalibratedModel(base, cal)
-    x = torch.tensor([[5500.0, 4.0, 0.0]], dtype=torch.float64)
-    shifted = torch.tensor([[5500.0, 4.0, -0.1]], dtype=torch.float64)
-    np.testing.assert_allclose(model.predict(x).numpy(),
-                               base.predict(shifted).clamp(min=1e-3).numpy() ** cal.exponent,
-                               rtol=1e-12)
-    lo, hi = base.bounds["feh"]
+    # in full above [Fe/H] -1, half-way at -1.5, none at -2 and below
+    for feh, base_feh in ((0.0, -0.1), (-1.0, -1.1), (-1.5, -1.55), (-2.0, -2.0), (-3.0, -3.0)):
+        x = torch.tensor([[5500.0, 4.0, feh]], dtype=torch.float64)
+        shifted = torch.tensor([[5500.0, 4.0, base_feh]], dtype=torch.float64)
+        np.testing.assert_allclose(
+            model.predict(x).numpy(),
+            base.predict(shifted).clamp(min=1e-3).numpy() ** cal.exponent, rtol=1e-12)
+    lo, hi = base.bounds["feh"]  # the analytic model's -1 .. +0.5
     assert model.bounds["feh"] == pytest.approx((lo + 0.1, hi + 0.1))
+    x = torch.tensor([[5500.0, 4.0, model.bounds["feh"][0]]], dtype=torch.float64)
+    np.testing.assert_allclose(model.predict(x).numpy(), base.predict(
+        torch.tensor([[5500.0, 4.0, lo]], dtype=torch.float64)).clamp(min=1e-3).numpy()
+        ** cal.exponent, rtol=1e-9)
     path = tmp_path / "model.h5"
     import h5py
 
@@ -245,7 +258,7 @@ def test_the_offsets_are_measured_once_per_pair_and_resume_from_a_journal(monkey
     pairs = lc.offset_pairs(names)
     assert (0, 2) not in pairs and (2, 0) not in pairs  # the Sun's two spectra
     assert (2, 1) not in pairs and (0, 1) in pairs  # leaving out the Sun: fitted once
-    assert len(pairs) == 4 + 4 * 2  # the diagonal; each spectrum without each other star
+    assert len(pairs) == 5 + 5 * 3  # the diagonal; each spectrum without each other star
     calls = []
 
     def fake(model_path, star_name, left_out, spectrum_path, reference_feh, settings):

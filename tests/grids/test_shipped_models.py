@@ -26,6 +26,9 @@ def test_the_shipped_optical_model_covers_the_box_and_is_calibrated_on_real_star
     stars = model.calibration.star_names
     assert len(stars) >= 10 and any("Procyon" in s for s in stars)
     assert 0.0 < model.model_mask.mean() < 0.2  # some pixels masked, most kept
+    offsets = model.calibration.offsets  # the [Fe/H] zero point was measured, leave-one-out
+    assert offsets.shape == (len(stars), len(stars)) and np.isfinite(offsets).mean() > 0.9
+    assert model.zero_point == pytest.approx(model.calibration.zero_point) != 0.0
     # the Sun: deep Hα and Mg b, flux between 0 and the continuum
     sun = np.asarray(model.predict([[5772.0, 4.44, 0.0, 0.0, 1.0]]))[0]
     assert np.all(np.isfinite(sun)) and sun.min() > 0.0 and sun.max() < 1.05

@@ -113,8 +113,9 @@ def _emulator_text(info: dict[str, Any]) -> str:
         if cal.get("feh_offsets") is not None:
             offsets = ", ".join("failed" if v is None else f"{v:+.2f}"
                                 for v in cal["feh_offsets"])
-            lines.append(f"[Fe/H] zero point: {cal['feh_zero_point']:+.3f} dex, the median of "
-                         f"the stars' leave-one-out offsets ({offsets})")
+            lines.append(f"[Fe/H] zero point: {cal['feh_zero_point']:+.3f} dex above [Fe/H] "
+                         "-1, none below -2: the median leave-one-out offset of the stars with "
+                         f"reference [Fe/H] >= -1 (all stars: {offsets})")
         else:
             lines.append("[Fe/H] zero point: not measured (`grid calibrate-stars` without "
                          "--no-zero-point measures it)")

@@ -30,10 +30,12 @@ calibration star leave-one-out.
   vmic–[Fe/H] valley: a star calibrated on itself alone is fitted 0.1–0.3 dex low. The
   calibration therefore also records, per star, the [Fe/H] offset (fitted − reference) of a
   free fit with the calibrated model made *without* that star (:attr:`LineCalibration.offsets`),
-  and the model evaluates its base at ``[Fe/H] + zero_point``, the median offset, so that the
-  [Fe/H] it reports is on the stars' scale. Judging star k, the zero point is the median of the
-  other stars' offsets each measured with the calibration made without both them and k: no
-  star's reference labels enter its own judgement.
+  and the model evaluates its base at ``[Fe/H] + zero_point``, the median offset of the stars
+  with reference [Fe/H] ≥ −1, so that the [Fe/H] it reports is on the stars' scale. The zero
+  point fades out linearly to none at [Fe/H] −2: the metal-poor stars show no common offset.
+  Judging star k, the zero point is the median of the other stars' offsets each measured with
+  the calibration made without both them and k: no star's reference labels enter its own
+  judgement.
 
 The residuals are taken in the observed frame (after the instrument's broadening) and moved to
 the model's rest-frame pixels by the fitted RV; for weak lines broadening is linear in depth,
@@ -66,6 +68,13 @@ FLUX_FLOOR = 1e-3
 MASK_FRACTION = 0.5
 #: pixels on each side of a masked pixel also masked (the line's wings; RV and resolution)
 MASK_DILATE = 3
+#: the [Fe/H] zero point applies in full above this [Fe/H] (dex), and is measured on the
+#: calibration stars whose reference [Fe/H] is at least this
+ZERO_POINT_FULL_ABOVE = -1.0
+#: ... and not at all below this [Fe/H] (dex), linearly in between: metal-poor spectra show no
+#: common offset (their lines are weak, on the linear part of the curve of growth, where vmic
+#: cannot trade with [Fe/H]; docs/grids.md)
+ZERO_POINT_NONE_BELOW = -2.0
 #: HDF5 group of a model file holding the calibration
 GROUP = "line_calibration"
 
@@ -124,7 +133,8 @@ class LineCalibration:
     free label cannot absorb a line-strength error the exponents should take); free in fits
     with the calibrated model. offsets: ``(n_star, n_star)`` [Fe/H] offsets of free fits
     (:meth:`with_offsets`), or None when not measured. zero_point: dex added to [Fe/H] before
-    the base model is evaluated (the median offset; 0 without offsets).
+    the base model is evaluated, in full above [Fe/H] −1 and fading to none at −2 (the median
+    offset of the stars with reference [Fe/H] ≥ −1; 0 without offsets).
     """
 
     wavelength: np.ndarray
@@ -144,14 +154,20 @@ class LineCalibration:
         """This calibration with the stars' [Fe/H] offsets (dex): ``offsets[k, j]`` = fitted −
         reference [Fe/H] of star j, fitted with this calibration made without j and without
         star k (``k == j``, or k another spectrum of the same star: without j only); NaN where
-        the fit failed. The zero point becomes the median of the diagonal."""
+        the fit failed. The zero point becomes the median of the diagonal over the stars with
+        reference [Fe/H] ≥ :data:`ZERO_POINT_FULL_ABOVE`."""
         offsets = np.asarray(offsets, float)
         n = len(self.stars)
         if offsets.shape != (n, n):
             raise ModelError(f"offsets must be ({n}, {n}), one row and column per calibration "
                              f"star; got {offsets.shape}")
-        return dataclasses.replace(self, offsets=offsets,
-                                   zero_point=_median_or_zero(np.diag(offsets)))
+        return dataclasses.replace(self, offsets=offsets, zero_point=_zero_point(
+            np.diag(offsets), self.reference_feh))
+
+    @property
+    def reference_feh(self) -> np.ndarray:
+        """``(n_star,)`` the calibration stars' reference [Fe/H] (dex; NaN when unknown)."""
+        return np.array([float(s.labels.get("feh", np.nan)) for s in self.stars])
 
     @classmethod
     def from_stars(cls, wavelength: np.ndarray, stars: Sequence[StarResiduals],
@@ -196,7 +212,8 @@ class LineCalibration:
             return dataclasses.replace(out, zero_point=self.zero_point)
         row = next(i for i, s in enumerate(self.stars) if same_star(s.star, star))
         # the other stars' offsets, each measured without them and without `star`
-        return dataclasses.replace(out, zero_point=_median_or_zero(self.offsets[row, kept]))
+        return dataclasses.replace(out, zero_point=_zero_point(self.offsets[row, kept],
+                                                               self.reference_feh[kept]))
 
     def summary(self) -> dict[str, Any]:
         """Stars, fraction of pixels masked and changed, spread of log10 c."""
@@ -249,11 +266,21 @@ class LineCalibration:
                    float(group.attrs.get("zero_point", 0.0)))
 
 
-def _median_or_zero(values: np.ndarray) -> float:
-    """The median of the finite ``values``, 0 when there is none."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if len(values) else 0.0
+def _zero_point(offsets: np.ndarray, reference_feh: np.ndarray) -> float:
+    """The median of the finite ``offsets`` of stars with reference [Fe/H] ≥
+    :data:`ZERO_POINT_FULL_ABOVE`; 0 when there is none."""
+    offsets = np.asarray(offsets, float)
+    use = np.isfinite(offsets) & (np.asarray(reference_feh, float) >= ZERO_POINT_FULL_ABOVE)
+    return float(np.median(offsets[use])) if use.any() else 0.0
+
+
+def zero_point_weight(feh):
+    """How much of the zero point applies at ``feh`` (dex; a tensor or array): 1 above
+    :data:`ZERO_POINT_FULL_ABOVE`, 0 below :data:`ZERO_POINT_NONE_BELOW`, linear between."""
+    span = ZERO_POINT_FULL_ABOVE - ZERO_POINT_NONE_BELOW
+    if isinstance(feh, torch.Tensor):
+        return ((feh - ZERO_POINT_NONE_BELOW) / span).clamp(0.0, 1.0)
+    return np.clip((np.asarray(feh, float) - ZERO_POINT_NONE_BELOW) / span, 0.0, 1.0)
 
 
 def has_calibration(path: str | Path) -> bool:
@@ -302,10 +329,23 @@ def write_calibration(path: str | Path, calibration: LineCalibration) -> Path:
     return path
 
 
+def _invert_shift(base_feh: float, zero_point: float) -> float:
+    """The reported [Fe/H] at which the base model is evaluated at ``base_feh``: the root of
+    ``x + zero_point * zero_point_weight(x) = base_feh`` (monotonic for |zero point| < 1)."""
+    lo, hi = base_feh - abs(zero_point) - 1e-9, base_feh + abs(zero_point) + 1e-9
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if mid + zero_point * float(zero_point_weight(mid)) < base_feh:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 class CalibratedModel:
     """A forward model with a :class:`LineCalibration` applied: ``f ** c`` of the base model
-    at ``[Fe/H] + zero_point`` (the [Fe/H] bounds shifted to match), and the calibration's mask
-    offered to the observation chain (``model_mask``).
+    at ``[Fe/H] + zero_point × w([Fe/H])`` (:func:`zero_point_weight`; the [Fe/H] bounds moved
+    to match), and the calibration's mask offered to the observation chain (``model_mask``).
 
     The base model's own error terms are not offered: the calibrated model is fitted as exact,
     its remaining error (emulation, line list) is in the misfit jitter and the σ_sys measured on
@@ -324,9 +364,9 @@ class CalibratedModel:
         self._feh = self.label_names.index("feh") if "feh" in self.label_names else None
         zero_point = float(calibration.zero_point) if self._feh is not None else 0.0
         self.zero_point = zero_point
-        if zero_point:
-            lo, hi = self.bounds["feh"]
-            self.bounds["feh"] = (lo - zero_point, hi - zero_point)
+        if zero_point:  # the bounds where the base's own bounds fall
+            self.bounds["feh"] = tuple(float(_invert_shift(b, zero_point))
+                                       for b in self.bounds["feh"])
         self.wavelength = base.wavelength
         self.medium = base.medium
         self._exponent = torch.as_tensor(calibration.exponent, dtype=torch.float64)
@@ -345,9 +385,10 @@ class CalibratedModel:
         if self.zero_point:
             labels = torch.as_tensor(labels)
             labels = labels.to(torch.float64) if not labels.is_floating_point() else labels
-            shift = torch.zeros(labels.shape[-1], dtype=labels.dtype)
-            shift[self._feh] = self.zero_point
-            labels = labels + shift
+            onehot = torch.zeros(labels.shape[-1], dtype=labels.dtype)
+            onehot[self._feh] = 1.0
+            shift = self.zero_point * zero_point_weight(labels[..., self._feh])
+            labels = labels + shift[..., None] * onehot
         flux = self.base.predict(labels).clamp(min=FLUX_FLOOR)
         return flux ** self._exponent.to(flux.dtype)
 
