@@ -70,14 +70,19 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
 def load_emulator(path: str | Path):
     """The emulator in ``path``, with its line calibration applied when the file holds one
     (:class:`~photosphere.grids.calibrated.CalibratedModel`), and the labels that calibration
-    tied by relations tied again (:class:`~photosphere.grids.tied_labels.TiedLabels`)."""
+    tied by relations tied again (:class:`~photosphere.grids.tied_labels.TiedLabels`). The model
+    records the file it came from in ``path`` (as a GridInterpolator does), so that the σ_sys
+    measured for a shipped model can be told apart (:mod:`photosphere.infer.protocol`)."""
     from .calibrated import CalibratedModel, has_calibration, read_calibration
     from .emulator import PCAGPEmulator
     from .tied_labels import TiedLabels
 
     em = PCAGPEmulator.load(path)
     if not has_calibration(path):
+        em.path = Path(path)
         return em
     calibration = read_calibration(path)
     model = CalibratedModel(em, calibration)
-    return TiedLabels(model, calibration.tied) if calibration.tied else model
+    model = TiedLabels(model, calibration.tied) if calibration.tied else model
+    model.path = Path(path)  # the outer model only: a leave-one-out ``without()`` has none
+    return model

@@ -34,14 +34,27 @@ CLIP = 3.0
 MISFIT = "jitter"
 #: resolving power below which a spectrum counts as low resolution (the benchmark's MILES tier)
 LOW_RESOLUTION = 20_000.0
-#: σ_sys of the embedded default grid fitted with this protocol: what its σ miss on real stars,
-#: measured on the benchmark (``photosphere benchmark --engine fit --systematic-floor``,
-#: 2026-12-06; docs/benchmark.md) as the floor giving unit mean-square normalised errors:
-#: high resolution over its 5 FGK stars (Teff 4000-7000 K, [Fe/H] >= -1.5), low resolution
-#: over the 38 MILES stars (R ~ 2200). Stars judged leave-one-out in the benchmark's tables.
+#: σ_sys of each shipped model fitted with this protocol: what its σ miss on real stars, as the
+#: floor giving unit mean-square normalised errors over all the "ok" stars of a benchmark tier
+#: (:func:`photosphere.benchmark.floor.systematic_floor`; docs/benchmark.md, "`fit`: the
+#: systematic floor and honest σ"). High resolution from the FGK tier, low resolution from the
+#: 38 MILES stars (R ~ 2200).
+#: * embedded: ``photosphere benchmark --engine fit --systematic-floor``, 2026-12-06; its 5 FGK
+#:   stars (the sixth, 2MASS J0344+0553, does not reach its 5050-5350 Å window).
+#: * optical: the tables of ``photosphere benchmark --model optfull_free.h5 --systematic-floor
+#:   --tier FGK|MILES`` made 2026-12-07 (that file is byte-identical to the shipped optical.h5;
+#:   each calibration star fitted with the calibration made without it); all 6 FGK stars. One
+#:   of them sets the high-resolution figures: 2MASS J0344+0553 (-807 K, -1.38 dex); without it
+#:   they would be 29 K, 0.056, 0.095.
 SYSTEMATIC_FLOOR = {
-    "high_resolution": {"teff": 90.0, "logg": 0.042, "feh": 0.096},
-    "low_resolution": {"teff": 360.0, "logg": 0.64, "feh": 0.72},
+    "embedded": {
+        "high_resolution": {"teff": 90.0, "logg": 0.042, "feh": 0.096},
+        "low_resolution": {"teff": 360.0, "logg": 0.64, "feh": 0.72},
+    },
+    "optical": {
+        "high_resolution": {"teff": 320.0, "logg": 0.051, "feh": 0.57},
+        "low_resolution": {"teff": 220.0, "logg": 0.53, "feh": 0.29},
+    },
 }
 
 
@@ -107,24 +120,40 @@ def merge_defaults(kwargs: Mapping[str, Any], mcmc: bool = False) -> dict[str, A
     return out
 
 
-def systematic_floor_for(model, resolution: float | None) -> dict[str, float] | None:
-    """The measured σ_sys for ``model`` at this resolving power, or None when it was not
-    measured for that model (only the embedded default grid, uncorrected, has one)."""
+def shipped_model_name(model) -> str | None:
+    """``"embedded"`` or ``"optical"`` when ``model`` is that shipped model as loaded (the
+    embedded grid uncorrected, the optical model with its full calibration), else None."""
     from pathlib import Path
 
+    from ..grids.load import DATA_DIR, SHIPPED_MODELS
     from ..grids.presets import default_grid_path
 
     path = getattr(model, "path", None)
-    if path is None or type(model).__name__ != "GridInterpolator":
+    if path is None:
         return None
-    try:
-        embedded = Path(path).resolve() == default_grid_path().resolve()
-    except OSError:
-        return None
-    if not embedded:
+    kinds = {"embedded": (("GridInterpolator",), default_grid_path),
+             "optical": (("CalibratedModel", "TiedLabels"),
+                         lambda: DATA_DIR / SHIPPED_MODELS["optical"])}
+    for name, (types, where) in kinds.items():
+        if type(model).__name__ not in types:
+            continue
+        try:
+            if Path(path).resolve() == Path(where()).resolve():
+                return name
+        except OSError:
+            return None
+    return None
+
+
+def systematic_floor_for(model, resolution: float | None) -> dict[str, float] | None:
+    """The measured σ_sys (:data:`SYSTEMATIC_FLOOR`) for ``model`` at this resolving power, or
+    None when none was measured for that model (only the shipped models, as loaded, have one:
+    :func:`shipped_model_name`)."""
+    name = shipped_model_name(model)
+    if name is None:
         return None
     low = resolution is not None and resolution < LOW_RESOLUTION
-    return dict(SYSTEMATIC_FLOOR["low_resolution" if low else "high_resolution"])
+    return dict(SYSTEMATIC_FLOOR[name]["low_resolution" if low else "high_resolution"])
 
 
 def with_systematic_floor(result, model, resolution: float | None):
