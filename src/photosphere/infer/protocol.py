@@ -103,6 +103,13 @@ def noted(result, source: str):
                                                    "resolution_source": source})
 
 
+def model_noted(result, choice):
+    """``result`` with ``provenance["model"] = {"name": ..., "reason": ...}``: which model
+    fitted it and why (a :class:`~photosphere.grids.default_model.ModelChoice`)."""
+    return dataclasses.replace(result, provenance={**result.provenance,
+                                                   "model": choice.as_dict()})
+
+
 def merge_defaults(kwargs: Mapping[str, Any], mcmc: bool = False) -> dict[str, Any]:
     """``kwargs`` of a fit/sample call completed with the protocol where the caller is silent:
     ``settings`` (the spline continuum) unless observation fields or ``settings`` are given,
