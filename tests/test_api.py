@@ -77,20 +77,80 @@ def test_readme_example_on_a_synthetic_spectrum_without_sigma(tmp_path):
     # σ came from DER_SNR and the result says so
     snr = doc["flags"]["sigma_estimated"]["snr"][0]
     assert doc["flags"]["sigma_estimated"]["method"] == "DER_SNR" and 100 < snr < 200
+    # 40 Å inside the embedded grid's window: the embedded grid, and the result says why
+    assert doc["provenance"]["model"]["name"] == "embedded"
+    assert "covers 0 of the optical model's 7 windows" in doc["provenance"]["model"]["reason"]
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_readme_example_on_the_uves_sun():
-    """The whole UVES atlas file (the fit keeps the grid's span), at R = 60 000 and with the
-    3σ clipping of docs/fitting.md's protocol (lines missing from the line list; without it
-    this fit measured Teff 5235 K)."""
+    """The whole UVES atlas file, at R = 60 000 and with the 3σ clipping of docs/fitting.md's
+    protocol: it covers the optical model's seven windows, so the default is that model (with
+    the embedded grid, which keeps its own 300 Å, this test asked for the same limits)."""
     doc = run_readme(shared_file("optical/uves_sun_norm.txt"), "resolution=60_000, clip=3.0")
+    if photosphere_has_optical():
+        assert doc["provenance"]["model"]["name"] == "optical"
     labels = doc["labels"]
     assert abs(labels["teff"]["value"] - 5772.0) < 200.0
     assert abs(labels["logg"]["value"] - 4.44) < 0.3
     assert abs(labels["feh"]["value"]) < 0.25
     assert doc["flags"]["sigma_estimated"]["method"] == "DER_SNR"
+
+
+def photosphere_has_optical() -> bool:
+    from photosphere.grids.default_model import optical_model_path
+
+    return optical_model_path() is not None
+
+
+needs_optical = pytest.mark.skipif(not photosphere_has_optical(),
+                                   reason="this installation does not carry the optical emulator")
+
+
+def _flat(lo: float, hi: float) -> photosphere.Spectrum:
+    wave = np.linspace(lo, hi, 3000)
+    return photosphere.Spectrum(wave, np.ones(wave.size), np.full(wave.size, 0.01), medium="air")
+
+
+@needs_optical
+def test_fit_and_sample_choose_the_model_as_the_command_does():
+    from photosphere.api import _default_model, _given_model
+    from photosphere.grids.calibrated import CalibratedModel
+
+    model, choice = _default_model(_flat(4800.0, 6800.0))
+    assert isinstance(model, CalibratedModel) and choice.name == "optical"
+    model, choice = _default_model(_flat(5050.0, 5350.0))
+    assert isinstance(model, GridInterpolator) and choice.name == "embedded"
+    assert _given_model(None) == (None, None)
+    model, choice = _given_model("default")  # forced, whatever the spectrum
+    assert isinstance(model, GridInterpolator) and choice.reason == "given: default"
+    assert _given_model(model)[1].as_dict() == {"name": "GridInterpolator", "reason": "given"}
+
+
+@pytest.mark.slow
+@needs_optical
+def test_fit_by_default_with_the_optical_model_recovers_its_own_spectrum():
+    """A spectrum the shipped optical model makes, over its seven windows, fitted with no model
+    named: the optical model is chosen, the labels come back, and its own σ_sys is added."""
+    from photosphere.grids.load import load_grid_model
+    from photosphere.infer.protocol import SYSTEMATIC_FLOOR
+
+    torch.set_num_threads(1)
+    optical = load_grid_model("optical")
+    truth = {"teff": 5800.0, "logg": 4.4, "feh": -0.3, "alpha": 0.1, "vmic": 1.0}
+    flux = np.asarray(optical.predict([[truth[n] for n in optical.label_names]]))[0]
+    sigma = np.full(flux.size, 1 / 200)
+    noise = np.random.default_rng(3).normal(0.0, sigma)
+    spectrum = photosphere.Spectrum(np.asarray(optical.wavelength), flux + noise, sigma,
+                                    medium="air")
+    result = photosphere.fit(spectrum)
+    assert result.provenance["model"] == {"name": "optical",
+                                          "reason": "shipped emulator; covers 7 of its 7 windows"}
+    assert result.flags["systematic_floor"] == SYSTEMATIC_FLOOR["optical"]["high_resolution"]
+    stat = {**result.sigma, **result.flags["sigma_stat"]}  # σ before the floor
+    for name, value in truth.items():
+        assert abs(result.values[name] - value) < 5 * stat[name] + 1e-3, name
 
 
 def test_fit_equals_the_primitives_chained_by_hand():

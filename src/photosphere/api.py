@@ -2,7 +2,7 @@
 
 >>> import photosphere
 >>> spectrum = photosphere.read("star.fits")
->>> result = photosphere.fit(spectrum, resolution=115_000)  # the embedded grid by default
+>>> result = photosphere.fit(spectrum, resolution=115_000)  # the default model for its range
 
 Each call is a thin layer over the primitives it names (:func:`photosphere.io.read`,
 :func:`photosphere.infer.optimize.fit`, :func:`photosphere.infer.mcmc.sample`,
@@ -22,8 +22,8 @@ from typing import Any
 from .errors import MissingFileError, ModelError
 from .spectrum import EchelleSpectrum, Spectrum
 
-#: What :func:`load_model` understands by name.
-MODEL_NAMES = ("grid", "default")
+#: The names :func:`load_model` (and ``fit(model=...)``) understand for the embedded grid.
+MODEL_NAMES = ("grid", "default", "embedded")
 
 
 def read(path: str | os.PathLike, **kwargs: Any) -> Spectrum | EchelleSpectrum:
@@ -36,7 +36,8 @@ def read(path: str | os.PathLike, **kwargs: Any) -> Spectrum | EchelleSpectrum:
 def load_model(model: str | os.PathLike | None = None):
     """A model by path or name.
 
-    None, ``"grid"`` or ``"default"``: the embedded default grid (a GridInterpolator);
+    None, ``"grid"``, ``"default"`` or ``"embedded"``: the embedded grid (a
+    GridInterpolator; :func:`fit` given no model chooses per spectrum instead);
     ``"optical"``: the shipped optical emulator calibrated on real stars; an HDF5
     file: a grid, an emulator or a Cannon model, told apart by its ``format`` attribute; a
     ``.pt`` file or the name of a shipped network: the network checkpoint (for :func:`predict`).
@@ -101,14 +102,33 @@ def _observation(spectrum) -> tuple[Any, list[float] | None]:
     return spectrum, list(spectrum.meta.extra["sigma_estimated_snr"])
 
 
-def _forward_model(model):
-    if model is None or isinstance(model, str | os.PathLike):
+def _given_model(model):
+    """The forward model the caller gave (an object, a path or a name) and the note of it
+    (:class:`~photosphere.grids.default_model.ModelChoice`); ``(None, None)`` for None."""
+    from .grids.default_model import ModelChoice, given_model
+
+    if model is None:
+        return None, None
+    if isinstance(model, str | os.PathLike):
+        choice = given_model(model)
         model = load_model(model)
+    else:
+        choice = ModelChoice(type(model).__name__, "given")
     if not hasattr(model, "predict") or not hasattr(model, "label_names"):
         raise ModelError(f"{type(model).__name__} is not a forward model (a network checkpoint?); "
                          "fit and sample need a grid, emulator or Cannon model, and "
                          "photosphere.predict takes networks")
-    return model
+    return model, choice
+
+
+def _default_model(observation):
+    """The model ``observation``'s range calls for when none is given, and the note of it
+    (:func:`~photosphere.grids.default_model.choose_model`)."""
+    from .grids.default_model import choose_model
+    from .grids.load import load_grid_model
+
+    choice = choose_model(observation)
+    return load_grid_model(choice.argument), choice
 
 
 def _noted(result, snr: list[float] | None):
@@ -121,19 +141,31 @@ def _noted(result, snr: list[float] | None):
 def fit(spectrum, model=None, **settings: Any):
     """Least-squares labels of ``spectrum`` (a Spectrum, EchelleSpectrum, list of exposures, or
     a file path) with ``model`` (a forward model, a path or name for :func:`load_model`; None:
-    the embedded grid). ``settings`` go to :func:`photosphere.infer.optimize.fit`
-    (``resolution=``, ``fixed=``, ``settings=`` ...); where they are silent the protocol for
-    real spectra applies (:mod:`photosphere.infer.protocol`: spline continuum, clipping, misfit
-    jitter, R from the file, and the σ_sys measured on real stars for the embedded grid).
+    the shipped optical model where the spectrum covers at least two of its windows, else the
+    embedded grid, :mod:`photosphere.grids.default_model`; the result's
+    ``provenance["model"]`` says which and why). ``settings`` go to
+    :func:`photosphere.infer.optimize.fit` (``resolution=``, ``fixed=``, ``settings=`` ...);
+    where they are silent the protocol for real spectra applies
+    (:mod:`photosphere.infer.protocol`: spline continuum, clipping, misfit jitter, R from the
+    file, and the σ_sys measured on real stars for the shipped models).
     Returns a :class:`~photosphere.infer.result.Result`."""
     from .infer.optimize import fit as least_squares
-    from .infer.protocol import merge_defaults, noted, with_file_resolution, with_systematic_floor
+    from .infer.protocol import (
+        merge_defaults,
+        model_noted,
+        noted,
+        with_file_resolution,
+        with_systematic_floor,
+    )
 
-    model = _forward_model(model)
+    model, choice = _given_model(model)  # a wrong model fails before the spectrum is read
     observation, snr = _observation(spectrum)
+    if model is None:
+        model, choice = _default_model(observation)
     kwargs = merge_defaults(settings)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
     result = noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
+    result = model_noted(result, choice)
     return with_systematic_floor(result, model, kwargs["settings"].resolution)
 
 
@@ -141,13 +173,22 @@ def sample(spectrum, model=None, **settings: Any):
     """Posterior samples of the labels (emcee), as :func:`fit`; ``settings`` go to
     :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
     from .infer.mcmc import sample as mcmc
-    from .infer.protocol import merge_defaults, noted, with_file_resolution, with_systematic_floor
+    from .infer.protocol import (
+        merge_defaults,
+        model_noted,
+        noted,
+        with_file_resolution,
+        with_systematic_floor,
+    )
 
-    model = _forward_model(model)
+    model, choice = _given_model(model)  # a wrong model fails before the spectrum is read
     observation, snr = _observation(spectrum)
+    if model is None:
+        model, choice = _default_model(observation)
     kwargs = merge_defaults(settings, mcmc=True)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
     result = noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)
+    result = model_noted(result, choice)
     return with_systematic_floor(result, model, kwargs["settings"].resolution)
 
 

@@ -86,8 +86,8 @@ def test_the_fit_engine_judges_a_calibrated_model_without_the_star(tmp_path, mon
     star = Star(star="S", file="s.txt", path=tmp_path / "s.txt", instrument="I",
                 resolution=60000.0,
                 reference={"teff": (5600.0, 50.0), "logg": (4.2, 0.1), "feh": (-0.1, 0.1)})
-    engine = FitEngine()
-    engine._model = Calibrated()
+    engine = FitEngine("calibrated")
+    engine._models["calibrated"] = Calibrated()
     estimate = engine(star)
     assert left_out == ["S"]  # by the star, so every spectrum of it is left out
     assert abs(estimate.labels["teff"][0] - 5600.0) < 100.0

@@ -50,7 +50,8 @@ def test_real_table_tiers():
 def test_fast_real_stars_do_not_get_worse():
     stars = select(read_stars(shared_file("stars/labels.csv")), ["uves_sun", "WASP-14"])
     assert len(stars) == 2
-    rows = run_benchmark(stars, make_engines("all"), progress=False)
+    # the embedded grid's tolerances: named, since these stars get the optical model by default
+    rows = run_benchmark(stars, make_engines("all", model="grid"), progress=False)
     for row in rows:
         key = next(k for k in TOLERANCE if k[0] == row["engine"]
                    and (k[1] in row["file"] or k[1] in row["star"]))
@@ -70,3 +71,18 @@ def test_the_shipped_optical_model_does_not_get_worse():
         assert row["status"] == "ok", row["message"]
         for label, limit in OPTICAL_TOLERANCE[key].items():
             assert abs(row[f"{label}_diff"]) <= limit, (key, label, row[f"{label}_diff"])
+
+
+@pytest.mark.realdata
+def test_fit_chooses_the_optical_model_for_the_wide_real_spectra():
+    """What ``photosphere fit FILE`` (and the benchmark's default fit engine) use for the guard's
+    stars: their spectra cover all of the optical model's windows."""
+    from photosphere.grids.default_model import choose_model, optical_model_path
+    from photosphere.infer.batch import prepare_spectrum
+
+    if optical_model_path() is None:
+        pytest.skip("this installation does not carry the optical emulator")
+    stars = select(read_stars(shared_file("stars/labels.csv")), list(OPTICAL_TOLERANCE))
+    for star in stars:
+        choice = choose_model(prepare_spectrum(str(star.path)))
+        assert choice.name == "optical", (star.star, choice.reason)

@@ -169,3 +169,55 @@ def test_grid_model_with_line_strengths(tmp_path):
 
     with pytest.raises(MissingFileError, match="calibrate-lines"):
         batch.load_grid_model(None, str(tmp_path / "none.ecsv"))
+
+
+@pytest.mark.slow
+def test_the_terminal_and_json_say_which_model_and_why(monkeypatch, tmp_path, capsys):
+    """No --grid: the model is chosen by the spectrum's range (grids.default_model) and named
+    on the terminal and in the JSON; --grid default forces the embedded grid. The analytic
+    model stands in for whichever model is loaded; what the loader was asked for is recorded."""
+    from photosphere.grids.default_model import optical_model_path
+
+    if optical_model_path() is None:
+        pytest.skip("this installation does not carry the optical emulator")
+    model = AnalyticModel(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    asked = []
+    monkeypatch.setattr(batch, "load_grid_model", lambda path=None, line_strengths=None: (
+        asked.append(path) or model))
+    narrow = simulate(model, TRUTH, np.linspace(5005, 5035, 300), resolution=40000, snr=80,
+                      seed=4)[0]
+    wide_wave = np.linspace(4800.0, 6800.0, 4000)
+    wide = narrow.replace(wavelength=wide_wave, flux=np.interp(wide_wave, narrow.wavelength,
+                                                               narrow.flux),
+                          sigma=np.full(wide_wave.size, 0.0125), mask=None)
+    for name, spectrum in (("narrow", narrow), ("wide", wide)):
+        _write_text(tmp_path / f"{name}.txt", spectrum)
+    base = ["--resolution", "40000", "--allow-flagged", "--no-clip", "--misfit", "none",
+            "--fix", "vsini=5", "rv=8"]
+    assert cli.main(["fit", str(tmp_path / "narrow.txt"), *base]) == 0
+    assert asked[-1] is None
+    assert ("model: embedded (default grid; the spectrum covers 0 of the optical model's 7 "
+            "windows, 2 needed)") in capsys.readouterr().out
+    assert cli.main(["fit", str(tmp_path / "wide.txt"), *base, "--json"]) == 0
+    assert asked[-1] == "optical"
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["provenance"]["model"] == {"name": "optical",
+                                          "reason": "shipped emulator; covers 7 of its 7 windows"}
+    assert cli.main(["fit", str(tmp_path / "wide.txt"), *base, "--grid", "default"]) == 0
+    assert asked[-1] is None
+    assert "model: embedded (given: default)" in capsys.readouterr().out
+
+
+def test_fit_file_chooses_per_spectrum_and_notes_the_row(tmp_path):
+    """The batch runner's rows: ``model`` names what each file was fitted with."""
+    from photosphere.grids.default_model import ModelFactory
+    from photosphere.infer.protocol import merge_defaults
+
+    model = AnalyticModel(5000.0, 5040.0, velocity_step=1.0, n_lines=20)
+    spec = simulate(model, TRUTH, np.linspace(5005, 5035, 1200), resolution=40000, snr=80,
+                    seed=4)[0]
+    path = _write_text(tmp_path / "star.txt", spec)
+    factory = ModelFactory(None, None, loader=lambda name, lines: model)
+    row = batch.fit_file(str(path), factory, fit_kwargs=merge_defaults({"resolution": 40000}))
+    assert row["status"] == "ok" and row["model"] == "embedded"
+    assert abs(row["teff"] - TRUTH["teff"]) < 5 * row["teff_err"]

@@ -121,6 +121,24 @@ def test_cli_fits_spots_with_json(grid, tmp_path, capsys):
     assert labels["feh"]["sigma"] is None
     assert doc["comparison"]["delta_bic"] > 10
     assert 0.0 < doc["derived"]["spot_light_fraction"]["median"] < 0.4
+    assert doc["grid"] == {"name": "embedded",
+                           "reason": "default grid; --model spots needs a grid with continua"}
+
+
+def test_the_optical_model_cannot_mix_so_mixtures_keep_the_grid():
+    """Why ``fit --model spots|binary`` keeps the embedded grid as its default: the shipped
+    optical emulator predicts normalised flux only, and mixing needs the continua."""
+    from photosphere.errors import ModelError
+    from photosphere.grids.default_model import optical_model_path
+    from photosphere.grids.load import load_grid_model
+    from photosphere.infer.mixture import make_model
+
+    if optical_model_path() is None:
+        pytest.skip("this installation does not carry the optical emulator")
+    optical = load_grid_model("optical")
+    for mode in ("spots", "binary"):
+        with pytest.raises(ModelError, match="continua"):
+            make_model(mode, optical)
 
 
 def test_cli_refuses_several_files_without_epochs(tmp_path, capsys):

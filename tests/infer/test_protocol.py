@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from photosphere import Spectrum
+from photosphere.grids.load import DATA_DIR, SHIPPED_MODELS
 from photosphere.infer.protocol import (
     CLIP,
     CONTINUUM_KNOT_SPACING,
@@ -90,12 +91,56 @@ def test_the_embedded_grid_gets_its_measured_floor_and_other_models_none(tmp_pat
 
     grid = load_grid_model()
     high = with_systematic_floor(_result(), grid, 115_000)
-    floor = SYSTEMATIC_FLOOR["high_resolution"]
+    floor = SYSTEMATIC_FLOOR["embedded"]["high_resolution"]
     assert high.sigma["teff"] == pytest.approx(np.hypot(10.0, floor["teff"]))
     assert high.sigma["vsini"] == 0.5                   # not a label the floor was measured on
     doc = high.to_dict()["labels"]["feh"]
     assert doc["sigma_stat"] == 0.01 and doc["sigma_sys"] == floor["feh"]
     low = with_systematic_floor(_result(), grid, 2200)
-    assert low.flags["systematic_floor"] == SYSTEMATIC_FLOOR["low_resolution"]
+    assert low.flags["systematic_floor"] == SYSTEMATIC_FLOOR["embedded"]["low_resolution"]
     other = with_systematic_floor(_result(), AnalyticModel(5000, 5030), 115_000)
     assert other.sigma == _result().sigma and other.flags["systematic_floor"] is None
+
+
+@pytest.mark.skipif(not (DATA_DIR / SHIPPED_MODELS["optical"]).is_file(),
+                    reason="this installation does not carry the optical emulator")
+def test_the_optical_model_gets_its_own_floor_and_its_variants_none(tmp_path):
+    import shutil
+
+    from photosphere.grids.load import load_grid_model
+    from photosphere.infer.protocol import (
+        SYSTEMATIC_FLOOR,
+        shipped_model_name,
+        systematic_floor_for,
+        with_systematic_floor,
+    )
+
+    optical = load_grid_model("optical")
+    assert shipped_model_name(optical) == "optical"
+    assert shipped_model_name(load_grid_model()) == "embedded"
+    floors = SYSTEMATIC_FLOOR["optical"]
+    assert systematic_floor_for(optical, 115_000) == floors["high_resolution"]
+    assert systematic_floor_for(optical, 2200) == floors["low_resolution"]
+    assert systematic_floor_for(optical, None) == floors["high_resolution"]  # as the grid's
+    # a metal-poor fit at high resolution takes the metal-poor stars' floor; at low resolution
+    # MILES's (its metal-poor stars are among those it was measured on)
+    assert systematic_floor_for(optical, 115_000, feh=-2.5) == floors["metal_poor"]
+    assert systematic_floor_for(optical, 115_000, feh=-1.0) == floors["high_resolution"]
+    assert systematic_floor_for(optical, 2200, feh=-2.5) == floors["low_resolution"]
+    assert "metal_poor" not in SYSTEMATIC_FLOOR["embedded"]
+    assert systematic_floor_for(load_grid_model(), 115_000, feh=-1.9) == (
+        SYSTEMATIC_FLOOR["embedded"]["high_resolution"])
+    assert floors != SYSTEMATIC_FLOOR["embedded"]
+    high = with_systematic_floor(_result(), optical, 60_000)
+    assert high.sigma["teff"] == pytest.approx(np.hypot(10.0, floors["high_resolution"]["teff"]))
+    import dataclasses
+
+    poor = dataclasses.replace(_result(), values={**_result().values, "feh": -2.6})
+    poor = with_systematic_floor(poor, optical, 60_000)
+    assert poor.sigma["teff"] == pytest.approx(np.hypot(10.0, floors["metal_poor"]["teff"]))
+    # the calibration without a star (the benchmark's leave-one-out) is not the shipped model
+    star = optical.calibration.star_names[0]
+    assert systematic_floor_for(optical.without(star), 115_000) is None
+    # nor is the same file elsewhere: the floor belongs to the installed model
+    copy = shutil.copy(DATA_DIR / SHIPPED_MODELS["optical"], tmp_path / "copy.h5")
+    assert systematic_floor_for(load_grid_model(str(copy)), 115_000) is None

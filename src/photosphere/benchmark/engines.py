@@ -99,35 +99,46 @@ def _labels(found: dict[str, tuple[float, float]]) -> dict[str, tuple[float, flo
 
 
 class FitEngine:
-    """``photosphere fit FILE --resolution R`` in process: the default grid model, the file
-    read and given σ as the command does (:func:`~photosphere.infer.batch.prepare_spectrum`),
-    then :func:`~photosphere.infer.optimize.fit` with the command's defaults (the protocol for
-    real spectra, :mod:`photosphere.infer.protocol`)."""
+    """``photosphere fit FILE --resolution R`` in process: the file read and given σ as the
+    command does (:func:`~photosphere.infer.batch.prepare_spectrum`), the model the command
+    would use for it, then :func:`~photosphere.infer.optimize.fit` with the command's defaults
+    (the protocol for real spectra, :mod:`photosphere.infer.protocol`)."""
 
     name = "fit"
 
     def __init__(self, model: str | None = None, **options: Any) -> None:
-        """model: a model file or name for :func:`photosphere.load_model` (None: the embedded
-        grid, as the command); options: keyword arguments of the fit overriding the command's
-        protocol (:func:`~photosphere.infer.protocol.merge_defaults`), to compare protocols."""
-        self._model: Any = None
+        """model: a model file or name for :func:`photosphere.load_model` (None: the command's
+        default, chosen per star by :func:`~photosphere.grids.default_model.choose_model`, and
+        noted in the star's flags as ``model=NAME``); options: keyword arguments of the fit
+        overriding the command's protocol (:func:`~photosphere.infer.protocol.merge_defaults`),
+        to compare protocols."""
+        self._models: dict[str | None, Any] = {}
         self.model_name = model
         self.options = options
 
-    def model(self):
-        if self._model is None:
+    def model(self, name: str | None = None):
+        """The model ``name`` (None: the one given at construction), loaded once."""
+        name = self.model_name if name is None else name
+        if name not in self._models:
             from ..api import load_model
 
-            self._model = load_model(self.model_name)
-        return self._model
+            self._models[name] = load_model(name)
+        return self._models[name]
 
     def load(self) -> None:
-        """Load the grid model now (the benchmark does it before timing the first star)."""
-        self.model()
+        """Load the model now (the benchmark does it before timing the first star); with no
+        model given, the optical one when installed (most stars get it), else the grid."""
+        from ..grids.default_model import EMBEDDED, OPTICAL, optical_model_path
 
-    def nodes(self) -> dict[str, np.ndarray]:
-        """``{label: grid node values}`` of the model's grid (empty when it has no axes)."""
-        return grid_nodes(self.model())
+        if self.model_name is None:
+            self.model(OPTICAL if optical_model_path() is not None else EMBEDDED)
+        else:
+            self.model()
+
+    def nodes(self, model=None) -> dict[str, np.ndarray]:
+        """``{label: grid node values}`` of ``model``'s grid (default: the given model's; empty
+        when it has no axes)."""
+        return grid_nodes(self.model() if model is None else model)
 
     def __call__(self, star: Star) -> Estimate:
         from ..infer.batch import prepare_spectrum
@@ -136,13 +147,22 @@ class FitEngine:
 
         spectrum = prepare_spectrum(str(star.path))
         resolution, source = resolution_of(spectrum, star)
-        model = self.model()
+        flags: list[str] = []
+        if self.model_name is None:
+            from ..grids.default_model import choose_model
+
+            choice = choose_model(spectrum)
+            model = self.model(choice.name)
+            flags.append(f"model={choice.name}")
+        else:
+            model = self.model()
+        full = model
         if hasattr(model, "without"):  # a model calibrated on real stars: judge leave-one-out
             model = model.without(star.star)
         options = merge_defaults({**self.options, "resolution": resolution})
         result = fit(model, spectrum, source=str(star.path), **options)
         labels = _labels(result.labels)
-        flags = label_flags(labels, dict(model.bounds), self.nodes())
+        flags = label_flags(labels, dict(model.bounds), self.nodes(full)) + flags
         flags += reference_flags(star, dict(model.bounds))
         if not result.converged:
             flags.append("not_converged")
@@ -198,7 +218,8 @@ ENGINES = {"fit": FitEngine, "nn": NNEngine}
 
 def make_engines(name: str, model: str | None = None) -> list:
     """The engines for ``--engine``: ``fit``, ``nn`` or ``all`` (both, fit first); ``model``
-    the fit engine's model file (None: the embedded grid)."""
+    the fit engine's model file or name (None: per star, what ``photosphere fit FILE`` uses;
+    ``"grid"``: the embedded grid)."""
     if name not in (*ENGINES, "all"):
         raise BenchmarkError(f"engine {name!r} is not known; use one of "
                              f"{', '.join([*ENGINES, 'all'])}")

@@ -180,6 +180,7 @@ def _result_text(result) -> str:
 
 def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
     """``--model spots|binary``: one spectrum (or, with --epochs, the exposures of one binary)."""
+    from ..grids.default_model import EMBEDDED, ModelChoice, given_model
     from ..infer.batch import load_grid_model, prepare_spectrum
     from ..infer.mixture import fit_mixture, make_model
 
@@ -203,7 +204,11 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
         raise FitError(f"--prior is not available with --model {args.model}; leave it out")
     spectra = [prepare_spectrum(str(f), args.orders, wrange, args.snr, args.medium)
                for f in files]
-    model = make_model(args.model, load_grid_model(args.grid), ratio=args.ratio,
+    # the optical emulator has no continua, which mixing the two components needs: the
+    # embedded grid stays the default here
+    choice = given_model(args.grid) or ModelChoice(
+        EMBEDDED, f"default grid; --model {args.model} needs a grid with continua")
+    model = make_model(args.model, load_grid_model(choice.argument), ratio=args.ratio,
                        flux_ratio=args.flux_ratio, n_epochs=len(spectra),
                        share=tuple(args.share or ()), veiling=args.veiling)
     out = fit_mixture(model, spectra if len(spectra) > 1 else spectra[0], mcmc=args.mcmc,
@@ -212,7 +217,7 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
                       settings=_observation_settings(args), n_walkers=args.walkers,
                       n_steps=args.steps, progress=not args.json,
                       source=",".join(str(f) for f in files))
-    doc = out.to_dict()
+    doc = {**out.to_dict(), "grid": choice.as_dict()}  # "model" is the mixture
     cmp = doc["comparison"]
     derived = "; ".join(f"{k} {v['median']:.4g} ± {v['sigma']:.2g}"
                         for k, v in doc["derived"].items())
@@ -220,7 +225,7 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
             f"{out.single.chi2_reduced:.3f}; Δχ² {cmp['delta_chi2']:.1f}, ΔBIC "
             f"{cmp['delta_bic']:.1f}, ln Z2/Z1 {cmp['log_evidence_ratio']:.1f}"
             f"{'' if cmp['laplace_reliable'] else ' (Laplace unreliable)'}: "
-            f"{out.compare().verdict()}")
+            f"{out.compare().verdict()}\nmodel: {choice.describe()}")
     flags = out.result.flags
     if out.result.method == "least_squares" and (flags.get("at_bound")
                                                  or not flags.get("covariance_invertible", True)):
@@ -236,6 +241,7 @@ def _cmd_fit_mixture(args: argparse.Namespace, files, wrange) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import functools
 
+    from ..grids.default_model import ModelFactory
     from ..infer.batch import expand_paths, fit_many, load_grid_model, prepare_spectrum, rows_of
 
     _check_options(args)
@@ -244,11 +250,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.model != "single":
         return _cmd_fit_mixture(args, files, wrange)
     kw = _fit_kwargs(args)
+    models = ModelFactory(args.grid, args.line_strengths, load_grid_model)
     if len(files) == 1 and args.output is None:
-        from ..infer.protocol import noted, with_file_resolution, with_systematic_floor
+        from ..infer.protocol import model_noted, noted, with_file_resolution, with_systematic_floor
 
         spectrum = prepare_spectrum(str(files[0]), args.orders, wrange, args.snr, args.medium)
-        model = load_grid_model(args.grid, args.line_strengths)
+        choice = models.choose(spectrum)
+        model = models.factory(choice)()
         kw["settings"], r_source = with_file_resolution(kw["settings"], spectrum)
         if args.mcmc:
             from ..infer.mcmc import sample
@@ -258,18 +266,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from ..infer.optimize import fit
 
             result = fit(model, spectrum, source=str(files[0]), **kw)
-        result = with_systematic_floor(noted(result, r_source), model,
+        result = with_systematic_floor(model_noted(noted(result, r_source), choice), model,
                                        kw["settings"].resolution)
         warnings = result_warnings(result, model=model)
-        emit(args, {**result.to_dict(), "warnings": warnings}, _result_text(result))
+        emit(args, {**result.to_dict(), "warnings": warnings},
+             f"{_result_text(result)}\nmodel: {choice.describe()}")
         return _finish(args, warnings, _plots(args, result))
     if args.plot or args.corner:
         raise FitError("--plot and --corner draw one fit; with several files or -o leave them "
                        "out (each row of the table holds the labels)")
     output = args.output or "results.ecsv"
     check_output(output, (".ecsv",), "-o")
-    table = fit_many(files, functools.partial(load_grid_model, args.grid, args.line_strengths),
-                     output,
+    table = fit_many(files, models, output,
                      reader=functools.partial(prepare_spectrum, orders=args.orders,
                                               wavelength_range=wrange, snr=args.snr,
                                               medium=args.medium),
@@ -303,9 +311,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _fit_model_args(p: argparse.ArgumentParser) -> None:
     """The forward model: grid, line strengths, single star or a mixture."""
     p.add_argument("--grid", help="HDF5 model grid or emulator (with its line calibration, `grid "
-                                   "calibrate-stars`), or 'optical': the optical emulator in the "
-                                   "package's data folder when there is one (docs/grids.md); "
-                                   "default: the embedded grid")
+                                   "calibrate-stars`), 'optical': the optical emulator in the "
+                                   "package's data folder, or 'embedded' (also 'grid', "
+                                   "'default'): the embedded 5050-5350 Å grid (docs/grids.md); "
+                                   "default: 'optical' where the spectrum covers at least 2 of "
+                                   "its 7 windows by half their width each, else 'embedded' "
+                                   "(--model spots/binary: 'embedded')")
     p.add_argument("--line-strengths", metavar="ECSV",
                    help="correct the grid's line strengths with this table (`photosphere grid "
                         "calibrate-lines`, e.g. made on the Sun); single-star model only")

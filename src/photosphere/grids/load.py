@@ -9,6 +9,9 @@ from ..errors import MissingFileError, ModelError
 #: Models shipped inside the package, by name (``fit --grid NAME``, ``load_model(NAME)``):
 #: ``optical`` is the calibrated emulator of the ``optical`` training set (docs/grids.md).
 SHIPPED_MODELS = {"optical": "emulators/optical.h5"}
+#: Names of the embedded default grid (``fit --grid embedded``, ``load_model("grid")``): they
+#: force it where the default would be chosen per spectrum (:mod:`.default_model`).
+EMBEDDED_NAMES = ("embedded", "grid", "default")
 #: the package's data folder
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 #: How each shipped model is made again (the package may lack it, e.g. in a source checkout).
@@ -33,9 +36,11 @@ def shipped_model_path(name: str) -> Path:
 def load_grid_model(path: str | None = None, line_strengths: str | None = None):
     """The forward model for ``fit``: a GridInterpolator of ``path`` or of the default grid, or
     the emulator of an emulator file (:func:`load_emulator`), or a shipped model by name
-    (:data:`SHIPPED_MODELS`: ``"optical"``);
+    (:data:`SHIPPED_MODELS`: ``"optical"``; :data:`EMBEDDED_NAMES`: the default grid);
     with ``line_strengths`` (an ECSV of ``photosphere grid calibrate-lines``) its spectra are
     corrected by those empirical line strengths (:mod:`photosphere.grids.line_strengths`)."""
+    if path is not None and str(path) in EMBEDDED_NAMES and not Path(path).exists():
+        path = None
     if path is None:
         try:
             from ..grids.presets import default_grid_path
@@ -70,14 +75,19 @@ def load_grid_model(path: str | None = None, line_strengths: str | None = None):
 def load_emulator(path: str | Path):
     """The emulator in ``path``, with its line calibration applied when the file holds one
     (:class:`~photosphere.grids.calibrated.CalibratedModel`), and the labels that calibration
-    tied by relations tied again (:class:`~photosphere.grids.tied_labels.TiedLabels`)."""
+    tied by relations tied again (:class:`~photosphere.grids.tied_labels.TiedLabels`). The model
+    records the file it came from in ``path`` (as a GridInterpolator does), so that the σ_sys
+    measured for a shipped model can be told apart (:mod:`photosphere.infer.protocol`)."""
     from .calibrated import CalibratedModel, has_calibration, read_calibration
     from .emulator import PCAGPEmulator
     from .tied_labels import TiedLabels
 
     em = PCAGPEmulator.load(path)
     if not has_calibration(path):
+        em.path = Path(path)
         return em
     calibration = read_calibration(path)
     model = CalibratedModel(em, calibration)
-    return TiedLabels(model, calibration.tied) if calibration.tied else model
+    model = TiedLabels(model, calibration.tied) if calibration.tied else model
+    model.path = Path(path)  # the outer model only: a leave-one-out ``without()`` has none
+    return model

@@ -116,11 +116,13 @@ def fit_file(path: str, model_factory: Callable[[], Any],
 
     torch.set_num_threads(1)
     try:
-        from .protocol import noted, with_file_resolution, with_systematic_floor
+        from .protocol import model_noted, noted, with_file_resolution, with_systematic_floor
 
         spectrum = (reader or _default_reader)(path)
         check_spectrum(spectrum, str(path))
-        model = _model(model_factory)
+        # a factory that chooses per spectrum (grids.default_model.ModelFactory) or a plain one
+        choice = model_factory.choose(spectrum) if hasattr(model_factory, "choose") else None
+        model = _model(model_factory if choice is None else model_factory.factory(choice))
         kwargs = dict(fit_kwargs or {})
         r_source = None
         if "settings" in kwargs:  # R from the file when the command gave none
@@ -136,7 +138,11 @@ def fit_file(path: str, model_factory: Callable[[], Any],
         if r_source is not None:  # a command's fit: its source of R and measured σ_sys
             result = with_systematic_floor(noted(result, r_source), model,
                                            kwargs["settings"].resolution)
+        if choice is not None:
+            result = model_noted(result, choice)
         row = result.to_row()
+        if choice is not None:
+            row["model"] = choice.name
         row["status"] = "ok"
         row["warnings"] = "; ".join(result_warnings(result, model=model))
     except PhotosphereError as exc:
@@ -300,9 +306,12 @@ def fit_many(paths: Iterable[str | os.PathLike], model_factory: Callable[[], Any
     """Fit every file in ``paths`` (names or glob patterns); returns the full results Table.
 
     model_factory: a picklable zero-argument callable building the forward model on a worker
-    (e.g. ``functools.partial(load_grid, path)``). reader: ``path -> Spectrum`` (default
-    :func:`photosphere.io.read`). fit_kwargs: passed to :func:`~photosphere.infer.optimize.fit`
-    (or :func:`~photosphere.infer.mcmc.sample` with ``mcmc=True``).
+    (e.g. ``functools.partial(load_grid, path)``), or a
+    :class:`~photosphere.grids.default_model.ModelFactory` choosing the model per spectrum
+    (each row then says which in ``model``, its result in ``provenance["model"]``).
+    reader: ``path -> Spectrum`` (default :func:`photosphere.io.read`). fit_kwargs: passed
+    to :func:`~photosphere.infer.optimize.fit` (or :func:`~photosphere.infer.mcmc.sample`
+    with ``mcmc=True``).
     scheduler: address of an existing Dask scheduler; otherwise a LocalCluster of ``n_workers``
     single-threaded workers (``processes=False``: threads in this process).
     Files already fitted (an "ok" row) are not fitted again; files that another live batch on
