@@ -68,3 +68,21 @@ for name, members in groups.items():
     cells = [" / ".join(f"{v[k]:.3g}" for k in LABELS) for v in (floor, ref, shipped[name])]
     print(f"| {name} | {len(members)} | " + " | ".join(cells) + " |")
 print(json.dumps(shipped, indent=1))
+
+# what these σ mean on the same stars (in-sample: the floors were measured on them): the
+# fraction within 1 and 2 σ_total = σ_stat ⊕ σ_sys ⊕ σ_ref, every high-resolution star the
+# optical model is the default for (the subgiant included) and the MILES stars inside its Teff
+print("\n| group | N | label | ≤ 1 σ_total | ≤ 2 σ_total |")
+print("|---|---|---|---|---|")
+judged = {"high resolution (FGK, giant, metal-poor; all)": [r for r in rows if r["tier"] in (
+    "FGK", "giant", "metal-poor")], "low resolution": groups["low_resolution"]}
+for name, members in judged.items():
+    for k in LABELS:
+        z = []
+        for r in members:
+            key = ("low_resolution" if r["tier"] == "MILES" else
+                   "metal_poor" if r["feh"] < -1.5 else "high_resolution")
+            total = np.sqrt(r[f"{k}_sigma"] ** 2 + shipped[key][k] ** 2 + r[f"{k}_ref_err"] ** 2)
+            z.append(abs(r[f"{k}_diff"]) / total)
+        z = np.asarray(z)
+        print(f"| {name} | {len(z)} | {k} | {np.mean(z <= 1):.0%} | {np.mean(z <= 2):.0%} |")
