@@ -135,12 +135,12 @@ def offset_of(model_path: str, star_name: str, left_out: tuple[str, ...], spectr
     """Fitted − reference [Fe/H] (dex) of one star's spectrum, fitted with the protocol for
     real spectra and the calibrated model in ``model_path`` made without ``left_out`` (star
     names); NaN when the fit fails. Runs in a worker process: everything comes by name."""
-    from ..api import load_model
+    from ..grids.load import load_emulator
     from .batch import prepare_spectrum
     from .optimize import fit
     from .protocol import merge_defaults
 
-    model = load_model(model_path)
+    model = load_emulator(model_path)
     for name in left_out:
         model = model.without(name)
     try:
