@@ -146,7 +146,8 @@ def test_fit_by_default_with_the_optical_model_recovers_its_own_spectrum():
                                     medium="air")
     result = photosphere.fit(spectrum)
     assert result.provenance["model"] == {"name": "optical",
-                                          "reason": "shipped emulator; covers 7 of its 7 windows"}
+                                          "reason": "shipped emulator; covers 7 of its 7 windows",
+                                          "windows_covered": 7, "windows": 7}
     assert result.flags["systematic_floor"] == SYSTEMATIC_FLOOR["optical"]["high_resolution"]
     stat = {**result.sigma, **result.flags["sigma_stat"]}  # σ before the floor
     for name, value in truth.items():

@@ -142,3 +142,29 @@ def test_the_factory_chooses_per_spectrum_and_pickles():
     again = pickle.loads(pickle.dumps(ModelFactory("optical", None)))
     assert again == ModelFactory("optical", None)
     assert again.factory(again.choose(None)).args == (OPTICAL, None)
+
+
+@needs_optical
+def test_a_spectrum_covering_few_windows_is_flagged_partial_coverage():
+    """The optical model's σ_sys were measured on spectra covering 4 of its 7 windows or more:
+    a fit of one covering 2 or 3 carries the flag and a warning; one covering all does not."""
+    from photosphere.infer.protocol import model_noted
+    from photosphere.infer.validity import result_warnings
+    from photosphere.result import Result
+
+    result = Result(values={"teff": 5800.0, "logg": 4.4, "feh": 0.0},
+                    sigma={"teff": 50.0, "logg": 0.1, "feh": 0.1},
+                    free=("teff", "logg", "feh"), covariance=np.eye(3), chi2=100.0,
+                    n_pixels=110, n_parameters=3, flags={"converged": True})
+    few = choose_model(_spectrum(4800.0, 5400.0))
+    assert few.name == OPTICAL and few.covered == 2 and few.partial_coverage
+    noted = model_noted(result, few)
+    assert noted.flags["partial_coverage"] == {"windows_covered": 2, "windows": 7}
+    assert noted.provenance["model"]["windows_covered"] == 2
+    assert any("covers 2 of the optical model's 7 windows" in w
+               for w in result_warnings(noted))
+    full = choose_model(_spectrum(4700.0, 6700.0))
+    assert full.covered == 7 and not full.partial_coverage
+    assert "partial_coverage" not in model_noted(result, full).flags
+    assert not result_warnings(model_noted(result, full))
+    assert not choose_model(_spectrum(5050.0, 5350.0)).partial_coverage  # the grid's range

@@ -202,7 +202,8 @@ def test_the_terminal_and_json_say_which_model_and_why(monkeypatch, tmp_path, ca
     assert asked[-1] == "optical"
     doc = json.loads(capsys.readouterr().out)
     assert doc["provenance"]["model"] == {"name": "optical",
-                                          "reason": "shipped emulator; covers 7 of its 7 windows"}
+                                          "reason": "shipped emulator; covers 7 of its 7 windows",
+                                          "windows_covered": 7, "windows": 7}
     assert cli.main(["fit", str(tmp_path / "wide.txt"), *base, "--grid", "default"]) == 0
     assert asked[-1] is None
     assert "model: embedded (given: default)" in capsys.readouterr().out

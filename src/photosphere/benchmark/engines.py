@@ -154,6 +154,8 @@ class FitEngine:
             choice = choose_model(spectrum)
             model = self.model(choice.name)
             flags.append(f"model={choice.name}")
+            if choice.partial_coverage:
+                flags.append(f"partial_coverage={choice.covered}/{choice.n_windows}")
         else:
             model = self.model()
         full = model

@@ -37,6 +37,9 @@ EMBEDDED = EMBEDDED_NAMES[0]
 MIN_WINDOWS = 2
 #: the fraction of a window's width (Å) the observed ranges must overlap for it to count
 MIN_WINDOW_FRACTION = 0.5
+#: windows of the optical model a spectrum covers for its σ_sys to hold (measured on spectra
+#: covering 4 or more: infer.protocol.SYSTEMATIC_FLOOR); fewer: flagged ``partial_coverage``
+FULL_COVERAGE_WINDOWS = 4
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,21 @@ class ModelChoice:
 
     name: ``"optical"`` or ``"embedded"``. reason: a short phrase for the terminal and the JSON.
     :attr:`argument`: what :func:`~.load.load_grid_model` is given (None: the embedded grid).
+    covered, n_windows: the optical model's windows the spectrum covers, and its number of
+    windows (None when the choice did not look at the spectrum).
     """
 
     name: str
     reason: str
+    covered: int | None = None
+    n_windows: int | None = None
+
+    @property
+    def partial_coverage(self) -> bool:
+        """The optical model fits a spectrum covering fewer than
+        :data:`FULL_COVERAGE_WINDOWS` of its windows (its σ_sys do not describe such fits)."""
+        return (self.name == OPTICAL and self.covered is not None
+                and self.covered < FULL_COVERAGE_WINDOWS)
 
     @property
     def argument(self) -> str | None:
@@ -58,8 +72,11 @@ class ModelChoice:
         """``"optical (shipped emulator; covers 7 of its 7 windows)"``."""
         return f"{self.name} ({self.reason})"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "reason": self.reason}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "reason": self.reason}
+        if self.covered is not None:
+            out.update(windows_covered=self.covered, windows=self.n_windows)
+        return out
 
 
 def optical_model_path() -> Path | None:
@@ -145,9 +162,10 @@ def choose_model(spectrum, line_strengths: str | None = None) -> ModelChoice:
     n = covered_windows(observed_ranges(spectrum), windows)
     if n >= MIN_WINDOWS:
         return ModelChoice(OPTICAL, f"shipped emulator; covers {n} of its {len(windows)} "
-                                    "windows")
+                                    "windows", n, len(windows))
     return ModelChoice(EMBEDDED, f"default grid; the spectrum covers {n} of the optical "
-                                 f"model's {len(windows)} windows, {MIN_WINDOWS} needed")
+                                 f"model's {len(windows)} windows, {MIN_WINDOWS} needed",
+                       n, len(windows))
 
 
 def given_model(name: str | None) -> ModelChoice | None:

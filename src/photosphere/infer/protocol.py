@@ -111,9 +111,15 @@ def noted(result, source: str):
 
 def model_noted(result, choice):
     """``result`` with ``provenance["model"] = {"name": ..., "reason": ...}``: which model
-    fitted it and why (a :class:`~photosphere.grids.default_model.ModelChoice`)."""
-    return dataclasses.replace(result, provenance={**result.provenance,
-                                                   "model": choice.as_dict()})
+    fitted it and why (a :class:`~photosphere.grids.default_model.ModelChoice`); a spectrum
+    covering too few of the optical model's windows for its σ_sys is flagged
+    ``flags["partial_coverage"] = {"windows_covered": n, "windows": 7}``."""
+    flags = dict(result.flags)
+    if getattr(choice, "partial_coverage", False):
+        flags["partial_coverage"] = {"windows_covered": choice.covered,
+                                     "windows": choice.n_windows}
+    return dataclasses.replace(result, flags=flags,
+                               provenance={**result.provenance, "model": choice.as_dict()})
 
 
 def merge_defaults(kwargs: Mapping[str, Any], mcmc: bool = False) -> dict[str, Any]:

@@ -284,6 +284,11 @@ def result_warnings(result, mismatch_limit: float = MISMATCH_FLAG,
     if at_bound:
         out.append(f"{', '.join(at_bound)} at a bound of the model: the answer is the edge of "
                    "the grid, not the star")
+    partial = result.flags.get("partial_coverage")
+    if partial:
+        out.append(f"the spectrum covers {partial['windows_covered']} of the optical model's "
+                   f"{partial['windows']} windows: its σ_sys were measured on spectra covering "
+                   "4 or more, and with so few the labels can be far off (docs/benchmark.md)")
     chi2 = float(result.flags.get("chi2_reduced_before_jitter", result.chi2_reduced))
     mismatch = model_mismatch(result)
     if math.isfinite(mismatch):
