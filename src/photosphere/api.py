@@ -121,6 +121,14 @@ def _given_model(model):
     return model, choice
 
 
+def _with_coverage(choice, observation):
+    """``choice`` with the windows of the shipped optical model ``observation`` covers, when
+    it names that model (:func:`~photosphere.grids.default_model.with_coverage`)."""
+    from .grids.default_model import with_coverage
+
+    return with_coverage(choice, observation)
+
+
 def _default_model(observation):
     """The model ``observation``'s range calls for when none is given, and the note of it
     (:func:`~photosphere.grids.default_model.choose_model`)."""
@@ -162,6 +170,8 @@ def fit(spectrum, model=None, **settings: Any):
     observation, snr = _observation(spectrum)
     if model is None:
         model, choice = _default_model(observation)
+    else:
+        choice = _with_coverage(choice, observation)
     kwargs = merge_defaults(settings)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
     result = noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
@@ -185,6 +195,8 @@ def sample(spectrum, model=None, **settings: Any):
     observation, snr = _observation(spectrum)
     if model is None:
         model, choice = _default_model(observation)
+    else:
+        choice = _with_coverage(choice, observation)
     kwargs = merge_defaults(settings, mcmc=True)
     kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
     result = noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)

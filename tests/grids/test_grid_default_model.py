@@ -168,3 +168,12 @@ def test_a_spectrum_covering_few_windows_is_flagged_partial_coverage():
     assert "partial_coverage" not in model_noted(result, full).flags
     assert not result_warnings(model_noted(result, full))
     assert not choose_model(_spectrum(5050.0, 5350.0)).partial_coverage  # the grid's range
+    # named by the user (`--grid optical`, model="optical"): the same count, the same flag
+    from photosphere.grids.default_model import ModelFactory, given_model, with_coverage
+
+    named = with_coverage(given_model("optical"), _spectrum(4800.0, 5400.0))
+    assert named.reason == "given" and named.covered == 2 and named.partial_coverage
+    assert ModelFactory("optical").choose(_spectrum(4800.0, 5400.0)).partial_coverage
+    assert not ModelFactory("optical").choose(_spectrum(4700.0, 6700.0)).partial_coverage
+    embedded = given_model("embedded")
+    assert with_coverage(embedded, _spectrum(4800.0, 5400.0)) == embedded

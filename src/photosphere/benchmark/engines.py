@@ -154,10 +154,13 @@ class FitEngine:
             choice = choose_model(spectrum)
             model = self.model(choice.name)
             flags.append(f"model={choice.name}")
-            if choice.partial_coverage:
-                flags.append(f"partial_coverage={choice.covered}/{choice.n_windows}")
         else:
+            from ..grids.default_model import given_model, with_coverage
+
+            choice = with_coverage(given_model(self.model_name), spectrum)
             model = self.model()
+        if choice.partial_coverage:
+            flags.append(f"partial_coverage={choice.covered}/{choice.n_windows}")
         full = model
         if hasattr(model, "without"):  # a model calibrated on real stars: judge leave-one-out
             model = model.without(star.star)

@@ -16,6 +16,7 @@ call :func:`choose_model`; the choice is written into the result (``provenance["
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,6 +180,20 @@ def given_model(name: str | None) -> ModelChoice | None:
     return ModelChoice(text, "given")
 
 
+def with_coverage(choice: ModelChoice, spectrum) -> ModelChoice:
+    """``choice`` with the optical model's windows ``spectrum`` covers, when it names the
+    shipped optical model and does not say yet (``--grid optical``), so that a spectrum with too
+    few windows is flagged as when the model was chosen for it (unchanged without a spectrum)."""
+    if choice.name != OPTICAL or choice.covered is not None or spectrum is None:
+        return choice
+    path = optical_model_path()
+    if path is None:
+        return choice
+    windows = model_windows(path)
+    n = covered_windows(observed_ranges(spectrum), windows)
+    return dataclasses.replace(choice, covered=n, n_windows=len(windows))
+
+
 @dataclass(frozen=True)
 class ModelFactory:
     """The model of each fit of a command, chosen per spectrum: ``name`` as the user gave it
@@ -191,7 +206,10 @@ class ModelFactory:
     loader: Callable[[str | None, str | None], Any] | None = None
 
     def choose(self, spectrum) -> ModelChoice:
-        return given_model(self.name) or choose_model(spectrum, self.line_strengths)
+        given = given_model(self.name)
+        if given is not None:
+            return with_coverage(given, spectrum)
+        return choose_model(spectrum, self.line_strengths)
 
     def factory(self, choice: ModelChoice) -> functools.partial:
         """A picklable zero-argument callable loading the model of ``choice``."""
