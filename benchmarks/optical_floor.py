@@ -25,15 +25,13 @@ from astropy.table import Table, vstack
 from photosphere.benchmark.floor import systematic_floor
 from photosphere.datasets.reference_stars import LABELS, default_stars_dir
 from photosphere.grids.default_model import (
+    FULL_COVERAGE_WINDOWS,
     covered_windows,
     model_windows,
     observed_ranges,
     optical_model_path,
 )
 from photosphere.infer.batch import prepare_spectrum
-
-#: windows of 7 a high-resolution spectrum must cover to count in the floor
-MIN_COVERED = 4
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("tables", nargs="+", help="benchmark ECSV tables of the optical model")
@@ -49,15 +47,15 @@ for r in rows:
         r["covered"] = covered_windows(observed_ranges(prepare_spectrum(
             str(stars_dir / r["file"]))), windows)
 
+full = FULL_COVERAGE_WINDOWS
 groups = {
-    "high_resolution": [r for r in rows if r["tier"] in ("FGK", "giant")
-                        and r["covered"] >= MIN_COVERED],
-    "metal_poor": [r for r in rows if r["tier"] == "metal-poor" and r["covered"] >= MIN_COVERED],
+    "high_resolution": [r for r in rows if r["tier"] in ("FGK", "giant") and r["covered"] >= full],
+    "metal_poor": [r for r in rows if r["tier"] == "metal-poor" and r["covered"] >= full],
     "low_resolution": [r for r in rows if r["tier"] == "MILES" and r["teff_ref"] >= 3800],
 }
 left_out = [(r["star"], r["covered"]) for r in rows
-            if r["tier"] != "MILES" and r.get("covered", 7) < MIN_COVERED]
-print(f"left out (covering fewer than {MIN_COVERED} of {len(windows)} windows): {left_out}")
+            if r["tier"] != "MILES" and r.get("covered", 7) < full]
+print(f"left out (covering fewer than {full} of {len(windows)} windows): {left_out}")
 shipped = {}
 print("| group | N | floor (unit mean square) | rms reference σ | shipped |")
 print("|---|---|---|---|---|")

@@ -115,12 +115,12 @@ def _flat(lo: float, hi: float) -> photosphere.Spectrum:
 
 @needs_optical
 def test_fit_and_sample_choose_the_model_as_the_command_does():
-    from photosphere.api import _default_model, _given_model
+    from photosphere.api import _given_model, _model_for
     from photosphere.grids.calibrated import CalibratedModel
 
-    model, choice = _default_model(_flat(4800.0, 6800.0))
+    model, choice = _model_for(None, None, _flat(4800.0, 6800.0))
     assert isinstance(model, CalibratedModel) and choice.name == "optical"
-    model, choice = _default_model(_flat(5050.0, 5350.0))
+    model, choice = _model_for(None, None, _flat(5050.0, 5350.0))
     assert isinstance(model, GridInterpolator) and choice.name == "embedded"
     assert _given_model(None) == (None, None)
     model, choice = _given_model("default")  # forced, whatever the spectrum

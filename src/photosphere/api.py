@@ -121,22 +121,39 @@ def _given_model(model):
     return model, choice
 
 
-def _with_coverage(choice, observation):
-    """``choice`` with the windows of the shipped optical model ``observation`` covers, when
-    it names that model (:func:`~photosphere.grids.default_model.with_coverage`)."""
-    from .grids.default_model import with_coverage
-
-    return with_coverage(choice, observation)
-
-
-def _default_model(observation):
-    """The model ``observation``'s range calls for when none is given, and the note of it
-    (:func:`~photosphere.grids.default_model.choose_model`)."""
-    from .grids.default_model import choose_model
+def _model_for(model, choice, observation):
+    """The forward model and its note for ``observation``: the one given (with the optical
+    model's window coverage when it names that model), or when none was given the one its
+    range calls for (:func:`~photosphere.grids.default_model.choose_model`)."""
+    from .grids.default_model import choose_model, with_coverage
     from .grids.load import load_grid_model
 
+    if model is not None:
+        return model, with_coverage(choice, observation)
     choice = choose_model(observation)
     return load_grid_model(choice.argument), choice
+
+
+def _run(engine, spectrum, model, settings: dict[str, Any], mcmc: bool):
+    """:func:`fit` and :func:`sample`: the model (a wrong one fails before the spectrum is
+    read), the observation, the protocol's defaults and R from the file, ``engine(model,
+    observation, **kwargs)``, then the notes and the model's σ_sys."""
+    from .infer.protocol import (
+        merge_defaults,
+        model_noted,
+        noted,
+        with_file_resolution,
+        with_systematic_floor,
+    )
+
+    model, choice = _given_model(model)
+    observation, snr = _observation(spectrum)
+    model, choice = _model_for(model, choice, observation)
+    kwargs = merge_defaults(settings, mcmc=mcmc)
+    kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
+    result = noted(_noted(engine(model, observation, **kwargs), snr), r_source)
+    result = model_noted(result, choice)
+    return with_systematic_floor(result, model, kwargs["settings"].resolution)
 
 
 def _noted(result, snr: list[float] | None):
@@ -158,50 +175,16 @@ def fit(spectrum, model=None, **settings: Any):
     file, and the σ_sys measured on real stars for the shipped models).
     Returns a :class:`~photosphere.infer.result.Result`."""
     from .infer.optimize import fit as least_squares
-    from .infer.protocol import (
-        merge_defaults,
-        model_noted,
-        noted,
-        with_file_resolution,
-        with_systematic_floor,
-    )
 
-    model, choice = _given_model(model)  # a wrong model fails before the spectrum is read
-    observation, snr = _observation(spectrum)
-    if model is None:
-        model, choice = _default_model(observation)
-    else:
-        choice = _with_coverage(choice, observation)
-    kwargs = merge_defaults(settings)
-    kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
-    result = noted(_noted(least_squares(model, observation, **kwargs), snr), r_source)
-    result = model_noted(result, choice)
-    return with_systematic_floor(result, model, kwargs["settings"].resolution)
+    return _run(least_squares, spectrum, model, settings, mcmc=False)
 
 
 def sample(spectrum, model=None, **settings: Any):
     """Posterior samples of the labels (emcee), as :func:`fit`; ``settings`` go to
     :func:`photosphere.infer.mcmc.sample` (``n_steps=``, ``priors=`` ...)."""
     from .infer.mcmc import sample as mcmc
-    from .infer.protocol import (
-        merge_defaults,
-        model_noted,
-        noted,
-        with_file_resolution,
-        with_systematic_floor,
-    )
 
-    model, choice = _given_model(model)  # a wrong model fails before the spectrum is read
-    observation, snr = _observation(spectrum)
-    if model is None:
-        model, choice = _default_model(observation)
-    else:
-        choice = _with_coverage(choice, observation)
-    kwargs = merge_defaults(settings, mcmc=True)
-    kwargs["settings"], r_source = with_file_resolution(kwargs["settings"], observation)
-    result = noted(_noted(mcmc(model, observation, **kwargs), snr), r_source)
-    result = model_noted(result, choice)
-    return with_systematic_floor(result, model, kwargs["settings"].resolution)
+    return _run(mcmc, spectrum, model, settings, mcmc=True)
 
 
 def predict(spectrum, model=None, **settings: Any):

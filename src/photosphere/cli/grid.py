@@ -560,12 +560,14 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
 
     bar = tqdm(chosen, desc="calibrating line data", unit="star", disable=args.json)
 
+    resolutions: dict[str, float] = {}
+
     def jobs():
         for s in bar:
             spectrum = prepare_spectrum(str(s.path))
-            resolution, _ = resolution_of(spectrum, s)
+            resolutions[s.star], _ = resolution_of(spectrum, s)
             yield (s.star, spectrum, {k: v[0] for k, v in s.reference.items()},
-                   {"resolution": resolution})
+                   {"resolution": resolutions[s.star]})
 
     def say(message: str) -> None:
         if not args.json:
@@ -574,7 +576,7 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
     calibration = calibrate_lines(model, jobs(), progress=say, tied=tied, held=held)
     write_calibration(args.model, calibration)
     if not args.no_zero_point:
-        calibration = _measure_zero_point(args, calibration, chosen)
+        calibration = _measure_zero_point(args, calibration, chosen, resolutions)
         write_calibration(args.model, calibration)
     summary = {**calibration.summary(), "model": str(args.model)}
     emit(args, summary, f"calibrated {args.model} on {len(calibration.stars)} stars: "
@@ -586,25 +588,22 @@ def _cmd_calibrate_stars(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_zero_point(args: argparse.Namespace, calibration, stars):
+def _measure_zero_point(args: argparse.Namespace, calibration, stars,
+                        resolutions: dict[str, float]):
     """The calibration with its stars' [Fe/H] offsets (``infer.line_calibration.
-    measure_offsets``), journalled beside the model file so that a killed run resumes."""
+    measure_offsets``), journalled beside the model file so that a killed run resumes;
+    ``resolutions``: each star's R as its calibration fit used it."""
     import hashlib
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
     from .._files import atomic_path
-    from ..benchmark.engines import resolution_of
-    from ..infer.batch import prepare_spectrum
     from ..infer.line_calibration import measure_offsets, offset_pairs
 
     by_name = {s.star: s for s in stars}
-    jobs = []
-    for name in calibration.star_names:
-        star = by_name[name]
-        resolution, _ = resolution_of(prepare_spectrum(str(star.path)), star)
-        jobs.append((str(star.path), star.reference["feh"][0], {"resolution": resolution}))
+    jobs = [(str(by_name[name].path), by_name[name].reference["feh"][0],
+             {"resolution": resolutions[name]}) for name in calibration.star_names]
     key = hashlib.sha256(json.dumps([list(calibration.star_names), jobs], default=str).encode()
                          + calibration.exponent.tobytes()).hexdigest()
     journal_path = Path(str(args.model) + ".offsets.json")

@@ -9,6 +9,7 @@ wrong), moved to the model's rest-frame pixels, is that star's contribution
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -130,21 +131,42 @@ def _first_spectrum(names: Sequence[str], k: int) -> int:
     return next(i for i, n in enumerate(names) if same_star(n, names[k]))
 
 
+def _calibrated_model(model_path: str):
+    """The calibrated model in ``model_path``, read once per process and file version (each
+    of the ~130 fits of :func:`measure_offsets` leaves stars out of the same one)."""
+    from pathlib import Path
+
+    return _load_calibrated(model_path, Path(model_path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_calibrated(model_path: str, version: int):
+    from ..grids.load import load_emulator
+
+    return load_emulator(model_path)
+
+
+@functools.lru_cache(maxsize=32)
+def _prepared(spectrum_path: str):
+    """A calibration star's spectrum as ``photosphere fit`` reads it, once per process."""
+    from .batch import prepare_spectrum
+
+    return prepare_spectrum(spectrum_path)
+
+
 def offset_of(model_path: str, star_name: str, left_out: tuple[str, ...], spectrum_path: str,
               reference_feh: float, settings: dict) -> float:
     """Fitted − reference [Fe/H] (dex) of one star's spectrum, fitted with the protocol for
     real spectra and the calibrated model in ``model_path`` made without ``left_out`` (star
     names); NaN when the fit fails. Runs in a worker process: everything comes by name."""
-    from ..grids.load import load_emulator
-    from .batch import prepare_spectrum
     from .optimize import fit
     from .protocol import merge_defaults
 
-    model = load_emulator(model_path)
+    model = _calibrated_model(model_path)
     for name in left_out:
         model = model.without(name)
     try:
-        result = fit(model, prepare_spectrum(spectrum_path), **merge_defaults(dict(settings)))
+        result = fit(model, _prepared(spectrum_path), **merge_defaults(dict(settings)))
     except FitError:
         return float("nan")
     return float(result.values["feh"]) - float(reference_feh)

@@ -286,9 +286,12 @@ def result_warnings(result, mismatch_limit: float = MISMATCH_FLAG,
                    "the grid, not the star")
     partial = result.flags.get("partial_coverage")
     if partial:
+        from ..grids.default_model import FULL_COVERAGE_WINDOWS
+
         out.append(f"the spectrum covers {partial['windows_covered']} of the optical model's "
                    f"{partial['windows']} windows: its σ_sys were measured on spectra covering "
-                   "4 or more, and with so few the labels can be far off (docs/benchmark.md)")
+                   f"{FULL_COVERAGE_WINDOWS} or more, and with so few the labels can be far off "
+                   "(docs/benchmark.md)")
     chi2 = float(result.flags.get("chi2_reduced_before_jitter", result.chi2_reduced))
     mismatch = model_mismatch(result)
     if math.isfinite(mismatch):
