@@ -23,7 +23,7 @@ TINY = ["--epochs", "2", "--n-train", "24", "--n-val", "8", "--n-test", "8", "--
 def toy_grid(monkeypatch, tmp_path):
     monkeypatch.setenv("PHOTOSPHERE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("photosphere.nn.train.source_from_grid",
-                        lambda path, line_strengths=None: ToySource())
+                        lambda path, line_strengths=None, calibrated=True: ToySource())
     monkeypatch.setattr(commands, "_layout", lambda path, source: ToyLayout())
 
 

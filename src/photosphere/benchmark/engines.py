@@ -33,7 +33,8 @@ class Estimate:
     resolution: the R used, and where it came from (``"header"`` or ``"table"``).
     chi2_reduced: of the fit (None for engines without one). flags: short tokens (see
     :func:`label_flags`, :func:`reference_flags`; ``not_converged``, ``chi2_high``,
-    ``out_of_distribution``).
+    ``out_of_distribution``). note: a short remark for the table's message column (nn: the
+    grid-consistency mismatch).
     """
 
     labels: dict[str, tuple[float, float]]
@@ -41,6 +42,7 @@ class Estimate:
     resolution_source: str
     chi2_reduced: float | None = None
     flags: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 def resolution_of(spectrum, star: Star) -> tuple[float, str]:
@@ -179,25 +181,49 @@ class FitEngine:
 
 
 class NNEngine:
-    """``photosphere nn predict FILE`` in process: the default network, the file read as the
-    command reads it (:func:`~photosphere.nn.predict.read_for_prediction`), with its grid
-    consistency check (flag ``out_of_distribution``)."""
+    """``photosphere nn predict FILE`` in process: the default network (or ``model``), the file
+    read as the command reads it (:func:`~photosphere.nn.predict.read_for_prediction`), with its
+    grid consistency check (flag ``out_of_distribution``). A network trained on an emulator's
+    bare syntheses reads each star through the input calibration of that emulator made
+    *without* the star (:mod:`photosphere.nn.input_calibration`): leave-one-out."""
 
     name = "nn"
 
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
+        self.model_name = model
         self._checkpoint: Any = None
+        self._calibration: Any = None
 
     def checkpoint(self):
         if self._checkpoint is None:
             from ..nn.predict import load_model
 
-            self._checkpoint = load_model(None)
+            self._checkpoint = load_model(self.model_name)
         return self._checkpoint
 
     def load(self) -> None:
         """Load the network now (the benchmark does it before timing the first star)."""
         self.checkpoint()
+
+    def input_calibration(self, star: Star):
+        """The input calibration for ``star`` (None when the network needs none): the one
+        ``nn predict`` would apply, made without ``star``."""
+        from ..nn.predict import _input_calibration
+
+        ck = self.checkpoint()
+        if self._calibration is None:
+            self._calibration = _input_calibration(ck, "auto", None) or False
+            if self._calibration:
+                from ..grids.calibrated import read_calibration
+                from ..nn.predict import model_grid
+
+                self._line_calibration = read_calibration(model_grid(ck))
+        if not self._calibration:
+            return None
+        from ..nn.input_calibration import InputCalibration
+
+        return InputCalibration.of(self._line_calibration.without(star.star),
+                                   np.asarray(ck.data["layout_wavelength"]))
 
     def __call__(self, star: Star) -> Estimate:
         from ..nn.predict import predict_spectrum, read_for_prediction
@@ -208,25 +234,34 @@ class NNEngine:
         from ..nn.rv import estimate_rv
 
         # as `nn predict` does by default (--rv auto): the network reads rest-frame spectra
-        result = predict_spectrum(spectrum, ck, rv=estimate_rv(spectrum, resolution))
+        # σ_sys measured on real stars: the floor made without this star when it was one
+        record = ck.data.get("real_star_calibration") or {}
+        floor = (record.get("loo_floor") or {}).get(star.star, "auto")
+        result = predict_spectrum(spectrum, ck, rv=estimate_rv(spectrum, resolution),
+                                  input_calibration=self.input_calibration(star),
+                                  systematic_floor=floor)
         labels = _labels(result.labels)
         box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
         flags = label_flags(labels, box) + reference_flags(star, box)
         check = result.provenance.get("consistency") or {}
         if check.get("out_of_distribution"):
             flags.append("out_of_distribution")
-        return Estimate(labels, resolution, source, None, flags)
+        if result.provenance.get("windows_used") and len(result.provenance["windows_used"]) < 7:
+            flags.append(f"windows={len(result.provenance['windows_used'])}")
+        note = (f"mismatch {check['mismatch_rms']:.4f}"
+                if check.get("mismatch_rms") is not None else "")
+        return Estimate(labels, resolution, source, None, flags, note)
 
 
 ENGINES = {"fit": FitEngine, "nn": NNEngine}
 
 
-def make_engines(name: str, model: str | None = None) -> list:
+def make_engines(name: str, model: str | None = None, nn_model: str | None = None) -> list:
     """The engines for ``--engine``: ``fit``, ``nn`` or ``all`` (both, fit first); ``model``
     the fit engine's model file or name (None: per star, what ``photosphere fit FILE`` uses;
-    ``"grid"``: the embedded grid)."""
+    ``"grid"``: the embedded grid); ``nn_model`` the network (None: the default)."""
     if name not in (*ENGINES, "all"):
         raise BenchmarkError(f"engine {name!r} is not known; use one of "
                              f"{', '.join([*ENGINES, 'all'])}")
     names = list(ENGINES) if name == "all" else [name]
-    return [FitEngine(model) if n == "fit" else ENGINES[n]() for n in names]
+    return [FitEngine(model) if n == "fit" else NNEngine(nn_model) for n in names]

@@ -57,7 +57,7 @@ def star_row(star: Star, engine: str, estimate: Estimate | None = None,
                    resolution_source=estimate.resolution_source, status="ok",
                    chi2_reduced=(math.nan if estimate.chi2_reduced is None
                                  else estimate.chi2_reduced),
-                   flags=" ".join(estimate.flags), message="")
+                   flags=" ".join(estimate.flags), message=estimate.note)
         for name in LABELS:
             row[name], row[f"{name}_sigma"] = estimate.labels[name]
     row = add_differences(row)

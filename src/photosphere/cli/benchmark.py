@@ -16,7 +16,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
     stars = select(read_stars(stars_dir / "labels.csv"), args.stars, args.tier, args.limit)
-    engines = make_engines(args.engine, args.model)
+    engines = make_engines(args.engine, args.model, args.nn_model)
     rows = run_benchmark(stars, engines, args.output, stars_dir=stars_dir,
                          progress=not args.no_progress)
     if args.systematic_floor:
@@ -51,6 +51,9 @@ def _register_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="MODEL",
                    help="the fit engine's model: a grid or emulator file, or 'grid' "
                         "(default: the command's default model)")
+    p.add_argument("--nn-model", metavar="MODEL",
+                   help="the nn engine's network: a checkpoint file or shipped name (default: "
+                        "the default network)")
     p.add_argument("--stars", nargs="+", metavar="NAME",
                    help="only stars whose name or file contains one of these (case-insensitive)")
     p.add_argument("--tier", choices=TIERS, help="only the stars of this tier")

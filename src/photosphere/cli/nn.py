@@ -63,7 +63,7 @@ def _register_nn(sub: argparse._SubParsersAction) -> None:
     nn = sub.add_parser("nn", help="neural label estimators (ResNet / attention, DAE)")
     nsub = nn.add_subparsers(dest="nn_command", metavar="NN_COMMAND")
     nsub.required = True
-    for register in (_add_train, _add_eval, _add_calibrate, _add_predict):
+    for register in (_add_train, _add_eval, _add_calibrate, _add_calibrate_stars, _add_predict):
         register(nsub)
     nn.set_defaults(func=_cmd_nn)
 
@@ -93,6 +93,21 @@ def _add_train(nsub: argparse._SubParsersAction) -> None:
     t.add_argument("--snr", type=float, nargs="+", metavar="S/N",
                    help="one S/N, or two numbers LO HI drawn log-uniformly per sample")
     t.add_argument("--teff-range", type=float, nargs=2, metavar=("LO", "HI"))
+    t.add_argument("--logg-range", type=float, nargs=2, metavar=("LO", "HI"))
+    t.add_argument("--feh-range", type=float, nargs=2, metavar=("LO", "HI"))
+    t.add_argument("--alpha", action="store_true",
+                   help="also estimate [α/Fe] (its box: the source's); with --relations drawn "
+                        "from the Galactic trend with scatter, else uniformly")
+    t.add_argument("--relations", action="store_true",
+                   help="draw [α/Fe] and vmic per star from the Galactic trend and the vmic "
+                        "relation with real stars' scatter (grids.tied_labels) instead of "
+                        "fixed values")
+    t.add_argument("--window-dropout", type=float, metavar="P",
+                   help="training only: blank each window of the layout with probability P, so "
+                        "the model reads spectra that cover only some windows (0 = off)")
+    t.add_argument("--uncalibrated", action="store_true",
+                   help="with an emulator (--grid optical): train on its bare syntheses, "
+                        "without the line calibration on real stars it holds")
     t.add_argument("--rv-max", type=float, help="RV augmentation ± km/s")
     t.add_argument("--slant", type=float, help="largest slant across an order (fraction)")
     t.add_argument("--unmodelled-lines", type=float, metavar="N",
@@ -123,8 +138,10 @@ def _add_train(nsub: argparse._SubParsersAction) -> None:
     t.add_argument("--average-epochs", type=int, metavar="N",
                    help="final weights = average of the weights after each of the last N "
                         "epochs (stochastic weight averaging; batch-norm statistics recomputed)")
-    t.add_argument("--layout", help="wavelength file of the instrument (e.g. HARPS-N wave_A); "
-                                    "default: the HARPS-N 5050-5350 Å layout")
+    t.add_argument("--layout", help="'harpsn' (the default: the HARPS-N 5050-5350 Å layout), "
+                                    "'optical' (the optical model's 7 windows, 26 × 1024 px; "
+                                    "nn/layouts.py), or a wavelength file of an instrument (e.g. "
+                                    "HARPS-N wave_A)")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     _cache_arguments(t)
     _add_json(t)
@@ -180,6 +197,54 @@ def _add_calibrate(nsub: argparse._SubParsersAction) -> None:
     _cache_arguments(c)
     _add_json(c)
     c.set_defaults(nn_run=run_calibrate)
+
+
+def _add_calibrate_stars(nsub: argparse._SubParsersAction) -> None:
+    c = nsub.add_parser("calibrate-stars",
+                        help="measure a model's σ_sys and out-of-distribution limit on real "
+                             "stars with reference labels and store them in a copy")
+    c.add_argument("model", help="checkpoint file or shipped model name")
+    c.add_argument("--out", required=True, help="file for the calibrated model")
+    c.add_argument("stars_dir", nargs="?", metavar="STARS_DIR",
+                   help="folder with labels.csv (default: $PHOTOSPHERE_SHARED_DATA/stars, else "
+                        "../shared/data/stars beside the repository)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_json(c)
+    c.set_defaults(nn_run=run_calibrate_stars)
+
+
+def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from ..datasets.reference_stars import default_stars_dir, read_stars
+    from ..nn.checkpoint import save_checkpoint
+    from ..nn.predict import load_model
+    from ..nn.real_stars import calibrate, read_all
+
+    ck = load_model(args.model)
+    stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
+    readings, failed = read_all(ck, read_stars(stars_dir / "labels.csv"),
+                                progress=not args.no_progress)
+    record = calibrate(readings)
+    data = {**ck.data, "systematic_floor": record["floor"], "real_star_calibration": record}
+    if record["mismatch"]["limit"] is not None:
+        data["mismatch_limit"] = record["mismatch"]["limit"]
+    training = {k: v for k, v in (ck.training or {}).items() if k not in ("optimizer", "average")}
+    out = save_checkpoint(args.out, ck.kind, ck.model, label_scaling=ck.label_scaling,
+                          temperature=ck.temperature, data=data, training=training)
+    m = record["mismatch"]
+    lines = [f"{args.model} -> {out}: {len(readings)} stars read, {len(failed)} not",
+             f"  σ_sys on {len(record['stars'])} high-resolution stars inside the box: "
+             + ", ".join(f"{k} {v:.3g}" for k, v in record["floor"].items()),
+             "  leave-one-out coverage (1σ / 2σ): "
+             + ", ".join(f"{k} {100 * a:.0f}/{100 * b:.0f} %"
+                         for k, (a, b) in record["loo_coverage"].items()),
+             f"  mismatch limit {m['limit']:.4f} (largest inside the box {m['max_inside']:.4f}, "
+             f"smallest outside {m['min_outside']}; separable: {m['separable']})"
+             if m["limit"] is not None else f"  no mismatch limit: {m['reason']}",
+             f"  flagged: {', '.join(record['flagged']) or 'none'}"]
+    lines += [f"  not read: {s.star}: {why}" for s, why in failed]
+    payload = {"model": str(out), **record,
+               "failed": [{"star": s.star, "reason": why} for s, why in failed]}
+    return payload, "\n".join(lines)
 
 
 def _add_predict(nsub: argparse._SubParsersAction) -> None:
@@ -240,10 +305,10 @@ def _grid(path: str | None) -> str:
 
 
 def _layout(path: str | None, source):
-    if path is None:
-        from ..nn.data import default_layout
+    from ..nn.layouts import layout_by_name
 
-        return default_layout(source)
+    if path is None or path in ("harpsn", "optical"):
+        return layout_by_name(path or "harpsn", source)
     from ..ops.echelle import OrderLayout
 
     return OrderLayout.from_wavelength_file(path)
@@ -254,19 +319,30 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     data: dict[str, Any] = {}
     for key in ("n_train", "n_val", "n_test", "rv_max", "slant", "unmodelled_lines", "curvature",
-                "veiling", "line_jitter"):
+                "veiling", "line_jitter", "window_dropout"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     for key in ("snr", "resolution", "macroturbulence"):
         value = getattr(args, key)
         if value:
             data[key] = _value_or_range(value, key)
-    source = source_from_grid(_grid(args.grid), args.line_strengths)
-    bounds = {**STUDY_BOUNDS, **({"teff": tuple(args.teff_range)} if args.teff_range else {})}
-    for name in LABELS[:3]:  # the study's box, clipped to what the grid covers
+    source = source_from_grid(_grid(args.grid), args.line_strengths,
+                              calibrated=not args.uncalibrated)
+    bounds = dict(STUDY_BOUNDS)
+    for name in LABELS[:3]:
+        given = getattr(args, f"{name}_range")
+        if given:
+            bounds[name] = (float(given[0]), float(given[1]))
+    for name in LABELS[:3]:  # the study's box (or the given one), clipped to the grid's
         lo, hi = source.bounds[name]
         bounds[name] = (max(bounds[name][0], lo), min(bounds[name][1], hi))
+    if args.alpha:
+        if "alpha" not in source.label_names:
+            raise ModelError(f"--alpha: the source has no [α/Fe] ({source.label_names})")
+        bounds["alpha"] = tuple(source.bounds["alpha"])
     data["bounds"] = bounds
+    if args.relations:
+        data["relations"] = True
     over: dict[str, Any] = {"covariance": args.covariance, "seed": args.seed, "dae": args.dae}
     if args.net:
         over["net"] = _net_overrides(args.net)
@@ -288,7 +364,8 @@ def run_train(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             f"{result.seconds:.0f} s -> {out}\n"
             f"final train loss {last.get('train_loss', float('nan')):.4f}, "
             f"val loss {last.get('val_loss', float('nan')):.4f}"
-            + (f"\nσ temperature per label {dict(zip(LABELS, result.temperature, strict=True))}"
+            + (f"\nσ temperature per label "
+               f"{dict(zip(config.data_config().label_names, result.temperature, strict=True))}"
                if result.temperature else ""))
     return payload, text
 

@@ -32,15 +32,16 @@ class Consistency:
     noise_rms: float
     mismatch_rms: float
     out_of_distribution: bool
+    mismatch_limit: float = MISMATCH_LIMIT
 
     def to_dict(self) -> dict[str, Any]:
         return {"residual_rms": self.residual_rms, "noise_rms": self.noise_rms,
-                "mismatch_rms": self.mismatch_rms, "mismatch_limit": MISMATCH_LIMIT,
+                "mismatch_rms": self.mismatch_rms, "mismatch_limit": self.mismatch_limit,
                 "out_of_distribution": self.out_of_distribution}
 
 
 def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,
-                     macroturbulence: float = 0.0) -> Consistency:
+                     macroturbulence: float = 0.0, limit: float | None = None) -> Consistency:
     """Compare a prepared input ``image`` (n_orders, n_pixels), normalised as the network saw
     it, with ``simulator``'s noise-free image at ``labels`` (teff K, logg, feh dex, vsini km/s),
     each order scaled to the input by least squares.
@@ -48,6 +49,9 @@ def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,
     simulator: the :class:`~photosphere.nn.data.EchelleSimulator` of the model's grid and
     layout; macroturbulence: ζ_RT km/s of the comparison image (a model trained with a range:
     its middle). Labels outside the grid are clipped to it (the network may answer outside).
+    labels: the simulator's star-label columns (teff, logg, feh, vsini, then e.g. alpha, vmic).
+    limit: the mismatch above which the input is flagged (default :data:`MISMATCH_LIMIT`; a
+    model calibrated on real stars records its own, ``mismatch_limit`` in its checkpoint).
     """
     from ..ops.noise import estimate_snr
     from .data import LABELS, normalise_orders
@@ -66,10 +70,14 @@ def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,
     # sits a fraction of σ high, which is not a mismatch of the spectrum
     scale = np.sum(image * model, axis=-1, keepdims=True) / np.sum(model * model, axis=-1,
                                                                    keepdims=True)
-    residual = image - scale * model
+    # rows filled with the continuum (windows the spectrum does not cover) are not compared
+    keep = ~np.all(image == 1.0, axis=-1)
+    keep = keep if keep.any() else np.ones_like(keep)
+    residual = (image - scale * model)[keep]
     residual_rms = float(np.sqrt(np.mean(residual ** 2)))
-    snr = np.asarray(estimate_snr(image), dtype=float)
+    snr = np.asarray(estimate_snr(image[keep]), dtype=float)
     noise_rms = float(np.sqrt(np.mean(1.0 / np.square(snr[np.isfinite(snr) & (snr > 0)]))))\
         if np.any(np.isfinite(snr) & (snr > 0)) else 0.0
     mismatch = math.sqrt(max(residual_rms ** 2 - noise_rms ** 2, 0.0))
-    return Consistency(residual_rms, noise_rms, mismatch, mismatch > MISMATCH_LIMIT)
+    limit = MISMATCH_LIMIT if limit is None else float(limit)
+    return Consistency(residual_rms, noise_rms, mismatch, mismatch > limit, limit)

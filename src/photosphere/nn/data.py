@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,8 @@ from .augment import (
 )
 
 LABELS = ("teff", "logg", "feh", "vsini")
+#: labels an estimator may add after :data:`LABELS` (in ``DataConfig.bounds``)
+EXTRA_LABELS = ("alpha",)
 STUDY_BOUNDS = {"teff": (3500.0, 9750.0), "logg": (0.0, 5.0), "feh": (-2.5, 0.5),
                 "vsini": (0.0, 30.0)}
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -120,7 +122,17 @@ class DataConfig:
     km/s, or a pair (lo, hi): ζ drawn uniformly per star (0 = none, the study); both are
     nuisances, not estimated, drawn from the star's own seed stream;
     epsilon: limb darkening of the rotation kernel;
-    fixed: values for source labels that are not estimated (e.g. alpha, vmic).
+    fixed: values for source labels that are not estimated (e.g. alpha, vmic);
+    relations: draw [α/Fe] and vmic per star from the Galactic [α/Fe]–[Fe/H] trend and the
+    vmic(Teff, log g) relation of ``grids.tied_labels``, each with its real stars' scatter
+    (instead of ``fixed``): the spread of real stars, not one value;
+    window_dropout: training only: probability that each wavelength window of the layout
+    (:func:`~photosphere.nn.layouts.layout_groups`) is blanked to the continuum in a sample
+    (at least :data:`MIN_WINDOWS_KEPT` kept), so the model reads spectra that cover only some of
+    its windows (0 = never).
+
+    ``bounds`` holds :data:`LABELS` in order and, optionally, ``alpha`` after them: the model
+    then also estimates [α/Fe] (drawn from the trend with ``relations``, else uniformly).
     """
 
     bounds: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(STUDY_BOUNDS))
@@ -140,11 +152,15 @@ class DataConfig:
     seed: int = 0
     min_separation: float = 1e-4
     fixed: dict[str, float] = field(default_factory=lambda: {"alpha": 0.0, "vmic": 1.0})
+    relations: bool = False
+    window_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         bounds = {k: (float(v[0]), float(v[1])) for k, v in dict(self.bounds).items()}
-        if tuple(bounds) != LABELS:
-            raise ModelError(f"bounds must give {LABELS} in that order, got {tuple(bounds)}")
+        names = tuple(bounds)
+        if names[:len(LABELS)] != LABELS or not set(names[len(LABELS):]) <= set(EXTRA_LABELS):
+            raise ModelError(f"bounds must give {LABELS} in that order, optionally followed by "
+                             f"{EXTRA_LABELS}; got {names}")
         for name, (lo, hi) in bounds.items():
             if not hi > lo:
                 raise ModelError(f"bounds[{name!r}] = ({lo}, {hi}) is empty; give lo < hi")
@@ -169,6 +185,22 @@ class DataConfig:
                      "line_jitter"):
             if not getattr(self, name) >= 0:
                 raise ModelError(f"{name}={getattr(self, name)} must be >= 0 (0 turns it off)")
+        if not 0 <= self.window_dropout < 1:
+            raise ModelError(f"window_dropout={self.window_dropout} must be in [0, 1)")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """The labels the model estimates: :data:`LABELS`, then ``alpha`` when in ``bounds``."""
+        return tuple(self.bounds)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of a split's star labels: the estimated labels, then the nuisance labels
+        drawn per star (``alpha`` and ``vmic`` with ``relations``)."""
+        cols = list(self.label_names)
+        if self.relations:
+            cols += [n for n in ("alpha", "vmic") if n not in cols]
+        return tuple(cols)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -201,21 +233,28 @@ def _split_generator(seed: int, *keys: int) -> torch.Generator:
 
 
 def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int, split: str,
-                valid: Validity | None = None) -> torch.Tensor:
-    """(n, 4) physical labels uniform in ``bounds``, from the seed stream of ``split``.
+                valid: Validity | None = None, relations: bool = False) -> torch.Tensor:
+    """(n, k) physical labels uniform in ``bounds`` (k labels), from the seed stream of
+    ``split``; with ``relations``, [α/Fe] (when in ``bounds``: clipped to them) and then vmic
+    come from :func:`nuisance_labels` instead (columns as ``DataConfig.columns``).
 
-    valid: labels (m, 4) -> bool (m,); rejected draws (e.g. in the holes of a model-atmosphere
+    valid: labels (m, k) -> bool (m,); rejected draws (e.g. in the holes of a model-atmosphere
     grid) are skipped. Draws come in fixed chunks, so the first n stars of a split never depend
     on how many are asked for.
     """
     if split not in SPLITS:
         raise ModelError(f"split={split!r} is not known; use one of {tuple(SPLITS)}")
     g = _split_generator(seed, 1, SPLITS[split])
-    lo = torch.tensor([bounds[k][0] for k in LABELS], dtype=torch.float64)
-    hi = torch.tensor([bounds[k][1] for k in LABELS], dtype=torch.float64)
+    names = tuple(bounds)
+    lo = torch.tensor([bounds[k][0] for k in names], dtype=torch.float64)
+    hi = torch.tensor([bounds[k][1] for k in names], dtype=torch.float64)
     kept, total, drawn = [], 0, 0
     while total < n:
-        cand = lo + (hi - lo) * torch.rand(_CHUNK, len(LABELS), generator=g, dtype=torch.float64)
+        cand = lo + (hi - lo) * torch.rand(_CHUNK, len(names), generator=g, dtype=torch.float64)
+        if relations:
+            cand = torch.cat([cand[:, :len(LABELS)],
+                              nuisance_labels(cand[:, :len(LABELS)], g, bounds.get("alpha"))],
+                             dim=1)
         if valid is not None:
             cand = cand[valid(cand)]
         kept.append(cand)
@@ -225,6 +264,68 @@ def draw_labels(bounds: Mapping[str, tuple[float, float]], n: int, seed: int, sp
             raise ModelError(f"fewer than 1 % of the labels drawn in {dict(bounds)} can be "
                              "simulated by the spectrum source; choose bounds inside the grid")
     return torch.cat(kept)[:n]
+
+
+def nuisance_labels(labels: torch.Tensor, generator: torch.Generator | None = None,
+                    alpha_bounds: tuple[float, float] | None = None) -> torch.Tensor:
+    """(m, 2) [α/Fe] and vmic (km/s) for stars (m, ≥ 3: teff, logg, feh, ...): the Galactic
+    trend and the vmic relation of :mod:`photosphere.grids.tied_labels`, plus Gaussian scatter
+    of ``ALPHA_SCATTER`` and ``VMIC_SCATTER`` drawn from ``generator`` (None: no scatter, the
+    relations' own values). [α/Fe] is clipped to ``alpha_bounds`` (default −0.1..0.5) and vmic to
+    0.5–2.5 km/s (the optical training set's box)."""
+    from ..grids.tied_labels import ALPHA_SCATTER, VMIC_SCATTER, alpha_trend, vmic_relation
+
+    lab = labels.double()
+    alpha = alpha_trend(lab[:, 2])
+    vmic = vmic_relation(lab[:, 0], lab[:, 1])
+    if generator is not None:
+        z = torch.randn(len(lab), 2, generator=generator, dtype=torch.float64)
+        alpha = alpha + ALPHA_SCATTER * z[:, 0]
+        vmic = vmic + VMIC_SCATTER * z[:, 1]
+    a_lo, a_hi = alpha_bounds or (-0.1, 0.5)
+    return torch.stack([alpha.clamp(a_lo, a_hi), vmic.clamp(0.5, 2.5)], dim=1)
+
+
+def complete_labels(labels: np.ndarray | torch.Tensor, config: DataConfig) -> torch.Tensor:
+    """Estimated labels (m, len(config.label_names)) -> star labels (m, len(config.columns)),
+    the nuisance columns at their relations' values (no scatter): what a consistency check or a
+    twin simulates at a prediction."""
+    lab = torch.as_tensor(np.asarray(labels, dtype=float)).reshape(-1, len(config.label_names))
+    if len(config.columns) == lab.shape[1]:
+        return lab
+    extra = nuisance_labels(lab, None, config.bounds.get("alpha"))
+    wanted = [("alpha", 0), ("vmic", 1)]
+    cols = [extra[:, j:j + 1] for name, j in wanted if name in config.columns[lab.shape[1]:]]
+    return torch.cat([lab, *cols], dim=1)
+
+
+def emulator_coverage(source: ForwardModel, columns: Sequence[str],
+                      fixed: Mapping[str, float] | None = None,
+                      factor: float = 2.0) -> Validity | None:
+    """A ``valid`` function for :func:`draw_labels` over an emulator of scattered spectra: True
+    where the nearest training spectrum lies within ``factor`` × the training set's 90th
+    percentile nearest-neighbour distance (labels scaled by the emulator's own scales), so that
+    no star is drawn where the emulator only extrapolates (e.g. hot supergiants). None for
+    sources that record no training labels."""
+    base = source
+    while not hasattr(base, "train_labels_") and hasattr(base, "base"):
+        base = base.base
+    nodes = getattr(base, "train_labels_", None)
+    if nodes is None:
+        return None
+    nodes = torch.as_tensor(np.asarray(nodes, dtype=float))  # scaled by the emulator
+    offset = torch.as_tensor(np.asarray(base.label_offset_, dtype=float))
+    scale = torch.as_tensor(np.asarray(base.label_scale_, dtype=float))
+    d_nodes = torch.cdist(nodes, nodes)
+    d_nodes.fill_diagonal_(math.inf)
+    limit = factor * float(torch.quantile(d_nodes.min(dim=1).values, 0.9))
+    source_cols = _source_columns(source, fixed or {}, columns)
+
+    def valid(labels: torch.Tensor) -> torch.Tensor:
+        x = (_to_source(labels, source_cols) - offset) / scale
+        return torch.cdist(x, nodes).min(dim=1).values <= limit
+
+    return valid
 
 
 def source_coverage(source: ForwardModel,
@@ -264,24 +365,27 @@ def min_scaled_distance(a: torch.Tensor, b: torch.Tensor,
 
 
 def make_splits(config: DataConfig, valid: Validity | None = None) -> dict[str, torch.Tensor]:
-    """The noise-free star labels of every split, checked to be disjoint."""
+    """The noise-free star labels of every split (columns ``config.columns``), checked to be
+    disjoint."""
     sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-    labels = {s: draw_labels(config.bounds, n, config.seed, s, valid) for s, n in sizes.items()}
+    labels = {s: draw_labels(config.bounds, n, config.seed, s, valid, config.relations)
+              for s, n in sizes.items()}
+    k = len(LABELS)
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        d = min_scaled_distance(labels[a], labels[b], config.bounds)
+        d = min_scaled_distance(labels[a][:, :k], labels[b][:, :k], config.bounds)
         if d < config.min_separation:
             raise ModelError(f"{a} and {b} stars come within {d:.2e} (scaled) of each other; "
                              f"choose another seed or a smaller min_separation")
     return labels
 
 
-def _source_columns(source: ForwardModel,
-                    fixed: Mapping[str, float]) -> list[tuple[str, int | float]]:
-    """Per source label: the index of the estimator label that feeds it, or a fixed value."""
+def _source_columns(source: ForwardModel, fixed: Mapping[str, float],
+                    columns: Sequence[str] = LABELS) -> list[tuple[str, int | float]]:
+    """Per source label: the index of the star-label column that feeds it, or a fixed value."""
     cols: list[tuple[str, int | float]] = []
     for name in source.label_names:
-        if name in LABELS[:3]:
-            cols.append((name, LABELS.index(name)))
+        if name in columns and name != "vsini":
+            cols.append((name, list(columns).index(name)))
         else:
             lo, hi = source.bounds[name]
             value = fixed.get(name, 0.5 * (lo + hi))
@@ -299,11 +403,31 @@ def _to_source(labels: torch.Tensor, columns: list[tuple[str, int | float]]) -> 
     return torch.stack(out, dim=-1)
 
 
+def _check_covers(wave: np.ndarray, layout: np.ndarray) -> None:
+    """Raise unless every layout row lies inside one stretch of the source's wavelengths
+    ``wave`` (split at gaps between windows) with room for rotation and LSF: the
+    ``SOURCE_MARGIN_KMS`` margin, less 5 km/s for the source's own sampling."""
+    d = np.diff(np.log(wave))
+    cuts = np.flatnonzero(d > 3 * np.median(d)) + 1
+    stretches = [(seg[0], seg[-1]) for seg in np.split(wave, cuts)]
+    room = (SOURCE_MARGIN_KMS - 5.0) / C_KMS
+    for row in np.asarray(layout, dtype=float):
+        lo, hi = row.min() * (1 - room), row.max() * (1 + room)
+        if not any(a <= lo and b >= hi for a, b in stretches):
+            covered = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in stretches[:8])
+            raise ModelError(
+                f"the spectrum source covers {covered} Å but the layout needs "
+                f"{lo:.1f}-{hi:.1f} Å in one piece (a {SOURCE_MARGIN_KMS:g} km/s margin around "
+                f"an order of {row.min():.1f}-{row.max():.1f} Å); use a grid that covers the "
+                "orders")
+
+
 class EchelleSimulator:
     """Noise-free échelle images (B, n_orders, n_pixels) of stars with given labels."""
 
     def __init__(self, source: ForwardModel, layout: Layout, resolution: float = 115_000.0,
-                 epsilon: float = 0.6, fixed: Mapping[str, float] | None = None):
+                 epsilon: float = 0.6, fixed: Mapping[str, float] | None = None,
+                 columns: Sequence[str] = LABELS):
         from ..ops.grid import velocity_step
 
         self.source = source
@@ -316,17 +440,21 @@ class EchelleSimulator:
             from ..ops.airvac import air_to_vacuum, vacuum_to_air
 
             wave = air_to_vacuum(wave) if layout.medium == "vacuum" else vacuum_to_air(wave)
-        self.velocity_step = velocity_step(wave)
+        # a source of several windows (an emulator of line windows) is log-uniform within each
+        # and states its step; rotation and LSF then act within windows (50 km/s margins)
+        step = getattr(source, "velocity_step", None)
+        if step is not None and math.isfinite(float(step)) and step > 0:
+            self.velocity_step = float(step)
+        else:
+            d = np.diff(np.log(wave))
+            jumps = d > 3 * np.median(d)  # the gaps between windows
+            self.velocity_step = (velocity_step(wave) if not jumps.any()
+                                  else float(np.median(d[~jumps]) * C_KMS))
         self.source_wavelength = torch.tensor(np.array(wave, dtype=float))
-        lo, hi = float(self.layout_wavelength.min()), float(self.layout_wavelength.max())
-        margin = 1 + SOURCE_MARGIN_KMS / C_KMS
-        if wave[0] > lo / margin or wave[-1] < hi * margin:
-            raise ModelError(
-                f"the spectrum source covers {wave[0]:.1f}-{wave[-1]:.1f} Å but the layout needs "
-                f"{lo / margin:.1f}-{hi * margin:.1f} Å (with a 50 km/s margin); use a grid that "
-                "covers the orders")
+        _check_covers(wave, self.layout_wavelength.numpy())
         self.fixed = dict(fixed or {})
-        self._columns = _source_columns(source, self.fixed)
+        self.columns = tuple(columns)
+        self._columns = _source_columns(source, self.fixed, self.columns)
 
     @functools.cached_property
     def cache_key(self) -> str | None:
@@ -350,14 +478,15 @@ class EchelleSimulator:
         return h.hexdigest()
 
     def source_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, 4) estimator labels -> (B, n_source_labels) in the source's order."""
+        """(B, n_columns) star labels -> (B, n_source_labels) in the source's order."""
         return _to_source(labels, self._columns)
 
     @torch.no_grad()
     def images(self, labels: torch.Tensor, rv: torch.Tensor | None = None,
                resolution: torch.Tensor | None = None,
                macroturbulence: torch.Tensor | None = None) -> torch.Tensor:
-        """labels: (B, 4) physical; rv: (B,) km/s or None; resolution: (B,) R per star (None:
+        """labels: (B, n_columns) physical star labels (teff, logg, feh, vsini, ...); rv: (B,)
+        km/s or None; resolution: (B,) R per star (None:
         the simulator's); macroturbulence: (B,) ζ_RT km/s per star (None: none)
         -> (B, n_orders, n_pixels) float32."""
         from ..ops._kernels import convolve
@@ -387,6 +516,30 @@ class EchelleSimulator:
             wave_in = wave_in.unsqueeze(1)  # (B, 1, n_src)
         out = rebin(wave_in, flux.unsqueeze(1), self.layout_wavelength)  # (B, n_orders, n_pix)
         return out.float()
+
+
+#: windows a blanked training sample keeps at least (``DataConfig.window_dropout``)
+MIN_WINDOWS_KEPT = 2
+
+
+def blank_windows(images: torch.Tensor, groups: torch.Tensor, probability: float,
+                  generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Training augmentation: each window (rows of one ``groups`` value) of each image
+    (B, n_orders, n_pixels) set to the continuum (1) with ``probability``, as
+    :func:`~photosphere.nn.inputs.prepare_image` fills the windows a real spectrum does not
+    cover; at least :data:`MIN_WINDOWS_KEPT` windows stay (all when the layout has fewer)."""
+    n_groups = int(groups.max()) + 1
+    if n_groups <= MIN_WINDOWS_KEPT:
+        return images
+    out = images.clone()
+    for b, g in enumerate(generators):
+        u = torch.rand(n_groups, generator=g)
+        drop = u < probability
+        if int((~drop).sum()) < MIN_WINDOWS_KEPT:  # keep the windows least likely dropped
+            drop[torch.argsort(u, descending=True)[:MIN_WINDOWS_KEPT]] = False
+        rows = drop[groups]
+        out[b, rows] = 1.0
+    return out
 
 
 def slant_factors(slopes: torch.Tensor, n_pixels: int) -> torch.Tensor:
@@ -440,7 +593,7 @@ def add_noise(images: torch.Tensor, continuum: torch.Tensor, snr: torch.Tensor,
 @dataclass
 class Batch:
     images: torch.Tensor  # (B, 1, n_orders, n_pixels) model input
-    labels: torch.Tensor  # (B, 4) physical labels
+    labels: torch.Tensor  # (B, k) physical estimated labels (DataConfig.label_names)
     snr: torch.Tensor  # (B,) S/N of each sample
     index: torch.Tensor  # (B,) star index within the split
     slanted: torch.Tensor  # (B, n_orders, n_pixels) the same image without noise, unnormalised
@@ -590,8 +743,19 @@ class EchelleDataset:
                 self._pixel_kms, [self._gen(int(i), epoch, 4) for i in index])
         slanted = clean * continuum
         noisy = add_noise(slanted, continuum, snr, [self._seed(int(i), epoch) for i in index])
-        return Batch(normalise_orders(noisy).unsqueeze(1), self.labels[index].float(), snr, index,
+        images = normalise_orders(noisy)
+        if self.augment and self.config.window_dropout > 0:
+            images = blank_windows(images, self._groups, self.config.window_dropout,
+                                   [self._gen(int(i), epoch, 8) for i in index])
+        n_est = len(self.config.label_names)
+        return Batch(images.unsqueeze(1), self.labels[index, :n_est].float(), snr, index,
                      slanted)
+
+    @functools.cached_property
+    def _groups(self) -> torch.Tensor:
+        from .layouts import layout_groups
+
+        return torch.as_tensor(layout_groups(self.simulator.layout_wavelength.numpy()))
 
     def batches(self, batch_size: int, epoch: int = 0, shuffle: bool = False) -> Iterator[Batch]:
         """All stars once, in batches; shuffled by (seed, epoch) when ``shuffle``."""
@@ -619,7 +783,9 @@ def build_datasets(source: ForwardModel, config: DataConfig, layout: Layout | No
             raise OutOfGridError(f"data bounds for {name} ({blo:g}-{bhi:g}) exceed the source "
                                  f"({lo:g}-{hi:g}); pass bounds inside the grid")
     simulator = EchelleSimulator(source, layout, config.nominal_resolution, config.epsilon,
-                                 config.fixed)
-    labels = make_splits(config, source_coverage(source, config.fixed))
+                                 config.fixed, config.columns)
+    valid = (emulator_coverage(source, config.columns, config.fixed)
+             or source_coverage(source, config.fixed))
+    labels = make_splits(config, valid)
     return {s: EchelleDataset(simulator, labels[s], config, s, cache=cache, cache_dir=cache_dir)
             for s in SPLITS}

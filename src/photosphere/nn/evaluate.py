@@ -22,11 +22,11 @@ from torch import nn
 
 from ..errors import InvalidSpectrumError, ModelError
 from .checkpoint import LabelScaling
-from .data import LABELS
+from .data import EXTRA_LABELS, LABELS
 from .losses import covariance_from_tril
 
 LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g [dex]", "feh": "Z [dex]",
-                "vsini": "vsini [km/s]"}
+                "vsini": "vsini [km/s]", "alpha": "[α/Fe] [dex]"}
 MG_B = (5167.32, 5172.68, 5183.60)  # Å, air
 # Hüttel & Clemmensen Table 2 (MAE: Teff K, log g, Z dex, vsini km/s) and Table 3 (coverage %).
 STUDY_TABLE2 = [
@@ -49,11 +49,11 @@ STUDY_TABLE3 = [("Gaussian", 68.2, 95.1), ("Residual-network", 79.9, 98.4),
 class Predictions:
     """Predicted Gaussians for labelled images, physical units."""
 
-    labels: np.ndarray  # (N, 4) true labels
-    mu: np.ndarray  # (N, 4)
+    labels: np.ndarray  # (N, k) true labels (k = 4, or 5 with alpha)
+    mu: np.ndarray  # (N, k)
     cov: np.ndarray  # (N, 4, 4)
     snr: np.ndarray  # (N,)
-    scale: np.ndarray  # (4,) physical units per scaled unit
+    scale: np.ndarray  # (k,) physical units per scaled unit
 
     @property
     def sigma(self) -> np.ndarray:
@@ -65,21 +65,26 @@ class Predictions:
 
     @property
     def residual_z(self) -> torch.Tensor:
-        """(N, 4) residual / σ per label."""
+        """(N, k) residual / σ per label."""
         return torch.as_tensor(self.residual / self.sigma)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The label of each column: :data:`LABELS`, then ``alpha`` for a 5-label model."""
+        return (LABELS + EXTRA_LABELS)[:self.mu.shape[1]]
+
     def mae(self) -> dict[str, float]:
-        return {n: float(np.mean(np.abs(self.residual[:, i]))) for i, n in enumerate(LABELS)}
+        return {n: float(np.mean(np.abs(self.residual[:, i]))) for i, n in enumerate(self.names)}
 
     def scaled(self, temperature: torch.Tensor) -> Predictions:
-        """The same predictions with σ_k multiplied by ``temperature`` (4,) (Σ → D Σ D)."""
+        """The same predictions with σ_k multiplied by ``temperature`` (k,) (Σ → D Σ D)."""
         t = np.asarray(temperature, dtype=float)
         return dataclasses.replace(self, cov=self.cov * t[:, None] * t[None, :])
 
     def coverage(self, k: float) -> dict[str, float]:
         """Fraction of |residual| < k σ per label and over all labels ('all')."""
         inside = np.abs(self.residual) < k * self.sigma
-        out = {n: float(inside[:, i].mean()) for i, n in enumerate(LABELS)}
+        out = {n: float(inside[:, i].mean()) for i, n in enumerate(self.names)}
         out["all"] = float(inside.mean())
         return out
 

@@ -31,6 +31,7 @@ class PreparedImage:
     image: np.ndarray  # (n_orders, n_pixels) normalised flux, the network input
     filled_fraction: float  # fraction of layout pixels filled (masked or not covered)
     orders_used: tuple[int, ...]  # input orders that contributed (échelle input)
+    windows_used: tuple[int, ...] = ()  # layout windows read (by_window); the rest is continuum
 
 
 def _t(values) -> torch.Tensor:
@@ -106,11 +107,15 @@ def _merge_orders(spectrum: EchelleSpectrum, lo: float, hi: float, rv: float,
 
 def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.ndarray,
                   layout_medium: str = "air", *, rv: float = 0.0,
-                  max_filled: float = 0.2) -> PreparedImage:
+                  max_filled: float = 0.2, by_window: bool = False) -> PreparedImage:
     """The network input for ``spectrum`` on the layout ``layout_wavelength`` (n_orders, n_pix) Å.
 
     rv: km/s of the star in the frame of the spectrum's wavelengths (removed before rebinning);
-    max_filled: largest tolerated fraction of layout pixels that have to be filled.
+    max_filled: largest tolerated fraction of layout pixels that have to be filled;
+    by_window: for a model trained to read some of its windows (``window_dropout``): a window
+    (:func:`~photosphere.nn.layouts.layout_groups`) with more than ``max_filled`` of its pixels
+    filled is set to the continuum as a whole and not read; at least
+    :data:`~photosphere.nn.data.MIN_WINDOWS_KEPT` windows must be read.
     """
     layout = np.asarray(layout_wavelength, dtype=float)
     if layout.ndim != 2:
@@ -143,8 +148,11 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
     # layout pixels near masked/uncovered input pixels are filled with the continuum
     bad_frac = np.stack([_rebin_row(wave, bad.astype(float), row) for row in layout])
     filled = ~covered | ~np.isfinite(image) | (np.nan_to_num(bad_frac, nan=1.0) > 0.5)
+    windows: tuple[int, ...] = ()
+    if by_window:
+        filled, windows = _unread_windows(filled, layout, max_filled, wave)
     fraction = float(filled.mean())
-    if fraction > max_filled:
+    if not by_window and fraction > max_filled:
         raise InvalidSpectrumError(
             f"{fraction:.1%} of the model's layout pixels ({layout.min():.1f}-"
             f"{layout.max():.1f} Å) are masked or not covered by the spectrum "
@@ -154,4 +162,30 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
         keep = ~filled[o]
         image[o] = np.where(keep, image[o], np.median(image[o, keep]) if keep.any() else 1.0)
     image = np.where(filled, 1.0, normalise_orders(_t(image)).numpy())
-    return PreparedImage(image.astype(np.float32), fraction, used)
+    return PreparedImage(image.astype(np.float32), fraction, used, windows)
+
+
+def _unread_windows(filled: np.ndarray, layout: np.ndarray, max_filled: float,
+                    wave: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``filled`` with every window that is more than ``max_filled`` filled filled as a whole;
+    the windows read. Raises when fewer than MIN_WINDOWS_KEPT are left."""
+    from .data import MIN_WINDOWS_KEPT
+    from .layouts import layout_groups
+
+    groups = layout_groups(layout)
+    read = []
+    filled = filled.copy()
+    for g in range(int(groups.max()) + 1):
+        rows = groups == g
+        if filled[rows].mean() > max_filled:
+            filled[rows] = True
+        else:
+            read.append(g)
+    if len(read) < min(MIN_WINDOWS_KEPT, int(groups.max()) + 1):
+        spans = ", ".join(f"{layout[groups == g].min():.0f}-{layout[groups == g].max():.0f}"
+                          for g in range(int(groups.max()) + 1))
+        raise InvalidSpectrumError(
+            f"the spectrum ({wave[0]:.1f}-{wave[-1]:.1f} Å) covers {len(read)} of the model's "
+            f"windows ({spans} Å) with at most {max_filled:.0%} of their pixels masked or "
+            f"missing; the model needs {MIN_WINDOWS_KEPT}")
+    return filled, tuple(read)

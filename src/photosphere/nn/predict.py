@@ -25,6 +25,7 @@ from ..grids.line_strengths import LineStrengths
 from ..spectrum import EchelleSpectrum, Spectrum
 from .checkpoint import Checkpoint, load_checkpoint
 from .evaluate import predict_ensemble
+from .input_calibration import InputCalibration
 from .inputs import prepare_image
 
 if TYPE_CHECKING:
@@ -106,8 +107,20 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                      model: Checkpoint | str | list | None = None, *, rv: float = 0.0,
                      mc_samples: int = 0, calibrated: bool = True,
                      max_filled: float = 0.2, check_grid: bool = True,
-                     grid: str | os.PathLike | None = None) -> NNPrediction:
+                     grid: str | os.PathLike | None = None,
+                     input_calibration: InputCalibration | str | None = "auto",
+                     systematic_floor: dict[str, float] | str | None = "auto",
+                     ) -> NNPrediction:
     """Labels with uncertainties for one spectrum (see module docstring).
+
+    input_calibration (models trained on an emulator's bare syntheses): ``"auto"`` moves the
+    input into the syntheses' space with the line calibration on real stars that the
+    emulator file holds (:mod:`photosphere.nn.input_calibration`), None does not; or an
+    :class:`~photosphere.nn.input_calibration.InputCalibration` (e.g. one made without a
+    benchmark star). The model's σ on real stars (``systematic_floor`` in the checkpoint,
+    measured on benchmark stars) is added in quadrature; ``calibrated=False`` leaves σ raw;
+    systematic_floor: ``"auto"`` (the checkpoint's), None (none) or {label: σ_sys} (e.g. the
+    floor measured without a benchmark star).
 
     model: a checkpoint (path or loaded), None for the default model, or a list of them for a
     deep ensemble (equal-weight mixture; the spread of the members' means adds to Σ).
@@ -136,19 +149,27 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     if layout is None:
         raise ModelError(f"{ck.path} does not record the order layout it was trained on; "
                          "retrain it with this version of photosphere")
+    windows = ck.data.get("window_dropout", 0.0) > 0
     prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
-                             rv=rv, max_filled=max_filled)
-    temperature = ck.temperature if calibrated else None
+                             rv=rv, max_filled=max_filled, by_window=windows)
+    inverse = _input_calibration(ck, input_calibration, grid)
+    image = prepared.image if inverse is None else inverse.apply(prepared.image)
     members_in = [(c.model, c.label_scaling, c.temperature if calibrated else None) for c in cks]
-    mu, cov = predict_ensemble(members_in, torch.from_numpy(prepared.image),
-                               mc_samples=mc_samples)
+    mu, cov = predict_ensemble(members_in, torch.from_numpy(image), mc_samples=mc_samples)
     temperature = ck.temperature if calibrated else None
     mu, cov = mu[0].double().numpy(), cov[0].double().numpy()
-    sigma = np.sqrt(np.diag(cov))
     names = ck.label_scaling.names
     consistency: dict[str, Any] | None = None
     if check_grid:
-        consistency = _consistency(ck, prepared.image, mu, grid)
+        consistency = _consistency(ck, image, mu, grid)
+        _box_check(ck, mu, consistency)
+    if inverse is not None and "feh" in names:
+        mu[names.index("feh")] = inverse.reported_feh(mu[names.index("feh")])
+    floor = (ck.data.get("systematic_floor") if systematic_floor == "auto"
+             else systematic_floor) if calibrated else None
+    if floor:
+        cov = cov + np.diag([float(floor.get(n, 0.0)) ** 2 for n in names])
+    sigma = np.sqrt(np.diag(cov))
     return NNPrediction(
         labels={n: (float(mu[i]), float(sigma[i])) for i, n in enumerate(names)},
         covariance=cov, label_names=names,
@@ -159,7 +180,47 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "orders_used": list(prepared.orders_used),
                     "trained_snr": ck.data.get("snr"),
                     "line_strengths": _line_strengths_note(ck),
+                    "windows_used": list(prepared.windows_used),
+                    "input_calibration": None if inverse is None else {
+                        "stars": list(inverse.stars), "zero_point": inverse.zero_point},
+                    "sigma_systematic": dict(floor) if floor else None,
                     "consistency": consistency})
+
+
+def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
+    """The input calibration ``predict_spectrum`` applies (see its ``input_calibration``)."""
+    if given is None or given == "none":
+        return None
+    if isinstance(given, InputCalibration):
+        return given
+    if given != "auto":
+        raise ModelError(f"input_calibration={given!r}: use 'auto', None or an "
+                         "InputCalibration")
+    if (ck.data.get("grid") or {}).get("calibrated", True):
+        return None  # trained on a calibrated source, or on a grid: nothing to invert
+    path = model_grid(ck, grid)
+    from ..grids.calibrated import has_calibration, read_calibration
+
+    if path is None or not has_calibration(path):
+        return None
+    return InputCalibration.of(read_calibration(path), np.asarray(ck.data["layout_wavelength"]))
+
+
+def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> None:
+    """Flag a prediction at or beyond the edge of the training box (within 1 % of its width) as
+    out of distribution: a network answers a star outside its box with the nearest edge."""
+    bounds = ck.data.get("bounds") or {}
+    edge = []
+    for i, name in enumerate(ck.label_scaling.names[:3]):
+        if name not in bounds:
+            continue
+        lo, hi = (float(v) for v in bounds[name])
+        tol = 0.01 * (hi - lo)
+        if mu[i] <= lo + tol or mu[i] >= hi - tol:
+            edge.append(name)
+    consistency["at_box_edge"] = edge
+    if edge:
+        consistency["out_of_distribution"] = True
 
 
 def read_for_prediction(path: str | os.PathLike, *, wave: str | None = None,
@@ -192,9 +253,18 @@ def model_grid(ck: Checkpoint, grid: str | os.PathLike | None = None) -> Path | 
             raise ModelError(f"{ck.path} was trained on another grid than {grid} "
                              f"({ck.data['grid'].get('name')}); pass that one")
         return Path(grid)
+    if record is not None and recorded is None:
+        return None  # trained on a source that is not a file
+    from ..grids.load import DATA_DIR, SHIPPED_MODELS
+
+    for shipped in SHIPPED_MODELS.values():  # e.g. the optical emulator
+        path = DATA_DIR / shipped
+        if recorded and path.name == (record or {}).get("name") and path.is_file() \
+                and _file_digest(path) == recorded:
+            return path
     embedded = default_grid_path()
-    if not embedded.is_file() or (record is not None and recorded is None):
-        return None  # no embedded grid, or trained on a source that is not a file
+    if not embedded.is_file():
+        return None
     if recorded is None or _file_digest(embedded) == recorded:
         return embedded
     return None
@@ -225,22 +295,24 @@ def _grid_simulator(ck: Checkpoint, path: Path):
 
     layout = StoredLayout.of(ck)
     cfg = DataConfig.from_dict(ck.data)
-    key = (str(path), _file_digest(path), line_strength_digest(ck),
+    calibrated = (ck.data.get("grid") or {}).get("calibrated", True)
+    key = (str(path), _file_digest(path), line_strength_digest(ck), calibrated,
            hashlib.sha256(np.ascontiguousarray(layout.wavelength).tobytes()).hexdigest(),
-           json.dumps([layout.medium, cfg.nominal_resolution, cfg.epsilon, cfg.fixed]))
+           json.dumps([layout.medium, cfg.nominal_resolution, cfg.epsilon, cfg.fixed,
+                       cfg.columns]))
     if key not in _SIMULATORS:
         if len(_SIMULATORS) >= 4:
             _SIMULATORS.pop(next(iter(_SIMULATORS)))
         _SIMULATORS[key] = EchelleSimulator(
-            source_from_grid(path, ck.data.get("line_strengths")), layout,
-            cfg.nominal_resolution, cfg.epsilon, cfg.fixed)
+            source_from_grid(path, ck.data.get("line_strengths"), calibrated=calibrated),
+            layout, cfg.nominal_resolution, cfg.epsilon, cfg.fixed, cfg.columns)
     return _SIMULATORS[key]
 
 
 def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,
                  grid: str | os.PathLike | None) -> dict[str, Any]:
     from .consistency import grid_consistency
-    from .data import DataConfig
+    from .data import DataConfig, complete_labels
 
     path = model_grid(ck, grid)
     if path is None:
@@ -248,8 +320,10 @@ def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,
                 f"({(ck.data.get('grid') or {}).get('name')}) is not at hand; pass --grid"}
     try:
         simulator = _grid_simulator(ck, path)
-        zeta = DataConfig.from_dict(ck.data).macroturbulence
-        found = grid_consistency(image, mu, simulator, float(np.mean(zeta))).to_dict()
+        cfg = DataConfig.from_dict(ck.data)
+        found = grid_consistency(image, complete_labels(mu, cfg)[0].numpy(), simulator,
+                                 float(np.mean(cfg.macroturbulence)),
+                                 limit=ck.data.get("mismatch_limit")).to_dict()
     except PhotosphereError as exc:  # e.g. a grid that does not cover the model's layout
         return {"checked": False, "reason": str(exc)}
     return {"checked": True, "grid": str(path), **found}

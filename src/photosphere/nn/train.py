@@ -138,6 +138,7 @@ def _net_config(config: TrainConfig, n_orders: int, n_pixels: int) -> dict[str, 
     else:
         cls = ESTIMATORS[config.model][1]
         shape["covariance"] = config.covariance
+        shape["n_labels"] = len(config.data_config().label_names)
         cfg = cls.cpu(**shape) if config.size == "cpu" else cls(**shape)
     base = cfg.to_dict()
     unknown = sorted(set(config.net) - set(base))
@@ -289,6 +290,9 @@ def _stored_data(data_cfg: DataConfig, simulator) -> dict[str, Any]:
         stored["grid"] = {"name": Path(grid_path).name, "sha256": file_sha256(grid_path)}
     else:  # an in-memory source: nothing to check against later
         stored["grid"] = {"name": type(simulator.source).__name__, "sha256": None}
+    token = getattr(simulator.source, "cache_token", None)
+    if isinstance(token, str) and token.startswith("emulator:"):  # which emulator source
+        stored["grid"]["calibrated"] = token == "emulator:calibrated"
     strengths = getattr(simulator.source, "strengths", None)
     if strengths is not None:  # eval must rebuild the same corrected source
         stored["line_strengths"] = strengths.to_dict()
@@ -386,15 +390,37 @@ def train(config: TrainConfig, source: ForwardModel, out: str | os.PathLike, *,
                        time.perf_counter() - t0)
 
 
-def source_from_grid(path: str | os.PathLike, line_strengths: Any = None) -> ForwardModel:
-    """The linear interpolator over an HDF5 grid file (``photosphere.grids``).
+def source_from_grid(path: str | os.PathLike, line_strengths: Any = None,
+                     calibrated: bool = True) -> ForwardModel:
+    """The spectrum source of an HDF5 file (``photosphere.grids``): the linear interpolator of a
+    grid, or the emulator of an emulator file (e.g. the shipped ``optical`` model, by name).
 
-    line_strengths: a :class:`~photosphere.grids.line_strengths.LineStrengths`, its file, or
-    the dict a checkpoint stores (``data["line_strengths"]``): the grid's spectra are then
-    corrected by those empirical line strengths."""
+    line_strengths (grids only): a :class:`~photosphere.grids.line_strengths.LineStrengths`,
+    its file, or the dict a checkpoint stores (``data["line_strengths"]``): the grid's spectra
+    are then corrected by those empirical line strengths. calibrated (emulators only): apply the
+    line calibration on real stars the file holds (False: the bare emulator of the syntheses,
+    which knows no real star)."""
+    from ..grids.emulator import FORMAT as EMULATOR_FORMAT
     from ..grids.interpolate import GridInterpolator
-    from ..grids.store import GridStore
+    from ..grids.load import SHIPPED_MODELS, load_emulator, shipped_model_path
+    from ..grids.store import GridStore, hdf5_format
 
+    if str(path) in SHIPPED_MODELS and not Path(path).exists():
+        path = shipped_model_path(str(path))
+    if Path(path).is_file() and hdf5_format(Path(path)) == EMULATOR_FORMAT:
+        if line_strengths is not None:
+            raise ModelError(f"{path} is an emulator: it carries its own line calibration; "
+                             "drop the line strengths")
+        if calibrated:
+            model = load_emulator(path)
+            model.cache_token = "emulator:calibrated"
+            return model
+        from ..grids.emulator import PCAGPEmulator
+
+        model = PCAGPEmulator.load(path)
+        model.path = Path(path)
+        model.cache_token = "emulator:uncalibrated"
+        return model
     return with_line_strengths(GridInterpolator(GridStore.open(path)), line_strengths)
 
 
