@@ -10,10 +10,12 @@ For every star of ``stars/labels.csv`` (read exactly as ``photosphere nn predict
   training range), the same windows blanked, and white noise at the real image's S/N per row
   (DER_SNR), ``--draws`` seeds. gap = real − twin; twin − reference is the network's own error.
 * **methods**, each judged leave-one-out on the high-resolution stars inside the training box:
-  ``raw`` (the network on the spectrum as read), ``input`` (the input moved into the syntheses'
-  space by the emulator's line calibration made without the star,
-  ``photosphere.nn.input_calibration``), ``affine`` (raw, then y = a + b μ per label fitted on
-  the other stars' references) and ``input+affine``.
+  ``raw`` (the network on the spectrum as read), ``exponent`` (the input moved into the
+  syntheses' space by inverting the emulator's line calibration made without the star),
+  ``input`` (that, refined by the ratio of the bare to the calibrated emulator imaged at the
+  network's labels, masked and clipped pixels read from the bare model: what ``nn predict``
+  does, ``photosphere.nn.input_calibration``), ``affine`` (raw, then y = a + b μ per label
+  fitted on the other stars' references) and ``input+affine``.
 * **σ vs S/N** (``--snr 20 50 100``): the input-calibrated images degraded with white noise to
   each S/N, ``--draws`` seeds: mean |error|, mean network σ, and the fraction within 1σ / 2σ of
   σ_total = σ ⊕ σ_sys (leave-one-out) ⊕ σ_ref.
@@ -38,13 +40,8 @@ import torch
 from _shared import SHARED
 from photosphere.datasets.reference_stars import LABELS, read_stars
 from photosphere.nn.data import DataConfig, EchelleSimulator, StoredLayout, complete_labels
-from photosphere.nn.evaluate import predict_ensemble
 from photosphere.nn.predict import load_model, model_grid
-from photosphere.nn.real_stars import (
-    calibrate,
-    calibration_stars,
-    read_all,
-)
+from photosphere.nn.real_stars import calibrate, calibration_stars, network, read_all
 from photosphere.nn.train import source_from_grid
 from photosphere.ops.noise import estimate_snr
 
@@ -54,9 +51,10 @@ TWIN_ZETA = 3.5  # km/s, the middle of the training range 0-7
 
 def predict(ck, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) μ and σ of the network for images (n, n_orders, n_pixels)."""
-    mu, cov = predict_ensemble([(ck.model, ck.label_scaling, ck.temperature)],
-                               torch.from_numpy(np.asarray(images, dtype=np.float32)))
-    return mu.double().numpy(), np.sqrt(np.diagonal(cov.double().numpy(), axis1=-2, axis2=-1))
+    run = network(ck)
+    found = [run(img) for img in images]
+    return (np.array([m for m, _ in found]),
+            np.array([np.sqrt(np.diag(c)) for _, c in found]))
 
 
 def noisy(image: np.ndarray, snr_rows: np.ndarray, draws: int, seed: int) -> np.ndarray:
@@ -114,15 +112,35 @@ def affine_loo(readings, name: str, raw: bool) -> list[float]:
     return out
 
 
-def method_table(chosen) -> dict[str, dict[str, float]]:
-    """Mean |error| per label for the four methods over ``chosen`` stars."""
+def exponent_only(ck, chosen) -> list[dict[str, float]]:
+    """Each star read through the exponent inversion alone (no model-ratio refinement), made
+    without the star."""
+    from photosphere.nn.input_calibration import InputCalibration
+    from photosphere.nn.real_stars import line_calibration_of
+
+    calibration = line_calibration_of(ck)
+    names = ck.label_scaling.names
+    run = network(ck)
+    out = []
+    for r in chosen:
+        inv = InputCalibration.of(calibration.without(r.star.star),
+                                  np.asarray(ck.data["layout_wavelength"]))
+        mu = inv.read(r.image, run, names)[1]
+        out.append(dict(zip(names, mu.tolist(), strict=True)))
+    return out
+
+
+def method_table(chosen, exponent) -> dict[str, dict[str, float]]:
+    """Mean |error| per label for each method over ``chosen`` stars."""
     table: dict[str, dict[str, float]] = {}
-    for method in ("raw", "input", "affine", "input+affine"):
+    for method in ("raw", "exponent", "input", "affine", "input+affine"):
         row = {}
         for name in LABELS:
             raw = method in ("raw", "affine")
             if "affine" in method:
                 values = affine_loo(chosen, name, raw)
+            elif method == "exponent":
+                values = [e[name] for e in exponent]
             else:
                 values = [(r.mu_raw if raw else r.mu)[name] for r in chosen]
             ref = [r.star.reference[name][0] for r in chosen]
@@ -132,29 +150,30 @@ def method_table(chosen) -> dict[str, dict[str, float]]:
 
 
 def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
+    """The stars' prepared images degraded to each S/N, read as ``nn predict`` reads them."""
     rows = []
     floor_of = record["loo_floor"]
+    run = network(ck)
+    names = ck.label_scaling.names
     for snr in levels:
-        errs, sig, in1, in2 = {n: [] for n in LABELS}, {n: [] for n in LABELS}, \
-            {n: [] for n in LABELS}, {n: [] for n in LABELS}
+        errs, sig, in1, in2 = ({n: [] for n in LABELS} for _ in range(4))
         for r in chosen:
             snr_now = row_snr(r.image)
             add = np.sqrt(np.clip(1 / snr ** 2 - 1 / snr_now ** 2, 0, None))
-            with np.errstate(divide="ignore"):
-                imgs = noisy(r.image, np.where(add > 0, 1 / np.maximum(add, 1e-12), np.inf),
-                             draws, seed=int(snr))
-            mu, s = predict(ck, imgs)
-            names = ck.label_scaling.names
-            for n in LABELS:
-                i = names.index(n)
-                m = mu[:, i] + (r.feh_offset if n == "feh" else 0.0)
-                e = m - r.star.reference[n][0]
-                total = np.sqrt(s[:, i] ** 2 + floor_of.get(r.star.star, {}).get(n, 0.0) ** 2
-                                + r.star.reference[n][1] ** 2)
-                errs[n] += list(np.abs(e))
-                sig[n] += list(s[:, i])
-                in1[n] += list(np.abs(e) <= total)
-                in2[n] += list(np.abs(e) <= 2 * total)
+            noise_snr = np.where(add > 0, 1 / np.maximum(add, 1e-12), np.inf)
+            for img in noisy(r.image, noise_snr, draws, seed=int(snr)):
+                mu, cov = (run(img) if r.inverse is None
+                           else r.inverse.read(img, run, names, r.resolution)[1:])
+                s = np.sqrt(np.diag(cov))
+                for n in LABELS:
+                    i = names.index(n)
+                    e = mu[i] - r.star.reference[n][0]
+                    total = math.sqrt(s[i] ** 2 + floor_of.get(r.star.star, {}).get(n, 0.0) ** 2
+                                      + r.star.reference[n][1] ** 2)
+                    errs[n].append(abs(e))
+                    sig[n].append(s[i])
+                    in1[n].append(abs(e) <= total)
+                    in2[n].append(abs(e) <= 2 * total)
         rows.append({"snr": snr, **{f"{n}_mae": float(np.mean(errs[n])) for n in LABELS},
                      **{f"{n}_sigma": float(np.mean(sig[n])) for n in LABELS},
                      **{f"{n}_in1": float(np.mean(in1[n])) for n in LABELS},
@@ -209,7 +228,7 @@ def main() -> None:
 
     print("\nmean |error| on the calibration stars (high-res, inside the box, not flagged), "
           "leave-one-out:")
-    table = method_table(chosen)
+    table = method_table(chosen, exponent_only(ck, chosen))
     for method, row in table.items():
         print(f"  {method:<13}" + "  ".join(f"{n} {v:.3g}" for n, v in row.items()))
     if gaps:

@@ -28,6 +28,18 @@ def test_shipped_model_is_small_and_complete():
     assert ck.temperature is not None and torch.all(ck.temperature > 0)
 
 
+def test_the_default_carries_its_real_star_calibration():
+    """σ_sys and the out-of-distribution limit measured on the benchmark stars (`nn
+    calibrate-stars`), with the floors made without each calibration star for the benchmark."""
+    ck = load_model()
+    record = ck.data["real_star_calibration"]
+    assert set(ck.data["systematic_floor"]) == {"teff", "logg", "feh"}
+    assert all(v >= 0 for v in ck.data["systematic_floor"].values())
+    assert 0.02 < ck.data["mismatch_limit"] < 0.5
+    assert len(record["stars"]) >= 5 and set(record["loo_floor"]) == set(record["stars"])
+    assert not any("Sun" == s or "Procyon" in s for s in record["flagged"])
+
+
 def test_all_shipped_models_fit_the_budget_and_share_the_layout():
     models = shipped_models()
     assert "default" in models

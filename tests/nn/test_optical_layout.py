@@ -207,3 +207,44 @@ def test_mismatch_limit_between_inside_and_outside_the_box():
     assert found["separable"] and found["limit"] == pytest.approx(math.sqrt(0.03 * 0.12))
     found = mismatch_limit([_Reading(0.02, True), _Reading(0.05, True), _Reading(0.04, False)])
     assert not found["separable"] and found["outside_below"] == 1
+
+
+def test_the_model_refinement_reads_masked_and_clipped_pixels_from_the_bare_model():
+    """With the emulators at hand, each round multiplies the input by B(θ)/C(θ) and takes B(θ)
+    where the calibration's mask is set or the input is more than CLIP σ from C(θ)."""
+    from photosphere.nn.input_calibration import CLIP
+
+    source = WindowedSource()
+    layout = small_layout()
+    wave = np.asarray(source.wavelength)
+    c = 1 + 0.3 * (np.sin(wave / 3.0) > 0)
+    mask = np.zeros(len(wave), bool)
+    mask[100:140] = True
+    cal = LineCalibration(wave, c, mask, ())
+    config = DataConfig(bounds=DATA_BOUNDS, relations=True, snr=50.0)
+
+    class Stored:
+        wavelength = layout.wavelength
+        medium = "air"
+
+    inverse = InputCalibration.with_models(cal, Stored(), source, config, iterations=1)
+    theta = np.array([5500.0, 4.0, -0.3, 3.0])
+    b, cal_image = inverse.images(theta, None)
+    real = cal_image.copy()
+    real[3, 10] = 0.2  # a line the model lacks: clipped
+    seen = []
+
+    def run(image):
+        seen.append(np.array(image))
+        return theta, np.eye(4)
+
+    moved, mu, _ = inverse.read(real.astype(np.float32), run, ("teff", "logg", "feh", "vsini"))
+    assert len(seen) == 2 and np.allclose(mu, theta)
+    assert inverse.mask.any()
+    np.testing.assert_allclose(moved[inverse.mask], b[inverse.mask], rtol=1e-5)
+    assert moved[3, 10] == pytest.approx(b[3, 10], rel=1e-5)
+    keep = ~inverse.mask
+    keep[3, 10] = False
+    rms = np.sqrt(np.mean((real - cal_image) ** 2))
+    keep &= np.abs(real - cal_image) <= CLIP * rms
+    np.testing.assert_allclose(moved[keep], (real * b / cal_image)[keep], rtol=1e-4)

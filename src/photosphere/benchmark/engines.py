@@ -208,22 +208,16 @@ class NNEngine:
     def input_calibration(self, star: Star):
         """The input calibration for ``star`` (None when the network needs none): the one
         ``nn predict`` would apply, made without ``star``."""
-        from ..nn.predict import _input_calibration
+        from ..nn.real_stars import line_calibration_of
 
         ck = self.checkpoint()
         if self._calibration is None:
-            self._calibration = _input_calibration(ck, "auto", None) or False
-            if self._calibration:
-                from ..grids.calibrated import read_calibration
-                from ..nn.predict import model_grid
-
-                self._line_calibration = read_calibration(model_grid(ck))
+            self._calibration = line_calibration_of(ck) or False
         if not self._calibration:
             return None
-        from ..nn.input_calibration import InputCalibration
+        from ..nn.predict import model_grid, model_input_calibration
 
-        return InputCalibration.of(self._line_calibration.without(star.star),
-                                   np.asarray(ck.data["layout_wavelength"]))
+        return model_input_calibration(ck, self._calibration.without(star.star), model_grid(ck))
 
     def __call__(self, star: Star) -> Estimate:
         from ..nn.predict import predict_spectrum, read_for_prediction
@@ -239,7 +233,7 @@ class NNEngine:
         floor = (record.get("loo_floor") or {}).get(star.star, "auto")
         result = predict_spectrum(spectrum, ck, rv=estimate_rv(spectrum, resolution),
                                   input_calibration=self.input_calibration(star),
-                                  systematic_floor=floor)
+                                  systematic_floor=floor, resolution=resolution)
         labels = _labels(result.labels)
         box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
         flags = label_flags(labels, box) + reference_flags(star, box)

@@ -70,12 +70,14 @@ def grid_consistency(image: np.ndarray, labels: np.ndarray, simulator,
     # sits a fraction of σ high, which is not a mismatch of the spectrum
     scale = np.sum(image * model, axis=-1, keepdims=True) / np.sum(model * model, axis=-1,
                                                                    keepdims=True)
-    # rows filled with the continuum (windows the spectrum does not cover) are not compared
-    keep = ~np.all(image == 1.0, axis=-1)
-    keep = keep if keep.any() else np.ones_like(keep)
+    # rows filled with the continuum (windows the spectrum does not cover) and pixels without
+    # flux (the CCD gap of a HARPS s1d file, read by a model without windows) are not compared
+    rows = ~np.all(image == 1.0, axis=-1)
+    rows = rows if rows.any() else np.ones_like(rows)
+    keep = rows[:, None] & (image > 0)
     residual = (image - scale * model)[keep]
     residual_rms = float(np.sqrt(np.mean(residual ** 2)))
-    snr = np.asarray(estimate_snr(image[keep]), dtype=float)
+    snr = np.asarray(estimate_snr(image[rows]), dtype=float)
     noise_rms = float(np.sqrt(np.mean(1.0 / np.square(snr[np.isfinite(snr) & (snr > 0)]))))\
         if np.any(np.isfinite(snr) & (snr > 0)) else 0.0
     mismatch = math.sqrt(max(residual_rms ** 2 - noise_rms ** 2, 0.0))

@@ -110,7 +110,7 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                      grid: str | os.PathLike | None = None,
                      input_calibration: InputCalibration | str | None = "auto",
                      systematic_floor: dict[str, float] | str | None = "auto",
-                     ) -> NNPrediction:
+                     resolution: float | None = None) -> NNPrediction:
     """Labels with uncertainties for one spectrum (see module docstring).
 
     input_calibration (models trained on an emulator's bare syntheses): ``"auto"`` moves the
@@ -120,7 +120,8 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     benchmark star). The model's σ on real stars (``systematic_floor`` in the checkpoint,
     measured on benchmark stars) is added in quadrature; ``calibrated=False`` leaves σ raw;
     systematic_floor: ``"auto"`` (the checkpoint's), None (none) or {label: σ_sys} (e.g. the
-    floor measured without a benchmark star).
+    floor measured without a benchmark star); resolution: R of the spectrum, for the input
+    calibration's model images (default: the file's, else the model's nominal R).
 
     model: a checkpoint (path or loaded), None for the default model, or a list of them for a
     deep ensemble (equal-weight mixture; the spread of the members' means adds to Σ).
@@ -153,18 +154,26 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
                              rv=rv, max_filled=max_filled, by_window=windows)
     inverse = _input_calibration(ck, input_calibration, grid)
-    image = prepared.image if inverse is None else inverse.apply(prepared.image)
     members_in = [(c.model, c.label_scaling, c.temperature if calibrated else None) for c in cks]
-    mu, cov = predict_ensemble(members_in, torch.from_numpy(image), mc_samples=mc_samples)
-    temperature = ck.temperature if calibrated else None
-    mu, cov = mu[0].double().numpy(), cov[0].double().numpy()
+
+    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, cov = predict_ensemble(members_in, torch.from_numpy(image), mc_samples=mc_samples)
+        return mu[0].double().numpy(), cov[0].double().numpy()
+
     names = ck.label_scaling.names
+    if inverse is None:
+        image = prepared.image
+        mu, cov = run(image)
+    else:
+        from ..infer.protocol import file_resolution
+
+        r = resolution if resolution is not None else file_resolution(spectrum)
+        image, mu, cov = inverse.read(prepared.image, run, names, r)
+    temperature = ck.temperature if calibrated else None
     consistency: dict[str, Any] | None = None
     if check_grid:
         consistency = _consistency(ck, image, mu, grid)
         _box_check(ck, mu, consistency)
-    if inverse is not None and "feh" in names:
-        mu[names.index("feh")] = inverse.reported_feh(mu[names.index("feh")])
     floor = (ck.data.get("systematic_floor") if systematic_floor == "auto"
              else systematic_floor) if calibrated else None
     if floor:
@@ -203,7 +212,17 @@ def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
 
     if path is None or not has_calibration(path):
         return None
-    return InputCalibration.of(read_calibration(path), np.asarray(ck.data["layout_wavelength"]))
+    return model_input_calibration(ck, read_calibration(path), path)
+
+
+def model_input_calibration(ck: Checkpoint, calibration, path) -> InputCalibration:
+    """The input calibration of ``ck`` by ``calibration`` (a LineCalibration of the emulator
+    file ``path`` the model was trained on, bare), refined with the emulator's own images."""
+    from .data import DataConfig, StoredLayout
+
+    base = _bare_emulator(str(path), _file_digest(path))
+    return InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
+                                        DataConfig.from_dict(ck.data))
 
 
 def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> None:
@@ -307,6 +326,14 @@ def _grid_simulator(ck: Checkpoint, path: Path):
             source_from_grid(path, ck.data.get("line_strengths"), calibrated=calibrated),
             layout, cfg.nominal_resolution, cfg.epsilon, cfg.fixed, cfg.columns)
     return _SIMULATORS[key]
+
+
+@functools.lru_cache(maxsize=2)
+def _bare_emulator(path: str, digest: str):
+    """The bare emulator of the file at ``path`` (loaded once per file version)."""
+    from .train import source_from_grid
+
+    return source_from_grid(path, calibrated=False)
 
 
 def _consistency(ck: Checkpoint, image: np.ndarray, mu: np.ndarray,

@@ -37,7 +37,8 @@ FLOOR_LABELS = LABELS
 @dataclass
 class StarReading:
     """One star read by a network: its labels (value, network σ) with and without the input
-    calibration, the grid-check mismatch, and the input image."""
+    calibration, the grid-check mismatch, and the input image as prepared (before any input
+    calibration)."""
 
     star: Star
     resolution: float
@@ -51,7 +52,7 @@ class StarReading:
     image: np.ndarray = field(repr=False)
     at_edge: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
-    feh_offset: float = 0.0  # reported − network [Fe/H] (the input calibration's zero point)
+    inverse: Any = field(default=None, repr=False)  # the input calibration it was read with
 
     @property
     def high_resolution(self) -> bool:
@@ -80,10 +81,7 @@ def reference_in_box(star: Star, bounds: dict[str, Any]) -> bool:
 def read_star(ck, star: Star, inverse) -> StarReading:
     """``star`` read by the network ``ck`` as ``nn predict`` reads it; ``inverse``: the input
     calibration to apply (made without the star), or None."""
-    import torch
-
     from ..benchmark.engines import resolution_of
-    from .evaluate import predict_ensemble
     from .inputs import prepare_image
     from .predict import _box_check, _consistency, read_for_prediction
     from .rv import estimate_rv
@@ -95,31 +93,38 @@ def read_star(ck, star: Star, inverse) -> StarReading:
                              ck.data.get("layout_medium", "air"), rv=rv,
                              by_window=ck.data.get("window_dropout", 0.0) > 0)
     names = ck.label_scaling.names
-    member = [(ck.model, ck.label_scaling, ck.temperature)]
-
-    def run(image):
-        mu, cov = predict_ensemble(member, torch.from_numpy(image))
-        return mu[0].double().numpy(), np.sqrt(np.diag(cov[0].double().numpy()))
-
-    mu_raw, s_raw = run(prepared.image)
-    image = prepared.image if inverse is None else inverse.apply(prepared.image)
-    mu, s = run(image) if inverse is not None else (mu_raw.copy(), s_raw)
+    run = network(ck)
+    mu_raw, cov_raw = run(prepared.image)
+    image, mu, cov = ((prepared.image, mu_raw, cov_raw) if inverse is None
+                      else inverse.read(prepared.image, run, names, resolution))
     check = _consistency(ck, image, mu, None)
     _box_check(ck, mu, check)
-    offset = 0.0
-    if inverse is not None and "feh" in names:
-        i = names.index("feh")
-        offset = inverse.reported_feh(mu[i]) - mu[i]
-        mu[i] += offset
     flags = ["out_of_distribution"] if check.get("out_of_distribution") else []
-    return StarReading(star, resolution, dict(zip(names, mu.tolist(), strict=True)),
-                       dict(zip(names, s.tolist(), strict=True)),
-                       dict(zip(names, mu_raw.tolist(), strict=True)),
-                       dict(zip(names, s_raw.tolist(), strict=True)),
+
+    def named(values):
+        return dict(zip(names, np.asarray(values, dtype=float).tolist(), strict=True))
+
+    return StarReading(star, resolution, named(mu), named(np.sqrt(np.diag(cov))),
+                       named(mu_raw), named(np.sqrt(np.diag(cov_raw))),
                        float(check.get("mismatch_rms", math.nan)),
                        reference_in_box(star, ck.data.get("bounds") or {}),
-                       len(prepared.windows_used), image, list(check.get("at_box_edge", [])),
-                       flags, float(offset))
+                       len(prepared.windows_used), prepared.image,
+                       list(check.get("at_box_edge", [])), flags, inverse)
+
+
+def network(ck):
+    """``run(image) -> (μ (k,), Σ (k, k))``: the calibrated network on one image."""
+    import torch
+
+    from .evaluate import predict_ensemble
+
+    member = [(ck.model, ck.label_scaling, ck.temperature)]
+
+    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, cov = predict_ensemble(member, torch.from_numpy(np.asarray(image, np.float32)))
+        return mu[0].double().numpy(), cov[0].double().numpy()
+
+    return run
 
 
 def solve_floor(error: np.ndarray, sigma: np.ndarray, ref_sigma: np.ndarray) -> float:
@@ -205,14 +210,13 @@ def read_all(ck, stars: list[Star], progress: bool = True
     from tqdm.auto import tqdm
 
     from ..errors import PhotosphereError
-    from .input_calibration import InputCalibration
+    from .predict import model_grid, model_input_calibration
 
     calibration = line_calibration_of(ck)
-    layout = np.asarray(ck.data["layout_wavelength"])
     readings, failed = [], []
     for star in tqdm(stars, desc="stars", disable=not progress):
-        inverse = (None if calibration is None
-                   else InputCalibration.of(calibration.without(star.star), layout))
+        inverse = (None if calibration is None else model_input_calibration(
+            ck, calibration.without(star.star), model_grid(ck)))
         try:
             readings.append(read_star(ck, star, inverse))
         except PhotosphereError as exc:
