@@ -343,3 +343,36 @@ def test_calibrate_stars_writes_a_calibration_into_the_emulator(tmp_path, shared
     assert summary["feh_zero_point"] == pytest.approx(cal.offsets[0, 0])
     assert cal.zero_point == pytest.approx(cal.offsets[0, 0])
     assert not (tmp_path / "emu.h5.offsets.json").exists()  # the journal goes when done
+
+
+def test_kernel_is_the_squared_exponential_in_place_or_differentiated(rng):
+    """The kernel of every component, computed in place (prediction, conditioning) or out of
+    place (gradients for the hyperparameters, forward-mode tangents), is
+    a² exp(-½ Σ_j (x_j - x'_j)² / ℓ_j²)."""
+    import torch.autograd.forward_ad as fwAD
+
+    from photosphere.grids.emulator import _kernel
+    from photosphere.infer.optimize import _load_forward_ad
+
+    xa, xb = torch.as_tensor(rng.random((6, 3))), torch.as_tensor(rng.random((9, 3)))
+    log_amp, log_len = torch.as_tensor(rng.normal(size=4)), torch.as_tensor(
+        rng.normal(size=(4, 3)) - 1.0)
+    r2 = (((xa[:, None, :] - xb[None, :, :])[None] / torch.exp(log_len)[:, None, None, :]) ** 2
+          ).sum(-1)
+    expected = torch.exp(2 * log_amp)[:, None, None] * torch.exp(-0.5 * r2)
+    np.testing.assert_allclose(_kernel(xa, xb, log_amp, log_len).numpy(), expected.numpy(),
+                               rtol=1e-12)
+    ll = log_len.clone().requires_grad_(True)
+    out = _kernel(xa, xb, log_amp, ll)
+    np.testing.assert_allclose(out.detach().numpy(), expected.numpy(), rtol=1e-12)
+    (grad,) = torch.autograd.grad(out.sum(), ll)
+    assert torch.all(torch.isfinite(grad)) and float(grad.abs().sum()) > 0
+    _load_forward_ad()
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(xa, torch.ones_like(xa))
+        primal, tangent = fwAD.unpack_dual(_kernel(dual, xb, log_amp, log_len))
+    np.testing.assert_allclose(primal.numpy(), expected.numpy(), rtol=1e-12)
+    h = 1e-6
+    numeric = (_kernel(xa + h, xb, log_amp, log_len) - _kernel(xa - h, xb, log_amp, log_len)
+               ) / (2 * h)
+    np.testing.assert_allclose(tangent.numpy(), numeric.numpy(), rtol=1e-5, atol=1e-8)

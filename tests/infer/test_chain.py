@@ -388,3 +388,53 @@ def test_fft_convolution_equals_the_direct_one_and_carries_tangents(taps, rng):
         _, jvp = fwAD.unpack_dual(out)
     expected = _convolve(flux, tangent, torch.float64)
     np.testing.assert_allclose(jvp.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_fft_lengths_and_the_shared_kernel_transform_change_nothing(rng):
+    """The FFT length is a 2·3·5-smooth number, not a power of two, and a kernel's transform
+    kept for several segments gives the same convolutions as one made for each."""
+    from photosphere.infer.chain import _fft_convolve, _fft_length
+
+    for n in (1442 + 60, 4935, 9614 + 60, 16384, 16385):
+        size = _fft_length(n)
+        assert n <= size <= 1.1 * n + 8
+        m = size
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        assert m == 1
+    kernel = torch.as_tensor(rng.random((4, 41)))
+    spectra: dict = {}
+    for n in (3000, 5000, 3000):
+        padded = torch.as_tensor(rng.random((4, n + 40)))
+        shared = _fft_convolve(padded, kernel, spectra)
+        alone = _fft_convolve(padded, kernel)
+        np.testing.assert_array_equal(shared.numpy(), alone.numpy())
+        direct = torch.nn.functional.conv1d(padded.unsqueeze(0), kernel.flip(-1).unsqueeze(1),
+                                            groups=4).squeeze(0)
+        np.testing.assert_allclose(shared.numpy(), direct.numpy(), rtol=0, atol=1e-12)
+    assert len(spectra) == 2
+
+
+def test_profiled_continuum_follows_masks_and_inflated_variances(model):
+    """The continuum solve keeps the data's weights folded into the basis products; masked and
+    inflated copies of a chain (other weights) must not reuse the original's: each equals the
+    general weighted solve with that copy's own inverse variances."""
+    wave = np.linspace(5005.0, 5035.0, 1500)
+    rng = np.random.default_rng(3)
+    flux = (1.0 + 0.1 * (wave - 5020.0) / 15.0) * (1 + 0.01 * rng.normal(size=wave.size))
+    chain = ObservationChain(model, _spec(wave, flux), rv_bounds=(-50, 50),
+                             continuum_knot_spacing=8.0)
+    theta = torch.as_tensor(chain.theta_from({**LABELS, "vsini": 3.0, "rv": 5.0}))
+    drop = [np.arange(s.flux.shape[-1]) % 7 == 0 for s in chain.segments]
+    with torch.no_grad():
+        stellar = chain.resampled(chain.broadened(*chain.split(theta)[:2]),
+                                  chain.split(theta)[2])
+        for c in (chain, chain.masked(drop), chain.inflated(0.05, stellar), chain):
+            fast = c.continuum(stellar)
+            general = c.continuum(stellar, weights=[s.ivar for s in c.segments])
+            for a, b in zip(fast, general, strict=True):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10)
+        masked = chain.masked(drop).continuum(stellar)
+        assert not np.allclose(masked[0].numpy(), chain.continuum(stellar)[0].numpy(),
+                               rtol=1e-12, atol=0)

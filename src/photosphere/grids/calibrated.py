@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ModelError
+from .emulator import _differentiated
 
 #: model depth (1 - f) below which a pixel carries no information on its line strength
 MIN_DEPTH = 0.02
@@ -390,7 +391,13 @@ class CalibratedModel:
             shift = self.zero_point * zero_point_weight(labels[..., self._feh])
             labels = labels + shift[..., None] * onehot
         flux = self.base.predict(labels).clamp(min=FLUX_FLOOR)
-        return flux ** self._exponent.to(flux.dtype)
+        exponent = self._exponent.to(flux.dtype)
+        # f ** c as exp(c · ln f): the same to rounding, 1.6x faster than torch's pow with a
+        # tensor exponent on CPU (the fit evaluates it for every pixel of every row); in place
+        # on the fresh clamped tensor unless something is differentiated
+        if _differentiated(flux):
+            return torch.exp(torch.log(flux) * exponent)
+        return flux.log_().mul_(exponent).exp_()
 
     def __getattr__(self, name: str):
         # velocity_step, summary, ... of the base model (not its error terms: see the class doc)

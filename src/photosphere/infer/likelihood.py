@@ -150,6 +150,10 @@ class Likelihood:
         self._n_templates: int | None = None if self._frozen is None else \
             int(self._frozen[0].shape[-2])
         self._good = [s.ivar > 0 for s in chain.segments]
+        # the usable pixels as indices: index_select is several times faster than a boolean
+        # mask on every evaluation
+        self._index = [torch.nonzero(g).squeeze(-1) for g in self._good]
+        self._sd: list[torch.Tensor] | None = None  # σ of the usable pixels (data only)
         self._variance = [torch.where(g, 1.0 / torch.where(g, s.ivar, 1.0), 0.0)
                           for s, g in zip(chain.segments, self._good, strict=True)]
         self._chol_cache: dict[int, list[np.ndarray]] = {}
@@ -189,14 +193,21 @@ class Likelihood:
         if self.use_templates:
             return self._profiled_vector(model_error_.profile(self.chain, theta, self._frozen))
         model, cont = self.chain.predict(theta)
-        var = self._variances(theta, cont) if self.noise is None else None
+        sd = None
+        if self.noise is None and not self.use_model_variance:
+            if self._sd is None:   # the data's σ: the same at every evaluation
+                self._sd = [torch.sqrt(v[g]) for v, g in zip(self._variance, self._index,
+                                                              strict=True)]
+            sd = self._sd
+        elif self.noise is None:
+            var = self._variances(theta, cont)
+            sd = [torch.sqrt(v.index_select(-1, g)) for v, g in zip(var, self._index,
+                                                                   strict=True)]
         out = []
         for i, (seg, m) in enumerate(zip(self.chain.segments, model, strict=True)):
-            g = self._good[i]
-            r = (seg.flux - m)[..., g]
-            if var is not None:
-                r = r / torch.sqrt(var[i][..., g])
-            out.append(r)
+            g = self._index[i]
+            r = seg.flux[g] - m.index_select(-1, g)
+            out.append(r if sd is None else r / sd[i])
         return torch.cat(out, -1)
 
     def _profiled_vector(self, profiled: model_error_.Profiled) -> torch.Tensor:

@@ -161,7 +161,9 @@ class _UnitBoxProblem:
     def linearise(self, u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """JᵀJ (b, P, P) and Jᵀr (b, P) at u (b, P); every start fits the same residuals."""
         r, jac = self.residual_and_jacobian(u)
-        return np.einsum("bnp,bnq->bpq", jac, jac), np.einsum("bnp,bn->bp", jac, r)
+        # BLAS products (np.einsum does not use BLAS here: 10x slower on 40 000 residuals)
+        jac_t = np.swapaxes(jac, 1, 2)
+        return jac_t @ jac, (jac_t @ r[..., None])[..., 0]
 
     def step(self, system: tuple[np.ndarray, np.ndarray], lam: np.ndarray, u: np.ndarray
              ) -> np.ndarray:
