@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets.reference_stars import LABELS, Star
+from ..datasets.reference_stars import LABELS, Star, resolution_of
 from ..errors import BenchmarkError
 from ..infer.validity import grid_nodes, pinned_labels
 
@@ -43,21 +43,6 @@ class Estimate:
     chi2_reduced: float | None = None
     flags: list[str] = field(default_factory=list)
     note: str = ""
-
-
-def resolution_of(spectrum, star: Star) -> tuple[float, str]:
-    """The resolving power of ``spectrum``: the reader's (``meta.extra['resolution']`` or
-    ``['resolving_power']``, from the file header) when it gives one, else the table's."""
-    extra = getattr(spectrum.meta, "extra", {}) or {}
-    for key in ("resolution", "resolving_power"):
-        value = extra.get(key)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(value) and value > 0:
-            return value, "header"
-    return float(star.resolution), "table"
 
 
 def label_flags(labels: dict[str, tuple[float, float]],

@@ -124,6 +124,21 @@ def read_stars(table: str | os.PathLike) -> list[Star]:
     return stars
 
 
+def resolution_of(spectrum, star: Star) -> tuple[float, str]:
+    """The resolving power of ``spectrum``: the reader's (``meta.extra['resolution']`` or
+    ``['resolving_power']``, from the file header) when it gives one, else the table's."""
+    extra = getattr(spectrum.meta, "extra", {}) or {}
+    for key in ("resolution", "resolving_power"):
+        value = extra.get(key)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value, "header"
+    return float(star.resolution), "table"
+
+
 def select(stars: Sequence[Star], names: Iterable[str] | None = None, tier: str | None = None,
            limit: int | None = None) -> list[Star]:
     """A subset of ``stars``: those matching any of ``names`` (case-insensitive substring of the

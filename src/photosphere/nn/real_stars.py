@@ -81,7 +81,7 @@ def reference_in_box(star: Star, bounds: dict[str, Any]) -> bool:
 def read_star(ck, star: Star, inverse) -> StarReading:
     """``star`` read by the network ``ck`` as ``nn predict`` reads it; ``inverse``: the input
     calibration to apply (made without the star), or None."""
-    from ..benchmark.engines import resolution_of
+    from ..datasets.reference_stars import resolution_of
     from .inputs import prepare_image
     from .predict import _box_check, _consistency, read_for_prediction
     from .rv import estimate_rv
