@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from _shared import BLAS_VARIABLES, describe, environment, thread_env
+from photosphere.cli._checks import EXIT_FLAGGED
 
 HERE = Path(__file__).resolve().parent
 FIT_ARGS = ["--resolution", "40000", "--model-error", "none"]
@@ -99,7 +100,7 @@ def run(n_spectra: int, n_workers: int, pixels: int, work: Path) -> dict:
                              env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         loads.append(os.getloadavg()[0])
-        if fit.returncode != 0:
+        if fit.returncode not in (0, EXIT_FLAGGED):  # 3: every spectrum fitted, some flagged
             raise RuntimeError(f"photosphere fit failed:\n{fit.stderr[-3000:]}")
         doc = json.loads(fit.stdout)
     finally:
@@ -109,7 +110,8 @@ def run(n_spectra: int, n_workers: int, pixels: int, work: Path) -> dict:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    return {"n_spectra": n_spectra, "n_ok": doc["n_ok"], "workers": n_workers,
+    return {"n_spectra": n_spectra, "n_ok": doc["n_ok"], "exit_code": fit.returncode,
+            "n_warnings": fit.stderr.count(": warning: "), "workers": n_workers,
             "pixels": pixels, "make_spectra_s": make_s, "wall_s": wall,
             "spectra_per_minute": 60 * n_spectra / wall,
             "spectra_per_minute_per_core": 60 * n_spectra / wall / n_workers,
@@ -133,7 +135,8 @@ def main() -> int:
         print(json.dumps(r, indent=2))
         return 0
     print(f"{r['n_ok']}/{r['n_spectra']} spectra ({r['pixels']} px) fitted on {r['workers']} "
-          f"single-threaded workers in {r['wall_s']:.1f} s wall (launch to exit)")
+          f"single-threaded workers in {r['wall_s']:.1f} s wall (launch to exit); exit code "
+          f"{r['exit_code']}, {r['n_warnings']} warnings (labels flagged, e.g. pinned on a node)")
     print(f"throughput {r['spectra_per_minute']:.1f} spectra/min, "
           f"{r['spectra_per_minute_per_core']:.1f} spectra/min per core")
     before, after = r["load_average_1min"]
