@@ -43,6 +43,19 @@ def thread_env(threads: int, base: dict | None = None) -> dict:
     return env
 
 
+def one_thread() -> None:
+    """This process on one thread: torch, and every BLAS threadpoolctl can reach."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
 def environment() -> dict:
     """The conditions of this process now (call it after importing the numerical libraries)."""
     libraries = []

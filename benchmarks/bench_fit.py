@@ -40,7 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _shared import SHARED, describe, environment, print_ratio, ratio_refusals, thread_env
+from _shared import (
+    SHARED,
+    describe,
+    environment,
+    one_thread,
+    print_ratio,
+    ratio_refusals,
+    thread_env,
+)
 from photosphere import EchelleSpectrum, Spectrum
 from photosphere.infer.chain import ObservationChain
 from photosphere.infer.likelihood import Likelihood
@@ -156,13 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="OPENBLAS_CORETYPE for the peer only, when its OpenBLAS does not know "
                         "this CPU and falls back to a generic kernel (e.g. SkylakeX; recorded)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    one_thread()
     model, what = load_model(args.grid)
     spec, truth, kw = observation(model)
     kw["model_error"] = args.model_error

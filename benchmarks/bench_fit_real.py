@@ -53,13 +53,12 @@ import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 import photosphere  # noqa: E402
 
 _T_IMPORT = time.perf_counter() - _T_START
 
-from _shared import SHARED, describe, environment  # noqa: E402
+from _shared import SHARED, describe, environment, one_thread  # noqa: E402
 from photosphere import api  # noqa: E402
 from photosphere.grids import default_model, load  # noqa: E402
 from photosphere.infer import chain as chain_module  # noqa: E402
@@ -205,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", metavar="FILE", help="cProfile a third fit into FILE")
     p.add_argument("--json", action="store_true", help="print the report as JSON (stdout)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    one_thread()
     log = sys.stderr if args.json else sys.stdout
     timers = Timers()
     instrument(timers)

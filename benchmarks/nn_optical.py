@@ -40,8 +40,8 @@ import torch
 from _shared import SHARED
 from photosphere.datasets.reference_stars import LABELS, read_stars
 from photosphere.nn.data import DataConfig, EchelleSimulator, StoredLayout, complete_labels
-from photosphere.nn.predict import load_model, model_grid
-from photosphere.nn.real_stars import calibrate, calibration_stars, network, read_all
+from photosphere.nn.predict import line_calibration_of, load_model, model_grid, network
+from photosphere.nn.real_stars import calibrate, calibration_stars, read_all
 from photosphere.nn.train import source_from_grid
 from photosphere.ops.noise import estimate_snr
 
@@ -51,7 +51,7 @@ TWIN_ZETA = 3.5  # km/s, the middle of the training range 0-7
 
 def predict(ck, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) μ and σ of the network for images (n, n_orders, n_pixels)."""
-    run = network(ck)
+    run = network([(ck.model, ck.label_scaling, ck.temperature)])
     found = [run(img) for img in images]
     return (np.array([m for m, _ in found]),
             np.array([np.sqrt(np.diag(c)) for _, c in found]))
@@ -116,11 +116,9 @@ def exponent_only(ck, chosen) -> list[dict[str, float]]:
     """Each star read through the exponent inversion alone (no model-ratio refinement), made
     without the star."""
     from photosphere.nn.input_calibration import InputCalibration
-    from photosphere.nn.real_stars import line_calibration_of
-
     calibration = line_calibration_of(ck)
     names = ck.label_scaling.names
-    run = network(ck)
+    run = network([(ck.model, ck.label_scaling, ck.temperature)])
     out = []
     for r in chosen:
         inv = InputCalibration.of(calibration.without(r.star.star),
@@ -153,7 +151,7 @@ def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
     """The stars' prepared images degraded to each S/N, read as ``nn predict`` reads them."""
     rows = []
     floor_of = record["loo_floor"]
-    run = network(ck)
+    run = network([(ck.model, ck.label_scaling, ck.temperature)])
     names = ck.label_scaling.names
     for snr in levels:
         errs, sig, in1, in2 = ({n: [] for n in LABELS} for _ in range(4))

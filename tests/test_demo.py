@@ -34,6 +34,9 @@ def test_demo_recovers_the_true_labels(tmp_path, capsys):
         got = neural["labels"][name]
         assert abs(got["value"] - TRUTH[name]) < 2 * got["sigma"], name
     assert neural["consistency"]["checked"] and not neural["consistency"]["out_of_distribution"]
+    # its σ include the floor measured on real stars (nn calibrate-stars)
+    assert neural["real_stars"] >= 5
+    assert set(neural["sigma_systematic"]) == {"teff", "logg", "feh"}
     for path in out["files"].values():
         assert (tmp_path / "demo").joinpath(path.split("/")[-1]).exists()
     # a rerun reuses the synthesised star (the file is not rewritten) and gives the same answer

@@ -233,7 +233,10 @@ def _network_guess(truth, seed: int) -> dict[str, Any]:
     guess = predict_spectrum(image, network, rv=TRUTH["rv"])
     return {"model": str(network.path),
             "labels": {k: {"value": v, "sigma": s} for k, (v, s) in guess.labels.items()},
-            "consistency": guess.provenance["consistency"]}
+            "consistency": guess.provenance["consistency"],
+            "sigma_systematic": guess.provenance.get("sigma_systematic"),
+            "real_stars": len((network.data.get("real_star_calibration") or {})
+                              .get("stars", []))}
 
 
 def run_demo(output_dir: str | Path = "photosphere-demo", *, seed: int = 42) -> DemoResult:
@@ -339,8 +342,11 @@ def format_summary(result: DemoResult) -> str:
     verdict = (f"grid mismatch {check['mismatch_rms']:.3f} of the continuum, "
                + ("OUT OF DISTRIBUTION" if check["out_of_distribution"] else "in distribution")
                if check.get("checked") else f"grid check skipped: {check.get('reason')}")
-    lines.append(f"neural network ({Path(nn['model']).name}, 8 orders 5050-5350 Å): {got}; "
-                 f"{verdict}")
+    floor = nn.get("sigma_systematic")
+    note = (f" (σ include σ_sys {', '.join(f'{k} {v:.3g}' for k, v in floor.items())}, "
+            f"measured on {nn['real_stars']} real stars)" if floor else "")
+    lines.append(f"neural network ({Path(nn['model']).name}, 8 orders 5050-5350 Å): {got}"
+                 f"{note}; {verdict}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     lines.append("files: " + ", ".join(result.files.values()))
     return "\n".join(lines)

@@ -193,7 +193,7 @@ class NNEngine:
     def input_calibration(self, star: Star):
         """The input calibration for ``star`` (None when the network needs none): the one
         ``nn predict`` would apply, made without ``star``."""
-        from ..nn.real_stars import line_calibration_of
+        from ..nn.predict import line_calibration_of
 
         ck = self.checkpoint()
         if self._calibration is None:

@@ -403,12 +403,18 @@ def _to_source(labels: torch.Tensor, columns: list[tuple[str, int | float]]) -> 
     return torch.stack(out, dim=-1)
 
 
+def _window_gaps(wave: np.ndarray) -> np.ndarray:
+    """(n - 1,) True between two pixels of ``wave`` that lie in different windows (a step
+    more than 3 × the median step in ln λ)."""
+    d = np.diff(np.log(wave))
+    return d > 3 * np.median(d)
+
+
 def _check_covers(wave: np.ndarray, layout: np.ndarray) -> None:
     """Raise unless every layout row lies inside one stretch of the source's wavelengths
     ``wave`` (split at gaps between windows) with room for rotation and LSF: the
     ``SOURCE_MARGIN_KMS`` margin, less 5 km/s for the source's own sampling."""
-    d = np.diff(np.log(wave))
-    cuts = np.flatnonzero(d > 3 * np.median(d)) + 1
+    cuts = np.flatnonzero(_window_gaps(wave)) + 1
     stretches = [(seg[0], seg[-1]) for seg in np.split(wave, cuts)]
     room = (SOURCE_MARGIN_KMS - 5.0) / C_KMS
     for row in np.asarray(layout, dtype=float):
@@ -447,7 +453,7 @@ class EchelleSimulator:
             self.velocity_step = float(step)
         else:
             d = np.diff(np.log(wave))
-            jumps = d > 3 * np.median(d)  # the gaps between windows
+            jumps = _window_gaps(wave)
             self.velocity_step = (velocity_step(wave) if not jumps.any()
                                   else float(np.median(d[~jumps]) * C_KMS))
         self.source_wavelength = torch.tensor(np.array(wave, dtype=float))

@@ -154,26 +154,16 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
                              rv=rv, max_filled=max_filled, by_window=windows)
     inverse = _input_calibration(ck, input_calibration, grid)
-    members_in = [(c.model, c.label_scaling, c.temperature if calibrated else None) for c in cks]
-
-    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, cov = predict_ensemble(members_in, torch.from_numpy(image), mc_samples=mc_samples)
-        return mu[0].double().numpy(), cov[0].double().numpy()
-
+    run = network([(c.model, c.label_scaling, c.temperature if calibrated else None)
+                   for c in cks], mc_samples)
     names = ck.label_scaling.names
-    if inverse is None:
-        image = prepared.image
-        mu, cov = run(image)
-    else:
+    if inverse is not None and resolution is None:
         from ..infer.protocol import file_resolution
 
-        r = resolution if resolution is not None else file_resolution(spectrum)
-        image, mu, cov = inverse.read(prepared.image, run, names, r)
+        resolution = file_resolution(spectrum)
+    mu, cov, consistency = read_image(ck, prepared.image, run, inverse, resolution, grid,
+                                      check_grid)
     temperature = ck.temperature if calibrated else None
-    consistency: dict[str, Any] | None = None
-    if check_grid:
-        consistency = _consistency(ck, image, mu, grid)
-        _box_check(ck, mu, consistency)
     floor = (ck.data.get("systematic_floor") if systematic_floor == "auto"
              else systematic_floor) if calibrated else None
     if floor:
@@ -196,6 +186,47 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "consistency": consistency})
 
 
+def network(members: list, mc_samples: int = 0):
+    """``run(image) -> (μ (k,), Σ (k, k))`` float64: the networks ``members`` ((model, label
+    scaling, σ temperature or None) each; several: a deep ensemble) on one image."""
+    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, cov = predict_ensemble(members, torch.from_numpy(np.asarray(image, np.float32)),
+                                   mc_samples=mc_samples)
+        return mu[0].double().numpy(), cov[0].double().numpy()
+
+    return run
+
+
+def read_image(ck: Checkpoint, image: np.ndarray, run, inverse: InputCalibration | None,
+               resolution: float | None = None, grid=None, check_grid: bool = True):
+    """A prepared image read by ``run`` (:func:`network`), through the input calibration
+    ``inverse`` when given, then checked against the model's grid (consistency and the training
+    box): (μ, Σ, the check's dict or None)."""
+    if inverse is None:
+        mu, cov = run(image)
+    else:
+        image, mu, cov = inverse.read(image, run, ck.label_scaling.names, resolution)
+    consistency: dict[str, Any] | None = None
+    if check_grid:
+        consistency = _consistency(ck, image, mu, grid)
+        _box_check(ck, mu, consistency)
+    return mu, cov, consistency
+
+
+def line_calibration_of(ck: Checkpoint, grid=None):
+    """The line calibration whose inverse ``nn predict`` applies for ``ck`` (a
+    :class:`~photosphere.grids.calibrated.LineCalibration`), or None: only a model trained on
+    an emulator's bare syntheses whose file (at hand) holds one needs it."""
+    if (ck.data.get("grid") or {}).get("calibrated", True):
+        return None  # trained on a calibrated source, or on a grid: nothing to invert
+    path = model_grid(ck, grid)
+    from ..grids.calibrated import has_calibration, read_calibration
+
+    if path is None or not has_calibration(path):
+        return None
+    return read_calibration(path)
+
+
 def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
     """The input calibration ``predict_spectrum`` applies (see its ``input_calibration``)."""
     if given is None or given == "none":
@@ -205,14 +236,9 @@ def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
     if given != "auto":
         raise ModelError(f"input_calibration={given!r}: use 'auto', None or an "
                          "InputCalibration")
-    if (ck.data.get("grid") or {}).get("calibrated", True):
-        return None  # trained on a calibrated source, or on a grid: nothing to invert
-    path = model_grid(ck, grid)
-    from ..grids.calibrated import has_calibration, read_calibration
-
-    if path is None or not has_calibration(path):
-        return None
-    return model_input_calibration(ck, read_calibration(path), path)
+    calibration = line_calibration_of(ck, grid)
+    return None if calibration is None else model_input_calibration(
+        ck, calibration, model_grid(ck, grid))
 
 
 def model_input_calibration(ck: Checkpoint, calibration, path) -> InputCalibration:

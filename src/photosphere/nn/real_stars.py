@@ -83,7 +83,7 @@ def read_star(ck, star: Star, inverse) -> StarReading:
     calibration to apply (made without the star), or None."""
     from ..datasets.reference_stars import resolution_of
     from .inputs import prepare_image
-    from .predict import _box_check, _consistency, read_for_prediction
+    from .predict import network, read_for_prediction, read_image
     from .rv import estimate_rv
 
     spectrum = read_for_prediction(star.path)
@@ -93,12 +93,9 @@ def read_star(ck, star: Star, inverse) -> StarReading:
                              ck.data.get("layout_medium", "air"), rv=rv,
                              by_window=ck.data.get("window_dropout", 0.0) > 0)
     names = ck.label_scaling.names
-    run = network(ck)
+    run = network([(ck.model, ck.label_scaling, ck.temperature)])
     mu_raw, cov_raw = run(prepared.image)
-    image, mu, cov = ((prepared.image, mu_raw, cov_raw) if inverse is None
-                      else inverse.read(prepared.image, run, names, resolution))
-    check = _consistency(ck, image, mu, None)
-    _box_check(ck, mu, check)
+    mu, cov, check = read_image(ck, prepared.image, run, inverse, resolution)
     flags = ["out_of_distribution"] if check.get("out_of_distribution") else []
 
     def named(values):
@@ -110,21 +107,6 @@ def read_star(ck, star: Star, inverse) -> StarReading:
                        reference_in_box(star, ck.data.get("bounds") or {}),
                        len(prepared.windows_used), prepared.image,
                        list(check.get("at_box_edge", [])), flags, inverse)
-
-
-def network(ck):
-    """``run(image) -> (μ (k,), Σ (k, k))``: the calibrated network on one image."""
-    import torch
-
-    from .evaluate import predict_ensemble
-
-    member = [(ck.model, ck.label_scaling, ck.temperature)]
-
-    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, cov = predict_ensemble(member, torch.from_numpy(np.asarray(image, np.float32)))
-        return mu[0].double().numpy(), cov[0].double().numpy()
-
-    return run
 
 
 def solve_floor(error: np.ndarray, sigma: np.ndarray, ref_sigma: np.ndarray) -> float:
@@ -192,17 +174,6 @@ def mismatch_limit(readings: list[StarReading]) -> dict[str, Any]:
             "outside_below": sum(m <= 1.1 * top for m in outside)}
 
 
-def line_calibration_of(ck):
-    """The line calibration whose inverse ``nn predict`` applies for ``ck`` (None: none)."""
-    from .predict import _input_calibration, model_grid
-
-    if _input_calibration(ck, "auto", None) is None:
-        return None
-    from ..grids.calibrated import read_calibration
-
-    return read_calibration(model_grid(ck))
-
-
 def read_all(ck, stars: list[Star], progress: bool = True
              ) -> tuple[list[StarReading], list[tuple[Star, str]]]:
     """Every star read by ``ck`` (input calibration made without the star); the stars that
@@ -210,7 +181,7 @@ def read_all(ck, stars: list[Star], progress: bool = True
     from tqdm.auto import tqdm
 
     from ..errors import PhotosphereError
-    from .predict import model_grid, model_input_calibration
+    from .predict import line_calibration_of, model_grid, model_input_calibration
 
     calibration = line_calibration_of(ck)
     readings, failed = [], []
