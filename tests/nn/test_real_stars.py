@@ -51,8 +51,8 @@ def test_the_command_stores_the_calibration_in_a_copy(tmp_path, monkeypatch, cap
     (tmp_path / "labels.csv").write_text("file,star,instrument,resolution,teff,teff_err,logg,"
                                          "logg_err,feh,feh_err\n")
     out = tmp_path / "cal.pt"
-    assert cli.main(["nn", "calibrate-stars", "default", str(tmp_path), "--out", str(out),
-                     "--json", "--no-progress"]) == 0
+    assert cli.main(["nn", "calibrate-stars", "default", "--stars-dir", str(tmp_path), "--out",
+                     str(out), "--json", "--no-progress"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["flagged"] == ["mdwarf"]
     ck = load_model(str(out))
@@ -62,3 +62,11 @@ def test_the_command_stores_the_calibration_in_a_copy(tmp_path, monkeypatch, cap
     for a, b in zip(ck.model.state_dict().values(), before.model.state_dict().values(),
                     strict=True):
         assert np.array_equal(a.numpy(), b.numpy())  # same network
+
+
+def test_a_missing_stars_folder_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["nn", "calibrate-stars", "default", "--stars-dir", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "cal.pt")])
+    assert code != 0
+    assert "labels.csv" in capsys.readouterr().err
+    assert not (tmp_path / "cal.pt").exists()

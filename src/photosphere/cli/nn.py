@@ -205,7 +205,7 @@ def _add_calibrate_stars(nsub: argparse._SubParsersAction) -> None:
                              "stars with reference labels and store them in a copy")
     c.add_argument("model", help="checkpoint file or shipped model name")
     c.add_argument("--out", required=True, help="file for the calibrated model")
-    c.add_argument("stars_dir", nargs="?", metavar="STARS_DIR",
+    c.add_argument("--stars-dir", metavar="DIR",
                    help="folder with labels.csv (default: $PHOTOSPHERE_SHARED_DATA/stars, else "
                         "../shared/data/stars beside the repository)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
