@@ -16,7 +16,8 @@ stages are timed by wrapping the functions that do them (the wrappers cost micro
   (χ² of the coarse start grid), ``multistart`` (Levenberg–Marquardt race of the best starts
   and the leader to convergence), ``clipping`` (outlier clipping and its refits), ``jitter``
   (the misfit term and its refit), ``templates`` (the model-error refits; the optical model
-  offers none, so 0 there), ``covariance`` (the exact Jacobian at the solution) and
+  offers none, so 0 there), ``covariance`` (the Jacobian at the solution: central differences
+  for an emulator, forward-mode autodiff for the float32 grid) and
   ``result`` (segments for the output); ``rest``: everything else in the call;
 * per model evaluation, summed over the whole fit (they overlap the stages above):
   ``emulator`` (the model's ``predict``), ``broaden`` (rotation ⊗ LSF convolution),

@@ -101,6 +101,36 @@ def test_save_load_round_trip(tmp_path, grid_path, emulator):
     assert trained.n_components_ == 3 and (tmp_path / "t.h5").is_file()
 
 
+def test_loads_of_one_file_share_its_conditioned_gps_until_the_file_changes(tmp_path, grid_path,
+                                                                           emulator):
+    """The file holds the GPs' weights, so a load needs no Cholesky factor until a variance is
+    asked for; a second load of the same file shares the first's tensors (read only: the same
+    predictions); a file written again at the same path is read afresh; a file without the
+    weights (written before they were stored) makes them at load, to the same numbers."""
+    import h5py
+
+    from photosphere.grids.emulator import GP_WEIGHTS
+
+    path = emulator.save(tmp_path / "emu.h5")
+    first, second = PCAGPEmulator.load(path), PCAGPEmulator.load(path)
+    assert first._L is None and second._alpha is first._alpha
+    x = torch.tensor([[5750.0, 2.5, -0.5]])
+    np.testing.assert_array_equal(first.predict(x).numpy(), emulator.predict(x).numpy())
+    np.testing.assert_array_equal(second.predict_variance(x).numpy(),
+                                  emulator.predict_variance(x).numpy())
+    other = PCAGPEmulator(n_components=3, n_iter=5).fit(grid_path)
+    other.save(path)
+    third = PCAGPEmulator.load(path)
+    assert third._alpha is not first._alpha and third.n_components_ == 3
+    np.testing.assert_array_equal(third.predict(x).numpy(), other.predict(x).numpy())
+    old = emulator.save(tmp_path / "old.h5")
+    with h5py.File(old, "a") as f:
+        del f[GP_WEIGHTS]
+    back = PCAGPEmulator.load(old)
+    assert back._L is not None
+    np.testing.assert_allclose(back.predict(x).numpy(), emulator.predict(x).numpy(), atol=1e-12)
+
+
 def test_basis_leave_one_out_matches_an_explicit_svd(rng):
     resid = rng.normal(size=(12, 50))
     resid -= resid.mean(axis=0)

@@ -228,6 +228,47 @@ def test_a_width_at_zero_has_no_information_and_the_rest_keep_their_sigma(model,
     assert ok and np.isfinite(cov[j, j]) and cov[j, j] > 0
 
 
+def test_central_differences_match_the_derivatives_inside_and_on_the_faces_of_the_box():
+    """Central differences inside the box, second-order one-sided ones on its faces, and the
+    columns asked to be zero exactly zero."""
+    from photosphere.infer.optimize import central_jacobian
+
+    def fn(u):   # (B, 2) -> (B, 3)
+        return torch.stack([torch.sin(3 * u[:, 0]) * u[:, 1], u[:, 0] ** 3, torch.exp(u[:, 1])],
+                           -1)
+
+    def exact(u):
+        return np.array([[3 * np.cos(3 * u[0]) * u[1], np.sin(3 * u[0])],
+                         [3 * u[0] ** 2, 0.0], [0.0, np.exp(u[1])]])
+
+    for u in (np.array([0.4, 0.7]), np.array([0.0, 1.0]), np.array([1.0, 0.0])):
+        value, jac = central_jacobian(fn, u, 1e-6)
+        np.testing.assert_allclose(value, fn(torch.as_tensor(u[None]))[0].numpy())
+        np.testing.assert_allclose(jac, exact(u), atol=1e-8)
+    _, jac = central_jacobian(fn, np.array([0.4, 0.7]), 1e-6, zero=np.array([False, True]))
+    assert np.all(jac[:, 1] == 0) and np.all(jac[:2, 0] != 0)
+
+
+def test_covariance_by_differences_equals_forward_mode_autodiff(model, observed):
+    """A float64 model's covariance is taken by central differences: the same σ and
+    correlations as the exact forward-mode Jacobian, to 1e-5 relative."""
+    from photosphere.infer.likelihood import Likelihood
+    from photosphere.infer.optimize import _residual_fn, batched_jacobian, build_chain, covariance
+    from photosphere.infer.parameters import Parameters
+
+    chain = build_chain(model, observed, resolution=40000, rv_bounds=(0.0, 25.0))
+    params = Parameters(chain.parameter_names, chain.bounds, {})
+    u = params.scale(np.array([TRUTH[n] for n in params.free]))
+    cov, ok = covariance(Likelihood(chain), params, u)
+    _, jac = batched_jacobian(_residual_fn(Likelihood(chain), params),
+                              torch.as_tensor(u[None]), method="forward-ad")
+    jac = jac[0].numpy() / params.span
+    exact = np.linalg.inv(jac.T @ jac)
+    assert ok
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), np.sqrt(np.diag(exact)), rtol=1e-5)
+    np.testing.assert_allclose(cov, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
+
+
 def test_misfit_jitter_inflates_sigma_to_cover_a_model_that_misses_features(model, observed):
     """Many weak features the model lacks (as line-list errors everywhere): the plain fit has
     χ²_red ≫ 1 and formal σ far too small; the jitter refit has χ²_red = 1 and σ larger by about

@@ -661,7 +661,7 @@ class ObservationChain:
         model_edges, widths, position = cache[(i0, i1, id(seg.edges))]
         d = doppler.doppler_factor(rv).unsqueeze(-1)                 # (..., 1)
         edges = seg.edges / d                                        # (..., n_pix+1) rest frame
-        shape = torch.broadcast_shapes(edges.shape[:-1], flux.shape[:-1])
+        shape = np.broadcast_shapes(edges.shape[:-1], flux.shape[:-1])
         edges = edges.expand(*shape, edges.shape[-1])
         flux = flux.expand(*shape, n)
         lo = lam0 * math.exp(-0.5 * self._dlog)

@@ -103,8 +103,8 @@ def convolve(flux: torch.Tensor, kernel: torch.Tensor, method: str = "auto") -> 
 def flatten_batch(flux: torch.Tensor, *params: torch.Tensor):
     """Broadcast per-spectrum ``params`` against ``flux.shape[:-1]``; flatten to (B, n) / (B,)."""
     try:
-        batch = torch.broadcast_shapes(flux.shape[:-1], *(p.shape for p in params))
-    except RuntimeError:
+        batch = np.broadcast_shapes(flux.shape[:-1], *(p.shape for p in params))
+    except ValueError:
         raise InvalidSpectrumError(
             f"parameter shapes {[tuple(p.shape) for p in params]} do not broadcast against the "
             f"batch shape {tuple(flux.shape[:-1])} of flux (..., n_pixels)") from None

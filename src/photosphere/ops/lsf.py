@@ -114,8 +114,8 @@ def variable_gaussian_broaden(flux, resolution, velocity_step: float) -> torch.T
     r = as_float_tensor(resolution, "resolution", dtype=f.dtype)
     _check(float(velocity_step), r)
     try:
-        shape = torch.broadcast_shapes(f.shape, r.shape)
-    except RuntimeError:
+        shape = np.broadcast_shapes(f.shape, r.shape)
+    except ValueError:
         raise InvalidSpectrumError(
             f"variable_gaussian_broaden: resolution shape {tuple(r.shape)} does not broadcast "
             f"against flux {tuple(f.shape)}; pass one R per pixel") from None

@@ -55,8 +55,8 @@ def _prepare(wave_in, values_in, wave_out):
     if wo.shape[-1] == 1:
         raise InvalidSpectrumError("rebin: wave_out needs >= 2 pixels to define pixel edges")
     try:
-        batch = torch.broadcast_shapes(wi.shape[:-1], vi.shape[:-1], wo.shape[:-1])
-    except RuntimeError:
+        batch = np.broadcast_shapes(wi.shape[:-1], vi.shape[:-1], wo.shape[:-1])
+    except ValueError:
         raise InvalidSpectrumError(
             f"rebin: batch shapes do not broadcast: wave_in {tuple(wi.shape)}, flux_in "
             f"{tuple(vi.shape)}, wave_out {tuple(wo.shape)}") from None

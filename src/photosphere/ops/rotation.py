@@ -87,7 +87,7 @@ def rotation_kernel(velocity_step: float, vsini, epsilon=0.6) -> torch.Tensor:
     vs = as_float_tensor(vsini, "vsini")
     eps = as_float_tensor(epsilon, "epsilon")
     _check(float(velocity_step), vs, eps)
-    shape = torch.broadcast_shapes(vs.shape, eps.shape)
+    shape = np.broadcast_shapes(vs.shape, eps.shape)
     a = (vs.expand(shape) / velocity_step).reshape(-1).to(torch.float64)
     kernel = _kernel_batch(a, eps.expand(shape).reshape(-1).to(torch.float64))
     return kernel.reshape(*shape, -1).to(vs.dtype)
