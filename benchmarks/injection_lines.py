@@ -20,6 +20,7 @@ import argparse
 import numpy as np
 import torch
 
+from photosphere.infer.chain import chebyshev_basis
 from photosphere.infer.lines.fit import FitSettings, ObservedLineModel, fit_lines
 from photosphere.models.lines.model import LineModel
 from photosphere.models.lines.telluric import TelluricModel
@@ -53,13 +54,14 @@ def one_trial(seed: int, n_lines: int, snr: float, steps: int) -> dict:
     wave = np.arange(6003.0, 6037.0, 0.02)
     settings = FitSettings(resolution=60000, n_steps=steps, amplitude_l1=0.1, amplitude_l2=1.0,
                            rv_search=60.0)
-    observe = ObservedLineModel(truth, wave, settings, tell, rv=RV)
+    noise = 1.0 / snr
+    template = Spectrum(wave, np.ones_like(wave), np.full(wave.size, noise))
+    observe = ObservedLineModel(truth, template, settings, tell, rv=RV)
+    continuum = chebyshev_basis(wave, np.ones(wave.size, bool), 3) @ [1.0, 0.03, -0.01, 0.005]
     with torch.no_grad():
         observe.log_vsini.fill_(np.log(VSINI))
-        observe.continuum_coeffs.copy_(torch.tensor([1.0, 0.03, -0.01, 0.005]))
         tell.log_scale.copy_(torch.log(torch.tensor(SCALES, dtype=torch.float64)))
-        flux = observe().numpy()
-    noise = 1.0 / snr
+        flux = observe.normalised().numpy() * continuum
     obs = Spectrum(wave, flux + rng.normal(0, noise, flux.size), np.full(flux.size, noise))
     d_amp0 = rng.normal(0, 0.2, n_lines)
     d_sig0 = rng.normal(0, 0.1, n_lines)

@@ -23,6 +23,17 @@ The telluric transmission is multiplied on the observed pixels after the LSF and
 when the tellurics are resolved (or already at the instrument's resolution, as TAPAS/TelFit
 spectra convolved to R are), an approximation otherwise. It is fixed in the observed frame, so it
 does not move with the star's RV.
+
+A *fitted* transmission (``telluric`` a torch module, e.g.
+:class:`~photosphere.models.lines.telluric.TelluricModel` with a scale per molecule and its own
+RV) is instead multiplied *before* the LSF, as the instrument blurs the atmosphere's lines too::
+
+    model.predict(labels) -> rotation ⊗ macroturbulence -> × T(λ · D(rv)) -> LSF -> shift, rebin
+
+T is evaluated on the model's rest-frame grid at the observed wavelength λ · D(rv) of each model
+pixel, so rotation and the LSF are two convolutions on this route (one composed kernel
+otherwise, unchanged). The module's own parameters are not part of θ: they are torch parameters
+reached by autograd (the line fit learns them with Adam; a least-squares fit keeps them fixed).
 """
 
 from __future__ import annotations
@@ -209,6 +220,12 @@ BALMER_LINES = (4101.73, 4340.46, 4861.33, 6562.80)
 BALMER_HALF_WIDTH = 25.0
 
 
+def is_transmission(telluric) -> bool:
+    """Whether a ``telluric`` setting is a fitted transmission (a torch module, multiplied
+    before the LSF) rather than a fixed one on the observed pixels."""
+    return isinstance(telluric, torch.nn.Module)
+
+
 def holds_balmer_line(wavelength: np.ndarray, good: np.ndarray) -> bool:
     """Whether the good pixels extend at least :data:`BALMER_HALF_WIDTH` Å on both sides of a
     Balmer line (air or vacuum: the 1-2 Å between them does not matter here)."""
@@ -228,7 +245,10 @@ class ObservationChain:
     resolution: None (model already at the instrument's resolution), R (float), one R per order
     (sequence of length n_orders), or R(λ) arrays shaped like the observation's flux.
     telluric: None, a transmission shaped like the observation's flux (one exposure) or a list of
-    them (one per exposure), or a :class:`Spectrum` of transmission resampled onto every segment.
+    them (one per exposure), or a :class:`Spectrum` of transmission resampled onto every segment
+    (all multiplied on the observed pixels), or a differentiable transmission multiplied before
+    the LSF (:func:`is_transmission`: a torch module mapping observed wavelengths ``(n,)`` Å, in
+    the model's medium, to transmission ``(n,)``; see the module docstring).
     continuum_degree: degree of the per-segment Chebyshev continuum (None: no continuum, the
     data are compared with the model as they are).
     continuum_knot_spacing: Å; instead of one polynomial per segment, a cubic B-spline with knots
@@ -306,7 +326,9 @@ class ObservationChain:
             self.bounds[n] = self.rv_bounds
         self.n_labels = len(self.label_names)
         self.rv_initial: float | None = None  # set by optimize.build_chain after its RV search
-        self.segments = self._prepare(resolution, telluric)
+        #: a fitted transmission multiplied before the LSF (:func:`is_transmission`), or None
+        self.transmission = telluric if is_transmission(telluric) else None
+        self.segments = self._prepare(resolution, None if self.transmission else telluric)
         self.n_pixels = int(sum(int((s.ivar > 0).sum()) for s in self.segments))
         self.n_continuum = sum(0 if s.continuum_basis is None else s.continuum_basis.shape[-1]
                                for s in self.segments)
@@ -640,6 +662,81 @@ class ObservationChain:
             out.append(cache[key])
         return out
 
+    def _stellar_kernel(self, vsini: torch.Tensor | None, vmac: torch.Tensor | None
+                        ) -> torch.Tensor | None:
+        """The star's own broadening (rotation ⊗ fitted or fixed macroturbulence) as kernels
+        ``(B, taps)`` for ``vsini``, ``vmac`` ``(B,)``, ``(taps,)`` (fixed macroturbulence
+        only), or None (none)."""
+        kernel = None if vsini is None else self._rotation_kernel(vsini)
+        if vmac is not None:
+            vm = self._vmac_kernel(vmac)
+            kernel = vm if kernel is None else _compose_rows(kernel, vm)
+        macro = self._macro_kernel()
+        if macro is not None:
+            kernel = macro if kernel is None else _compose(kernel, macro)
+        return kernel
+
+    def _gaussian_kernel(self, resolution: float) -> torch.Tensor:
+        """The Gaussian LSF kernel ``(taps,)`` of a constant R alone (cached)."""
+        cache = self.__dict__.setdefault("_gaussian_kernels", {})
+        if resolution not in cache:
+            cache[resolution] = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+        return cache[resolution]
+
+    def _transmit(self, flux: torch.Tensor, seg: SegmentData, rv: torch.Tensor) -> torch.Tensor:
+        """``flux (B, n_slice)`` on segment ``seg``'s model slice (rest frame) times the fitted
+        transmission at the observed wavelengths λ · D(rv), ``rv (B,)`` km/s."""
+        i0, i1 = seg.model_slice
+        observed = self._model_wave_t[i0:i1] * doppler.doppler_factor(rv).unsqueeze(-1)
+        return flux * torch.stack([self.transmission(w) for w in observed])
+
+    def _instrument(self, flux: torch.Tensor, seg: SegmentData) -> torch.Tensor:
+        """``flux (B, n_slice)`` through segment ``seg``'s LSF (constant R, R(λ), or none)."""
+        if torch.is_tensor(seg.resolution):
+            i0, i1 = seg.model_slice
+            return lsf.instrumental_broaden(self._model_wave_t[i0:i1], flux, seg.resolution)
+        if seg.resolution is None:
+            return flux
+        return _convolve(flux, self._gaussian_kernel(float(seg.resolution)))
+
+    def transmitted(self, labels: torch.Tensor, vsini: torch.Tensor | None,
+                    vmac: torch.Tensor | None, rv: torch.Tensor) -> list[torch.Tensor]:
+        """Rest-frame model flux per segment ``(..., n_model_slice)`` through the fitted
+        transmission: rotation ⊗ macroturbulence, × T(λ · D(rv)), then the LSF (two
+        convolutions; see the module docstring). labels ``(..., n_labels)``, vsini and vmac
+        ``(...)`` km/s or None, rv ``(..., n_exposures)`` km/s; the batch dims broadcast."""
+        flux = self.model.predict(labels).to(DTYPE)
+        shapes = [flux.shape[:-1], rv.shape[:-1]] + [x.shape for x in (vsini, vmac)
+                                                      if x is not None]
+        batch = torch.broadcast_shapes(*shapes)
+        flat = flux.expand(*batch, flux.shape[-1]).reshape(-1, flux.shape[-1])
+        rvs = rv.expand(*batch, rv.shape[-1]).reshape(-1, rv.shape[-1])
+        kernel = self._stellar_kernel(
+            *(None if x is None else torch.as_tensor(x, dtype=DTYPE).expand(batch).reshape(-1)
+              for x in (vsini, vmac)))
+        out = []
+        for seg in self.segments:
+            i0, i1 = seg.model_slice
+            f = flat[:, i0:i1]
+            if kernel is not None:
+                f = _convolve(f, kernel)
+            f = self._instrument(self._transmit(f, seg, rvs[:, seg.exposure]), seg)
+            out.append(f.reshape(*batch, i1 - i0))
+        return out
+
+    def observed_transmission(self, rv: torch.Tensor) -> list[torch.Tensor]:
+        """The fitted transmission alone as observed, per segment ``(..., n_pix)``: T(λ · D(rv))
+        through the LSF, shifted and rebinned like the star (a figure's telluric component).
+        rv ``(..., n_exposures)`` km/s."""
+        rvs = rv.reshape(-1, rv.shape[-1])
+        out = []
+        for seg in self.segments:
+            i0, i1 = seg.model_slice
+            ones = torch.ones(rvs.shape[0], i1 - i0, dtype=DTYPE)
+            f = self._instrument(self._transmit(ones, seg, rvs[:, seg.exposure]), seg)
+            out.append(f.reshape(*rv.shape[:-1], i1 - i0))
+        return self.resampled(out, rv)
+
     def _shifted_rebin(self, seg: SegmentData, flux: torch.Tensor, rv: torch.Tensor
                        ) -> torch.Tensor:
         """``ops.resample.rebin(shift_wavelength(model_wave, rv), flux, seg.wavelength)`` for a
@@ -757,17 +854,28 @@ class ObservationChain:
                 log_det: list | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Full model per segment ``(..., n_pix)`` and its continuum, for ``theta (...,
         n_params)`` in physical units (``log_det``: see :meth:`continuum`)."""
-        theta = torch.as_tensor(theta, dtype=DTYPE)
-        labels, vsini, rv = self.split(theta)
-        stellar = self.resampled(self.broadened(labels, vsini, self.vmac_of(theta)), rv)
+        stellar = self.stellar(torch.as_tensor(theta, dtype=DTYPE))
         cont = self.continuum(stellar, weights, log_det)
         return [s * c for s, c in zip(stellar, cont, strict=True)], cont
+
+    def stellar(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """The model without continuum per segment ``(..., n_pix)`` for ``theta (...,
+        n_params)``: broadened, shifted and rebinned (:meth:`broadened`, :meth:`resampled`), or
+        through the fitted transmission before the LSF (:meth:`transmitted`)."""
+        labels, vsini, rv = self.split(theta)
+        vmac = self.vmac_of(theta)
+        if self.transmission is None:
+            return self.resampled(self.broadened(labels, vsini, vmac), rv)
+        return self.resampled(self.transmitted(labels, vsini, vmac, rv), rv)
 
     def stellar_and_templates(self, theta: torch.Tensor
                               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per segment, the model without continuum ``(..., n_pix)`` (as :meth:`resampled`) and
         the model's error templates (``predict_error_templates``) through the same linear chain
         (rotation, LSF, Doppler shift, rebinning, × telluric): ``(..., K, n_pix)``."""
+        if self.transmission is not None:
+            raise FitError("model error templates through a fitted transmission are not "
+                           "supported; pass the tellurics as a fixed transmission")
         theta = torch.as_tensor(theta, dtype=DTYPE)
         labels, vsini, rv = self.split(theta)
         flux = self.model.predict(labels)

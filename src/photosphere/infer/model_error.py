@@ -96,9 +96,7 @@ def profile(chain: ObservationChain, theta: torch.Tensor,
     if frozen is None:
         stellar, bs = columns(chain, theta)
     else:
-        theta = torch.as_tensor(theta, dtype=DTYPE)
-        labels, vsini, rv = chain.split(theta)
-        stellar = chain.resampled(chain.broadened(labels, vsini, chain.vmac_of(theta)), rv)
+        stellar = chain.stellar(torch.as_tensor(theta, dtype=DTYPE))
         bs = frozen
     k = bs[0].shape[-2]
     batch = stellar[0].shape[:-1]

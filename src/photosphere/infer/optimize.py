@@ -253,10 +253,13 @@ def rv_scan(chain: ObservationChain, theta: np.ndarray, rv_grid: np.ndarray,
     vmac = chain.vmac_of(theta_t[None])
     out = []
     with torch.no_grad():
-        broadened = chain.broadened(labels, vsini, vmac)
+        fixed = chain.transmission is None  # else the broadened flux depends on the RV
+        broadened = chain.broadened(labels, vsini, vmac) if fixed else None
         for i in range(0, len(rv_grid), chunk):
             rv = torch.as_tensor(rv_grid[i:i + chunk], dtype=DTYPE)[:, None].expand(
                 -1, len(chain.rv_names))
+            if not fixed:
+                broadened = chain.transmitted(labels, vsini, vmac, rv)
             stellar = chain.resampled(broadened, rv)
             cont = chain.continuum(stellar)
             chi2 = torch.zeros(len(rv), dtype=DTYPE)

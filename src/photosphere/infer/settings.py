@@ -41,7 +41,10 @@ class ObservationSettings:
     resolution: None (the model is already at the instrument's resolution), R, one R per order,
         or R(λ) arrays shaped like the observation's flux (the Gaussian LSF).
     telluric: None, a transmission shaped like the observation's flux (or one per exposure), or a
-        transmission :class:`~photosphere.spectrum.Spectrum` resampled onto every segment.
+        transmission :class:`~photosphere.spectrum.Spectrum` resampled onto every segment (all
+        multiplied on the observed pixels), or a fitted transmission multiplied before the LSF
+        (a torch module such as :class:`~photosphere.models.lines.telluric.TelluricModel`; its
+        parameters are learned by autograd, as in the line fit, not by least squares).
     continuum_degree: degree of the per-order Chebyshev continuum (None: no continuum).
     continuum_knot_spacing: Å; a cubic B-spline continuum with knots this far apart instead of
         one polynomial per order (needs a continuum: continuum_degree not None).

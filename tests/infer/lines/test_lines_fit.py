@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from photosphere.errors import FitError, InvalidSpectrumError
+from photosphere.infer.chain import chebyshev_basis
 from photosphere.infer.lines.fit import (
     FitSettings,
     ObservedLineModel,
@@ -32,11 +33,14 @@ def _lines(rng, n, lo, hi, depth_scale=1.0):
 
 
 def _observe(truth, wave, settings, telluric=None, noise=0.003, seed=3):
-    obs_model = ObservedLineModel(truth, wave, settings, telluric, rv=RV)
+    """A noisy observation of ``truth`` at RV, VSINI on ``wave``: the line fit's own chain,
+    times a cubic Chebyshev continuum."""
+    template = Spectrum(wave, np.ones_like(wave), np.full_like(wave, noise))
+    obs_model = ObservedLineModel(truth, template, settings, telluric, rv=RV)
+    continuum = chebyshev_basis(wave, np.ones(wave.size, bool), 3) @ [1.0, 0.02, -0.01, 0.0]
     with torch.no_grad():
         obs_model.log_vsini.fill_(np.log(VSINI))
-        obs_model.continuum_coeffs.copy_(torch.tensor([1.0, 0.02, -0.01, 0.0]))
-        flux = obs_model().numpy()
+        flux = obs_model.normalised().numpy() * continuum
     rng = np.random.default_rng(seed)
     return Spectrum(wave, flux + rng.normal(0, noise, flux.size), np.full(flux.size, noise))
 

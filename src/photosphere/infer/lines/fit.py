@@ -1,18 +1,24 @@
 """Fit a cloned line model to an observed spectrum (blasé's transfer learning).
 
-The forward model of the observation, evaluated on a fine log-uniform grid (constant velocity
-step, so the velocity-space kernels are right whatever the data's pixels are):
+The forward model of the observation is the inference layer's
+:class:`~photosphere.infer.chain.ObservationChain` over the lines as a forward model
+(:class:`~photosphere.models.lines.forward.LineForwardModel` with ``learned=True``: the opacity
+is re-evaluated from the lines' current parameters at every prediction), on a log-uniform
+rest-frame grid (constant velocity step, so the velocity-space kernels are right whatever the
+data's pixels are):
 
-    stellar lines exp(−τ(λ / D(rv)))  → rotation (vsini, limb darkening ε)  → × telluric T(λ)
-    → instrumental Gaussian LSF (R)  → flux-conserving rebin onto the data pixels
-    → × continuum (Chebyshev polynomial in pixel position)
+    stellar lines exp(−τ(λ))  → rotation (vsini, limb darkening ε)  → × telluric T(λ · D(rv))
+    → instrumental Gaussian LSF (R)  → Doppler shift and flux-conserving rebin onto the data
+    pixels  → × continuum (Chebyshev polynomial, profiled: weighted least squares at every
+    evaluation)
 
-The telluric transmission multiplies *before* the LSF because the instrument blurs the
-atmosphere's lines as well as the star's. Learned: per-line corrections (Δ ln A, Δ ln σ,
-Δ ln γ, centre shift), rv, vsini, the continuum coefficients, and the telluric scalings and RV.
+The telluric transmission (a fitted :class:`~photosphere.models.lines.telluric.TelluricModel`)
+multiplies *before* the LSF because the instrument blurs the atmosphere's lines as well as the
+star's: the chain's fitted-transmission stage. Learned: per-line corrections (Δ ln A, Δ ln σ,
+Δ ln γ, centre shift), rv, vsini, and the telluric scalings and RV; the continuum is profiled.
 Priors keep the line changes physical: an L1 + L2 penalty on Δ ln A (as blasé), Gaussian priors
-on the width and centre changes. Fitting runs in two stages: the few global parameters first
-(L-BFGS), then everything jointly (Adam; measured faster than L-BFGS on ~10⁴ lines, see
+on the width and centre changes. Fitting runs in two Adam stages: the few global parameters
+first, then everything jointly (Adam measured faster than L-BFGS on ~10⁴ lines, see
 docs/lines.md). The observation is the library's 1-D :class:`~photosphere.spectrum.Spectrum`;
 :func:`observed_spectrum` adds the checks the fit needs (and σ when the spectrum has none).
 """
@@ -31,18 +37,16 @@ from ...models.lines.clone import ResidualStats, optimise
 from ...models.lines.forward import LineForwardModel
 from ...models.lines.model import LineModel
 from ...models.lines.telluric import TelluricModel
-from ...ops.doppler import doppler_factor
-from ...ops.grid import log_uniform_wavelength
-from ...ops.lsf import gaussian_broaden
 from ...ops.noise import with_uncertainty
-from ...ops.resample import rebin
-from ...ops.rotation import rotational_broaden
 from ...result import Result, Segment
 from ...spectrum import Spectrum
-from ..chain import ObservationChain, chebyshev_basis
+from ..chain import ObservationChain
 from ..optimize import parabola_minimum, rv_scan
+from ..settings import ObservationSettings
 
 SPEED_OF_LIGHT = 299792.458  # km/s
+#: km/s either side of the starting RV that the fit's model grid covers
+RV_MARGIN = 50.0
 
 
 def observed_spectrum(spectrum: Spectrum) -> Spectrum:
@@ -110,15 +114,56 @@ class FitSettings:
     n_steps: int = 300
     learning_rate: float = 0.02
 
+    def observation(self, *, rv_bounds: tuple[float, float], vsini_max: float,
+                    telluric: TelluricModel | None = None,
+                    continuum_degree: int | None = None) -> ObservationSettings:
+        """The observation chain's settings of this line fit, the one place where the line
+        fit's resolution, limb darkening and continuum degree become the chain's:
+        rv_bounds (km/s) and vsini (0..``vsini_max`` km/s) the range the chain's model grid
+        covers; ``telluric`` the fitted transmission before the LSF; ``continuum_degree``
+        overrides this object's (the RV scan uses a straight line)."""
+        degree = self.continuum_degree if continuum_degree is None else continuum_degree
+        return ObservationSettings(resolution=self.resolution, epsilon=self.epsilon,
+                                   continuum_degree=degree, telluric=telluric,
+                                   rv_bounds=rv_bounds, vsini_bounds=(0.0, vsini_max))
+
+    def velocity_step(self, wavelength: np.ndarray) -> float:
+        """km/s step of the model grid for data pixels ``wavelength`` (n_pix,) Å:
+        (c/R)/oversample, and at most half the data's smallest step."""
+        data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wavelength))))
+        return min(SPEED_OF_LIGHT / self.resolution / self.oversample, data_step / 2.0)
+
+
+def line_chain(stellar: LineModel, spectrum: Spectrum, observation: ObservationSettings, *,
+               velocity_step: float, learned: bool) -> ObservationChain:
+    """The observation chain of ``spectrum`` over ``stellar`` as a
+    :class:`~photosphere.models.lines.forward.LineForwardModel` (``learned``: re-evaluated from
+    the lines' current parameters) on a ``velocity_step`` km/s rest-frame grid wide enough for
+    every pixel over ``observation.rv_bounds`` and the broadening (vsini bound, 5 c/R, 50 km/s
+    more), so the chain masks none of the data's pixels."""
+    wave = spectrum.wavelength
+    rv_max = max(abs(v) for v in observation.rv_bounds)
+    margin = 1.0 + (rv_max + observation.vsini_bounds[1] + 5.0 * SPEED_OF_LIGHT
+                    / observation.resolution + 50.0) / SPEED_OF_LIGHT
+    template = LineForwardModel(stellar, velocity_step=velocity_step, medium=spectrum.medium,
+                                wavelength_range=(wave[0] / margin, wave[-1] * margin),
+                                learned=learned)
+    return ObservationChain.from_settings(template, spectrum, observation)
+
 
 class ObservedLineModel(torch.nn.Module):
-    """Stellar lines (+ tellurics) seen through RV, rotation, LSF, rebinning and a continuum.
+    """The learned parameters of a line fit and its observation chain.
 
     stellar: the cloned :class:`LineModel` (its parameters become the learned corrections, its
-    values at construction the prior means); data_wavelength: (n_pix,) Å of the observation.
+    values at construction the prior means); observation: the 1-D
+    :class:`~photosphere.spectrum.Spectrum` fitted (:func:`observed_spectrum`; for a simulation,
+    any spectrum on the wanted pixels); telluric: a fitted transmission or None; rv: starting RV
+    (km/s; the chain's grid covers rv ± :data:`RV_MARGIN`). The prediction is the chain's
+    (:func:`line_chain`, the continuum profiled on the observation); this module holds rv,
+    ln vsini and the priors.
     """
 
-    def __init__(self, stellar: LineModel, data_wavelength: np.ndarray, settings: FitSettings,
+    def __init__(self, stellar: LineModel, observation: Spectrum, settings: FitSettings,
                  telluric: TelluricModel | None = None, rv: float = 0.0):
         super().__init__()
         self.stellar = stellar
@@ -127,21 +172,21 @@ class ObservedLineModel(torch.nn.Module):
         with torch.no_grad():
             for name in ("log_amplitude", "log_sigma", "log_gamma", "centre_shift"):
                 self.register_buffer(f"initial_{name}", getattr(stellar, name).detach().clone())
-        wave = np.array(data_wavelength, float)  # a copy: torch needs writable arrays
-        data_step = SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave))))
-        self.velocity_step = min(SPEED_OF_LIGHT / settings.resolution / settings.oversample,
-                                 data_step / 2.0)
-        # room for the RV to move during the fit and for the broadening kernels at the ends
-        margin = 1.0 + (abs(rv) + 50.0 + 5.0 * settings.vsini_initial) / SPEED_OF_LIGHT
-        fine = log_uniform_wavelength(wave[0] / margin, wave[-1] * margin, self.velocity_step)
-        self.register_buffer("fine_wavelength", torch.as_tensor(fine))
-        self.register_buffer("data_wavelength", torch.as_tensor(wave))
-        # the chain's continuum basis over all pixels (masked ones included, as the data span)
-        cheb = chebyshev_basis(wave, np.ones(wave.size, bool), settings.continuum_degree)
-        self.register_buffer("chebyshev", torch.as_tensor(cheb))  # (n_pix, degree + 1)
-        self.register_buffer("flux_scale", torch.tensor(1.0, dtype=torch.float64))
-        self.continuum_coeffs = torch.nn.Parameter(
-            torch.tensor([1.0] + [0.0] * settings.continuum_degree, dtype=torch.float64))
+        obs = observed_spectrum(observation)
+        self.velocity_step = settings.velocity_step(obs.wavelength)
+        vsini_max = max(20.0, 5.0 * settings.vsini_initial)
+        setup = settings.observation(rv_bounds=(rv - RV_MARGIN, rv + RV_MARGIN),
+                                     vsini_max=vsini_max, telluric=telluric)
+        self.chain = line_chain(stellar, obs, setup, velocity_step=self.velocity_step,
+                                learned=True)
+        if len(self.chain.segments) != 1:
+            raise FitError(f"the line fit's chain has {len(self.chain.segments)} segments; "
+                           "expected one")
+        seg = self.chain.segments[0]
+        start = int(np.searchsorted(obs.wavelength, float(seg.wavelength[0])))
+        #: the observation's pixels [start, stop) the chain predicts (masked ends are cropped)
+        self.span = (start, start + int(seg.wavelength.shape[0]))
+        self.n_pixels = int(obs.wavelength.size)
         self.rv = torch.nn.Parameter(torch.tensor(float(rv), dtype=torch.float64))
         self.log_vsini = torch.nn.Parameter(
             torch.tensor(math.log(max(settings.vsini_initial, 0.1)), dtype=torch.float64))
@@ -150,50 +195,62 @@ class ObservedLineModel(torch.nn.Module):
     def vsini(self) -> torch.Tensor:
         return torch.exp(torch.clamp(self.log_vsini, max=math.log(500.0)))
 
+    def theta(self) -> torch.Tensor:
+        """The chain's parameters ``(3,)``: line_strength 1, vsini, rv (km/s)."""
+        return torch.stack([torch.ones_like(self.rv), self.vsini, self.rv])
+
     def parameter_groups(self, learning_rate: float) -> list[dict]:
         """Adam groups with learning rates in each parameter's natural step (per epoch):
-        rv 0.5 km/s × lr/0.02, ln vsini, ln scale and ln line parameters lr, continuum lr/10,
-        line centre shifts lr/50 Å."""
+        rv 0.5 km/s × lr/0.02, ln vsini, ln scale and ln line parameters lr, line centre shifts
+        lr/50 Å."""
         unit = learning_rate / 0.02
         named = dict(self.named_parameters())
-        rates = {"rv": 0.5 * unit, "log_vsini": learning_rate, "continuum_coeffs":
-                 learning_rate / 10, "telluric.log_scale": learning_rate,
-                 "telluric.rv": 0.5 * unit, "stellar.centre_shift": learning_rate / 50}
+        rates = {"rv": 0.5 * unit, "log_vsini": learning_rate,
+                 "telluric.log_scale": learning_rate, "telluric.rv": 0.5 * unit,
+                 "stellar.centre_shift": learning_rate / 50}
         return [{"params": [p], "lr": rates.get(name, learning_rate)}
                 for name, p in named.items() if p.requires_grad]
 
+    def predicted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model and profiled continuum on the chain's pixels (:attr:`span`), each (n_span,)."""
+        model, continuum = self.chain.predict(self.theta())
+        return model[0], continuum[0]
+
+    def chi2(self) -> torch.Tensor:
+        """½ χ² of the observation (masked pixels weightless)."""
+        seg = self.chain.segments[0]
+        return 0.5 * torch.sum(seg.ivar * (self.predicted()[0] - seg.flux) ** 2)
+
+    def _full(self, values: torch.Tensor) -> torch.Tensor:
+        """``values (n_span,)`` on all the observation's pixels (n_pix,), NaN beyond the span."""
+        start, stop = self.span
+        return torch.cat([values.new_full((start,), math.nan), values,
+                          values.new_full((self.n_pixels - stop,), math.nan)])
+
     def continuum(self) -> torch.Tensor:
-        """Continuum (n_pix,) in data flux units: flux_scale × Σ_k a_k T_k(x)."""
-        return self.flux_scale * (self.chebyshev @ self.continuum_coeffs)
+        """Profiled continuum (n_pix,) in data flux units (NaN on cropped masked ends)."""
+        return self._full(self.predicted()[1])
 
-    def _star(self) -> torch.Tensor:
-        """Rotationally broadened stellar flux on the fine grid (observed frame)."""
-        rest = self.fine_wavelength / doppler_factor(self.rv)
-        star = torch.exp(-self.stellar.opacity(rest))
-        return rotational_broaden(star, self.vsini, self.velocity_step, self.settings.epsilon)
-
-    def _observe(self, fine_flux: torch.Tensor) -> torch.Tensor:
-        """LSF then flux-conserving rebin onto the data pixels."""
-        broadened = gaussian_broaden(fine_flux, self.settings.resolution, self.velocity_step)
-        return rebin(self.fine_wavelength, broadened, self.data_wavelength)
+    def normalised(self) -> torch.Tensor:
+        """Stellar × telluric flux without continuum on the data pixels (n_pix,)."""
+        return self._full(self.chain.stellar(self.theta())[0])
 
     def components(self) -> dict[str, torch.Tensor]:
         """Data-pixel model parts, each (n_pix,): ``stellar`` (normalised), ``telluric``
-        (transmission), ``continuum``, and ``model`` (the full forward model)."""
-        star = self._star()
-        trans = (self.telluric(self.fine_wavelength) if self.telluric is not None
-                 else torch.ones_like(star))
-        continuum = self.continuum()
-        return {"model": self._observe(star * trans) * continuum,
-                "stellar": self._observe(star), "telluric": self._observe(trans),
-                "continuum": continuum}
+        (transmission through the LSF), ``continuum``, and ``model`` (the full forward model)."""
+        theta = self.theta()
+        labels, vsini, rv = self.chain.split(theta)
+        model, continuum = self.predicted()
+        stellar = self.chain.resampled(self.chain.broadened(labels, vsini), rv)[0]
+        telluric = (self.chain.observed_transmission(rv)[0] if self.telluric is not None
+                    else torch.ones_like(stellar))
+        return {name: self._full(v) for name, v in (
+            ("model", model), ("stellar", stellar), ("telluric", telluric),
+            ("continuum", continuum))}
 
     def forward(self) -> torch.Tensor:
-        """Model flux on the data pixels, (n_pix,)."""
-        star = self._star()
-        if self.telluric is not None:
-            star = star * self.telluric(self.fine_wavelength)
-        return self._observe(star) * self.continuum()
+        """Model flux on the data pixels, (n_pix,) (NaN on cropped masked ends)."""
+        return self._full(self.predicted()[0])
 
     def prior(self) -> torch.Tensor:
         """−ln prior of the line corrections (L1 + L2 on Δ ln A, Gaussian on widths, centres)."""
@@ -270,15 +327,10 @@ def initial_rv_of(stellar: LineModel, spectrum: Spectrum, settings: FitSettings,
     vstep = min(SPEED_OF_LIGHT / settings.resolution / 3.0,
                 SPEED_OF_LIGHT * float(np.min(np.diff(np.log(wave)))))
     step = step or max(vstep, 0.25)
-    vsini_max = max(10.0, 3.0 * settings.vsini_initial)
-    margin = 1.0 + (settings.rv_search + vsini_max + 5.0 * SPEED_OF_LIGHT / settings.resolution
-                    + 50.0) / SPEED_OF_LIGHT
-    template = LineForwardModel(stellar, velocity_step=vstep, medium=spectrum.medium,
-                                wavelength_range=(wave[0] / margin, wave[-1] * margin))
-    chain = ObservationChain(template, spectrum, resolution=settings.resolution,
-                             continuum_degree=1, epsilon=settings.epsilon,
-                             rv_bounds=(-settings.rv_search, settings.rv_search),
-                             vsini_bounds=(0.0, vsini_max))
+    setup = settings.observation(rv_bounds=(-settings.rv_search, settings.rv_search),
+                                 vsini_max=max(10.0, 3.0 * settings.vsini_initial),
+                                 continuum_degree=1)
+    chain = line_chain(stellar, spectrum, setup, velocity_step=vstep, learned=False)
     trials = np.arange(-settings.rv_search, settings.rv_search + step, step)
     chi2 = rv_scan(chain, np.array([1.0, settings.vsini_initial, 0.0]), trials)
     best = int(np.argmin(chi2))
@@ -313,18 +365,13 @@ def fit_lines(stellar: LineModel, spectrum: Spectrum, *,
             "observation (check air vs vacuum too)")
     if rv is None:
         rv = initial_rv_of(stellar, obs, settings)
-    model = ObservedLineModel(stellar, wave, settings, telluric, rv=rv)
-    with torch.no_grad():  # continuum in units of the data's upper envelope level
-        model.flux_scale.fill_(float(np.percentile(obs.flux[~mask], 95)))
-    # masked pixels: flux 0 and ivar 0, so that no masked value (even 1e300) reaches the χ²
-    flux = torch.as_tensor(np.where(mask, 0.0, obs.flux))
-    ivar = torch.as_tensor(np.where(mask, 0.0, 1.0 / obs.sigma**2))
+    model = ObservedLineModel(stellar, obs, settings, telluric, rv=rv)
+    # the chain's χ²: masked pixels carry flux 0 and ivar 0 (no masked value, even 1e300,
+    # reaches it)
+    chi2 = model.chi2
     n_good = int((~mask).sum())
 
-    def chi2():
-        return 0.5 * torch.sum(ivar * (model() - flux) ** 2)
-
-    # stage 1: globals only (rv, vsini, continuum, telluric scale/RV)
+    # stage 1: globals only (rv, vsini, telluric scale/RV; the continuum is profiled)
     stellar.requires_grad_(False)
     if telluric is not None:
         telluric.log_scale.requires_grad_(settings.fit_telluric)
@@ -348,7 +395,7 @@ def fit_lines(stellar: LineModel, spectrum: Spectrum, *,
         raise FitError("the fit diverged (non-finite loss); lower learning_rate or check the "
                        "uncertainties")
     with torch.no_grad():
-        resid = (flux - model()).numpy()[~mask]
+        resid = (obs.flux - model().numpy())[~mask]
         sig = obs.sigma[~mask]
     return FitResult(
         model=model, observation=obs, rv=float(model.rv.detach()),
