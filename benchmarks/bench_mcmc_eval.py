@@ -33,20 +33,20 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch load their thread pools
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import photosphere  # noqa: E402
-from _shared import SHARED, describe, environment, one_thread  # noqa: E402
-from photosphere.infer import mcmc  # noqa: E402
-from photosphere.infer.chain import DTYPE  # noqa: E402
+import photosphere
+from _shared import SHARED, describe, environment, one_thread
+from photosphere.infer import mcmc
+from photosphere.infer.chain import DTYPE
 
 DEFAULT_FILE = SHARED / "stars" / "hires" / "harps_sun_ganymede.fits"
 BATCH = 16

@@ -708,7 +708,7 @@ class ObservationChain:
         flux = self.model.predict(labels).to(DTYPE)
         shapes = [flux.shape[:-1], rv.shape[:-1]] + [x.shape for x in (vsini, vmac)
                                                       if x is not None]
-        batch = torch.broadcast_shapes(*shapes)
+        batch = np.broadcast_shapes(*shapes)
         flat = flux.expand(*batch, flux.shape[-1]).reshape(-1, flux.shape[-1])
         rvs = rv.expand(*batch, rv.shape[-1]).reshape(-1, rv.shape[-1])
         kernel = self._stellar_kernel(
