@@ -46,14 +46,17 @@ _GEMM_SYMBOL = "photosphere_cannon_dgemm"
 _FAST = ("reassoc", "contract", "nsz")
 
 
-def _jit(fastmath=()):
+def _jit(fastmath=(), inline=False):
     def wrap(func):
         if numba is None:
             return func
         # error_model="numpy": x / 0 gives inf instead of raising, which lets the loops with
-        # a division be vectorised (no division by zero happens in them)
+        # a division be vectorised (no division by zero happens in them); inline: the
+        # function's Numba IR is inlined into its callers (the stages of solve_block: the
+        # compiled kernel stays one function, as fast as before the split)
         return numba.njit(cache=True, nogil=True, error_model="numpy",
-                          fastmath=set(fastmath) if fastmath else False)(func)
+                          fastmath=set(fastmath) if fastmath else False,
+                          inline="always" if inline else "never")(func)
     return wrap
 
 
@@ -332,7 +335,7 @@ def _newton_step(p, t, lo, hi, d1, d2, t_floor, tolerance, loglike_tolerance):
     return new, done, to_zero
 
 
-@_jit()
+@_jit(inline=True)
 def _gather_block(flux, ivar_all, start, nb, resid, ivar):
     """Copy pixels start … start + nb - 1 of flux, ivar_all (n_stars, n_pix) into the rows of
     resid, ivar (≥nb, n_stars), pixel-major, so that every per-pixel loop is contiguous; tiles
@@ -353,7 +356,7 @@ def _gather_block(flux, ivar_all, start, nb, resid, ivar):
             ivar[p, s] = ivar_all[s, start + p]
 
 
-@_jit()
+@_jit(inline=True)
 def _solve_at_zero(normal0, start, nb, keep_all, has_keep, no_keep, design, design_t, inverse,
                    rows, cols, resid, ivar, q_chunk, change, grad, delta, m, lower, theta,
                    theta0, chi2_0, iv_max, t_floor, active, t, work):
@@ -398,7 +401,7 @@ def _solve_at_zero(normal0, start, nb, keep_all, has_keep, no_keep, design, desi
     return True
 
 
-@_jit()
+@_jit(inline=True)
 def _choose_evaluations(active, need_full, t, t_factor, iv_max, cheap_change, members,
                         cheap_members):
     """Sort the active pixels of a Newton iteration into those evaluated fully (members) and
@@ -420,11 +423,10 @@ def _choose_evaluations(active, need_full, t, t_factor, iv_max, cheap_change, me
     return n_full, n_cheap
 
 
-@_jit()
+@_jit(inline=True)
 def _full_evaluations(members, n_full, start, keep_all, has_keep, no_keep, design, design_t,
                       monomials_t, inverse, rows, cols, resid, ivar, t, w_set, q_chunk, change,
-                      flat, grad, delta, m, lower, step_theta, theta, slope, d1, d2, t_factor,
-                      d2_factor, converged, work):
+                      flat, grad, delta, m, lower, step_theta, theta, slope, d1, d2, work):
     """Full evaluations of pixels members[:n_full] at s² = exp(t): their normal matrices
     (n_full, P, P) from one product (weights w_set (n_full, n_stars) @ monomials_t (n_stars,
     n_monomials) into flat), Cholesky factors into lower, one refinement step of θ (and resid),
@@ -472,13 +474,10 @@ def _full_evaluations(members, n_full, start, keep_all, has_keep, no_keep, desig
                 cy += grad[i, j] * step_theta[j]
                 slope[p, j] = -step_theta[j]
             d2[p] += cy
-            t_factor[p] = t[p]
-            d2_factor[p] = d2[p]
-            converged[p] = True
     return True
 
 
-@_jit()
+@_jit(inline=True)
 def _predict_theta(cheap_members, c0, nc, live_members, design_t, resid, ivar, t, t_theta,
                    t_factor, iv_max, slope, d2_factor, theta, delta, limit, w_chunk, q_chunk,
                    change, d2, converged, work):
@@ -511,7 +510,7 @@ def _predict_theta(cheap_members, c0, nc, live_members, design_t, resid, ivar, t
         _update(resid[live_members[i]], change[i], w_chunk[i], q_chunk[i])
 
 
-@_jit()
+@_jit(inline=True)
 def _refine_theta(live_members, nc, start, keep_all, has_keep, no_keep, design, design_t,
                   lower, resid, theta, grad, delta, limit, w_chunk, q_chunk, change, d1,
                   converged, counters, flop_vec, work):
@@ -556,7 +555,7 @@ def _refine_theta(live_members, nc, start, keep_all, has_keep, no_keep, design, 
             break
 
 
-@_jit()
+@_jit(inline=True)
 def _newton_steps(active, converged, need_full, t, t_theta, lo, hi, d1, d2, t_floor, theta,
                   theta0, design_t, resid, step_theta, tolerance, loglike_tolerance):
     """The Newton step in t = ln s² of every active pixel whose θ converged (the others get a
@@ -584,21 +583,42 @@ def _newton_steps(active, converged, need_full, t, t_theta, lo, hi, d1, d2, t_fl
             t[p] = new
 
 
-@_jit()
+@_jit(inline=True)
 def _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomials_t, inverse,
                    rows, cols, tolerance, loglike_tolerance, max_iter, cheap_change, counters,
-                   resid, ivar, w_set, q_chunk, w_chunk, change, flat, grad, delta, m, lower,
-                   step_theta, members, cheap_members, live_members, limit, theta, theta0,
-                   slope, t, lo, hi, t_factor, t_theta, t_floor, d1, d2, d2_factor, iv_max,
-                   need_full, active, converged, work):
-    """The Newton iterations in t = ln s² of the block's active pixels (after the s² = 0
-    evaluation), at most max_iter: every active pixel is evaluated once per iteration, fully
-    (a new normal matrix) or cheaply (refinement from the last factor, chunk by chunk), then
-    takes its Newton step. The arrays are solve_block's state and scratch (same names).
-    Returns the number of iterations, or -1 if a normal matrix is singular."""
+                   resid, ivar, w_set, q_chunk, w_chunk, change, lower, theta, theta0, t,
+                   t_floor, iv_max, active, work):
+    """The Newton iterations in t = ln s² of the block's active pixels after the s² = 0
+    evaluation (solve_block's arrays, same names), at most max_iter: every active pixel is
+    evaluated once per iteration, fully (a new normal matrix) or cheaply (refinement from the
+    last factor, chunk by chunk), then takes its Newton step. Per pixel, of its last full
+    evaluation: t_factor, P'' (d2_factor) and dθ̂/ds² (slope); t_theta: the t at which θ is
+    θ̂ now; need_full: its last cheap evaluation left θ unconverged. Returns the number of
+    iterations, or -1 if a normal matrix is singular."""
+    nb = t.size
     n_terms, n_stars = design_t.shape
+    n_mono = monomials_t.shape[1]
     chunk = q_chunk.shape[0]
-    flop_build = 2.0 * n_stars * monomials_t.shape[1]
+    flat = np.empty((nb, n_mono))
+    grad = np.empty((chunk, n_terms))
+    delta = np.empty((chunk, n_terms))
+    m = np.empty((n_terms, n_terms))
+    step_theta = np.empty(n_terms)
+    members = np.empty(nb, dtype=np.int64)
+    cheap_members = np.empty(nb, dtype=np.int64)
+    live_members = np.empty(chunk, dtype=np.int64)
+    limit = np.empty(chunk)
+    d1 = np.zeros(nb)
+    d2 = np.zeros(nb)
+    converged = np.ones(nb, dtype=np.bool_)
+    slope = np.zeros((nb, n_terms))
+    lo = np.full(nb, -np.inf)
+    hi = np.full(nb, np.inf)
+    t_factor = np.full(nb, np.nan)
+    t_theta = np.full(nb, np.nan)
+    d2_factor = np.zeros(nb)
+    need_full = np.zeros(nb, dtype=np.bool_)
+    flop_build = 2.0 * n_stars * n_mono
     flop_vec = 2.0 * n_stars * n_terms      # one (pixel × stars) @ (stars × terms) product
     n_iter = 0
     while n_iter < max_iter:
@@ -613,9 +633,13 @@ def _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomia
             if not _full_evaluations(members, n_full, start, keep_all, has_keep, no_keep,
                                      design, design_t, monomials_t, inverse, rows, cols, resid,
                                      ivar, t, w_set, q_chunk, change, flat, grad, delta, m,
-                                     lower, step_theta, theta, slope, d1, d2, t_factor,
-                                     d2_factor, converged, work):
+                                     lower, step_theta, theta, slope, d1, d2, work):
                 return -1
+            for i in range(n_full):
+                p = members[i]
+                t_factor[p] = t[p]
+                d2_factor[p] = d2[p]
+                converged[p] = True
         if n_cheap:
             counters[1] += n_cheap
             counters[3] += n_cheap * flop_vec
@@ -632,7 +656,7 @@ def _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomia
     return n_iter
 
 
-@_jit()
+@_jit(inline=True)
 def _store_results(start, nb, t, chi2_0, iv_max, resid, ivar, theta, theta0, theta_out,
                    s2_out, loglike_out):
     """θ, s² and ln L of the block's pixels into theta_out (n_pix, P), s2_out, loglike_out
@@ -676,39 +700,21 @@ def solve_block(flux, ivar_all, normal0, start, nb, keep_all, has_keep, design, 
     the matrix products, and keep the most Newton iterations of a block. Returns 0, or SINGULAR.
     """
     n_terms, n_stars = design_t.shape
-    n_mono = monomials_t.shape[1]
     chunk = q_chunk.shape[0]
     work = np.empty(8, dtype=np.int32)
-    flat = np.empty((nb, n_mono))
     _gather_block(flux, ivar_all, start, nb, resid, ivar)
-    # scratch: w_set the weights of a set of pixels (gathered), and per chunk q_chunk w r (or
-    # w² r), w_chunk the weights and change the residual change
-    grad = np.empty((chunk, n_terms))
-    delta = np.empty((chunk, n_terms))
-    members = np.empty(nb, dtype=np.int64)
-    cheap_members = np.empty(nb, dtype=np.int64)
-    live_members = np.empty(chunk, dtype=np.int64)
-    limit = np.empty(chunk)
-    d1 = np.zeros(nb)
-    d2 = np.zeros(nb)
-    converged = np.ones(nb, dtype=np.bool_)
-    # per-pixel state
+    # per-pixel state: θ, θ̂(0), t = ln s², χ²(0), the largest ivar, the floor of t, and whether
+    # the pixel is still searching; scratch per chunk of pixels (the search has its own)
     theta = np.zeros((nb, n_terms))
     theta0 = np.empty((nb, n_terms))
-    slope = np.zeros((nb, n_terms))
     t = np.full(nb, -np.inf)
-    lo = np.full(nb, -np.inf)
-    hi = np.full(nb, np.inf)
-    t_factor = np.full(nb, np.nan)
-    t_theta = np.full(nb, np.nan)
-    d2_factor = np.zeros(nb)
-    need_full = np.zeros(nb, dtype=np.bool_)
-    active = np.zeros(nb, dtype=np.bool_)
     chi2_0 = np.empty(nb)
     iv_max = np.empty(nb)
     t_floor = np.empty(nb)
+    active = np.zeros(nb, dtype=np.bool_)
+    grad = np.empty((chunk, n_terms))
+    delta = np.empty((chunk, n_terms))
     m = np.empty((n_terms, n_terms))
-    step_theta = np.empty(n_terms)
     no_keep = np.ones(n_terms, dtype=np.bool_)
     flop_vec = 2.0 * n_stars * n_terms      # one (pixel × stars) @ (stars × terms) product
     counters[0] += nb
@@ -720,10 +726,7 @@ def solve_block(flux, ivar_all, normal0, start, nb, keep_all, has_keep, design, 
     n_iter = _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomials_t,
                             inverse, rows, cols, tolerance, loglike_tolerance, max_iter,
                             cheap_change, counters, resid, ivar, w_set, q_chunk, w_chunk,
-                            change, flat, grad, delta, m, lower, step_theta, members,
-                            cheap_members, live_members, limit, theta, theta0, slope, t, lo, hi,
-                            t_factor, t_theta, t_floor, d1, d2, d2_factor, iv_max, need_full,
-                            active, converged, work)
+                            change, lower, theta, theta0, t, t_floor, iv_max, active, work)
     if n_iter < 0:
         return SINGULAR
     _store_results(start, nb, t, chi2_0, iv_max, resid, ivar, theta, theta0, theta_out, s2_out,
