@@ -16,6 +16,14 @@ called from the kernel through SciPy's BLAS (``scipy.linalg.cython_blas.dgemm``)
 refinement steps stop as soon as its own θ has converged (the NumPy path refines a slice of
 pixels until all of them have).
 
+:func:`solve_block` is written as its stages (the s² = 0 evaluation, the choice of full or
+cheap evaluations, the full evaluations, the two halves of a cheap one, the Newton steps, the
+final ln L), each an ``@_jit(inline=True)`` function: Numba inlines their IR into it, so the
+compiled kernel is one function, as fast as the single long function it was written as before
+(as separately compiled calls they cost 2-5 % of a training; docs/architecture.md). A call to
+one of them must pass at most 30 arguments (CPython passes more as ``*args``, which Numba's
+inliner refuses).
+
 numba is optional: :data:`AVAILABLE` says whether it (and this kernel) could be loaded; without
 it the NumPy path is used. The functions are compiled on the first call and cached on disk
 (``cache=True``), so later processes load them instead of compiling.
