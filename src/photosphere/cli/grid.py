@@ -298,7 +298,15 @@ def _register_grid(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
-    """grid build, info, synth, ingest-phoenix, emulator train (the grid-store stream)."""
+    """grid info, seed, build, synth, ingest-phoenix, emulator train (the grid-store stream):
+    one function a subcommand, registered in this order (the order of `grid --help`)."""
+    for add in (_add_grid_info, _add_grid_seed, _add_grid_build, _add_grid_synth,
+                _add_grid_ingest_phoenix, _add_grid_emulator):
+        add(gsub)
+
+
+def _add_grid_info(gsub: argparse._SubParsersAction) -> None:
+    """grid info: describe a grid file (its content checksum with --check)."""
     p = gsub.add_parser("info", help="describe a grid file (default: the embedded grid)")
     p.add_argument("grid", nargs="?", help="grid HDF5 file (default: the embedded default grid)")
     _add_json(p)
@@ -307,6 +315,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
                         "(exit 2 when the flux or labels were changed)")
     p.set_defaults(func=_cmd_grid_info)
 
+
+def _add_grid_seed(gsub: argparse._SubParsersAction) -> None:
+    """grid seed: a training-set build so far as the compressed seed that ships."""
     p = gsub.add_parser("seed", help="write the spectra of a training-set build so far as a "
                         "compressed seed (what the package ships; builds start from it)")
     p.add_argument("--preset", required=True, help="training-set preset, e.g. optical")
@@ -314,6 +325,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=_cmd_grid_seed)
 
+
+def _add_grid_build(gsub: argparse._SubParsersAction) -> None:
+    """grid build: synthesise a grid from a preset or a definition file."""
     p = gsub.add_parser("build", help="synthesise a grid (resumable; Dask-parallel)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--preset", help="a named grid: default, harpsn-dl; or the training "
@@ -334,6 +348,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=_cmd_grid_build)
 
+
+def _add_grid_synth(gsub: argparse._SubParsersAction) -> None:
+    """grid synth: one synthetic spectrum (synthesised, or interpolated in a grid)."""
     p = gsub.add_parser("synth", help="one synthetic spectrum to a file (.fits or .ecsv)")
     p.add_argument("--teff", type=float, required=True, help="K")
     p.add_argument("--logg", type=float, required=True, help="dex (cgs)")
@@ -353,6 +370,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=_cmd_grid_synth)
 
+
+def _add_grid_ingest_phoenix(gsub: argparse._SubParsersAction) -> None:
+    """grid ingest-phoenix: PHOENIX-ACES HiRes files to a grid."""
     p = gsub.add_parser("ingest-phoenix", help="convert PHOENIX-ACES HiRes files to a grid")
     p.add_argument("source", help="PHOENIX directory (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="output grid file")
@@ -366,6 +386,9 @@ def _register_grid_store_commands(gsub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=_cmd_grid_ingest_phoenix)
 
+
+def _add_grid_emulator(gsub: argparse._SubParsersAction) -> None:
+    """grid emulator train: PCA + Gaussian-process emulators of a grid."""
     emu = gsub.add_parser("emulator", help="PCA + Gaussian-process emulators of a grid")
     esub = emu.add_subparsers(dest="emulator_command", metavar="EMULATOR_COMMAND")
     esub.required = True

@@ -56,6 +56,36 @@ def _label_array(labels: Any, label_names: Sequence[str], what: str) -> np.ndarr
     return arr
 
 
+def _clean_training_spectra(n_stars: int, flux, ivar
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Training flux and ivar (n_stars, n_pix) as float arrays, checked and cleaned: negative
+    or NaN ivar is refused; non-finite flux and +inf ivar are masked (ivar = 0, flux = 1).
+    Also returns the usable stars per pixel (n_pix,) when the compiled pass counted them, else
+    None."""
+    flux = np.asarray(flux, dtype=float)
+    ivar = np.asarray(ivar, dtype=float)
+    if flux.ndim != 2 or flux.shape[0] != n_stars or ivar.shape != flux.shape:
+        raise ModelError(
+            f"flux and ivar must both have shape (n_stars={n_stars}, n_pix); got flux "
+            f"{flux.shape} and ivar {ivar.shape}")
+    n_valid = None
+    if cannon_kernel.AVAILABLE and flux.flags.c_contiguous and ivar.flags.c_contiguous:
+        # the checks below in one compiled pass over both arrays
+        lowest, flux_finite, ivar_finite, n_valid = cannon_kernel.input_summary(flux, ivar)
+    else:
+        lowest, highest = ivar.min(initial=0.0), ivar.max(initial=0.0)   # NaN propagates
+        flux_finite, ivar_finite = bool(np.isfinite(flux.sum())), bool(np.isfinite(highest))
+    if np.isnan(lowest) or lowest < 0:
+        raise ModelError("ivar has negative or NaN values; use ivar = 0 for bad pixels")
+    if not flux_finite:
+        bad_flux = ~np.isfinite(flux)
+        ivar = np.where(bad_flux, 0.0, ivar)
+        flux = np.where(bad_flux, 1.0, flux)
+    if not ivar_finite:
+        ivar = np.where(np.isfinite(ivar), ivar, 0.0)
+    return flux, ivar, n_valid
+
+
 class CannonModel:
     """The Cannon (scikit-learn conventions: settings here, learning in :meth:`fit`).
 
@@ -191,83 +221,15 @@ class CannonModel:
         wavelength: (n_pix,) Å, stored so that test spectra on another grid are refused.
         """
         labels = _label_array(labels, self.label_names, "training labels")
-        flux = np.asarray(flux, dtype=float)
-        ivar = np.asarray(ivar, dtype=float)
-        n_stars = labels.shape[0]
-        if flux.ndim != 2 or flux.shape[0] != n_stars or ivar.shape != flux.shape:
-            raise ModelError(
-                f"flux and ivar must both have shape (n_stars={n_stars}, n_pix); got flux "
-                f"{flux.shape} and ivar {ivar.shape}")
-        n_valid = None
-        if cannon_kernel.AVAILABLE and flux.flags.c_contiguous and ivar.flags.c_contiguous:
-            # the checks below in one compiled pass over both arrays
-            lowest, flux_finite, ivar_finite, n_valid = cannon_kernel.input_summary(flux, ivar)
-        else:
-            lowest, highest = ivar.min(initial=0.0), ivar.max(initial=0.0)   # NaN propagates
-            flux_finite, ivar_finite = bool(np.isfinite(flux.sum())), bool(np.isfinite(highest))
-        if np.isnan(lowest) or lowest < 0:
-            raise ModelError("ivar has negative or NaN values; use ivar = 0 for bad pixels")
-        if not flux_finite:
-            bad_flux = ~np.isfinite(flux)
-            ivar = np.where(bad_flux, 0.0, ivar)
-            flux = np.where(bad_flux, 1.0, flux)
-        if not ivar_finite:
-            ivar = np.where(np.isfinite(ivar), ivar, 0.0)
-        n_pix = flux.shape[1]
+        flux, ivar, n_valid = _clean_training_spectra(labels.shape[0], flux, ivar)
+        n_stars, n_pix = flux.shape
         if wavelength is not None:
             wavelength = np.asarray(wavelength, dtype=float)
             if wavelength.shape != (n_pix,):
                 raise ModelError(f"wavelength must have shape ({n_pix},), got {wavelength.shape}")
-
-        terms = self.term_indices
-        n_terms = len(terms)
-        if n_stars < n_terms:
-            raise ModelError(
-                f"{n_stars} training stars cannot constrain {n_terms} terms per pixel "
-                f"({len(self.label_names)} labels, order {self.order}); use at least {n_terms} "
-                "stars (many more in practice) or a lower order / fewer cross terms")
-        if n_valid is None:
-            n_valid = (ivar > 0).sum(axis=0)
-        empty = np.flatnonzero(n_valid < n_terms)
-        if empty.size:
-            where = (f" at {wavelength[empty[0]]:.3f} Å" if wavelength is not None else "")
-            raise ModelError(
-                f"{empty.size} pixel(s) have fewer unmasked training spectra than the {n_terms} "
-                f"terms (e.g. pixel {empty[0]}{where} with {n_valid[empty[0]]}); these pixels are "
-                "all- or nearly all-masked: drop them from flux/ivar/wavelength before training")
-
-        self.fiducials_ = np.percentile(labels, 50, axis=0)
-        scales = np.ptp(np.percentile(labels, [2.5, 97.5], axis=0), axis=0)
-        if np.any(scales <= 0):
-            constant = [n for n, s in zip(self.label_names, scales, strict=True) if s <= 0]
-            raise ModelError(f"training labels {constant} do not vary; remove them from "
-                             "label_names or use a training set that spans them")
-        self.scales_ = scales
-        design = polynomial.design_matrix(self.scale_labels(labels), terms)
-        rank = np.linalg.matrix_rank(design)
-        if rank < n_terms:
-            raise ModelError(
-                f"the training labels constrain only {rank} of the {n_terms} polynomial terms "
-                f"{self.term_names}; use a lower order or training labels that vary independently")
-
-        reg = np.broadcast_to(np.asarray(self.regularization, dtype=float), (n_pix,)).copy()
-        if np.any(reg < 0) or not np.all(np.isfinite(reg)):
-            raise ModelError(f"regularization must be finite and >= 0, got {self.regularization}")
-        if np.any(reg > 0) or self.s2_grid is not None:
-            solver = PixelSolver(design, flux, ivar, self._term_mask(n_pix), reg)
-            grid = (DEFAULT_S2_GRID if self.s2_grid is None
-                    else np.asarray(self.s2_grid, dtype=float))
-            theta, s2, loglike = optimise_scatter(solver, grid, self.s2_tolerance_dex,
-                                                  progress=self.progress)
-            search = {}
-            method = ("Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
-                      "bracketed parabolic/golden refinement")
-        else:
-            newton = ScatterNewton(design, flux, ivar, terms, self._term_mask(n_pix))
-            theta, s2, loglike, search = newton.run(self.s2_tolerance_dex,
-                                                    progress=self.progress)
-            method = ("Ness et al. 2015; s² by safeguarded Newton steps on the profile "
-                      "likelihood, all pixels batched")
+        self._check_enough_stars(n_stars, ivar, n_valid, wavelength)
+        design = self._training_design(labels)
+        theta, s2, loglike, search, method = self._solve_pixels(design, flux, ivar)
         self.theta_ = theta
         self.s2_ = s2
         self.training_log_likelihood_ = loglike
@@ -285,6 +247,75 @@ class CannonModel:
             "s2_search": search,
         }
         return self
+
+    def _check_enough_stars(self, n_stars: int, ivar: np.ndarray, n_valid: np.ndarray | None,
+                            wavelength: np.ndarray | None) -> None:
+        """Refuse a training set with fewer stars than polynomial terms, or with pixels that
+        have fewer unmasked stars (n_valid (n_pix,), counted here from ivar (n_stars, n_pix)
+        if None) than terms."""
+        n_terms = len(self.term_indices)
+        if n_stars < n_terms:
+            raise ModelError(
+                f"{n_stars} training stars cannot constrain {n_terms} terms per pixel "
+                f"({len(self.label_names)} labels, order {self.order}); use at least {n_terms} "
+                "stars (many more in practice) or a lower order / fewer cross terms")
+        if n_valid is None:
+            n_valid = (ivar > 0).sum(axis=0)
+        empty = np.flatnonzero(n_valid < n_terms)
+        if empty.size:
+            where = (f" at {wavelength[empty[0]]:.3f} Å" if wavelength is not None else "")
+            raise ModelError(
+                f"{empty.size} pixel(s) have fewer unmasked training spectra than the {n_terms} "
+                f"terms (e.g. pixel {empty[0]}{where} with {n_valid[empty[0]]}); these pixels are "
+                "all- or nearly all-masked: drop them from flux/ivar/wavelength before training")
+
+    def _training_design(self, labels: np.ndarray) -> np.ndarray:
+        """Set the label scaling from the training labels (n_stars, n_labels), physical
+        units: fiducials = the median, scales = the 2.5–97.5 percentile range; returns the
+        label vectors (n_stars, n_terms), refused if they do not constrain every term."""
+        terms = self.term_indices
+        self.fiducials_ = np.percentile(labels, 50, axis=0)
+        scales = np.ptp(np.percentile(labels, [2.5, 97.5], axis=0), axis=0)
+        if np.any(scales <= 0):
+            constant = [n for n, s in zip(self.label_names, scales, strict=True) if s <= 0]
+            raise ModelError(f"training labels {constant} do not vary; remove them from "
+                             "label_names or use a training set that spans them")
+        self.scales_ = scales
+        design = polynomial.design_matrix(self.scale_labels(labels), terms)
+        rank = np.linalg.matrix_rank(design)
+        if rank < len(terms):
+            raise ModelError(
+                f"the training labels constrain only {rank} of the {len(terms)} polynomial "
+                f"terms {self.term_names}; use a lower order or training labels that vary "
+                "independently")
+        return design
+
+    def _solve_pixels(self, design: np.ndarray, flux: np.ndarray, ivar: np.ndarray):
+        """θ (n_pix, n_terms), s² (n_pix,) (normalised-flux units squared), the training
+        ln L (n_pix,), the s² search's summary and the method's description: Newton steps on
+        the profile likelihood for the plain model, the grid search + refinement of
+        :func:`optimise_scatter` with L1 regularisation or a given ``s2_grid``."""
+        n_pix = flux.shape[1]
+        reg = np.broadcast_to(np.asarray(self.regularization, dtype=float), (n_pix,)).copy()
+        if np.any(reg < 0) or not np.all(np.isfinite(reg)):
+            raise ModelError(f"regularization must be finite and >= 0, got {self.regularization}")
+        if np.any(reg > 0) or self.s2_grid is not None:
+            solver = PixelSolver(design, flux, ivar, self._term_mask(n_pix), reg)
+            grid = (DEFAULT_S2_GRID if self.s2_grid is None
+                    else np.asarray(self.s2_grid, dtype=float))
+            theta, s2, loglike = optimise_scatter(solver, grid, self.s2_tolerance_dex,
+                                                  progress=self.progress)
+            search = {}
+            method = ("Ness et al. 2015 / Casey et al. 2016; s² by profile-likelihood grid + "
+                      "bracketed parabolic/golden refinement")
+        else:
+            newton = ScatterNewton(design, flux, ivar, self.term_indices,
+                                   self._term_mask(n_pix))
+            theta, s2, loglike, search = newton.run(self.s2_tolerance_dex,
+                                                    progress=self.progress)
+            method = ("Ness et al. 2015; s² by safeguarded Newton steps on the profile "
+                      "likelihood, all pixels batched")
+        return theta, s2, loglike, search, method
 
     # ------------------------------------------------------------------ forward model
     def predict(self, labels):

@@ -217,19 +217,7 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
                poor_fit_chi2_reduced: float = 3.0, progress: bool = False) -> CannonLabelFit:
     """Batched multi-start LM fit; see :meth:`CannonModel.infer_labels` for the arguments."""
     terms = model.term_indices
-    if np.isfinite(flux.sum()) and ivar.min() >= 0 and np.isfinite(ivar.max()):   # fewer passes
-        n_pixels = np.count_nonzero(ivar, axis=1)            # ivar ≥ 0: nonzero = usable
-    else:
-        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-        flux = np.where(good, flux, 1.0)
-        ivar = np.where(good, ivar, 0.0)
-        n_pixels = np.count_nonzero(good, axis=1)
-    empty = n_pixels <= len(model.label_names)
-    if empty.all():
-        raise ModelError(
-            f"none of the {flux.shape[0]} test spectra has more usable pixels (finite flux, "
-            f"ivar > 0) than the {len(model.label_names)} labels; they are all-masked: check "
-            "the masks/ivar or the wavelength overlap with the model")
+    flux, ivar, n_pixels, empty = _usable_pixels(flux, ivar, len(model.label_names))
     weight = model.s2_ * ivar
     weight += 1.0
     np.divide(ivar, weight, out=weight)                        # 0 where ivar = 0
@@ -250,25 +238,8 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
         sl = slice(start, min(start + chunk_size, n_spec))
         forms = _SpectrumForms(model.theta_, terms, flux[sl], weight[sl])
         with single_threaded():   # small products: one thread (threaded BLAS is slower)
-            m = forms.c.shape[0]
-            order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
-            x0 = candidates[order].reshape(m * n_starts, k)
-            rows = np.repeat(np.arange(m), n_starts)
-            out = minimise(_LabelProblem(forms, rows, lo, hi), x0, max_iter=max_iter,
-                           ftol=FTOL, xtol=XTOL, damping=DAMPING)
-            x, c, it = out.u, out.converged, out.iterations
-            chi2 = out.chi2.reshape(m, n_starts)
-            best = np.argmin(chi2, axis=1)
-            pick_rows = np.arange(m) * n_starts + best
-            best_x[sl] = x[pick_rows]
-            best_chi2[sl] = chi2[np.arange(m), best]
-            conv[sl] = c[pick_rows]
-            iters[sl] = it.reshape(m, n_starts).sum(axis=1)
-            h, _ = forms.normal(best_x[sl], forms.t, forms.u)
-            try:
-                cov = np.linalg.inv(h)
-            except np.linalg.LinAlgError:
-                cov = np.linalg.pinv(h)
+            best_x[sl], best_chi2[sl], conv[sl], iters[sl], cov = _fit_chunk(
+                forms, candidates, n_starts, lo, hi, max_iter)
             covariance[sl] = cov * np.outer(model.scales_, model.scales_)
     model_flux = polynomial.design_matrix(best_x, terms) @ model.theta_.T
     # best_chi2 is the quadratic form c - 2ℓ·u + ℓᵀTℓ: its cancellation (c ~ Σ w f² against
@@ -277,14 +248,8 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
     dof = np.maximum(n_pixels - k, 1)
     chi2_reduced = best_chi2 / dof
     labels = model.unscale_labels(best_x)
-    tol = 1e-6 * (hi - lo)
-    at_bound = np.any((best_x <= lo + tol) | (best_x >= hi - tol), axis=1)
-    train = model.training_labels_
-    outside = np.any((labels < train.min(axis=0)) | (labels > train.max(axis=0)), axis=1)
-    flags = (np.where(conv, 0, FLAG_NOT_CONVERGED) | np.where(at_bound, FLAG_AT_BOUND, 0)
-             | np.where(chi2_reduced > poor_fit_chi2_reduced, FLAG_POOR_FIT, 0)
-             | np.where(outside, FLAG_OUTSIDE_TRAINING, 0)
-             | np.where(n_pixels < 10 * k, FLAG_FEW_PIXELS, 0))
+    flags = _flags(model, best_x, labels, conv, chi2_reduced, n_pixels, lo, hi,
+                   poor_fit_chi2_reduced)
     if empty.any():   # no information: no labels rather than the starting point with σ = 0
         labels[empty] = np.nan
         covariance[empty] = np.nan
@@ -297,3 +262,67 @@ def fit_labels(model: CannonModel, flux: np.ndarray, ivar: np.ndarray, lo: np.nd
         formal, covariance = covariance, covariance * np.outer(scale, scale)
     return CannonLabelFit(model.label_names, labels, covariance, best_chi2, chi2_reduced,
                           n_pixels, flags.astype(int), iters, model_flux, formal)
+
+
+def _usable_pixels(flux: np.ndarray, ivar: np.ndarray, n_labels: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Test flux and ivar (n, n_pix) with unusable pixels (non-finite flux or ivar, ivar ≤ 0)
+    masked (flux 1, ivar 0), the usable pixels per spectrum (n,) and where they are no more
+    than the labels (n,) bool; refused if that is every spectrum."""
+    if np.isfinite(flux.sum()) and ivar.min() >= 0 and np.isfinite(ivar.max()):   # fewer passes
+        n_pixels = np.count_nonzero(ivar, axis=1)            # ivar ≥ 0: nonzero = usable
+    else:
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+        flux = np.where(good, flux, 1.0)
+        ivar = np.where(good, ivar, 0.0)
+        n_pixels = np.count_nonzero(good, axis=1)
+    empty = n_pixels <= n_labels
+    if empty.all():
+        raise ModelError(
+            f"none of the {flux.shape[0]} test spectra has more usable pixels (finite flux, "
+            f"ivar > 0) than the {n_labels} labels; they are all-masked: check "
+            "the masks/ivar or the wavelength overlap with the model")
+    return flux, ivar, n_pixels, empty
+
+
+def _fit_chunk(forms: _SpectrumForms, candidates: np.ndarray, n_starts: int, lo: np.ndarray,
+               hi: np.ndarray, max_iter: int):
+    """The LM fit of a chunk of m spectra from the n_starts candidates (scaled labels) of
+    lowest χ² each: the best start's scaled labels (m, k), χ², convergence (m,), the
+    iterations of all starts (m,) and the inverse of JᵀWJ (m, k, k) in scaled units."""
+    k = candidates.shape[1]
+    m = forms.c.shape[0]
+    order = np.argsort(forms.chi2_candidates(candidates), axis=1)[:, :n_starts]
+    x0 = candidates[order].reshape(m * n_starts, k)
+    rows = np.repeat(np.arange(m), n_starts)
+    out = minimise(_LabelProblem(forms, rows, lo, hi), x0, max_iter=max_iter,
+                   ftol=FTOL, xtol=XTOL, damping=DAMPING)
+    x, c, it = out.u, out.converged, out.iterations
+    chi2 = out.chi2.reshape(m, n_starts)
+    best = np.argmin(chi2, axis=1)
+    pick_rows = np.arange(m) * n_starts + best
+    best_x = x[pick_rows]
+    h, _ = forms.normal(best_x, forms.t, forms.u)
+    try:
+        cov = np.linalg.inv(h)
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(h)
+    return (best_x, chi2[np.arange(m), best], c[pick_rows],
+            it.reshape(m, n_starts).sum(axis=1), cov)
+
+
+def _flags(model: CannonModel, best_x: np.ndarray, labels: np.ndarray, conv: np.ndarray,
+           chi2_reduced: np.ndarray, n_pixels: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+           poor_fit_chi2_reduced: float) -> np.ndarray:
+    """The FLAG_* bit mask (n,) of fitted scaled labels best_x and physical labels (n, k):
+    not converged, at a bound (within 1e-6 of the bounds' span), poor fit, outside the
+    training range, few pixels (< 10 per label)."""
+    k = labels.shape[1]
+    tol = 1e-6 * (hi - lo)
+    at_bound = np.any((best_x <= lo + tol) | (best_x >= hi - tol), axis=1)
+    train = model.training_labels_
+    outside = np.any((labels < train.min(axis=0)) | (labels > train.max(axis=0)), axis=1)
+    return (np.where(conv, 0, FLAG_NOT_CONVERGED) | np.where(at_bound, FLAG_AT_BOUND, 0)
+            | np.where(chi2_reduced > poor_fit_chi2_reduced, FLAG_POOR_FIT, 0)
+            | np.where(outside, FLAG_OUTSIDE_TRAINING, 0)
+            | np.where(n_pixels < 10 * k, FLAG_FEW_PIXELS, 0))

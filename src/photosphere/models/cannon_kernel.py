@@ -16,6 +16,14 @@ called from the kernel through SciPy's BLAS (``scipy.linalg.cython_blas.dgemm``)
 refinement steps stop as soon as its own θ has converged (the NumPy path refines a slice of
 pixels until all of them have).
 
+:func:`solve_block` is written as its stages (the s² = 0 evaluation, the choice of full or
+cheap evaluations, the full evaluations, the two halves of a cheap one, the Newton steps, the
+final ln L), each an ``@_jit(inline=True)`` function: Numba inlines their IR into it, so the
+compiled kernel is one function, as fast as the single long function it was written as before
+(as separately compiled calls they cost 2-5 % of a training; docs/architecture.md). A call to
+one of them must pass at most 30 arguments (CPython passes more as ``*args``, which Numba's
+inliner refuses).
+
 numba is optional: :data:`AVAILABLE` says whether it (and this kernel) could be loaded; without
 it the NumPy path is used. The functions are compiled on the first call and cached on disk
 (``cache=True``), so later processes load them instead of compiling.
@@ -46,14 +54,17 @@ _GEMM_SYMBOL = "photosphere_cannon_dgemm"
 _FAST = ("reassoc", "contract", "nsz")
 
 
-def _jit(fastmath=()):
+def _jit(fastmath=(), inline=False):
     def wrap(func):
         if numba is None:
             return func
         # error_model="numpy": x / 0 gives inf instead of raising, which lets the loops with
-        # a division be vectorised (no division by zero happens in them)
+        # a division be vectorised (no division by zero happens in them); inline: the
+        # function's Numba IR is inlined into its callers (the stages of solve_block: the
+        # compiled kernel stays one function, as fast as before the split)
         return numba.njit(cache=True, nogil=True, error_model="numpy",
-                          fastmath=set(fastmath) if fastmath else False)(func)
+                          fastmath=set(fastmath) if fastmath else False,
+                          inline="always" if inline else "never")(func)
     return wrap
 
 
@@ -332,6 +343,350 @@ def _newton_step(p, t, lo, hi, d1, d2, t_floor, tolerance, loglike_tolerance):
     return new, done, to_zero
 
 
+@_jit(inline=True)
+def _gather_block(flux, ivar_all, start, nb, resid, ivar):
+    """Copy pixels start … start + nb - 1 of flux, ivar_all (n_stars, n_pix) into the rows of
+    resid, ivar (≥nb, n_stars), pixel-major, so that every per-pixel loop is contiguous; tiles
+    of 8 stars, so that whole cache lines are written."""
+    n_stars = flux.shape[0]
+    s0 = 0
+    while s0 + 8 <= n_stars:
+        for p in range(nb):
+            for s in range(s0, s0 + 8):
+                resid[p, s] = flux[s, start + p]
+        for p in range(nb):
+            for s in range(s0, s0 + 8):
+                ivar[p, s] = ivar_all[s, start + p]
+        s0 += 8
+    for s in range(s0, n_stars):
+        for p in range(nb):
+            resid[p, s] = flux[s, start + p]
+            ivar[p, s] = ivar_all[s, start + p]
+
+
+@_jit(inline=True)
+def _solve_at_zero(normal0, start, nb, keep_all, has_keep, no_keep, design, design_t, inverse,
+                   rows, cols, resid, ivar, q_chunk, change, grad, delta, m, lower, theta,
+                   theta0, chi2_0, iv_max, t_floor, active, t, work):
+    """The s² = 0 evaluation of every pixel of the block (weights ivar): θ̂(0) into theta and
+    theta0 (nb, P) and its residuals into resid (nb, n_stars); χ²(0), the largest ivar and the
+    floor of t = ln s² below which s² is negligible (nb,); and, where P'(0) > 0, active and the
+    starting t from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² (s² in
+    normalised-flux units squared). normal0 (n_monomials, n_pix): the monomial sums at s² = 0
+    (the caller's product). Scratch per chunk of pixels: q_chunk, change (chunk, n_stars),
+    grad, delta (chunk, P); m (P, P). Returns False if a normal matrix is singular."""
+    n_terms, n_stars = design_t.shape
+    chunk = q_chunk.shape[0]
+    N = 78                                                    # 'N'
+    for c0 in range(0, nb, chunk):
+        nc = min(chunk, nb - c0)
+        for i in range(nc):
+            _product(ivar[c0 + i], resid[c0 + i], q_chunk[i])
+        _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0, grad,
+              n_terms, work)
+        for i in range(nc):
+            p = c0 + i
+            keep = keep_all[start + p] if has_keep else no_keep
+            if not _factor(normal0[:, start + p], inverse, rows, cols, keep, has_keep, m,
+                           lower[p]):
+                return False
+            _mask(grad[i], keep, has_keep)
+            _chol_solve(lower[p], grad[i], delta[i])
+            theta[p] += delta[i]
+        _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0, change,
+              n_stars, work)
+        for i in range(nc):
+            p = c0 + i
+            sq, sw, chi2, sw2, largest = _update_first(resid[p], change[i], ivar[p])
+            theta0[p] = theta[p]
+            chi2_0[p] = chi2
+            iv_max[p] = largest
+            t_floor[p] = math.log(1e-10 / max(largest, 1e-300))
+            first = 0.5 * (sq - sw)
+            if first > 0:
+                active[p] = True
+                t[p] = math.log(2 * first / max(sw2, 1e-300))
+    return True
+
+
+@_jit(inline=True)
+def _choose_evaluations(active, need_full, t, t_factor, iv_max, cheap_change, members,
+                        cheap_members):
+    """Sort the active pixels of a Newton iteration into those evaluated fully (members) and
+    cheaply (cheap_members, (nb,) int64 each): cheaply when the last cheap evaluation left θ
+    converged and the weights changed by less than cheap_change (relative) since the pixel's
+    last full evaluation. Returns how many of each."""
+    n_full = 0
+    n_cheap = 0
+    for p in range(active.size):
+        if not active[p]:
+            continue
+        weight_change = _change(math.exp(t[p]), math.exp(t_factor[p]), iv_max[p])
+        if not need_full[p] and weight_change < cheap_change:
+            cheap_members[n_cheap] = p
+            n_cheap += 1
+        else:
+            members[n_full] = p
+            n_full += 1
+    return n_full, n_cheap
+
+
+@_jit(inline=True)
+def _full_evaluations(members, n_full, start, keep_all, has_keep, no_keep, design, design_t,
+                      monomials_t, inverse, rows, cols, resid, ivar, t, w_set, q_chunk, change,
+                      flat, grad, delta, m, lower, step_theta, theta, slope, d1, d2, work):
+    """Full evaluations of pixels members[:n_full] at s² = exp(t): their normal matrices
+    (n_full, P, P) from one product (weights w_set (n_full, n_stars) @ monomials_t (n_stars,
+    n_monomials) into flat), Cholesky factors into lower, one refinement step of θ (and resid),
+    P' into d1, P'' into d2 (per unit s²) and dθ̂/ds² = -M⁻¹c into slope (n_pix of the block,
+    P). Returns False if a normal matrix is singular."""
+    n_terms, n_stars = design_t.shape
+    n_mono = monomials_t.shape[1]
+    chunk = q_chunk.shape[0]
+    N = 78                                                    # 'N'
+    for i in range(n_full):
+        p = members[i]
+        _weights(ivar[p], math.exp(t[p]), w_set[i])
+    _gemm(N, N, n_full, n_mono, n_stars, 1.0, w_set, n_stars, monomials_t, n_mono, 0.0,
+          flat, n_mono, work)
+    for c0 in range(0, n_full, chunk):
+        nc = min(chunk, n_full - c0)
+        for i in range(nc):
+            _product(w_set[c0 + i], resid[members[c0 + i]], q_chunk[i])
+        _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0,
+              grad, n_terms, work)
+        for i in range(nc):
+            p = members[c0 + i]
+            keep = keep_all[start + p] if has_keep else no_keep
+            if not _factor(flat[c0 + i], inverse, rows, cols, keep, has_keep, m, lower[p]):
+                return False
+            _mask(grad[i], keep, has_keep)
+            _chol_solve(lower[p], grad[i], delta[i])
+            theta[p] += delta[i]
+        _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0,
+              change, n_stars, work)
+        for i in range(nc):
+            p = members[c0 + i]
+            sq, sw, sw2, spq = _update_second(resid[p], change[i], w_set[c0 + i], q_chunk[i])
+            d1[p] = 0.5 * (sq - sw)
+            d2[p] = 0.5 * sw2 - spq
+        _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0,
+              grad, n_terms, work)                          # c = Σ w² r ℓ
+        for i in range(nc):
+            p = members[c0 + i]
+            keep = keep_all[start + p] if has_keep else no_keep
+            _mask(grad[i], keep, has_keep)
+            _chol_solve(lower[p], grad[i], step_theta)      # M⁻¹ c = -dθ̂/ds²
+            cy = 0.0
+            for j in range(n_terms):
+                cy += grad[i, j] * step_theta[j]
+                slope[p, j] = -step_theta[j]
+            d2[p] += cy
+    return True
+
+
+@_jit(inline=True)
+def _predict_theta(cheap_members, c0, nc, live_members, design_t, resid, ivar, t, t_theta,
+                   t_factor, iv_max, slope, d2_factor, theta, delta, limit, w_chunk, q_chunk,
+                   change, d2, converged, work):
+    """The first part of a cheap evaluation of the chunk's pixels cheap_members[c0:c0 + nc]
+    (copied into live_members): their weights at s² = exp(t) into w_chunk, θ̂ predicted to
+    first order (θ += dθ̂/ds² × the change of s² since θ was θ̂) with the residuals, and w r
+    into q_chunk; limit (chunk,): the largest θ step at which the refinement counts θ as
+    converged (each step shrinks θ's error by at most the weight change since the factor,
+    plus rounding); d2: P'' of the last full evaluation."""
+    n_terms, n_stars = design_t.shape
+    N = 78                                                    # 'N'
+    for i in range(nc):
+        p = cheap_members[c0 + i]
+        live_members[i] = p
+        s_new = math.exp(t[p])
+        _weights(ivar[p], s_new, w_chunk[i])
+        shift = s_new - math.exp(t_theta[p])
+        largest = 0.0
+        for j in range(n_terms):
+            delta[i, j] = slope[p, j] * shift
+            theta[p, j] += delta[i, j]
+            largest = max(largest, abs(theta[p, j]))
+        contraction = _change(s_new, math.exp(t_factor[p]), iv_max[p]) + 1e-4
+        limit[i] = 1e-10 * largest / contraction
+        d2[p] = d2_factor[p]
+        converged[p] = False
+    _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0,
+          change, n_stars, work)
+    for i in range(nc):
+        _update(resid[live_members[i]], change[i], w_chunk[i], q_chunk[i])
+
+
+@_jit(inline=True)
+def _refine_theta(live_members, nc, start, keep_all, has_keep, no_keep, design, design_t,
+                  lower, resid, theta, grad, delta, limit, w_chunk, q_chunk, change, d1,
+                  converged, counters, flop_vec, work):
+    """The refinement steps of a cheap evaluation, θ ← θ + M⁻¹ Σ w r ℓ with the factor of the
+    pixel's last full evaluation (at most 4): a pixel leaves the chunk's live set
+    (live_members[:nc], compacted in place with its limit, w_chunk and q_chunk rows) as soon
+    as its step is at most its limit; P' of each step into d1."""
+    n_terms, n_stars = design_t.shape
+    N = 78                                                    # 'N'
+    live = nc
+    for _ in range(4):
+        _gemm(N, N, live, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms,
+              0.0, grad, n_terms, work)
+        for i in range(live):
+            p = live_members[i]
+            keep = keep_all[start + p] if has_keep else no_keep
+            _mask(grad[i], keep, has_keep)
+            _chol_solve(lower[p], grad[i], delta[i])
+            biggest = 0.0
+            for j in range(n_terms):
+                theta[p, j] += delta[i, j]
+                biggest = max(biggest, abs(delta[i, j]))
+            converged[p] = biggest <= limit[i]
+        _gemm(N, N, live, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars,
+              0.0, change, n_stars, work)
+        counters[2] += live
+        counters[3] += live * 2 * flop_vec
+        kept = 0
+        for i in range(live):
+            p = live_members[i]
+            sq, sw = _update(resid[p], change[i], w_chunk[i], q_chunk[i])
+            d1[p] = 0.5 * (sq - sw)
+            if not converged[p]:
+                if kept != i:
+                    live_members[kept] = p
+                    limit[kept] = limit[i]
+                    w_chunk[kept] = w_chunk[i]
+                    q_chunk[kept] = q_chunk[i]
+                kept += 1
+        live = kept
+        if live == 0:
+            break
+
+
+@_jit(inline=True)
+def _newton_steps(active, converged, need_full, t, t_theta, lo, hi, d1, d2, t_floor, theta,
+                  theta0, design_t, resid, step_theta, tolerance, loglike_tolerance):
+    """The Newton step in t = ln s² of every active pixel whose θ converged (the others get a
+    full evaluation next time): a pixel whose step is done, or that heads to s² = 0 (then
+    back to θ̂(0) and its residuals), stops being active."""
+    n_terms = design_t.shape[0]
+    for p in range(active.size):
+        if not active[p]:
+            continue
+        t_theta[p] = t[p]
+        need_full[p] = not converged[p]
+        if need_full[p]:
+            continue
+        new, done, to_zero = _newton_step(p, t, lo, hi, d1, d2, t_floor, tolerance,
+                                          loglike_tolerance)
+        if done or to_zero:
+            if to_zero and not done:
+                for j in range(n_terms):
+                    step_theta[j] = theta0[p, j] - theta[p, j]
+                    theta[p, j] = theta0[p, j]
+                _subtract_rows(design_t, step_theta, resid[p])
+                t[p] = -np.inf
+            active[p] = False
+        else:
+            t[p] = new
+
+
+@_jit(inline=True)
+def _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomials_t, inverse,
+                   rows, cols, tolerance, loglike_tolerance, max_iter, cheap_change, counters,
+                   resid, ivar, w_set, q_chunk, w_chunk, change, lower, theta, theta0, t,
+                   t_floor, iv_max, active, work):
+    """The Newton iterations in t = ln s² of the block's active pixels after the s² = 0
+    evaluation (solve_block's arrays, same names), at most max_iter: every active pixel is
+    evaluated once per iteration, fully (a new normal matrix) or cheaply (refinement from the
+    last factor, chunk by chunk), then takes its Newton step. Per pixel, of its last full
+    evaluation: t_factor, P'' (d2_factor) and dθ̂/ds² (slope); t_theta: the t at which θ is
+    θ̂ now; need_full: its last cheap evaluation left θ unconverged. Returns the number of
+    iterations, or -1 if a normal matrix is singular."""
+    nb = t.size
+    n_terms, n_stars = design_t.shape
+    n_mono = monomials_t.shape[1]
+    chunk = q_chunk.shape[0]
+    flat = np.empty((nb, n_mono))
+    grad = np.empty((chunk, n_terms))
+    delta = np.empty((chunk, n_terms))
+    m = np.empty((n_terms, n_terms))
+    step_theta = np.empty(n_terms)
+    members = np.empty(nb, dtype=np.int64)
+    cheap_members = np.empty(nb, dtype=np.int64)
+    live_members = np.empty(chunk, dtype=np.int64)
+    limit = np.empty(chunk)
+    d1 = np.zeros(nb)
+    d2 = np.zeros(nb)
+    converged = np.ones(nb, dtype=np.bool_)
+    slope = np.zeros((nb, n_terms))
+    lo = np.full(nb, -np.inf)
+    hi = np.full(nb, np.inf)
+    t_factor = np.full(nb, np.nan)
+    t_theta = np.full(nb, np.nan)
+    d2_factor = np.zeros(nb)
+    need_full = np.zeros(nb, dtype=np.bool_)
+    flop_build = 2.0 * n_stars * n_mono
+    flop_vec = 2.0 * n_stars * n_terms      # one (pixel × stars) @ (stars × terms) product
+    n_iter = 0
+    while n_iter < max_iter:
+        n_full, n_cheap = _choose_evaluations(active, need_full, t, t_factor, iv_max,
+                                              cheap_change, members, cheap_members)
+        if n_full + n_cheap == 0:
+            break
+        n_iter += 1
+        if n_full:
+            counters[0] += n_full
+            counters[3] += n_full * (flop_build + 3 * flop_vec)
+            if not _full_evaluations(members, n_full, start, keep_all, has_keep, no_keep,
+                                     design, design_t, monomials_t, inverse, rows, cols, resid,
+                                     ivar, t, w_set, q_chunk, change, flat, grad, delta, m,
+                                     lower, step_theta, theta, slope, d1, d2, work):
+                return -1
+            for i in range(n_full):
+                p = members[i]
+                t_factor[p] = t[p]
+                d2_factor[p] = d2[p]
+                converged[p] = True
+        if n_cheap:
+            counters[1] += n_cheap
+            counters[3] += n_cheap * flop_vec
+            for c0 in range(0, n_cheap, chunk):     # θ converges chunk by chunk
+                nc = min(chunk, n_cheap - c0)
+                _predict_theta(cheap_members, c0, nc, live_members, design_t, resid, ivar, t,
+                               t_theta, t_factor, iv_max, slope, d2_factor, theta, delta,
+                               limit, w_chunk, q_chunk, change, d2, converged, work)
+                _refine_theta(live_members, nc, start, keep_all, has_keep, no_keep, design,
+                              design_t, lower, resid, theta, grad, delta, limit, w_chunk,
+                              q_chunk, change, d1, converged, counters, flop_vec, work)
+        _newton_steps(active, converged, need_full, t, t_theta, lo, hi, d1, d2, t_floor, theta,
+                      theta0, design_t, resid, step_theta, tolerance, loglike_tolerance)
+    return n_iter
+
+
+@_jit(inline=True)
+def _store_results(start, nb, t, chi2_0, iv_max, resid, ivar, theta, theta0, theta_out,
+                   s2_out, loglike_out):
+    """θ, s² and ln L of the block's pixels into theta_out (n_pix, P), s2_out, loglike_out
+    (n_pix,) at rows start …; ln L at the s² found, or s² = 0 and θ̂(0) where that is
+    better."""
+    for p in range(nb):
+        j = start + p
+        s2 = math.exp(t[p])
+        loglike = -0.5 * chi2_0[p]
+        if s2 > 0:
+            k = int(min(max(280 / max(math.log10(1.0 + s2 * iv_max[p]), 1e-3), 1), 64))
+            value = _loglike(resid[p], ivar[p], s2, k)
+            if value < loglike:
+                theta[p] = theta0[p]
+                s2 = 0.0
+            else:
+                loglike = value
+        theta_out[j] = theta[p]
+        s2_out[j] = s2
+        loglike_out[j] = loglike
+
+
 @_jit()
 def solve_block(flux, ivar_all, normal0, start, nb, keep_all, has_keep, design, design_t,
                 monomials_t, inverse, rows, cols, tolerance, loglike_tolerance, max_iter,
@@ -353,254 +708,36 @@ def solve_block(flux, ivar_all, normal0, start, nb, keep_all, has_keep, design, 
     the matrix products, and keep the most Newton iterations of a block. Returns 0, or SINGULAR.
     """
     n_terms, n_stars = design_t.shape
-    n_mono = monomials_t.shape[1]
     chunk = q_chunk.shape[0]
     work = np.empty(8, dtype=np.int32)
-    N = 78                                                    # 'N'
-    flat = np.empty((nb, n_mono))
-    # the block, pixel-major (rows of resid and ivar): every per-pixel loop is contiguous
-    s0 = 0
-    while s0 + 8 <= n_stars:                  # tiles of 8 stars: whole cache lines written
-        for p in range(nb):
-            for s in range(s0, s0 + 8):
-                resid[p, s] = flux[s, start + p]
-        for p in range(nb):
-            for s in range(s0, s0 + 8):
-                ivar[p, s] = ivar_all[s, start + p]
-        s0 += 8
-    for s in range(s0, n_stars):
-        for p in range(nb):
-            resid[p, s] = flux[s, start + p]
-            ivar[p, s] = ivar_all[s, start + p]
-    # scratch: w_set the weights of a set of pixels (gathered), and per chunk q_chunk w r (or
-    # w² r), w_chunk the weights and change the residual change
-    grad = np.empty((chunk, n_terms))
-    delta = np.empty((chunk, n_terms))
-    members = np.empty(nb, dtype=np.int64)
-    cheap_members = np.empty(nb, dtype=np.int64)
-    live_members = np.empty(chunk, dtype=np.int64)
-    limit = np.empty(chunk)
-    d1 = np.zeros(nb)
-    d2 = np.zeros(nb)
-    converged = np.ones(nb, dtype=np.bool_)
-    # per-pixel state
+    _gather_block(flux, ivar_all, start, nb, resid, ivar)
+    # per-pixel state: θ, θ̂(0), t = ln s², χ²(0), the largest ivar, the floor of t, and whether
+    # the pixel is still searching; scratch per chunk of pixels (the search has its own)
     theta = np.zeros((nb, n_terms))
     theta0 = np.empty((nb, n_terms))
-    slope = np.zeros((nb, n_terms))
     t = np.full(nb, -np.inf)
-    lo = np.full(nb, -np.inf)
-    hi = np.full(nb, np.inf)
-    t_factor = np.full(nb, np.nan)
-    t_theta = np.full(nb, np.nan)
-    d2_factor = np.zeros(nb)
-    need_full = np.zeros(nb, dtype=np.bool_)
-    active = np.zeros(nb, dtype=np.bool_)
     chi2_0 = np.empty(nb)
     iv_max = np.empty(nb)
     t_floor = np.empty(nb)
+    active = np.zeros(nb, dtype=np.bool_)
+    grad = np.empty((chunk, n_terms))
+    delta = np.empty((chunk, n_terms))
     m = np.empty((n_terms, n_terms))
-    step_theta = np.empty(n_terms)
     no_keep = np.ones(n_terms, dtype=np.bool_)
-    flop_build = 2.0 * n_stars * n_mono
     flop_vec = 2.0 * n_stars * n_terms      # one (pixel × stars) @ (stars × terms) product
-
-    # ---- s² = 0 (weights ivar), every pixel: θ̂(0), P'(0), χ²(0)
     counters[0] += nb
     counters[3] += nb * 2 * flop_vec         # the s² = 0 build is the caller's product
-    for c0 in range(0, nb, chunk):
-        nc = min(chunk, nb - c0)
-        for i in range(nc):
-            _product(ivar[c0 + i], resid[c0 + i], q_chunk[i])
-        _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0, grad,
-              n_terms, work)
-        for i in range(nc):
-            p = c0 + i
-            keep = keep_all[start + p] if has_keep else no_keep
-            if not _factor(normal0[:, start + p], inverse, rows, cols, keep, has_keep, m,
-                           lower[p]):
-                return SINGULAR
-            _mask(grad[i], keep, has_keep)
-            _chol_solve(lower[p], grad[i], delta[i])
-            theta[p] += delta[i]
-        _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0, change,
-              n_stars, work)
-        for i in range(nc):
-            p = c0 + i
-            sq, sw, chi2, sw2, largest = _update_first(resid[p], change[i], ivar[p])
-            theta0[p] = theta[p]
-            chi2_0[p] = chi2
-            iv_max[p] = largest
-            t_floor[p] = math.log(1e-10 / max(largest, 1e-300))
-            first = 0.5 * (sq - sw)
-            if first > 0:
-                active[p] = True
-                # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar²
-                t[p] = math.log(2 * first / max(sw2, 1e-300))
-
-    # ---- Newton iterations: every active pixel once per iteration
-    n_iter = 0
-    while n_iter < max_iter:
-        n_full = 0
-        n_cheap = 0
-        for p in range(nb):
-            if not active[p]:
-                continue
-            weight_change = _change(math.exp(t[p]), math.exp(t_factor[p]), iv_max[p])
-            if not need_full[p] and weight_change < cheap_change:
-                cheap_members[n_cheap] = p
-                n_cheap += 1
-            else:
-                members[n_full] = p
-                n_full += 1
-        if n_full + n_cheap == 0:
-            break
-        n_iter += 1
-
-        # full evaluations: build (one product for the set), factor, refine θ, P', P'', dθ̂/ds²
-        if n_full:
-            for i in range(n_full):
-                p = members[i]
-                _weights(ivar[p], math.exp(t[p]), w_set[i])
-            _gemm(N, N, n_full, n_mono, n_stars, 1.0, w_set, n_stars, monomials_t, n_mono, 0.0,
-                  flat, n_mono, work)
-            counters[0] += n_full
-            counters[3] += n_full * (flop_build + 3 * flop_vec)
-            for c0 in range(0, n_full, chunk):
-                nc = min(chunk, n_full - c0)
-                for i in range(nc):
-                    _product(w_set[c0 + i], resid[members[c0 + i]], q_chunk[i])
-                _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0,
-                      grad, n_terms, work)
-                for i in range(nc):
-                    p = members[c0 + i]
-                    keep = keep_all[start + p] if has_keep else no_keep
-                    if not _factor(flat[c0 + i], inverse, rows, cols, keep, has_keep, m,
-                                   lower[p]):
-                        return SINGULAR
-                    _mask(grad[i], keep, has_keep)
-                    _chol_solve(lower[p], grad[i], delta[i])
-                    theta[p] += delta[i]
-                _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0,
-                      change, n_stars, work)
-                for i in range(nc):
-                    p = members[c0 + i]
-                    sq, sw, sw2, spq = _update_second(resid[p], change[i], w_set[c0 + i],
-                                                      q_chunk[i])
-                    d1[p] = 0.5 * (sq - sw)
-                    d2[p] = 0.5 * sw2 - spq
-                _gemm(N, N, nc, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms, 0.0,
-                      grad, n_terms, work)                          # c = Σ w² r ℓ
-                for i in range(nc):
-                    p = members[c0 + i]
-                    keep = keep_all[start + p] if has_keep else no_keep
-                    _mask(grad[i], keep, has_keep)
-                    _chol_solve(lower[p], grad[i], step_theta)      # M⁻¹ c = -dθ̂/ds²
-                    cy = 0.0
-                    for j in range(n_terms):
-                        cy += grad[i, j] * step_theta[j]
-                        slope[p, j] = -step_theta[j]
-                    d2[p] += cy
-                    t_factor[p] = t[p]
-                    d2_factor[p] = d2[p]
-                    converged[p] = True
-
-        # cheap evaluations: θ̂ predicted to first order and refined with the last factor,
-        # chunk by chunk; a pixel leaves its chunk's refinement when its θ has converged
-        if n_cheap:
-            counters[1] += n_cheap
-            counters[3] += n_cheap * flop_vec
-            for c0 in range(0, n_cheap, chunk):
-                nc = min(chunk, n_cheap - c0)
-                for i in range(nc):
-                    p = cheap_members[c0 + i]
-                    live_members[i] = p
-                    s_new = math.exp(t[p])
-                    _weights(ivar[p], s_new, w_chunk[i])
-                    shift = s_new - math.exp(t_theta[p])
-                    largest = 0.0
-                    for j in range(n_terms):
-                        delta[i, j] = slope[p, j] * shift
-                        theta[p, j] += delta[i, j]
-                        largest = max(largest, abs(theta[p, j]))
-                    # each step shrinks θ's error by at most the weight change (+ rounding)
-                    contraction = _change(s_new, math.exp(t_factor[p]), iv_max[p]) + 1e-4
-                    limit[i] = 1e-10 * largest / contraction
-                    d2[p] = d2_factor[p]                   # P'' of the full evaluation
-                    converged[p] = False
-                _gemm(N, N, nc, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars, 0.0,
-                      change, n_stars, work)
-                for i in range(nc):
-                    _update(resid[live_members[i]], change[i], w_chunk[i], q_chunk[i])
-                live = nc
-                for _ in range(4):
-                    _gemm(N, N, live, n_terms, n_stars, 1.0, q_chunk, n_stars, design, n_terms,
-                          0.0, grad, n_terms, work)
-                    for i in range(live):
-                        p = live_members[i]
-                        keep = keep_all[start + p] if has_keep else no_keep
-                        _mask(grad[i], keep, has_keep)
-                        _chol_solve(lower[p], grad[i], delta[i])
-                        biggest = 0.0
-                        for j in range(n_terms):
-                            theta[p, j] += delta[i, j]
-                            biggest = max(biggest, abs(delta[i, j]))
-                        converged[p] = biggest <= limit[i]
-                    _gemm(N, N, live, n_stars, n_terms, 1.0, delta, n_terms, design_t, n_stars,
-                          0.0, change, n_stars, work)
-                    counters[2] += live
-                    counters[3] += live * 2 * flop_vec
-                    kept = 0
-                    for i in range(live):
-                        p = live_members[i]
-                        sq, sw = _update(resid[p], change[i], w_chunk[i], q_chunk[i])
-                        d1[p] = 0.5 * (sq - sw)
-                        if not converged[p]:
-                            if kept != i:
-                                live_members[kept] = p
-                                limit[kept] = limit[i]
-                                w_chunk[kept] = w_chunk[i]
-                                q_chunk[kept] = q_chunk[i]
-                            kept += 1
-                    live = kept
-                    if live == 0:
-                        break
-
-        # the Newton steps
-        for p in range(nb):
-            if not active[p]:
-                continue
-            t_theta[p] = t[p]
-            need_full[p] = not converged[p]   # θ not converged: a full evaluation next time
-            if need_full[p]:
-                continue
-            new, done, to_zero = _newton_step(p, t, lo, hi, d1, d2, t_floor, tolerance,
-                                              loglike_tolerance)
-            if done or to_zero:
-                if to_zero and not done:
-                    for j in range(n_terms):
-                        step_theta[j] = theta0[p, j] - theta[p, j]
-                        theta[p, j] = theta0[p, j]
-                    _subtract_rows(design_t, step_theta, resid[p])
-                    t[p] = -np.inf
-                active[p] = False
-            else:
-                t[p] = new
-
-    # ---- ln L at the returned s², never worse than s² = 0
-    for p in range(nb):
-        j = start + p
-        s2 = math.exp(t[p])
-        loglike = -0.5 * chi2_0[p]
-        if s2 > 0:
-            k = int(min(max(280 / max(math.log10(1.0 + s2 * iv_max[p]), 1e-3), 1), 64))
-            value = _loglike(resid[p], ivar[p], s2, k)
-            if value < loglike:
-                theta[p] = theta0[p]
-                s2 = 0.0
-            else:
-                loglike = value
-        theta_out[j] = theta[p]
-        s2_out[j] = s2
-        loglike_out[j] = loglike
+    if not _solve_at_zero(normal0, start, nb, keep_all, has_keep, no_keep, design, design_t,
+                          inverse, rows, cols, resid, ivar, q_chunk, change, grad, delta, m,
+                          lower, theta, theta0, chi2_0, iv_max, t_floor, active, t, work):
+        return SINGULAR
+    n_iter = _newton_search(start, keep_all, has_keep, no_keep, design, design_t, monomials_t,
+                            inverse, rows, cols, tolerance, loglike_tolerance, max_iter,
+                            cheap_change, counters, resid, ivar, w_set, q_chunk, w_chunk,
+                            change, lower, theta, theta0, t, t_floor, iv_max, active, work)
+    if n_iter < 0:
+        return SINGULAR
+    _store_results(start, nb, t, chi2_0, iv_max, resid, ivar, theta, theta0, theta_out, s2_out,
+                   loglike_out)
     counters[4] = max(counters[4], n_iter)
     return 0

@@ -38,6 +38,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +50,41 @@ from .cannon_training import _sum_log
 ENGINES = ("auto", "numba", "numpy")
 
 LN10 = float(np.log(10.0))
+
+
+@dataclass
+class _Block:
+    """The state of one block's s² search (B pixels, P terms, n_stars stars), NumPy path.
+
+    theta, theta0 (B, P): θ now and θ̂(0); resid (B, n_stars): the residuals of θ; var, ivar
+    (B, n_stars): σ² (inf where masked) and 1/σ²; keep (B, P) bool or None (censoring);
+    chi2_0 (B,): χ² at θ̂(0); iv_max (B,): the largest ivar; t (B,): ln s² (-inf: s² = 0);
+    t_floor (B,): t below which s² is negligible against every σ²; lo, hi (B,): the bracket
+    in t; active (B,) bool: still searching. Per pixel, of its last full evaluation: factor
+    (B, P, P) the inverse normal matrices (None before the first), t_factor its t, d2_factor
+    its P'' and slope (B, P) its dθ̂/ds²; t_theta (B,): the t at which θ is θ̂ now;
+    need_full (B,) bool: its last cheap evaluation left θ unconverged (the next one is full).
+    """
+
+    theta: np.ndarray
+    theta0: np.ndarray
+    resid: np.ndarray
+    var: np.ndarray
+    ivar: np.ndarray
+    keep: np.ndarray | None
+    chi2_0: np.ndarray
+    iv_max: np.ndarray
+    t_floor: np.ndarray
+    t: np.ndarray
+    active: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    t_factor: np.ndarray
+    t_theta: np.ndarray
+    d2_factor: np.ndarray
+    slope: np.ndarray
+    need_full: np.ndarray
+    factor: np.ndarray | None = None
 
 
 class ScatterNewton:
@@ -283,6 +319,19 @@ class ScatterNewton:
     def _solve_block(self, flux, ivar, keep, tolerance, loglike_tolerance, max_iter):
         """θ (B, P), s² (B,), ln L (B,) and the Newton iterations for one block; flux, ivar
         (B, n_stars) float64 contiguous (flux is overwritten: it becomes the residuals)."""
+        block = self._start_at_zero(flux, ivar, keep)
+        iterations = 0
+        while block.active.any() and iterations < max_iter:
+            iterations += 1
+            idx, d1, d2 = self._evaluate_active(block, np.flatnonzero(block.active))
+            self._newton_step(block, idx, d1, d2, tolerance, loglike_tolerance)
+        s2, loglike = self._best_loglike(block)
+        return block.theta, s2, loglike, iterations
+
+    def _start_at_zero(self, flux, ivar, keep) -> _Block:
+        """The s² = 0 evaluation of a block (θ̂(0), its residuals, χ²(0)) and the search's
+        starting point: t = ln s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar²
+        where P'(0) > 0 (those pixels are active), -inf elsewhere."""
         nb = flux.shape[0]
         n_terms = self.design.shape[1]
         theta = np.zeros((nb, n_terms))
@@ -293,7 +342,6 @@ class ScatterNewton:
                                   precise=True)
         theta0 = theta.copy()
         chi2_0 = np.vecdot(resid * ivar, resid)
-        # s² from the moment estimate Σ ivar² (r² - 1/ivar) / Σ ivar² where P'(0) > 0
         active = d1 > 0
         sum_ivar2 = np.vecdot(ivar, ivar)
         with np.errstate(divide="ignore"):
@@ -301,84 +349,117 @@ class ScatterNewton:
         # t below which s² is negligible against every σ² (then s² = 0 is taken)
         iv_max = ivar.max(axis=1)
         t_floor = np.log(1e-10 / np.maximum(iv_max, 1e-300))
-        lo = np.full(nb, -np.inf)
-        hi = np.full(nb, np.inf)
+        return _Block(theta=theta, theta0=theta0, resid=resid, var=var, ivar=ivar, keep=keep,
+                      chi2_0=chi2_0, iv_max=iv_max, t_floor=t_floor, t=t, active=active,
+                      lo=np.full(nb, -np.inf), hi=np.full(nb, np.inf),
+                      t_factor=np.full(nb, np.nan), t_theta=np.full(nb, np.nan),
+                      d2_factor=np.zeros(nb), slope=np.zeros((nb, n_terms)),
+                      need_full=np.zeros(nb, dtype=bool))
+
+    def _evaluate_active(self, block: _Block, idx: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One Newton iteration's evaluations of the active pixels idx of a block: cheap where
+        the weights changed by less than ``cheap_change`` since the pixel's last full
+        evaluation and its last cheap one converged, full otherwise. Returns the pixels that
+        take a Newton step now (those whose cheap evaluation left θ unconverged get a full one
+        next time instead) with their P' and P'' (per unit s²)."""
+        # largest relative weight change since the pixel's last full evaluation
+        with np.errstate(invalid="ignore", over="ignore"):
+            s_new, s_old = np.exp(block.t[idx]), np.exp(block.t_factor[idx])
+            change = np.abs(s_new - s_old) * block.iv_max[idx] / (
+                1 + np.minimum(s_new, s_old) * block.iv_max[idx])
+        cheap = ~block.need_full[idx] & (change < self.cheap_change)
+        d1 = np.empty(idx.size)
+        d2 = np.empty(idx.size)
+        full = idx[~cheap]
+        if full.size:
+            # most pixels: evaluate the whole block (finished ones stay put)
+            whole = full.size > 0.75 * block.theta.shape[0] and not cheap.any()
+            d1[~cheap], d2[~cheap] = self._full_evaluations(block, full, whole)
+        if cheap.any():
+            part = idx[cheap]
+            d1[cheap], ok = self._cheap_evaluations(block, part, s_new[cheap], change[cheap])
+            d2[cheap] = block.d2_factor[part]            # P'' of the full evaluation
+        block.t_theta[idx] = block.t[idx]
+        block.need_full[idx] = False
+        if cheap.any() and not ok.all():   # θ not converged: a full evaluation next time
+            keep_rows = np.ones(idx.size, dtype=bool)
+            keep_rows[np.flatnonzero(cheap)[~ok]] = False
+            block.need_full[idx[~keep_rows]] = True
+            idx, d1, d2 = idx[keep_rows], d1[keep_rows], d2[keep_rows]
+        return idx, d1, d2
+
+    def _full_evaluations(self, block: _Block, full: np.ndarray, whole: bool
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Full evaluations of the block's pixels ``full`` at their s² (of every pixel of the
+        block if ``whole``): θ, the residuals and the factor, P'' and dθ̂/ds² kept for later
+        cheap evaluations are updated; returns P' and P'' (full.size,)."""
+        keep = block.keep
+        if whole:
+            f1, f2, fac, dth = self._evaluate(np.exp(block.t), block.theta, block.resid,
+                                              block.var, block.ivar, keep)
+            f1, f2, rows = f1[full], f2[full], slice(None)
+        else:
+            th, rs = block.theta[full], block.resid[full]
+            f1, f2, fac, dth = self._evaluate(
+                np.exp(block.t[full]), th, rs, block.var[full], block.ivar[full],
+                None if keep is None else keep[full])
+            block.theta[full], block.resid[full] = th, rs
+            rows = full
+        if block.factor is None:
+            nb, n_terms = block.theta.shape
+            block.factor = np.empty((nb, n_terms, n_terms))
+        block.factor[rows] = fac
+        block.slope[rows] = dth
+        block.t_factor[full], block.d2_factor[full] = block.t[full], f2
+        return f1, f2
+
+    def _cheap_evaluations(self, block: _Block, part: np.ndarray, s_new: np.ndarray,
+                           change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cheap evaluations (:meth:`_update`) of the block's pixels ``part`` at s² = s_new,
+        whose weights changed by ``change`` (relative) since their last full evaluation;
+        returns P' and whether θ converged (part.size,)."""
+        keep = block.keep
+        th, rs = block.theta[part], block.resid[part]
+        d1, ok = self._update(
+            s_new, th, rs, block.var[part], block.ivar[part],
+            None if keep is None else keep[part], block.factor[part], block.slope[part],
+            s_new - np.exp(block.t_theta[part]), change + 1e-4)
+        block.theta[part], block.resid[part] = th, rs
+        return d1, ok
+
+    def _newton_step(self, block: _Block, idx, d1, d2, tolerance, loglike_tolerance) -> None:
+        """The safeguarded Newton step in t = ln s² of the pixels idx (P', P'' per unit s²:
+        d1, d2): at most 3 in t, inside the bracket [lo, hi] that the signs of P' have
+        established (bisection otherwise). A pixel stops when its step is below the tolerance
+        and would gain < loglike_tolerance, or when s² heads below the floor with P' < 0 (then
+        s² = 0, θ̂(0) and its residuals are restored)."""
         max_step = 3.0
-        iterations = 0
-        # per pixel: the factor, P'' (in s²) and dθ̂/ds² of its last full evaluation, the t at
-        # which θ is θ̂ now, and whether its last cheap evaluation left θ unconverged (then
-        # the next one is full); a step that changes the weights little is evaluated cheaply
-        factor = None
-        t_factor = np.full(nb, np.nan)
-        t_theta = np.full(nb, np.nan)
-        d2_factor = np.zeros(nb)
-        slope = np.zeros((nb, n_terms))
-        need_full = np.zeros(nb, dtype=bool)
-        while active.any() and iterations < max_iter:
-            iterations += 1
-            idx = np.flatnonzero(active)
-            # largest relative weight change since the pixel's last full evaluation
-            with np.errstate(invalid="ignore", over="ignore"):
-                s_new, s_old = np.exp(t[idx]), np.exp(t_factor[idx])
-                change = np.abs(s_new - s_old) * iv_max[idx] / (
-                    1 + np.minimum(s_new, s_old) * iv_max[idx])
-            cheap = ~need_full[idx] & (change < self.cheap_change)
-            d1 = np.empty(idx.size)
-            d2 = np.empty(idx.size)
-            full = idx[~cheap]
-            if full.size:
-                if full.size > 0.75 * nb and not cheap.any():
-                    # most pixels: evaluate the whole block (finished ones stay put)
-                    f1, f2, fac, dth = self._evaluate(np.exp(t), theta, resid, var, ivar, keep)
-                    f1, f2, rows = f1[full], f2[full], slice(None)
-                else:
-                    th, rs = theta[full], resid[full]
-                    f1, f2, fac, dth = self._evaluate(
-                        np.exp(t[full]), th, rs, var[full], ivar[full],
-                        None if keep is None else keep[full])
-                    theta[full], resid[full] = th, rs
-                    rows = full
-                if factor is None:
-                    factor = np.empty((nb, n_terms, n_terms))
-                factor[rows] = fac
-                slope[rows] = dth
-                t_factor[full], d2_factor[full] = t[full], f2
-                d1[~cheap], d2[~cheap] = f1, f2
-            if cheap.any():
-                part = idx[cheap]
-                th, rs = theta[part], resid[part]
-                d1[cheap], ok = self._update(
-                    s_new[cheap], th, rs, var[part], ivar[part],
-                    None if keep is None else keep[part], factor[part], slope[part],
-                    s_new[cheap] - np.exp(t_theta[part]), change[cheap] + 1e-4)
-                theta[part], resid[part] = th, rs
-                d2[cheap] = d2_factor[part]            # P'' of the full evaluation
-            t_theta[idx] = t[idx]
-            need_full[idx] = False
-            if cheap.any() and not ok.all():   # θ not converged: a full evaluation next time
-                keep_rows = np.ones(idx.size, dtype=bool)
-                keep_rows[np.flatnonzero(cheap)[~ok]] = False
-                need_full[idx[~keep_rows]] = True
-                idx, d1, d2 = idx[keep_rows], d1[keep_rows], d2[keep_rows]
-            s = np.exp(t[idx])
-            g = s * d1                                            # dP/dt
-            h = s * s * d2 + g                                    # d²P/dt²
-            lo[idx] = np.where(g > 0, t[idx], lo[idx])
-            hi[idx] = np.where(g <= 0, t[idx], hi[idx])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                step = np.where(h < 0, -g / h, np.sign(g) * max_step)
-            step = np.clip(step, -max_step, max_step)
-            new = t[idx] + step
-            outside = (new <= lo[idx]) | (new >= hi[idx])
-            both = np.isfinite(lo[idx]) & np.isfinite(hi[idx])
-            new = np.where(outside & both, 0.5 * (lo[idx] + hi[idx]), new)
-            # done when the step is below the tolerance and would gain < loglike_tolerance
-            done = (np.abs(new - t[idx]) < tolerance) & (
-                np.abs(g * (new - t[idx])) < 2 * loglike_tolerance)
-            to_zero = (new < t_floor[idx]) & (g < 0)
-            t[idx] = np.where(done | to_zero, t[idx], new)
-            self._restore(idx[to_zero & ~done], t, theta, theta0, resid)
-            active[idx[done | to_zero]] = False
+        t, lo, hi = block.t, block.lo, block.hi
+        s = np.exp(t[idx])
+        g = s * d1                                            # dP/dt
+        h = s * s * d2 + g                                    # d²P/dt²
+        lo[idx] = np.where(g > 0, t[idx], lo[idx])
+        hi[idx] = np.where(g <= 0, t[idx], hi[idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(h < 0, -g / h, np.sign(g) * max_step)
+        step = np.clip(step, -max_step, max_step)
+        new = t[idx] + step
+        outside = (new <= lo[idx]) | (new >= hi[idx])
+        both = np.isfinite(lo[idx]) & np.isfinite(hi[idx])
+        new = np.where(outside & both, 0.5 * (lo[idx] + hi[idx]), new)
+        done = (np.abs(new - t[idx]) < tolerance) & (
+            np.abs(g * (new - t[idx])) < 2 * loglike_tolerance)
+        to_zero = (new < block.t_floor[idx]) & (g < 0)
+        t[idx] = np.where(done | to_zero, t[idx], new)
+        self._restore(idx[to_zero & ~done], t, block.theta, block.theta0, block.resid)
+        block.active[idx[done | to_zero]] = False
+
+    def _best_loglike(self, block: _Block) -> tuple[np.ndarray, np.ndarray]:
+        """s² (B,) and ln L (B,) at the end of the search: ln L at the s² found, or s² = 0 and
+        θ̂(0) (restored in the block) where that is better."""
+        t, ivar, resid, chi2_0 = block.t, block.ivar, block.resid, block.chi2_0
+        nb = t.shape[0]
         s2 = np.exp(t)
         loglike = -0.5 * chi2_0
         pos = np.flatnonzero(s2 > 0)
@@ -391,10 +472,10 @@ class ScatterNewton:
             chi2 = np.vecdot(rs * (iv / x), rs)
             loglike[pos] = -0.5 * (chi2 + _sum_log(x, float(s2[pos].max() * iv.max())))
             worse = pos[loglike[pos] < -0.5 * chi2_0[pos]]
-            self._restore(worse, t, theta, theta0, resid)
+            self._restore(worse, t, block.theta, block.theta0, resid)
             s2[worse] = 0.0
             loglike[worse] = -0.5 * chi2_0[worse]
-        return theta, s2, loglike, iterations
+        return s2, loglike
 
     def _restore(self, rows, t, theta, theta0, resid):
         """Back to s² = 0 at these rows of a block: θ̂(0) and its residuals."""

@@ -191,9 +191,24 @@ def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: fl
     positive = grid[grid > 0]
     if positive.size < 3:
         raise ModelError(f"s2_grid needs at least three positive values, got {grid.tolist()}")
-    n_pix = solver.n_pix
     bar = tqdm(desc="Cannon training (s² search)", disable=not progress, leave=False)
+    loglikes, best_theta, best_ll = _grid_search(solver, grid, bar)
+    best = np.argmax(loglikes, axis=0)
+    best_s2 = grid[best]
+    interior, bracket = _grid_bracket(grid, loglikes, best)
+    t_best = np.log10(np.where(best_s2 > 0, best_s2, 1.0))
+    _refine_bracket(solver, bracket, interior.copy(), best_theta, best_ll, t_best,
+                    tolerance_dex, max_refine, loglike_tolerance, bar)
+    bar.close()
+    s2 = np.where(interior, 10.0**t_best, best_s2)
+    return best_theta, s2, best_ll
 
+
+def _grid_search(solver: PixelSolver, grid: np.ndarray, bar
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The profile ln L of every pixel at every grid node s² (len(grid), n_pix), and the θ
+    (n_pix, P) and ln L (n_pix,) of each pixel's best node."""
+    n_pix = solver.n_pix
     loglikes = np.empty((len(grid), n_pix))
     best_theta = best_ll = None
     for g, value in enumerate(grid):
@@ -205,10 +220,15 @@ def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: fl
             best_theta[better] = theta[better]
             best_ll[better] = loglikes[g][better]
         bar.update()
-    best = np.argmax(loglikes, axis=0)
-    best_s2 = grid[best]
+    return loglikes, best_theta, best_ll
 
-    # bracket (a, b, c) in t = log10 s²; s² = 0 stands in as one grid step below the first node
+
+def _grid_bracket(grid: np.ndarray, loglikes: np.ndarray, best: np.ndarray):
+    """The bracket (a, b, c, fa, fb, fc) (n_pix,) each, in t = log10 s², of every pixel: its
+    best grid node (index ``best``) and the two neighbours with their ln L; s² = 0 stands in
+    as one grid step below the first node. Also returns where the best node is interior (a
+    bracketed maximum to refine)."""
+    n_pix = loglikes.shape[1]
     t_nodes = np.log10(np.where(grid > 0, grid, 1.0))
     if grid[0] == 0:
         t_nodes[0] = 2 * t_nodes[1] - t_nodes[2]
@@ -219,8 +239,18 @@ def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: fl
     k = np.clip(best, 1, len(grid) - 2)
     a, b, c = t_nodes[k - 1], t_nodes[k], t_nodes[k + 1]
     fa, fb, fc = loglikes[k - 1, pix], loglikes[k, pix], loglikes[k + 1, pix]
-    t_best = np.log10(np.where(best_s2 > 0, best_s2, 1.0))
-    active = interior.copy()
+    return interior, (a, b, c, fa, fb, fc)
+
+
+def _refine_bracket(solver: PixelSolver, bracket, active: np.ndarray, best_theta: np.ndarray,
+                    best_ll: np.ndarray, t_best: np.ndarray, tolerance_dex: float,
+                    max_refine: int, loglike_tolerance: float, bar) -> None:
+    """Shrink the brackets of the active pixels (n_pix,) bool by successive parabolic
+    interpolation with golden-section fallback, one ln L evaluation per iteration for all of
+    them; the best point ever evaluated updates best_theta (n_pix, P), best_ll and t_best
+    (n_pix,) (t = log10 s²) in place."""
+    a, b, c, fa, fb, fc = bracket
+    n_pix = active.size
     # Brent's rule: a parabolic step is taken only if it is shorter than half the step taken two
     # iterations before; otherwise a golden-section step into the larger segment.
     step_before_last = c - a
@@ -231,15 +261,8 @@ def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: fl
         active &= ((c - a) > 2 * tolerance_dex) & (fb - np.minimum(fa, fc) > loglike_tolerance)
         if not active.any():
             break
-        u = _parabola_vertex(a, b, c, fa, fb, fc)
-        larger_right = (c - b) > (b - a)
-        golden = np.where(larger_right, b + 0.381966 * (c - b), b - 0.381966 * (b - a))
-        bad = (~np.isfinite(u) | (u <= a) | (u >= c)
-               | (np.abs(u - b) >= 0.5 * np.abs(step_before_last)))
-        u = np.where(bad, golden, u)
-        small = np.abs(u - b) < tolerance_dex / 2
-        u = np.where(small, b + np.where(larger_right, 1, -1) * tolerance_dex / 2, u)
-        step_before_last = np.where(bad, np.where(larger_right, c - b, b - a), last_step)
+        u, step_before_last = _trial_point(a, b, c, fa, fb, fc, step_before_last, last_step,
+                                           tolerance_dex)
         last_step = u - b
         idx = np.flatnonzero(active)
         theta, f_act = solver.solve(10.0 ** u[idx], idx)
@@ -259,6 +282,21 @@ def optimise_scatter(solver: PixelSolver, s2_grid: np.ndarray, tolerance_dex: fl
         best_theta[take] = theta[take[idx]]
         best_ll[take] = fu[take]
         t_best[take] = u[take]
-    bar.close()
-    s2 = np.where(interior, 10.0**t_best, best_s2)
-    return best_theta, s2, best_ll
+
+
+def _trial_point(a, b, c, fa, fb, fc, step_before_last, last_step, tolerance_dex):
+    """The next t = log10 s² to evaluate in each bracket (a, b, c) with ln L (fa, fb, fc)
+    (n_pix,) each, by Brent's rule: the parabola's vertex if it lies inside the bracket and
+    is shorter than half the step taken two iterations before, else a golden-section step
+    into the larger segment; never closer to b than tolerance_dex / 2. Returns it and the
+    step that now counts as the one before last."""
+    u = _parabola_vertex(a, b, c, fa, fb, fc)
+    larger_right = (c - b) > (b - a)
+    golden = np.where(larger_right, b + 0.381966 * (c - b), b - 0.381966 * (b - a))
+    bad = (~np.isfinite(u) | (u <= a) | (u >= c)
+           | (np.abs(u - b) >= 0.5 * np.abs(step_before_last)))
+    u = np.where(bad, golden, u)
+    small = np.abs(u - b) < tolerance_dex / 2
+    u = np.where(small, b + np.where(larger_right, 1, -1) * tolerance_dex / 2, u)
+    step_before_last = np.where(bad, np.where(larger_right, c - b, b - a), last_step)
+    return u, step_before_last

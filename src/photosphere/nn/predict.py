@@ -134,18 +134,8 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     if not (isinstance(mc_samples, int) and 0 <= mc_samples <= 1000):
         raise ModelError(f"mc_samples={mc_samples!r} must be a whole number in 0..1000 (0: no "
                          "MC dropout)")
-    members = model if isinstance(model, list) else [model]
-    cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
+    cks = _ensemble_members(model)
     ck = cks[0]
-    for other in cks[1:]:
-        same = (other.label_scaling.names == ck.label_scaling.names and np.array_equal(
-            np.asarray(other.data.get("layout_wavelength")),
-            np.asarray(ck.data.get("layout_wavelength"))))
-        same = same and line_strength_digest(other) == line_strength_digest(ck)
-        if not same:
-            raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels, "
-                             "order layout or grid line strengths; combine only models trained "
-                             "on the same setup")
     layout = ck.data.get("layout_wavelength")
     if layout is None:
         raise ModelError(f"{ck.path} does not record the order layout it was trained on; "
@@ -184,6 +174,25 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                         "stars": list(inverse.stars), "zero_point": inverse.zero_point},
                     "sigma_systematic": dict(floor) if floor else None,
                     "consistency": consistency})
+
+
+def _ensemble_members(model: Checkpoint | str | list | None) -> list[Checkpoint]:
+    """The loaded checkpoints of a model (a checkpoint or path, None for the default model)
+    or of a deep ensemble (a list of them), refused unless every member was trained on the
+    first one's setup: the same labels, order layout and grid line strengths."""
+    members = model if isinstance(model, list) else [model]
+    cks = [m if isinstance(m, Checkpoint) else load_model(m) for m in members]
+    ck = cks[0]
+    for other in cks[1:]:
+        same = (other.label_scaling.names == ck.label_scaling.names and np.array_equal(
+            np.asarray(other.data.get("layout_wavelength")),
+            np.asarray(ck.data.get("layout_wavelength"))))
+        same = same and line_strength_digest(other) == line_strength_digest(ck)
+        if not same:
+            raise ModelError(f"ensemble members {ck.path} and {other.path} differ in labels, "
+                             "order layout or grid line strengths; combine only models trained "
+                             "on the same setup")
+    return cks
 
 
 def network(members: list, mc_samples: int = 0):
