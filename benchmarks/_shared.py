@@ -177,3 +177,18 @@ if __name__ == "__main__":
         print(json.dumps(environment()))
     else:
         sys.exit(f"usage: {sys.argv[0]} --environment [MODULE ...]")
+
+
+def close_report(report: dict, log, as_json: bool) -> None:
+    """Record the environment and the load average after the run in ``report`` (which holds
+    ``load_average_before``) and print them on ``log``; then, when ``as_json``, the whole
+    report as JSON on stdout."""
+    import json
+
+    env = environment()
+    report["environment"] = env
+    report["load_average_after"] = os.getloadavg()
+    print(f"environment: {describe(env)}; load before {report['load_average_before']}, "
+          f"after {report['load_average_after']}", file=log)
+    if as_json:
+        print(json.dumps(report, default=float, indent=1))

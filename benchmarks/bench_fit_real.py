@@ -48,7 +48,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import cProfile  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -59,7 +58,7 @@ import photosphere  # noqa: E402
 
 _T_IMPORT = time.perf_counter() - _T_START
 
-from _shared import SHARED, describe, environment, one_thread  # noqa: E402
+from _shared import SHARED, close_report, one_thread  # noqa: E402
 from photosphere import api  # noqa: E402
 from photosphere.grids import default_model, load  # noqa: E402
 from photosphere.infer import chain as chain_module  # noqa: E402
@@ -283,13 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['emcee_s']:.1f} s ({m['ms_per_evaluation']:.2f} ms per evaluation); "
                   f"acceptance {m['acceptance_fraction']:.2f}; τ max {max(tau.values()):.0f} "
                   f"steps; chain_too_short {m['chain_too_short']}")
-        env = environment()
-        report["environment"] = env
-        report["load_average_after"] = os.getloadavg()
-        print(f"environment: {describe(env)}; load before {report['load_average_before']}, "
-              f"after {report['load_average_after']}")
-    if args.json:
-        print(json.dumps(report, default=float, indent=1))
+    close_report(report, log, args.json)
     return 0
 
 

@@ -35,7 +35,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch load their t
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import time
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 import photosphere
-from _shared import SHARED, describe, environment, one_thread
+from _shared import SHARED, close_report, one_thread
 from photosphere.infer import mcmc
 from photosphere.infer.chain import DTYPE
 
@@ -189,13 +188,7 @@ def main(argv: list[str] | None = None) -> int:
               "the stages plus priors, bookkeeping, log-determinants)")
         print(f"arithmetic at the dense rate: {1e3 * floor / BATCH:.3f} ms per evaluation, "
               f"emcee {floor / BATCH * EVALUATIONS:.0f} s")
-        env = environment()
-        report["environment"] = env
-        report["load_average_after"] = os.getloadavg()
-        print(f"environment: {describe(env)}; load before {report['load_average_before']}, "
-              f"after {report['load_average_after']}")
-    if args.json:
-        print(json.dumps(report, default=float, indent=1))
+    close_report(report, log, args.json)
     return 0
 
 

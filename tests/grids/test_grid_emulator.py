@@ -216,6 +216,15 @@ def test_scattered_labels_in_five_dimensions_are_emulated():
     assert np.sqrt(np.mean(error**2)) < 0.1 * np.sqrt(np.mean(baseline**2))
 
 
+def _saved_five_label_emulator(tmp_path):
+    """A small five-label emulator (60 px) and the file it is saved in."""
+    labels, flux, _ = _five_label_set(80)
+    emu = PCAGPEmulator(max_components=4, n_iter=20).fit_arrays(
+        labels, flux, label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
+        bounds=FIVE_BOUNDS)
+    return emu, emu.save(tmp_path / "emu.h5")
+
+
 def test_a_calibration_made_with_tied_labels_ties_them_when_loaded(tmp_path, capsys):
     """A calibration whose star fits tied [α/Fe] to [Fe/H] gives, loaded, a model fitted in
     Teff, log g, [Fe/H] and vmic with [α/Fe] from the relation; `grid info` says so."""
@@ -224,11 +233,7 @@ def test_a_calibration_made_with_tied_labels_ties_them_when_loaded(tmp_path, cap
     from photosphere.grids.load import load_emulator
     from photosphere.grids.tied_labels import TiedLabels, alpha_trend
 
-    labels, flux, _ = _five_label_set(80)
-    emu = PCAGPEmulator(max_components=4, n_iter=20).fit_arrays(
-        labels, flux, label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
-        bounds=FIVE_BOUNDS)
-    path = emu.save(tmp_path / "emu.h5")
+    emu, path = _saved_five_label_emulator(tmp_path)
     n = len(emu.wavelength)
     write_calibration(path, LineCalibration(emu.wavelength, np.full(n, 1.2), np.zeros(n, bool),
                                             (), ("alpha",)))
@@ -258,11 +263,7 @@ def test_labels_held_only_in_the_calibration_stay_free_when_loaded(tmp_path, cap
     )
     from photosphere.grids.load import load_emulator
 
-    labels, flux, _ = _five_label_set(80)
-    emu = PCAGPEmulator(max_components=4, n_iter=20).fit_arrays(
-        labels, flux, label_names=FIVE, wavelength=5000 + np.linspace(0, 1, 60),
-        bounds=FIVE_BOUNDS)
-    path = emu.save(tmp_path / "emu.h5")
+    emu, path = _saved_five_label_emulator(tmp_path)
     n = len(emu.wavelength)
     stars = [StarResiduals(name, np.full(n, 0.9), np.full(n, 0.8), np.full(n, 1e4),
                            {"teff": 5777.0}) for name in ("Sun", "Procyon")]

@@ -172,13 +172,17 @@ def _add_eval(nsub: argparse._SubParsersAction) -> None:
                    help="evaluate the models together as one deep ensemble (one row); its σ are "
                         "also calibrated as a whole (one temperature per label fitted on the "
                         "validation stars at each S/N)")
-    e.add_argument("--temperature", choices=("rms", "coverage"), default="rms",
-                   help="how --ensemble fits its σ temperature: rms (unit-variance residuals) "
-                        "or coverage (1σ/2σ coverage closest to a Gaussian's)")
+    _temperature_argument(e, "how --ensemble fits its σ temperature")
     e.add_argument("--plots", help="folder for Figs. 3-5 (residuals, σ, attention maps)")
     _cache_arguments(e)
     _add_json(e)
     e.set_defaults(nn_run=run_eval)
+
+
+def _temperature_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--temperature", choices=("rms", "coverage"), default="rms",
+                        help=f"{what}: rms (unit-variance residuals) or coverage (1σ/2σ "
+                             "coverage closest to a Gaussian's)")
 
 
 def _add_calibrate(nsub: argparse._SubParsersAction) -> None:
@@ -190,9 +194,7 @@ def _add_calibrate(nsub: argparse._SubParsersAction) -> None:
                    help="S/N of the validation images the map and the σ temperature are fitted "
                         "on: one value (e.g. 20 for an S/N-20 model) or LO HI (default: the "
                         "model's training S/N)")
-    c.add_argument("--temperature", choices=("rms", "coverage"), default="rms",
-                   help="how the σ temperature is refitted: rms (unit-variance residuals) or "
-                        "coverage (1σ/2σ coverage closest to a Gaussian's)")
+    _temperature_argument(c, "how the σ temperature is refitted")
     c.add_argument("--grid", help="HDF5 grid file (default: the embedded grid)")
     _cache_arguments(c)
     _add_json(c)

@@ -308,35 +308,36 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_residuals(pred: Predictions, path: str | os.PathLike) -> Path:
-    """Fig. 3: residual of each label (rows) against each true label (columns)."""
+def _against_true_labels(true: np.ndarray, values: np.ndarray, symbol: str, title: str,
+                         path: str | os.PathLike, zero_line: bool = False,
+                         color: str = "C0") -> Path:
+    """A 4 × 4 grid: ``values[:, i]`` (n, 4) of each label (rows) against each true label
+    ``true[:, j]`` (columns), saved to ``path``."""
     fig, axes = _figure(4, 4, (13, 11))
     for i, ni in enumerate(LABELS):
         for j, nj in enumerate(LABELS):
             ax = axes[i, j]
-            ax.scatter(pred.labels[:, j], pred.residual[:, i], s=3, alpha=0.5)
-            ax.axhline(0, color="k", lw=0.7)
+            ax.scatter(true[:, j], values[:, i], s=3, alpha=0.5, color=color)
+            if zero_line:
+                ax.axhline(0, color="k", lw=0.7)
             if i == 3:
                 ax.set_xlabel(f"true {LABEL_TITLES[nj]}")
             if j == 0:
-                ax.set_ylabel(f"Δ {LABEL_TITLES[ni]}")
-    fig.suptitle("Residuals (predicted − true) against the true labels")
+                ax.set_ylabel(f"{symbol} {LABEL_TITLES[ni]}")
+    fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_residuals(pred: Predictions, path: str | os.PathLike) -> Path:
+    """Fig. 3: residual of each label (rows) against each true label (columns)."""
+    return _against_true_labels(pred.labels, pred.residual, "Δ", "Residuals (predicted − true) "
+                                "against the true labels", path, zero_line=True)
 
 
 def plot_sigma(pred: Predictions, path: str | os.PathLike) -> Path:
     """Fig. 4: predicted σ of each label (rows) against each true label (columns)."""
-    fig, axes = _figure(4, 4, (13, 11))
-    for i, ni in enumerate(LABELS):
-        for j, nj in enumerate(LABELS):
-            ax = axes[i, j]
-            ax.scatter(pred.labels[:, j], pred.sigma[:, i], s=3, alpha=0.5, color="C1")
-            if i == 3:
-                ax.set_xlabel(f"true {LABEL_TITLES[nj]}")
-            if j == 0:
-                ax.set_ylabel(f"σ {LABEL_TITLES[ni]}")
-    fig.suptitle("Predicted standard deviations against the true labels")
-    return _save(fig, path)
+    return _against_true_labels(pred.labels, pred.sigma, "σ", "Predicted standard deviations "
+                                "against the true labels", path, color="C1")
 
 
 def plot_attention(image: np.ndarray, maps: np.ndarray, wavelength: np.ndarray,
