@@ -269,6 +269,27 @@ def test_covariance_by_differences_equals_forward_mode_autodiff(model, observed)
     np.testing.assert_allclose(cov, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
 
 
+def test_a_model_computed_in_float32_keeps_the_exact_covariance(model, observed, monkeypatch):
+    """A model whose float64 flux is made from float32 numbers (a mixture of grid spectra says
+    so by ``prediction_precision``) gets the forward-mode covariance: differences of its
+    rounding would move σ."""
+    from photosphere.infer import optimize
+    from photosphere.infer.likelihood import Likelihood
+    from photosphere.infer.parameters import Parameters
+
+    chain = optimize.build_chain(model, observed, resolution=40000, rv_bounds=(0.0, 25.0))
+    params = Parameters(chain.parameter_names, chain.bounds, {})
+    u = params.scale(np.array([TRUTH[n] for n in params.free]))
+    monkeypatch.setattr(model, "prediction_precision", torch.float32, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("differences used for a float32 model")
+
+    monkeypatch.setattr(optimize, "central_jacobian", refuse)
+    cov, ok = optimize.covariance(Likelihood(chain), params, u)
+    assert ok and np.all(np.isfinite(np.diag(cov)))
+
+
 def test_misfit_jitter_inflates_sigma_to_cover_a_model_that_misses_features(model, observed):
     """Many weak features the model lacks (as line-list errors everywhere): the plain fit has
     χ²_red ≫ 1 and formal σ far too small; the jitter refit has χ²_red = 1 and σ larger by about

@@ -352,15 +352,18 @@ def covariance(likelihood: Likelihood, params: Parameters, u: np.ndarray
     Sun): one batched call, without forward mode's one-off set-up (torch's decompositions and
     dynamo, ≈ 2 s of the first fit of a process). A broadening width at exactly 0
     (:data:`WIDTHS`) carries no information there (the spectrum changes only quadratically):
-    its column is exactly zero. J of a float32 model (the grid interpolator), whose rounding
-    would move σ by up to a few per cent through differences, by forward-mode autodiff (exact;
-    a width's column at 0 comes out zero by itself). A zero column is left out of the
+    its column is exactly zero. J of a float32 model (the grid interpolator, and the mixtures
+    made of it: their ``prediction_precision``), whose rounding would move σ by up to a few per
+    cent through differences, by forward-mode autodiff (exact; a width's column at 0 comes out
+    zero by itself). A zero column is left out of the
     inversion and gets NaN variance (and zero covariance), so the others keep their
     conditional σ; JᵀJ then counts as invertible when the rest is.
     """
     fn = _residual_fn(likelihood, params)
-    step = fd_step(likelihood.chain.model)
-    if step == FD_STEP[torch.float64]:
+    model = likelihood.chain.model
+    step = fd_step(model)
+    if step == FD_STEP[torch.float64] and getattr(
+            model, "prediction_precision", torch.float64) == torch.float64:
         theta = params.unscale(u)
         zero = np.array([_is_width(n) and theta[j] == 0.0 for j, n in enumerate(params.free)])
         r, jac = central_jacobian(fn, np.asarray(u, float), step, zero)

@@ -78,6 +78,9 @@ class _TwoComponent:
         if "teff" not in grid.label_names:
             raise ModelError(f"the grid's labels {grid.label_names} have no teff axis")
         self.grid = grid
+        #: the precision the components are computed in (the grid's; the mixture's float64
+        #: flux is made from them), read by the fit to choose how it differentiates
+        self.prediction_precision = getattr(grid, "dtype", torch.float32)
         self.ratio = check_ratio_method(ratio)
         self.veiling = bool(veiling)
         self.wavelength = np.asarray(grid.wavelength, float)
