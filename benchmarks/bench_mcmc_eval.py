@@ -118,9 +118,10 @@ def flop_counts(chain, n_components: int) -> dict:
         n = i1 - i0
         fft += 2 * 2.5 * n * math.log2(max(n, 2))            # rfft + irfft of the window
     n_pix = sum(int(seg.flux.numel()) for seg in chain.segments)
-    cont = sum(seg.flux.numel() * (seg.continuum_basis.shape[-1] * (seg.continuum_basis.shape[-1]
-                                                                  + 1) + 2 * seg.continuum_basis
-                                   .shape[-1]) for seg in chain.segments)
+    cont = 0
+    for seg in chain.segments:
+        k = seg.continuum_basis.shape[-1]
+        cont += seg.flux.numel() * (k * (k + 1) + 2 * k)   # normal matrix and right-hand side
     return {"emulator": BATCH * 2.0 * n_components * n_model, "broaden": BATCH * fft,
             "rebin": BATCH * 10.0 * n_pix, "continuum": BATCH * float(cont),
             "chi2": BATCH * 4.0 * n_pix}
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = walkers[np.random.default_rng(0).choice(len(walkers), BATCH, replace=False)]
         n_model = int(chain.model_wavelength.size)
         n_pix = sum(int(seg.flux.numel()) for seg in chain.segments)
-        n_components = int(getattr(chain.model, "n_components_", 0) or 30)
+        n_components = int(chain.model.n_components_)
         times = {name: median_cpu(fn, args.repeats)
                  for name, fn in stage_functions(log_prob, batch).items()}
         flops = flop_counts(chain, n_components)

@@ -550,7 +550,7 @@ class ObservationChain:
         the macroturbulence kernel when there is one (cached)."""
         cache = self.__dict__.setdefault("_lsf_kernels", {})
         if resolution not in cache:
-            kernel = lsf.gaussian_kernel(self.velocity_step, resolution).to(DTYPE)
+            kernel = self._gaussian_kernel(resolution)
             macro = self._macro_kernel()
             if macro is not None:
                 kernel = _compose(macro, kernel)

@@ -329,8 +329,8 @@ def central_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], u: np.ndarray, 
     down = u - h >= 0.0
     eye = np.eye(n_p)
     # row layout: u; then per parameter two points, u + a·h e_p and u + b·h e_p
-    a = np.where(up & down, 1.0, np.where(up, 1.0, -1.0))
-    b = np.where(up & down, -1.0, 2.0 * a)
+    a = np.where(up, 1.0, -1.0)                   # the first point: forwards unless at the top
+    b = np.where(up & down, -1.0, 2.0 * a)        # the second: backwards, or twice as far
     rows = np.concatenate([u[None], u + (a * h)[:, None] * eye, u + (b * h)[:, None] * eye])
     with torch.no_grad():
         out = fn(torch.as_tensor(rows, dtype=DTYPE)).detach().numpy()
