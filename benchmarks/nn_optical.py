@@ -4,8 +4,9 @@ close it (compared leave-one-out), σ against S/N, and the out-of-distribution c
 For every star of ``stars/labels.csv`` (read exactly as ``photosphere nn predict FILE`` reads it,
 ``photosphere.nn.real_stars.read_all``):
 
-* **gap**: the network on the real spectrum against the network on the star's *twin*: the bare
-  emulator at the reference Teff, log g, [Fe/H] ([α/Fe] and vmic from the Galactic relations),
+* **gap**: the network on the real spectrum against the network on the star's *twin*: the
+  emulator the network was trained on (bare or calibrated) at the reference Teff, log g, [Fe/H]
+  ([α/Fe] and vmic from the Galactic relations),
   imaged at the star's R with vsini (table, else 2 km/s) and ζ 3.5 km/s (the middle of the
   training range), the same windows blanked, and white noise at the real image's S/N per row
   (DER_SNR), ``--draws`` seeds. gap = real − twin; twin − reference is the network's own error.
@@ -15,7 +16,11 @@ For every star of ``stars/labels.csv`` (read exactly as ``photosphere nn predict
   ``input`` (that, refined by the ratio of the bare to the calibrated emulator imaged at the
   network's labels, masked and clipped pixels read from the bare model: what ``nn predict``
   does, ``photosphere.nn.input_calibration``), ``affine`` (raw, then y = a + b μ per label
-  fitted on the other stars' references) and ``input+affine``.
+  fitted on the other stars' references) and ``input+affine``. For a network trained on the
+  *calibrated* emulator there is no exponent to invert: ``ratio`` (the input × T(θ)/C₋ₖ(θ),
+  the training model over the calibration made without the star, no pixel masked or clipped)
+  takes its place, and ``input`` masks and clips as ``nn predict`` does; ``raw`` and
+  ``affine`` are then not leave-one-out (the training model saw every calibration star).
 * **σ vs S/N** (``--snr 20 50 100``): the input-calibrated images degraded with white noise to
   each S/N, ``--draws`` seeds: mean |error|, mean network σ, and the fraction within 1σ / 2σ of
   σ_total = σ ⊕ σ_sys (leave-one-out) ⊕ σ_ref.
@@ -40,7 +45,14 @@ import torch
 from _shared import SHARED
 from photosphere.datasets.reference_stars import LABELS, read_stars
 from photosphere.nn.data import DataConfig, EchelleSimulator, StoredLayout, complete_labels
-from photosphere.nn.predict import line_calibration_of, load_model, model_grid, network
+from photosphere.nn.predict import (
+    line_calibration_of,
+    load_model,
+    model_grid,
+    model_input_calibration,
+    network,
+    trained_calibrated,
+)
 from photosphere.nn.real_stars import calibrate, calibration_stars, read_all
 from photosphere.nn.train import source_from_grid
 from photosphere.ops.noise import estimate_snr
@@ -112,33 +124,41 @@ def affine_loo(readings, name: str, raw: bool) -> list[float]:
     return out
 
 
-def exponent_only(ck, chosen) -> list[dict[str, float]]:
-    """Each star read through the exponent inversion alone (no model-ratio refinement), made
-    without the star."""
+def read_through(ck, chosen, kind: str) -> list[dict[str, float]]:
+    """Each star read through a reduced input calibration made without the star: ``exponent``
+    (the exponent inversion alone; networks trained on the bare emulator) or ``ratio`` (the
+    rounds of input × T(θ)/C₋ₖ(θ) with no pixel masked or clipped)."""
+    import dataclasses
+
     from photosphere.nn.input_calibration import InputCalibration
     calibration = line_calibration_of(ck)
     names = ck.label_scaling.names
     run = network([(ck.model, ck.label_scaling, ck.temperature)])
     out = []
     for r in chosen:
-        inv = InputCalibration.of(calibration.without(r.star.star),
-                                  np.asarray(ck.data["layout_wavelength"]))
-        mu = inv.read(r.image, run, names)[1]
+        without = calibration.without(r.star.star)
+        if kind == "exponent":
+            inv = InputCalibration.of(without, np.asarray(ck.data["layout_wavelength"]))
+        else:
+            inv = model_input_calibration(ck, without, model_grid(ck))
+            inv = dataclasses.replace(inv, mask=np.zeros_like(inv.mask), clip=math.inf)
+        mu = inv.read(r.image, run, names, r.resolution)[1]
         out.append(dict(zip(names, mu.tolist(), strict=True)))
     return out
 
 
-def method_table(chosen, exponent) -> dict[str, dict[str, float]]:
-    """Mean |error| per label for each method over ``chosen`` stars."""
+def method_table(chosen, reduced: dict[str, list]) -> dict[str, dict[str, float]]:
+    """Mean |error| per label for each method over ``chosen`` stars; ``reduced``: the readings
+    of :func:`read_through` by kind."""
     table: dict[str, dict[str, float]] = {}
-    for method in ("raw", "exponent", "input", "affine", "input+affine"):
+    for method in ("raw", *reduced, "input", "affine", "input+affine"):
         row = {}
         for name in LABELS:
             raw = method in ("raw", "affine")
             if "affine" in method:
                 values = affine_loo(chosen, name, raw)
-            elif method == "exponent":
-                values = [e[name] for e in exponent]
+            elif method in reduced:
+                values = [e[name] for e in reduced[method]]
             else:
                 values = [(r.mu_raw if raw else r.mu)[name] for r in chosen]
             ref = [r.star.reference[name][0] for r in chosen]
@@ -200,7 +220,7 @@ def main() -> None:
         print(f"  not read: {s.star}: {why[:120]}")
 
     # per star
-    source = source_from_grid(model_grid(ck), calibrated=False)
+    source = source_from_grid(model_grid(ck), calibrated=trained_calibrated(ck))
     cfg = DataConfig.from_dict(ck.data)
     sim = EchelleSimulator(source, StoredLayout.of(ck), cfg.nominal_resolution, cfg.epsilon,
                            cfg.fixed, cfg.columns)
@@ -226,7 +246,13 @@ def main() -> None:
 
     print("\nmean |error| on the calibration stars (high-res, inside the box, not flagged), "
           "leave-one-out:")
-    table = method_table(chosen, exponent_only(ck, chosen))
+    calibrated = trained_calibrated(ck)
+    reduced = {kind: read_through(ck, chosen, kind)
+               for kind in (("ratio",) if calibrated else ("exponent",))}
+    table = method_table(chosen, reduced)
+    if calibrated:
+        print("  (raw and affine read the spectrum through the network trained on the "
+              "calibration made with every star: not leave-one-out)")
     for method, row in table.items():
         print(f"  {method:<13}" + "  ".join(f"{n} {v:.3g}" for n, v in row.items()))
     if gaps:

@@ -248,3 +248,59 @@ def test_the_model_refinement_reads_masked_and_clipped_pixels_from_the_bare_mode
     rms = np.sqrt(np.mean((real - cal_image) ** 2))
     keep &= np.abs(real - cal_image) <= CLIP * rms
     np.testing.assert_allclose(moved[keep], (real * b / cal_image)[keep], rtol=1e-4)
+
+
+def test_a_network_trained_on_the_calibrated_model_reads_a_star_through_its_leave_one_out():
+    """Trained on T (the emulator calibrated with every star), a star whose own model is C₋ₖ
+    (the calibration without it) is read as input × T(θ)/C₋ₖ(θ): a star that is exactly
+    C₋ₖ(θ) reaches the network as T(θ); nothing is inverted, [Fe/H] is not shifted, and the
+    pixels either calibration masks are read from T(θ)."""
+    source = WindowedSource()
+    layout = small_layout()
+    wave = np.asarray(source.wavelength)
+    mask_all = np.zeros(len(wave), bool)
+    mask_all[100:140] = True
+    mask_without = np.zeros(len(wave), bool)
+    mask_without[300:320] = True
+    trained = LineCalibration(wave, 1 + 0.3 * (np.sin(wave / 3.0) > 0), mask_all, (),
+                              zero_point=-0.1)
+    without = LineCalibration(wave, 1 + 0.2 * (np.cos(wave / 5.0) > 0), mask_without, (),
+                              zero_point=-0.05)
+    config = DataConfig(bounds=DATA_BOUNDS, relations=True, snr=50.0)
+
+    class Stored:
+        wavelength = layout.wavelength
+        medium = "air"
+
+    inverse = InputCalibration.with_models(without, Stored(), source, config, iterations=2,
+                                           trained=trained)
+    assert np.all(inverse.exponent == 1.0) and inverse.zero_point == 0.0
+    expected_mask = InputCalibration.of(without, layout.wavelength).mask | InputCalibration.of(
+        trained, layout.wavelength).mask
+    assert np.array_equal(inverse.mask, expected_mask) and inverse.mask.sum() > 0
+    theta = np.array([5500.0, 4.0, -0.3, 3.0])
+    target, star_model = inverse.images(theta, None)
+    assert np.max(np.abs(target - star_model)) > 0.01  # the two calibrations differ
+    seen = []
+
+    def run(image):
+        seen.append(np.array(image))
+        return theta, np.eye(4)
+
+    moved, mu, _ = inverse.read(star_model.astype(np.float32), run,
+                                ("teff", "logg", "feh", "vsini"))
+    assert len(seen) == 3 and np.allclose(mu, theta)  # no zero point: μ as the network said
+    np.testing.assert_array_equal(seen[0], star_model.astype(np.float32))  # nothing inverted
+    np.testing.assert_allclose(moved, target, rtol=1e-4)
+    same = InputCalibration.with_models(trained, Stored(), source, config, iterations=1,
+                                        trained=trained)
+    real = target + 0.004 * np.sin(np.arange(target.size) / 3.0).reshape(target.shape)
+    real[2, 40] -= 0.2  # a line the model lacks
+    moved, _, _ = same.read(real.astype(np.float32), run, ("teff", "logg", "feh", "vsini"))
+    from photosphere.nn.input_calibration import CLIP
+
+    clipped = np.abs(real - target) > CLIP * np.sqrt(np.mean((real - target) ** 2))
+    assert clipped[2, 40] and clipped.sum() == 1
+    keep = ~(same.mask | clipped)  # the misfit is kept where the model is trusted
+    np.testing.assert_allclose(moved[keep], real[keep], rtol=1e-5)
+    np.testing.assert_allclose(moved[~keep], target[~keep], rtol=1e-5)

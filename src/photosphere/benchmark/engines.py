@@ -168,9 +168,10 @@ class FitEngine:
 class NNEngine:
     """``photosphere nn predict FILE`` in process: the default network (or ``model``), the file
     read as the command reads it (:func:`~photosphere.nn.predict.read_for_prediction`), with its
-    grid consistency check (flag ``out_of_distribution``). A network trained on an emulator's
-    bare syntheses reads each star through the input calibration of that emulator made
-    *without* the star (:mod:`photosphere.nn.input_calibration`): leave-one-out."""
+    grid consistency check (flag ``out_of_distribution``). A network trained on an emulator
+    (bare or calibrated) reads each star through the input calibration of that emulator's line
+    calibration made *without* the star (:mod:`photosphere.nn.input_calibration`):
+    leave-one-out."""
 
     name = "nn"
 

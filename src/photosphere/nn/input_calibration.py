@@ -26,6 +26,16 @@ judges each calibration star with an input calibration that never saw it, withou
 network. (c is defined at the synthesis' resolution; on a spectrum broadened by an LSF the same
 exponent is applied to the broadened profile: exact for weak lines, whose depth scales linearly
 through a convolution, approximate in saturated cores.)
+
+A network trained on the *calibrated* emulator C (``nn train --grid optical`` without
+``--uncalibrated``) reads real spectra as they are, so there is no exponent to invert; the same
+rounds then run with the network's training model T = C in place of B: the pixels the
+calibration distrusts and the clipped ones are read from T(θ), the others kept. To judge a
+calibration star k without retraining, the star's model is the calibration made without it,
+C₋ₖ, and the input is multiplied by T(θ) / C₋ₖ(θ): at the fixed point the network reads T(θ)
+exactly where C₋ₖ(θ) matches the star, so it answers what a network trained on C₋ₖ would (to
+the network's own inversion error), and star k's pixels never enter through the model it was
+trained on.
 """
 
 from __future__ import annotations
@@ -51,11 +61,14 @@ ITERATIONS = 6
 class InputCalibration:
     """The inverse of a line calibration on a network's layout.
 
-    exponent: (n_orders, n_pixels) c on the layout's pixels; zero_point: dex (z above);
-    stars: the calibration stars it was made from; mask: (n_orders, n_pixels) True where the
-    calibration distrusts the model (its ``mask`` on the layout); models: the simulators of the
-    bare and the calibrated emulator and the model's DataConfig (:meth:`with_models`), or None
-    (the exponent inversion alone); iterations: rounds of the refinement.
+    exponent: (n_orders, n_pixels) c on the layout's pixels (1 for a network trained on the
+    calibrated emulator); zero_point: dex (z above; 0 likewise); stars: the calibration stars
+    the star's model was made from; mask: (n_orders, n_pixels) True where the calibration
+    distrusts the model (its ``mask`` on the layout); models: the simulators of the network's
+    training model T and of the star's model C, and the model's DataConfig
+    (:meth:`with_models`), or None (the exponent inversion alone); iterations: rounds of the
+    refinement; clip: pixels further than this many σ from C(θ) are read from the training
+    model (inf: none).
     """
 
     exponent: np.ndarray
@@ -64,21 +77,31 @@ class InputCalibration:
     mask: np.ndarray | None = None
     models: tuple[Any, Any, Any] | None = field(default=None, repr=False)
     iterations: int = ITERATIONS
+    clip: float = CLIP
 
     @classmethod
     def with_models(cls, calibration: LineCalibration, layout, base, config,
-                    iterations: int = ITERATIONS) -> InputCalibration:
-        """The exponent inversion, refined by the ratio of the bare emulator ``base`` to the
-        same emulator calibrated by ``calibration`` (module docstring); ``layout``: the model's
-        (a :class:`~photosphere.nn.data.StoredLayout`), ``config``: its DataConfig."""
+                    iterations: int = ITERATIONS,
+                    trained: LineCalibration | None = None) -> InputCalibration:
+        """The input calibration of a network trained on the bare emulator ``base``
+        (``trained`` None: the exponent inversion, refined by the ratio of ``base`` to ``base``
+        calibrated by ``calibration``) or on ``base`` calibrated by ``trained`` (no inversion;
+        the ratio of that model to ``base`` calibrated by ``calibration``, e.g. ``trained``
+        without a star; the mask of both), module docstring; ``layout``: the model's (a
+        :class:`~photosphere.nn.data.StoredLayout`), ``config``: its DataConfig."""
         from ..grids.calibrated import CalibratedModel
         from .data import EchelleSimulator
 
+        target = base if trained is None else CalibratedModel(base, trained)
         sims = tuple(EchelleSimulator(src, layout, config.nominal_resolution, config.epsilon,
                                       config.fixed, config.columns)
-                     for src in (base, CalibratedModel(base, calibration)))
+                     for src in (target, CalibratedModel(base, calibration)))
         plain = cls.of(calibration, layout.wavelength)
-        return cls(plain.exponent, plain.zero_point, plain.stars, plain.mask, (*sims, config),
+        if trained is None:
+            return cls(plain.exponent, plain.zero_point, plain.stars, plain.mask,
+                       (*sims, config), iterations)
+        mask = plain.mask | cls.of(trained, layout.wavelength).mask
+        return cls(np.ones_like(plain.exponent), 0.0, plain.stars, mask, (*sims, config),
                    iterations)
 
     def read(self, image: np.ndarray, run: Callable, names: tuple[str, ...],
@@ -96,7 +119,7 @@ class InputCalibration:
         for _ in range(self.iterations):
             b, c = self.images(mu, resolution)
             residual = (img - c)[~blank]
-            bad = self.mask | (np.abs(img - c) > CLIP * np.sqrt(np.mean(residual ** 2)))
+            bad = self.mask | (np.abs(img - c) > self.clip * np.sqrt(np.mean(residual ** 2)))
             moved = np.where(bad, b, img * b / np.clip(c, FLUX_FLOOR, None))
             moved[blank] = 1.0
             moved = moved.astype(np.asarray(image).dtype)
@@ -104,8 +127,8 @@ class InputCalibration:
         return moved, mu, cov
 
     def images(self, mu: np.ndarray, resolution: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """B(θ) and C(θ) imaged on the layout at the estimated labels ``mu`` (rows
-        normalised)."""
+        """The training model's and the star's model's images, B(θ) (or T(θ)) and C(θ), on the
+        layout at the estimated labels ``mu`` (rows normalised)."""
         from .data import complete_labels, normalise_orders
 
         base, calibrated, config = self.models

@@ -113,9 +113,11 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                      resolution: float | None = None) -> NNPrediction:
     """Labels with uncertainties for one spectrum (see module docstring).
 
-    input_calibration (models trained on an emulator's bare syntheses): ``"auto"`` moves the
-    input into the syntheses' space with the line calibration on real stars that the
-    emulator file holds (:mod:`photosphere.nn.input_calibration`), None does not; or an
+    input_calibration (models trained on an emulator whose file holds a line calibration on
+    real stars): ``"auto"`` reads the input through it (:mod:`photosphere.nn.input_calibration`:
+    a model trained on the bare syntheses gets the input moved into their space; one trained
+    on the calibrated emulator reads the pixels the calibration distrusts, and outliers, from
+    the model at its labels), None does not; or an
     :class:`~photosphere.nn.input_calibration.InputCalibration` (e.g. one made without a
     benchmark star). The model's σ on real stars (``systematic_floor`` in the checkpoint,
     measured on benchmark stars) is added in quadrature; ``calibrated=False`` leaves σ raw;
@@ -223,17 +225,24 @@ def read_image(ck: Checkpoint, image: np.ndarray, run, inverse: InputCalibration
 
 
 def line_calibration_of(ck: Checkpoint, grid=None):
-    """The line calibration whose inverse ``nn predict`` applies for ``ck`` (a
-    :class:`~photosphere.grids.calibrated.LineCalibration`), or None: only a model trained on
-    an emulator's bare syntheses whose file (at hand) holds one needs it."""
-    if (ck.data.get("grid") or {}).get("calibrated", True):
-        return None  # trained on a calibrated source, or on a grid: nothing to invert
+    """The line calibration on real stars of the emulator ``ck`` was trained on (a
+    :class:`~photosphere.grids.calibrated.LineCalibration`), through which ``nn predict``
+    reads real spectra (:func:`model_input_calibration`), or None: a model trained on a grid,
+    or on an emulator file (at hand) that holds none."""
+    if "calibrated" not in (ck.data.get("grid") or {}):  # recorded for emulators only
+        return None
     path = model_grid(ck, grid)
     from ..grids.calibrated import has_calibration, read_calibration
 
     if path is None or not has_calibration(path):
         return None
     return read_calibration(path)
+
+
+def trained_calibrated(ck: Checkpoint) -> bool:
+    """Whether ``ck`` was trained on an emulator with its line calibration applied (else on
+    the bare emulator, or on a grid)."""
+    return bool((ck.data.get("grid") or {}).get("calibrated", False))
 
 
 def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
@@ -251,13 +260,18 @@ def _input_calibration(ck: Checkpoint, given, grid) -> InputCalibration | None:
 
 
 def model_input_calibration(ck: Checkpoint, calibration, path) -> InputCalibration:
-    """The input calibration of ``ck`` by ``calibration`` (a LineCalibration of the emulator
-    file ``path`` the model was trained on, bare), refined with the emulator's own images."""
+    """The input calibration of ``ck`` for a star described by ``calibration`` (the line
+    calibration of the emulator file ``path`` the model was trained on, or that calibration
+    made without the star), refined with the emulator's own images; for a model trained on
+    the calibrated emulator, the file's whole calibration is the training model
+    (:meth:`InputCalibration.with_models`)."""
+    from ..grids.calibrated import read_calibration
     from .data import DataConfig, StoredLayout
 
     base = _bare_emulator(str(path), _file_digest(path))
+    trained = read_calibration(path) if trained_calibrated(ck) else None
     return InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
-                                        DataConfig.from_dict(ck.data))
+                                        DataConfig.from_dict(ck.data), trained=trained)
 
 
 def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> None:
