@@ -19,8 +19,10 @@ For every star of ``stars/labels.csv`` (read exactly as ``photosphere nn predict
   fitted on the other stars' references) and ``input+affine``. For a network trained on the
   *calibrated* emulator there is no exponent to invert: ``ratio`` (the input × T(θ)/C₋ₖ(θ),
   the training model over the calibration made without the star, no pixel masked or clipped)
-  takes its place, and ``input`` masks and clips as ``nn predict`` does; ``raw`` and
-  ``affine`` are then not leave-one-out (the training model saw every calibration star).
+  takes its place, ``masked`` masks and clips, and ``input`` (what ``nn predict`` does) then
+  removes the network's own inversion bias with its training model
+  (``photosphere.nn.inversion_bias``); ``raw`` and ``affine`` are then not leave-one-out (the
+  training model saw every calibration star).
 * **σ vs S/N** (``--snr 20 50 100``): the input-calibrated images degraded with white noise to
   each S/N, ``--draws`` seeds: mean |error|, mean network σ, and the fraction within 1σ / 2σ of
   σ_total = σ ⊕ σ_sys (leave-one-out) ⊕ σ_ref.
@@ -45,6 +47,7 @@ import torch
 from _shared import SHARED
 from photosphere.datasets.reference_stars import LABELS, read_stars
 from photosphere.nn.data import DataConfig, EchelleSimulator, StoredLayout, complete_labels
+from photosphere.nn.inversion_bias import BIAS_ROUNDS
 from photosphere.nn.predict import (
     line_calibration_of,
     load_model,
@@ -126,8 +129,11 @@ def affine_loo(readings, name: str, raw: bool) -> list[float]:
 
 def read_through(ck, chosen, kind: str) -> list[dict[str, float]]:
     """Each star read through a reduced input calibration made without the star: ``exponent``
-    (the exponent inversion alone; networks trained on the bare emulator) or ``ratio`` (the
-    rounds of input × T(θ)/C₋ₖ(θ) with no pixel masked or clipped)."""
+    (the exponent inversion alone; networks trained on the bare emulator), ``ratio`` (the
+    rounds of input × T(θ)/C₋ₖ(θ) with no pixel masked or clipped), ``masked`` (masked and
+    clipped, without removing the network's inversion bias: ``input`` of a network trained on
+    the calibrated emulator without its last step) or ``input+bias`` (``input`` of a network
+    trained on the bare emulator, then that bias removed, ``photosphere.nn.inversion_bias``)."""
     import dataclasses
 
     from photosphere.nn.input_calibration import InputCalibration
@@ -141,7 +147,10 @@ def read_through(ck, chosen, kind: str) -> list[dict[str, float]]:
             inv = InputCalibration.of(without, np.asarray(ck.data["layout_wavelength"]))
         else:
             inv = model_input_calibration(ck, without, model_grid(ck))
-            inv = dataclasses.replace(inv, mask=np.zeros_like(inv.mask), clip=math.inf)
+            rounds = BIAS_ROUNDS if kind == "input+bias" else 0  # ratio, masked: none
+            inv = dataclasses.replace(inv, bias_rounds=rounds)
+            if kind == "ratio":
+                inv = dataclasses.replace(inv, mask=np.zeros_like(inv.mask), clip=math.inf)
         mu = inv.read(r.image, run, names, r.resolution)[1]
         out.append(dict(zip(names, mu.tolist(), strict=True)))
     return out
@@ -248,8 +257,12 @@ def main() -> None:
           "leave-one-out:")
     calibrated = trained_calibrated(ck)
     reduced = {kind: read_through(ck, chosen, kind)
-               for kind in (("ratio",) if calibrated else ("exponent",))}
+               for kind in (("ratio", "masked") if calibrated else ("exponent", "input+bias"))}
     table = method_table(chosen, reduced)
+    for k, r in enumerate(chosen):
+        print(f"  {r.star.star[:28]:<28} " + "  ".join(
+            f"{n} {r.star.reference[n][0]:.4g}: input {r.mu[n]:.4g}, " + ", ".join(
+                f"{kind} {reduced[kind][k][n]:.4g}" for kind in reduced) for n in LABELS))
     if calibrated:
         print("  (raw and affine read the spectrum through the network trained on the "
               "calibration made with every star: not leave-one-out)")
@@ -273,6 +286,8 @@ def main() -> None:
             f"in1 {100 * row[f'{n}_in1']:.0f}% in2 {100 * row[f'{n}_in2']:.0f}%" for n in LABELS))
     if args.json:
         out = {"model": args.model, "methods": table, "record": record, "sweep": sweep,
+               "reduced": {kind: dict(zip([r.star.star for r in chosen], rows, strict=True))
+                           for kind, rows in reduced.items()},
                "stars": [{"star": r.star.star, "tier": r.star.tier(r.resolution),
                           "resolution": r.resolution, "mismatch": r.mismatch,
                           "flags": r.flags, "mu": r.mu, "mu_raw": r.mu_raw, "sigma": r.sigma,

@@ -68,7 +68,8 @@ class InputCalibration:
     training model T and of the star's model C, and the model's DataConfig
     (:meth:`with_models`), or None (the exponent inversion alone); iterations: rounds of the
     refinement; clip: pixels further than this many σ from C(θ) are read from the training
-    model (inf: none).
+    model (inf: none); bias_rounds: rounds of removing the network's own inversion bias at the
+    labels read (:mod:`photosphere.nn.inversion_bias`; 0: not removed).
     """
 
     exponent: np.ndarray
@@ -78,6 +79,7 @@ class InputCalibration:
     models: tuple[Any, Any, Any] | None = field(default=None, repr=False)
     iterations: int = ITERATIONS
     clip: float = CLIP
+    bias_rounds: int = 0
 
     @classmethod
     def with_models(cls, calibration: LineCalibration, layout, base, config,
@@ -116,6 +118,7 @@ class InputCalibration:
             return moved, mu, cov
         img = np.asarray(image, dtype=float)
         blank = np.all(img == 1.0, axis=-1)  # windows not read stay continuum
+        bad = None
         for _ in range(self.iterations):
             b, c = self.images(mu, resolution)
             residual = (img - c)[~blank]
@@ -124,6 +127,12 @@ class InputCalibration:
             moved[blank] = 1.0
             moved = moved.astype(np.asarray(image).dtype)
             mu, cov = run(moved)
+        if self.bias_rounds:
+            from .inversion_bias import remove_inversion_bias
+
+            quiet = None if bad is None else bad & ~blank[:, None]  # model values, no noise
+            mu = remove_inversion_bias(mu, img, run, lambda t: self.images(t, resolution)[0],
+                                       quiet=quiet, rounds=self.bias_rounds)
         return moved, mu, cov
 
     def images(self, mu: np.ndarray, resolution: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -264,14 +264,22 @@ def model_input_calibration(ck: Checkpoint, calibration, path) -> InputCalibrati
     calibration of the emulator file ``path`` the model was trained on, or that calibration
     made without the star), refined with the emulator's own images; for a model trained on
     the calibrated emulator, the file's whole calibration is the training model
-    (:meth:`InputCalibration.with_models`)."""
+    (:meth:`InputCalibration.with_models`) and the network's own inversion bias is removed
+    last (:mod:`photosphere.nn.inversion_bias`; measured on the benchmark stars, docs/nn.md)."""
+    import dataclasses
+
     from ..grids.calibrated import read_calibration
     from .data import DataConfig, StoredLayout
+    from .inversion_bias import BIAS_ROUNDS
 
     base = _bare_emulator(str(path), _file_digest(path))
-    trained = read_calibration(path) if trained_calibrated(ck) else None
-    return InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
-                                        DataConfig.from_dict(ck.data), trained=trained)
+    if not trained_calibrated(ck):
+        return InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
+                                            DataConfig.from_dict(ck.data))
+    found = InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
+                                         DataConfig.from_dict(ck.data),
+                                         trained=read_calibration(path))
+    return dataclasses.replace(found, bias_rounds=BIAS_ROUNDS)
 
 
 def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> None:
