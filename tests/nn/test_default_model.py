@@ -41,14 +41,20 @@ def test_the_default_carries_its_real_star_calibration():
 
 
 def test_all_shipped_models_fit_the_budget_and_share_the_layout():
+    """Every HARPS-N-layout model can join the default in a deep ensemble; the optical model
+    reads its own 7 windows and [α/Fe]."""
     models = shipped_models()
-    assert "default" in models
+    assert "default" in models and "optical" in models
     assert sum(p.stat().st_size for p in models.values()) <= 20e6
     layout = np.asarray(load_model().data["layout_wavelength"])
     for name in models:
         ck = load_model(name)
+        assert ck.temperature is not None
+        if name == "optical":
+            assert ck.label_scaling.names == ("teff", "logg", "feh", "vsini", "alpha")
+            assert np.asarray(ck.data["layout_wavelength"]).shape == (26, 1024)
+            continue
         assert ck.label_scaling.names == ("teff", "logg", "feh", "vsini")
-        assert ck.temperature is not None  # can join the default in a deep ensemble
         np.testing.assert_array_equal(np.asarray(ck.data["layout_wavelength"]), layout)
 
 

@@ -253,9 +253,9 @@ def _add_predict(nsub: argparse._SubParsersAction) -> None:
     p = nsub.add_parser("predict", help="labels with uncertainties for a spectrum file")
     p.add_argument("file", help="spectrum file (1D or échelle, any reader of photosphere.io)")
     p.add_argument("--model", action="append",
-                   help="checkpoint file, or the name of a shipped model (default, plain, "
-                        "resnet6k, resnet6k-s2, resnet6k[-s2|-s3|-s4]-nodrop20; default: "
-                        "default); give it several times for an ensemble")
+                   help="checkpoint file, or the name of a shipped model (default, optical, "
+                        "plain, resnet6k, resnet6k-s2, resnet6k[-s2|-s3|-s4]-nodrop20; "
+                        "default: default); give it several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")

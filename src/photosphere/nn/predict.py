@@ -46,7 +46,11 @@ def shipped_models() -> dict[str, Path]:
     ``resnet6k-s2`` (plain grid, more stars and epochs; with ``plain`` session 3's S/N-20
     ensemble), and ``resnet6k-nodrop20``, ``resnet6k-s2-nodrop20``, ``resnet6k-s3-nodrop20``,
     ``resnet6k-s4-nodrop20`` (fine-tuned at S/N 20 without dropout, then mean-recalibrated:
-    together the recommended S/N-20 deep ensemble, docs/nn.md)."""
+    together the recommended S/N-20 deep ensemble, docs/nn.md); and ``optical`` (the optical
+    emulator's 7 windows, any optical spectrum covering 2 of them, [α/Fe] a fifth label;
+    trained on the emulator with its line calibration on real stars, read through it and with
+    its own inversion bias removed; σ and the out-of-distribution limit measured on the
+    benchmark stars: docs/nn.md, "The network on the calibrated optical model")."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
