@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -112,7 +113,8 @@ def twin_images(ck, sim: EchelleSimulator, reading, draws: int) -> np.ndarray:
     image = normalise_orders(clean).numpy()[0]
     blank = np.all(reading.image == 1.0, axis=-1)
     image[blank] = 1.0
-    return noisy(image, row_snr(reading.image), draws, seed=hash(star.star) % 2**32)
+    # crc32, not hash(): str hashes change from process to process (PYTHONHASHSEED)
+    return noisy(image, row_snr(reading.image), draws, seed=zlib.crc32(star.star.encode()))
 
 
 def affine_loo(readings, name: str, raw: bool) -> list[float]:
