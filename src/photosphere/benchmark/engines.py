@@ -217,9 +217,13 @@ class NNEngine:
         # σ_sys measured on real stars: the floor made without this star when it was one
         record = ck.data.get("real_star_calibration") or {}
         floor = (record.get("loo_floor") or {}).get(star.star, "auto")
+        by_snr = ck.data.get("systematic_floor_snr") or None
+        if by_snr and star.star in by_snr.get("loo_floor", {}):
+            by_snr = {**by_snr, "floor": by_snr["loo_floor"][star.star]}
         result = predict_spectrum(spectrum, ck, rv=estimate_rv(spectrum, resolution),
                                   input_calibration=self.input_calibration(star),
-                                  systematic_floor=floor, resolution=resolution)
+                                  systematic_floor=floor, systematic_floor_snr=by_snr,
+                                  resolution=resolution)
         labels = _labels(result.labels)
         box = {n: (float(lo), float(hi)) for n, (lo, hi) in (ck.data.get("bounds") or {}).items()}
         flags = label_flags(labels, box) + reference_flags(star, box)

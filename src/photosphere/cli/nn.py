@@ -210,6 +210,12 @@ def _add_calibrate_stars(nsub: argparse._SubParsersAction) -> None:
     c.add_argument("--stars-dir", metavar="DIR",
                    help="folder with labels.csv (default: $PHOTOSPHERE_SHARED_DATA/stars, else "
                         "../shared/data/stars beside the repository)")
+    c.add_argument("--snr", type=float, nargs="+", metavar="S",
+                   help="also measure σ_sys on the calibration stars degraded with noise to "
+                        "each S/N (e.g. 20 50 100); nn predict then uses the floor at the "
+                        "input's S/N")
+    c.add_argument("--draws", type=int, default=2,
+                   help="noise realisations per star and S/N (default 2)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_json(c)
     c.set_defaults(nn_run=run_calibrate_stars)
@@ -219,8 +225,11 @@ def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from ..datasets.reference_stars import default_stars_dir, read_stars
     from ..nn.checkpoint import save_checkpoint
     from ..nn.predict import load_model
-    from ..nn.real_stars import calibrate, read_all
+    from ..nn.real_stars import calibrate, calibration_stars, read_all, snr_floors
 
+    if args.snr and (min(args.snr) <= 0 or args.draws < 1):
+        raise ModelError(f"--snr {args.snr} must be positive and --draws {args.draws} at "
+                         "least 1")
     ck = load_model(args.model)
     stars_dir = Path(args.stars_dir) if args.stars_dir else default_stars_dir()
     readings, failed = read_all(ck, read_stars(stars_dir / "labels.csv"),
@@ -229,6 +238,10 @@ def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     data = {**ck.data, "systematic_floor": record["floor"], "real_star_calibration": record}
     if record["mismatch"]["limit"] is not None:
         data["mismatch_limit"] = record["mismatch"]["limit"]
+    data.pop("systematic_floor_snr", None)  # measured again below, or not at all
+    if args.snr:
+        data["systematic_floor_snr"] = snr_floors(ck, calibration_stars(readings), args.snr,
+                                                  args.draws, progress=not args.no_progress)
     training = {k: v for k, v in (ck.training or {}).items() if k not in ("optimizer", "average")}
     out = save_checkpoint(args.out, ck.kind, ck.model, label_scaling=ck.label_scaling,
                           temperature=ck.temperature, data=data, training=training)
@@ -243,8 +256,15 @@ def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
              f"smallest outside {m['min_outside']}; separable: {m['separable']})"
              if m["limit"] is not None else f"  no mismatch limit: {m['reason']}",
              f"  flagged: {', '.join(record['flagged']) or 'none'}"]
+    by_snr = data.get("systematic_floor_snr")
+    for i, level in enumerate(by_snr["snr"] if by_snr else []):
+        cover = by_snr["loo_coverage"][f"{level:g}"]
+        lines.append(f"  S/N {level:g}: σ_sys " + ", ".join(
+            f"{k} {v[i]:.3g}" for k, v in by_snr["floor"].items()) + "; leave-one-out "
+            "coverage (1σ / 2σ) " + ", ".join(f"{k} {100 * a:.0f}/{100 * b:.0f} %"
+                                              for k, (a, b) in cover.items()))
     lines += [f"  not read: {s.star}: {why}" for s, why in failed]
-    payload = {"model": str(out), **record,
+    payload = {"model": str(out), **record, "systematic_floor_snr": by_snr,
                "failed": [{"star": s.star, "reason": why} for s, why in failed]}
     return payload, "\n".join(lines)
 

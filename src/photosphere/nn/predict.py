@@ -114,6 +114,7 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                      grid: str | os.PathLike | None = None,
                      input_calibration: InputCalibration | str | None = "auto",
                      systematic_floor: dict[str, float] | str | None = "auto",
+                     systematic_floor_snr: dict[str, Any] | str | None = "auto",
                      resolution: float | None = None) -> NNPrediction:
     """Labels with uncertainties for one spectrum (see module docstring).
 
@@ -126,7 +127,11 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     benchmark star). The model's σ on real stars (``systematic_floor`` in the checkpoint,
     measured on benchmark stars) is added in quadrature; ``calibrated=False`` leaves σ raw;
     systematic_floor: ``"auto"`` (the checkpoint's), None (none) or {label: σ_sys} (e.g. the
-    floor measured without a benchmark star); resolution: R of the spectrum, for the input
+    floor measured without a benchmark star); systematic_floor_snr: σ_sys measured on the
+    benchmark stars degraded to several S/N (``nn calibrate-stars --snr``): ``"auto"`` (the
+    checkpoint's, if any), None, or {"snr": levels, "floor": {label: values}}; the larger of the
+    two at the input's S/N is added (:func:`~photosphere.nn.real_stars.floor_at`, S/N in
+    provenance ``snr``); resolution: R of the spectrum, for the input
     calibration's model images (default: the file's, else the model's nominal R).
 
     model: a checkpoint (path or loaded), None for the default model, or a list of them for a
@@ -160,8 +165,8 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     mu, cov, consistency = read_image(ck, prepared.image, run, inverse, resolution, grid,
                                       check_grid)
     temperature = ck.temperature if calibrated else None
-    floor = (ck.data.get("systematic_floor") if systematic_floor == "auto"
-             else systematic_floor) if calibrated else None
+    floor, snr = _floor(ck, systematic_floor, systematic_floor_snr, prepared.image) \
+        if calibrated else (None, None)
     if floor:
         cov = cov + np.diag([float(floor.get(n, 0.0)) ** 2 for n in names])
     sigma = np.sqrt(np.diag(cov))
@@ -178,8 +183,22 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
                     "windows_used": list(prepared.windows_used),
                     "input_calibration": None if inverse is None else {
                         "stars": list(inverse.stars), "zero_point": inverse.zero_point},
-                    "sigma_systematic": dict(floor) if floor else None,
+                    "sigma_systematic": dict(floor) if floor else None, "snr": snr,
                     "consistency": consistency})
+
+
+def _floor(ck: Checkpoint, native, by_snr, image: np.ndarray
+           ) -> tuple[dict[str, float] | None, float | None]:
+    """σ_sys for ``image`` (see ``predict_spectrum``) and the S/N it was chosen at (None when
+    no S/N floor applies)."""
+    from .real_stars import floor_at, image_snr
+
+    native = ck.data.get("systematic_floor") if native == "auto" else native
+    by_snr = ck.data.get("systematic_floor_snr") if by_snr == "auto" else by_snr
+    if not by_snr:
+        return native, None
+    snr = image_snr(image)
+    return floor_at(native, by_snr, snr), (snr if np.isfinite(snr) else None)
 
 
 def _ensemble_members(model: Checkpoint | str | list | None) -> list[Checkpoint]:

@@ -15,6 +15,11 @@ them:
   mismatch of a calibration star and the smallest of a high-resolution star outside the box
   (M dwarfs), when those separate; otherwise the largest calibration mismatch × 1.1, with the
   overlap reported.
+* ``systematic_floor_snr`` (``nn calibrate-stars --snr 20 50 100``): σ_sys measured again on the
+  calibration stars' images degraded with white noise to each S/N (``draws`` noise realisations
+  each), because a network's σ need not grow with the noise as its error does. ``nn predict``
+  estimates the input's S/N and interpolates in log S/N between these floors and σ_sys, which
+  belongs to the stars' own S/N (their median, ``native_snr``): :func:`floor_at`.
 
 Every star is read exactly as ``photosphere nn predict FILE`` reads it (RV measured, input
 calibration made without the star when the model uses one).
@@ -135,8 +140,9 @@ def calibration_stars(readings: list[StarReading]) -> list[StarReading]:
 
 
 def floors(readings: list[StarReading], raw: bool = False) -> dict[str, Any]:
-    """σ_sys per label over ``readings`` (all of them), and leave-one-out per star: the error,
-    σ_total (network ⊕ σ_sys of the others ⊕ reference) and whether within 1σ / 2σ."""
+    """σ_sys per label over ``readings`` (all of them), and leave-one-out per reading: the
+    error, σ_total (network ⊕ σ_sys of the other stars' readings ⊕ reference) and whether
+    within 1σ / 2σ."""
     out: dict[str, Any] = {"floor": {}, "loo": {}}
     for name in FLOOR_LABELS:
         err = np.array([r.error(name, raw) for r in readings])
@@ -144,8 +150,9 @@ def floors(readings: list[StarReading], raw: bool = False) -> dict[str, Any]:
         ref = np.array([r.star.reference[name][1] for r in readings])
         out["floor"][name] = solve_floor(err, sig, ref)
         rows = []
+        stars = np.array([r.star.star for r in readings])
         for k in range(len(readings)):
-            keep = np.arange(len(readings)) != k
+            keep = stars != stars[k]  # every reading of the star out (e.g. its noisy copies)
             s_k = solve_floor(err[keep], sig[keep], ref[keep])
             total = math.sqrt(sig[k] ** 2 + s_k ** 2 + ref[k] ** 2)
             rows.append({"star": readings[k].star.star, "error": float(err[k]),
@@ -215,3 +222,100 @@ def calibrate(readings: list[StarReading]) -> dict[str, Any]:
     return {"stars": [r.star.star for r in chosen], "floor": found["floor"],
             "mismatch": limit, "loo_floor": loo, "loo_coverage": coverage,
             "flagged": [r.star.star for r in readings if r.flags]}
+
+
+def image_snr(image: np.ndarray) -> float:
+    """S/N per pixel of a prepared image: the median over its non-blank rows of DER_SNR."""
+    from .inversion_bias import row_noise
+
+    sigma = row_noise(image)
+    sigma = sigma[sigma > 0]
+    return float(1.0 / np.median(sigma)) if len(sigma) else math.inf
+
+
+def degraded(reading: StarReading, snr: float, seed: int) -> np.ndarray:
+    """``reading``'s prepared image with white noise added to bring each row to ``snr`` (rows
+    already noisier keep theirs; blank rows stay blank), rows normalised again."""
+    from .inversion_bias import row_noise
+    from .twin import noisy_copies
+
+    img = np.asarray(reading.image, dtype=float)
+    now = row_noise(img)
+    add = np.sqrt(np.clip(1.0 / snr ** 2 - now ** 2, 0.0, None))
+    blank = np.all(img == 1.0, axis=-1)
+    add[blank] = 0.0
+    keep = np.broadcast_to(~blank[:, None], img.shape).copy()
+    return noisy_copies(img, add, [seed], keep=keep)[0]
+
+
+def snr_floors(ck, chosen: list[StarReading], levels: list[float], draws: int = 2,
+               progress: bool = True) -> dict[str, Any]:
+    """σ_sys per label at each S/N of ``levels``: the ``chosen`` (calibration) stars degraded
+    to it, ``draws`` noise realisations each, read as ``nn predict`` reads them (each through
+    the input calibration it was read with, made without it), with leave-one-out floors and
+    coverage per level (module docstring)."""
+    import dataclasses
+    import zlib
+
+    from tqdm.auto import tqdm
+
+    from .predict import network
+
+    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    names = ck.label_scaling.names
+    levels = sorted(float(v) for v in levels)
+    out: dict[str, Any] = {"snr": levels, "draws": draws,
+                           "native_snr": float(np.median([image_snr(r.image) for r in chosen])),
+                           "floor": {n: [] for n in FLOOR_LABELS},
+                           "loo_floor": {r.star.star: {n: [] for n in FLOOR_LABELS}
+                                         for r in chosen},
+                           "loo_coverage": {}}
+    for level in tqdm(levels, desc="S/N levels", disable=not progress):
+        noisy = []
+        for r in chosen:
+            for d in range(draws):
+                seed = zlib.crc32(f"{r.star.star}|{level:g}|{d}".encode())
+                image = degraded(r, level, seed)
+                if r.inverse is None:
+                    mu, cov = run(image)
+                else:
+                    mu, cov = r.inverse.read(image, run, names, r.resolution)[1:]
+                sig = np.sqrt(np.diag(cov))
+                noisy.append(dataclasses.replace(
+                    r, mu=dict(zip(names, np.asarray(mu, float).tolist(), strict=True)),
+                    sigma=dict(zip(names, sig.tolist(), strict=True))))
+        found = floors(noisy)
+        for n in FLOOR_LABELS:
+            out["floor"][n].append(found["floor"][n])
+            for row in found["loo"][n][::draws]:
+                out["loo_floor"][row["star"]][n].append(row["floor"])
+        out["loo_coverage"][f"{level:g}"] = {
+            n: [float(np.mean([x["within1"] for x in found["loo"][n]])),
+                float(np.mean([x["within2"] for x in found["loo"][n]]))] for n in FLOOR_LABELS}
+    return out
+
+
+def floor_at(native: dict[str, float] | None, by_snr: dict[str, Any] | None,
+             snr: float) -> dict[str, float] | None:
+    """σ_sys for a spectrum of S/N ``snr`` from ``native`` (measured on the calibration stars at
+    their own S/N, ``by_snr["native_snr"]``) and ``by_snr`` ({"snr": levels, "floor": {label:
+    values}, "native_snr": S/N}): per label, interpolated in log S/N through the levels and the
+    native point, held constant beyond them; where the native S/N is not above the levels, the
+    larger of the native floor and the levels' interpolation. ``native`` alone when no S/N
+    floors."""
+    if not by_snr:
+        return native
+    native = dict(native or {})
+    levels = [float(v) for v in by_snr["snr"]]
+    top = float(by_snr.get("native_snr") or 0.0)
+    above = top > max(levels)
+    x = math.log(snr) if math.isfinite(snr) and snr > 0 else math.log(max([*levels, top]))
+    out = dict(native)
+    for name, values in by_snr["floor"].items():
+        own = float(native.get(name, 0.0))
+        xs, ys = [math.log(v) for v in levels], [float(v) for v in values]
+        if above:
+            xs, ys = [*xs, math.log(top)], [*ys, own]
+        at = float(np.interp(x, xs, ys))
+        out[name] = at if above else max(own, at)
+    return out
