@@ -2,11 +2,11 @@
 
 A network's μ on its own syntheses is not their labels: trained on a finite set with noise it
 pulls towards the box's centre and couples the labels' errors (on the benchmark stars' twins,
-the optical network trained on the calibrated emulator is 64 K / 0.14 / 0.07 dex off, log g low
-on every dwarf: docs/nn.md). That bias at the labels a spectrum was read as can be measured
-without any real star: image the training model T at θ as the spectrum was imaged (its R, the
-network's vsini, its S/N per row, its blank windows), read the images, compare. The labels whose
-images the network reads as it read the spectrum solve
+the optical networks trained on the calibrated emulator are 49–70 K / 0.10–0.15 / 0.07–0.11 dex
+off, log g low on the dwarfs: docs/nn.md). That bias at the labels a spectrum was read as can
+be measured without any real star: image the training model T at θ as the spectrum was imaged
+(its R, the network's vsini, its S/N per row, its blank windows), read the images, compare. The
+labels whose images the network reads as it read the spectrum solve
 
     N(T(θ)) = μ,   iterated as   θ ← θ + (μ − N(T(θ)))   from θ = μ,
 

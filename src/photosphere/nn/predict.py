@@ -129,9 +129,11 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     systematic_floor: ``"auto"`` (the checkpoint's), None (none) or {label: σ_sys} (e.g. the
     floor measured without a benchmark star); systematic_floor_snr: σ_sys measured on the
     benchmark stars degraded to several S/N (``nn calibrate-stars --snr``): ``"auto"`` (the
-    checkpoint's, if any), None, or {"snr": levels, "floor": {label: values}}; the larger of the
-    two at the input's S/N is added (:func:`~photosphere.nn.real_stars.floor_at`, S/N in
-    provenance ``snr``); resolution: R of the spectrum, for the input
+    checkpoint's, if any), None, or {"snr": levels, "floor": {label: values}, "native_snr":
+    the calibration stars' own S/N}; σ_sys at the input's S/N, interpolated in log S/N through
+    those levels and ``systematic_floor`` at the native S/N, is then added instead
+    (:func:`~photosphere.nn.real_stars.floor_at`; the S/N in provenance ``snr``); resolution: R
+    of the spectrum, for the input
     calibration's model images (default: the file's, else the model's nominal R).
 
     model: a checkpoint (path or loaded), None for the default model, or a list of them for a
