@@ -105,6 +105,30 @@ def test_too_little_coverage(broadened):
                       ToyLayout().wavelength)
 
 
+def test_a_gap_in_the_sampling_is_not_coverage(broadened):
+    """A spectrum cut into pieces (pixels only around some lines) covers the layout's range
+    but not the gaps between its pieces: those layout pixels are filled, not interpolated
+    across, and too many of them are refused."""
+    from photosphere.nn.inputs import GAP_STEPS, _sampled
+
+    wave, flux = broadened
+    layout = ToyLayout().wavelength
+    lo, hi = float(layout.min()), float(layout.max())
+    hole = (wave > lo + 0.3 * (hi - lo)) & (wave < lo + 0.7 * (hi - lo))
+    covered = _sampled(wave[~hole], layout)
+    inside = (layout > wave[hole][0]) & (layout < wave[hole][-1])
+    assert not covered[inside].any() and covered[(layout < wave[hole][0] - 1)
+                                                & (layout > wave[0] + 1)].all()
+    assert _sampled(wave, layout)[(layout > wave[0]) & (layout < wave[-1])].all()
+    step = np.median(np.diff(wave))
+    small = np.ones(len(wave), bool)
+    small[len(wave) // 2:len(wave) // 2 + int(GAP_STEPS) - 2] = False  # a short hole: covered
+    assert _sampled(wave[small], layout)[(layout > wave[0] + step)
+                                         & (layout < wave[-1] - step)].all()
+    with pytest.raises(InvalidSpectrumError, match="not covered"):
+        prepare_image(Spectrum(wave[~hole], flux[~hole], medium="air"), layout)
+
+
 def test_image_checks():
     with pytest.raises(InvalidSpectrumError, match="8 orders × 4096 pixels, got an array of shape"):
         check_images(torch.ones(1, 1, 7, 4096), 8, 4096)  # one order missing

@@ -38,3 +38,34 @@ def test_the_command_takes_auto_or_a_velocity():
     assert _rv_option("auto") == "auto" and _rv_option("-4.8") == -4.8
     with pytest.raises(argparse.ArgumentTypeError):
         _rv_option("nan")
+
+
+def test_a_spectrum_without_the_grids_window_is_cross_correlated_with_the_optical_model():
+    """No pixel in 5050-5350 Å: the RV comes from the shipped optical emulator's windows
+    (6100-6180 Å here), as the optical network needs."""
+    from photosphere.nn.rv import _optical_model
+
+    model = _optical_model()
+    wave = np.linspace(6105.0, 6175.0, 4000)
+    dummy = Spectrum(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
+    rv = 23.7
+    chain = ObservationChain(model, dummy, resolution=60_000, continuum_degree=None,
+                             rv_bounds=(rv - 1, rv + 1))
+    theta = chain.theta_from({"teff": 5400.0, "logg": 4.5, "feh": -0.2, "alpha": 0.1,
+                              "vmic": 1.0, "vsini": 3.0, "rv": rv})
+    with torch.no_grad():
+        (flux,), _ = chain.predict(torch.as_tensor(theta))
+    noisy = flux.numpy() + np.random.default_rng(5).normal(0, 1 / 200, flux.shape)
+    star = Spectrum(wave, noisy, np.full_like(wave, 1 / 200), medium="air",
+                    meta=SpectrumMeta(extra={"resolution": 60_000.0}))
+    assert estimate_rv(star) == pytest.approx(rv, abs=0.5)
+
+
+def test_a_spectrum_outside_every_model_says_so():
+    from photosphere.errors import OutOfGridError
+
+    wave = np.linspace(7000.0, 7100.0, 4000)
+    flux = 1 - 0.3 * np.exp(-0.5 * ((wave % 2.0) - 1.0) ** 2 / 0.01)
+    star = Spectrum(wave, flux, np.full_like(wave, 0.01), medium="air")
+    with pytest.raises(OutOfGridError, match=r"5050-5350 Å.*optical model's windows"):
+        estimate_rv(star)

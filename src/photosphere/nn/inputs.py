@@ -148,7 +148,7 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
     else:
         raise InvalidSpectrumError(f"expected a Spectrum or EchelleSpectrum, got "
                                    f"{type(spectrum).__name__}")
-    covered = (layout >= wave[0]) & (layout <= wave[-1])
+    covered = _sampled(wave, layout)
     good_flux = _fill_masked(np.where(bad, 0.0, flux), bad)
     image = np.stack([_rebin_row(wave, good_flux, row) for row in layout])  # (n_orders, n_pix)
     # layout pixels near masked/uncovered input pixels are filled with the continuum
@@ -169,6 +169,23 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
         image[o] = np.where(keep, image[o], np.median(image[o, keep]) if keep.any() else 1.0)
     image = np.where(filled, 1.0, normalise_orders(_t(image)).numpy())
     return PreparedImage(image.astype(np.float32), fraction, used, windows)
+
+
+#: a step between two input pixels this many times the median step is a gap in the coverage
+GAP_STEPS = 10.0
+
+
+def _sampled(wave: np.ndarray, layout: np.ndarray) -> np.ndarray:
+    """(n_orders, n_pix) True where a layout pixel lies between two input pixels (``wave``,
+    increasing, Å) no more than :data:`GAP_STEPS` median steps apart: inside the spectrum's
+    range and not in a gap of its sampling (e.g. a spectrum cut into pieces around lines)."""
+    wave = np.asarray(wave, dtype=float)
+    inside = (layout >= wave[0]) & (layout <= wave[-1])
+    if len(wave) < 2:
+        return inside
+    step = np.diff(wave)
+    right = np.clip(np.searchsorted(wave, layout), 1, len(wave) - 1)
+    return inside & (step[right - 1] <= GAP_STEPS * np.median(step))
 
 
 def _unread_windows(filled: np.ndarray, layout: np.ndarray, max_filled: float,

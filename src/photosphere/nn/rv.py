@@ -7,7 +7,9 @@ barycentric frame must be shifted first (WASP-14's TRES file, −4.8 km/s, cost 
 star, broadened to the file's resolution when known, cross-correlated over ±300 km/s (coarse
 5 km/s scan, then 1 km/s, then a parabola), with a continuum solved at each trial. Labels off
 the star's by ~1000 K move the minimum by well under 1 km/s, small against the 2.6 km/s LSF of
-HARPS-N.
+HARPS-N. A spectrum with no pixel in the embedded grid's 5050–5350 Å is cross-correlated with
+the shipped optical emulator instead (its 7 windows, Hβ to Hα), which the ``optical`` network
+reads.
 """
 
 from __future__ import annotations
@@ -31,16 +33,39 @@ def estimate_rv(spectrum, resolution: float | None = None) -> float:
     from ..io.prepare import mask_nonpositive
     from ..ops.noise import with_uncertainty
 
-    model = load_grid_model()
     observed = with_uncertainty(mask_nonpositive(spectrum))
     r = resolution if resolution is not None else file_resolution(spectrum)
+    settings = ObservationSettings(resolution=r, continuum_degree=2)
+    model = load_grid_model()
     try:
-        rv = cross_correlation_rv(model, observed,
-                                  ObservationSettings(resolution=r, continuum_degree=2),
-                                  initial=TEMPLATE)
+        rv = cross_correlation_rv(model, observed, settings, initial=TEMPLATE)
     except OutOfGridError as exc:
-        lo, hi = float(model.wavelength[0]), float(model.wavelength[-1])
-        raise OutOfGridError(f"the RV cannot be measured: the spectrum has no usable pixel in "
-                             f"{lo:.0f}-{hi:.0f} Å, the window the networks read ({exc}); a "
-                             "network cannot read this spectrum either") from None
+        optical = _optical_model()
+        try:
+            rv = cross_correlation_rv(optical, observed, settings, initial=TEMPLATE)
+        except OutOfGridError:
+            lo, hi = float(model.wavelength[0]), float(model.wavelength[-1])
+            raise OutOfGridError(
+                f"the RV cannot be measured: the spectrum has no usable pixel in {lo:.0f}-"
+                f"{hi:.0f} Å, the window of the HARPS-N-layout networks ({exc}), nor in the "
+                f"optical model's windows ({_windows(optical)}); no network can read this "
+                "spectrum") from None
     return float(rv) if math.isfinite(rv) else 0.0
+
+
+def _optical_model():
+    """The shipped optical emulator (its line calibration applied)."""
+    from ..grids.load import DATA_DIR, SHIPPED_MODELS, load_emulator
+
+    return load_emulator(DATA_DIR / SHIPPED_MODELS["optical"])
+
+
+def _windows(model) -> str:
+    """The wavelength windows a model covers, e.g. ``4821-4901, 5140-5340 Å``."""
+    import numpy as np
+
+    wave = np.asarray(model.wavelength, dtype=float)
+    cuts = np.where(np.diff(wave) / wave[:-1] > 1e-4)[0]
+    starts = [wave[0], *wave[cuts + 1]]
+    ends = [*wave[cuts], wave[-1]]
+    return ", ".join(f"{a:.0f}-{b:.0f}" for a, b in zip(starts, ends, strict=True)) + " Å"
