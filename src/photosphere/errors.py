@@ -15,6 +15,11 @@ class InvalidSpectrumError(PhotosphereError, ValueError):
     """Arrays that do not make a valid spectrum (NaN flux, non-monotonic wavelengths, shapes...)."""
 
 
+class CoverageError(InvalidSpectrumError):
+    """A valid spectrum that does not cover the wavelengths a model reads (e.g. a network's
+    layout): another model may read it."""
+
+
 class UnitsError(PhotosphereError, ValueError):
     """A quantity without units, or with units that cannot be converted to what is needed."""
 

@@ -48,3 +48,23 @@ def test_predict_the_uves_sun_and_flag_an_m_dwarf(capsys):
                      "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["provenance"]["consistency"][
         "out_of_distribution"]
+
+
+def test_nn_predict_without_a_model_reads_what_the_default_cannot_with_the_optical_one(capsys):
+    """The Griffith star (pixels only around lines, none in 5050-5350 Å): the default refuses it
+    with a CoverageError; `nn predict` without --model then reads it with the optical model and
+    says so; with --model default the refusal stands."""
+    from photosphere.errors import CoverageError
+    from photosphere.nn.predict import predict_spectrum, read_for_prediction
+
+    path = shared_file("stars/hires/griffith2022_2MASS_J03443498+0553014.csv")
+    with pytest.raises(CoverageError, match="not covered"):
+        predict_spectrum(read_for_prediction(path), "default", check_grid=False)
+    assert cli.main(["nn", "predict", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["provenance"]["model"].endswith("optical.pt")
+    assert "default network cannot read" in out["model_choice"]
+    for name, truth, tol in (("teff", 5456, 400), ("logg", 3.86, 0.6), ("feh", -1.22, 0.5)):
+        assert abs(out["labels"][name]["value"] - truth) < tol, (name, out["labels"][name])
+    assert cli.main(["nn", "predict", str(path), "--model", "default", "--json"]) != 0
+    assert "not covered" in capsys.readouterr().err

@@ -275,7 +275,8 @@ def _add_predict(nsub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append",
                    help="checkpoint file, or the name of a shipped model (default, optical, "
                         "plain, resnet6k, resnet6k-s2, resnet6k[-s2|-s3|-s4]-nodrop20; "
-                        "default: default); give it several times for an ensemble")
+                        "default: default, or optical for a spectrum without the default's "
+                        "5050-5350 Å); give it several times for an ensemble")
     p.add_argument("--wave", help="wavelength file for an e2ds frame")
     p.add_argument("--blaze", help="blaze file for an e2ds frame (default: the one named in "
                                    "its header, beside it); e2ds frames are deblazed")
@@ -587,8 +588,9 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from ..errors import CoverageError
     from ..infer.validity import MIN_SNR, check_spectrum, label_warnings
-    from ..nn.predict import load_model, predict_spectrum, read_for_prediction
+    from ..nn.predict import load_model, predict_spectrum, read_for_prediction, shipped_models
 
     cks = [load_model(m) for m in (args.model or [None])]  # clear error first if no model
     spectrum = read_for_prediction(args.file, wave=args.wave, blaze=args.blaze,
@@ -600,9 +602,21 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         from ..nn.rv import estimate_rv
 
         rv = estimate_rv(spectrum)
-    result = predict_spectrum(spectrum, cks, rv=rv, mc_samples=args.mc_samples,
-                              calibrated=not args.no_calibration,
-                              check_grid=not args.no_grid_check, grid=args.grid)
+    def read(models):
+        return predict_spectrum(spectrum, models, rv=rv, mc_samples=args.mc_samples,
+                                calibrated=not args.no_calibration,
+                                check_grid=not args.no_grid_check, grid=args.grid)
+
+    choice = None
+    try:
+        result = read(cks)
+    except CoverageError as exc:  # no --model: the optical network reads what the default can't
+        if args.model or args.grid or "optical" not in shipped_models():
+            raise
+        cks = [load_model("optical")]
+        result = read(cks)
+        choice = (f"the default network cannot read this spectrum ({exc}); read by the shipped "
+                  "optical model (7 windows, Hβ to Hα)")
     scaling = cks[0].label_scaling
     box = {n: (float(o - s), float(o + s)) for n, o, s in
            zip(scaling.names, scaling.offset, scaling.scale, strict=True)}
@@ -611,9 +625,12 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if check and check.get("checked") and check.get("out_of_distribution"):
         warnings.append(f"out of distribution: mismatch with the grid {check['mismatch_rms']:.3f} "
                         f"rms of the continuum (limit {check['mismatch_limit']:g})")
-    payload = {"file": args.file, **result.to_dict(), "warnings": warnings}
+    payload = {"file": args.file, **result.to_dict(), "warnings": warnings,
+               "model_choice": choice}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
     lines = [f"{args.file}  (model {', '.join(str(c.path) for c in cks)})"]
+    if choice:
+        lines.append(f"  {choice}")
     for name, (value, sigma) in result.labels.items():
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InvalidSpectrumError
+from ..errors import CoverageError, InvalidSpectrumError
 from ..spectrum import EchelleSpectrum, Spectrum
 from .data import C_KMS, normalise_orders
 
@@ -88,7 +88,7 @@ def _merge_orders(spectrum: EchelleSpectrum, lo: float, hi: float, rv: float,
         rows.append((w, norm, mask))
         used.append(int(spectrum.order_numbers[i]))
     if not rows:
-        raise InvalidSpectrumError(
+        raise CoverageError(
             f"no order of the échelle spectrum overlaps {lo:.0f}-{hi:.0f} Å (it covers "
             f"{spectrum.wavelength.min():.0f}-{spectrum.wavelength.max():.0f} Å); the model "
             "needs that range")
@@ -159,7 +159,7 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
         filled, windows = _unread_windows(filled, layout, max_filled, wave)
     fraction = float(filled.mean())
     if not by_window and fraction > max_filled:
-        raise InvalidSpectrumError(
+        raise CoverageError(
             f"{fraction:.1%} of the model's layout pixels ({layout.min():.1f}-"
             f"{layout.max():.1f} Å) are masked or not covered by the spectrum "
             f"({wave[0]:.1f}-{wave[-1]:.1f} Å); at most {max_filled:.0%} can be filled. "
@@ -207,7 +207,7 @@ def _unread_windows(filled: np.ndarray, layout: np.ndarray, max_filled: float,
     if len(read) < min(MIN_WINDOWS_KEPT, int(groups.max()) + 1):
         spans = ", ".join(f"{layout[groups == g].min():.0f}-{layout[groups == g].max():.0f}"
                           for g in range(int(groups.max()) + 1))
-        raise InvalidSpectrumError(
+        raise CoverageError(
             f"the spectrum ({wave[0]:.1f}-{wave[-1]:.1f} Å) covers {len(read)} of the model's "
             f"windows ({spans} Å) with at most {max_filled:.0%} of their pixels masked or "
             f"missing; the model needs {MIN_WINDOWS_KEPT}")
