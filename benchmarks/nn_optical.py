@@ -48,7 +48,7 @@ import torch
 from _shared import SHARED
 from photosphere.datasets.reference_stars import LABELS, read_stars
 from photosphere.nn.data import DataConfig, EchelleSimulator, StoredLayout, complete_labels
-from photosphere.nn.inversion_bias import BIAS_ROUNDS
+from photosphere.nn.inversion_bias import BIAS_ROUNDS, row_noise
 from photosphere.nn.predict import (
     line_calibration_of,
     load_model,
@@ -59,7 +59,6 @@ from photosphere.nn.predict import (
 )
 from photosphere.nn.real_stars import calibrate, calibration_stars, read_all
 from photosphere.nn.train import source_from_grid
-from photosphere.ops.noise import estimate_snr
 
 TWIN_VSINI = 2.0  # km/s, when the table gives none
 TWIN_ZETA = 3.5  # km/s, the middle of the training range 0-7
@@ -84,9 +83,8 @@ def noisy(image: np.ndarray, snr_rows: np.ndarray, draws: int, seed: int) -> np.
 
 def row_snr(image: np.ndarray) -> np.ndarray:
     """DER_SNR per row (blank rows: inf)."""
-    snr = np.array([float(estimate_snr(row)) if not np.all(row == 1.0) else np.inf
-                    for row in image])
-    return np.where(np.isfinite(snr) & (snr > 0), snr, np.inf)
+    sigma = row_noise(image)
+    return np.where(sigma > 0, 1.0 / np.where(sigma > 0, sigma, 1.0), np.inf)
 
 
 def twin_images(ck, sim: EchelleSimulator, reading, draws: int) -> np.ndarray:

@@ -13,20 +13,24 @@ from photosphere.nn.rv import estimate_rv
 from photosphere.spectrum import SpectrumMeta
 
 
-@pytest.mark.parametrize("rv", [-47.3, 0.0, 18.3])
-def test_estimate_rv_finds_the_shift_of_a_grid_star(rv):
-    """A 6200 K star (not the G-dwarf template) shifted by rv, at R 60 000, S/N 150."""
-    model = load_grid_model()
-    wave = np.linspace(5080.0, 5320.0, 12000)
+def _observed(model, wave, labels, rv, snr, seed):
+    """``model`` at ``labels`` shifted by ``rv`` km/s, at R 60 000, with white noise at
+    ``snr``: a Spectrum carrying its resolution."""
     dummy = Spectrum(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
     chain = ObservationChain(model, dummy, resolution=60_000, continuum_degree=None,
                              rv_bounds=(rv - 1, rv + 1))
-    theta = chain.theta_from({"teff": 6200.0, "logg": 4.2, "feh": -0.3, "vsini": 6.0, "rv": rv})
     with torch.no_grad():
-        (flux,), _ = chain.predict(torch.as_tensor(theta))
-    noisy = flux.numpy() + np.random.default_rng(3).normal(0, 1 / 150, flux.shape)
-    star = Spectrum(wave, noisy, np.full_like(wave, 1 / 150), medium="air",
+        (flux,), _ = chain.predict(torch.as_tensor(chain.theta_from({**labels, "rv": rv})))
+    noisy = flux.numpy() + np.random.default_rng(seed).normal(0, 1 / snr, flux.shape)
+    return Spectrum(wave, noisy, np.full_like(wave, 1 / snr), medium="air",
                     meta=SpectrumMeta(extra={"resolution": 60_000.0}))
+
+
+@pytest.mark.parametrize("rv", [-47.3, 0.0, 18.3])
+def test_estimate_rv_finds_the_shift_of_a_grid_star(rv):
+    """A 6200 K star (not the G-dwarf template) shifted by rv, at R 60 000, S/N 150."""
+    star = _observed(load_grid_model(), np.linspace(5080.0, 5320.0, 12000),
+                     {"teff": 6200.0, "logg": 4.2, "feh": -0.3, "vsini": 6.0}, rv, 150, 3)
     assert estimate_rv(star) == pytest.approx(rv, abs=0.5)
 
 
@@ -45,19 +49,10 @@ def test_a_spectrum_without_the_grids_window_is_cross_correlated_with_the_optica
     (6100-6180 Å here), as the optical network needs."""
     from photosphere.nn.rv import _optical_model
 
-    model = _optical_model()
-    wave = np.linspace(6105.0, 6175.0, 4000)
-    dummy = Spectrum(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
     rv = 23.7
-    chain = ObservationChain(model, dummy, resolution=60_000, continuum_degree=None,
-                             rv_bounds=(rv - 1, rv + 1))
-    theta = chain.theta_from({"teff": 5400.0, "logg": 4.5, "feh": -0.2, "alpha": 0.1,
-                              "vmic": 1.0, "vsini": 3.0, "rv": rv})
-    with torch.no_grad():
-        (flux,), _ = chain.predict(torch.as_tensor(theta))
-    noisy = flux.numpy() + np.random.default_rng(5).normal(0, 1 / 200, flux.shape)
-    star = Spectrum(wave, noisy, np.full_like(wave, 1 / 200), medium="air",
-                    meta=SpectrumMeta(extra={"resolution": 60_000.0}))
+    star = _observed(_optical_model(), np.linspace(6105.0, 6175.0, 4000),
+                     {"teff": 5400.0, "logg": 4.5, "feh": -0.2, "alpha": 0.1, "vmic": 1.0,
+                      "vsini": 3.0}, rv, 200, 5)
     assert estimate_rv(star) == pytest.approx(rv, abs=0.5)
 
 

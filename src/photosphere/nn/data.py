@@ -299,6 +299,18 @@ def complete_labels(labels: np.ndarray | torch.Tensor, config: DataConfig) -> to
     return torch.cat([lab, *cols], dim=1)
 
 
+def labels_in_bounds(labels: np.ndarray | torch.Tensor, config: DataConfig,
+                     bounds: Mapping[str, Sequence[float]]) -> torch.Tensor:
+    """:func:`complete_labels` of one estimate (k,), with Teff, log g and [Fe/H] moved inside
+    the source's ``bounds`` and vsini (column 3) at least 0: labels a model can image."""
+    out = complete_labels(labels, config).clone()  # may share the caller's array
+    for j, name in enumerate(("teff", "logg", "feh")):
+        lo, hi = bounds[name]
+        out[0, j] = min(max(float(out[0, j]), lo), hi)
+    out[0, 3] = max(float(out[0, 3]), 0.0)
+    return out
+
+
 def emulator_coverage(source: ForwardModel, columns: Sequence[str],
                       fixed: Mapping[str, float] | None = None,
                       factor: float = 2.0) -> Validity | None:

@@ -131,28 +131,29 @@ class InputCalibration:
             from .inversion_bias import remove_inversion_bias
 
             quiet = None if bad is None else bad & ~blank[:, None]  # model values, no noise
-            mu = remove_inversion_bias(mu, img, run, lambda t: self.images(t, resolution)[0],
+            mu = remove_inversion_bias(mu, img, run, lambda t: self.training_image(t, resolution),
                                        quiet=quiet, rounds=self.bias_rounds)
         return moved, mu, cov
 
     def images(self, mu: np.ndarray, resolution: float | None) -> tuple[np.ndarray, np.ndarray]:
         """The training model's and the star's model's images, B(θ) (or T(θ)) and C(θ), on the
         layout at the estimated labels ``mu`` (rows normalised)."""
-        from .data import complete_labels, normalise_orders
+        return self.training_image(mu, resolution), self._image(self.models[1], mu, resolution)
 
-        base, calibrated, config = self.models
-        labels = complete_labels(np.asarray(mu, dtype=float), config)
-        for j, name in enumerate(("teff", "logg", "feh")):
-            lo, hi = base.source.bounds[name]
-            labels[0, j] = min(max(float(labels[0, j]), lo), hi)
-        labels[0, 3] = max(float(labels[0, 3]), 0.0)
+    def training_image(self, mu: np.ndarray, resolution: float | None) -> np.ndarray:
+        """The training model's image B(θ) (or T(θ)) alone (see :meth:`images`)."""
+        return self._image(self.models[0], mu, resolution)
+
+    def _image(self, sim, mu: np.ndarray, resolution: float | None) -> np.ndarray:
+        from .data import labels_in_bounds, normalise_orders
+
+        base, _, config = self.models  # both images at labels inside the training model's box
+        labels = labels_in_bounds(np.asarray(mu, dtype=float), config, base.source.bounds)
         kw = {"macroturbulence": torch.tensor([RATIO_MACROTURBULENCE])}
         if resolution:
             kw["resolution"] = torch.tensor([float(resolution)])
         with torch.no_grad():
-            b = normalise_orders(base.images(labels, **kw)).numpy()[0]
-            c = normalise_orders(calibrated.images(labels, **kw)).numpy()[0]
-        return b, c
+            return normalise_orders(sim.images(labels, **kw)).numpy()[0]
 
     def _shift(self, mu: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         out = np.array(mu, dtype=float)

@@ -33,11 +33,11 @@ def row_noise(image: np.ndarray) -> np.ndarray:
 
     img = np.asarray(image, dtype=float)
     sigma = np.zeros(img.shape[0])
-    for i, row in enumerate(img):
-        if np.all(row == 1.0):
-            continue
-        snr = float(estimate_snr(row))
-        sigma[i] = 1.0 / snr if np.isfinite(snr) and snr > 0 else 0.0
+    rows = ~np.all(img == 1.0, axis=-1)
+    if rows.any():
+        snr = np.atleast_1d(np.asarray(estimate_snr(img[rows]), dtype=float))
+        ok = np.isfinite(snr) & (snr > 0)
+        sigma[rows] = np.where(ok, 1.0 / np.where(ok, snr, 1.0), 0.0)
     return sigma
 
 

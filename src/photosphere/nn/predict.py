@@ -257,11 +257,16 @@ def line_calibration_of(ck: Checkpoint, grid=None):
     if "calibrated" not in (ck.data.get("grid") or {}):  # recorded for emulators only
         return None
     path = model_grid(ck, grid)
+    return None if path is None else _file_calibration(str(path), _file_digest(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _file_calibration(path: str, digest: str):
+    """The line calibration in the emulator file at ``path`` (None if it holds none), read
+    once per file version."""
     from ..grids.calibrated import has_calibration, read_calibration
 
-    if path is None or not has_calibration(path):
-        return None
-    return read_calibration(path)
+    return read_calibration(path) if has_calibration(path) else None
 
 
 def trained_calibrated(ck: Checkpoint) -> bool:
@@ -293,18 +298,15 @@ def model_input_calibration(ck: Checkpoint, calibration, path) -> InputCalibrati
     last (:mod:`photosphere.nn.inversion_bias`; measured on the benchmark stars, docs/nn.md)."""
     import dataclasses
 
-    from ..grids.calibrated import read_calibration
     from .data import DataConfig, StoredLayout
     from .inversion_bias import BIAS_ROUNDS
 
-    base = _bare_emulator(str(path), _file_digest(path))
-    if not trained_calibrated(ck):
-        return InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
-                                            DataConfig.from_dict(ck.data))
-    found = InputCalibration.with_models(calibration, StoredLayout.of(ck), base,
-                                         DataConfig.from_dict(ck.data),
-                                         trained=read_calibration(path))
-    return dataclasses.replace(found, bias_rounds=BIAS_ROUNDS)
+    digest = _file_digest(path)
+    trained = _file_calibration(str(path), digest) if trained_calibrated(ck) else None
+    found = InputCalibration.with_models(calibration, StoredLayout.of(ck),
+                                         _bare_emulator(str(path), digest),
+                                         DataConfig.from_dict(ck.data), trained=trained)
+    return found if trained is None else dataclasses.replace(found, bias_rounds=BIAS_ROUNDS)
 
 
 def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> None:

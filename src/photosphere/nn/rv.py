@@ -42,30 +42,34 @@ def estimate_rv(spectrum, resolution: float | None = None) -> float:
     except OutOfGridError as exc:
         optical = _optical_model()
         try:
+            if optical is None:
+                raise OutOfGridError("no optical model in this installation")
             rv = cross_correlation_rv(optical, observed, settings, initial=TEMPLATE)
         except OutOfGridError:
             lo, hi = float(model.wavelength[0]), float(model.wavelength[-1])
             raise OutOfGridError(
                 f"the RV cannot be measured: the spectrum has no usable pixel in {lo:.0f}-"
                 f"{hi:.0f} Å, the window of the HARPS-N-layout networks ({exc}), nor in the "
-                f"optical model's windows ({_windows(optical)}); no network can read this "
+                f"optical model's windows ({_windows()}); no network can read this "
                 "spectrum") from None
     return float(rv) if math.isfinite(rv) else 0.0
 
 
 def _optical_model():
-    """The shipped optical emulator (its line calibration applied)."""
-    from ..grids.load import DATA_DIR, SHIPPED_MODELS, load_emulator
+    """The shipped optical emulator (its line calibration applied), or None when this
+    installation lacks it."""
+    from ..grids.default_model import optical_model_path
+    from ..grids.load import load_emulator
 
-    return load_emulator(DATA_DIR / SHIPPED_MODELS["optical"])
+    path = optical_model_path()
+    return None if path is None else load_emulator(path)
 
 
-def _windows(model) -> str:
-    """The wavelength windows a model covers, e.g. ``4821-4901, 5140-5340 Å``."""
-    import numpy as np
+def _windows() -> str:
+    """The optical model's windows, e.g. ``4821-4901, 5140-5340 Å`` (none: not installed)."""
+    from ..grids.default_model import model_windows, optical_model_path
 
-    wave = np.asarray(model.wavelength, dtype=float)
-    cuts = np.where(np.diff(wave) / wave[:-1] > 1e-4)[0]
-    starts = [wave[0], *wave[cuts + 1]]
-    ends = [*wave[cuts], wave[-1]]
-    return ", ".join(f"{a:.0f}-{b:.0f}" for a, b in zip(starts, ends, strict=True)) + " Å"
+    path = optical_model_path()
+    if path is None:
+        return "not installed"
+    return ", ".join(f"{a:.0f}-{b:.0f}" for a, b in model_windows(path)) + " Å"
