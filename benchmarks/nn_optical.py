@@ -57,7 +57,7 @@ from photosphere.nn.predict import (
     network,
     trained_calibrated,
 )
-from photosphere.nn.real_stars import calibrate, calibration_stars, read_all
+from photosphere.nn.real_stars import calibrate, calibration_stars, degraded, read_all
 from photosphere.nn.train import source_from_grid
 
 TWIN_VSINI = 2.0  # km/s, when the table gives none
@@ -177,7 +177,8 @@ def method_table(chosen, reduced: dict[str, list]) -> dict[str, dict[str, float]
 
 
 def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
-    """The stars' prepared images degraded to each S/N, read as ``nn predict`` reads them."""
+    """The stars' prepared images degraded to each S/N (``real_stars.degraded``, the noise
+    ``nn calibrate-stars --snr`` adds), read as ``nn predict`` reads them."""
     rows = []
     floor_of = record["loo_floor"]
     run = network([(ck.model, ck.label_scaling, ck.temperature)])
@@ -185,10 +186,8 @@ def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
     for snr in levels:
         errs, sig, in1, in2 = ({n: [] for n in LABELS} for _ in range(4))
         for r in chosen:
-            snr_now = row_snr(r.image)
-            add = np.sqrt(np.clip(1 / snr ** 2 - 1 / snr_now ** 2, 0, None))
-            noise_snr = np.where(add > 0, 1 / np.maximum(add, 1e-12), np.inf)
-            for img in noisy(r.image, noise_snr, draws, seed=int(snr)):
+            for d in range(draws):  # the noise of nn calibrate-stars --snr (rows renormalised)
+                img = degraded(r, snr, zlib.crc32(f"{r.star.star}|{snr:g}|{d}".encode()))
                 mu, cov = (run(img) if r.inverse is None
                            else r.inverse.read(img, run, names, r.resolution)[1:])
                 s = np.sqrt(np.diag(cov))

@@ -63,7 +63,8 @@ def _register_nn(sub: argparse._SubParsersAction) -> None:
     nn = sub.add_parser("nn", help="neural label estimators (ResNet / attention, DAE)")
     nsub = nn.add_subparsers(dest="nn_command", metavar="NN_COMMAND")
     nsub.required = True
-    for register in (_add_train, _add_eval, _add_calibrate, _add_calibrate_stars, _add_predict):
+    for register in (_add_train, _add_eval, _add_calibrate, _add_calibrate_stars, _add_ensemble,
+                     _add_predict):
         register(nsub)
     nn.set_defaults(func=_cmd_nn)
 
@@ -219,6 +220,38 @@ def _add_calibrate_stars(nsub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_json(c)
     c.set_defaults(nn_run=run_calibrate_stars)
+
+
+def _add_ensemble(nsub: argparse._SubParsersAction) -> None:
+    c = nsub.add_parser("ensemble",
+                        help="store networks trained by one recipe with different seeds as one "
+                             "deep-ensemble model file (then calibrate it with calibrate-stars)")
+    c.add_argument("models", nargs="+", metavar="MODEL",
+                   help="checkpoint files or shipped model names (at least 2)")
+    c.add_argument("--out", required=True, help="file for the ensemble")
+    _add_json(c)
+    c.set_defaults(nn_run=run_ensemble)
+
+
+def run_ensemble(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from ..nn.checkpoint import save_checkpoint
+    from ..nn.ensemble import combine
+    from ..nn.predict import load_model
+
+    cks = [load_model(m) for m in args.models]
+    model, data = combine(cks)
+    import torch
+
+    # the members' σ temperatures are inside the ensemble; its own multiplier starts at 1
+    out = save_checkpoint(args.out, "ensemble", model, label_scaling=cks[0].label_scaling,
+                          temperature=torch.ones(model.config.n_labels), data=data)
+    members = data["ensemble"]
+    lines = [f"{len(cks)} networks -> {out} (deep ensemble; its σ on real stars are not "
+             f"measured yet: photosphere nn calibrate-stars {out} --out CALIBRATED.pt)"]
+    lines += [f"  {m['file']}: seed {m['seed']}, validation NLL "
+              + (f"{m['val_nll']:.3f}" if m["val_nll"] is not None else "not recorded")
+              for m in members]
+    return {"out": str(out), "members": members}, "\n".join(lines)
 
 
 def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -415,6 +448,8 @@ def _net_overrides(text: str) -> dict[str, Any]:
 def _model_name(ck) -> str:
     from ..nn.dae import DenoisedEstimator
 
+    if ck.kind == "ensemble":
+        return f"Deep ensemble of {ck.model.config.n_members} {ck.model.config.member_kind}s"
     base = {"resnet": "Residual-network", "attention": "Attention-network"}[ck.kind]
     return ("DAE " if isinstance(ck.model, DenoisedEstimator) else "") + base
 

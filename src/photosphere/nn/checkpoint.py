@@ -22,12 +22,13 @@ from .._files import atomic_path
 from ..errors import CheckpointError, MissingFileError
 from .attention import AttentionConfig, AttentionNet
 from .dae import DAEConfig, DenoisedEstimator, DenoisingAutoencoder
+from .ensemble import DeepEnsemble, EnsembleConfig
 from .resnet import ResNet, ResNetConfig
 
 FORMAT = "photosphere.nn"
 VERSION = 1
 ESTIMATORS = {"resnet": (ResNet, ResNetConfig), "attention": (AttentionNet, AttentionConfig)}
-KINDS = (*ESTIMATORS, "dae")
+KINDS = (*ESTIMATORS, "ensemble", "dae")  # ensemble: several estimators as one (nn.ensemble)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ MAX_IMAGE_PIXELS = 4_000_000
 def _classes(kind: str):
     if kind == "dae":
         return DenoisingAutoencoder, DAEConfig
+    if kind == "ensemble":
+        return DeepEnsemble, EnsembleConfig
     if kind not in ESTIMATORS:
         raise CheckpointError(f"model kind {kind!r} is not known; expected one of {KINDS}")
     return ESTIMATORS[kind]
@@ -117,6 +120,8 @@ def _check_config(kind: str, config: Any):
         cfg = cfg_cls(**config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"the {kind} config in the checkpoint is invalid: {exc}") from None
+    if kind == "ensemble":  # the members' config is checked as a member's
+        _check_config(cfg.member_kind, cfg.member)
     sizes = {k: v for k, v in config.items() if k in ("n_orders", "n_pixels")}
     if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
         raise CheckpointError(f"the {kind} config in the checkpoint has invalid image sizes "
