@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif("optical" not in shipped_models(),
 
 def test_the_optical_model_knows_its_emulator_and_its_real_star_calibration():
     ck = load_model("optical")
+    assert ck.kind == "ensemble" and ck.model.config.n_members == len(ck.data["ensemble"]) >= 2
     assert trained_calibrated(ck)
     assert model_grid(ck) is not None, "the shipped optical.h5 is not the file it was trained on"
     record = ck.data["real_star_calibration"]

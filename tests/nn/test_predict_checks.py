@@ -62,3 +62,37 @@ def test_labels_off_the_training_box_exit_3(tmp_path, capsys, rng, monkeypatch):
     assert any(w.startswith("teff = -9.172e+04 is outside") for w in doc["warnings"])
     assert "photosphere nn predict: warning: feh = 203" in captured.err
     assert cli.main(["nn", "predict", path, "--allow-flagged"]) == 0
+
+
+@pytest.mark.parametrize("given, outside", [(2200.0, True), (19000.0, True), (21000.0, False),
+                                            (80000.0, False), (160000.0, False),
+                                            (170000.0, True), (None, None)])
+def test_resolution_outside_the_trained_range_is_out_of_distribution(given, outside):
+    from types import SimpleNamespace
+
+    check = {"out_of_distribution": False}
+    ck = SimpleNamespace(data={"resolution": [25000.0, 130000.0]})
+    predict._resolution_check(ck, given, check)
+    assert check.get("resolution", {}).get("outside") is outside
+    assert check["out_of_distribution"] is bool(outside)
+    single = {"out_of_distribution": False}  # a model trained at one R is not judged
+    predict._resolution_check(SimpleNamespace(data={"resolution": 115000.0}), 2200.0, single)
+    assert single == {"out_of_distribution": False}
+
+
+def test_predict_says_why_a_spectrum_is_out_of_distribution(tmp_path, capsys, rng, monkeypatch):
+    lines = 1 - 0.5 * np.exp(-0.5 * ((WAVE[:, None] - rng.uniform(5050, 5350, 80)) / 0.05) ** 2)
+    path = _text(tmp_path / "star.txt", lines.prod(axis=1) + rng.normal(0, 0.01, WAVE.size))
+    check = {"checked": True, "mismatch_rms": 0.01, "mismatch_limit": 0.06, "noise_rms": 0.005,
+             "out_of_distribution": True, "at_box_edge": [],
+             "resolution": {"input": 2200.0, "trained": [25000.0, 130000.0], "outside": True}}
+    found = NNPrediction(labels={"teff": (5800.0, 90.0), "logg": (4.4, 0.1), "feh": (0.0, 0.1),
+                                 "vsini": (3.0, 1.0)}, covariance=np.eye(4),
+                         label_names=("teff", "logg", "feh", "vsini"),
+                         provenance={"filled_fraction": 0.0, "consistency": check,
+                                     "line_strengths": None})
+    monkeypatch.setattr(predict, "predict_spectrum", lambda *a, **k: found)
+    assert cli.main(["nn", "predict", path]) == 3
+    out = capsys.readouterr().out
+    assert "OUT OF DISTRIBUTION (the spectrum's R 2200 is outside the R 25000-130000" in out
+    assert "mismatch with the grid" not in out.split("grid consistency")[1].split("):")[0]

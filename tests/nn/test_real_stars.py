@@ -43,6 +43,14 @@ def test_calibrate_measures_floors_leave_one_out_and_flags_by_the_limit():
     assert set(record["loo_floor"]) == {f"s{i}" for i in range(8)}
 
 
+def test_a_resolution_outside_the_trained_range_flags_a_star_whatever_its_mismatch():
+    low_r = _reading("miles", 5000.0, 50.0, 0.001, resolution=2200.0)
+    low_r.resolution_outside = True
+    inside = [_reading(f"s{i}", 5500.0, 30.0, 0.02) for i in range(4)]
+    record = calibrate([*inside, low_r])
+    assert record["flagged"] == ["miles"] and "miles" not in record["stars"]
+
+
 def test_the_command_stores_the_calibration_in_a_copy(tmp_path, monkeypatch, capsys):
     readings = [_reading(f"s{i}", 5500.0, 100.0 * (-1) ** i, 0.03) for i in range(6)]
     readings.append(_reading("mdwarf", 3300.0, 800.0, 0.3, in_box=False))

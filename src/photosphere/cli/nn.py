@@ -657,9 +657,17 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
            zip(scaling.names, scaling.offset, scaling.scale, strict=True)}
     warnings = label_warnings(result.labels, box)
     check = result.provenance["consistency"]
-    if check and check.get("checked") and check.get("out_of_distribution"):
+    if check and check.get("checked") and check["mismatch_rms"] > check["mismatch_limit"]:
         warnings.append(f"out of distribution: mismatch with the grid {check['mismatch_rms']:.3f} "
                         f"rms of the continuum (limit {check['mismatch_limit']:g})")
+    if check and check.get("at_box_edge"):
+        warnings.append(f"out of distribution: {', '.join(check['at_box_edge'])} at the edge of "
+                        "the training box")
+    given_r = (check or {}).get("resolution") or {}
+    if given_r.get("outside"):
+        lo, hi = given_r["trained"]
+        warnings.append(f"out of distribution: the spectrum's R {given_r['input']:.0f} is outside "
+                        f"the R {lo:.0f}-{hi:.0f} the network was trained on")
     payload = {"file": args.file, **result.to_dict(), "warnings": warnings,
                "model_choice": choice}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
@@ -670,9 +678,11 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
     if check and check["checked"]:
-        verdict = ("OUT OF DISTRIBUTION: the grid cannot make this spectrum at any labels "
-                   "near these; do not trust them or their σ" if check["out_of_distribution"]
-                   else "inside what the model was trained on")
+        reasons = [w.removeprefix("out of distribution: ") for w in warnings
+                   if w.startswith("out of distribution")]
+        verdict = (f"OUT OF DISTRIBUTION ({'; '.join(reasons)}): do not trust these labels or "
+                   "their σ"
+                   if check["out_of_distribution"] else "inside what the model was trained on")
         lines.append(f"  grid consistency: mismatch {check['mismatch_rms']:.3f} rms of the "
                      f"continuum (limit {check['mismatch_limit']:g}; noise "
                      f"{check['noise_rms']:.3f}): {verdict}")

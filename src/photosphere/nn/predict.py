@@ -48,9 +48,10 @@ def shipped_models() -> dict[str, Path]:
     ``resnet6k-s4-nodrop20`` (fine-tuned at S/N 20 without dropout, then mean-recalibrated:
     together the recommended S/N-20 deep ensemble, docs/nn.md); and ``optical`` (the optical
     emulator's 7 windows, any optical spectrum covering 2 of them, [α/Fe] a fifth label;
-    trained on the emulator with its line calibration on real stars, read through it and with
-    its own inversion bias removed; σ and the out-of-distribution limit measured on the
-    benchmark stars: docs/nn.md, "The network on the calibrated optical model")."""
+    a deep ensemble of 4 networks trained by one recipe on the emulator with its line
+    calibration on real stars, read through it and with its own inversion bias removed; σ and
+    the out-of-distribution limit measured on the benchmark stars: docs/nn.md, "The optical
+    network as a deep ensemble")."""
     folder = default_model_path().parent
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
@@ -160,7 +161,7 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     run = network([(c.model, c.label_scaling, c.temperature if calibrated else None)
                    for c in cks], mc_samples)
     names = ck.label_scaling.names
-    if inverse is not None and resolution is None:
+    if resolution is None:
         from ..infer.protocol import file_resolution
 
         resolution = file_resolution(spectrum)
@@ -246,6 +247,7 @@ def read_image(ck: Checkpoint, image: np.ndarray, run, inverse: InputCalibration
     if check_grid:
         consistency = _consistency(ck, image, mu, grid)
         _box_check(ck, mu, consistency)
+        _resolution_check(ck, resolution, consistency)
     return mu, cov, consistency
 
 
@@ -323,6 +325,28 @@ def _box_check(ck: Checkpoint, mu: np.ndarray, consistency: dict[str, Any]) -> N
             edge.append(name)
     consistency["at_box_edge"] = edge
     if edge:
+        consistency["out_of_distribution"] = True
+
+
+#: how far an input's R may lie outside the range of R a network was trained on before its
+#: reading is flagged out of distribution (a factor either way: instruments' nominal R are
+#: quoted to ≈ 20 %, and the line widths a network learned scale with 1/R)
+RESOLUTION_MARGIN = 1.25
+
+
+def _resolution_check(ck: Checkpoint, resolution: float | None,
+                      consistency: dict[str, Any]) -> None:
+    """Flag an input whose R (the file's, or the one given) lies outside the range of R the
+    network was trained on (÷ / × :data:`RESOLUTION_MARGIN`) as out of distribution; models
+    trained at one R, and inputs of unknown R, are not judged."""
+    trained = ck.data.get("resolution")
+    if resolution is None or not isinstance(trained, list | tuple) or len(trained) != 2:
+        return
+    lo, hi = sorted(float(v) for v in trained)
+    outside = not lo / RESOLUTION_MARGIN <= float(resolution) <= hi * RESOLUTION_MARGIN
+    consistency["resolution"] = {"input": float(resolution), "trained": [lo, hi],
+                                 "outside": outside}
+    if outside:
         consistency["out_of_distribution"] = True
 
 

@@ -58,6 +58,7 @@ class StarReading:
     at_edge: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     inverse: Any = field(default=None, repr=False)  # the input calibration it was read with
+    resolution_outside: bool = False  # R outside the trained range (nn.predict._resolution_check)
 
     @property
     def high_resolution(self) -> bool:
@@ -65,8 +66,9 @@ class StarReading:
 
     def flag(self, limit: float) -> None:
         """Set ``flags`` for the mismatch ``limit``: ``out_of_distribution`` when the mismatch
-        exceeds it or a label sits at the training box's edge."""
-        ood = bool(self.at_edge) or (math.isfinite(self.mismatch) and self.mismatch > limit)
+        exceeds it, a label sits at the training box's edge or R is outside the trained range."""
+        ood = (bool(self.at_edge) or self.resolution_outside
+               or (math.isfinite(self.mismatch) and self.mismatch > limit))
         self.flags = ["out_of_distribution"] if ood else []
 
     def error(self, name: str, raw: bool = False) -> float:
@@ -111,7 +113,8 @@ def read_star(ck, star: Star, inverse) -> StarReading:
                        float(check.get("mismatch_rms", math.nan)),
                        reference_in_box(star, ck.data.get("bounds") or {}),
                        len(prepared.windows_used), prepared.image,
-                       list(check.get("at_box_edge", [])), flags, inverse)
+                       list(check.get("at_box_edge", [])), flags, inverse,
+                       bool((check.get("resolution") or {}).get("outside")))
 
 
 def solve_floor(error: np.ndarray, sigma: np.ndarray, ref_sigma: np.ndarray) -> float:
