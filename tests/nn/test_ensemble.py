@@ -97,6 +97,11 @@ def test_only_one_recipe_combines(tmp_path):
     other_snr = load_checkpoint(_member(tmp_path, 2, data={"snr": 20.0}))
     with pytest.raises(ModelError, match="'snr'"):
         combine([base, other_snr])
+    model, data = combine([base, base])
+    with pytest.raises(ModelError, match="kind ensemble cannot be an ensemble member"):
+        combine([load_checkpoint(save_checkpoint(tmp_path / "e.pt", "ensemble", model,
+                                                 label_scaling=base.label_scaling, data=data)),
+                 base])
     # the data seed and per-network calibrations may differ
     other = load_checkpoint(_member(tmp_path, 3, data={"seed": 7, "systematic_floor": {}}))
     assert combine([base, other])[0].config.n_members == 2

@@ -234,14 +234,14 @@ def _add_ensemble(nsub: argparse._SubParsersAction) -> None:
 
 
 def run_ensemble(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    import torch
+
     from ..nn.checkpoint import save_checkpoint
     from ..nn.ensemble import combine
     from ..nn.predict import load_model
 
     cks = [load_model(m) for m in args.models]
     model, data = combine(cks)
-    import torch
-
     # the members' σ temperatures are inside the ensemble; its own multiplier starts at 1
     out = save_checkpoint(args.out, "ensemble", model, label_scaling=cks[0].label_scaling,
                           temperature=torch.ones(model.config.n_labels), data=data)

@@ -118,9 +118,9 @@ def combine(checkpoints: list) -> tuple[DeepEnsemble, dict[str, Any]]:
     first = checkpoints[0]
     for ck in checkpoints:
         if ck.kind not in MEMBERS or isinstance(ck.model, DenoisedEstimator):
-            raise ModelError(f"{ck.path}: a {ck.kind} model"
-                             f"{' with a DAE' if ck.kind in MEMBERS else ''} cannot be an "
-                             f"ensemble member; combine {' or '.join(MEMBERS)} label estimators")
+            what = "a model with a DAE" if ck.kind in MEMBERS else f"a model of kind {ck.kind}"
+            raise ModelError(f"{ck.path}: {what} cannot be an ensemble member; combine "
+                             f"{' or '.join(MEMBERS)} label estimators")
     for ck in checkpoints[1:]:
         different = _difference(first, ck)
         if different:
