@@ -56,21 +56,11 @@ class EnsembleConfig:
     def member_config(self):
         return MEMBERS[self.member_kind][1](**self.member)
 
-    @property
-    def n_orders(self) -> int:
-        return self.member_config.n_orders
-
-    @property
-    def n_pixels(self) -> int:
-        return self.member_config.n_pixels
-
-    @property
-    def n_labels(self) -> int:
-        return self.member_config.n_labels
-
-    @property
-    def covariance(self) -> str:
-        return self.member_config.covariance
+    # what the code around a network reads from its config: the members'
+    n_orders = property(lambda self: self.member_config.n_orders)
+    n_pixels = property(lambda self: self.member_config.n_pixels)
+    n_labels = property(lambda self: self.member_config.n_labels)
+    covariance = property(lambda self: self.member_config.covariance)
 
     def to_dict(self) -> dict[str, Any]:
         return {"member_kind": self.member_kind, "member": dict(self.member),
