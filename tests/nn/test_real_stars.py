@@ -108,6 +108,23 @@ def _noisy_star(name, seed):
     return reading
 
 
+def test_degrading_adds_noise_only_where_the_image_holds_data():
+    """Zero padding (the HARPS s1d CCD gap) and pixels filled with the continuum stay noise-free,
+    as in a real spectrum of lower S/N; a row mostly of padding is not blown up by renormalising
+    (it was: the default's S/N-20 floors of session 12 came from it)."""
+    from photosphere.nn.inversion_bias import row_noise
+    from photosphere.nn.real_stars import degraded
+
+    reading = _noisy_star("s", 0)
+    reading.image[1, 40:] = 0.0  # a row mostly padding
+    reading.image[0, :30] = 1.0  # filled with the continuum
+    out = degraded(reading, 20.0, seed=1)
+    assert np.all(out[1, 40:] == 0.0)
+    assert np.all(np.abs(np.diff(out[0, :30], 2)) < 1e-4)  # the renormalised continuum, no noise
+    assert np.all(np.abs(out) < 2)
+    assert row_noise(out)[0] == pytest.approx(1 / 20, rel=0.3)
+
+
 def test_snr_floors_grow_as_the_stars_are_degraded(monkeypatch):
     """A network whose error grows with the noise but whose σ does not: σ_sys measured on the
     stars degraded to S/N 20 is larger than at 100, leave-one-out per star and level."""

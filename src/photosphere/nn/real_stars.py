@@ -238,7 +238,10 @@ def image_snr(image: np.ndarray) -> float:
 
 def degraded(reading: StarReading, snr: float, seed: int) -> np.ndarray:
     """``reading``'s prepared image with white noise added to bring each row to ``snr`` (rows
-    already noisier keep theirs; blank rows stay blank), rows normalised again."""
+    already noisier keep theirs), rows normalised again. Noise goes only where the image holds
+    data, as in a real spectrum of that S/N: blank rows, pixels filled with the continuum by
+    ``prepare_image`` (exactly 1) and zero padding (exactly 0: the CCD gap of HARPS s1d files,
+    which the default network reads as it is) stay as they are."""
     from .inversion_bias import row_noise
     from .twin import noisy_copies
 
@@ -247,7 +250,7 @@ def degraded(reading: StarReading, snr: float, seed: int) -> np.ndarray:
     add = np.sqrt(np.clip(1.0 / snr ** 2 - now ** 2, 0.0, None))
     blank = np.all(img == 1.0, axis=-1)
     add[blank] = 0.0
-    keep = np.broadcast_to(~blank[:, None], img.shape).copy()
+    keep = (img != 1.0) & (img != 0.0)
     return noisy_copies(img, add, [seed], keep=keep)[0]
 
 
