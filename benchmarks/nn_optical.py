@@ -55,6 +55,7 @@ from photosphere.nn.predict import (
     model_grid,
     model_input_calibration,
     network,
+    read_image,
     trained_calibrated,
 )
 from photosphere.nn.real_stars import calibrate, calibration_stars, degraded, read_all
@@ -188,8 +189,8 @@ def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
         for r in chosen:
             for d in range(draws):  # the noise of nn calibrate-stars --snr (rows renormalised)
                 img = degraded(r, snr, zlib.crc32(f"{r.star.star}|{snr:g}|{d}".encode()))
-                mu, cov = (run(img) if r.inverse is None
-                           else r.inverse.read(img, run, names, r.resolution)[1:])
+                mu, cov, _ = read_image(ck, img, run, r.inverse, r.resolution,
+                                        check_grid=False)
                 s = np.sqrt(np.diag(cov))
                 for n in LABELS:
                     i = names.index(n)

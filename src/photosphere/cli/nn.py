@@ -622,6 +622,23 @@ def _plots(folder: Path, stem: str, snr: float, ck, pred, test) -> None:
                              f"Z {t[2]:.2f}, vsini {t[3]:.1f} km/s, S/N {snr:g}")
 
 
+def _ood_reasons(check: dict[str, Any]) -> list[str]:
+    """Why ``nn predict``'s check says out of distribution (the grid mismatch, a label at the
+    training box's edge, the spectrum's R); empty when it does not."""
+    reasons = []
+    if check.get("checked") and check["mismatch_rms"] > check["mismatch_limit"]:
+        reasons.append(f"mismatch with the grid {check['mismatch_rms']:.3f} rms of the "
+                       f"continuum (limit {check['mismatch_limit']:g})")
+    if check.get("at_box_edge"):
+        reasons.append(f"{', '.join(check['at_box_edge'])} at the edge of the training box")
+    given_r = check.get("resolution") or {}
+    if given_r.get("outside"):
+        lo, hi = given_r["trained"]
+        reasons.append(f"the spectrum's R {given_r['input']:.0f} is outside the R "
+                       f"{lo:.0f}-{hi:.0f} the network was trained on")
+    return reasons
+
+
 def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from ..errors import CoverageError
     from ..infer.validity import MIN_SNR, check_spectrum, label_warnings
@@ -657,17 +674,8 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
            zip(scaling.names, scaling.offset, scaling.scale, strict=True)}
     warnings = label_warnings(result.labels, box)
     check = result.provenance["consistency"]
-    if check and check.get("checked") and check["mismatch_rms"] > check["mismatch_limit"]:
-        warnings.append(f"out of distribution: mismatch with the grid {check['mismatch_rms']:.3f} "
-                        f"rms of the continuum (limit {check['mismatch_limit']:g})")
-    if check and check.get("at_box_edge"):
-        warnings.append(f"out of distribution: {', '.join(check['at_box_edge'])} at the edge of "
-                        "the training box")
-    given_r = (check or {}).get("resolution") or {}
-    if given_r.get("outside"):
-        lo, hi = given_r["trained"]
-        warnings.append(f"out of distribution: the spectrum's R {given_r['input']:.0f} is outside "
-                        f"the R {lo:.0f}-{hi:.0f} the network was trained on")
+    reasons = _ood_reasons(check or {})
+    warnings += [f"out of distribution: {why}" for why in reasons]
     payload = {"file": args.file, **result.to_dict(), "warnings": warnings,
                "model_choice": choice}
     units = {"teff": "K", "logg": "dex", "feh": "dex", "vsini": "km/s"}
@@ -678,8 +686,6 @@ def run_predict(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         lines.append(f"  {name:6s} = {value:10.3f} ± {sigma:.3f} {units.get(name, '')}")
     lines.append(f"  filled layout pixels: {result.provenance['filled_fraction']:.1%}")
     if check and check["checked"]:
-        reasons = [w.removeprefix("out of distribution: ") for w in warnings
-                   if w.startswith("out of distribution")]
         verdict = (f"OUT OF DISTRIBUTION ({'; '.join(reasons)}): do not trust these labels or "
                    "their σ"
                    if check["out_of_distribution"] else "inside what the model was trained on")

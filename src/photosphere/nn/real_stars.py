@@ -246,12 +246,8 @@ def degraded(reading: StarReading, snr: float, seed: int) -> np.ndarray:
     from .twin import noisy_copies
 
     img = np.asarray(reading.image, dtype=float)
-    now = row_noise(img)
-    add = np.sqrt(np.clip(1.0 / snr ** 2 - now ** 2, 0.0, None))
-    blank = np.all(img == 1.0, axis=-1)
-    add[blank] = 0.0
-    keep = (img != 1.0) & (img != 0.0)
-    return noisy_copies(img, add, [seed], keep=keep)[0]
+    add = np.sqrt(np.clip(1.0 / snr ** 2 - row_noise(img) ** 2, 0.0, None))
+    return noisy_copies(img, add, [seed], keep=(img != 1.0) & (img != 0.0))[0]
 
 
 def snr_floors(ck, chosen: list[StarReading], levels: list[float], draws: int = 2,
@@ -265,7 +261,7 @@ def snr_floors(ck, chosen: list[StarReading], levels: list[float], draws: int = 
 
     from tqdm.auto import tqdm
 
-    from .predict import network
+    from .predict import network, read_image
 
     run = network([(ck.model, ck.label_scaling, ck.temperature)])
     names = ck.label_scaling.names
@@ -281,11 +277,8 @@ def snr_floors(ck, chosen: list[StarReading], levels: list[float], draws: int = 
         for r in chosen:
             for d in range(draws):
                 seed = zlib.crc32(f"{r.star.star}|{level:g}|{d}".encode())
-                image = degraded(r, level, seed)
-                if r.inverse is None:
-                    mu, cov = run(image)
-                else:
-                    mu, cov = r.inverse.read(image, run, names, r.resolution)[1:]
+                mu, cov, _ = read_image(ck, degraded(r, level, seed), run, r.inverse,
+                                        r.resolution, check_grid=False)
                 sig = np.sqrt(np.diag(cov))
                 noisy.append(dataclasses.replace(
                     r, mu=dict(zip(names, np.asarray(mu, float).tolist(), strict=True)),
