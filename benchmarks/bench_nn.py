@@ -6,7 +6,8 @@ timed through ``predict_images``: input checks, network, Gaussian → physical �
 calibration) and for the bare CPU-preset network, with 1 and 2 threads, beside the target of
 the issue (≥ 500 spectra/s for the ResNet on a CPU); the study itself reports no inference speed.
 The attention network and the full-size (GPU preset) ResNet are timed for reference. The load
-average is printed beside the figures (the development machine is shared).
+average, BLAS libraries (threadpoolctl), thread variables and torch's threads are printed
+beside the figures (the development machine is shared).
 
     PYTHONPATH=src python benchmarks/bench_nn.py [--n 2048] [--batch 128] [--model M.pt]
 """
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+from _shared import describe, environment
 from photosphere.nn.attention import AttentionConfig, AttentionNet
 from photosphere.nn.evaluate import predict_images
 from photosphere.nn.predict import default_model_path, load_model
@@ -69,6 +71,7 @@ def main() -> None:
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"CPU inference, batch {args.batch}, {args.n} spectra per run; "
           f"load average (1/5/15 min) {load}")
+    print(f"environment: {describe(environment())}")
     print(f"{'network':<26} {'image':>10} {'params':>9} {'1 thread':>12} {'2 threads':>12}   "
           "target")
     for name, (n_par, shape, run) in runs.items():
