@@ -55,8 +55,7 @@ def main() -> None:
     out = {}
     print(f"{'models':28s} " + "  ".join(f"{n}: mean |e| (mean e)" for n in LABELS))
     for combo in groups:
-        run = network([(cks[i].model, cks[i].label_scaling, cks[i].temperature)
-                       for i in combo])
+        run = network([cks[i] for i in combo])
         rows = []
         for r, inverse in zip(chosen, inverses, strict=True):
             mu = inverse.read(r.image, run, names, r.resolution)[1]

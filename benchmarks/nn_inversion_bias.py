@@ -41,7 +41,7 @@ def main() -> None:
     cfg = DataConfig.from_dict(ck.data)
     zeta = float(np.mean(cfg.macroturbulence))
     names = ck.label_scaling.names
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
 
     def image_at(theta: np.ndarray, resolution: float) -> np.ndarray:
         labels = labels_in_bounds(np.asarray(theta, float), cfg, sim.source.bounds)

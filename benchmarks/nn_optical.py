@@ -67,7 +67,7 @@ TWIN_ZETA = 3.5  # km/s, the middle of the training range 0-7
 
 def predict(ck, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) μ and σ of the network for images (n, n_orders, n_pixels)."""
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
     found = [run(img) for img in images]
     return (np.array([m for m, _ in found]),
             np.array([np.sqrt(np.diag(c)) for _, c in found]))
@@ -140,7 +140,7 @@ def read_through(ck, chosen, kind: str) -> list[dict[str, float]]:
     from photosphere.nn.input_calibration import InputCalibration
     calibration = line_calibration_of(ck)
     names = ck.label_scaling.names
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
     out = []
     for r in chosen:
         without = calibration.without(r.star.star)
@@ -182,7 +182,7 @@ def snr_sweep(ck, chosen, record, levels, draws) -> list[dict]:
     ``nn calibrate-stars --snr`` adds), read as ``nn predict`` reads them."""
     rows = []
     floor_of = record["loo_floor"]
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
     names = ck.label_scaling.names
     for snr in levels:
         errs, sig, in1, in2 = ({n: [] for n in LABELS} for _ in range(4))

@@ -115,3 +115,31 @@ def test_config_weight_mismatch(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="do not match the stored config"):
         load_checkpoint(path)
+
+
+def test_float16_storage_round_trip(tmp_path):
+    net = _resnet()
+    full = save_checkpoint(tmp_path / "full.pt", "resnet", net)
+    half = save_checkpoint(tmp_path / "half.pt", "resnet", net, precision="float16")
+    ck = load_checkpoint(half)
+    assert ck.precision == "float16" and load_checkpoint(full).precision == "float32"
+    raw = torch.load(half, weights_only=True)["state_dict"]
+    assert raw["head.linear.bias"].dtype == torch.float16
+    # integer buffers (batch-norm counters) are stored as they are
+    assert all(v.dtype == torch.int64 for k, v in raw.items() if k.endswith("num_batches_tracked"))
+    for name, p in ck.model.state_dict().items():  # loaded back into a float32 network
+        ref = net.state_dict()[name]
+        assert p.dtype == ref.dtype
+        if p.is_floating_point():
+            torch.testing.assert_close(p, ref.half().float())
+    # re-saving a loaded model keeps its precision, and damage is still caught
+    again = save_checkpoint(tmp_path / "again.pt", "resnet", ck.model, precision=ck.precision)
+    assert load_checkpoint(again).precision == "float16"
+    payload = torch.load(again, weights_only=True)
+    payload["state_dict"]["head.linear.bias"][0] += 1.0
+    torch.save(payload, again)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(again)
+    with pytest.raises(CheckpointError, match="precision 'bfloat8'"):
+        save_checkpoint(tmp_path / "x.pt", "resnet", net, precision="bfloat8")
+    assert not (tmp_path / "x.pt").exists()

@@ -119,3 +119,22 @@ def test_cli_ensemble_then_predict_ensemble_file(tmp_path, capsys):
     assert main(["nn", "ensemble", paths[0], "--out", str(tmp_path / "one.pt")]) != 0
     assert "at least 2" in capsys.readouterr().err
     assert not (tmp_path / "one.pt").exists()
+
+
+def test_cli_ensemble_in_float16_halves_the_file(tmp_path, capsys):
+    paths = [str(_member(tmp_path, s)) for s in (0, 1)]
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    assert main(["nn", "ensemble", *paths, "--out", str(full), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "float32"
+    assert main(["nn", "ensemble", *paths, "--out", str(half), "--precision", "float16",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "float16" and report["bytes"] == half.stat().st_size
+    a, b = load_checkpoint(full), load_checkpoint(half)
+    assert (a.precision, b.precision) == ("float32", "float16")
+    stored = torch.load(half, weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    x = torch.randn(3, 1, 8, 64, generator=torch.Generator().manual_seed(5))
+    mu_a, mu_b = a.model(x)[0], b.model(x)[0]
+    assert mu_b.dtype == torch.float32  # computed in float32, from rounded weights
+    assert 0 < (mu_a - mu_b).abs().max() < 1e-2

@@ -229,6 +229,9 @@ def _add_ensemble(nsub: argparse._SubParsersAction) -> None:
     c.add_argument("models", nargs="+", metavar="MODEL",
                    help="checkpoint files or shipped model names (at least 2)")
     c.add_argument("--out", required=True, help="file for the ensemble")
+    c.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                   help="how the weights are stored: float16 halves the file (the networks "
+                        "still compute in float32; commands that copy the model keep it)")
     _add_json(c)
     c.set_defaults(nn_run=run_ensemble)
 
@@ -244,14 +247,18 @@ def run_ensemble(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     model, data = combine(cks)
     # the members' σ temperatures are inside the ensemble; its own multiplier starts at 1
     out = save_checkpoint(args.out, "ensemble", model, label_scaling=cks[0].label_scaling,
-                          temperature=torch.ones(model.config.n_labels), data=data)
+                          temperature=torch.ones(model.config.n_labels), data=data,
+                          precision=args.precision)
     members = data["ensemble"]
-    lines = [f"{len(cks)} networks -> {out} (deep ensemble; its σ on real stars are not "
-             f"measured yet: photosphere nn calibrate-stars {out} --out CALIBRATED.pt)"]
+    size = out.stat().st_size
+    lines = [f"{len(cks)} networks -> {out} (deep ensemble, {size / 1e6:.2f} MB, weights "
+             f"stored in {args.precision}; its σ on real stars are not measured yet: "
+             f"photosphere nn calibrate-stars {out} --out CALIBRATED.pt)"]
     lines += [f"  {m['file']}: seed {m['seed']}, validation NLL "
               + (f"{m['val_nll']:.3f}" if m["val_nll"] is not None else "not recorded")
               for m in members]
-    return {"out": str(out), "members": members}, "\n".join(lines)
+    return ({"out": str(out), "members": members, "precision": args.precision, "bytes": size},
+            "\n".join(lines))
 
 
 def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -277,7 +284,8 @@ def run_calibrate_stars(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                                                   args.draws, progress=not args.no_progress)
     training = {k: v for k, v in (ck.training or {}).items() if k not in ("optimizer", "average")}
     out = save_checkpoint(args.out, ck.kind, ck.model, label_scaling=ck.label_scaling,
-                          temperature=ck.temperature, data=data, training=training)
+                          temperature=ck.temperature, data=data, training=training,
+                          precision=ck.precision)
     m = record["mismatch"]
     lines = [f"{args.model} -> {out}: {len(readings)} stars read, {len(failed)} not",
              f"  σ_sys on {len(record['stars'])} high-resolution stars inside the box: "
@@ -586,7 +594,8 @@ def run_calibrate(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     training = {k: v for k, v in (ck.training or {}).items() if k not in ("optimizer", "average")}
     training["recalibration"] = record
     out = save_checkpoint(args.out, ck.kind, rec.model, label_scaling=ck.label_scaling,
-                          temperature=rec.temperature, data=ck.data, training=training)
+                          temperature=rec.temperature, data=ck.data, training=training,
+                          precision=ck.precision)
     mae_before, mae_after = rec.before.mae(), rec.after.mae()
     payload = {"model": str(out), "mean_map": rec.mean_map.to_dict(),
                "temperature": rec.temperature.tolist(), "snr": data["snr"], "n_val": len(val),

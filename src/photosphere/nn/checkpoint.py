@@ -5,6 +5,11 @@ The file is a ``torch.save`` of plain dicts, lists, strings, numbers and tensors
 with ``torch.load(path, weights_only=True)`` and no arbitrary pickle is ever executed. A SHA-256 of
 the weights is stored inside and checked on load, so a truncated or corrupted file raises
 :class:`~photosphere.errors.CheckpointError` instead of silently giving wrong labels.
+
+Weights are stored in float32, or in float16 (``precision="float16"``: half the file, for
+released models; loaded back into float32 networks, so only the stored values are rounded, to
+≈ 1 part in 2 000). A checkpoint re-saved from a loaded one keeps its precision
+(:attr:`Checkpoint.precision`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ FORMAT = "photosphere.nn"
 VERSION = 1
 ESTIMATORS = {"resnet": (ResNet, ResNetConfig), "attention": (AttentionNet, AttentionConfig)}
 KINDS = (*ESTIMATORS, "ensemble", "dae")  # ensemble: several estimators as one (nn.ensemble)
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16}  # how weights are stored
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Checkpoint:
     data: dict[str, Any]  # the data configuration the model was trained on
     training: dict[str, Any] | None  # optimiser / epoch / RNG state, absent in a released model
     path: Path | None = None
+    precision: str = "float32"  # how the file stores the weights (a key of PRECISIONS)
 
 
 def _weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -152,6 +159,19 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
     return net_cls(_check_config(kind, config))
 
 
+def _stored(module: nn.Module, precision: str) -> dict[str, torch.Tensor]:
+    """``module``'s state dict as stored: a CPU copy, floating tensors in ``precision``."""
+    dtype = PRECISIONS[precision]
+    return {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().clone()
+            for k, v in module.state_dict().items()}
+
+
+def _precision(states: list[dict[str, torch.Tensor]]) -> str:
+    """The precision a file's weights are stored in (float16 if any floating tensor is)."""
+    half = any(v.dtype == torch.float16 for st in states for v in st.values())
+    return "float16" if half else "float32"
+
+
 def _split(model: nn.Module) -> tuple[nn.Module, DenoisingAutoencoder | None]:
     if isinstance(model, DenoisedEstimator):
         return model.estimator, model.dae
@@ -161,12 +181,16 @@ def _split(model: nn.Module) -> tuple[nn.Module, DenoisingAutoencoder | None]:
 def save_checkpoint(path: str | os.PathLike, kind: str, model: nn.Module, *,
                     label_scaling: LabelScaling | None = None,
                     temperature: torch.Tensor | None = None, data: dict[str, Any] | None = None,
-                    training: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically; returns its path. ``training`` holds resume state."""
+                    training: dict[str, Any] | None = None, precision: str = "float32") -> Path:
+    """Write a checkpoint atomically; returns its path. ``training`` holds resume state;
+    ``precision``: how the weights are stored, "float32" or "float16" (module docstring)."""
     if kind not in KINDS:
         raise CheckpointError(f"model kind {kind!r} is not known; expected one of {KINDS}")
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"weight precision {precision!r} is not known; expected one of "
+                              f"{tuple(PRECISIONS)}")
     estimator, dae = _split(model)
-    state = {k: v.detach().cpu().clone() for k, v in estimator.state_dict().items()}
+    state = _stored(estimator, precision)
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "kind": kind,
         "config": estimator.config.to_dict(), "state_dict": state,
@@ -176,7 +200,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, model: nn.Module, *,
     }
     digest_parts = [_weights_digest(state)]
     if dae is not None:
-        dae_state = {k: v.detach().cpu().clone() for k, v in dae.state_dict().items()}
+        dae_state = _stored(dae, precision)
         payload["dae"] = {"config": dae.config.to_dict(), "state_dict": dae_state}
         digest_parts.append(_weights_digest(dae_state))
     payload["sha256"] = "/".join(digest_parts)
@@ -248,4 +272,4 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(kind=kind, model=model.eval(),
                       label_scaling=None if scaling is None else LabelScaling.from_dict(scaling),
                       temperature=payload.get("temperature"), data=payload.get("data") or {},
-                      training=payload.get("training"), path=path)
+                      training=payload.get("training"), path=path, precision=_precision(states))

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,8 +159,7 @@ def predict_spectrum(spectrum: Spectrum | EchelleSpectrum,
     prepared = prepare_image(spectrum, np.asarray(layout), ck.data.get("layout_medium", "air"),
                              rv=rv, max_filled=max_filled, by_window=windows)
     inverse = _input_calibration(ck, input_calibration, grid)
-    run = network([(c.model, c.label_scaling, c.temperature if calibrated else None)
-                   for c in cks], mc_samples)
+    run = network(cks, calibrated=calibrated, mc_samples=mc_samples)
     names = ck.label_scaling.names
     if resolution is None:
         from ..infer.protocol import file_resolution
@@ -223,9 +223,13 @@ def _ensemble_members(model: Checkpoint | str | list | None) -> list[Checkpoint]
     return cks
 
 
-def network(members: list, mc_samples: int = 0):
-    """``run(image) -> (μ (k,), Σ (k, k))`` float64: the networks ``members`` ((model, label
-    scaling, σ temperature or None) each; several: a deep ensemble) on one image."""
+def network(checkpoints: Sequence[Checkpoint], *, calibrated: bool = True,
+            mc_samples: int = 0):
+    """``run(image) -> (μ (k,), Σ (k, k))`` float64: the networks of ``checkpoints`` (several:
+    a deep ensemble) on one image, each with its σ temperature unless ``calibrated`` is False."""
+    members = [(c.model, c.label_scaling, c.temperature if calibrated else None)
+               for c in checkpoints]
+
     def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, cov = predict_ensemble(members, torch.from_numpy(np.asarray(image, np.float32)),
                                    mc_samples=mc_samples)

@@ -100,7 +100,7 @@ def read_star(ck, star: Star, inverse) -> StarReading:
                              ck.data.get("layout_medium", "air"), rv=rv,
                              by_window=ck.data.get("window_dropout", 0.0) > 0)
     names = ck.label_scaling.names
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
     mu_raw, cov_raw = run(prepared.image)
     mu, cov, check = read_image(ck, prepared.image, run, inverse, resolution)
     flags = ["out_of_distribution"] if check.get("out_of_distribution") else []
@@ -263,7 +263,7 @@ def snr_floors(ck, chosen: list[StarReading], levels: list[float], draws: int = 
 
     from .predict import network, read_image
 
-    run = network([(ck.model, ck.label_scaling, ck.temperature)])
+    run = network([ck])
     names = ck.label_scaling.names
     levels = sorted(float(v) for v in levels)
     out: dict[str, Any] = {"snr": levels, "draws": draws,
