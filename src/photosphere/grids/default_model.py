@@ -104,7 +104,9 @@ def model_windows(path: str | Path) -> tuple[tuple[float, float], ...]:
 
 
 #: a stretch without good pixels wider than this many median pixel steps (and 1 Å) splits an
-#: order's range in two (a spectrum merged from several settings, masked detector gaps)
+#: order's range in two (a spectrum merged from several settings, masked detector gaps). Coarser
+#: than the networks' rule (``nn.inputs.GAP_STEPS``): this one decides which line windows a
+#: spectrum covers, that one which layout pixels may be interpolated between two input pixels
 GAP_STEPS = 20
 
 

@@ -172,6 +172,8 @@ def prepare_image(spectrum: Spectrum | EchelleSpectrum, layout_wavelength: np.nd
 
 
 #: a step between two input pixels this many times the median step is a gap in the coverage
+#: (finer than ``grids.default_model.GAP_STEPS``, which counts the windows a spectrum covers:
+#: a layout pixel is interpolated only between input pixels this close)
 GAP_STEPS = 10.0
 
 
