@@ -121,6 +121,18 @@ def test_shipped_models_by_name_and_ensemble_eval(tmp_path, capsys, toy_grid, mo
     rc, out, _ = _run(capsys, ["nn", "eval", "default", "snr20", "--grid", "toy.h5", "--snr",
                                "20", "--ensemble"])
     assert "Ensemble of 2 (Residual-network, Residual-network) [default.pt, snr20.pt]" in out
+    # the same two stored as one ensemble file: its raw σ are the members' raw mixture too
+    # (not widened by the members' own σ temperatures, which the file carries)
+    stored = tmp_path / "ens.pt"
+    assert _run(capsys, ["nn", "ensemble", "default", "snr20", "--out", str(stored)])[0] == 0
+    rc, out, _ = _run(capsys, ["nn", "eval", str(stored), "--grid", "toy.h5", "--snr", "20",
+                               "--json"])
+    assert rc == 0
+    (one_file,) = json.loads(out)["runs"]
+    for label, mae in run["mae"].items():
+        assert one_file["mae"][label] == pytest.approx(mae, rel=1e-5)
+    for got, want in zip(one_file["coverage_raw"], run["coverage_raw"], strict=True):
+        assert got == pytest.approx(want)
 
 
 def test_net_settings_from_the_command_line(tmp_path, capsys, toy_grid):

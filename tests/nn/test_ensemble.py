@@ -48,6 +48,15 @@ def test_mixture_moments_match_predict_ensemble(tmp_path):
                        for c in cks]).mean(0)
     assert torch.all(torch.diagonal(cov, dim1=-2, dim2=-1) > torch.diagonal(own, dim1=-2,
                                                                              dim2=-1))
+    # without the members' temperatures: the mixture of their raw Gaussians, weights shared
+    raw = model.uncalibrated()
+    mu_raw, cov_raw = predict_images(raw, scaling, X)
+    mu_ref, cov_ref = predict_ensemble([(c.model, c.label_scaling, None) for c in cks], X)
+    torch.testing.assert_close(mu_raw, mu)
+    torch.testing.assert_close(cov_raw, cov_ref, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(cov_raw, cov)
+    assert raw.members[0].stem is model.members[0].stem and not raw.training
+    torch.testing.assert_close(model.temperatures[:, 0], torch.tensor([1.0, 1.1, 1.2]))
     # what was combined is recorded; per-network real-star calibration is not carried over
     assert [m["seed"] for m in data["ensemble"]] == [0, 1, 2]
     assert [m["val_nll"] for m in data["ensemble"]] == [-1.0, -2.0, -3.0]

@@ -495,6 +495,15 @@ def _eval_config(ck, args: argparse.Namespace, snr: float) -> tuple[DataConfig, 
     return DataConfig.from_dict(data), suffix
 
 
+def _raw_members(cks) -> list[tuple]:
+    """(model, label scaling, no temperature) per model: raw σ; a stored deep ensemble without
+    its members' temperatures too."""
+    from ..nn.ensemble import DeepEnsemble
+
+    return [(c.model.uncalibrated() if isinstance(c.model, DeepEnsemble) else c.model,
+             c.label_scaling, None) for c in cks]
+
+
 def _eval_sigmas(cks, splits, raw, args: argparse.Namespace, row_name: str) -> dict[str, Any]:
     """The σ variants beyond the raw one: calibrated, ensemble-calibrated, MC-dropout (None where
     they do not apply), and their Table 3 rows."""
@@ -508,7 +517,7 @@ def _eval_sigmas(cks, splits, raw, args: argparse.Namespace, row_name: str) -> d
         cal = predict_split_ensemble(calibrated, test)
         rows.append((f"{row_name} calibrated σ", cal))
     if len(cks) > 1:  # one σ temperature for the mixture, fitted on validation stars
-        raw_members = [(c.model, c.label_scaling, None) for c in cks]
+        raw_members = _raw_members(cks)
         temperature = fit_temperature(
             predict_split_ensemble(raw_members, splits["val"]).residual_z, args.temperature)
         ens = raw.scaled(temperature)
@@ -550,8 +559,7 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             config, suffix = _eval_config(ck, args, snr)
             splits = build_datasets(source, config, layout, cache_dir=_cache_dir(args))
             test = splits[args.split]
-            raw_members = [(c.model, c.label_scaling, None) for c in cks]
-            raw = predict_split_ensemble(raw_members, test, progress=True)
+            raw = predict_split_ensemble(_raw_members(cks), test, progress=True)
             row = {"model": f"{name}{suffix} {label}", "snr": snr, "covariance": covariance,
                    "mae": raw.mae()}
             table2.append(row)

@@ -79,6 +79,16 @@ class DeepEnsemble(nn.Module):
                                      for _ in range(config.n_members))
         self.register_buffer("temperatures", torch.ones(config.n_members, config.n_labels))
 
+    def uncalibrated(self) -> DeepEnsemble:
+        """The same members (weights shared, not copied) without their σ temperatures: the
+        mixture of their raw Gaussians, what ``nn eval`` reports as raw σ."""
+        raw = DeepEnsemble.__new__(DeepEnsemble)
+        nn.Module.__init__(raw)
+        raw.config = self.config
+        raw.members = self.members
+        raw.register_buffer("temperatures", torch.ones_like(self.temperatures))
+        return raw.train(self.training)
+
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None):
         # x: (B, 1, n_orders, n_pixels)
         mus, covs = [], []
