@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from photosphere.errors import CheckpointError, ModelError
 from photosphere.nn.checkpoint import LabelScaling, load_checkpoint, save_checkpoint
 from photosphere.nn.ensemble import DeepEnsemble, EnsembleConfig, combine
 from photosphere.nn.evaluate import predict_ensemble, predict_images
+from photosphere.nn.predict import network
 from photosphere.nn.resnet import ResNet, ResNetConfig
 
 torch.set_num_threads(1)
@@ -56,6 +58,13 @@ def test_mixture_moments_match_predict_ensemble(tmp_path):
     torch.testing.assert_close(cov_raw, cov_ref, rtol=1e-4, atol=1e-3)
     assert not torch.allclose(cov_raw, cov)
     assert raw.members[0].stem is model.members[0].stem and not raw.training
+    # nn predict's raw σ (network(..., calibrated=False)) on the stored ensemble: the same
+    stored = load_checkpoint(save_checkpoint(tmp_path / "e.pt", "ensemble", model,
+                                             label_scaling=scaling, data=data))
+    image = X[0, 0].numpy()
+    mu_run, cov_run = network([stored], calibrated=False)(image)
+    np.testing.assert_allclose(mu_run, mu_raw[0].numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(cov_run, cov_raw[0].numpy(), rtol=1e-4, atol=1e-2)
     torch.testing.assert_close(model.temperatures[:, 0], torch.tensor([1.0, 1.1, 1.2]))
     # what was combined is recorded; per-network real-star calibration is not carried over
     assert [m["seed"] for m in data["ensemble"]] == [0, 1, 2]

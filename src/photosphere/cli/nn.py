@@ -495,31 +495,22 @@ def _eval_config(ck, args: argparse.Namespace, snr: float) -> tuple[DataConfig, 
     return DataConfig.from_dict(data), suffix
 
 
-def _raw_members(cks) -> list[tuple]:
-    """(model, label scaling, no temperature) per model: raw σ; a stored deep ensemble without
-    its members' temperatures too."""
-    from ..nn.ensemble import DeepEnsemble
-
-    return [(c.model.uncalibrated() if isinstance(c.model, DeepEnsemble) else c.model,
-             c.label_scaling, None) for c in cks]
-
-
 def _eval_sigmas(cks, splits, raw, args: argparse.Namespace, row_name: str) -> dict[str, Any]:
     """The σ variants beyond the raw one: calibrated, ensemble-calibrated, MC-dropout (None where
     they do not apply), and their Table 3 rows."""
     from ..nn.evaluate import fit_temperature, predict_split_ensemble
+    from ..nn.predict import network_members
 
     test = splits[args.split]
     rows = []
-    calibrated = [(c.model, c.label_scaling, c.temperature) for c in cks]
+    calibrated = network_members(cks)
     cal = ens = mc = None
     if all(c.temperature is not None for c in cks):
         cal = predict_split_ensemble(calibrated, test)
         rows.append((f"{row_name} calibrated σ", cal))
     if len(cks) > 1:  # one σ temperature for the mixture, fitted on validation stars
-        raw_members = _raw_members(cks)
-        temperature = fit_temperature(
-            predict_split_ensemble(raw_members, splits["val"]).residual_z, args.temperature)
+        temperature = fit_temperature(predict_split_ensemble(
+            network_members(cks, calibrated=False), splits["val"]).residual_z, args.temperature)
         ens = raw.scaled(temperature)
         rows.append((f"{row_name} ensemble-calibrated σ", ens))
     if args.mc_samples:
@@ -537,7 +528,7 @@ def _coverages(pred) -> list[float] | None:
 def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from ..nn.data import build_datasets
     from ..nn.evaluate import format_table2, format_table3, predict_split_ensemble
-    from ..nn.predict import load_model
+    from ..nn.predict import load_model, network_members
     from ..nn.train import source_from_grid
 
     grid = _grid(args.grid)
@@ -559,7 +550,8 @@ def run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             config, suffix = _eval_config(ck, args, snr)
             splits = build_datasets(source, config, layout, cache_dir=_cache_dir(args))
             test = splits[args.split]
-            raw = predict_split_ensemble(_raw_members(cks), test, progress=True)
+            raw = predict_split_ensemble(network_members(cks, calibrated=False), test,
+                                         progress=True)
             row = {"model": f"{name}{suffix} {label}", "snr": snr, "covariance": covariance,
                    "mae": raw.mae()}
             table2.append(row)

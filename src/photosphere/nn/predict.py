@@ -223,12 +223,24 @@ def _ensemble_members(model: Checkpoint | str | list | None) -> list[Checkpoint]
     return cks
 
 
+def network_members(checkpoints: Sequence[Checkpoint], *, calibrated: bool = True
+                    ) -> list[tuple]:
+    """(model, label scaling, σ temperature) per checkpoint, as ``predict_ensemble`` takes
+    them; ``calibrated=False``: raw σ, no temperature (a stored deep ensemble also without its
+    members' temperatures, :meth:`~photosphere.nn.ensemble.DeepEnsemble.uncalibrated`)."""
+    from .ensemble import DeepEnsemble
+
+    if calibrated:
+        return [(c.model, c.label_scaling, c.temperature) for c in checkpoints]
+    return [(c.model.uncalibrated() if isinstance(c.model, DeepEnsemble) else c.model,
+             c.label_scaling, None) for c in checkpoints]
+
+
 def network(checkpoints: Sequence[Checkpoint], *, calibrated: bool = True,
             mc_samples: int = 0):
     """``run(image) -> (μ (k,), Σ (k, k))`` float64: the networks of ``checkpoints`` (several:
     a deep ensemble) on one image, each with its σ temperature unless ``calibrated`` is False."""
-    members = [(c.model, c.label_scaling, c.temperature if calibrated else None)
-               for c in checkpoints]
+    members = network_members(checkpoints, calibrated=calibrated)
 
     def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, cov = predict_ensemble(members, torch.from_numpy(np.asarray(image, np.float32)),
